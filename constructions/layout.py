@@ -1,0 +1,117 @@
+"""The state-dict format every engine shares: mamba_ssm's own parameter names, plus embedding and readout.
+
+A model is ``logits = readout(mixer(embedding[tokens]))`` with no norm and no residual (the paper's one-layer model).
+Flat keys: ``embedding.weight`` (n_tokens, d_model), ``mixer.<name>`` with ``<name>`` exactly as in
+``mamba_ssm.Mamba(d_model, d_state, d_conv, expand, dt_rank, bias, conv_bias)`` (``in_proj.weight``,
+``conv1d.weight``, ``x_proj.weight``, ``dt_proj.weight``, ``dt_proj.bias``, ``A_log``, ``D``, ``out_proj.weight``,
+and the biases), and ``readout.weight`` (n_classes, d_model).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class MQARTokens:
+    """Token ids of an MQAR vocabulary: keys, values and noise are disjoint ranges (keys first)."""
+
+    kappa: int
+    vocab_size: int
+    noise_vocab: int = 1
+
+    @property
+    def values_start(self) -> int:
+        return self.kappa
+
+    @property
+    def noise_start(self) -> int:
+        return self.kappa + self.vocab_size
+
+    @property
+    def n_tokens(self) -> int:
+        return self.kappa + self.vocab_size + self.noise_vocab
+
+    def as_dict(self) -> dict:
+        return {
+            "keys": [0, self.kappa],
+            "values": [self.values_start, self.noise_start],
+            "noise": [self.noise_start, self.n_tokens],
+            "label_of_value_token": "token_id - values_start",
+        }
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    """Constructor arguments of ``mamba_ssm.Mamba`` that fix the parameter shapes."""
+
+    d_model: int
+    d_state: int
+    d_conv: int = 4
+    expand: int = 1
+    dt_rank: int | None = None  # None = mamba_ssm's "auto", ceil(d_model / 16)
+    bias: bool = True
+    conv_bias: bool = True
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def rank(self) -> int:
+        return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
+
+    def mamba_kwargs(self) -> dict:
+        return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
+                "dt_rank": self.rank, "bias": self.bias, "conv_bias": self.conv_bias}
+
+    def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
+        """A state dict of the right names and shapes, all zero, for a construction to fill."""
+        di, n, r = self.d_inner, self.d_state, self.rank
+        sd = {
+            "in_proj.weight": torch.zeros(2 * di, self.d_model, dtype=dtype),
+            "conv1d.weight": torch.zeros(di, 1, self.d_conv, dtype=dtype),
+            "x_proj.weight": torch.zeros(r + 2 * n, di, dtype=dtype),
+            "dt_proj.weight": torch.zeros(di, r, dtype=dtype),
+            "dt_proj.bias": torch.zeros(di, dtype=dtype),
+            "A_log": torch.zeros(di, n, dtype=dtype),
+            "D": torch.zeros(di, dtype=dtype),
+            "out_proj.weight": torch.zeros(self.d_model, di, dtype=dtype),
+        }
+        if self.bias:
+            sd["in_proj.bias"] = torch.zeros(2 * di, dtype=dtype)
+            sd["out_proj.bias"] = torch.zeros(self.d_model, dtype=dtype)
+        if self.conv_bias:
+            sd["conv1d.bias"] = torch.zeros(di, dtype=dtype)
+        return sd
+
+
+@dataclass
+class Construction:
+    """Hand-set weights of one model, with the names of its channels and what the proof says about it."""
+
+    name: str
+    theorem: str
+    config: MambaConfig
+    embedding: torch.Tensor
+    mixer: dict[str, torch.Tensor]
+    readout: torch.Tensor
+    channels: list[str]
+    tokens: MQARTokens | None = None
+    info: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"embedding.weight": self.embedding, **{f"mixer.{k}": v for k, v in self.mixer.items()},
+                "readout.weight": self.readout}
+
+    def sizes(self) -> dict:
+        return {"d_model": self.config.d_model, "d_state": self.config.d_state, "d_conv": self.config.d_conv,
+                "expand": self.config.expand}
+
+
+def from_state_dict(sd: dict[str, torch.Tensor], config: MambaConfig, **kw) -> Construction:
+    """The inverse of ``Construction.state_dict`` (for reloading an export)."""
+    mixer = {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}
+    return Construction(config=config, embedding=sd["embedding.weight"], mixer=mixer, readout=sd["readout.weight"], **kw)

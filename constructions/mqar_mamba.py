@@ -1,0 +1,111 @@
+"""Theorem 2 (Huang et al., ICML 2025) in ``mamba_ssm.Mamba``: MQAR with the S6 mixer, both steps.
+
+Theorem: a one-layer Mamba block solves MQAR with kappa keys and |V| values with N = kappa and
+d = kappa + |V| (step 1, ``variant="one-hot"``) or d = kappa + p, p = O(log |V|) (step 2, ``variant="jl"``).
+
+Weights (channels: ``key[i]`` for i < kappa, then ``value[j]`` for j < |V| or ``code[m]`` for m < p; expand = 1):
+
+==================  =========================================================================================
+embedding           key i -> e_{key[i]}; value j -> e_{value[j]} (one-hot) or sum_m q_j[m] e_{code[m]} (JL);
+                    noise -> 0
+in_proj             x rows: identity; z rows: weight 0, bias ``gate_pre`` (so the gate is silu(gate_pre))
+conv1d              key channels: taps (prev, cur) = (key_prev, key_cur); value/code channels: (0, value_gain);
+                    bias 0; taps older than t-1 are 0 (any d_conv >= 2)
+x_proj              dt rows 0; B rows and C rows both select the key channels (B_t = C_t = u_t[key])
+dt_proj             weight 0, bias softplus^{-1}(delta)   -> constant step delta
+A_log               log(decay_budget / (delta * seq_len)) -> decay >= exp(-decay_budget) within seq_len
+D                   0
+out_proj            identity
+readout             row j: e_{value[j]} (one-hot) or sum_m q_j[m] e_{code[m]} (JL)
+==================  =========================================================================================
+
+The constants and the inequality each one satisfies are in ``symbolic.theorem2`` (its docstring explains the choices
+that make the proof exact in the real block: per-channel conv taps, zero-embedded noise, constant gate, bounded
+decay, balanced JL codes). ``build`` evaluates them, writes the weights, and records in ``info`` the proven lower
+bound on every query's logit margin, which checks compare with the measured margin.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+import torch
+
+from constructions.errors import RequirementError, require
+from constructions.jl import balanced_codes, coherence, jl_dim
+from constructions.layout import Construction, MambaConfig, MQARTokens
+from symbolic import theorem2 as th
+
+NAME = "mqar-mamba"
+THEOREM = "Theorem 2 (Huang et al. 2025)"
+VARIANTS = ("one-hot", "jl")
+MAX_DRAWS = 64
+
+
+def sizes(kappa: int, vocab_size: int, variant: str = "one-hot", jl_eps: float = 0.5) -> dict:
+    p = vocab_size if variant == "one-hot" else jl_dim(vocab_size, jl_eps)
+    return {"d_model": kappa + p, "d_state": kappa, "value_dim": p}
+
+
+def _draw_codes(vocab_size: int, p: int, seed: int, mu_max: float):
+    for draw in range(MAX_DRAWS):
+        codes = balanced_codes(p, vocab_size, seed + draw)
+        mu = coherence(codes)
+        if mu < mu_max:
+            return codes, mu, draw
+    raise RequirementError(
+        f"MQAR Mamba JL construction needs codes with coherence < {mu_max:.3f}; none of {MAX_DRAWS} draws of "
+        f"p={p} balanced codes for |V|={vocab_size} had it (raise p by lowering --jl-eps)")
+
+
+def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 256, seed: int = 0,
+          d_conv: int = 4, jl_eps: float = 0.5, noise_vocab: int = 1,
+          constants: th.Theorem2Constants = th.DEFAULT) -> Construction:
+    """Weights of Theorem 2's construction, valid for every MQAR sequence of length <= seq_len."""
+    require(kappa >= 1, f"MQAR Mamba construction needs kappa >= 1, got kappa={kappa}")
+    require(vocab_size >= 2, f"MQAR Mamba construction needs |V| >= 2 values, got vocab_size={vocab_size}")
+    require(variant in VARIANTS, f"MQAR Mamba construction variant must be one of {VARIANTS}, got {variant!r}")
+    require(seq_len >= 1, f"MQAR Mamba construction needs seq_len >= 1, got seq_len={seq_len}")
+    require(d_conv >= 2, f"MQAR Mamba construction needs d_conv >= 2 (a size-2 conv), got d_conv={d_conv}")
+    require(noise_vocab >= 1, f"MQAR Mamba construction needs noise_vocab >= 1, got noise_vocab={noise_vocab}")
+
+    c = constants
+    p = sizes(kappa, vocab_size, variant, jl_eps)["value_dim"]
+    info: dict = {"variant": variant, "seq_len": seq_len, "value_dim": p}
+    if variant == "one-hot":
+        codes = np.eye(vocab_size, dtype=np.int64)
+        bound = th.margin_lower_bound(c, "one-hot")
+    else:
+        mu_max = float(th.max_coherence(c))
+        codes, mu, draw = _draw_codes(vocab_size, p, seed, mu_max)
+        bound = th.margin_lower_bound(c, "jl", p, sp.nsimplify(mu))
+        info.update(jl_eps=jl_eps, coherence=mu, coherence_max=mu_max, code_seed=seed + draw)
+    info["proven_margin"] = float(bound)
+
+    cfg = MambaConfig(d_model=kappa + p, d_state=kappa, d_conv=d_conv)
+    d, keys, vals = cfg.d_model, slice(0, kappa), slice(kappa, kappa + p)
+    tokens = MQARTokens(kappa, vocab_size, noise_vocab)
+    num = lambda e: float(sp.N(e, 30))  # noqa: E731
+
+    embedding = torch.zeros(tokens.n_tokens, d, dtype=torch.float64)
+    embedding[:kappa, keys] = torch.eye(kappa, dtype=torch.float64)
+    embedding[kappa:kappa + vocab_size, vals] = torch.from_numpy(codes.T).double()
+
+    sd = cfg.zeros()
+    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
+    sd["in_proj.bias"][d:] = num(c.gate_pre)
+    sd["conv1d.weight"][keys, 0, -1] = num(c.key_cur)
+    sd["conv1d.weight"][keys, 0, -2] = num(c.key_prev)
+    sd["conv1d.weight"][vals, 0, -1] = num(c.value_gain)
+    r, n = cfg.rank, cfg.d_state
+    sd["x_proj.weight"][r:r + n, keys] = torch.eye(kappa, dtype=torch.float64)  # B_t = u_t[key]
+    sd["x_proj.weight"][r + n:, keys] = torch.eye(kappa, dtype=torch.float64)  # C_t = u_t[key]
+    sd["dt_proj.bias"][:] = num(c.dt_bias)
+    sd["A_log"][:] = num(c.a_log(seq_len))
+    sd["out_proj.weight"][:] = torch.eye(d, dtype=torch.float64)
+
+    readout = torch.zeros(vocab_size, d, dtype=torch.float64)
+    readout[:, vals] = torch.from_numpy(codes.T).double()
+
+    channels = [f"key[{i}]" for i in range(kappa)] + [
+        f"value[{j}]" if variant == "one-hot" else f"code[{j}]" for j in range(p)]
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, tokens, info)

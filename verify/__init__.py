@@ -1,0 +1,1 @@
+"""Engines that run a construction's state dict, task generators, checks."""

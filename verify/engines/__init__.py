@@ -1,0 +1,25 @@
+"""Engines: ``reference`` (pure PyTorch, mirrors mamba_ssm) and ``mamba_ssm`` (its CUDA modules).
+
+Both take a ``constructions.layout.Construction`` and token ids and return the mixer output (batch, L, d_model);
+the readout is applied by the checks, only at the positions they score.
+"""
+from __future__ import annotations
+
+from constructions.errors import RequirementError
+from verify.engines.reference import ReferenceEngine
+
+DTYPES = ("float64", "float32", "bfloat16", "float16")
+ENGINES = ("reference", "mamba_ssm")
+
+
+def make_engine(name: str, dtype: str = "float64", device: str | None = None):
+    """The engine called ``name`` in ``dtype``; raises RequirementError naming what is missing."""
+    if dtype not in DTYPES:
+        raise RequirementError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if name == "reference":
+        return ReferenceEngine(dtype, device or "cpu")
+    if name == "mamba_ssm":
+        from verify.engines.cuda import MambaSSMEngine
+
+        return MambaSSMEngine(dtype)
+    raise RequirementError(f"engine must be one of {ENGINES}, got {name!r}")

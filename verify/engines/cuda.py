@@ -1,0 +1,50 @@
+"""The ``mamba_ssm`` engine: loads a construction's state dict into ``mamba_ssm.Mamba`` on CUDA and runs its kernels.
+
+``mamba_ssm`` is optional (``pip install 'mamba-constructions[gpu]'``); it is imported here only, inside
+try/except, as mamba_ssm itself does with causal_conv1d. With causal_conv1d installed ``Mamba`` takes its fused
+path (``mamba_inner_fn``); without it, the slow path, which still runs the CUDA ``selective_scan_fn``.
+"""
+from __future__ import annotations
+
+import torch
+
+from constructions.errors import require
+from constructions.layout import Construction
+
+try:
+    from mamba_ssm import Mamba
+except ImportError:  # no wheel, or no compiled extension on this machine
+    Mamba = None
+
+try:
+    import causal_conv1d
+except ImportError:
+    causal_conv1d = None
+
+
+class MambaSSMEngine:
+    name = "mamba_ssm"
+
+    def __init__(self, dtype: str = "float32"):
+        require(torch.cuda.is_available(), "engine mamba_ssm needs a CUDA GPU, and torch sees none "
+                                           "(use --engine reference on this machine)")
+        require(Mamba is not None, "engine mamba_ssm needs the mamba_ssm package with its compiled kernels "
+                                   "(pip install 'mamba-constructions[gpu]')")
+        require(dtype != "float64", "engine mamba_ssm runs float32, bfloat16 or float16 (its selective-scan kernel "
+                                    "has no float64), got float64")
+        self.dtype_name, self.dtype, self.device = dtype, getattr(torch, dtype), torch.device("cuda")
+        self.fused = causal_conv1d is not None
+        self._cache: tuple | None = None
+
+    def module(self, con: Construction):
+        """A ``mamba_ssm.Mamba`` with the construction's weights, loaded with ``load_state_dict(strict=True)``."""
+        if self._cache is None or self._cache[0] is not con:
+            m = Mamba(**con.config.mamba_kwargs(), device=self.device, dtype=self.dtype)
+            m.load_state_dict(con.mixer, strict=True)
+            self._cache = (con, m.eval(), con.embedding.to(self.device, self.dtype))
+        return self._cache[1], self._cache[2]
+
+    def hidden(self, con: Construction, tokens: torch.Tensor) -> torch.Tensor:
+        m, emb = self.module(con)
+        with torch.no_grad():
+            return m(emb[tokens.to(self.device)])

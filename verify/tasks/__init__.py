@@ -1,0 +1,1 @@
+"""Task generators: small pure functions of a typed config and a seed (zoology style)."""

@@ -1,0 +1,1 @@
+"""The ``verify-constructions`` command line."""

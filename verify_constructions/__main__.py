@@ -1,0 +1,3 @@
+from verify_constructions.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""``verify-constructions``: list, check and export the analytical constructions.
+
+Exit codes: 0 every check passed; 1 a check failed; 2 bad input (one line on stderr naming the requirement).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from rich.console import Console
+from rich.table import Table
+
+from constructions.errors import RequirementError
+from verify.engines import DTYPES, ENGINES, make_engine
+from verify.registry import SPECS, MQARParams
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise RequirementError(f"{self.prog}: {message}")
+
+
+def _construction_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("construction", help=f"one of: {', '.join(SPECS)}")
+    p.add_argument("--kappa", type=int, default=MQARParams.kappa, help="number of keys")
+    p.add_argument("--vocab", type=int, default=MQARParams.vocab, help="number of values |V|")
+    p.add_argument("--variant", default=MQARParams.variant, help="one-hot (step 1) or jl (step 2)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length T (default: max(100, 3 kappa))")
+    p.add_argument("--seed", type=int, default=MQARParams.seed)
+    p.add_argument("--d-conv", type=int, default=MQARParams.d_conv)
+    p.add_argument("--jl-eps", type=float, default=MQARParams.jl_eps, help="JL target coherence (sets p)")
+    p.add_argument("--query-passes", type=int, default=MQARParams.query_passes, help="times each key is queried")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="reference", help=f"one of: {', '.join(ENGINES)}")
+    p.add_argument("--dtype", default=None, help=f"one of: {', '.join(DTYPES)} (default float64 on reference, "
+                                                 "float32 on mamba_ssm)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="verify-constructions", description=__doc__)
+    _run_args(top)
+    sub = top.add_subparsers(dest="command", parser_class=_Parser)
+    sub.add_parser("list", help="constructions, theorems and size formulas").add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="build one construction and check it on generated tasks")
+    _construction_args(check)
+    check.add_argument("--samples", type=int, default=MQARParams.samples, help="number of sequences")
+    _run_args(check)
+    export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
+    _construction_args(export)
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument("--dtype", default="float32", help="tensor dtype in the file")
+    return top
+
+
+def _params(args) -> MQARParams:
+    names = {f.name for f in fields(MQARParams)}
+    return MQARParams(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def _spec(name: str):
+    if name not in SPECS:
+        raise RequirementError(f"unknown construction {name!r}; known: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def _engine(args):
+    dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
+    return make_engine(args.engine, dtype)
+
+
+def _table(results) -> Table:
+    t = Table(title="Construction checks")
+    for col in ("construction", "theorem", "sizes", "engine", "dtype", "seqs", "queries", "exact recall",
+                "min margin", "proven margin", "time (s)", "verdict"):
+        t.add_column(col, no_wrap=True, justify="right" if col in ("seqs", "queries", "exact recall", "min margin",
+                                                                   "proven margin", "time (s)") else "left")
+    for r in results:
+        s = r.sizes
+        variant = r.info.get("variant", "")
+        sizes = f"k={r.config['kappa']} |V|={r.config['vocab_size']} T={r.config['seq_len']} " \
+                f"d={s['d_model']} N={s['d_state']}"
+        proven = "" if r.proven_margin is None else f"{r.proven_margin:.4g}"
+        t.add_row(f"{r.construction} {variant}".strip(), r.theorem.split(" (")[0], sizes, r.engine, r.dtype, str(r.sequences), str(r.queries),
+                  f"{r.recall:.4f}", f"{r.min_margin:.4g}", proven, f"{r.seconds:.2f}",
+                  "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]")
+    return t
+
+
+def cmd_list(args, out: Console) -> int:
+    if args.json:
+        print(json.dumps({n: {"theorem": s.theorem, "mixer": s.mixer, "sizes": s.formulas} for n, s in SPECS.items()}))
+        return 0
+    t = Table(title="Constructions")
+    for col in ("construction", "theorem", "mixer", "d_model", "d_state", "d_conv"):
+        t.add_column(col)
+    for s in SPECS.values():
+        t.add_row(s.name, s.theorem, s.mixer, s.formulas["d_model"], s.formulas["d_state"], s.formulas["d_conv"])
+    out.print(t)
+    return 0
+
+
+def _report(results, args, out: Console, single: bool) -> int:
+    ok = all(r.passed for r in results)
+    if args.json:
+        body = results[0].as_dict() if single else {"checks": [r.as_dict() for r in results], "passed": ok}
+        print(json.dumps(body, default=float))
+    else:
+        out.print(_table(results))
+        out.print("[green]all checks passed[/green]" if ok else "[red]some checks FAILED[/red]")
+    return 0 if ok else 1
+
+
+def cmd_check(args, out: Console) -> int:
+    spec, params, engine = _spec(args.construction), _params(args), _engine(args)
+    con = spec.build(params)
+    return _report([spec.check(con, params, engine)], args, out, single=True)
+
+
+def cmd_all(args, out: Console) -> int:
+    engine = _engine(args)
+    results = [s.check(s.build(p), p, engine) for s in SPECS.values() for p in s.defaults]
+    return _report(results, args, out, single=False)
+
+
+def cmd_export(args, out: Console) -> int:
+    import torch
+
+    from constructions.export import save
+
+    spec, params = _spec(args.construction), _params(args)
+    if args.dtype not in DTYPES:
+        raise RequirementError(f"dtype must be one of {DTYPES}, got {args.dtype!r}")
+    path = save(spec.build(params), args.out, dtype=getattr(torch, args.dtype))
+    out.print(f"wrote {path / 'model.safetensors'} and {path / 'config.json'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        args = parser().parse_args(argv)
+        command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, None: cmd_all}[args.command]
+        return command(args, out)
+    except RequirementError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
