@@ -1,8 +1,8 @@
 """Write and read a construction as ``model.safetensors`` + ``config.json``.
 
 The tensors use the flat names of ``constructions.layout`` (``embedding.weight``, ``mixer.<mamba_ssm name>``,
-``readout.weight``); strip ``mixer.`` to ``load_state_dict(strict=True)`` into
-``mamba_ssm.Mamba(**config["mamba_kwargs"])``.
+``readout.weight``); strip ``mixer.`` to ``load_state_dict(strict=True)`` into the mamba_ssm module named by
+``config["block"]`` (``mamba`` -> ``mamba_ssm.Mamba``) built with ``**config["mamba_kwargs"]``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from constructions.layout import Construction, MambaConfig, MQARTokens, from_state_dict
+from constructions.layout import Construction, MQARTokens, config_from_dict, config_to_dict, from_state_dict
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -35,6 +35,8 @@ def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.floa
     config = {
         "construction": con.name,
         "theorem": con.theorem,
+        "block": con.config.kind,
+        "block_config": config_to_dict(con.config),
         "mamba_kwargs": con.config.mamba_kwargs(),
         "sizes": con.sizes(),
         "tokens": con.tokens.as_dict() if con.tokens else None,
@@ -52,9 +54,7 @@ def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.floa
 def load(out_dir: str | Path) -> Construction:
     out = Path(out_dir)
     config = json.loads((out / "config.json").read_text())
-    kw = dict(config["mamba_kwargs"])
-    mc = MambaConfig(d_model=kw["d_model"], d_state=kw["d_state"], d_conv=kw["d_conv"], expand=kw["expand"],
-                     dt_rank=kw["dt_rank"], bias=kw["bias"], conv_bias=kw["conv_bias"])
+    mc = config_from_dict(config["block"], config["block_config"])
     tokens = MQARTokens(**config["token_counts"]) if config.get("token_counts") else None
     return from_state_dict(load_file(str(out / "model.safetensors")), mc, name=config["construction"],
                            theorem=config["theorem"], channels=config["channels"], tokens=tokens, info=config["info"])

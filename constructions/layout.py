@@ -9,7 +9,8 @@ and the biases), and ``readout.weight`` (n_classes, d_model).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -47,6 +48,7 @@ class MQARTokens:
 class MambaConfig:
     """Constructor arguments of ``mamba_ssm.Mamba`` that fix the parameter shapes."""
 
+    kind: ClassVar[str] = "mamba"
     d_model: int
     d_state: int
     d_conv: int = 4
@@ -88,13 +90,25 @@ class MambaConfig:
         return sd
 
 
+CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig}  # block kind -> config class; engines dispatch on kind
+
+
+def config_from_dict(kind: str, fields: dict):
+    """Rebuild a block config from ``config_to_dict``'s output."""
+    return CONFIG_KINDS[kind](**fields)
+
+
+def config_to_dict(config) -> dict:
+    return asdict(config)
+
+
 @dataclass
 class Construction:
     """Hand-set weights of one model, with the names of its channels and what the proof says about it."""
 
     name: str
     theorem: str
-    config: MambaConfig
+    config: MambaConfig  # or any class in CONFIG_KINDS (``config.kind`` names the block)
     embedding: torch.Tensor
     mixer: dict[str, torch.Tensor]
     readout: torch.Tensor
@@ -111,7 +125,7 @@ class Construction:
                 "expand": self.config.expand}
 
 
-def from_state_dict(sd: dict[str, torch.Tensor], config: MambaConfig, **kw) -> Construction:
+def from_state_dict(sd: dict[str, torch.Tensor], config, **kw) -> Construction:
     """The inverse of ``Construction.state_dict`` (for reloading an export)."""
     mixer = {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}
     return Construction(config=config, embedding=sd["embedding.weight"], mixer=mixer, readout=sd["readout.weight"], **kw)

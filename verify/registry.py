@@ -1,10 +1,12 @@
-"""Every construction the command line knows: its theorem, size formulas, default checks, builder and check.
+"""Every construction the command line knows: its theorem, size formulas, parameters, default checks, builder, check.
 
-A later construction adds one ``Spec`` to ``SPECS``; the CLI needs no other change.
+A construction adds one ``Spec`` to ``SPECS`` (in its own module under ``verify/specs/`` if it is long); the CLI
+derives ``check NAME`` / ``export NAME`` flags from the fields of ``Spec.params`` (``field_name`` -> ``--field-name``,
+help text from ``field(metadata={"help": ...})``) and needs no other change.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from constructions import mqar_mamba
@@ -13,19 +15,23 @@ from verify.checks import CheckResult, check_mqar
 from verify.tasks.mqar import MQARConfig
 
 
+def _help(text: str):
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class MQARParams:
     """Parameters of an MQAR construction check (CLI flags of the same names)."""
 
-    kappa: int = 8
-    vocab: int = 128
-    variant: str = "one-hot"
-    seq_len: int | None = None  # None: max(100, 2 kappa + kappa * query_passes), the paper's T = 100 when it fits
-    samples: int = 256
-    seed: int = 0
-    d_conv: int = 4
-    jl_eps: float = 0.5
-    query_passes: int = 1
+    kappa: int = field(default=8, metadata=_help("number of keys"))
+    vocab: int = field(default=128, metadata=_help("number of values |V|"))
+    variant: str = field(default="one-hot", metadata=_help("one-hot (step 1) or jl (step 2)"))
+    seq_len: int | None = field(default=None, metadata=_help("sequence length T (default max(100, (2 + passes) kappa))"))
+    samples: int = field(default=256, metadata=_help("number of sequences checked"))
+    seed: int = field(default=0, metadata=_help("seed of the JL codes; the task uses seed + 1"))
+    d_conv: int = field(default=4, metadata=_help("conv width of the mamba_ssm module (>= 2)"))
+    jl_eps: float = field(default=0.5, metadata=_help("JL target coherence eps (sets p)"))
+    query_passes: int = field(default=1, metadata=_help("times each key is queried"))
 
     @property
     def length(self) -> int:
@@ -41,10 +47,11 @@ class Spec:
     name: str
     theorem: str
     mixer: str
-    formulas: dict[str, str]
-    defaults: tuple[MQARParams, ...]
-    build: Callable[[MQARParams], Construction]
-    check: Callable[..., CheckResult]
+    formulas: dict[str, str]  # at least d_model, d_state, d_conv
+    params: type  # frozen dataclass; its fields are the CLI flags
+    defaults: tuple  # params instances that a bare ``verify-constructions`` checks
+    build: Callable[..., Construction]
+    check: Callable[..., CheckResult]  # check(construction, params, engine) -> CheckResult
 
 
 def _build_mqar_mamba(p: MQARParams) -> Construction:
@@ -53,11 +60,12 @@ def _build_mqar_mamba(p: MQARParams) -> Construction:
                             jl_eps=p.jl_eps)
 
 
-def _check_mqar(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:
+def check_mqar_params(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:
+    """The MQAR check of any MQAR construction: ``p.samples`` sequences from seed ``p.seed + 1``."""
     return check_mqar(con, p.task(), engine, seed=p.seed + 1, batch_size=batch_size)
 
 
-SPECS = {
+SPECS: dict[str, Spec] = {
     "mqar-mamba": Spec(
         name="mqar-mamba",
         theorem=mqar_mamba.THEOREM,
@@ -67,9 +75,10 @@ SPECS = {
             "d_state": "kappa  [paper: kappa]",
             "d_conv": "2 taps used (any d_conv >= 2; default 4)",
         },
+        params=MQARParams,
         defaults=(MQARParams(), MQARParams(variant="jl"), MQARParams(kappa=32, vocab=512, seq_len=256, samples=32),
                   MQARParams(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
         build=_build_mqar_mamba,
-        check=_check_mqar,
+        check=check_mqar_params,
     ),
 }

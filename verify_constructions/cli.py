@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
+from typing import get_args, get_type_hints
 
 from rich.console import Console
 from rich.table import Table
 
 from constructions.errors import RequirementError
 from verify.engines import DTYPES, ENGINES, make_engine
-from verify.registry import SPECS, MQARParams
+from verify.registry import SPECS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,16 +23,14 @@ class _Parser(argparse.ArgumentParser):
         raise RequirementError(f"{self.prog}: {message}")
 
 
-def _construction_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("construction", help=f"one of: {', '.join(SPECS)}")
-    p.add_argument("--kappa", type=int, default=MQARParams.kappa, help="number of keys")
-    p.add_argument("--vocab", type=int, default=MQARParams.vocab, help="number of values |V|")
-    p.add_argument("--variant", default=MQARParams.variant, help="one-hot (step 1) or jl (step 2)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length T (default: max(100, 3 kappa))")
-    p.add_argument("--seed", type=int, default=MQARParams.seed)
-    p.add_argument("--d-conv", type=int, default=MQARParams.d_conv)
-    p.add_argument("--jl-eps", type=float, default=MQARParams.jl_eps, help="JL target coherence (sets p)")
-    p.add_argument("--query-passes", type=int, default=MQARParams.query_passes, help="times each key is queried")
+def _construction_args(p: argparse.ArgumentParser, spec) -> None:
+    hints = get_type_hints(spec.params)
+    for f in fields(spec.params):
+        hint = hints[f.name]
+        t = next((a for a in (get_args(hint) or (hint,)) if a in (int, float, str)), str)
+        default = None if f.default is MISSING else f.default
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=t, default=default,
+                       help=f"{f.metadata.get('help', '')} (default: {default})")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -47,22 +46,28 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("list", help="constructions, theorems and size formulas").add_argument("--json", action="store_true")
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
-    _construction_args(check)
-    check.add_argument("--samples", type=int, default=MQARParams.samples, help="number of sequences")
-    _run_args(check)
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
-    _construction_args(export)
-    export.add_argument("--out", required=True, help="output directory")
-    export.add_argument("--dtype", default="float32", help="tensor dtype in the file")
+    checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
+    exports = export.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
+    for name, spec in SPECS.items():
+        c = checks.add_parser(name, help=spec.theorem)
+        _construction_args(c, spec)
+        _run_args(c)
+        e = exports.add_parser(name, help=spec.theorem)
+        _construction_args(e, spec)
+        e.add_argument("--out", required=True, help="output directory")
+        e.add_argument("--dtype", default="float32", help="tensor dtype in the file")
     return top
 
 
-def _params(args) -> MQARParams:
-    names = {f.name for f in fields(MQARParams)}
-    return MQARParams(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+def _params(spec, args):
+    names = {f.name for f in fields(spec.params)}
+    return spec.params(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _spec(name: str):
+    if name is None:
+        raise RequirementError(f"name a construction; known: {', '.join(SPECS)}")
     if name not in SPECS:
         raise RequirementError(f"unknown construction {name!r}; known: {', '.join(SPECS)}")
     return SPECS[name]
@@ -116,7 +121,8 @@ def _report(results, args, out: Console, single: bool) -> int:
 
 
 def cmd_check(args, out: Console) -> int:
-    spec, params, engine = _spec(args.construction), _params(args), _engine(args)
+    spec = _spec(args.construction)
+    params, engine = _params(spec, args), _engine(args)
     con = spec.build(params)
     return _report([spec.check(con, params, engine)], args, out, single=True)
 
@@ -132,7 +138,8 @@ def cmd_export(args, out: Console) -> int:
 
     from constructions.export import save
 
-    spec, params = _spec(args.construction), _params(args)
+    spec = _spec(args.construction)
+    params = _params(spec, args)
     if args.dtype not in DTYPES:
         raise RequirementError(f"dtype must be one of {DTYPES}, got {args.dtype!r}")
     path = save(spec.build(params), args.out, dtype=getattr(torch, args.dtype))

@@ -22,6 +22,13 @@ except ImportError:
     causal_conv1d = None
 
 
+def _mamba(config, device, dtype):
+    return Mamba(**config.mamba_kwargs(), device=device, dtype=dtype)
+
+
+MODULES = {"mamba": _mamba}  # block kind -> factory(config, device, dtype) of the mamba_ssm module
+
+
 class MambaSSMEngine:
     name = "mamba_ssm"
 
@@ -39,7 +46,7 @@ class MambaSSMEngine:
     def module(self, con: Construction):
         """A ``mamba_ssm.Mamba`` with the construction's weights, loaded with ``load_state_dict(strict=True)``."""
         if self._cache is None or self._cache[0] is not con:
-            m = Mamba(**con.config.mamba_kwargs(), device=self.device, dtype=self.dtype)
+            m = MODULES[con.config.kind](con.config, self.device, self.dtype)
             m.load_state_dict(con.mixer, strict=True)
             self._cache = (con, m.eval(), con.embedding.to(self.device, self.dtype))
         return self._cache[1], self._cache[2]

@@ -39,8 +39,9 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return y.to(dtype_in)
 
 
-def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, d_state: int, dt_rank: int) -> torch.Tensor:
+def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config) -> torch.Tensor:
     """``mamba_ssm.Mamba.forward`` (no inference cache) on hidden (batch, L, d_model) with mamba_ssm's param names."""
+    d_state, dt_rank = config.d_state, config.rank
     L = hidden.shape[1]
     xz = F.linear(hidden, params["in_proj.weight"], params.get("in_proj.bias")).transpose(1, 2)
     x, z = xz.chunk(2, dim=1)
@@ -55,6 +56,12 @@ def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, d_state
     return F.linear(y.transpose(1, 2), params["out_proj.weight"], params.get("out_proj.bias"))
 
 
+FORWARDS = {"mamba": mamba_forward}  # block kind -> forward(params, hidden, config)
+
+# Parameters mamba_ssm keeps in float32 whatever the module dtype (kernel requirements), per block kind.
+FLOAT32_PARAMS = {"mamba": {"A_log", "D", "dt_proj.bias"}}
+
+
 class ReferenceEngine:
     """Runs a construction with ``mamba_forward``; linear maps in ``dtype``, the scan in float32 (float64 kept)."""
 
@@ -66,7 +73,7 @@ class ReferenceEngine:
 
     def _params(self, con: Construction):
         if self._cache is None or self._cache[0] is not con:
-            keep32 = {"A_log", "D", "dt_proj.bias"}  # mamba_ssm keeps these in float32 (kernel requirement)
+            keep32 = FLOAT32_PARAMS.get(con.config.kind, set())
             p = {k: v.to(self.device, torch.float32 if (k in keep32 and self.dtype != torch.float64) else self.dtype)
                  for k, v in con.mixer.items()}
             self._cache = (con, p, con.embedding.to(self.device, self.dtype))
@@ -77,4 +84,4 @@ class ReferenceEngine:
         params, emb = self._params(con)
         x = emb[tokens.to(self.device)]
         with torch.no_grad():
-            return mamba_forward(params, x, con.config.d_state, con.config.rank)
+            return FORWARDS[con.config.kind](params, x, con.config)
