@@ -30,6 +30,7 @@ class CheckResult:
     seconds: float
     config: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    summary: str = ""  # the problem sizes in one short line, for the table (e.g. "k=8 |V|=128 T=100 d=136 N=8")
 
     @property
     def recall(self) -> float:
@@ -71,6 +72,8 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    summary = (f"k={task.kappa} |V|={task.vocab_size} T={task.seq_len} d={con.config.d_model} "
+               f"N={con.config.d_state}")
     return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
                        correct, min_margin, con.info.get("proven_margin"), seconds,
-                       config={**asdict(task), "seed": seed}, info=dict(con.info))
+                       config={**asdict(task), "seed": seed}, info=dict(con.info), summary=summary)

@@ -85,12 +85,9 @@ def _table(results) -> Table:
         t.add_column(col, no_wrap=True, justify="right" if col in ("seqs", "queries", "exact recall", "min margin",
                                                                    "proven margin", "time (s)") else "left")
     for r in results:
-        s = r.sizes
         variant = r.info.get("variant", "")
-        sizes = f"k={r.config['kappa']} |V|={r.config['vocab_size']} T={r.config['seq_len']} " \
-                f"d={s['d_model']} N={s['d_state']}"
         proven = "" if r.proven_margin is None else f"{r.proven_margin:.4g}"
-        t.add_row(f"{r.construction} {variant}".strip(), r.theorem.split(" (")[0], sizes, r.engine, r.dtype, str(r.sequences), str(r.queries),
+        t.add_row(f"{r.construction} {variant}".strip(), r.theorem.split(" (")[0], r.summary, r.engine, r.dtype, str(r.sequences), str(r.queries),
                   f"{r.recall:.4f}", f"{r.min_margin:.4g}", proven, f"{r.seconds:.2f}",
                   "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]")
     return t
