@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from constructions.errors import require
 from constructions.layout import Construction
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
@@ -60,6 +61,8 @@ def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor)
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
     """Generate ``task.num_examples`` sequences, run them in batches, score every query."""
+    require(con.tokens == task.tokens, f"construction {con.name} was built for tokens {con.tokens}, "
+                                       f"but the task uses {task.tokens}")
     tokens, labels = generate(task, seed)
     start = time.perf_counter()
     queries = correct = 0

@@ -32,6 +32,7 @@ class MQARParams:
     d_conv: int = field(default=4, metadata=_help("conv width of the mamba_ssm module (>= 2)"))
     jl_eps: float = field(default=0.5, metadata=_help("JL target coherence eps (sets p)"))
     query_passes: int = field(default=1, metadata=_help("times each key is queried"))
+    noise_vocab: int = field(default=1, metadata=_help("number of distinct noise tokens"))
 
     @property
     def length(self) -> int:
@@ -39,7 +40,7 @@ class MQARParams:
 
     def task(self) -> MQARConfig:
         return MQARConfig(self.kappa, self.vocab, self.length, num_examples=self.samples,
-                          query_passes=self.query_passes)
+                          noise_vocab=self.noise_vocab, query_passes=self.query_passes)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Spec:
 def _build_mqar_mamba(p: MQARParams) -> Construction:
     p.task().validate()
     return mqar_mamba.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                            jl_eps=p.jl_eps)
+                            jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
 
 
 def check_mqar_params(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:

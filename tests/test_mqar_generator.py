@@ -1,0 +1,64 @@
+"""The MQAR generator: layout, labels and determinism, checked by re-parsing the sequences independently."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from constructions.errors import RequirementError
+from verify.tasks.mqar import IGNORE, MQARConfig, generate
+
+
+def _parse(tokens, cfg):
+    """Independent reading of one sequence: the KV dictionary, then the expected label at each query."""
+    ids = cfg.tokens
+    kv = {int(tokens[2 * i]): int(tokens[2 * i + 1]) - ids.values_start for i in range(cfg.kappa)}
+    expected = np.full(len(tokens), IGNORE)
+    for t in range(2 * cfg.kappa, len(tokens)):
+        if tokens[t] < cfg.kappa:
+            expected[t] = kv[int(tokens[t])]
+    return kv, expected
+
+
+@given(kappa=st.integers(1, 16), vocab=st.integers(2, 64), extra=st.integers(0, 40), passes=st.integers(1, 3),
+       noise=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_layout_and_labels(kappa, vocab, extra, passes, noise, seed):
+    cfg = MQARConfig(kappa, vocab, (2 + passes) * kappa + extra, num_examples=5, noise_vocab=noise,
+                     query_passes=passes)
+    tokens, labels = generate(cfg, seed)
+    assert tokens.shape == labels.shape == (5, cfg.seq_len)
+    ids = cfg.tokens
+    for seq, lab in zip(tokens, labels):
+        kv, expected = _parse(seq, cfg)
+        assert sorted(kv) == list(range(kappa))  # keys are a permutation
+        assert all(0 <= v < vocab for v in kv.values())
+        assert np.array_equal(lab, expected)  # labels sit at query positions, equal the paired value
+        assert (seq[1:2 * kappa:2] >= ids.values_start).all() and (seq[1:2 * kappa:2] < ids.noise_start).all()
+        query_region = seq[2 * kappa:]
+        queried = query_region[query_region < kappa]
+        assert np.array_equal(np.bincount(queried, minlength=kappa), np.full(kappa, passes))
+        others = query_region[query_region >= kappa]
+        assert ((others >= ids.noise_start) & (others < ids.n_tokens)).all()  # fillers are noise only
+
+
+def test_pure_function_of_config_and_seed():
+    cfg = MQARConfig(8, 128, 100, num_examples=50)
+    a, b, c = generate(cfg, 3), generate(cfg, 3), generate(cfg, 4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_shortest_length_makes_every_query_adjacent():
+    cfg = MQARConfig(6, 10, 18, num_examples=3)
+    tokens, labels = generate(cfg, 0)
+    assert (tokens[:, 12:] < 6).all() and (labels[:, 12:] != IGNORE).all()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(kappa=0, vocab_size=5, seq_len=10), r"kappa >= 1, got kappa=0"),
+    (dict(kappa=4, vocab_size=1, seq_len=20), r"\|V\| >= 2 values, got vocab_size=1"),
+    (dict(kappa=4, vocab_size=5, seq_len=11), r"seq_len >= 2\*kappa \+ kappa\*query_passes = 12 .*got seq_len=11"),
+    (dict(kappa=4, vocab_size=5, seq_len=15, query_passes=2), r"= 16 .*got seq_len=15"),
+])
+def test_bad_configs_name_the_requirement(kw, message):
+    with pytest.raises(RequirementError, match=message):
+        generate(MQARConfig(**kw), 0)
