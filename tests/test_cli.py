@@ -73,7 +73,7 @@ def test_export_round_trip_same_logits(tmp_path):
     assert config["tokens"]["keys"] == [0, 3] and config["tokens"]["values"] == [3, 10]
     back = load(tmp_path)
     assert set(back.mixer) == MAMBA_NAMES
-    original = mqar_mamba.build(3, 7, "jl")
+    original = mqar_mamba.build(3, 7, "jl", seq_len=100)  # the CLI default T
     tokens = torch.tensor([[0, 4, 1, 9, 2, 3, 10, 1, 0, 2]])
     eng = make_engine("reference", "float64")
     assert torch.equal(eng.hidden(back, tokens), make_engine("reference", "float64").hidden(original, tokens))
