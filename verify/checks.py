@@ -7,8 +7,10 @@ construction's proven lower bound on it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 
 from constructions.errors import require
@@ -45,38 +47,83 @@ class CheckResult:
         return {**asdict(self), "recall": self.recall, "passed": self.passed}
 
 
-def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float]:
-    """(queries, correct, min margin) of the readout on the labelled positions of one batch."""
-    mask = labels != IGNORE
-    h = hidden[mask.to(hidden.device)]
-    logits = h.float() @ con.readout.to(h.device, torch.float32).T if h.dtype != torch.float64 else \
-        h @ con.readout.to(h.device).T
-    target = labels[mask].to(h.device)
-    own = logits.gather(1, target[:, None]).squeeze(1)
-    others = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
-    correct = int((logits.argmax(dim=1) == target).sum()) if logits.shape[1] > 1 else int(target.numel())
-    margin = float((own - others).min()) if target.numel() else float("inf")
-    return int(target.numel()), correct, margin
+def _readout(con: Construction, device, dtype) -> torch.Tensor:
+    cache = con.__dict__.setdefault("_readout_cache", {})
+    key = (str(device), dtype)
+    if key not in cache:
+        cache[key] = con.readout.to(device, dtype)
+    return cache[key]
+
+
+def score_positions(con: Construction, hidden: torch.Tensor, pos: torch.Tensor, target: torch.Tensor):
+    """(correct, min margin) as 0-dim device tensors, without a host sync.
+
+    hidden: (batch, L, d_model); pos, target: (batch, q) query positions and value labels. The margin of a query
+    is its target logit minus the largest other logit; a tie is not a recall.
+    """
+    d = hidden.shape[-1]
+    h = hidden.gather(1, pos[..., None].expand(-1, -1, d)).reshape(-1, d)
+    work = torch.float64 if h.dtype == torch.float64 else torch.float32
+    logits = h.to(work) @ _readout(con, h.device, work).T
+    target = target.reshape(-1, 1)
+    own = logits.gather(1, target).squeeze(1)
+    if logits.shape[1] == 1:
+        return own.new_tensor(own.numel(), dtype=torch.int64), own.new_tensor(float("inf"))
+    best_other = logits.scatter_(1, target, float("-inf")).amax(dim=1)  # in place: logits is ours
+    return (own > best_other).sum(), (own - best_other).min()
+
+
+def _query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Query positions and targets, (batch, q) each; every row of an MQAR batch has the same number of queries."""
+    rows, cols = np.nonzero(labels != IGNORE)
+    pos = cols.reshape(labels.shape[0], -1)
+    return pos, labels[rows, cols].reshape(pos.shape)
+
+
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def _batches(task: MQARConfig, seed: int, batch_size: int):
+    """Batch i is ``generate(task with num_examples=batch, seed=(seed, i))``; the next batch is generated on a
+    worker thread while the engine runs the current one (numpy releases the GIL), so generation overlaps the GPU."""
+    sizes = [min(batch_size, task.num_examples - i) for i in range(0, task.num_examples, batch_size)]
+
+    def make(i):
+        tokens, labels = generate(replace(task, num_examples=sizes[i]), (seed, i))
+        return (tokens, *_query_positions(labels))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(make, 0)]
+        for i in range(len(sizes)):
+            if i + 1 < len(sizes):
+                futures.append(pool.submit(make, i + 1))
+            yield futures[i].result()
+            futures[i] = None
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
-    """Generate ``task.num_examples`` sequences, run them in batches, score every query."""
+    """Generate ``task.num_examples`` sequences in batches, run them, score every query."""
     require(con.tokens == task.tokens, f"construction {con.name} was built for tokens {con.tokens}, "
                                        f"but the task uses {task.tokens}")
-    tokens, labels = generate(task, seed)
+    task.validate()
     start = time.perf_counter()
-    queries = correct = 0
-    min_margin = float("inf")
-    for i in range(0, len(tokens), batch_size):
-        tok = torch.from_numpy(tokens[i:i + batch_size])
-        hidden = engine.hidden(con, tok)
-        q, c, m = score_queries(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
-        queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
+    queries = sequences = 0
+    correct, margins = [], []
+    for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
+        tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
+        c, m = score_positions(con, engine.hidden(con, tokens), pos, target)
+        correct.append(c)
+        margins.append(m)
+        queries, sequences = queries + target.numel(), sequences + len(tokens)
+    correct, min_margin = int(torch.stack(correct).sum()), float(torch.stack(margins).min())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     summary = (f"k={task.kappa} |V|={task.vocab_size} T={task.seq_len} d={con.config.d_model} "
                f"N={con.config.d_state}")
-    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
+    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, sequences, queries,
                        correct, min_margin, con.info.get("proven_margin"), seconds,
                        config={**asdict(task), "seed": seed}, info=dict(con.info), summary=summary)

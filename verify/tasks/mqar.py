@@ -50,8 +50,11 @@ class MQARConfig:
                                       f"(kappa={self.kappa}), got seq_len={self.seq_len}")
 
 
-def generate(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids and labels, both int64 of shape (num_examples, seq_len); a pure function of (config, seed)."""
+def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and labels, both int64 of shape (num_examples, seq_len); a pure function of (config, seed).
+
+    ``seed`` is anything ``numpy.random.default_rng`` takes (an int, or a tuple such as (seed, batch_index)).
+    """
     config.validate()
     rng = np.random.default_rng(seed)
     S, K, T, ids = config.num_examples, config.kappa, config.seq_len, config.tokens
@@ -66,7 +69,8 @@ def generate(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     tokens[:, 2 * K:] = ids.noise_start + rng.integers(0, config.noise_vocab, size=(S, Q))
     queried = np.concatenate([np.argsort(rng.random((S, K)), axis=1) for _ in range(config.query_passes)], axis=1)
-    slots = 2 * K + np.sort(np.argsort(rng.random((S, Q)), axis=1)[:, :nq], axis=1)
+    chosen = np.argpartition(rng.random((S, Q)), nq - 1, axis=1)[:, :nq] if nq < Q else np.tile(np.arange(Q), (S, 1))
+    slots = 2 * K + np.sort(chosen, axis=1)  # nq distinct uniform slots, in order
     tokens[rows, slots] = queried
 
     labels = np.full((S, T), IGNORE, dtype=np.int64)

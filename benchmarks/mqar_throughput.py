@@ -1,0 +1,130 @@
+"""Throughput of the Theorem 2 check harness: verified MQAR query tokens per second.
+
+For each configuration it measures, on the same machine in one run:
+* ``harness``: the whole check (generate tokens, embed, run the engine, read out at query positions, compare
+  argmax with labels) on the ``mamba_ssm`` engine (GPU) or the reference engine (CPU), in queries per second;
+* ``bare kernel``: one ``selective_scan_fn`` call of the same shapes (u, delta: (B, d, L); A: (d, N); B, C: (B, N, L);
+  D, z, delta_bias, softplus as mamba_ssm's slow path passes them), in queries per second of the same batch;
+* ``bare module``: ``mamba_ssm.Mamba.forward`` alone on an already-embedded batch (in_proj, conv, x_proj, dt_proj,
+  the same scan, out_proj): the most any harness around that module can reach;
+and the ratios harness / bare kernel and harness / bare module, in float32 and bfloat16. Usage::
+
+    python3 benchmarks/mqar_throughput.py --out results/bench.json [--cpu-only] [--configs default,large]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from constructions import mqar_mamba  # noqa: E402
+from verify.checks import check_mqar  # noqa: E402
+from verify.engines import make_engine  # noqa: E402
+from verify.tasks.mqar import MQARConfig  # noqa: E402
+
+CONFIGS = {  # name: (kappa, |V|, variant, T, batch, GPU batches)
+    "default": (8, 128, "one-hot", 100, 1024, 8),
+    "large": (64, 8192, "jl", 1024, 1024, 4),
+}
+
+
+def _time(fn, repeats=3):
+    fn()  # warm-up (kernel autotune, allocator)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bare_kernel_qps(con, batch, T, kappa, dtype):
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    d, n, dev = con.config.d_inner, con.config.d_state, "cuda"
+    u, delta, z = (torch.randn(batch, d, T, device=dev, dtype=dtype) for _ in range(3))
+    B, C = (torch.randn(batch, n, T, device=dev, dtype=dtype) for _ in range(2))
+    A = -torch.rand(d, n, device=dev)
+    D, bias = torch.zeros(d, device=dev), torch.zeros(d, device=dev)
+    fn = lambda: selective_scan_fn(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)  # noqa: E731
+    return batch * kappa / _time(fn)
+
+
+def bare_module_qps(con, engine, batch, T, kappa):
+    module, _ = engine.module(con)
+    x = torch.randn(batch, T, con.config.d_model, device="cuda", dtype=engine.dtype)
+
+    def fn():
+        with torch.no_grad():
+            module(x)
+    return batch * kappa / _time(fn)
+
+
+def harness_qps(con, engine, task, batch_size):
+    box = {}
+    fn = lambda: box.update(r=check_mqar(con, task, engine, seed=1, batch_size=batch_size))  # noqa: E731
+    seconds = _time(fn)
+    r = box["r"]
+    assert r.passed, r.as_dict()
+    return r.queries / seconds, r
+
+
+def run(names, cpu_only):
+    rows = []
+    for name in names:
+        kappa, vocab, variant, T, batch, gpu_batches = CONFIGS[name]
+        con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+        row = {"config": name, "kappa": kappa, "vocab": vocab, "variant": variant, "T": T, "batch": batch,
+               "d_model": con.config.d_model, "d_state": con.config.d_state}
+        cpu_samples = 64 if name == "default" else 4
+        cpu_qps, _ = harness_qps(con, make_engine("reference", "float32"),
+                                 MQARConfig(kappa, vocab, T, num_examples=cpu_samples), cpu_samples)
+        row["reference_cpu_float32_qps"] = cpu_qps
+        if not cpu_only and torch.cuda.is_available():
+            row["gpu"] = torch.cuda.get_device_name()
+            task = MQARConfig(kappa, vocab, T, num_examples=batch * gpu_batches)
+            for dtype in ("float32", "bfloat16"):
+                engine = make_engine("mamba_ssm", dtype)
+                qps, r = harness_qps(con, engine, task, batch)
+                kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)
+                module = bare_module_qps(con, engine, batch, T, kappa)
+                row[dtype] = {"harness_qps": qps, "bare_kernel_qps": kernel, "bare_module_qps": module,
+                              "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
+                              "min_margin": r.min_margin, "recall": r.recall}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--configs", default="default,large")
+    ap.add_argument("--cpu-only", action="store_true")
+    args = ap.parse_args()
+    rows = run(args.configs.split(","), args.cpu_only)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        body = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "command": " ".join(sys.argv),
+                "rows": rows}
+        fd, tmp = tempfile.mkstemp(dir=out.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(body, f, indent=2)
+        os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    main()
