@@ -244,17 +244,17 @@ _SQRT2 = math.sqrt(2.0)
 
 
 def phi_num(x):
-    x = np.asarray(x, dtype=float)
-    from math import erf
+    """Standard normal CDF, numpy in and out (torch's ndtr, float64)."""
+    import torch
 
-    return 0.5 * (1 + np.vectorize(erf)(x / _SQRT2))
+    return torch.special.ndtr(torch.as_tensor(np.asarray(x, dtype=float))).numpy()
 
 
 def qfun(x):
-    """Q(x) = 1 - Phi(x), accurate in the tail (erfc)."""
-    from math import erfc
+    """Q(x) = 1 - Phi(x), accurate in the tail."""
+    import torch
 
-    return 0.5 * np.vectorize(erfc)(np.asarray(x, dtype=float) / _SQRT2)
+    return torch.special.ndtr(-torch.as_tensor(np.asarray(x, dtype=float))).numpy()
 
 
 def m_v_num(v):
@@ -432,25 +432,48 @@ def collision_profile(tokens: np.ndarray, labels: np.ndarray, ignore: int = -100
     return CollisionProfile(np.array(n_ws, float), np.array(n_sqs, float), tuple(s_ins), np.array(exacts, float))
 
 
+def _grouped_profile(profile: CollisionProfile):
+    """(n_sq, distinct s values (U,), counts (Q, U), exact, n_in) as float64 tensors: in-context competitors grouped
+    by their s_u, which takes few distinct values."""
+    import torch
+
+    values = sorted({float(x) for row in profile.s_in for x in row}) or [1.0]
+    index = {v: i for i, v in enumerate(values)}
+    counts = np.zeros((len(profile.s_in), len(values)))
+    for i, row in enumerate(profile.s_in):
+        for x in row:
+            counts[i, index[float(x)]] += 1
+    counts = torch.from_numpy(counts)
+    return (torch.from_numpy(profile.n_sq), torch.tensor(values, dtype=torch.float64), counts,
+            torch.from_numpy(profile.exact), counts.sum(1))
+
+
 def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: int = 1) -> float:
-    """The corrected law (see the module docstring), averaged over the profile's queries."""
+    """The corrected law (see the module docstring), averaged over the profile's queries (vectorised bisection)."""
+    import torch
+
+    cache = getattr(profile, "_grouped", None)
+    if cache is None:
+        cache = _grouped_profile(profile)
+        object.__setattr__(profile, "_grouped", cache)
+    n_sq, s_values, counts, exact, n_in = cache
+    q = lambda x: torch.special.ndtr(-x)  # noqa: E731
     n_eff = lam * n
     target = v * float(qfun(m_v_num(v)))
-    out = np.empty(len(profile.n_w))
-    for i, (nsq, s_in, k) in enumerate(zip(profile.n_sq, profile.s_in, profile.exact)):
-        s2 = nsq / (n_eff * d) + 1 / d
-        sig = math.sqrt(s2)
-        sig_in = np.sqrt(s2 + s_in / n_eff)
-        n_out = v - 1 - len(s_in)
-        f = lambda m: n_out * float(qfun(m / sig)) + float(qfun(m / sig_in).sum()) - target  # noqa: E731
-        lo, hi = 0.0, 1.0
-        while f(hi) > 0:
-            hi *= 2
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
-        out[i] = float(phi_num((1 - (lo + hi) / 2) / sig)) / (1 + k)
-    return float(out.mean())
+    s2 = n_sq / (n_eff * d) + 1.0 / d
+    sig = s2.sqrt()
+    sig_in = (s2[:, None] + s_values[None, :] / n_eff).sqrt()
+    n_out = v - 1 - n_in
+    f = lambda m: n_out * q(m / sig) + (counts * q(m[:, None] / sig_in)).sum(1) - target  # noqa: E731
+    lo, hi = torch.zeros_like(sig), torch.ones_like(sig)
+    while bool((f(hi) > 0).any()):
+        hi = torch.where(f(hi) > 0, hi * 2, hi)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        up = f(mid) > 0
+        lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
+    p = torch.special.ndtr((1 - (lo + hi) / 2) / sig) / (1 + exact)
+    return float(p.mean())
 
 
 def law_with_profile_num(d, n, v, nf, profile: CollisionProfile, lam=1):
