@@ -392,16 +392,14 @@ class CollisionProfile:
     n_sq: np.ndarray
     s_in: tuple
     exact: np.ndarray
-
-    @property
-    def a(self) -> float:
-        return float("nan")
+    multiplicity: np.ndarray  # max over tokens u of the leaking writes whose value token is u (answer repeats too)
+    context: np.ndarray  # distinct tokens up to and including the query
 
 
 def collision_profile(tokens: np.ndarray, labels: np.ndarray, ignore: int = -100,
                       circuit: str = "designed", key_range=None, value_range=None) -> CollisionProfile:
     """Count, at every labelled query, the writes that leak into it (designed: every write tau >= 1)."""
-    n_ws, n_sqs, s_ins, exacts = [], [], [], []
+    n_ws, n_sqs, s_ins, exacts, mults, contexts = [], [], [], [], [], []
     for s in range(tokens.shape[0]):
         seq = tokens[s]
         for t in np.nonzero(labels[s] != ignore)[0]:
@@ -422,14 +420,19 @@ def collision_profile(tokens: np.ndarray, labels: np.ndarray, ignore: int = -100
                     continue
                 pairs[(w, u)] = pairs.get((w, u), 0) + 1
             per_u: dict = {}
+            mult: dict = {}
             for (w, u), c in pairs.items():
                 per_u[u] = per_u.get(u, 0) + c * c
+                mult[u] = mult.get(u, 0) + c
             per_u.pop(int(ans), None)
             n_ws.append(sum(pairs.values()))
             n_sqs.append(sum(c * c for c in pairs.values()))
             s_ins.append(np.array(sorted(per_u.values()), dtype=float))
             exacts.append(exact)
-    return CollisionProfile(np.array(n_ws, float), np.array(n_sqs, float), tuple(s_ins), np.array(exacts, float))
+            mults.append(max(mult.values(), default=0))
+            contexts.append(len(set(seq[:t + 1].tolist())))
+    return CollisionProfile(np.array(n_ws, float), np.array(n_sqs, float), tuple(s_ins), np.array(exacts, float),
+                            np.array(mults, float), np.array(contexts, float))
 
 
 def _grouped_profile(profile: CollisionProfile):
