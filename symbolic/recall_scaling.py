@@ -41,8 +41,12 @@ law defines m_V (V Q(m_V) is the expected number of exceedances at the typical m
     p_corr = E_query[ Phi((1 - M) / sigma) / (1 + k) ],
 
 with per-query sigma^2 = n_w' / (N_eff D) + 1/D (n_w' = sum_{w,u} n(w,u)^2, = n_w for distinct pairs) and k the
-number of exact collisions (the query token occurring as a key token elsewhere, a tie in expectation). With no
-in-context competitors it is exactly the law. The per-query counts come from the generator's own sequences
+number of exact collisions (the query token occurring as a key token elsewhere, a tie in expectation). Second
+correction: an out-of-context competitor's logit is exactly |y| <e_u, y/|y|> with e_u uniform on the sphere and
+independent of the retrieved vector y (|y|^2 ~ D sigma^2), i.e. |y| times a sphere coordinate, whose tail
+(``sphere_tail``) is lighter than the Gaussian the law assumes; the term (V - 1 - n_in) Q(M / sigma) therefore uses
+``sphere_tail(M / |y|, D)`` (this matters at small D). With no in-context competitors and Gaussian tails it is
+exactly the law. The per-query counts come from the generator's own sequences
 (``collision_profile``), so fillers on/off, AR/MQAR and L change it correctly.
 
 **Bounds.** ``gaussian_union_bound``: P(fail) <= min_theta V exp(-theta^2/(2 sigma^2)) + exp(-(1-theta)^2/(2
@@ -243,18 +247,24 @@ def required_sizes():
 _SQRT2 = math.sqrt(2.0)
 
 
-def phi_num(x):
-    """Standard normal CDF, numpy in and out (torch's ndtr, float64)."""
-    import torch
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """erfc in numpy (Numerical Recipes' Chebyshev fit, fractional error < 1.2e-7 everywhere)."""
+    z = np.abs(x)
+    t = 1 / (1 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    r = t * np.exp(poly)
+    return np.where(x >= 0, r, 2 - r)
 
-    return torch.special.ndtr(torch.as_tensor(np.asarray(x, dtype=float))).numpy()
+
+def phi_num(x):
+    """Standard normal CDF (numpy; relative error < 1.2e-7)."""
+    return 0.5 * _erfc(-np.asarray(x, dtype=float) / _SQRT2)
 
 
 def qfun(x):
-    """Q(x) = 1 - Phi(x), accurate in the tail."""
-    import torch
-
-    return torch.special.ndtr(-torch.as_tensor(np.asarray(x, dtype=float))).numpy()
+    """Q(x) = 1 - Phi(x), with small relative error in the tail."""
+    return 0.5 * _erfc(np.asarray(x, dtype=float) / _SQRT2)
 
 
 def m_v_num(v):
@@ -451,6 +461,27 @@ def _grouped_profile(profile: CollisionProfile):
             torch.from_numpy(profile.exact), counts.sum(1))
 
 
+@lru_cache(maxsize=None)
+def _sphere_tail_table(d: int, points: int = 8001):
+    """theta grid and P(x > sin theta) for x a coordinate of a uniform unit vector in R^d.
+
+    The density of x is proportional to (1 - x^2)^((d-3)/2); with x = sin(theta) the tail is
+    int_theta^{pi/2} cos^{d-2} / int_{-pi/2}^{pi/2} cos^{d-2}, a smooth integrand (trapezoid, summed from the top
+    so that small tails keep their relative accuracy).
+    """
+    th = np.linspace(-np.pi / 2, np.pi / 2, points)
+    f = np.cos(th) ** (d - 2) if d > 2 else np.ones_like(th)
+    seg = (f[1:] + f[:-1]) / 2 * (th[1] - th[0])
+    tail = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
+    return th, tail / tail[0]
+
+
+def sphere_tail(t, d: int):
+    """P(<e, w> > t) for e uniform on S^{d-1} and a unit vector w (exact up to quadrature)."""
+    th, tail = _sphere_tail_table(int(d))
+    return np.interp(np.arcsin(np.clip(np.asarray(t, dtype=float), -1, 1)), th, tail)
+
+
 def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: int = 1) -> float:
     """The corrected law (see the module docstring), averaged over the profile's queries (vectorised bisection)."""
     import torch
@@ -459,23 +490,23 @@ def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: in
     if cache is None:
         cache = _grouped_profile(profile)
         object.__setattr__(profile, "_grouped", cache)
-    n_sq, s_values, counts, exact, n_in = cache
-    q = lambda x: torch.special.ndtr(-x)  # noqa: E731
+    n_sq, s_values, counts, exact, n_in = (x.numpy() for x in cache)
     n_eff = lam * n
     target = v * float(qfun(m_v_num(v)))
     s2 = n_sq / (n_eff * d) + 1.0 / d
-    sig = s2.sqrt()
-    sig_in = (s2[:, None] + s_values[None, :] / n_eff).sqrt()
+    sig, y_norm = np.sqrt(s2), np.sqrt(d * s2)
+    sig_in = np.sqrt(s2[:, None] + s_values[None, :] / n_eff)
     n_out = v - 1 - n_in
-    f = lambda m: n_out * q(m / sig) + (counts * q(m[:, None] / sig_in)).sum(1) - target  # noqa: E731
-    lo, hi = torch.zeros_like(sig), torch.ones_like(sig)
-    while bool((f(hi) > 0).any()):
-        hi = torch.where(f(hi) > 0, hi * 2, hi)
-    for _ in range(40):
+
+    def excess(m):  # expected number of competitors above m, minus the law's V Q(m_V)
+        return n_out * sphere_tail(m / y_norm, d) + (counts * qfun(m[:, None] / sig_in)).sum(1) - target
+
+    lo, hi = np.zeros_like(sig), np.maximum(y_norm, sig_in.max(1) * 10)
+    for _ in range(50):
         mid = (lo + hi) / 2
-        up = f(mid) > 0
-        lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
-    p = torch.special.ndtr((1 - (lo + hi) / 2) / sig) / (1 + exact)
+        up = excess(mid) > 0
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    p = phi_num((1 - (lo + hi) / 2) / sig) / (1 + exact)
     return float(p.mean())
 
 

@@ -123,40 +123,53 @@ def run_grid(regime: Regime, out_path: Path | None = None, d_values=PAPER_D, n_v
         if data.get("settings") != settings:
             data = None  # different settings: start over
     tokens, labels = generate(regime.task_config(draws * seqs), seed)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rs.collision_profile(tokens[:PROFILE_SEQS], labels[:PROFILE_SEQS])
     nf, V = regime.facts, regime.vocab
     a_paper = float(rs.PAPER_A[("designed", regime.task)])
     a_gen = float(rs.a_coefficient("designed", regime.task, nf=nf,
-                                   seq_len=None if regime.seq_len == 4 * nf else regime.seq_len))
+                                   seq_len=None if regime.task == "ar" or regime.seq_len == 4 * nf else regime.seq_len))
     if data is None:
-        data = {"settings": settings, "command": command or " ".join(sys.argv), "a_paper": a_paper,
-                "a_generator": a_gen, "a_measured": float(profile.n_w.mean()) / nf, "cells": [], "done_d": []}
+        data = {"settings": settings, "cells": [], "done_d": []}
+    data.update({"command": command or " ".join(sys.argv), "a_paper": a_paper, "a_generator": a_gen,
+                 "a_measured": float(profile.n_w.mean()) / nf, "profile_sequences": PROFILE_SEQS,
+                 "predictions_version": PREDICTIONS_VERSION})
     t0 = time.time()
     for d in d_values:
         if d in data["done_d"]:
             continue
         ns = [n for n in n_values if n <= d]
-        if not ns:
-            data["done_d"].append(d)
-            continue
-        acc = designed_accuracy(regime, d, ns, draws, seqs, seed, tokens=tokens, labels=labels)
-        for n in ns:
-            data["cells"].append({
-                "D": d, "N": n, "measured": acc[n],
-                "law": float(rs.law_num(d, n, V, nf, a_paper)),
-                "law_a_generator": float(rs.law_num(d, n, V, nf, a_gen)),
-                "corrected": rs.corrected_law_num(d, n, V, profile),
-                "queries": int((labels != IGNORE).sum())})
+        if ns:
+            acc = designed_accuracy(regime, d, ns, draws, seqs, seed, tokens=tokens, labels=labels)
+            data["cells"].extend({"D": d, "N": n, "measured": acc[n], "queries": int((labels != IGNORE).sum())}
+                                 for n in ns)
+        add_predictions(data, regime, profile)
         data["done_d"].append(d)
         data["summary"] = summarize(data["cells"])
         if out_path is not None:
             _atomic_json(out_path, data)
         if log:
             log(f"{regime.name} D={d}: {len(ns)} cells, {time.time() - t0:.1f}s")
+    add_predictions(data, regime, profile)
     data["summary"] = summarize(data["cells"])
     if out_path is not None:
         _atomic_json(out_path, data)
     return data
+
+
+PREDICTIONS_VERSION = 2  # bump when a prediction changes: stored cells are re-predicted, measurements kept
+PROFILE_SEQS = 64
+
+
+def add_predictions(data: dict, regime: Regime, profile: rs.CollisionProfile) -> None:
+    """Fill in (or refresh) the law, the law with a from the generator and the corrected law of every cell."""
+    nf, V = regime.facts, regime.vocab
+    for c in data["cells"]:
+        if c.get("v") == PREDICTIONS_VERSION:
+            continue
+        d, n = c["D"], c["N"]
+        c.update({"law": float(rs.law_num(d, n, V, nf, data["a_paper"])),
+                  "law_a_generator": float(rs.law_num(d, n, V, nf, data["a_generator"])),
+                  "corrected": rs.corrected_law_num(d, n, V, profile), "v": PREDICTIONS_VERSION})
 
 
 def summarize(cells) -> dict:
