@@ -101,7 +101,7 @@ def decoded_state(con: Construction, tokens: torch.Tensor, t: int, layer: int = 
     h = states[..., 0, t, :, :].numpy()  # (batch, d_inner, N)
     ops = effective_operators(con, layer)
     V = ops.vocab
-    return np.einsum("vi,bin,nk->bvk", ops.Pi_v_out, h, ops.Pi_q[:, V:])
+    return (ops.Pi_v_out @ h) @ ops.Pi_q[:, V:]  # (batch, V, V)
 
 
 def fact_table(tokens: np.ndarray, t: int, vocab: int) -> np.ndarray:
