@@ -178,6 +178,8 @@ def summarize(cells) -> dict:
     m = np.array([c["measured"] for c in cells])
     out = {"cells": len(cells)}
     for key in ("law", "law_a_generator", "corrected"):
+        if key not in cells[0]:
+            continue
         err = np.array([c[key] for c in cells]) - m
         out[key] = {"mean_abs_error": float(np.abs(err).mean()), "max_abs_error": float(np.abs(err).max()),
                     "mean_signed_error": float(err.mean()), "rmse": float(math.sqrt((err**2).mean()))}
