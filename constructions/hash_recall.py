@@ -67,9 +67,11 @@ def draw_codes(vocab: int, d_model: int, d_state: int, seed: int = 0, n_hashes: 
     E /= np.linalg.norm(E, axis=1, keepdims=True)
     Fs = []
     for _ in range(n_hashes):
-        Q, R = np.linalg.qr(rng.standard_normal((d_model, d_model)))
-        Q = Q * np.sign(np.diag(R))[None, :]  # sign fix: Q is Haar distributed
-        Fs.append(math.sqrt(d_model / d_state) * Q.T[:d_state])
+        G = rng.standard_normal((d_model, d_model))
+        # The first N columns of the Q of QR(G) (sign-fixed: Haar) depend only on G's first N columns: reduced QR.
+        Q, R = np.linalg.qr(G[:, :d_state])
+        Q = Q * np.sign(np.diag(R))[None, :]
+        Fs.append(math.sqrt(d_model / d_state) * Q.T)
     return E, Fs
 
 
