@@ -94,7 +94,12 @@ def analysis_layer(F: np.ndarray, d_model: int, out_gain: float = 1.0) -> dict[s
 
 def build_analysis(vocab: int, d_model: int, d_state: int, seed: int = 0, n_layers: int = 1) -> Construction:
     """The designed circuit in the simplified linear Mamba; ``n_layers`` > 1 stacks independent hashes F_l with the
-    residual connection (the paper's multi-layer model), each layer writing 1/Lambda of its retrieval."""
+    residual connection (the paper's multi-layer model), each layer writing 1/Lambda of its retrieval.
+
+    Measured (``verify.recall_grid.multilayer_table``): this naive residual stack does *not* realise
+    N_eff = Lambda N. Layer l > 1 reads e_x plus the earlier layers' retrievals, whose norm^2 ~ 1 + n_w/N pollutes its
+    keys, queries and values, and the readout sees the residual e_q (logit 1 for the query token itself).
+    ``build_parallel`` is the composition the law's N_eff = Lambda N describes."""
     require(n_layers >= 1, f"hash-recall needs n_layers >= 1, got {n_layers}")
     E, Fs = draw_codes(vocab, d_model, d_state, seed, n_hashes=n_layers)
     cfg = LinearMambaConfig(d_model=d_model, d_state=d_state, n_layers=n_layers, residual=n_layers > 1)
@@ -106,6 +111,26 @@ def build_analysis(vocab: int, d_model: int, d_state: int, seed: int = 0, n_laye
     info = {"block": "analysis", "seed": seed, "vocab": vocab, "n_layers": n_layers}
     con = Construction(NAME, THEOREM, cfg, emb, mixer, emb, channels, None, info)
     con.hashes = Fs  # numpy F's, for the mechanistic tools and bounds (not exported)
+    return con
+
+
+def build_parallel(vocab: int, d_model: int, d_state: int, n_hashes: int, seed: int = 0) -> Construction:
+    """Lambda independent hashes F_l read in parallel and averaged: one layer whose state stacks them,
+    S_B = [F_1; ...; F_L] / sqrt(L) on the previous half, S_C likewise on the current half (state Lambda N), so
+    <C_t, B_tau> = (1/L) sum_l <F_l e_{x_t}, F_l e_{x_{tau-1}}>. This is what N_eff = Lambda N describes
+    (``symbolic.recall_scaling.averaged_hash_moments``)."""
+    require(n_hashes >= 1, f"hash-recall needs n_hashes >= 1, got {n_hashes}")
+    require(n_hashes * d_state <= d_model, f"parallel hashes need Lambda N <= D, got Lambda={n_hashes}, "
+                                           f"N={d_state}, D={d_model}")
+    E, Fs = draw_codes(vocab, d_model, d_state, seed, n_hashes=n_hashes)
+    F = np.concatenate(Fs) / math.sqrt(n_hashes)
+    cfg = LinearMambaConfig(d_model=d_model, d_state=n_hashes * d_state)
+    mixer = {f"layers.0.{k}": v for k, v in analysis_layer(F, d_model).items()}
+    emb = torch.from_numpy(E).double()
+    channels = [f"prev[{i}]" for i in range(d_model)] + [f"cur[{i}]" for i in range(d_model)]
+    con = Construction(NAME, THEOREM, cfg, emb, mixer, emb, channels, None,
+                       {"block": "analysis-parallel", "seed": seed, "vocab": vocab, "n_hashes": n_hashes})
+    con.hashes = [F]
     return con
 
 

@@ -156,6 +156,23 @@ def logit_moments():
     }
 
 
+@lru_cache(maxsize=None)
+def averaged_hash_moments():
+    """Lambda independent hashes F_l averaged, c = (1/Lambda) sum_l c_l (one embedding shared by all of them).
+
+    Given the embeddings, E_F[(D/N) F^T F / (D/N)^2 ...]: a Haar rank-N projection P has E P = (N/D) I, so
+    E[c_l | e] = <e_w, e_q> and, for l != m, E[c_l c_m] = E <e_w, e_q>^2 = 1/D: the shared embedding's overlap does
+    not average out. Hence E c^2 = 1/(Lambda N) + (1 - 1/Lambda)/D and the hash term of sigma^2 sees
+    N_eff = 1 / E c^2 = Lambda N D / (D + (Lambda - 1) N) <= Lambda N (equality iff Lambda = 1). The paper's
+    N_eff = Lambda N is exact for the *concatenated* orthogonal hash (one layer with state Lambda N, rows orthogonal).
+    """
+    h = hash_moments()
+    same = h["cross_second"]  # E c_l^2 = 1/N
+    different = h["value_second"]  # E c_l c_m = E <e_w, e_q>^2 = 1/D
+    cross = sp.simplify((Lam * same + Lam * (Lam - 1) * different) / Lam**2)
+    return {"self_mean": h["self_mean"], "cross_second": cross, "N_eff": sp.simplify(1 / cross)}
+
+
 def law_is_leading_order():
     """The exact out-of-context variance minus the law's sigma^2 (n_w = a N_f, Lambda = 1)."""
     exact = logit_moments()["out_var"].subs(n_w, a * N_f)
@@ -544,6 +561,12 @@ def obligations():
         Obligation("in-context competitor: extra variance s_u (1/N - 1/(N D))", "Var_in - Var_out",
                    zero(lm["in_var"] - lm["out_var"] - s_u * (1 / N - 1 / (N * D)))),
         Obligation("designed MQAR a at L = 4 N_f", "a = 3 - 2/N_f", zero(designed - (3 - 2 / N_f))),
+        Obligation("Lambda averaged hashes: N_eff = Lambda N D / (D + (Lambda - 1) N)",
+                   "E c^2 = 1/(Lambda N) + (1 - 1/Lambda)/D",
+                   zero(averaged_hash_moments()["N_eff"] - Lam * N * D / (D + (Lam - 1) * N))),
+        Obligation("Lambda averaged hashes: N_eff <= Lambda N", "Lambda N - N_eff >= 0 for N <= D",
+                   zero(sp.factor(Lam * N - averaged_hash_moments()["N_eff"])
+                        - Lam * N**2 * (Lam - 1) / (D + (Lam - 1) * N))),
         *[Obligation(f"paper a = {paper} ({model}, {task}) is the N_f -> oo limit", f"lim a = {limit}", ok)
           for (model, task), (limit, paper, ok) in lim.items()],
         Obligation("required N: law >= Phi(z) <=> N >= a N_f k / (Lambda (D - k))",

@@ -160,3 +160,27 @@ def test_cli_check_hash_recall_json(capsys):
     assert main(["check", "hash-recall", "--samples", "32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["passed"] and r["required_recall"] is not None and r["info"]["law"] > 0.9
+
+
+def test_multilayer_n_eff():
+    """Independent hashes averaged realise N_eff = Lambda N D / (D + (Lambda-1) N), not Lambda N (the shared
+    embedding's overlap does not average out); the naive residual stack realises neither (reported)."""
+    from constructions.hash_recall import build_analysis, build_parallel
+
+    r = REGIMES["regime_0"]
+    tokens, labels = generate(r.task_config(64), 5)
+    prof = rs.collision_profile(tokens, labels)
+    eng = make_engine("reference", "float32")
+    from verify.checks import score_queries
+
+    def acc(con):
+        q, c, _ = score_queries(con, eng.hidden(con, torch.from_numpy(tokens)), torch.from_numpy(labels))
+        return c / q
+
+    D, N, lam = 64, 8, 4
+    par = np.mean([acc(build_parallel(r.vocab, D, N, lam, seed=s)) for s in range(3)])
+    n_par = float(rs.averaged_hash_moments()["N_eff"].subs({rs.D: D, rs.N: N, rs.Lam: lam}))
+    assert abs(par - rs.corrected_law_num(D, n_par, r.vocab, prof)) < 0.05
+    assert rs.corrected_law_num(D, lam * N, r.vocab, prof) - par > 0.03  # N_eff = Lambda N over-predicts
+    res = np.mean([acc(build_analysis(r.vocab, D, N, seed=s, n_layers=lam)) for s in range(2)])
+    assert res < 0.3 < par

@@ -172,6 +172,47 @@ def add_predictions(data: dict, regime: Regime, profile: rs.CollisionProfile) ->
                   "corrected": rs.corrected_law_num(d, n, V, profile), "v": PREDICTIONS_VERSION})
 
 
+def multilayer_table(out_path: Path | None = None, d_model: int = 64, n_values=(4, 8, 16), lams=(1, 2, 4),
+                     draws: int = 3, seqs: int = 64, seed: int = 0, command: str | None = None) -> dict:
+    """N_eff = Lambda N: the parallel composition (``build_parallel``) and the naive residual stack
+    (``build_analysis(n_layers=Lambda)``), measured on regime_0 next to the law and the corrected law at N_eff."""
+    from constructions.hash_recall import build_analysis, build_parallel
+    from verify.checks import score_queries
+    from verify.engines import make_engine
+
+    regime = REGIMES["regime_0"]
+    tokens, labels = generate(regime.task_config(seqs), seed)
+    profile = rs.collision_profile(tokens, labels)
+    eng = make_engine("reference", "float32")
+    rows = []
+    for lam in lams:
+        for n in n_values:
+            if lam * n > d_model:
+                continue
+            n_par = lam * n * d_model / (d_model + (lam - 1) * n)  # averaged_hash_moments()["N_eff"]
+            row = {"D": d_model, "N": n, "Lambda": lam,
+                   "law": float(rs.law_num(d_model, n, regime.vocab, regime.facts, 3.0, lam)),
+                   "corrected": rs.corrected_law_num(d_model, n, regime.vocab, profile, lam),
+                   "N_eff_parallel": n_par,
+                   "law_parallel": float(rs.law_num(d_model, n_par, regime.vocab, regime.facts, 3.0)),
+                   "corrected_parallel": rs.corrected_law_num(d_model, n_par, regime.vocab, profile)}
+            for kind, build in (("parallel", build_parallel), ("residual_stack", build_analysis)):
+                right = total = 0
+                for k in range(draws):
+                    con = build(regime.vocab, d_model, n, lam, seed=_cell_seed(seed, d_model, n, 100 * lam + k)) \
+                        if kind == "parallel" else build(regime.vocab, d_model, n, _cell_seed(seed, d_model, n,
+                                                                                               100 * lam + k), lam)
+                    q, c, _ = score_queries(con, eng.hidden(con, torch.from_numpy(tokens)), torch.from_numpy(labels))
+                    right, total = right + c, total + q
+                row[f"measured_{kind}"] = right / total
+            rows.append(row)
+    data = {"command": command or " ".join(sys.argv), "regime": asdict(regime), "draws": draws, "seqs": seqs,
+            "rows": rows}
+    if out_path is not None:
+        _atomic_json(out_path, data)
+    return data
+
+
 def summarize(cells) -> dict:
     if not cells:
         return {}
@@ -196,10 +237,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seqs", type=int, default=64, help="sequences per draw")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--d-step", type=int, default=2, help="D grid step (paper: 2)")
+    ap.add_argument("--multilayer", action="store_true", help="only the N_eff = Lambda N table (multilayer.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # small special-function kernels: threads only contend on a shared CPU
     out = Path(args.out)
     command = "python -m verify.recall_grid " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.multilayer:
+        data = multilayer_table(out / "multilayer.json", command=command)
+        for r in data["rows"]:
+            print(json.dumps(r), flush=True)
+        return 0
     for name in args.regimes.split(","):
         require(name in REGIMES, f"unknown regime {name!r}; known: {', '.join(REGIMES)}")
         data = run_grid(REGIMES[name], out / f"{name}.json", tuple(range(2, 65, args.d_step)), PAPER_N,
