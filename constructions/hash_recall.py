@@ -134,6 +134,58 @@ def build_parallel(vocab: int, d_model: int, d_state: int, n_hashes: int, seed: 
     return con
 
 
+def build_multihead(vocab: int, d_model: int, d_state: int, n_heads: int, pattern: str, seed: int = 0) -> Construction:
+    """The designed circuit with ``n_heads`` heads of the paper's ``pattern`` (total state N x d_inner for any M).
+
+    * MHA: head h hashes with its own F_h (B_h = F_h u_{t-1}, C_h = F_h u_t) and carries block h (D/M coordinates)
+      of the current embedding as its value; W_heads puts each block back.
+    * MVA: shared B = F u_{t-1}, C = F u_t, value blocks per head as in MHA: the heads share one score matrix, so
+      this is algebraically the one-head circuit.
+    * MQA / MKA: the shared value is P = d_inner / M dims: the current half is folded into it (X[p] = sum of the
+      current coordinates at offset p of every chunk) and unfolded by W_heads from head 0; every head uses the same
+      hash F (a per-head key or query would not match the shared other side). Value cross-talk becomes 1/min(D, P).
+    """
+    from constructions.layout import HEAD_PATTERNS
+
+    require(pattern in HEAD_PATTERNS, f"head pattern must be one of {HEAD_PATTERNS}, got {pattern!r}")
+    require(n_heads >= 2, f"build_multihead needs n_heads >= 2 (one head: build_analysis), got {n_heads}")
+    require(d_model % n_heads == 0, f"multi-head hash-recall needs M dividing D, got M={n_heads}, D={d_model}")
+    D, N, H = d_model, d_state, n_heads
+    cfg = LinearMambaConfig(d_model=D, d_state=N, n_heads=H, head_pattern=pattern)
+    P, di = cfg.head_dim, cfg.d_inner
+    E, Fs = draw_codes(vocab, D, N, seed, n_hashes=H if pattern == "MHA" else 1)
+    base = analysis_layer(Fs[0], D)
+    sd = {k: v for k, v in base.items() if k != "x_proj.weight"}
+    per_b, per_c = pattern in ("MHA", "MKA"), pattern in ("MHA", "MQA")
+    B = torch.zeros((H if per_b else 1) * N, di, dtype=torch.float64)
+    C = torch.zeros((H if per_c else 1) * N, di, dtype=torch.float64)
+    for h in range(B.shape[0] // N):
+        B[h * N:(h + 1) * N, :D] = torch.from_numpy(Fs[h if pattern == "MHA" else 0])
+    for h in range(C.shape[0] // N):
+        C[h * N:(h + 1) * N, D:] = torch.from_numpy(Fs[h if pattern == "MHA" else 0])
+    sd["B_proj.weight"], sd["C_proj.weight"] = B, C
+    W_heads = torch.zeros(di, P, H, dtype=torch.float64)
+    if pattern in ("MHA", "MVA"):
+        b = D // H
+        W_contract = torch.zeros(P, H, di, dtype=torch.float64)
+        for h in range(H):
+            for j in range(b):
+                W_contract[j, h, D + h * b + j] = 1.0
+                W_heads[D + h * b + j, j, h] = 1.0
+    else:
+        W_contract = torch.zeros(P, H, dtype=torch.float64)
+        for i in range(D, di):  # current-half coordinate i sits at offset i % P of chunk i // P
+            W_contract[i % P, i // P] = 1.0
+            W_heads[i, i % P, 0] = 1.0
+    sd["W_contract"], sd["W_heads"] = W_contract, W_heads
+    mixer = {f"layers.0.{k}": v for k, v in sd.items()}
+    emb = torch.from_numpy(E).double()
+    con = Construction(NAME, THEOREM, cfg, emb, mixer, emb, [], None,
+                       {"block": f"analysis-{pattern}", "seed": seed, "vocab": vocab, "n_heads": H})
+    con.hashes = Fs
+    return con
+
+
 def mamba_block_weights(E: np.ndarray, F: np.ndarray, gate_pre: float = 1.0, delta: float = 1.0,
                         a_log: float = -100.0, d_conv: int = 2):
     """The designed circuit in ``mamba_ssm.Mamba`` names (expand 4: prev+, prev-, cur+, cur- channel groups)."""

@@ -500,24 +500,30 @@ def sphere_tail(t, d: int):
     return np.interp(np.arcsin(np.clip(np.asarray(t, dtype=float), -1, 1)), th, tail)
 
 
-def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: int = 1) -> float:
-    """The corrected law (see the module docstring), averaged over the profile's queries (vectorised bisection)."""
+def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: int = 1, n_in: float | None = None,
+                      d_value: float | None = None) -> float:
+    """The corrected law (see the module docstring), averaged over the profile's queries (vectorised bisection).
+
+    ``n_in``: effective state of the in-context collision term (default Lambda N); ``d_value``: dimension of the value
+    code (default D; the multi-head patterns with a folded shared value use min(D, P))."""
     import torch
 
     cache = getattr(profile, "_grouped", None)
     if cache is None:
         cache = _grouped_profile(profile)
         object.__setattr__(profile, "_grouped", cache)
-    n_sq, s_values, counts, exact, n_in = (x.numpy() for x in cache)
+    n_sq, s_values, counts, exact, n_ctx = (x.numpy() for x in cache)
     n_eff = lam * n
+    n_in = n_eff if n_in is None else n_in
+    d = d if d_value is None else d_value
     target = v * float(qfun(m_v_num(v)))
     s2 = n_sq / (n_eff * d) + 1.0 / d
     sig, y_norm = np.sqrt(s2), np.sqrt(d * s2)
-    sig_in = np.sqrt(s2[:, None] + s_values[None, :] / n_eff)
-    n_out = v - 1 - n_in
+    sig_in = np.sqrt(s2[:, None] + s_values[None, :] / n_in)
+    n_out = v - 1 - n_ctx
 
     def excess(m):  # expected number of competitors above m, minus the law's V Q(m_V)
-        return n_out * sphere_tail(m / y_norm, d) + (counts * qfun(m[:, None] / sig_in)).sum(1) - target
+        return n_out * sphere_tail(m / y_norm, max(int(round(d)), 2)) + (counts * qfun(m[:, None] / sig_in)).sum(1) - target
 
     lo, hi = np.zeros_like(sig), np.maximum(y_norm, sig_in.max(1) * 10)
     for _ in range(50):
@@ -526,6 +532,33 @@ def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: in
         lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
     p = phi_num((1 - (lo + hi) / 2) / sig) / (1 + exact)
     return float(p.mean())
+
+
+def multihead_effective(pattern: str, d: int, n: int, m: int) -> dict:
+    """What each head pattern's designed circuit (``constructions.hash_recall.build_multihead``) changes, at fixed
+    total state (derived, ours):
+
+    * MVA: one shared score matrix: the one-head circuit exactly (n_in = N, d_value = D).
+    * MHA: M independent hashes, head h carrying block h of the value: a competitor's out-of-context noise is
+      sum_h sum_tau c_h g_h with g_h over disjoint blocks (E g_h^2 = 1/(D M)): variance n_w / (N D), unchanged; an
+      in-context competitor's collision is sum_h c_h |e_u[h]|^2 ~ (1/M) sum_h c_h: the average of M hashes sharing one
+      embedding, n_in = M N D / (D + (M - 1) N) (``averaged_hash_moments``).
+    * MQA, MKA: one hash, and the value folded into P = 2D/M dims: <fold u, fold x> has second moment 1/min(D, P)
+      (``fold_moment``), so D -> d_value = min(D, P) in the value terms.
+    """
+    if pattern == "MVA" or m == 1:
+        return {"n_in": float(n), "d_value": float(d)}
+    if pattern == "MHA":
+        return {"n_in": m * n * d / (d + (m - 1) * n), "d_value": float(d)}
+    return {"n_in": float(n), "d_value": float(min(d, 2 * d / m))}
+
+
+def fold_moment():
+    """E <fold u, fold x>^2 for independent uniform unit u, x in R^D folded into P = D/k dims (k coordinates summed
+    per dim): P (k E w^2)^2 = k/D = 1/P."""
+    k, P_ = sp.symbols("k P", positive=True)
+    e2 = sphere_moments()["e2"]
+    return sp.simplify((P_ * (k * e2) ** 2).subs(D, k * P_))
 
 
 def law_with_profile_num(d, n, v, nf, profile: CollisionProfile, lam=1):
@@ -564,6 +597,8 @@ def obligations():
         Obligation("Lambda averaged hashes: N_eff = Lambda N D / (D + (Lambda - 1) N)",
                    "E c^2 = 1/(Lambda N) + (1 - 1/Lambda)/D",
                    zero(averaged_hash_moments()["N_eff"] - Lam * N * D / (D + (Lam - 1) * N))),
+        Obligation("folded value: E <fold u, fold x>^2 = 1/P", "P (k/D)^2 with D = k P",
+                   zero(fold_moment() - 1 / sp.Symbol("P", positive=True))),
         Obligation("Lambda averaged hashes: N_eff <= Lambda N", "Lambda N - N_eff >= 0 for N <= D",
                    zero(sp.factor(Lam * N - averaged_hash_moments()["N_eff"])
                         - Lam * N**2 * (Lam - 1) / (D + (Lam - 1) * N))),

@@ -184,3 +184,34 @@ def test_multilayer_n_eff():
     assert rs.corrected_law_num(D, lam * N, r.vocab, prof) - par > 0.03  # N_eff = Lambda N over-predicts
     res = np.mean([acc(build_analysis(r.vocab, D, N, seed=s, n_layers=lam)) for s in range(2)])
     assert res < 0.3 < par
+
+
+def test_head_patterns_at_fixed_total_state():
+    """MVA is the one-head circuit exactly; MHA gains a little (in-context collisions averaged over heads); MQA/MKA
+    lose (value folded into P = 2D/M dims); each within 0.06 of multihead_effective's corrected-law prediction."""
+    from constructions.hash_recall import build_analysis, build_multihead
+    from verify.checks import score_queries
+
+    r = REGIMES["regime_0"]
+    tokens, labels = generate(r.task_config(48), 9)
+    prof = rs.collision_profile(tokens, labels)
+    eng = make_engine("reference", "float64")
+    tok = torch.from_numpy(tokens)
+    one = build_analysis(r.vocab, 60, 8, seed=3)
+    mva = build_multihead(r.vocab, 60, 8, 4, "MVA", seed=3)
+    torch.testing.assert_close(eng.hidden(one, tok[:4]), eng.hidden(mva, tok[:4]), rtol=0, atol=1e-12)
+
+    def acc(pattern, m):
+        out = []
+        for s in range(2):
+            con = build_multihead(r.vocab, 60, 8, m, pattern, seed=s)
+            q, c, _ = score_queries(con, eng.hidden(con, tok), torch.from_numpy(labels))
+            out.append(c / q)
+        return float(np.mean(out))
+
+    measured = {(p, m): acc(p, m) for p, m in (("MHA", 6), ("MQA", 4), ("MKA", 6))}
+    for (p, m), a in measured.items():
+        pred = rs.corrected_law_num(60, 8, r.vocab, prof, **rs.multihead_effective(p, 60, 8, m))
+        assert abs(a - pred) < 0.06, (p, m, a, pred)
+    single = rs.corrected_law_num(60, 8, r.vocab, prof)
+    assert measured[("MHA", 6)] > single - 0.02 and measured[("MQA", 4)] < single - 0.1
