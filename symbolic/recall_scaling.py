@@ -173,6 +173,16 @@ def averaged_hash_moments():
     return {"self_mean": h["self_mean"], "cross_second": cross, "N_eff": sp.simplify(1 / cross)}
 
 
+def decayed_leak():
+    """The real block's decay: with A = -exp(A_log) every write tau is read at t with weight rho^(t - tau),
+    rho = exp(-Delta exp(A_log)). Dividing the logits by the fact's weight rho^(t - tau*), the signal keeps mean 1 and
+    the leaking writes count as n_w(rho) = sum_{tau=1..t, tau != tau*} rho^(2 (tau* - tau)) in sigma^2 (in place of
+    n_w = t - 1): later writes are amplified, earlier ones damped. Returns (expression, its rho -> 1 limit)."""
+    rho, t, ts, tau = sp.symbols("rho t tau_star tau", positive=True, integer=True)
+    total = sp.summation(rho ** (2 * (ts - tau)), (tau, 1, t)) - 1
+    return sp.simplify(total), sp.limit(total, rho, 1)
+
+
 def law_is_leading_order():
     """The exact out-of-context variance minus the law's sigma^2 (n_w = a N_f, Lambda = 1)."""
     exact = logit_moments()["out_var"].subs(n_w, a * N_f)
@@ -597,6 +607,8 @@ def obligations():
         Obligation("Lambda averaged hashes: N_eff = Lambda N D / (D + (Lambda - 1) N)",
                    "E c^2 = 1/(Lambda N) + (1 - 1/Lambda)/D",
                    zero(averaged_hash_moments()["N_eff"] - Lam * N * D / (D + (Lam - 1) * N))),
+        Obligation("decay: n_w(rho) -> t - 1 as rho -> 1 (the undecayed count)", "lim_{rho->1} n_w(rho) = t - 1",
+                   zero(decayed_leak()[1] - (sp.Symbol("t", positive=True, integer=True) - 1))),
         Obligation("folded value: E <fold u, fold x>^2 = 1/P", "P (k/D)^2 with D = k P",
                    zero(fold_moment() - 1 / sp.Symbol("P", positive=True))),
         Obligation("Lambda averaged hashes: N_eff <= Lambda N", "Lambda N - N_eff >= 0 for N <= D",
