@@ -29,6 +29,7 @@ from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 EXACT_DELTA = 1e-3
 FILLERS = ("random", "empty")
+COMPOSITIONS = ("parallel", "residual")
 
 
 def _help(text: str):
@@ -47,7 +48,10 @@ class HashRecallParams:
     seq_len: int | None = field(default=None, metadata=_help("MQAR length L (default 4 N_f, the paper's)"))
     fillers: str = field(default="random", metadata=_help("non-query slots: random (paper) or empty (token 0)"))
     block: str = field(default="analysis", metadata=_help("analysis (simplified linear Mamba) or mamba (mamba_ssm)"))
-    layers: int = field(default=1, metadata=_help("layers Lambda (analysis block; residual stack)"))
+    layers: int = field(default=1, metadata=_help("layers Lambda (analysis block)"))
+    composition: str = field(default="parallel", metadata=_help(
+        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the paper's residual "
+        "stack of designed layers; checked against N_eff = Lambda N, which it does not reach)"))
     a_log: float = field(default=-100.0, metadata=_help("A_log of the mamba block (decay exp(-exp(A_log)) per step)"))
     samples: int = field(default=256, metadata=_help("number of sequences checked"))
     seed: int = field(default=0, metadata=_help("seed of the codes; the task uses seed + 1"))
@@ -69,7 +73,11 @@ class HashRecallParams:
 def build(p: HashRecallParams) -> Construction:
     p.task_config().validate()
     require(p.block in hash_recall.BLOCKS, f"hash-recall block must be one of {hash_recall.BLOCKS}, got {p.block!r}")
+    require(p.composition in COMPOSITIONS, f"hash-recall composition must be one of {COMPOSITIONS}, "
+                                           f"got {p.composition!r}")
     if p.block == "analysis":
+        if p.layers > 1 and p.composition == "parallel":
+            return hash_recall.build_parallel(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
         return hash_recall.build_analysis(p.vocab, p.d_model, p.d_state, p.seed, n_layers=p.layers)
     require(p.layers == 1, f"hash-recall in the mamba block is one layer, got layers={p.layers}")
     return hash_recall.build_mamba_block(p.vocab, p.d_model, p.d_state, p.seed, a_log=p.a_log)
@@ -81,14 +89,16 @@ def predictions(p: HashRecallParams, profile: rs.CollisionProfile) -> dict:
     a_paper = float(rs.PAPER_A[("designed", task)])
     a_gen = float(rs.a_coefficient("designed", task, nf=p.facts,
                                    seq_len=None if task == "ar" or p.length == 4 * p.facts else p.length))
-    lam = p.layers
+    lam, D, N = p.layers, p.d_model, p.d_state
+    # parallel hashes: derived N_eff = Lambda N D / (D + (Lambda - 1) N); residual: the paper's N_eff = Lambda N
+    n_eff = lam * N * D / (D + (lam - 1) * N) if p.composition == "parallel" else float(lam * N)
     n_w, ctx, mult = int(profile.n_w.max()), int(profile.context.max()), int(profile.multiplicity.max())
-    bound = rs.rigorous_failure_bound(p.d_model, p.d_state, p.vocab, n_w, ctx, max(mult, 1)) if lam == 1 \
+    bound = rs.rigorous_failure_bound(D, N, p.vocab, n_w, ctx, max(mult, 1)) if lam == 1 \
         else {"bound": 1.0}  # the rigorous bound is for one layer
-    return {"a_paper": a_paper, "a_generator": a_gen,
-            "law": float(rs.law_num(p.d_model, p.d_state, p.vocab, p.facts, a_paper, lam)),
-            "law_a_generator": float(rs.law_num(p.d_model, p.d_state, p.vocab, p.facts, a_gen, lam)),
-            "corrected_law": rs.corrected_law_num(p.d_model, p.d_state, p.vocab, profile, lam),
+    return {"a_paper": a_paper, "a_generator": a_gen, "N_eff": n_eff,
+            "law": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_paper)),
+            "law_a_generator": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_gen)),
+            "corrected_law": rs.corrected_law_num(D, n_eff, p.vocab, profile),
             "rigorous_bound_per_query": bound["bound"], "rigorous_bound_args": bound,
             "max_leaking_writes": n_w, "max_multiplicity": mult, "max_context": ctx,
             "exact_collisions": int(profile.exact.sum())}
@@ -111,7 +121,7 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
 
     pred = predictions(p, profile)
     certificate = None
-    if p.layers == 1 and getattr(con, "hashes", None):
+    if (p.layers == 1 or p.composition == "parallel") and getattr(con, "hashes", None):
         E = con.embedding.double().numpy()
         certificate = rs.certificate_margin(E, E @ con.hashes[0].T, pred["max_leaking_writes"],
                                             max(pred["max_multiplicity"], 1))
@@ -137,5 +147,5 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
                        required_recall=required)
 
 
-DEFAULTS = (HashRecallParams(samples=64),
+DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),
             HashRecallParams(vocab=16, facts=2, task="ar", d_model=512, d_state=512, samples=64))
