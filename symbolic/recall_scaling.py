@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -423,7 +422,8 @@ class CollisionProfile:
 
     n_w: leaking writes; n_sq: sum over (key token, value token) pairs of n(w,u)^2 (= n_w if all distinct);
     s_in: for each in-context competitor u != answer, s_u = sum_w n(w,u)^2 (a ragged list per query);
-    exact: number of writes whose key token is the query token, other than its fact (exact collisions).
+    exact: number of writes whose key token is the query token, other than its fact (exact collisions);
+    multiplicity, context: the preconditions of the rigorous bound and the certificate.
     """
 
     n_w: np.ndarray
@@ -436,7 +436,11 @@ class CollisionProfile:
 
 def collision_profile(tokens: np.ndarray, labels: np.ndarray, ignore: int = -100,
                       circuit: str = "designed", key_range=None, value_range=None) -> CollisionProfile:
-    """Count, at every labelled query, the writes that leak into it (designed: every write tau >= 1)."""
+    """Count, at every labelled query, the writes that leak into it (designed: every write tau >= 1;
+    fact-selective: writes whose key token is in ``key_range`` and value token in ``value_range``)."""
+    require(circuit in CIRCUITS, f"circuit must be one of {CIRCUITS}, got {circuit!r}")
+    require(circuit == "designed" or (key_range is not None and value_range is not None),
+            "the fact-selective circuit needs key_range and value_range (token id ranges)")
     n_ws, n_sqs, s_ins, exacts, mults, contexts = [], [], [], [], [], []
     for s in range(tokens.shape[0]):
         seq = tokens[s]

@@ -3,7 +3,6 @@ rigorous bound or the certificate says so, the mechanistic tools on a circuit wh
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np

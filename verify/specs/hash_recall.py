@@ -17,7 +17,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from constructions import hash_recall
@@ -25,7 +24,7 @@ from constructions.errors import require
 from constructions.layout import Construction
 from symbolic import recall_scaling as rs
 from verify.checks import CheckResult, score_queries
-from verify.tasks.mqar import IGNORE, MQARConfig, generate
+from verify.tasks.mqar import MQARConfig, generate
 
 EXACT_DELTA = 1e-3
 FILLERS = ("random", "empty")
