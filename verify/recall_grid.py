@@ -261,6 +261,10 @@ def summarize(cells) -> dict:
         err = np.array([c[key] for c in cells]) - m
         out[key] = {"mean_abs_error": float(np.abs(err).mean()), "max_abs_error": float(np.abs(err).max()),
                     "mean_signed_error": float(err.mean()), "rmse": float(math.sqrt((err**2).mean()))}
+        d = np.array([c["D"] for c in cells])
+        out[key]["mean_abs_error_by_D"] = {f"{lo}-{hi}": float(np.abs(err[(d >= lo) & (d <= hi)]).mean())
+                                           for lo, hi in ((2, 16), (18, 32), (34, 48), (50, 64))
+                                           if ((d >= lo) & (d <= hi)).any()}
     return out
 
 
