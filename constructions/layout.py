@@ -90,7 +90,74 @@ class MambaConfig:
         return sd
 
 
-CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig}  # block kind -> config class; engines dispatch on kind
+HEAD_PATTERNS = ("MHA", "MQA", "MKA", "MVA")
+
+
+@dataclass(frozen=True)
+class LinearMambaConfig:
+    """Koren et al.'s "simplified linear Mamba" (the analysis model), ``n_layers`` layers of ``n_heads`` heads.
+
+    Per layer (prefix ``layers.{l}.``): ``in_proj.weight`` (d_inner, d_model); depthwise causal ``conv1d.weight``
+    (d_inner, 1, d_conv), no bias, no activation; with one head ``x_proj.weight`` (2 d_state, d_inner) = [S_B; S_C];
+    with several heads ``B_proj.weight`` / ``C_proj.weight`` ((H or 1) d_state, d_inner) and ``W_contract``, ``W_heads``
+    (shapes by ``head_pattern``, see ``verify.engines.linear``); ``D`` (d_inner,) skip (0 in the paper);
+    ``out_proj.weight`` (d_model, d_inner). No decay (A = 1), no Delta, no gate, no norm. Layers are stacked with a
+    residual connection when ``residual`` (the paper: off for one layer, on for several).
+    """
+
+    kind: ClassVar[str] = "linear-mamba"
+    d_model: int
+    d_state: int
+    d_conv: int = 2
+    expand: int = 2
+    n_layers: int = 1
+    n_heads: int = 1
+    head_pattern: str = "MHA"
+    residual: bool = False
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    def __post_init__(self):
+        from constructions.errors import require
+
+        require(self.d_model >= 1 and self.d_state >= 1 and self.d_conv >= 1 and self.expand >= 1,
+                f"linear Mamba needs positive sizes, got d_model={self.d_model}, d_state={self.d_state}, "
+                f"d_conv={self.d_conv}, expand={self.expand}")
+        require(self.n_layers >= 1, f"linear Mamba needs n_layers >= 1, got {self.n_layers}")
+        require(self.head_pattern in HEAD_PATTERNS,
+                f"head_pattern must be one of {HEAD_PATTERNS}, got {self.head_pattern!r}")
+        require(self.n_heads >= 1 and self.d_inner % self.n_heads == 0,
+                f"linear Mamba needs n_heads dividing d_inner = {self.d_inner}, got n_heads={self.n_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_inner // self.n_heads
+
+    def mamba_kwargs(self) -> dict:
+        return asdict(self)
+
+    def layer_shapes(self) -> dict[str, tuple]:
+        di, n, h, p = self.d_inner, self.d_state, self.n_heads, self.head_dim
+        shapes = {"in_proj.weight": (di, self.d_model), "conv1d.weight": (di, 1, self.d_conv), "D": (di,),
+                  "out_proj.weight": (self.d_model, di)}
+        if h == 1:
+            shapes["x_proj.weight"] = (2 * n, di)
+        else:
+            per_b, per_c = self.head_pattern in ("MHA", "MKA"), self.head_pattern in ("MHA", "MQA")
+            shapes["B_proj.weight"] = ((h if per_b else 1) * n, di)
+            shapes["C_proj.weight"] = ((h if per_c else 1) * n, di)
+            shapes["W_contract"] = (p, h, di) if self.head_pattern in ("MHA", "MVA") else (p, h)
+            shapes["W_heads"] = (di, p, h)
+        return shapes
+
+    def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
+        return {f"layers.{l}.{k}": torch.zeros(*s, dtype=dtype)
+                for l in range(self.n_layers) for k, s in self.layer_shapes().items()}
+
+
+CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig, "linear-mamba": LinearMambaConfig}  # engines dispatch on kind
 
 
 def config_from_dict(kind: str, fields: dict):

@@ -83,3 +83,22 @@ SPECS: dict[str, Spec] = {
         check=check_mqar_params,
     ),
 }
+
+
+# Koren et al. 2026: the designed hashing circuit (probabilistic claim; verdict rule in verify.specs.hash_recall).
+from verify.specs import hash_recall as _hash_recall  # noqa: E402
+
+SPECS["hash-recall"] = Spec(
+    name="hash-recall",
+    theorem="Recall scaling law (Koren et al. 2026)",
+    mixer="simplified linear Mamba (analysis) or Mamba (S6, expand 4), JL embedding + hash F",
+    formulas={
+        "d_model": "D >= (m_V + z)^2 ~ 2 ln V  [law, target Phi(z)]",
+        "d_state": "N >= a N_f (m_V + z)^2 / (Lambda (D - (m_V + z)^2)), a = 3 - 2/N_f (designed MQAR)",
+        "d_conv": "2 (previous and current token)",
+    },
+    params=_hash_recall.HashRecallParams,
+    defaults=_hash_recall.DEFAULTS,
+    build=_hash_recall.build,
+    check=_hash_recall.check,
+)

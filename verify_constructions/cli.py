@@ -16,6 +16,7 @@ from rich.table import Table
 from constructions.errors import RequirementError
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.registry import SPECS
+from verify_constructions import scaling_law
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     _run_args(top)
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("list", help="constructions, theorems and size formulas").add_argument("--json", action="store_true")
+    scaling_law.add_parser(sub)
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
     checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
@@ -148,7 +150,8 @@ def main(argv=None) -> int:
     out = Console(width=None if sys.stdout.isatty() else 200)
     try:
         args = parser().parse_args(argv)
-        command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, None: cmd_all}[args.command]
+        command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
+                   None: cmd_all}[args.command]
         return command(args, out)
     except RequirementError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -46,6 +46,8 @@ class MambaSSMEngine:
     def module(self, con: Construction):
         """A ``mamba_ssm.Mamba`` with the construction's weights, loaded with ``load_state_dict(strict=True)``."""
         if self._cache is None or self._cache[0] is not con:
+            require(con.config.kind in MODULES, f"engine mamba_ssm has no module for block kind {con.config.kind!r} "
+                                                f"(it runs: {', '.join(MODULES)}); use --engine reference")
             m = MODULES[con.config.kind](con.config, self.device, self.dtype)
             m.load_state_dict(con.mixer, strict=True)
             self._cache = (con, m.eval(), con.embedding.to(self.device, self.dtype))

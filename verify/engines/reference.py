@@ -56,10 +56,12 @@ def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config)
     return F.linear(y.transpose(1, 2), params["out_proj.weight"], params.get("out_proj.bias"))
 
 
-FORWARDS = {"mamba": mamba_forward}  # block kind -> forward(params, hidden, config)
+from verify.engines.linear import linear_mamba_forward  # noqa: E402  (Koren et al.'s simplified linear Mamba)
+
+FORWARDS = {"mamba": mamba_forward, "linear-mamba": linear_mamba_forward}  # block kind -> forward(params, hidden, config)
 
 # Parameters mamba_ssm keeps in float32 whatever the module dtype (kernel requirements), per block kind.
-FLOAT32_PARAMS = {"mamba": {"A_log", "D", "dt_proj.bias"}}
+FLOAT32_PARAMS = {"mamba": {"A_log", "D", "dt_proj.bias"}, "linear-mamba": set()}
 
 
 class ReferenceEngine:

@@ -9,6 +9,11 @@ as in zoology.
 
 Choices for the paper's gaps (§4.1): keys are a permutation (iid keys would make the task ill-posed); queries and
 noise positions are uniform over the query region (so adjacent queries happen); ids are disjoint.
+
+``layout="zoology"`` gives instead the MQAR and AR variants of Koren et al. 2026 (zoology's ``multiquery_ar``, see
+``_generate_zoology``): one vocabulary of ``vocab_size`` tokens split in halves, labels that are token ids, the query
+section fully packed when ``seq_len = 4 kappa``, random fillers on or off, and ``reduce_to_ar`` for AR. The default
+``layout="disjoint"`` is the generator above, unchanged.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from constructions.errors import require
 from constructions.layout import MQARTokens
 
 IGNORE = -100
+LAYOUTS = ("disjoint", "zoology")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,9 @@ class MQARConfig:
     num_examples: int = 256
     noise_vocab: int = 1
     query_passes: int = 1
+    layout: str = "disjoint"  # "disjoint" (above) or "zoology" (Koren et al. 2026 / zoology, see _generate_zoology)
+    random_fillers: bool = True  # zoology only: non-query slots uniform in [0, vocab_size) (else token 0)
+    reduce_to_ar: bool = False  # zoology only: AR, N_f facts then one query (seq_len = 2 kappa + 1)
 
     @property
     def tokens(self) -> MQARTokens:
@@ -40,6 +49,9 @@ class MQARConfig:
         return self.kappa * self.query_passes
 
     def validate(self) -> None:
+        require(self.layout in LAYOUTS, f"MQAR layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout == "zoology":
+            return _validate_zoology(self)
         require(self.kappa >= 1, f"MQAR needs kappa >= 1, got kappa={self.kappa}")
         require(self.vocab_size >= 2, f"MQAR needs |V| >= 2 values, got vocab_size={self.vocab_size}")
         require(self.noise_vocab >= 1, f"MQAR needs noise_vocab >= 1, got noise_vocab={self.noise_vocab}")
@@ -56,6 +68,8 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
     ``seed`` is anything ``numpy.random.default_rng`` takes (an int, or a tuple such as (seed, batch_index)).
     """
     config.validate()
+    if config.layout == "zoology":
+        return _generate_zoology(config, seed)
     rng = np.random.default_rng(seed)
     S, K, T, ids = config.num_examples, config.kappa, config.seq_len, config.tokens
     Q, nq = T - 2 * K, config.num_queries
@@ -75,4 +89,64 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
 
     labels = np.full((S, T), IGNORE, dtype=np.int64)
     labels[rows, slots] = value_of_key[rows, queried]
+    return tokens, labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The zoology-style MQAR / AR of Koren et al. 2026 (recall scaling laws)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _validate_zoology(c: MQARConfig) -> None:
+    V, K, L = c.vocab_size, c.kappa, c.seq_len
+    require(K >= 1, f"zoology MQAR needs N_f = kappa >= 1, got kappa={K}")
+    require(c.num_examples >= 1, f"zoology MQAR needs num_examples >= 1, got num_examples={c.num_examples}")
+    require(c.query_passes == 1, f"zoology MQAR queries each key once (query_passes = 1), got {c.query_passes}")
+    require(K <= V // 2 - 1, f"zoology MQAR needs N_f <= V//2 - 1 keys in {{1..V//2-1}}, got N_f={K}, V={V}")
+    if c.reduce_to_ar:
+        require(L == 2 * K + 1, f"zoology AR needs seq_len = 2 N_f + 1 = {2 * K + 1}, got seq_len={L}")
+        require(V > 4 * K, f"zoology AR is cut from an MQAR sequence of length 4 N_f and needs V > 4 N_f "
+                           f"(zoology's V > L), got V={V}, N_f={K}")
+        return
+    require(L % 2 == 0, f"zoology MQAR needs an even seq_len, got seq_len={L}")
+    require(V > L, f"zoology MQAR needs V > L (zoology's assertion), got V={V}, L={L}")
+    require(L >= 4 * K, f"zoology MQAR needs L >= 4 N_f (one query slot per key), got L={L}, N_f={K}")
+
+
+def _generate_zoology(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """zoology's ``multiquery_ar`` as Koren et al. 2026 use it (power_a = 1, i.e. uniform gaps).
+
+    Vocabulary: ``V = vocab_size`` tokens; keys are drawn without replacement from {1..V//2-1}, values without
+    replacement from {V//2..V-1}; token 0 is the empty slot. The context is ``k_1 v_1 ... k_Nf v_Nf``; the query section
+    (length L - 2 N_f) has ``space = (L - 2 N_f)/2`` slots of two tokens; N_f of them, uniformly at random without
+    replacement, hold the N_f keys in random order (a key at offset ``2 * gap``). Every other position is token 0, or
+    with ``random_fillers`` (every paper config) a uniform token in [0, V). With L = 4 N_f the section is fully packed,
+    ``q r q r ...``. Labels are *token ids*: the queried key's value at the query's own position, IGNORE elsewhere
+    (the model scores all V tokens). ``reduce_to_ar``: the packed sequence of length 4 N_f cut to its first 2 N_f + 1
+    tokens, i.e. the facts and one uniformly chosen query.
+
+    Same distribution as zoology's generator, not the same numbers (numpy ``default_rng``, not the global RNG).
+    """
+    rng = np.random.default_rng(seed)
+    S, K, V = config.num_examples, config.kappa, config.vocab_size
+    L = 4 * K if config.reduce_to_ar else config.seq_len
+    vk = V // 2
+    rows = np.arange(S)[:, None]
+    keys = 1 + np.argsort(rng.random((S, vk - 1)), axis=1)[:, :K]
+    values = vk + np.argsort(rng.random((S, V - vk)), axis=1)[:, :K]
+    tokens = np.zeros((S, L), dtype=np.int64)
+    tokens[:, 0:2 * K:2], tokens[:, 1:2 * K:2] = keys, values
+    if config.random_fillers:
+        tokens[:, 2 * K:] = rng.integers(0, V, size=(S, L - 2 * K))
+    else:
+        tokens[:, 2 * K:] = 0
+    space = (L - 2 * K) // 2
+    gaps = np.argsort(rng.random((S, space)), axis=1)[:, :K]
+    which = np.argsort(rng.random((S, K)), axis=1)  # which key sits in each chosen slot
+    slots = 2 * K + 2 * gaps
+    tokens[rows, slots] = keys[rows, which]
+    labels = np.full((S, L), IGNORE, dtype=np.int64)
+    labels[rows, slots] = values[rows, which]
+    if config.reduce_to_ar:
+        return tokens[:, :2 * K + 1].copy(), labels[:, :2 * K + 1].copy()
     return tokens, labels

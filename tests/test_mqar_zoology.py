@@ -1,0 +1,64 @@
+"""The zoology-style MQAR / AR options of verify.tasks.mqar (Koren et al. 2026), and the unchanged default."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from constructions.errors import RequirementError
+from verify.tasks.mqar import IGNORE, MQARConfig, generate
+
+
+def test_default_layout_unchanged():
+    """Snapshots taken from main's generator before the zoology option existed."""
+    t, l = generate(MQARConfig(3, 5, 12, num_examples=2, noise_vocab=2), 7)
+    assert t.tolist() == [[0, 7, 2, 5, 1, 3, 0, 8, 2, 1, 8, 8], [0, 7, 1, 3, 2, 6, 9, 8, 9, 2, 0, 1]]
+    assert l.tolist() == [[-100, -100, -100, -100, -100, -100, 4, -100, 2, 0, -100, -100],
+                          [-100, -100, -100, -100, -100, -100, -100, -100, -100, 3, 4, 0]]
+    t, l = generate(MQARConfig(2, 4, 9, num_examples=1, query_passes=2), 3)
+    assert t.tolist() == [[0, 2, 1, 5, 1, 6, 0, 0, 1]] and l.tolist() == [[-100, -100, -100, -100, 3, -100, 0, 0, 3]]
+
+
+@pytest.mark.parametrize("nf,V,L,fillers", [(16, 512, 64, True), (8, 128, 32, False), (4, 64, 24, True)])
+def test_zoology_mqar_layout(nf, V, L, fillers):
+    t, l = generate(MQARConfig(nf, V, L, num_examples=50, layout="zoology", random_fillers=fillers), 1)
+    assert t.shape == l.shape == (50, L)
+    keys, vals = t[:, 0:2 * nf:2], t[:, 1:2 * nf:2]
+    assert ((keys >= 1) & (keys < V // 2)).all() and ((vals >= V // 2) & (vals < V)).all()
+    assert all(len(set(r)) == nf for r in keys) and all(len(set(r)) == nf for r in vals)
+    for s in range(50):
+        q = np.nonzero(l[s] != IGNORE)[0]
+        assert len(q) == nf and ((q - 2 * nf) % 2 == 0).all() and (q >= 2 * nf).all()
+        assert sorted(t[s, q]) == sorted(keys[s])  # every key queried once
+        lookup = dict(zip(keys[s], vals[s]))
+        assert all(l[s, p] == lookup[t[s, p]] for p in q)  # label = the key's value (a token id)
+        others = np.setdiff1d(np.arange(2 * nf, L), q)
+        if not fillers:
+            assert (t[s, others] == 0).all()
+    if L == 4 * nf:  # fully packed: q r q r ...
+        assert (l[:, 2 * nf::2] != IGNORE).all() and (l[:, 2 * nf + 1::2] == IGNORE).all()
+    if fillers:  # random fillers are uniform over [0, V): about half land in the value range
+        f = t[:, 2 * nf + 1::2]
+        assert 0.35 < (f >= V // 2).mean() < 0.65
+
+
+def test_zoology_ar():
+    t, l = generate(MQARConfig(8, 128, 17, num_examples=400, layout="zoology", reduce_to_ar=True), 2)
+    assert t.shape == (400, 17) and ((l != IGNORE).sum(1) == 1).all() and (l[:, 16] != IGNORE).all()
+    which = (t[:, 0:16:2] == t[:, 16:17]).argmax(1)  # the queried fact is uniform over the N_f facts
+    assert np.bincount(which, minlength=8).min() > 20
+    assert (l[:, 16] == t[np.arange(400), 2 * which + 1]).all()
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(kappa=16, vocab_size=64, seq_len=64), "V > L"),
+    (dict(kappa=16, vocab_size=512, seq_len=60), "L >= 4 N_f"),
+    (dict(kappa=4, vocab_size=512, seq_len=33), "even seq_len"),
+    (dict(kappa=4, vocab_size=512, seq_len=16, reduce_to_ar=True), "2 N_f + 1"),
+    (dict(kappa=40, vocab_size=64, seq_len=9), "N_f <= V//2 - 1"),
+    (dict(kappa=4, vocab_size=512, seq_len=16, query_passes=2), "query_passes"),
+])
+def test_zoology_bad_input(kw, needle):
+    with pytest.raises(RequirementError, match=needle.replace("(", r"\(").replace("+", r"\+")):
+        generate(MQARConfig(num_examples=2, layout="zoology", **kw), 0)
+    with pytest.raises(RequirementError, match="layout"):
+        generate(MQARConfig(4, 64, 16, layout="nope"), 0)

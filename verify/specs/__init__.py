@@ -1,0 +1,1 @@
+"""Registry entries that are long enough for their own module (see ``verify.registry``)."""

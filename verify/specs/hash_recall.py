@@ -1,0 +1,150 @@
+"""``check hash-recall``: the designed hashing circuit (Koren et al. 2026) on zoology-style MQAR / AR.
+
+The claim is probabilistic, so the verdict depends on what the theory guarantees at the given sizes:
+
+* **exact** when ``symbolic.recall_scaling.certificate_margin`` of the drawn codes is positive (a deterministic
+  guarantee for every query whose sequence meets its preconditions, checked on the generated sequences), or when the
+  rigorous bound times the number of queries is <= ``EXACT_DELTA`` (then a miss has probability <= 1e-3);
+* **threshold** otherwise: recall >= corrected law - ``tolerance`` - 4 binomial standard errors, where the corrected
+  law is evaluated on the very sequences checked (``collision_profile``).
+
+Reported in ``info``: the law with the paper's a and with a from the generator, the corrected law, the rigorous
+bound, the certificate margin, and which verdict rule applied.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from constructions import hash_recall
+from constructions.errors import require
+from constructions.layout import Construction
+from symbolic import recall_scaling as rs
+from verify.checks import CheckResult, score_queries
+from verify.tasks.mqar import MQARConfig, generate
+
+EXACT_DELTA = 1e-3
+FILLERS = ("random", "empty")
+COMPOSITIONS = ("parallel", "residual")
+
+
+def _help(text: str):
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class HashRecallParams:
+    """Parameters of the designed hashing circuit check (CLI flags of the same names)."""
+
+    vocab: int = field(default=512, metadata=_help("vocabulary size V (keys 1..V/2-1, values V/2..V-1)"))
+    facts: int = field(default=16, metadata=_help("number of facts N_f"))
+    d_model: int = field(default=64, metadata=_help("embedding dimension D"))
+    d_state: int = field(default=32, metadata=_help("state dimension N (N <= D)"))
+    task: str = field(default="mqar", metadata=_help("mqar (L = seq_len) or ar (L = 2 N_f + 1)"))
+    seq_len: int | None = field(default=None, metadata=_help("MQAR length L (default 4 N_f, the paper's)"))
+    fillers: str = field(default="random", metadata=_help("non-query slots: random (paper) or empty (token 0)"))
+    block: str = field(default="analysis", metadata=_help("analysis (simplified linear Mamba) or mamba (mamba_ssm)"))
+    layers: int = field(default=1, metadata=_help("layers Lambda (analysis block)"))
+    composition: str = field(default="parallel", metadata=_help(
+        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the paper's residual "
+        "stack of designed layers; checked against N_eff = Lambda N, which it does not reach)"))
+    a_log: float = field(default=-100.0, metadata=_help("A_log of the mamba block (decay exp(-exp(A_log)) per step)"))
+    samples: int = field(default=256, metadata=_help("number of sequences checked"))
+    seed: int = field(default=0, metadata=_help("seed of the codes; the task uses seed + 1"))
+    tolerance: float = field(default=0.1, metadata=_help("allowed shortfall below the corrected law"))
+
+    @property
+    def length(self) -> int:
+        if self.task == "ar":
+            return 2 * self.facts + 1
+        return self.seq_len if self.seq_len is not None else 4 * self.facts
+
+    def task_config(self) -> MQARConfig:
+        require(self.task in rs.TASKS, f"hash-recall task must be one of {rs.TASKS}, got {self.task!r}")
+        require(self.fillers in FILLERS, f"hash-recall fillers must be one of {FILLERS}, got {self.fillers!r}")
+        return MQARConfig(self.facts, self.vocab, self.length, num_examples=self.samples, layout="zoology",
+                          random_fillers=self.fillers == "random", reduce_to_ar=self.task == "ar")
+
+
+def build(p: HashRecallParams) -> Construction:
+    p.task_config().validate()
+    require(p.block in hash_recall.BLOCKS, f"hash-recall block must be one of {hash_recall.BLOCKS}, got {p.block!r}")
+    require(p.composition in COMPOSITIONS, f"hash-recall composition must be one of {COMPOSITIONS}, "
+                                           f"got {p.composition!r}")
+    if p.block == "analysis":
+        if p.layers > 1 and p.composition == "parallel":
+            return hash_recall.build_parallel(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
+        return hash_recall.build_analysis(p.vocab, p.d_model, p.d_state, p.seed, n_layers=p.layers)
+    require(p.layers == 1, f"hash-recall in the mamba block is one layer, got layers={p.layers}")
+    return hash_recall.build_mamba_block(p.vocab, p.d_model, p.d_state, p.seed, a_log=p.a_log)
+
+
+def predictions(p: HashRecallParams, profile: rs.CollisionProfile) -> dict:
+    """The law (paper a, generator a), the corrected law, and the rigorous bound at the check's sizes."""
+    task = p.task
+    a_paper = float(rs.PAPER_A[("designed", task)])
+    a_gen = float(rs.a_coefficient("designed", task, nf=p.facts,
+                                   seq_len=None if task == "ar" or p.length == 4 * p.facts else p.length))
+    lam, D, N = p.layers, p.d_model, p.d_state
+    # parallel hashes: derived N_eff = Lambda N D / (D + (Lambda - 1) N); residual: the paper's N_eff = Lambda N
+    n_eff = lam * N * D / (D + (lam - 1) * N) if p.composition == "parallel" else float(lam * N)
+    n_w, ctx, mult = int(profile.n_w.max()), int(profile.context.max()), int(profile.multiplicity.max())
+    bound = rs.rigorous_failure_bound(D, N, p.vocab, n_w, ctx, max(mult, 1)) if lam == 1 \
+        else {"bound": 1.0}  # the rigorous bound is for one layer
+    return {"a_paper": a_paper, "a_generator": a_gen, "N_eff": n_eff,
+            "law": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_paper)),
+            "law_a_generator": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_gen)),
+            "corrected_law": rs.corrected_law_num(D, n_eff, p.vocab, profile),
+            "rigorous_bound_per_query": bound["bound"], "rigorous_bound_args": bound,
+            "max_leaking_writes": n_w, "max_multiplicity": mult, "max_context": ctx,
+            "exact_collisions": int(profile.exact.sum())}
+
+
+def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256) -> CheckResult:
+    task = p.task_config()
+    tokens, labels = generate(task, p.seed + 1)
+    profile = rs.collision_profile(tokens, labels)
+    start = time.perf_counter()
+    queries = correct = 0
+    min_margin = float("inf")
+    for i in range(0, len(tokens), batch_size):
+        hidden = engine.hidden(con, torch.from_numpy(tokens[i:i + batch_size]))
+        q, c, m = score_queries(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
+        queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+
+    pred = predictions(p, profile)
+    certificate = None
+    if (p.layers == 1 or p.composition == "parallel") and getattr(con, "hashes", None):
+        E = con.embedding.double().numpy()
+        certificate = rs.certificate_margin(E, E @ con.hashes[0].T, pred["max_leaking_writes"],
+                                            max(pred["max_multiplicity"], 1))
+    if p.block == "mamba" and con.info.get("decay_per_step", 1.0) < 1.0 - 1e-12:
+        certificate = None  # the certificate is for the undecayed circuit
+    no_exact_collision = pred["exact_collisions"] == 0
+    if certificate is not None and certificate > 0 and no_exact_collision:
+        rule, required = "exact (certificate of the drawn codes)", 1.0
+    elif queries * pred["rigorous_bound_per_query"] <= EXACT_DELTA and no_exact_collision:
+        rule, required = f"exact (rigorous bound: P(any miss) <= {EXACT_DELTA:g})", 1.0
+    else:
+        pc = pred["corrected_law"]
+        se = math.sqrt(max(pc * (1 - pc), 1e-12) / max(queries, 1))
+        required = max(0.0, pc - p.tolerance - 4 * se)
+        rule = f"recall >= corrected law - {p.tolerance:g} - 4 s.e."
+    info = {**con.info, **pred, "certificate_margin": certificate, "verdict_rule": rule, "block": p.block}
+    summary = (f"V={p.vocab} N_f={p.facts} L={p.length} {p.task} D={p.d_model} N={p.d_state}"
+               + (f" Lambda={p.layers}" if p.layers > 1 else "") + f" law={pred['law']:.3f} "
+               f"corr={pred['corrected_law']:.3f} need>={required:.3f}")
+    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
+                       correct, min_margin, certificate if certificate is not None and certificate > 0 else None,
+                       seconds, config={**asdict(task), "seed": p.seed + 1}, info=info, summary=summary,
+                       required_recall=required)
+
+
+DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),
+            HashRecallParams(vocab=16, facts=2, task="ar", d_model=512, d_state=512, samples=64))
