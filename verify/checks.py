@@ -58,22 +58,34 @@ def _readout(con: Construction, device, dtype) -> torch.Tensor:
     return cache[key]
 
 
-def score_positions(con: Construction, hidden: torch.Tensor, pos: torch.Tensor, target: torch.Tensor):
-    """(correct, min margin) as 0-dim device tensors, without a host sync.
+def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
+    """(correct, min margin) as 0-dim device tensors for hidden rows h (n, d) and value labels target (n,).
 
-    hidden: (batch, L, d_model); pos, target: (batch, q) query positions and value labels. The margin of a query
-    is its target logit minus the largest other logit; a tie is not a recall.
+    The margin of a query is its target logit minus the largest other logit; a tie is not a recall.
     """
-    d = hidden.shape[-1]
-    h = hidden.gather(1, pos[..., None].expand(-1, -1, d)).reshape(-1, d)
     work = torch.float64 if h.dtype == torch.float64 else torch.float32
     logits = h.to(work) @ _readout(con, h.device, work).T
     target = target.reshape(-1, 1)
     own = logits.gather(1, target).squeeze(1)
     if logits.shape[1] == 1:
         return own.new_tensor(own.numel(), dtype=torch.int64), own.new_tensor(float("inf"))
+    if own.numel() == 0:
+        return own.new_tensor(0, dtype=torch.int64), own.new_tensor(float("inf"))
     best_other = logits.scatter_(1, target, float("-inf")).amax(dim=1)  # in place: logits is ours
     return (own > best_other).sum(), (own - best_other).min()
+
+
+def score_positions(con: Construction, hidden: torch.Tensor, pos: torch.Tensor, target: torch.Tensor):
+    """``_recall`` at query positions pos (batch, q) of hidden (batch, L, d), without a host sync."""
+    d = hidden.shape[-1]
+    return _recall(con, hidden.gather(1, pos[..., None].expand(-1, -1, d)).reshape(-1, d), target)
+
+
+def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float]:
+    """(queries, correct, min margin) on the labelled positions of one batch (any number of queries per row)."""
+    mask = labels.to(hidden.device) != IGNORE
+    correct, margin = _recall(con, hidden[mask], labels.to(hidden.device)[mask])
+    return int(mask.sum()), int(correct), float(margin)
 
 
 def _query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -82,9 +82,9 @@ def _engine(args):
 
 def _table(results) -> Table:
     t = Table(title="Construction checks")
-    for col in ("construction", "theorem", "sizes", "engine", "dtype", "seqs", "queries", "exact recall",
+    for col in ("construction", "theorem", "sizes", "engine", "dtype", "seqs", "queries", "recall",
                 "min margin", "proven margin", "time (s)", "verdict"):
-        t.add_column(col, no_wrap=True, justify="right" if col in ("seqs", "queries", "exact recall", "min margin",
+        t.add_column(col, no_wrap=True, justify="right" if col in ("seqs", "queries", "recall", "min margin",
                                                                    "proven margin", "time (s)") else "left")
     for r in results:
         variant = r.info.get("variant", "")
