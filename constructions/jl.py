@@ -38,3 +38,43 @@ def coherence(codes: np.ndarray) -> float:
     gram = codes.T @ codes
     np.fill_diagonal(gram, 0)
     return float(np.abs(gram).max()) / p
+
+
+def draw_codes(p: int, n: int, seed: int, mu_max: float, what: str, draws: int = 64) -> tuple[np.ndarray, float, int]:
+    """The first of ``draws`` balanced (p, n) code draws (seeds seed, seed+1, ...) with coherence < mu_max.
+
+    Returns (codes, coherence, seed used); raises RequirementError naming ``what`` if no draw qualifies.
+    """
+    from constructions.errors import RequirementError
+
+    for draw in range(draws):
+        codes = balanced_codes(p, n, seed + draw)
+        mu = coherence(codes)
+        if mu < mu_max:
+            return codes, mu, seed + draw
+    raise RequirementError(f"{what} needs codes with coherence < {mu_max:.3f}; none of {draws} draws of p={p} "
+                           f"balanced codes for {n} symbols had it (raise p)")
+
+
+def best_codes(p: int, n: int, seed: int, draws: int = 64) -> tuple[np.ndarray, float, int]:
+    """The balanced (p, n) draw of lowest coherence among ``draws`` seeds: (codes, coherence, seed used)."""
+    best = min((coherence(balanced_codes(p, n, seed + k)), k) for k in range(draws))
+    return balanced_codes(p, n, seed + best[1]), best[0], seed + best[1]
+
+
+def hadamard_dim(n: int) -> int:
+    """The Sylvester-Hadamard order 2^ceil(log2(n + 1)): the smallest that has n balanced orthogonal columns."""
+    return 1 << math.ceil(math.log2(n + 1))
+
+
+def hadamard_codes(n: int) -> np.ndarray:
+    """(hadamard_dim(n), n) matrix of ±1: columns 1..n of the Sylvester-Hadamard matrix.
+
+    Every column is balanced (sums to 0, as it is orthogonal to column 0 = 1) and distinct columns are orthogonal,
+    so the codes' Gram matrix is exactly hadamard_dim(n) * I (coherence 0).
+    """
+    require(n >= 1, f"Hadamard codes need n >= 1 symbols, got n={n}")
+    h = np.ones((1, 1), dtype=np.int64)
+    while h.shape[0] < hadamard_dim(n):
+        h = np.block([[h, h], [h, -h]])
+    return h[:, 1:n + 1].copy()

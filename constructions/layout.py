@@ -243,32 +243,39 @@ class MambaS4DConfig:
     """The Mamba block with its S6 mixer replaced by S4D (Huang et al. §4.6, "Mamba-S4D"): this project's own block.
 
     Same in_proj (rows [x | z]), depthwise conv + SiLU, gate ``silu(z)`` and out_proj as ``mamba_ssm.Mamba``; the
-    mixer's Delta, B and C are learned but input-independent. State-dict names (``verify.engines.mamba_s4d.MambaS4D``):
-    ``in_proj.weight`` (2 d_inner, d_model), ``in_proj.bias``, ``conv1d.weight`` (d_inner, 1, d_conv), ``conv1d.bias``,
-    ``dt_bias`` (d_inner,) with Delta = softplus(dt_bias), ``A_log`` (d_inner, d_state) with A = -exp(A_log),
-    ``B`` and ``C`` (d_inner, d_state), ``D`` (d_inner,), ``out_proj.weight`` (d_model, d_inner), ``out_proj.bias``.
-    ``dt_bias``, ``A_log``, ``B``, ``C`` and ``D`` are kept in float32 whatever the module dtype (the CUDA selective
-    scan needs float32 weights when B and C are input-independent).
+    mixer's Delta, B and C are learned but input-independent. The mixer width ``d_inner`` is a field (default
+    d_model) rather than an integer ``expand``, so in_proj may widen a small embedding to many mixer channels.
+    State-dict names (``verify.engines.mamba_s4d.MambaS4D``): ``in_proj.weight`` (2 d_inner, d_model),
+    ``in_proj.bias``, ``conv1d.weight`` (d_inner, 1, d_conv), ``conv1d.bias``, ``dt_bias`` (d_inner,) with
+    Delta = softplus(dt_bias), ``A_log`` (d_inner, d_state) with A = -exp(A_log), ``B`` and ``C`` (d_inner, d_state),
+    ``D`` (d_inner,), ``out_proj.weight`` (d_model, d_inner), ``out_proj.bias``. ``dt_bias``, ``A_log``, ``B``, ``C``
+    and ``D`` are float32 whatever the module dtype (the CUDA selective scan needs float32 weights when B and C are
+    input-independent).
     """
 
     kind: ClassVar[str] = "mamba_s4d"
     d_model: int
     d_state: int = 1
     d_conv: int = 4
-    expand: int = 1
+    d_inner: int | None = None
     bias: bool = True
     conv_bias: bool = True
 
     @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
+    def width(self) -> int:
+        """The mixer width (number of S4D channels)."""
+        return self.d_model if self.d_inner is None else self.d_inner
+
+    @property
+    def expand(self) -> float:
+        return self.width / self.d_model
 
     def mamba_kwargs(self) -> dict:
-        return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
+        return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "d_inner": self.width,
                 "bias": self.bias, "conv_bias": self.conv_bias}
 
     def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
-        di, n = self.d_inner, self.d_state
+        di, n = self.width, self.d_state
         sd = {
             "in_proj.weight": torch.zeros(2 * di, self.d_model, dtype=dtype),
             "conv1d.weight": torch.zeros(di, 1, self.d_conv, dtype=dtype),

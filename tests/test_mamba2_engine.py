@@ -88,7 +88,7 @@ def naive_mamba2(sd: dict, u: list, c: Mamba2Config) -> list:
 
 def naive_mamba_s4d(sd: dict, u: list, c: MambaS4DConfig) -> list:
     g = {k: v.tolist() for k, v in sd.items()}
-    di, N = c.d_inner, c.d_state
+    di, N = c.width, c.d_state
     proj = [_linear(ut, g["in_proj.weight"], g.get("in_proj.bias")) for ut in u]
     x = _conv([p[:di] for p in proj], [row[0] for row in g["conv1d.weight"]], g.get("conv1d.bias"))
     h = [[0.0] * N for _ in range(di)]
@@ -132,7 +132,7 @@ def test_reference_mamba2_matches_naive_loop(config):
 
 
 @pytest.mark.parametrize("config", [MambaS4DConfig(d_model=5, d_state=3), MambaS4DConfig(d_model=4, d_state=1,
-                                    expand=2, d_conv=2, bias=False)], ids=["N3", "N1-expand2"])
+                                    d_inner=9, d_conv=2, bias=False)], ids=["N3", "N1-wide"])
 def test_reference_mamba_s4d_matches_naive_loop(config):
     sd = _random_sd(config, seed=7)
     u = torch.randn(2, 6, config.d_model, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

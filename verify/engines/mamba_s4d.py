@@ -36,14 +36,14 @@ def mamba_s4d_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, con
 class MambaS4D(nn.Module):
     """The block as a module, with the state-dict names above (``load_state_dict(strict=True)`` an export's mixer)."""
 
-    def __init__(self, d_model, d_state=1, d_conv=4, expand=1, bias=True, conv_bias=True, scan=None,
+    def __init__(self, d_model, d_state=1, d_conv=4, d_inner=None, bias=True, conv_bias=True, scan=None,
                  device=None, dtype=None):
         super().__init__()
         from constructions.layout import MambaS4DConfig
 
-        self.config = c = MambaS4DConfig(d_model, d_state, d_conv, expand, bias, conv_bias)
+        self.config = c = MambaS4DConfig(d_model, d_state, d_conv, d_inner, bias, conv_bias)
         kw, f32 = {"device": device, "dtype": dtype}, {"device": device, "dtype": torch.float32}
-        di = c.d_inner
+        di = c.width
         self.in_proj = nn.Linear(d_model, 2 * di, bias=bias, **kw)
         self.conv1d = nn.Conv1d(di, di, d_conv, groups=di, padding=d_conv - 1, bias=conv_bias, **kw)
         self.dt_bias = nn.Parameter(torch.zeros(di, **f32))

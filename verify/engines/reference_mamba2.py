@@ -75,7 +75,7 @@ def mamba2_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config
     zxbcdt = F.linear(hidden, params["in_proj.weight"], params.get("in_proj.bias"))
     rows = c.in_proj_rows()
     z0, x0, z, dt = (zxbcdt[..., rows[k]] for k in ("z0", "x0", "z", "dt"))
-    xbc = zxbcdt[..., rows["x"].start:rows["C"].stop].transpose(1, 2)
+    xbc = zxbcdt[..., rows["x"].start:rows["C"].stop].transpose(1, 2).contiguous()
     w = params["conv1d.weight"]
     xbc = F.silu(F.conv1d(xbc, w, params.get("conv1d.bias"), padding=w.shape[-1] - 1, groups=w.shape[0])[..., :L])
     xbc = xbc.transpose(1, 2)
