@@ -295,3 +295,13 @@ class MambaS4DConfig:
 
 
 CONFIG_KINDS.update({"mamba2": Mamba2Config, "mamba_s4d": MambaS4DConfig})
+
+
+def mixer_sizes(config) -> dict:
+    """d_model, the mixer width d_inner, d_state and the recurrent state size (entries per sequence) of any block."""
+    if config.kind == "mamba2":
+        width, state = config.d_inner, config.ssm_width * config.d_state  # nheads * headdim * d_state
+    else:
+        width = config.width if config.kind == "mamba_s4d" else config.d_inner
+        state = width * config.d_state
+    return {"d_model": config.d_model, "d_inner": width, "d_state": config.d_state, "state_size": state}

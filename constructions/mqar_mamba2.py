@@ -31,7 +31,7 @@ sum_l W_il u_{j(l)} with W = C^T B of rank <= N independent of the values; if tw
 adversarially (j(l) = a where W_il < 0, b where W_il > 0), exact recall at every query forces
 W_ii > sum_{l != i} |W_il| for every i, so W is strictly diagonally dominant, nonsingular, and N >= kappa. The
 paper's N = O(log kappa) is therefore a typical-case statement (its Remark 7). ``key_dim=N`` builds that regime with
-random balanced key codes (the least coherent of 64 draws); ``info["proven_margin"]`` is then the bound of
+balanced key codes of low coherence (``jl.low_coherence_codes``); ``info["proven_margin"]`` is then the bound of
 ``symbolic.theorem3.margin_lower_bound`` if it is positive, else None (no worst-case guarantee), and recall is only
 measured.
 """
@@ -42,7 +42,7 @@ import sympy as sp
 import torch
 
 from constructions.errors import require
-from constructions.jl import best_codes, draw_codes, hadamard_codes, hadamard_dim, jl_dim
+from constructions.jl import coherence, draw_codes, hadamard_codes, hadamard_dim, jl_dim, low_coherence_codes
 from constructions.layout import Construction, Mamba2Config, MQARTokens
 from symbolic import theorem3 as th
 
@@ -77,10 +77,11 @@ def _key_codes(kappa: int, key_dim: int | None, seed: int):
     if key_dim is None:
         return hadamard_codes(kappa), {"key_codes": "sylvester-hadamard"}
     require(key_dim >= 2 and key_dim % 2 == 0, f"MQAR Mamba-2 construction needs an even key_dim >= 2, got {key_dim}")
-    codes, mu, used = best_codes(key_dim, kappa, seed + 1000)
-    require(mu < 1, f"MQAR Mamba-2 construction needs distinct key codes; key_dim={key_dim} has fewer than "
-                    f"kappa={kappa} distinct balanced codes (raise key_dim)")
-    return codes, {"key_codes": "random balanced", "key_coherence": mu, "key_code_seed": used}
+    codes = low_coherence_codes(key_dim, kappa, seed + 1000)
+    mu = coherence(codes)
+    require(mu < 1, f"MQAR Mamba-2 construction needs kappa key codes that are pairwise neither equal nor opposite; "
+                    f"key_dim={key_dim} gave coherence 1 for kappa={kappa} (raise key_dim)")
+    return codes, {"key_codes": "low-coherence balanced", "key_coherence": mu, "key_code_seed": seed + 1000}
 
 
 def _check_args(kappa, vocab_size, variant, seq_len, d_conv, noise_vocab):
