@@ -65,7 +65,8 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
         bound = th.margin_lower_bound(c, 2, sp.Integer(seq_len), sp.Integer(codes.shape[0]), sp.nsimplify(mu))
         info.update(jl_eps=jl_eps, coherence=mu, code_seed=used)
     require(bool(bound.is_positive), f"MQAR S4D construction needs a positive proven margin at seq_len={seq_len}")
-    info.update(value_dim=codes.shape[0], proven_margin=num(bound), leak_bound=num(th.leak_bound(c, 1 if variant == "one-hot" else 2)))
+    step = 1 if variant == "one-hot" else 2
+    info.update(value_dim=codes.shape[0], proven_margin=num(bound), leak_bound=num(th.leak_bound(c, step)))
     return _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info)
 
 

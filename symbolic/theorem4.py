@@ -143,12 +143,12 @@ def obligations(c: Theorem4Constants = DEFAULT, seq_len=None, p=None, mu=None):
         obs += [
             Obligation(f"step {step}: conv signal is positive", "c0 k + c1 v - b > 0",
                        all(_is_true(v) for v in kinds["signal"])),
-            Obligation(f"step {step}: (key i, key i) writes the same positive value on every slot", "c0 k + c1 k - b > 0",
-                       all(_is_true(v) for v in kinds["uniform"])),
-            Obligation(f"step {step}: (key i, anything else) writes exactly 0", "c0 k - b = 0 (and c1 (beta - 1) = 0)",
-                       all(v == 0 for v in kinds["zero"])),
-            Obligation(f"step {step}: every other pair leaks at most L e^-L", f"pre-activation <= -L = {-leak_gap(c, step)}",
-                       _leak_lemma(leak_gap(c, step))),
+            Obligation(f"step {step}: (key i, key i) writes the same positive value on every slot",
+                       "c0 k + c1 k - b > 0", all(_is_true(v) for v in kinds["uniform"])),
+            Obligation(f"step {step}: (key i, anything else) writes exactly 0",
+                       "c0 k - b = 0 (and c1 (beta - 1) = 0)", all(v == 0 for v in kinds["zero"])),
+            Obligation(f"step {step}: every other pair leaks at most L e^-L",
+                       f"pre-activation <= -L = {-leak_gap(c, step)}", _leak_lemma(leak_gap(c, step))),
         ]
     obs += [
         Obligation("step 2: signal is affine in the code", "silu(c1 (q + beta)) = (silu(2 c1)/2)(q + 1) for q = ±1",

@@ -36,7 +36,7 @@ def logits_at(con, engine, tokens: torch.Tensor, position: int) -> np.ndarray:
 
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
-    """One torch thread for these modules: on a shared 2-core CI box intra-op threads oversubscribe and run ~10x slower."""
+    """One torch thread for these modules: on a shared 2-core box intra-op threads oversubscribe (~10x slower)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

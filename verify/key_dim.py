@@ -2,8 +2,9 @@
 
 No N < kappa can be proven for every sequence (rank bound, ``constructions.mqar_mamba2``); the paper's
 N = O(log kappa) and its trained models' N ~ 4 ln kappa (Fig. A.3) are typical-case numbers. ``empirical_key_dim``
-measures the typical-case N of our construction: the smallest even ``key_dim`` whose low-coherence balanced key codes recall
-exactly on every query of ``samples`` generated sequences (``jl.low_coherence_codes``). It is a measurement, not a proof.
+measures the typical-case N of our construction: the smallest even ``key_dim`` whose low-coherence balanced key codes
+(``jl.low_coherence_codes``) recall exactly on every query of ``samples`` generated sequences. A measurement, not a
+proof.
 """
 from __future__ import annotations
 

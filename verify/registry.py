@@ -137,8 +137,8 @@ SPECS.update({
             "d_conv": "2 taps used (any d_conv >= 2; default 4)",
         },
         params=MQARParams,
-        defaults=(MQARParams(samples=64), MQARParams(samples=64, variant="jl"),
-                  MQARParams(kappa=16, vocab=256, seq_len=256, samples=16),
+        defaults=(MQARParams(samples=32), MQARParams(samples=32, variant="jl"),  # d_inner = kappa |V|: kept small
+                  MQARParams(kappa=16, vocab=64, seq_len=128, samples=16),
                   MQARParams(kappa=16, vocab=256, seq_len=256, samples=16, variant="jl")),
         build=_build_mqar_s4d,
         check=check_mqar_params,
