@@ -159,3 +159,11 @@ def test_export_round_trip(tmp_path):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in con.state_dict().items())
     r = check_mqar(loaded, MQARConfig(5, 12, 30, num_examples=8), make_engine("reference"), seed=1)
     assert r.correct == r.queries
+
+
+def test_typical_case_key_dim_is_below_the_proven_one():
+    """On typical sequences (a measurement, not a proof) fewer key dimensions than the Hadamard order suffice."""
+    from verify.key_dim import empirical_key_dim
+
+    n = empirical_key_dim(4, 128, seq_len=24, samples=64)
+    assert n is not None and n < mqar_mamba2.key_dim_default(4)
