@@ -97,13 +97,13 @@ class MQARMamba2Params(MQARParams):
 def _build_mqar_mamba2(p: MQARMamba2Params) -> Construction:
     p.task().validate()
     return mqar_mamba2.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                             jl_eps=p.jl_eps, key_dim=p.key_dim)
+                             jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, key_dim=p.key_dim)
 
 
 def _build_mqar_s4d(p: MQARParams) -> Construction:
     p.task().validate()
     return mqar_s4d.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                          jl_eps=p.jl_eps)
+                          jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
 
 
 SPECS.update({
