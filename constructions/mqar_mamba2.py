@@ -36,9 +36,9 @@ witness and shows the recall failing at key_dim < kappa). The paper's N = O(log 
 (its Remark 7). ``key_dim=N`` builds that regime with balanced key codes of low coherence
 (``jl.low_coherence_codes``); ``info["proven_margin"]`` is then the bound of ``symbolic.theorem3.margin_lower_bound``
 if it is positive, else None (no worst-case guarantee), and recall is only measured. Measured with
-``verify.key_dim`` (exact recall on all queries of 1000 sequences, T = 100, |V| = 128): kappa = 4, 8, 16, 32 need
-key_dim = 6, 10, 16, 26, i.e. about 7.5 ln kappa (paper: log kappa in the theorem, 4 ln kappa in training,
-8 ln kappa in Fig. 2's models).
+``verify.key_dim`` (smallest even key_dim with exact recall on all queries): kappa = 4, 8, 16, 32 need key_dim =
+6, 10, 16, 26 at |V| = 128, T = 100 (1000 sequences) and 6, 10, 12, 20 at |V| = 512, T = 256 (500 sequences), i.e.
+about 6-7.5 ln kappa (paper: log kappa in the theorem, 4 ln kappa in training, 8 ln kappa in Fig. 2's models).
 """
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ SPECS.update({
                        "[paper: O(log kappa + log|V|)]",
             "d_state": "one-hot: kappa;  jl: N_k + 1 (codes + key flag), N_k = 2^ceil(log2(kappa+1)) or --key-dim  "
                        "[paper: O(log kappa); a proof for every sequence needs N >= kappa; typical sequences "
-                       "measured at N_k ~ 7.5 ln kappa]",
+                       "measured at N_k ~ 6-7.5 ln kappa]",
             "d_inner": "= d_model; SSM width d_ssm = |V| or p (one head)",
             "d_conv": "2 taps used (any d_conv >= 2; default 4)",
         },
