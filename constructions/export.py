@@ -2,7 +2,9 @@
 
 The tensors use the flat names of ``constructions.layout`` (``embedding.weight``, ``mixer.<mamba_ssm name>``,
 ``readout.weight``); strip ``mixer.`` to ``load_state_dict(strict=True)`` into the mamba_ssm module named by
-``config["block"]`` (``mamba`` -> ``mamba_ssm.Mamba``) built with ``**config["mamba_kwargs"]``.
+``config["block"]`` (``mamba`` -> ``mamba_ssm.Mamba``; ``mamba2`` -> ``mamba_ssm.Mamba2``, add
+``use_mem_eff_path=False`` without causal_conv1d; ``mamba_s4d`` -> ``verify.engines.mamba_s4d.MambaS4D``) built with
+``**config["mamba_kwargs"]``.
 """
 from __future__ import annotations
 

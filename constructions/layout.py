@@ -196,3 +196,179 @@ def from_state_dict(sd: dict[str, torch.Tensor], config, **kw) -> Construction:
     """The inverse of ``Construction.state_dict`` (for reloading an export)."""
     mixer = {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}
     return Construction(config=config, embedding=sd["embedding.weight"], mixer=mixer, readout=sd["readout.weight"], **kw)
+
+
+@dataclass(frozen=True)
+class Mamba2Config:
+    """Constructor arguments of ``mamba_ssm.Mamba2`` that fix its parameter shapes and forward semantics.
+
+    ``headdim=None`` means one head (headdim = d_ssm); ``d_ssm=None`` means d_ssm = d_inner (mamba_ssm's default),
+    otherwise the first d_inner - d_ssm inner channels form Mamba2's gated MLP ``silu(z0) * x0``. ``dt_limit`` is
+    left at mamba_ssm's default (0, inf). ``chunk_size`` only changes how the Triton kernels tile the scan.
+    """
+
+    kind: ClassVar[str] = "mamba2"
+    d_model: int
+    d_state: int
+    d_conv: int = 4
+    expand: int = 1
+    headdim: int | None = None
+    d_ssm: int | None = None
+    ngroups: int = 1
+    D_has_hdim: bool = False
+    rmsnorm: bool = False
+    norm_before_gate: bool = False
+    bias: bool = True
+    conv_bias: bool = True
+    chunk_size: int = 256
+
+    def __post_init__(self):
+        from constructions.errors import require
+
+        require(self.d_conv >= 2, f"Mamba2 needs d_conv >= 2 (mamba_ssm slices the conv output by d_conv - 1), "
+                                  f"got d_conv={self.d_conv}")
+        require(self.ssm_width <= self.d_inner, f"Mamba2 needs d_ssm <= d_inner, got d_ssm={self.d_ssm}, "
+                                                f"d_inner={self.d_inner}")
+        require(self.ssm_width % self.head_dim == 0, f"Mamba2 needs headdim to divide d_ssm, got "
+                                                     f"headdim={self.head_dim}, d_ssm={self.ssm_width}")
+        require(self.nheads % self.ngroups == 0 and self.ssm_width % self.ngroups == 0,
+                f"Mamba2 needs ngroups to divide nheads and d_ssm, got ngroups={self.ngroups}, "
+                f"nheads={self.nheads}, d_ssm={self.ssm_width}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def ssm_width(self) -> int:
+        """mamba_ssm's ``d_ssm``: the channels that go through the SSM."""
+        return self.d_inner if self.d_ssm is None else self.d_ssm
+
+    @property
+    def head_dim(self) -> int:
+        return self.ssm_width if self.headdim is None else self.headdim
+
+    @property
+    def nheads(self) -> int:
+        return self.ssm_width // self.head_dim
+
+    @property
+    def d_mlp(self) -> int:
+        return self.d_inner - self.ssm_width
+
+    @property
+    def conv_dim(self) -> int:
+        return self.ssm_width + 2 * self.ngroups * self.d_state
+
+    @property
+    def d_in_proj(self) -> int:
+        return 2 * self.d_inner + 2 * self.ngroups * self.d_state + self.nheads
+
+    def in_proj_rows(self) -> dict[str, slice]:
+        """Row blocks of ``in_proj.weight`` in mamba_ssm's order [z0 | x0 | z | x | B | C | dt]."""
+        sizes = {"z0": self.d_mlp, "x0": self.d_mlp, "z": self.ssm_width, "x": self.ssm_width,
+                 "B": self.ngroups * self.d_state, "C": self.ngroups * self.d_state, "dt": self.nheads}
+        out, start = {}, 0
+        for name, n in sizes.items():
+            out[name], start = slice(start, start + n), start + n
+        return out
+
+    def conv_channels(self) -> dict[str, slice]:
+        """Channel blocks of ``conv1d`` (the xBC stream): [x | B | C]."""
+        rows = self.in_proj_rows()
+        base = rows["x"].start
+        return {k: slice(rows[k].start - base, rows[k].stop - base) for k in ("x", "B", "C")}
+
+    def mamba_kwargs(self) -> dict:
+        return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
+                "headdim": self.head_dim, "d_ssm": self.ssm_width, "ngroups": self.ngroups,
+                "D_has_hdim": self.D_has_hdim, "rmsnorm": self.rmsnorm, "norm_before_gate": self.norm_before_gate,
+                "bias": self.bias, "conv_bias": self.conv_bias, "chunk_size": self.chunk_size}
+
+    def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
+        """All-zero tensors with exactly ``mamba_ssm.Mamba2``'s state-dict names and shapes."""
+        sd = {
+            "dt_bias": torch.zeros(self.nheads, dtype=dtype),
+            "A_log": torch.zeros(self.nheads, dtype=dtype),
+            "D": torch.zeros(self.ssm_width if self.D_has_hdim else self.nheads, dtype=dtype),
+            "in_proj.weight": torch.zeros(self.d_in_proj, self.d_model, dtype=dtype),
+            "conv1d.weight": torch.zeros(self.conv_dim, 1, self.d_conv, dtype=dtype),
+            "out_proj.weight": torch.zeros(self.d_model, self.d_inner, dtype=dtype),
+        }
+        if self.bias:
+            sd["in_proj.bias"] = torch.zeros(self.d_in_proj, dtype=dtype)
+            sd["out_proj.bias"] = torch.zeros(self.d_model, dtype=dtype)
+        if self.conv_bias:
+            sd["conv1d.bias"] = torch.zeros(self.conv_dim, dtype=dtype)
+        if self.rmsnorm:
+            sd["norm.weight"] = torch.zeros(self.ssm_width, dtype=dtype)
+        return sd
+
+
+@dataclass(frozen=True)
+class MambaS4DConfig:
+    """The Mamba block with its S6 mixer replaced by S4D (Huang et al. §4.6, "Mamba-S4D"): this project's own block.
+
+    Same in_proj (rows [x | z]), depthwise conv + SiLU, gate ``silu(z)`` and out_proj as ``mamba_ssm.Mamba``; the
+    mixer's Delta, B and C are learned but input-independent. The mixer width ``d_inner`` is a field (default
+    d_model) rather than an integer ``expand``, so in_proj may widen a small embedding to many mixer channels.
+    State-dict names (``verify.engines.mamba_s4d.MambaS4D``): ``in_proj.weight`` (2 d_inner, d_model),
+    ``in_proj.bias``, ``conv1d.weight`` (d_inner, 1, d_conv), ``conv1d.bias``, ``dt_bias`` (d_inner,) with
+    Delta = softplus(dt_bias), ``A_log`` (d_inner, d_state) with A = -exp(A_log), ``B`` and ``C`` (d_inner, d_state),
+    ``D`` (d_inner,), ``out_proj.weight`` (d_model, d_inner), ``out_proj.bias``. ``dt_bias``, ``A_log``, ``B``, ``C``
+    and ``D`` are float32 whatever the module dtype (the CUDA selective scan needs float32 weights when B and C are
+    input-independent).
+    """
+
+    kind: ClassVar[str] = "mamba_s4d"
+    d_model: int
+    d_state: int = 1
+    d_conv: int = 4
+    d_inner: int | None = None
+    bias: bool = True
+    conv_bias: bool = True
+
+    @property
+    def width(self) -> int:
+        """The mixer width (number of S4D channels)."""
+        return self.d_model if self.d_inner is None else self.d_inner
+
+    @property
+    def expand(self) -> float:
+        return self.width / self.d_model
+
+    def mamba_kwargs(self) -> dict:
+        return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "d_inner": self.width,
+                "bias": self.bias, "conv_bias": self.conv_bias}
+
+    def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
+        di, n = self.width, self.d_state
+        sd = {
+            "in_proj.weight": torch.zeros(2 * di, self.d_model, dtype=dtype),
+            "conv1d.weight": torch.zeros(di, 1, self.d_conv, dtype=dtype),
+            "dt_bias": torch.zeros(di, dtype=dtype),
+            "A_log": torch.zeros(di, n, dtype=dtype),
+            "B": torch.zeros(di, n, dtype=dtype),
+            "C": torch.zeros(di, n, dtype=dtype),
+            "D": torch.zeros(di, dtype=dtype),
+            "out_proj.weight": torch.zeros(self.d_model, di, dtype=dtype),
+        }
+        if self.bias:
+            sd["in_proj.bias"] = torch.zeros(2 * di, dtype=dtype)
+            sd["out_proj.bias"] = torch.zeros(self.d_model, dtype=dtype)
+        if self.conv_bias:
+            sd["conv1d.bias"] = torch.zeros(di, dtype=dtype)
+        return sd
+
+
+CONFIG_KINDS.update({"mamba2": Mamba2Config, "mamba_s4d": MambaS4DConfig})
+
+
+def mixer_sizes(config) -> dict:
+    """d_model, the mixer width d_inner, d_state and the recurrent state size (entries per sequence) of any block."""
+    if config.kind == "mamba2":
+        width, state = config.d_inner, config.ssm_width * config.d_state  # nheads * headdim * d_state
+    else:
+        width = config.width if config.kind == "mamba_s4d" else config.d_inner
+        state = width * config.d_state
+    return {"d_model": config.d_model, "d_inner": width, "d_state": config.d_state, "state_size": state}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from constructions import mqar_mamba
+from constructions import mqar_mamba, mqar_mamba2, mqar_s4d
 from constructions.layout import Construction
 from verify.checks import CheckResult, check_mqar
 from verify.tasks.mqar import MQARConfig
@@ -83,6 +83,68 @@ SPECS: dict[str, Spec] = {
         check=check_mqar_params,
     ),
 }
+
+
+@dataclass(frozen=True)
+class MQARMamba2Params(MQARParams):
+    """MQAR parameters plus Theorem 3's step-2 key code dimension."""
+
+    key_dim: int | None = field(default=None, metadata=_help(
+        "jl: key code dimension N (default 2^ceil(log2(kappa+1)), Hadamard codes, proven for every sequence; "
+        "smaller N: low-coherence codes, no proof possible below kappa, recall only measured)"))
+
+
+def _build_mqar_mamba2(p: MQARMamba2Params) -> Construction:
+    p.task().validate()
+    return mqar_mamba2.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
+                             jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, key_dim=p.key_dim)
+
+
+def _build_mqar_s4d(p: MQARParams) -> Construction:
+    p.task().validate()
+    return mqar_s4d.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
+                          jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
+
+
+SPECS.update({
+    "mqar-mamba2": Spec(
+        name="mqar-mamba2",
+        theorem=mqar_mamba2.THEOREM,
+        mixer="Mamba-2 (SSD, one head), gate held constant",
+        formulas={
+            "d_model": "one-hot: kappa + |V|;  jl: N_k + 1 + p, p = 2*ceil(2 ln|V| / eps^2)  "
+                       "[paper: O(log kappa + log|V|)]",
+            "d_state": "one-hot: kappa;  jl: N_k + 1 (codes + key flag), N_k = 2^ceil(log2(kappa+1)) or --key-dim  "
+                       "[paper: O(log kappa); a proof for every sequence needs N >= kappa; typical sequences "
+                       "measured at N_k ~ 6-7.5 ln kappa]",
+            "d_inner": "= d_model; SSM width d_ssm = |V| or p (one head)",
+            "d_conv": "2 taps used (any d_conv >= 2; default 4)",
+        },
+        params=MQARMamba2Params,
+        defaults=(MQARMamba2Params(), MQARMamba2Params(variant="jl"),
+                  MQARMamba2Params(kappa=32, vocab=512, seq_len=256, samples=32),
+                  MQARMamba2Params(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
+        build=_build_mqar_mamba2,
+        check=check_mqar_params,
+    ),
+    "mqar-s4d": Spec(
+        name="mqar-s4d",
+        theorem=mqar_s4d.THEOREM,
+        mixer="Mamba-S4D (S4D mixer, gate on)",
+        formulas={
+            "d_model": "one-hot: kappa + |V|;  jl: kappa + p (in_proj widens it to d_inner)",
+            "d_state": "1  [paper: 1]",
+            "d_inner": "one-hot: kappa*|V|;  jl: kappa*p  [paper d: O(kappa log|V|)]",
+            "d_conv": "2 taps used (any d_conv >= 2; default 4)",
+        },
+        params=MQARParams,
+        defaults=(MQARParams(samples=32), MQARParams(samples=32, variant="jl"),  # d_inner = kappa |V|: kept small
+                  MQARParams(kappa=16, vocab=64, seq_len=128, samples=16),
+                  MQARParams(kappa=16, vocab=256, seq_len=256, samples=16, variant="jl")),
+        build=_build_mqar_s4d,
+        check=check_mqar_params,
+    ),
+})
 
 
 # Koren et al. 2026: the designed hashing circuit (probabilistic claim; verdict rule in verify.specs.hash_recall).

@@ -45,7 +45,10 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="verify-constructions", description=__doc__)
     _run_args(top)
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
-    sub.add_parser("list", help="constructions, theorems and size formulas").add_argument("--json", action="store_true")
+    lst = sub.add_parser("list", help="constructions, theorems, size formulas and concrete sizes")
+    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--kappa", type=int, default=8, help="kappa for the concrete sizes (default: 8)")
+    lst.add_argument("--vocab", type=int, default=128, help="|V| for the concrete sizes (default: 128)")
     scaling_law.add_parser(sub)
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
@@ -95,15 +98,39 @@ def _table(results) -> Table:
     return t
 
 
+def _concrete_sizes(spec, kappa: int, vocab: int) -> dict:
+    """The sizes each variant's construction actually uses at (kappa, |V|), from the built block."""
+    from dataclasses import replace
+
+    from constructions.layout import mixer_sizes
+
+    out = {}
+    if not {"kappa", "vocab", "variant"} <= {f.name for f in fields(spec.params)}:
+        return out  # not an MQAR construction: its formulas say it all
+    for variant in ("one-hot", "jl"):
+        params = replace(spec.params(), kappa=kappa, vocab=vocab, variant=variant, samples=1)
+        out[variant] = mixer_sizes(spec.build(params).config)
+    return out
+
+
+def _sizes_cell(sizes: dict) -> str:
+    return "\n".join(f"{v}: d_model={s['d_model']} d_inner={s['d_inner']} d_state={s['d_state']} "
+                     f"state={s['state_size']}" for v, s in sizes.items())
+
+
 def cmd_list(args, out: Console) -> int:
+    concrete = {n: _concrete_sizes(s, args.kappa, args.vocab) for n, s in SPECS.items()}
     if args.json:
-        print(json.dumps({n: {"theorem": s.theorem, "mixer": s.mixer, "sizes": s.formulas} for n, s in SPECS.items()}))
+        print(json.dumps({n: {"theorem": s.theorem, "mixer": s.mixer, "sizes": s.formulas,
+                              "concrete": {"kappa": args.kappa, "vocab": args.vocab, **concrete[n]}}
+                          for n, s in SPECS.items()}))
         return 0
-    t = Table(title="Constructions")
-    for col in ("construction", "theorem", "mixer", "d_model", "d_state", "d_conv"):
+    t = Table(title=f"Constructions (concrete sizes at kappa={args.kappa}, |V|={args.vocab})", show_lines=True)
+    for col in ("construction", "theorem", "mixer", "d_model", "d_state", "d_inner", "d_conv", "concrete sizes"):
         t.add_column(col)
     for s in SPECS.values():
-        t.add_row(s.name, s.theorem, s.mixer, s.formulas["d_model"], s.formulas["d_state"], s.formulas["d_conv"])
+        t.add_row(s.name, s.theorem, s.mixer, s.formulas["d_model"], s.formulas["d_state"],
+                  s.formulas.get("d_inner", "= d_model"), s.formulas["d_conv"], _sizes_cell(concrete[s.name]))
     out.print(t)
     return 0
 

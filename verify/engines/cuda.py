@@ -57,3 +57,26 @@ class MambaSSMEngine:
         m, emb = self.module(con)
         with torch.no_grad():
             return m(emb[tokens.to(self.device)])
+
+
+try:
+    from mamba_ssm import Mamba2
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+except ImportError:
+    Mamba2 = selective_scan_fn = None
+
+
+def _mamba2(config, device, dtype):
+    """``mamba_ssm.Mamba2`` on its unfused path (``use_mem_eff_path=False``: conv, then the Triton SSD scan
+    ``mamba_chunk_scan_combined``, then RMSNormGated), which runs without causal_conv1d."""
+    return Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+
+
+def _mamba_s4d(config, device, dtype):
+    """The project's Mamba-S4D block running mamba_ssm's CUDA ``selective_scan_fn`` (input-independent B, C)."""
+    from verify.engines.mamba_s4d import MambaS4D
+
+    return MambaS4D(**config.mamba_kwargs(), scan=selective_scan_fn, device=device, dtype=dtype)
+
+
+MODULES.update({"mamba2": _mamba2, "mamba_s4d": _mamba_s4d})

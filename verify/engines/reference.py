@@ -87,3 +87,18 @@ class ReferenceEngine:
         x = emb[tokens.to(self.device)]
         with torch.no_grad():
             return FORWARDS[con.config.kind](params, x, con.config)
+
+
+def _register_blocks() -> None:
+    """The Mamba2 and Mamba-S4D blocks (their forwards live in their own modules)."""
+    from functools import partial
+
+    from verify.engines.mamba_s4d import FLOAT32_PARAMS as S4D_FLOAT32, mamba_s4d_forward
+    from verify.engines.reference_mamba2 import mamba2_forward
+
+    FORWARDS.update({"mamba2": mamba2_forward, "mamba_s4d": partial(mamba_s4d_forward, scan=selective_scan_ref)})
+    # mamba_ssm.Mamba2 casts A_log and dt_bias to the module dtype but creates D in float32.
+    FLOAT32_PARAMS.update({"mamba2": {"D"}, "mamba_s4d": set(S4D_FLOAT32)})
+
+
+_register_blocks()
