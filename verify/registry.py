@@ -82,3 +82,13 @@ SPECS: dict[str, Spec] = {
         check=check_mqar_params,
     ),
 }
+
+
+def _register(module) -> None:
+    SPECS[module.SPEC_FIELDS["name"]] = Spec(**module.SPEC_FIELDS)
+
+
+# Issue 4: Huang et al. Corollary 2 (KEEP n-TH), Lemma 3 (induction heads), Theorem 1 (Haar); see verify/specs/.
+from verify.specs import keep_nth as _keep_nth  # noqa: E402
+
+_register(_keep_nth)
