@@ -92,3 +92,6 @@ def _register(module) -> None:
 from verify.specs import keep_nth as _keep_nth  # noqa: E402
 
 _register(_keep_nth)
+from verify.specs import induction_heads as _induction_heads  # noqa: E402
+
+_register(_induction_heads)

@@ -33,12 +33,13 @@ def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=
     """
     batch, d, L = u.shape
     N = A.shape[1]
-    delta = delta.float()
+    wd = torch.float64 if u.dtype == torch.float64 else torch.float32  # float32 unless given float64, as the kernel
+    delta = delta.to(wd)
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
+        delta = delta + delta_bias.to(wd)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    Bf = B.float()
+    Bf = B.to(wd)
     if bool(((Bf != 0) & (delta <= 0)).any()):
         raise RequirementError("Mamba-Delta-transpose on an S6 scan needs Delta > 0 wherever B != 0 (Delta underflowed "
                                "to 0: lower the dt pre-activation's magnitude)")
@@ -46,15 +47,15 @@ def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=
     work = u.dtype
     u_f = u.repeat(1, N, 1).contiguous()  # channel k*d + c -> u[c]
     delta_f = delta.repeat_interleave(d, dim=1).to(work).contiguous()  # channel k*d + c -> Delta[k]
-    A_f = A.float().transpose(0, 1).reshape(N * d, 1).contiguous()  # channel k*d + c -> A[c, k]
+    A_f = A.to(wd).transpose(0, 1).reshape(N * d, 1).contiguous()  # channel k*d + c -> A[c, k]
     B_f = b_prime[:, :, None, :].to(work).contiguous()  # group k (channels k*d .. k*d + d - 1), state size 1
     C_f = C[:, :, None, :].to(work).contiguous()
     y_f = scan_fn(u_f, delta_f, A_f, B_f, C_f, None, None, None, False)
-    y = y_f.float().view(batch, N, d, L).sum(dim=1)
+    y = y_f.to(wd).view(batch, N, d, L).sum(dim=1)
     if D is not None:
-        y = y + u.float() * D.float()[:, None]
+        y = y + u.to(wd) * D.to(wd)[:, None]
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y * F.silu(z.to(wd))
     return y.to(u.dtype)
 
 
@@ -82,7 +83,7 @@ class MambaDeltaT(nn.Module):
         x = F.silu(self.conv1d(x)[..., :L])
         dt, B, C = torch.split(self.x_proj(x.transpose(1, 2)), [r, n, n], dim=-1)
         dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)
-        y = selective_scan_delta_t_via_s6(x, dt, -torch.exp(self.A_log.float()), B.transpose(1, 2), C.transpose(1, 2),
+        y = selective_scan_delta_t_via_s6(x, dt, -torch.exp(self.A_log.to(torch.float64 if hidden.dtype == torch.float64 else torch.float32)), B.transpose(1, 2), C.transpose(1, 2),
                                           self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
                                           scan_fn=self.scan_fn)
         return self.out_proj(y.transpose(1, 2))
