@@ -95,3 +95,6 @@ _register(_keep_nth)
 from verify.specs import induction_heads as _induction_heads  # noqa: E402
 
 _register(_induction_heads)
+from verify.specs import haar as _haar  # noqa: E402
+
+_register(_haar)
