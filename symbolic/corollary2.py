@@ -37,16 +37,9 @@ from dataclasses import dataclass
 import sympy as sp
 
 from symbolic.blocks import sigmoid, silu, softplus
-from symbolic.proofs import Obligation, identity, nonnegative_on_halfline, positive
+from symbolic.proofs import Obligation, delta_lo, identity, nonnegative_on_halfline, positive
 
-SOFTPLUS_THRESHOLD = 20  # torch.nn.functional.softplus and selective_scan_cuda: softplus(x) := x for x > 20
 n_sym = sp.Symbol("n", positive=True, integer=True)
-
-
-def delta_lo(x):
-    """Smallest value any engine returns for Delta = softplus(x): x above the threshold 20, softplus(x) otherwise."""
-    x = sp.sympify(x)
-    return x if bool(x > SOFTPLUS_THRESHOLD) else softplus(x)
 
 
 @dataclass(frozen=True)

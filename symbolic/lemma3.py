@@ -42,8 +42,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from symbolic.blocks import silu, softplus
-from symbolic.corollary2 import delta_lo
-from symbolic.proofs import Obligation, identity, nonnegative_on_halfline, positive
+from symbolic.proofs import Obligation, delta_lo, identity, nonnegative_on_halfline, positive
 
 T_sym = sp.Symbol("T", positive=True, integer=True)
 

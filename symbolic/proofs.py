@@ -5,6 +5,9 @@
   ``f(a) >= 0`` and ``f' >= 0`` on ``[a, oo)``, applied recursively to ``f'`` (a few levels). Each level's sign is
   decided by sympy's assumptions on a nonnegative symbol, so a ``True`` is a proof; ``False`` means "not proved".
 * ``positive(expr)``: sympy's exact sign of a closed-form number (``True`` only if sympy proves it positive).
+* ``delta_lo(x)``: the smallest Delta any engine computes for softplus(x): torch's ``F.softplus`` and
+  selective_scan_cuda return x itself above the threshold 20, which is below the exact softplus(x); proofs take
+  Delta in ``[delta_lo(x), softplus(x)]`` so they cover every engine.
 """
 from __future__ import annotations
 
@@ -12,7 +15,18 @@ import sympy as sp
 
 from symbolic.theorem2 import Obligation
 
-__all__ = ["Obligation", "nonnegative_on_halfline", "positive", "nonnegative", "identity"]
+__all__ = ["Obligation", "nonnegative_on_halfline", "positive", "nonnegative", "identity", "delta_lo",
+           "SOFTPLUS_THRESHOLD"]
+
+SOFTPLUS_THRESHOLD = 20  # torch.nn.functional.softplus and selective_scan_cuda: softplus(x) := x for x > 20
+
+
+def delta_lo(x):
+    """Smallest value any engine returns for Delta = softplus(x): x above the threshold 20, softplus(x) otherwise."""
+    from symbolic.blocks import softplus
+
+    x = sp.sympify(x)
+    return x if bool(x > SOFTPLUS_THRESHOLD) else softplus(x)
 
 
 def positive(expr) -> bool:

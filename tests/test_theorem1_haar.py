@@ -117,7 +117,7 @@ def test_haar_check_within_the_derived_bound(engine, time):
     assert r.info["kernel_max_error"] >= 0.99 * r.info["eps"]  # the bound is tight on the real layer
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(levels=st.integers(0, 3), mult=st.integers(1, 3), jumps=st.integers(0, 6), seed=st.integers(0, 2**31))
 def test_property_haar_any_sizes(levels, mult, jumps, seed):
     T = 2 ** (levels + 1) * mult

@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))
+    out.chmod(0o644)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
