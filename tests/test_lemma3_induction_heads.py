@@ -194,14 +194,14 @@ def test_reference_engine_equals_the_independent_recurrence(V, T):
 
 @pytest.mark.parametrize("V", [5, 10, 20, 40])
 def test_exact_recall_at_every_position_paper_settings(V):
-    p = InductionHeadsParams(vocab=V, samples=24)
+    p = InductionHeadsParams(vocab=V, samples=12)
     for engine, rel in ((REF64, 1e-12), (REF32, 1e-5)):
         r = check(build(p), p, engine)
-        assert r.correct == r.queries == 24 * 100, f"{engine.dtype_name}: {r.correct}/{r.queries}"
+        assert r.correct == r.queries == 12 * 100, f"{engine.dtype_name}: {r.correct}/{r.queries}"
         assert r.min_margin >= r.proven_margin * (1 - rel), f"measured {r.min_margin} < proven {r.proven_margin}"
 
 
-@pytest.mark.parametrize("V, T", [(5, 4000), (40, 1000)])
+@pytest.mark.parametrize("V, T", [(5, 4000), (40, 500)])
 def test_exact_recall_long_sequences_hard_cases(V, T):
     p = InductionHeadsParams(vocab=V, seq_len=T, p_hard=1.0, samples=3)
     r = check(build(p), p, REF32)
