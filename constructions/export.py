@@ -46,6 +46,7 @@ def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.floa
         "n_classes": int(con.readout.shape[0]),
         "channels": con.channels,
         "info": con.info,
+        "position_channel": con.position_channel,
         "dtype": str(dtype).removeprefix("torch."),
     }
     _atomic_write(out / "model.safetensors", lambda p: save_file(tensors, p))
@@ -59,4 +60,5 @@ def load(out_dir: str | Path) -> Construction:
     mc = config_from_dict(config["block"], config["block_config"])
     tokens = MQARTokens(**config["token_counts"]) if config.get("token_counts") else None
     return from_state_dict(load_file(str(out / "model.safetensors")), mc, name=config["construction"],
-                           theorem=config["theorem"], channels=config["channels"], tokens=tokens, info=config["info"])
+                           theorem=config["theorem"], channels=config["channels"], tokens=tokens, info=config["info"],
+                           position_channel=config.get("position_channel"))

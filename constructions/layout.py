@@ -157,7 +157,29 @@ class LinearMambaConfig:
                 for l in range(self.n_layers) for k, s in self.layer_shapes().items()}
 
 
-CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig, "linear-mamba": LinearMambaConfig}  # engines dispatch on kind
+@dataclass(frozen=True)
+class MambaDeltaTConfig(MambaConfig):
+    """The Mamba-Delta-transpose mixer of Huang et al. (eq. 15): Delta varies along the state axis, not the channels.
+
+    Same parameter names as ``mamba_ssm.Mamba``; only ``dt_proj`` changes shape: ``dt_proj.weight`` (d_state, dt_rank)
+    and ``dt_proj.bias`` (d_state,), so Delta_t is in R^N and is shared by every channel. The recurrence is
+    ``h_t[c, k] = exp(Delta_t[k] A[c, k]) h_{t-1}[c, k] + B_t[k] u_t[c]`` (no Delta on the write), ``y_t = h_t C_t + D u_t``,
+    then the gate ``y * silu(z)`` and ``out_proj`` as in Mamba. mamba_ssm has no such module: the ``mamba_ssm`` engine
+    runs it on mamba_ssm's ``selective_scan_fn`` through the exact reduction of ``symbolic.lemma3``.
+    """
+
+    kind: ClassVar[str] = "mamba-delta-t"
+
+    def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
+        sd = super().zeros(dtype)
+        sd["dt_proj.weight"] = torch.zeros(self.d_state, self.rank, dtype=dtype)
+        sd["dt_proj.bias"] = torch.zeros(self.d_state, dtype=dtype)
+        return sd
+
+
+# block kind -> config class; engines dispatch on kind
+CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig, "linear-mamba": LinearMambaConfig,
+                                 "mamba-delta-t": MambaDeltaTConfig}
 
 
 def config_from_dict(kind: str, fields: dict):
@@ -182,6 +204,8 @@ class Construction:
     channels: list[str]
     tokens: MQARTokens | None = None
     info: dict = field(default_factory=dict)
+    # "+PE" models (KEEP n-TH, Haar): this embedding coordinate is replaced by the raw position t = 1..L (see ``embed``)
+    position_channel: int | None = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embedding.weight": self.embedding, **{f"mixer.{k}": v for k, v in self.mixer.items()},
@@ -190,6 +214,16 @@ class Construction:
     def sizes(self) -> dict:
         return {"d_model": self.config.d_model, "d_state": self.config.d_state, "d_conv": self.config.d_conv,
                 "expand": self.config.expand}
+
+
+def embed(con: Construction, embedding: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The model input (batch, L, d_model): ``embedding[tokens]``, with coordinate ``con.position_channel`` (if any)
+    replaced by the raw 1-based position t (the paper's "+PE": the last embedding coordinate replaced by the position)."""
+    x = embedding[tokens]
+    if con.position_channel is not None:
+        x = x.clone()
+        x[..., con.position_channel] = torch.arange(1, tokens.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    return x
 
 
 def from_state_dict(sd: dict[str, torch.Tensor], config, **kw) -> Construction:

@@ -35,6 +35,11 @@ class CheckResult:
     info: dict = field(default_factory=dict)
     summary: str = ""  # the problem sizes in one short line, for the table (e.g. "k=8 |V|=128 T=100 d=136 N=8")
     required_recall: float | None = None  # probabilistic claims: pass iff recall >= this (None: exact recall, margin > 0)
+    # Checks of a real-valued claim (e.g. Haar projections) instead of an argmax: the largest |output - exact| over
+    # everything scored and the bound the proof derives on it. When error_bound is set, ``correct`` counts the outputs
+    # within the bound, and min_margin is the smallest slack (bound - error).
+    max_error: float | None = None
+    error_bound: float | None = None
 
     @property
     def recall(self) -> float:
@@ -42,6 +47,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
+        if self.error_bound is not None:
+            return self.queries > 0 and self.correct == self.queries and self.max_error <= self.error_bound
         if self.required_recall is not None:
             return self.queries > 0 and self.recall >= self.required_recall
         return self.queries > 0 and self.correct == self.queries and self.min_margin > 0
@@ -117,6 +124,29 @@ def _batches(task: MQARConfig, seed: int, batch_size: int):
                 futures.append(pool.submit(make, i + 1))
             yield futures[i].result()
             futures[i] = None
+
+
+def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, summary: str,
+                   batch_size: int = 256) -> CheckResult:
+    """Run token ids (S, L) in batches and score every position whose label is not ``IGNORE`` (exact argmax).
+
+    For tasks whose rows have different numbers of scored positions (KEEP n-TH, induction heads); MQAR uses the
+    faster ``check_mqar``, which overlaps generation with the engine and never syncs per batch.
+    """
+    start = time.perf_counter()
+    queries = correct = 0
+    min_margin = float("inf")
+    for i in range(0, len(tokens), batch_size):
+        tok = torch.as_tensor(tokens[i:i + batch_size])
+        hidden = engine.hidden(con, tok)
+        q, c, m = score_queries(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
+        queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
+                       correct, min_margin, con.info.get("proven_margin"), seconds, config=config,
+                       info=dict(con.info), summary=summary)
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:

@@ -164,3 +164,19 @@ SPECS["hash-recall"] = Spec(
     build=_hash_recall.build,
     check=_hash_recall.check,
 )
+
+
+def _register(module) -> None:
+    SPECS[module.SPEC_FIELDS["name"]] = Spec(**module.SPEC_FIELDS)
+
+
+# Issue 4: Huang et al. Corollary 2 (KEEP n-TH), Lemma 3 (induction heads), Theorem 1 (Haar); see verify/specs/.
+from verify.specs import keep_nth as _keep_nth  # noqa: E402
+
+_register(_keep_nth)
+from verify.specs import induction_heads as _induction_heads  # noqa: E402
+
+_register(_induction_heads)
+from verify.specs import haar as _haar  # noqa: E402
+
+_register(_haar)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from constructions.errors import require
-from constructions.layout import Construction
+from constructions.layout import Construction, embed
+from verify.engines.delta_t import MambaDeltaT
 
 try:
     from mamba_ssm import Mamba
@@ -26,7 +27,14 @@ def _mamba(config, device, dtype):
     return Mamba(**config.mamba_kwargs(), device=device, dtype=dtype)
 
 
-MODULES = {"mamba": _mamba}  # block kind -> factory(config, device, dtype) of the mamba_ssm module
+def _mamba_delta_t(config, device, dtype):
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    return MambaDeltaT(config, scan_fn=selective_scan_fn, device=device, dtype=dtype)
+
+
+# block kind -> factory(config, device, dtype) of the module that runs it on mamba_ssm's kernels
+MODULES = {"mamba": _mamba, "mamba-delta-t": _mamba_delta_t}
 
 
 class MambaSSMEngine:
@@ -54,9 +62,14 @@ class MambaSSMEngine:
         return self._cache[1], self._cache[2]
 
     def hidden(self, con: Construction, tokens: torch.Tensor) -> torch.Tensor:
-        m, emb = self.module(con)
+        _, emb = self.module(con)
+        return self.mixer(con, embed(con, emb, tokens.to(self.device)))
+
+    def mixer(self, con: Construction, x: torch.Tensor) -> torch.Tensor:
+        """Mixer output (batch, L, d_model) for real-valued inputs x (batch, L, d_model)."""
+        m, _ = self.module(con)
         with torch.no_grad():
-            return m(emb[tokens.to(self.device)])
+            return m(x.to(self.device, self.dtype))
 
 
 try:

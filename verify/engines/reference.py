@@ -10,15 +10,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from constructions.layout import Construction
+from constructions.layout import Construction, embed
+
+
+def _ungroup(M, d):
+    """(batch, G, N, L) grouped B or C -> (batch, d, N, L), group g serving channels [g d/G, (g+1) d/G) (mamba_ssm's)."""
+    return M.repeat_interleave(d // M.shape[1], dim=1) if M.dim() == 4 else M
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, N, L) or (d, N); D, delta_bias: (d,). Returns (batch, d, L)."""
+    """u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, N, L), (batch, G, N, L) (G groups of d/G channels) or
+    (d, N); D, delta_bias: (d,). Returns (batch, d, L)."""
     dtype_in = u.dtype
     work = torch.float64 if dtype_in == torch.float64 else torch.float32
     u, delta, A = u.to(work), delta.to(work), A.to(work)
-    B, C = B.to(work), C.to(work)
+    B, C = _ungroup(B.to(work), u.shape[1]), _ungroup(C.to(work), u.shape[1])
     if delta_bias is not None:
         delta = delta + delta_bias.to(work)[:, None]
     if delta_softplus:
@@ -28,9 +34,10 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     h = u.new_zeros(batch, d, A.shape[1])
     ys = []
     for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is
-        dBu = du[:, :, t, None] * (B[None] if B.dim() == 2 else B[:, None, :, t])
-        h = torch.exp(delta[:, :, t, None] * A) * h + dBu
-        ys.append(torch.einsum("bdn,dn->bd", h, C) if C.dim() == 2 else torch.einsum("bdn,bn->bd", h, C[:, :, t]))
+        Bt = B[None] if B.dim() == 2 else (B[:, None, :, t] if B.dim() == 3 else B[..., t])
+        h = torch.exp(delta[:, :, t, None] * A) * h + du[:, :, t, None] * Bt
+        Ct = C[None] if C.dim() == 2 else (C[:, None, :, t] if C.dim() == 3 else C[..., t])
+        ys.append((h * Ct).sum(-1))
     y = torch.stack(ys, dim=2)
     if D is not None:
         y = y + u * D.to(work)[:, None]
@@ -39,8 +46,11 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return y.to(dtype_in)
 
 
-def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config) -> torch.Tensor:
-    """``mamba_ssm.Mamba.forward`` (no inference cache) on hidden (batch, L, d_model) with mamba_ssm's param names."""
+def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
+    """``mamba_ssm.Mamba.forward`` (no inference cache) on hidden (batch, L, d_model) with mamba_ssm's param names.
+
+    ``scan`` is the selective scan (``selective_scan_ref``; ``selective_scan_delta_t_ref`` gives Mamba-Delta-transpose,
+    whose dt_proj maps to d_state instead of d_inner)."""
     d_state, dt_rank = config.d_state, config.rank
     L = hidden.shape[1]
     xz = F.linear(hidden, params["in_proj.weight"], params.get("in_proj.bias")).transpose(1, 2)
@@ -51,17 +61,46 @@ def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config)
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     dt = F.linear(dt, params["dt_proj.weight"]).transpose(1, 2)
     A = -torch.exp(params["A_log"].to(torch.float64 if hidden.dtype == torch.float64 else torch.float32))
-    y = selective_scan_ref(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), params["D"], z=z,
-                           delta_bias=params["dt_proj.bias"], delta_softplus=True)
+    y = scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), params["D"], z=z,
+             delta_bias=params["dt_proj.bias"], delta_softplus=True)
     return F.linear(y.transpose(1, 2), params["out_proj.weight"], params.get("out_proj.bias"))
+
+
+def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Mamba-Delta-transpose scan (Huang et al. eq. 15): ``h_t[c,k] = exp(delta_t[k] A[c,k]) h_{t-1}[c,k] + B_t[k] u_t[c]``.
+
+    u, z: (batch, d, L); delta: (batch, N, L); A: (d, N); B, C: (batch, N, L); D: (d,); delta_bias: (N,).
+    """
+    dtype_in = u.dtype
+    work = torch.float64 if dtype_in == torch.float64 else torch.float32
+    u, delta, A, B, C = u.to(work), delta.to(work), A.to(work), B.to(work), C.to(work)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(work)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[2]):
+        h = torch.exp(delta[:, None, :, t] * A) * h + u[:, :, t, None] * B[:, None, :, t]
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=2)
+    if D is not None:
+        y = y + u * D.to(work)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype_in)
 
 
 from verify.engines.linear import linear_mamba_forward  # noqa: E402  (Koren et al.'s simplified linear Mamba)
 
-FORWARDS = {"mamba": mamba_forward, "linear-mamba": linear_mamba_forward}  # block kind -> forward(params, hidden, config)
+# block kind -> forward(params, hidden, config)
+FORWARDS = {"mamba": mamba_forward, "linear-mamba": linear_mamba_forward,
+            "mamba-delta-t": lambda params, hidden, config: mamba_forward(params, hidden, config,
+                                                                          scan=selective_scan_delta_t_ref)}
 
 # Parameters mamba_ssm keeps in float32 whatever the module dtype (kernel requirements), per block kind.
-FLOAT32_PARAMS = {"mamba": {"A_log", "D", "dt_proj.bias"}, "linear-mamba": set()}
+FLOAT32_PARAMS = {"mamba": {"A_log", "D", "dt_proj.bias"}, "linear-mamba": set(),
+                  "mamba-delta-t": {"A_log", "D", "dt_proj.bias"}}
 
 
 class ReferenceEngine:
@@ -84,9 +123,13 @@ class ReferenceEngine:
     def hidden(self, con: Construction, tokens: torch.Tensor) -> torch.Tensor:
         """Mixer output (batch, L, d_model) for token ids (batch, L)."""
         params, emb = self._params(con)
-        x = emb[tokens.to(self.device)]
+        return self.mixer(con, embed(con, emb, tokens.to(self.device)))
+
+    def mixer(self, con: Construction, x: torch.Tensor) -> torch.Tensor:
+        """Mixer output (batch, L, d_model) for real-valued inputs x (batch, L, d_model), e.g. a signal and its time."""
+        params, _ = self._params(con)
         with torch.no_grad():
-            return FORWARDS[con.config.kind](params, x, con.config)
+            return FORWARDS[con.config.kind](params, x.to(self.device, self.dtype), con.config)
 
 
 def _register_blocks() -> None:
