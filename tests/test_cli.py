@@ -54,7 +54,9 @@ def test_check_json_reports_exact_recall(capsys):
 def test_default_run_table_and_exit_code():
     r = run("--json")
     body = json.loads(r.stdout)
-    assert r.returncode == 0 and body["passed"] and all(c["recall"] == 1.0 for c in body["checks"])
+    assert r.returncode == 0 and body["passed"] and all(c["passed"] for c in body["checks"])
+    exact = [c for c in body["checks"] if c["construction"] == "mqar-mamba"]
+    assert exact and all(c["correct"] == c["queries"] for c in exact)  # Theorem 2: exact recall, every query
 
 
 def test_list_shows_size_formulas(capsys):

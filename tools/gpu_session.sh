@@ -10,7 +10,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ssm', mamba_ssm.__version__, torch.cuda.get_device_name())" | tee "$OUT/env.txt"
 for step in "${@:-tests bench}"; do
   case $step in
-    tests) python3 -m pytest -m cuda -s -q -p no:cacheprovider tests/ 2>&1 | tee "$OUT/cuda_tests.log" | grep -vE "^\s*$" | tail -400 ;;
+    tests) python3 -m pytest -m cuda -s -q -p no:cacheprovider ${TESTS:-tests/} 2>&1 | tee -a "$OUT/cuda_tests.log" | grep -vE "^\s*$" | tail -300 ;;
     bench) python3 benchmarks/mqar_throughput.py --out "$OUT/mqar_throughput.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
   esac
