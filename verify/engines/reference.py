@@ -14,7 +14,8 @@ from constructions.layout import Construction
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, N, L) or (d, N); D, delta_bias: (d,). Returns (batch, d, L)."""
+    """u, delta, z: (batch, d, L); A: (d, N); B, C: (batch, N, L), (batch, G, N, L) (G groups of d/G channels) or
+    (d, N); D, delta_bias: (d,). Returns (batch, d, L)."""
     dtype_in = u.dtype
     work = torch.float64 if dtype_in == torch.float64 else torch.float32
     u, delta, A = u.to(work), delta.to(work), A.to(work)
@@ -24,13 +25,18 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     if delta_softplus:
         delta = F.softplus(delta)
     batch, d, L = u.shape
+    if B.dim() == 4:  # grouped, as mamba_ssm's: (batch, G, N, L), channel c reads group c // (d / G)
+        B = B.repeat_interleave(d // B.shape[1], dim=1)
+    if C.dim() == 4:
+        C = C.repeat_interleave(d // C.shape[1], dim=1)
     du = delta * u
     h = u.new_zeros(batch, d, A.shape[1])
     ys = []
     for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is
-        dBu = du[:, :, t, None] * (B[None] if B.dim() == 2 else B[:, None, :, t])
+        dBu = du[:, :, t, None] * (B[None] if B.dim() == 2 else B[:, None, :, t] if B.dim() == 3 else B[..., t])
         h = torch.exp(delta[:, :, t, None] * A) * h + dBu
-        ys.append(torch.einsum("bdn,dn->bd", h, C) if C.dim() == 2 else torch.einsum("bdn,bn->bd", h, C[:, :, t]))
+        ys.append(torch.einsum("bdn,dn->bd", h, C) if C.dim() == 2 else
+                  torch.einsum("bdn,bn->bd", h, C[:, :, t]) if C.dim() == 3 else torch.einsum("bdn,bdn->bd", h, C[..., t]))
     y = torch.stack(ys, dim=2)
     if D is not None:
         y = y + u * D.to(work)[:, None]
