@@ -1,8 +1,8 @@
 """Trainable one-layer models: the packed pure-torch/kernel model and the real mamba_ssm module model.
 
 Both expose ``params`` (leaf tensors), ``masks`` (1 = trainable, 0 = frozen, same shapes), ``stacked`` (whether every
-parameter has a leading model axis of size K), ``logits(tokens)`` for tokens (K, batch, L) -> (K, batch, L, classes),
-and ``state_dicts()`` (one ``constructions.layout`` state dict per model, on CPU).
+parameter has a leading model axis of size K), ``hidden(tokens)`` for tokens (K, batch, L) -> (K, batch, L, d),
+``readout`` (K, classes, d), and ``state_dicts()`` (one ``constructions.layout`` state dict per model, on CPU).
 """
 from __future__ import annotations
 
@@ -119,14 +119,18 @@ class PackedModel:
                        for k in inits[0]}
         self.masks = {k: torch.stack([m for _ in inits]).to(device, dtype) for k, m in masks.items()}
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+    @property
+    def readout(self) -> torch.Tensor:  # (K, classes, d)
+        return self.params["readout.weight"]
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mixer output (K, batch, L, d) for tokens (K, batch, L), model k reading tokens[k]."""
         p = self.params
         emb = p["embedding.weight"]  # (K, n_tokens, d)
         hidden = torch.gather(emb, 1, tokens.reshape(self.K, -1, 1).expand(-1, -1, emb.shape[-1]))
         hidden = hidden.view(*tokens.shape, emb.shape[-1])
         mix = {k[len("mixer."):]: v for k, v in p.items() if k.startswith("mixer.")}
-        y = self.mixer.packed_forward(mix, hidden, self.config, self.scan)
-        return torch.einsum("kbld,kcd->kblc", y, p["readout.weight"])
+        return self.mixer.packed_forward(mix, hidden, self.config, self.scan)
 
     def state_dicts(self) -> list[dict]:
         return [{k: v[i].detach().cpu().clone() for k, v in self.params.items()} for i in range(self.K)]
@@ -143,13 +147,17 @@ class ModuleModel:
         self.module.load_state_dict({k[len("mixer."):]: v for k, v in init.items() if k.startswith("mixer.")},
                                     strict=True)
         self.emb = init["embedding.weight"].to(device, dtype).requires_grad_(True)
-        self.readout = init["readout.weight"].to(device, dtype).requires_grad_(True)
-        self.params = {"embedding.weight": self.emb, "readout.weight": self.readout,
+        self.readout_weight = init["readout.weight"].to(device, dtype).requires_grad_(True)
+        self.params = {"embedding.weight": self.emb, "readout.weight": self.readout_weight,
                        **{f"mixer.{k}": v for k, v in self.module.named_parameters()}}
         self.masks = {k: m.to(device, dtype) for k, m in masks.items()}
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (self.module(self.emb[tokens[0]]) @ self.readout.T)[None]
+    @property
+    def readout(self) -> torch.Tensor:
+        return self.readout_weight[None]
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.module(self.emb[tokens[0]])[None]
 
     def state_dicts(self) -> list[dict]:
         return [{k: v.detach().cpu().clone() for k, v in self.params.items()}]
