@@ -61,6 +61,17 @@ def gate_off(config: MambaConfig, sd: dict) -> dict:
     return {"in_proj.weight": wm, "in_proj.bias": bm}
 
 
+def conv_off(config: MambaConfig, sd: dict) -> dict:
+    """Freeze the conv at the identity (current-token tap 1, others and bias 0); x = silu(in_proj x) remains."""
+    sd["conv1d.weight"].zero_()
+    sd["conv1d.weight"][:, 0, -1] = 1.0
+    masks = {"conv1d.weight": torch.zeros_like(sd["conv1d.weight"])}
+    if "conv1d.bias" in sd:
+        sd["conv1d.bias"].zero_()
+        masks["conv1d.bias"] = torch.zeros_like(sd["conv1d.bias"])
+    return masks
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The packed forward
 # ---------------------------------------------------------------------------------------------------------------

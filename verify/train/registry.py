@@ -17,7 +17,7 @@ import torch
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
 from verify.tasks import mqar
-from verify.train.models import gate_off, init_mamba, packed_mamba_forward
+from verify.train.models import conv_off, gate_off, init_mamba, packed_mamba_forward
 from verify.train.spec import RunSpec
 
 
@@ -37,8 +37,11 @@ def _mamba_config(s: RunSpec) -> MambaConfig:
     return MambaConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand)
 
 
-def _gate(config, spec: RunSpec, sd: dict) -> dict:
-    return {} if spec.gate else gate_off(config, sd)
+def _freeze(config, spec: RunSpec, sd: dict) -> dict:
+    masks = {} if spec.gate else gate_off(config, sd)
+    if not spec.conv:
+        masks.update(conv_off(config, sd))
+    return masks
 
 
 def _mamba_module(config, device, dtype):
@@ -54,7 +57,7 @@ def _cuda_scan():
 
 
 MIXERS: dict[str, Mixer] = {
-    "mamba": Mixer("mamba", _mamba_config, init_mamba, _gate, packed_forward=packed_mamba_forward,
+    "mamba": Mixer("mamba", _mamba_config, init_mamba, _freeze, packed_forward=packed_mamba_forward,
                    cuda_module=_mamba_module, packed_cuda_scan=_cuda_scan,
                    note="mamba_ssm.Mamba (S6); gate off = z frozen at a constant"),
 }
@@ -76,9 +79,18 @@ def _mqar_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
                            noise_vocab=s.arg("noise_vocab", 1), query_passes=s.arg("query_passes", 1))
 
 
+def _zoology_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
+    ar = s.arg("ar", False)
+    return mqar.MQARConfig(s.kappa, s.vocab, 2 * s.kappa + 1 if ar else s.seq_len, num_examples=num_examples,
+                           layout="zoology", random_fillers=s.arg("random_fillers", True), reduce_to_ar=ar)
+
+
 TASKS: dict[str, Task] = {
     "mqar": Task("mqar", _mqar_config, mqar.generate,
                  n_tokens=lambda s: s.kappa + s.vocab + s.arg("noise_vocab", 1), n_classes=lambda s: s.vocab),
+    # Koren et al.'s zoology-style MQAR / AR (recall scaling laws): one vocabulary, labels are token ids.
+    "mqar-zoology": Task("mqar-zoology", _zoology_config, mqar.generate, n_tokens=lambda s: s.vocab,
+                         n_classes=lambda s: s.vocab),
 }
 # To come from the issue-4 branch: "keep-nth" (task_args n, pe) and "induction-heads" (task_args p, gamma).
 

@@ -72,6 +72,7 @@ class RunSpec:
     kappa: int = 0  # MQAR keys (0 where the task has none)
     seq_len: int = 100
     gate: bool = False
+    conv: bool = True  # False: conv frozen at the identity (current-token tap 1), "no convolution" (KEEP n-TH)
     d_conv: int = 4
     expand: int = 1
     data_seed: int = 0  # train / val / test sets are generate(config, (data_seed, 0 / 1 / 2))
