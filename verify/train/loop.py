@@ -173,6 +173,18 @@ class _Batches:
         return torch.from_numpy(np.stack(rows))
 
 
+def train_step(model, opt: Adam, tr_tok, tr_lab, idx, lr) -> torch.Tensor:
+    """One Adam step of every model on its batch (rows idx (K, b) of the training set); per-model mean losses."""
+    K = model.K
+    tok, lab = tr_tok[idx], tr_lab[idx]  # (K, b, L)
+    logits, tgt, kidx = _scored_logits(model, tok, lab)
+    per = _per_model(F.cross_entropy(logits.float(), tgt, reduction="none"), kidx, K) \
+        / _per_model(torch.ones_like(tgt, dtype=torch.float32), kidx, K)
+    per.sum().backward()
+    opt.step(lr)
+    return per.detach()
+
+
 def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", checkpoint: str | None = None,
                deadline: float | None = None, checkpoint_every_s: float = 120.0, log=None,
                max_steps: int | None = None) -> list[dict] | None:
@@ -204,7 +216,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
             st = ck["state"]
             if log:
                 log(f"resumed {K} runs at step {st['step']}")
-    total = proto.max_steps if max_steps is None else min(max_steps, proto.max_steps)
+    total = min(proto.max_steps, proto.cap_steps or proto.max_steps, max_steps or proto.max_steps)
     last_ck = time.time()
 
     def save_checkpoint():
@@ -218,14 +230,9 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
 
     while st["step"] < total and not all(st["done"]):
         step = st["step"]
-        idx = batches(step).to(dev)
-        tok, lab = tr_tok[idx], tr_lab[idx]  # (K, b, L)
-        logits, tgt, kidx = _scored_logits(model, tok, lab)
-        per = _per_model(F.cross_entropy(logits.float(), tgt, reduction="none"), kidx, K) \
-            / _per_model(torch.ones_like(tgt, dtype=torch.float32), kidx, K)
-        per.sum().backward()
         active = torch.tensor([0.0 if d else 1.0 for d in st["done"]], dtype=torch.float64)
-        opt.step((cosine(step, proto.max_steps, lr0, proto.lr_final) * active).to(dev, torch.float32))
+        lr = (cosine(step, proto.max_steps, lr0, proto.lr_final) * active).to(dev, torch.float32)
+        per = train_step(model, opt, tr_tok, tr_lab, batches(step).to(dev), lr)
         st["step"] = step + 1
         if st["step"] % proto.eval_every == 0 or st["step"] == total:
             vl, va, _, _ = evaluate(model, *data["val"], dev)

@@ -29,6 +29,7 @@ class Protocol:
     lr_final: float = 1e-6  # cosine annealing from the run's lr to this over max_steps
     lrs: tuple[float, ...] = (0.03,)  # the learning-rate sweep a grid uses by default
     n_seeds: int = 7  # best of this many seeds by default
+    cap_steps: int = 0  # > 0: stop after this many steps, the schedule still spanning max_steps (a truncated run)
 
     def validate(self) -> None:
         require(self.stop in ("val_loss", "val_acc"), f"protocol stop must be val_loss or val_acc, got {self.stop!r}")
