@@ -17,6 +17,7 @@ from constructions.errors import RequirementError
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.registry import SPECS
 from verify_constructions import scaling_law
+from verify.train import cli as train_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("list", help="constructions, theorems and size formulas").add_argument("--json", action="store_true")
     scaling_law.add_parser(sub)
+    train_cli.add_parsers(sub)
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
     checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
-                   None: cmd_all}[args.command]
+                   "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep, None: cmd_all}[args.command]
         return command(args, out)
     except RequirementError as e:
         print(f"error: {e}", file=sys.stderr)

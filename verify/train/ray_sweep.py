@@ -5,7 +5,9 @@ Local by default (``ray.init()`` starts a one-machine cluster); ``address`` join
 GPU across every machine of the cluster; with ``device="cpu"`` each task asks for one CPU. Workers return their
 records and only the driver appends them to the store, so the store can sit on the driver's disk and the
 append-only / resume semantics are those of ``run_local`` (a pack lost with a worker is simply trained again by the
-next call). Packs are planned exactly as ``run_local`` plans them.
+next call). Packs are planned exactly as ``run_local`` plans them. A local cluster's workers import this checkout
+(PYTHONPATH); on a multi-machine cluster, every node needs the package installed (or pass Ray a ``working_dir``
+runtime env yourself and call ``ray.init`` before ``run_ray``).
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ def run_ray(specs: list[RunSpec], store: ResultStore, device: str = "cuda", impl
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            import os
+
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})  # workers import this checkout
     gpu = device == "cuda"
     remote = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=1)(_train_remote)
     packs = plan(specs, store.keys(), 1 if impl == "module" else pack_size)
