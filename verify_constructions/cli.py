@@ -17,6 +17,7 @@ from constructions.errors import RequirementError
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.registry import SPECS
 from verify_constructions import scaling_law
+from verify.train import cli as train_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--kappa", type=int, default=8, help="kappa for the concrete sizes (default: 8)")
     lst.add_argument("--vocab", type=int, default=128, help="|V| for the concrete sizes (default: 128)")
     scaling_law.add_parser(sub)
+    train_cli.add_parsers(sub)
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
     checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
-                   None: cmd_all}[args.command]
+                   "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep, None: cmd_all}[args.command]
         return command(args, out)
     except RequirementError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,88 @@
+"""Calibrate the budgeted protocol against the reference one on a few MQAR cells (run on a GPU, resumable).
+
+Cells: Mamba (gate off), |V| = 128, T = 100, kappa in {4, 8}, N = 2 kappa (Fig. 2), d at half, once and twice the
+bound kappa + ceil(log2 |V|); 7 seeds. The reference protocol (lr 0.03, batch 16, cosine over 600 epochs, stop at val
+loss < 1e-6) is truncated after ``--epochs`` epochs (``Protocol.cap_steps``; the schedule still spans 600 epochs, so
+the run is the reference run's prefix); the budgeted one runs in full (3 lrs x 7 seeds). Both go to one store;
+every call trains what is missing until ``--minutes`` and then prints and writes the verdict table
+(``calibration.json``): per cell, solved (best of seeds [x lrs], 100% test accuracy) under each protocol, and
+whether they agree. A truncated reference that solves is a valid verdict; one that fails only says "not within E
+epochs" (``reference.truncated`` in the table), so widen ``--epochs`` on the disagreeing cells before concluding.
+
+    python -m verify.train.calibrate --device cuda --minutes 7 --out results/train
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from verify.recall_grid import _atomic_json
+from verify.train.store import ResultStore
+from verify.train.sweep import Grid, run_local
+
+
+def grids(epochs: int, kappas=(4, 8)) -> dict[str, Grid]:
+    return {
+        "reference": Grid("calib-reference", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
+                          d_multipliers=(0.5, 1, 2), protocol="reference",
+                          protocol_overrides=(("cap_steps", epochs * 6250),)),
+        "budgeted": Grid("calib-budgeted", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
+                         d_multipliers=(0.5, 1, 2), protocol="budgeted"),
+    }
+
+
+def verdicts(records: list[dict]) -> list[dict]:
+    cells: dict = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        s = r["spec"]
+        cells[(s["mixer"], s["vocab"], s["kappa"], s["d_model"], s["d_state"])][s["protocol"]["name"]].append(r)
+    rows = []
+    for (mixer, vocab, kappa, d, n), by in sorted(cells.items()):
+        row = {"mixer": mixer, "vocab": vocab, "kappa": kappa, "d_model": d, "d_state": n}
+        for name, rs in by.items():
+            best = max(rs, key=lambda r: r["result"]["test_acc"])
+            row[name] = {"solved": any(r["result"]["solved"] for r in rs), "best_test_acc": best["result"]["test_acc"],
+                         "runs": len(rs), "median_steps_to_stop": sorted(r["result"]["steps"] for r in rs)[len(rs) // 2],
+                         "epochs_max": max(r["result"]["epochs"] for r in rs),
+                         "truncated": any(r["spec"]["protocol"].get("cap_steps") and not r["result"]["early_stopped"]
+                                          for r in rs)}
+        if "reference" in row and "budgeted" in row:
+            row["agree"] = row["reference"]["solved"] == row["budgeted"]["solved"]
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
+    ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
+    ap.add_argument("--only", choices=("reference", "budgeted"), default=None)
+    ap.add_argument("--pack-size", type=int, default=64)
+    ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    store = ResultStore(out / "calibration.jsonl")
+    specs = [s for name, g in grids(args.epochs).items() if args.only in (None, name) for s in g.runs()]
+    # budgeted first: it is cheap and gives the first half of every comparison
+    specs.sort(key=lambda s: s.protocol.name != "budgeted")
+    counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
+                       log=lambda m: print(m, flush=True))
+    rows = verdicts(store.records())
+    for r in rows:
+        print(r, flush=True)
+    _atomic_json(out / "calibration.json", {
+        "command": "python -m verify.train.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "counts": counts, "rows": rows,
+        "agreement": {"cells_compared": sum("agree" in r for r in rows),
+                      "cells_agreeing": sum(bool(r.get("agree")) for r in rows)}})
+    print(counts, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

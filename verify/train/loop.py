@@ -1,0 +1,291 @@
+"""The training loop: one pack of runs (same shapes, data and protocol; any seeds and learning rates) at once.
+
+Every model owns its initialization (generator seeded by its ``seed``), its batch order (epoch permutations seeded by
+``(seed, epoch)``), its learning rate and its stopping step, so a model trains identically whatever pack it is in
+(tested). Adam is written over the stacked parameters with a per-model learning rate (torch.optim.Adam's update,
+betas 0.9/0.999, eps 1e-8, no weight decay); a model that meets its stopping rule gets learning rate 0 from then on
+(Adam's update is then exactly zero) and its result is taken at that point.
+
+``train_pack`` returns one result record per run, or None when it stopped at ``deadline`` (after writing
+``checkpoint``, from which a rerun continues).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from constructions.errors import require
+from verify.tasks.mqar import IGNORE
+from verify.train import registry
+from verify.train.models import ModuleModel, PackedModel
+from verify.train.spec import RunSpec, pack_key, run_key
+
+IMPLS = ("packed", "module")
+_DATA_CACHE: dict = {}
+
+
+def datasets(spec: RunSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """train / val / test (tokens, labels) of a run: generate(config, (data_seed, 0 / 1 / 2)); cached per process."""
+    t, p = registry.task(spec.task), spec.protocol
+    key = (pack_key(spec), spec.data_seed)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        out = {}
+        for i, (name, n) in enumerate((("train", p.train_samples), ("val", p.val_samples), ("test", p.test_samples))):
+            tok, lab = t.generate(t.config(spec, n), (spec.data_seed, i))
+            out[name] = (torch.from_numpy(tok), torch.from_numpy(lab))
+        _DATA_CACHE[key] = out
+    return _DATA_CACHE[key]
+
+
+def initial_state(spec: RunSpec) -> tuple[dict, dict]:
+    """(state dict, masks) of run ``spec`` before training: embedding N(0, 1), mixer as mamba_ssm initializes it,
+    readout U(+-1/sqrt(d)); the mixer's frozen entries set and masked."""
+    m, t = registry.mixer(spec.mixer), registry.task(spec.task)
+    cfg = m.block_config(spec)
+    gen = torch.Generator().manual_seed(int(spec.seed))
+    emb = torch.randn(t.n_tokens(spec), spec.d_model, generator=gen, dtype=torch.float64)
+    mix = m.init(cfg, gen)
+    masks = m.freeze(cfg, spec, mix)
+    readout = (torch.rand(t.n_classes(spec), spec.d_model, generator=gen, dtype=torch.float64) * 2 - 1) \
+        * spec.d_model ** -0.5
+    sd = {"embedding.weight": emb, **{f"mixer.{k}": v for k, v in mix.items()}, "readout.weight": readout}
+    return sd, {f"mixer.{k}": v for k, v in masks.items()}
+
+
+def build_model(specs: list[RunSpec], device, impl: str = "packed"):
+    require(impl in IMPLS, f"impl must be one of {IMPLS}, got {impl!r}")
+    require(len({pack_key(s) for s in specs}) == 1, "a pack needs runs of one shape, task and protocol "
+                                                    "(they may differ in seed and lr only)")
+    m = registry.mixer(specs[0].mixer)
+    cfg = m.block_config(specs[0])
+    states = [initial_state(s) for s in specs]
+    cuda = torch.device(device).type == "cuda"
+    if impl == "module":
+        require(cuda and m.cuda_module is not None, f"impl module needs CUDA and a mamba_ssm module for {m.name}")
+        require(len(specs) == 1, "impl module trains one model at a time")
+        return ModuleModel(m, cfg, states[0][0], states[0][1], device)
+    require(m.packed_forward is not None, f"mixer {m.name} has no packed forward here (impl module on CUDA)")
+    scan = m.packed_cuda_scan() if (cuda and m.packed_cuda_scan) else None
+    return PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
+
+
+class Adam:
+    """torch.optim.Adam's update on (possibly stacked) parameters with a learning rate per model."""
+
+    def __init__(self, params: dict, masks: dict, stacked: bool, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.masks, self.stacked, self.betas, self.eps = params, masks, stacked, betas, eps
+        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
+        for k, p in self.params.items():
+            g = p.grad
+            if g is None:
+                continue
+            if k in self.masks:
+                g = g * self.masks[k]
+            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
+            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            step = lr.view(-1, *([1] * (p.dim() - 1))) if self.stacked else lr[0]
+            p.sub_(step / c1 * self.m[k] / (self.v[k].sqrt() / c2 + self.eps))
+            p.grad = None
+
+    def state(self) -> dict:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load(self, st: dict) -> None:
+        for k in self.m:
+            self.m[k].copy_(st["m"][k]), self.v[k].copy_(st["v"][k])
+        self.t = st["t"]
+
+
+def cosine(step: int, total: int, lr0: torch.Tensor, lr_final: float) -> torch.Tensor:
+    return lr_final + 0.5 * (lr0 - lr_final) * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def _scored_logits(model, tokens: torch.Tensor, labels: torch.Tensor):
+    """(logits (M, C), targets (M,), model index (M,)) at the labelled positions; only those go through the readout."""
+    h = model.hidden(tokens)  # (K, b, L, d)
+    mask = labels != IGNORE
+    counts = mask.sum(dim=(1, 2))
+    K = h.shape[0]
+    if bool((counts == counts[0]).all()):  # equal counts per model: one batched readout
+        idx = mask.reshape(K, -1).nonzero()[:, 1].view(K, -1)
+        hq = h.reshape(K, -1, h.shape[-1]).gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))
+        logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
+        tgt = labels.reshape(K, -1).gather(1, idx)
+        return logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), \
+            torch.arange(K, device=h.device).repeat_interleave(idx.shape[1])
+    logits = torch.einsum("kbld,kcd->kblc", h, model.readout)
+    kidx = torch.arange(K, device=h.device)[:, None, None].expand_as(labels)
+    return logits[mask], labels[mask], kidx[mask]
+
+
+def _per_model(values: torch.Tensor, kidx: torch.Tensor, K: int) -> torch.Tensor:
+    return torch.zeros(K, device=values.device, dtype=values.dtype).index_add_(0, kidx, values)
+
+
+@torch.no_grad()
+def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, max_elems: int = 2 ** 25):
+    """Per model: (mean loss, accuracy, correct, queries) on the whole set (every model sees the same sequences)."""
+    K, (S, L) = model.K, tokens.shape
+    chunk = max(1, min(S, max_elems // max(1, K * L * model.readout.shape[-1])))
+    loss = torch.zeros(K, device=device, dtype=torch.float64)
+    correct = torch.zeros(K, device=device, dtype=torch.float64)
+    total = 0
+    for i in range(0, S, chunk):
+        tok = tokens[i:i + chunk].to(device)[None].expand(K, -1, -1)
+        lab = labels[i:i + chunk].to(device)[None].expand(K, -1, -1)
+        logits, tgt, kidx = _scored_logits(model, tok, lab)
+        logits = logits.float()
+        loss += _per_model(F.cross_entropy(logits, tgt, reduction="none").double(), kidx, K)
+        correct += _per_model((logits.argmax(-1) == tgt).double(), kidx, K)
+        total += int((labels[i:i + chunk] != IGNORE).sum())
+    return (loss / total).cpu(), (correct / total).cpu(), correct.cpu(), total
+
+
+class _Batches:
+    """Model k's batch at step s: rows [i b, (i+1) b) of the permutation of epoch s // steps_per_epoch, drawn from
+    default_rng((seed_k, 17, epoch)) (a pure function of seed and step, so resuming needs only the step)."""
+
+    def __init__(self, seeds, n: int, b: int):
+        self.seeds, self.n, self.b, self.spe = seeds, n, b, n // b
+        self._perm: dict = {}
+
+    def __call__(self, step: int) -> torch.Tensor:
+        e, i = divmod(step, self.spe)
+        rows = []
+        for s in self.seeds:
+            if self._perm.get(s, (None,))[0] != e:
+                self._perm[s] = (e, np.random.default_rng((int(s), 17, e)).permutation(self.n))
+            rows.append(self._perm[s][1][i * self.b:(i + 1) * self.b])
+        return torch.from_numpy(np.stack(rows))
+
+
+def train_step(model, opt: Adam, tr_tok, tr_lab, idx, lr) -> torch.Tensor:
+    """One Adam step of every model on its batch (rows idx (K, b) of the training set); per-model mean losses."""
+    K = model.K
+    tok, lab = tr_tok[idx], tr_lab[idx]  # (K, b, L)
+    logits, tgt, kidx = _scored_logits(model, tok, lab)
+    per = _per_model(F.cross_entropy(logits.float(), tgt, reduction="none"), kidx, K) \
+        / _per_model(torch.ones_like(tgt, dtype=torch.float32), kidx, K)
+    per.sum().backward()
+    opt.step(lr)
+    return per.detach()
+
+
+def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", checkpoint: str | None = None,
+               deadline: float | None = None, checkpoint_every_s: float = 120.0, log=None,
+               max_steps: int | None = None) -> list[dict] | None:
+    """Train ``specs`` together; one result record per spec (see ``record``), or None at ``deadline``.
+
+    ``max_steps`` truncates the run without changing the protocol (benchmarks only; the records say so).
+    """
+    for s in specs:
+        registry.validate(s)
+    proto = specs[0].protocol
+    K, dev = len(specs), torch.device(device)
+    t_start = time.time()
+    data = datasets(specs[0])
+    tr_tok, tr_lab = (x.to(dev) for x in data["train"])
+    model = build_model(specs, dev, impl)
+    opt = Adam(model.params, model.masks, model.stacked)
+    lr0 = torch.tensor([s.lr for s in specs], dtype=torch.float64)
+    batches = _Batches([s.seed for s in specs], proto.train_samples, proto.batch_size)
+    st = {"step": 0, "done": [False] * K, "stop_step": [None] * K, "history": [[] for _ in range(K)],
+          "best_val_acc": [0.0] * K, "train_loss": [None] * K, "seconds": 0.0}
+    keys = [run_key(s) for s in specs]
+    if checkpoint and os.path.exists(checkpoint):
+        ck = torch.load(checkpoint, map_location=dev, weights_only=False)
+        if ck["keys"] == keys and ck["impl"] == impl:
+            with torch.no_grad():
+                for k, p in model.params.items():
+                    p.copy_(ck["params"][k])
+            opt.load(ck["adam"])
+            st = ck["state"]
+            if log:
+                log(f"resumed {K} runs at step {st['step']}")
+    total = min(proto.max_steps, proto.cap_steps or proto.max_steps, max_steps or proto.max_steps)
+    last_ck = time.time()
+
+    def save_checkpoint():
+        if not checkpoint:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
+        tmp = f"{checkpoint}.tmp{os.getpid()}"
+        torch.save({"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
+                    "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}, tmp)
+        os.replace(tmp, checkpoint)
+
+    while st["step"] < total and not all(st["done"]):
+        step = st["step"]
+        active = torch.tensor([0.0 if d else 1.0 for d in st["done"]], dtype=torch.float64)
+        lr = (cosine(step, proto.max_steps, lr0, proto.lr_final) * active).to(dev, torch.float32)
+        per = train_step(model, opt, tr_tok, tr_lab, batches(step).to(dev), lr)
+        st["step"] = step + 1
+        if st["step"] % proto.eval_every == 0 or st["step"] == total:
+            vl, va, _, _ = evaluate(model, *data["val"], dev)
+            st["train_loss"] = [float(x) for x in per.detach().cpu()]
+            for k in range(K):
+                if st["done"][k]:
+                    continue
+                st["history"][k].append([st["step"], float(vl[k]), float(va[k])])
+                st["best_val_acc"][k] = max(st["best_val_acc"][k], float(va[k]))
+                hit = vl[k] < proto.stop_value if proto.stop == "val_loss" else va[k] >= proto.stop_value
+                if hit:
+                    st["done"][k], st["stop_step"][k] = True, st["step"]
+            if log:
+                log(f"step {st['step']}: val acc {[round(float(a), 4) for a in va]}")
+        if checkpoint and (time.time() - last_ck > checkpoint_every_s):
+            save_checkpoint()
+            last_ck = time.time()
+        if deadline is not None and time.time() > deadline and st["step"] < total and not all(st["done"]):
+            save_checkpoint()
+            return None
+    tl, ta, tc, tq = evaluate(model, *data["test"], dev)
+    seconds = st["seconds"] + time.time() - t_start
+    sds = model.state_dicts()
+    out = []
+    for k, s in enumerate(specs):
+        steps = st["stop_step"][k] or st["step"]
+        out.append(record(s, {
+            "solved": int(tc[k]) == tq, "test_acc": float(ta[k]), "test_loss": float(tl[k]),
+            "test_correct": int(tc[k]), "test_queries": tq,
+            "val_loss": st["history"][k][-1][1] if st["history"][k] else None,
+            "val_acc": st["history"][k][-1][2] if st["history"][k] else None,
+            "best_val_acc": st["best_val_acc"][k], "steps": steps, "epochs": steps / proto.steps_per_epoch,
+            "early_stopped": st["stop_step"][k] is not None, "truncated_at": max_steps,
+            "history": st["history"][k], "train_loss": st["train_loss"][k]},
+            impl=impl, device=str(dev), pack_size=K, seconds=seconds, state_dict=sds[k]))
+    if checkpoint and os.path.exists(checkpoint):
+        os.unlink(checkpoint)
+    return out
+
+
+def record(spec: RunSpec, result: dict, impl: str, device: str, pack_size: int, seconds: float,
+           state_dict=None) -> dict:
+    """One store line. The trained weights are not stored (the store stays small); ``weights`` is attached in memory
+    only, for callers that want to export or check them."""
+    try:
+        import mamba_ssm
+
+        mv = mamba_ssm.__version__
+    except Exception:  # noqa: BLE001  (not installed, or no compiled extension)
+        mv = None
+    rec = {"key": run_key(spec), "spec": spec.as_dict(), "result": result, "impl": impl, "device": device,
+           "pack_size": pack_size, "pack_seconds": round(seconds, 3), "torch": torch.__version__,
+           "mamba_ssm": mv, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if state_dict is not None:
+        rec["_weights"] = state_dict
+    return rec

@@ -1,0 +1,174 @@
+"""Trainable one-layer models: the packed pure-torch/kernel model and the real mamba_ssm module model.
+
+Both expose ``params`` (leaf tensors), ``masks`` (1 = trainable, 0 = frozen, same shapes), ``stacked`` (whether every
+parameter has a leading model axis of size K), ``hidden(tokens)`` for tokens (K, batch, L) -> (K, batch, L, d),
+``readout`` (K, classes, d), and ``state_dicts()`` (one ``constructions.layout`` state dict per model, on CPU).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from constructions.errors import require
+from constructions.layout import MambaConfig
+from verify.engines.reference import selective_scan_ref
+from verify.train import GATE_OFF_Z
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Initialization: mamba_ssm.Mamba.__init__'s, drawn from a per-run generator (so packing never changes a model)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _uniform(gen, shape, bound):
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+
+
+def init_mamba(config: MambaConfig, gen: torch.Generator, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> dict:
+    """A fresh ``mamba_ssm.Mamba`` state dict (float64) as its constructor draws it: nn.Linear / nn.Conv1d defaults
+    (U(+-1/sqrt(fan_in))), dt_proj weight U(+-dt_rank^-1/2), dt_proj bias = softplus^-1(dt), dt log-uniform in
+    [dt_min, dt_max] floored at dt_floor, A_log = log(1..N) (S4D-real), D = 1."""
+    c = config
+    di, n, r, d = c.d_inner, c.d_state, c.rank, c.d_model
+    sd = {"in_proj.weight": _uniform(gen, (2 * di, d), d ** -0.5),
+          "conv1d.weight": _uniform(gen, (di, 1, c.d_conv), c.d_conv ** -0.5),
+          "x_proj.weight": _uniform(gen, (r + 2 * n, di), di ** -0.5),
+          "dt_proj.weight": _uniform(gen, (di, r), r ** -0.5)}
+    dt = torch.exp(torch.rand(di, generator=gen, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
+                   + math.log(dt_min)).clamp(min=dt_floor)
+    sd["dt_proj.bias"] = dt + torch.log(-torch.expm1(-dt))
+    sd["A_log"] = torch.log(torch.arange(1, n + 1, dtype=torch.float64)).repeat(di, 1)
+    sd["D"] = torch.ones(di, dtype=torch.float64)
+    sd["out_proj.weight"] = _uniform(gen, (d, di), di ** -0.5)
+    if c.bias:
+        sd["in_proj.bias"] = _uniform(gen, (2 * di,), d ** -0.5)
+        sd["out_proj.bias"] = _uniform(gen, (d,), di ** -0.5)
+    if c.conv_bias:
+        sd["conv1d.bias"] = _uniform(gen, (di,), c.d_conv ** -0.5)
+    return sd
+
+
+def gate_off(config: MambaConfig, sd: dict) -> dict:
+    """Freeze the gate: z rows of in_proj at weight 0, bias GATE_OFF_Z. Returns the masks (1 = trainable)."""
+    require(config.bias, "gate off needs in_proj.bias (MambaConfig(bias=True)) to hold silu(z) constant")
+    di = config.d_inner
+    sd["in_proj.weight"][di:] = 0.0
+    sd["in_proj.bias"][di:] = GATE_OFF_Z
+    wm, bm = torch.ones_like(sd["in_proj.weight"]), torch.ones_like(sd["in_proj.bias"])
+    wm[di:], bm[di:] = 0.0, 0.0
+    return {"in_proj.weight": wm, "in_proj.bias": bm}
+
+
+def conv_off(config: MambaConfig, sd: dict) -> dict:
+    """Freeze the conv at the identity (current-token tap 1, others and bias 0); x = silu(in_proj x) remains."""
+    sd["conv1d.weight"].zero_()
+    sd["conv1d.weight"][:, 0, -1] = 1.0
+    masks = {"conv1d.weight": torch.zeros_like(sd["conv1d.weight"])}
+    if "conv1d.bias" in sd:
+        sd["conv1d.bias"].zero_()
+        masks["conv1d.bias"] = torch.zeros_like(sd["conv1d.bias"])
+    return masks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The packed forward
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def packed_mamba_forward(p: dict, hidden: torch.Tensor, config: MambaConfig, scan=selective_scan_ref) -> torch.Tensor:
+    """K ``mamba_ssm.Mamba`` blocks at once: hidden (K, batch, L, d_model) -> (K, batch, L, d_model).
+
+    Every parameter carries a leading K axis. The K*d_inner channels are folded into one scan call with B, C grouped
+    by model, which is the call signature of mamba_ssm's ``selective_scan_fn``; with K = 1 this is
+    ``verify.engines.reference.mamba_forward`` operation for operation.
+    """
+    K, b, L, _ = hidden.shape
+    di, n, r = config.d_inner, config.d_state, config.rank
+    xz = torch.einsum("kbld,kod->kbol", hidden, p["in_proj.weight"])
+    if "in_proj.bias" in p:
+        xz = xz + p["in_proj.bias"][:, None, :, None]
+    fold = lambda t: t.transpose(0, 1).reshape(b, K * di, L)  # noqa: E731  (K, b, di, L) -> (b, K*di, L)
+    x, z = fold(xz[:, :, :di]), fold(xz[:, :, di:])
+    w = p["conv1d.weight"].reshape(K * di, 1, -1)
+    cb = p["conv1d.bias"].reshape(K * di) if "conv1d.bias" in p else None
+    x = F.silu(F.conv1d(x, w, cb, padding=w.shape[-1] - 1, groups=K * di)[..., :L])
+    x_dbl = torch.einsum("bkil,kri->bkrl", x.view(b, K, di, L), p["x_proj.weight"])  # (b, K, r + 2N, L)
+    dt, B, C = torch.split(x_dbl, [r, n, n], dim=2)
+    dt = torch.einsum("bkrl,kir->bkil", dt, p["dt_proj.weight"]).reshape(b, K * di, L)
+    work = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    A = -torch.exp(p["A_log"].to(work)).reshape(K * di, n)
+    y = scan(x, dt, A, B.contiguous(), C.contiguous(), p["D"].reshape(K * di).to(work), z=z,
+             delta_bias=p["dt_proj.bias"].reshape(K * di).to(work), delta_softplus=True)
+    out = torch.einsum("bkil,koi->kblo", y.view(b, K, di, L), p["out_proj.weight"])
+    if "out_proj.bias" in p:
+        out = out + p["out_proj.bias"][:, None, None, :]
+    return out
+
+
+def cuda_scan():
+    """mamba_ssm's selective-scan kernel (the one ``mamba_ssm.Mamba`` calls), or a RequirementError."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError as e:
+        from constructions.errors import RequirementError
+
+        raise RequirementError(f"packed training on CUDA needs mamba_ssm's selective_scan_fn ({e})") from None
+    return selective_scan_fn
+
+
+class PackedModel:
+    """K models of one shape, parameters stacked on a leading axis, trained in one set of kernel launches."""
+
+    stacked = True
+
+    def __init__(self, mixer, config, inits: list[dict], masks: dict, device, dtype=torch.float32, scan=None):
+        self.mixer, self.config, self.K = mixer, config, len(inits)
+        self.scan = scan or selective_scan_ref
+        self.params = {k: torch.stack([sd[k] for sd in inits]).to(device, dtype).requires_grad_(True)
+                       for k in inits[0]}
+        self.masks = {k: torch.stack([m for _ in inits]).to(device, dtype) for k, m in masks.items()}
+
+    @property
+    def readout(self) -> torch.Tensor:  # (K, classes, d)
+        return self.params["readout.weight"]
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mixer output (K, batch, L, d) for tokens (K, batch, L), model k reading tokens[k]."""
+        p = self.params
+        emb = p["embedding.weight"]  # (K, n_tokens, d)
+        hidden = torch.gather(emb, 1, tokens.reshape(self.K, -1, 1).expand(-1, -1, emb.shape[-1]))
+        hidden = hidden.view(*tokens.shape, emb.shape[-1])
+        mix = {k[len("mixer."):]: v for k, v in p.items() if k.startswith("mixer.")}
+        return self.mixer.packed_forward(mix, hidden, self.config, self.scan)
+
+    def state_dicts(self) -> list[dict]:
+        return [{k: v[i].detach().cpu().clone() for k, v in self.params.items()} for i in range(self.K)]
+
+
+class ModuleModel:
+    """One real mamba_ssm module (K = 1) with the embedding and readout as plain parameters."""
+
+    stacked = False
+
+    def __init__(self, mixer, config, init: dict, masks: dict, device, dtype=torch.float32):
+        self.K, self.config = 1, config
+        self.module = mixer.cuda_module(config, device, dtype)
+        self.module.load_state_dict({k[len("mixer."):]: v for k, v in init.items() if k.startswith("mixer.")},
+                                    strict=True)
+        self.emb = init["embedding.weight"].to(device, dtype).requires_grad_(True)
+        self.readout_weight = init["readout.weight"].to(device, dtype).requires_grad_(True)
+        self.params = {"embedding.weight": self.emb, "readout.weight": self.readout_weight,
+                       **{f"mixer.{k}": v for k, v in self.module.named_parameters()}}
+        self.masks = {k: m.to(device, dtype) for k, m in masks.items()}
+
+    @property
+    def readout(self) -> torch.Tensor:
+        return self.readout_weight[None]
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.module(self.emb[tokens[0]])[None]
+
+    def state_dicts(self) -> list[dict]:
+        return [{k: v.detach().cpu().clone() for k, v in self.params.items()}]

@@ -1,0 +1,110 @@
+"""What one training run is: ``RunSpec`` (task, mixer, sizes, seed, lr) and its ``Protocol``; a run's key.
+
+A ``RunSpec`` is frozen and JSON-able; ``run_key`` hashes all of it (protocol included), so a store never confuses two
+runs that differ in anything. ``pack_key`` drops seed and lr: runs with the same pack key have the same shapes and
+data and can be trained together in one packed model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from constructions.errors import require
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Optimizer, data and stopping rule of a run (see the package docstring for the two protocols)."""
+
+    name: str
+    batch_size: int
+    train_samples: int
+    val_samples: int
+    test_samples: int
+    max_steps: int
+    eval_every: int  # steps between validations
+    stop: str  # "val_loss" (stop when val loss < stop_value) or "val_acc" (stop when val accuracy >= stop_value)
+    stop_value: float
+    lr_final: float = 1e-6  # cosine annealing from the run's lr to this over max_steps
+    lrs: tuple[float, ...] = (0.03,)  # the learning-rate sweep a grid uses by default
+    n_seeds: int = 7  # best of this many seeds by default
+    cap_steps: int = 0  # > 0: stop after this many steps, the schedule still spanning max_steps (a truncated run)
+
+    def validate(self) -> None:
+        require(self.stop in ("val_loss", "val_acc"), f"protocol stop must be val_loss or val_acc, got {self.stop!r}")
+        require(min(self.batch_size, self.train_samples, self.val_samples, self.test_samples, self.max_steps,
+                    self.eval_every) >= 1, f"protocol {self.name}: sizes and step counts must be >= 1")
+        require(self.train_samples >= self.batch_size,
+                f"protocol {self.name}: train_samples ({self.train_samples}) < batch_size ({self.batch_size})")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_samples // self.batch_size
+
+
+REFERENCE = Protocol("reference", batch_size=16, train_samples=100_000, val_samples=1_000, test_samples=100_000,
+                     max_steps=600 * 6250, eval_every=6250, stop="val_loss", stop_value=1e-6, lrs=(0.03,), n_seeds=7)
+BUDGETED = Protocol("budgeted", batch_size=64, train_samples=100_000, val_samples=1_000, test_samples=10_000,
+                    max_steps=4000, eval_every=200, stop="val_acc", stop_value=1.0, lrs=(3e-3, 1e-2, 3e-2), n_seeds=7)
+SMOKE = Protocol("smoke", batch_size=32, train_samples=4096, val_samples=256, test_samples=512, max_steps=400,
+                 eval_every=25, stop="val_acc", stop_value=1.0, lrs=(0.03,), n_seeds=1)
+PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, SMOKE)}
+
+
+def protocol(name: str, **overrides) -> Protocol:
+    require(name in PROTOCOLS, f"protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+    p = replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
+    p.validate()
+    return p
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. ``task_args`` holds task-specific settings as sorted (name, value) pairs."""
+
+    task: str
+    mixer: str
+    vocab: int
+    d_model: int
+    d_state: int
+    seed: int
+    lr: float
+    kappa: int = 0  # MQAR keys (0 where the task has none)
+    seq_len: int = 100
+    gate: bool = False
+    conv: bool = True  # False: conv frozen at the identity (current-token tap 1), "no convolution" (KEEP n-TH)
+    d_conv: int = 4
+    expand: int = 1
+    data_seed: int = 0  # train / val / test sets are generate(config, (data_seed, 0 / 1 / 2))
+    protocol: Protocol = field(default=BUDGETED)
+    task_args: tuple = ()
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["task_args"] = [list(kv) for kv in self.task_args]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "RunSpec":
+        d = dict(d)
+        d["protocol"] = Protocol(**{**d["protocol"], "lrs": tuple(d["protocol"]["lrs"])})
+        d["task_args"] = tuple(tuple(kv) for kv in d.get("task_args", ()))
+        return RunSpec(**d)
+
+    def arg(self, name: str, default=None):
+        return dict(self.task_args).get(name, default)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def run_key(spec: RunSpec) -> str:
+    return _hash(spec.as_dict())
+
+
+def pack_key(spec: RunSpec) -> str:
+    d = spec.as_dict()
+    d.pop("seed"), d.pop("lr")
+    return _hash(d)
