@@ -1,4 +1,4 @@
-"""Throughput of the Theorem 2 check harness: verified MQAR query tokens per second.
+"""Throughput of the MQAR check harness (Theorems 2-4): verified MQAR query tokens per second.
 
 For each configuration it measures, on the same machine in one run:
 * ``harness``: the whole check (generate tokens, embed, run the engine, read out at query positions, compare
@@ -10,6 +10,10 @@ For each configuration it measures, on the same machine in one run:
 and the ratios harness / bare kernel and harness / bare module, in float32 and bfloat16. Usage::
 
     python3 benchmarks/mqar_throughput.py --out results/bench.json [--cpu-only] [--configs default,large]
+        [--constructions mqar-mamba,mqar-mamba2,mqar-s4d]
+
+The bare kernel is the scan each block runs: ``selective_scan_fn`` for Mamba (input-dependent B, C) and Mamba-S4D
+(input-independent B, C of shape (d_inner, N)), ``mamba_chunk_scan_combined`` (Triton SSD) for Mamba-2.
 """
 from __future__ import annotations
 
@@ -25,14 +29,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from constructions import mqar_mamba  # noqa: E402
 from verify.checks import check_mqar  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
+from verify.registry import SPECS  # noqa: E402
 from verify.tasks.mqar import MQARConfig  # noqa: E402
 
 CONFIGS = {  # name: (kappa, |V|, variant, T, batch, GPU batches)
     "default": (8, 128, "one-hot", 100, 1024, 8),
     "large": (64, 8192, "jl", 1024, 1024, 4),
+    # Mamba-S4D's mixer width is kappa * p channels (9344 at the large config): a smaller large config.
+    ("mqar-s4d", "large"): (32, 1024, "jl", 512, 128, 4),
 }
 
 
@@ -51,13 +57,27 @@ def _time(fn, repeats=3):
 
 
 def bare_kernel_qps(con, batch, T, kappa, dtype):
+    """Queries/s of the block's scan alone on random inputs of the shapes the construction's block uses."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    d, n, dev = con.config.d_inner, con.config.d_state, "cuda"
-    u, delta, z = (torch.randn(batch, d, T, device=dev, dtype=dtype) for _ in range(3))
-    B, C = (torch.randn(batch, n, T, device=dev, dtype=dtype) for _ in range(2))
-    A = -torch.rand(d, n, device=dev)
-    D, bias = torch.zeros(d, device=dev), torch.zeros(d, device=dev)
+    cfg, dev = con.config, "cuda"
+    r = lambda *shape, dt=dtype: torch.randn(*shape, device=dev, dtype=dt)  # noqa: E731
+    if cfg.kind == "mamba2":
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        h, p, g, n = cfg.nheads, cfg.head_dim, cfg.ngroups, cfg.d_state
+        x, z, dt = r(batch, T, h, p), r(batch, T, h, p), r(batch, T, h)
+        B, C, A = r(batch, T, g, n), r(batch, T, g, n), -torch.rand(h, device=dev)
+        fn = lambda: mamba_chunk_scan_combined(x, dt, A, B, C, cfg.chunk_size, D=torch.zeros(h, device=dev),  # noqa
+                                               z=z, dt_bias=torch.zeros(h, device=dev), dt_softplus=True)
+        return batch * kappa / _time(fn)
+    d, n = cfg.d_inner, cfg.d_state
+    u, delta, z = r(batch, d, T), r(batch, d, T), r(batch, d, T)
+    if cfg.kind == "mamba_s4d":
+        B, C = r(d, n, dt=torch.float32), r(d, n, dt=torch.float32)
+    else:
+        B, C = r(batch, n, T), r(batch, n, T)
+    A, D, bias = -torch.rand(d, n, device=dev), torch.zeros(d, device=dev), torch.zeros(d, device=dev)
     fn = lambda: selective_scan_fn(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)  # noqa: E731
     return batch * kappa / _time(fn)
 
@@ -81,40 +101,47 @@ def harness_qps(con, engine, task, batch_size):
     return r.queries / seconds, r
 
 
-def run(names, cpu_only):
+def run(names, constructions, cpu_only):
     rows = []
-    for name in names:
-        kappa, vocab, variant, T, batch, gpu_batches = CONFIGS[name]
-        con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
-        row = {"config": name, "kappa": kappa, "vocab": vocab, "variant": variant, "T": T, "batch": batch,
-               "d_model": con.config.d_model, "d_state": con.config.d_state}
-        cpu_samples = 64 if name == "default" else 4
-        cpu_qps, _ = harness_qps(con, make_engine("reference", "float32"),
-                                 MQARConfig(kappa, vocab, T, num_examples=cpu_samples), cpu_samples)
-        row["reference_cpu_float32_qps"] = cpu_qps
-        if not cpu_only and torch.cuda.is_available():
-            row["gpu"] = torch.cuda.get_device_name()
-            task = MQARConfig(kappa, vocab, T, num_examples=batch * gpu_batches)
-            for dtype in ("float32", "bfloat16"):
-                engine = make_engine("mamba_ssm", dtype)
-                qps, r = harness_qps(con, engine, task, batch)
-                kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)
-                module = bare_module_qps(con, engine, batch, T, kappa)
-                row[dtype] = {"harness_qps": qps, "bare_kernel_qps": kernel, "bare_module_qps": module,
-                              "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
-                              "min_margin": r.min_margin, "recall": r.recall}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for construction in constructions:
+        for name in names:
+            rows.append(run_one(construction, name, cpu_only))
     return rows
+
+
+def run_one(construction, name, cpu_only):
+    kappa, vocab, variant, T, batch, gpu_batches = CONFIGS.get((construction, name), CONFIGS[name])
+    spec = SPECS[construction]
+    con = spec.build(spec.params(kappa=kappa, vocab=vocab, variant=variant, seq_len=T))
+    row = {"construction": construction, "config": name, "kappa": kappa, "vocab": vocab, "variant": variant,
+           "T": T, "batch": batch, "d_model": con.config.d_model, "d_state": con.config.d_state}
+    cpu_samples = 64 if name == "default" else 4
+    cpu_qps, _ = harness_qps(con, make_engine("reference", "float32"),
+                             MQARConfig(kappa, vocab, T, num_examples=cpu_samples), cpu_samples)
+    row["reference_cpu_float32_qps"] = cpu_qps
+    if not cpu_only and torch.cuda.is_available():
+        row["gpu"] = torch.cuda.get_device_name()
+        task = MQARConfig(kappa, vocab, T, num_examples=batch * gpu_batches)
+        for dtype in ("float32", "bfloat16"):
+            engine = make_engine("mamba_ssm", dtype)
+            qps, r = harness_qps(con, engine, task, batch)
+            kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)
+            module = bare_module_qps(con, engine, batch, T, kappa)
+            row[dtype] = {"harness_qps": qps, "bare_kernel_qps": kernel, "bare_module_qps": module,
+                          "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
+                          "min_margin": r.min_margin, "recall": r.recall}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=None)
     ap.add_argument("--configs", default="default,large")
+    ap.add_argument("--constructions", default="mqar-mamba")
     ap.add_argument("--cpu-only", action="store_true")
     args = ap.parse_args()
-    rows = run(args.configs.split(","), args.cpu_only)
+    rows = run(args.configs.split(","), args.constructions.split(","), args.cpu_only)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
