@@ -20,7 +20,7 @@ def _softplus(x):
 
 
 def _silu(x):
-    return x / (1 + np.exp(-x))
+    return x * 0.5 * (1 + np.tanh(x / 2))  # = x sigmoid(x), no overflow
 
 
 def haar_step_bases(levels: int = 2, seq_len: int = 64) -> dict:
