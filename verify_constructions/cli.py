@@ -52,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--vocab", type=int, default=128, help="|V| for the concrete sizes (default: 128)")
     scaling_law.add_parser(sub)
     train_cli.add_parsers(sub)
+    fig = sub.add_parser("figures", help="render the papers' figures and tables from stored results (paper_figures)")
+    fig.add_argument("--results", default="results", help="stored results directory (default: results)")
+    fig.add_argument("--out", default="figures", help="output directory (default: figures)")
+    fig.add_argument("--only", default=None, help="render only this figure (names: paper_figures.FIGURES)")
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
     export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
     checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
@@ -178,12 +182,21 @@ def cmd_export(args, out: Console) -> int:
     return 0
 
 
+def cmd_figures(args, out: Console) -> int:
+    import paper_figures
+
+    for line in paper_figures.render(args.results, args.out, args.only):
+        print(line)
+    return 0
+
+
 def main(argv=None) -> int:
     out = Console(width=None if sys.stdout.isatty() else 200)
     try:
         args = parser().parse_args(argv)
         command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
-                   "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep, None: cmd_all}[args.command]
+                   "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep,
+                   "figures": cmd_figures, None: cmd_all}[args.command]
         return command(args, out)
     except RequirementError as e:
         print(f"error: {e}", file=sys.stderr)

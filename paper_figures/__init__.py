@@ -1,0 +1,72 @@
+"""Regenerate the figures and tables of both papers from stored results or from the constructions.
+
+``FIGURES`` names every figure/table; ``render(results, out, only)`` writes PNG + PDF (figures), .tex + .md (tables)
+and a caption .txt per entry, and returns one status line per entry (a missing result names its command).
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from constructions.errors import RequirementError
+from paper_figures import recall, selectivity, training
+from paper_figures.common import Entry, MissingResults, Rendered
+
+FIGURES: dict[str, Entry] = {e.name: e for e in (
+    Entry("figA1-haar", "selectivity", "Figure A.1: Haar wavelets and S6 step bases", selectivity.figure_a1),
+    Entry("corollary1", "selectivity", "Corollary 1: error vs N, S6/Haar vs S4D", selectivity.corollary1),
+    Entry("keep-nth-memory", "selectivity", "KEEP n-TH: S6 keeps x_n, S4D forgets", selectivity.keep_nth),
+    Entry("mqar-sizes", "selectivity", "MQAR construction sizes vs kappa", selectivity.mqar_sizes),
+    Entry("fig1", "selectivity", "Figure 1: e^(-lambda Delta) histograms", training.figure1, training=True),
+    Entry("fig2", "selectivity", "Figure 2: MQAR accuracy vs kappa and d", training.figure2, training=True),
+    Entry("figA2", "selectivity", "Figure A.2: as Fig. 2 at |V| = 256, 512", training.figure_a2, training=True),
+    Entry("figA3", "selectivity", "Figure A.3: MQAR with N swept", training.figure_a3, training=True),
+    Entry("fig3", "selectivity", "Figure 3: induction heads", training.figure3, training=True),
+    Entry("figA4", "selectivity", "Figure A.4: induction heads, N swept", training.figure_a4, training=True),
+    Entry("table1", "selectivity", "Table 1: KEEP FIFTH", training.table1, training=True),
+    Entry("tableA1", "selectivity", "Table A.1: Mamba+PE", training.table_a1, training=True),
+    Entry("tableA2", "selectivity", "Table A.2: S4D+PE", training.table_a2, training=True),
+    Entry("tableA3", "selectivity", "Table A.3: Mamba, no PE", training.table_a3, training=True),
+    Entry("tableA4", "selectivity", "Table A.4: S4D, no PE", training.table_a4, training=True),
+    *(Entry(f"recall-{r}", "recall", f"Recall grid {r}: law vs corrected vs measured", partial(recall.recall_grid, regime=r))
+      for r in ("regime_0", "regime_1", "regime_2")),
+    Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),
+    Entry("recall-multilayer", "recall", "Multi-layer table", recall.multilayer),
+    Entry("recall-multihead", "recall", "Multi-head table", recall.multihead),
+)}
+
+
+def make(name: str, results: str | Path = "results") -> Rendered:
+    if name not in FIGURES:
+        raise RequirementError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    return FIGURES[name].make(Path(results))
+
+
+def render(results: str | Path = "results", out: str | Path = "figures", only: str | None = None) -> list[str]:
+    """Render every entry (or ``only``) into ``out``; one status line per entry."""
+    import matplotlib.pyplot as plt
+
+    if only is not None and only not in FIGURES:
+        raise RequirementError(f"unknown figure {only!r}; known: {', '.join(FIGURES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name in ([only] if only else FIGURES):
+        try:
+            r = FIGURES[name].make(Path(results))
+        except MissingResults as e:
+            lines.append(f"skipped {name}: {e}")
+            continue
+        written = []
+        if r.figure is not None:
+            for ext in ("png", "pdf"):
+                r.figure.savefig(out / f"{name}.{ext}")
+                written.append(f"{name}.{ext}")
+            plt.close(r.figure)
+        if r.latex is not None:
+            (out / f"{name}.tex").write_text(r.latex)
+            (out / f"{name}.md").write_text(r.markdown)
+            written += [f"{name}.tex", f"{name}.md"]
+        (out / f"{name}.caption.txt").write_text(r.caption + "\n")
+        lines.append(f"wrote {name}: {', '.join(written)} (+ caption)")
+    return lines
