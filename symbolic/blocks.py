@@ -49,3 +49,25 @@ def s6_step(h, delta, a, b, u):
 
 def gate(y, z):
     return y * silu(z)
+
+
+class ConstantStepDecay:
+    """Mixin for a construction's constants with a constant step ``delta`` and a decay budget.
+
+    ``dt_proj.weight = 0`` and ``dt_bias = softplus^{-1}(delta)`` give the constant step; ``A_log = log(budget /
+    (delta T))`` makes every decay factor within a sequence of length <= T at least ``r_min = exp(-budget)``.
+    Subclasses (frozen dataclasses) define the fields ``delta`` and ``decay_budget``.
+    """
+
+    @property
+    def r_min(self):
+        """Lower bound on every decay factor exp(delta * A * (t - s)) within a sequence of length <= T."""
+        return sp.exp(-self.decay_budget)
+
+    @property
+    def dt_bias(self):
+        return softplus_inverse(self.delta)
+
+    def a_log(self, seq_len):
+        """A_log such that delta * exp(A_log) * seq_len = decay_budget."""
+        return sp.log(self.decay_budget / (self.delta * seq_len))

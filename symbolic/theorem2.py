@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic.blocks import relu, silu, softplus_inverse
+from symbolic.blocks import ConstantStepDecay, relu, silu
 
 kappa, vocab_size, T, p = sp.symbols("kappa vocab_size T p", positive=True, integer=True)
 
@@ -59,7 +59,7 @@ class Obligation:
 
 
 @dataclass(frozen=True)
-class Theorem2Constants:
+class Theorem2Constants(ConstantStepDecay):
     """The construction's free constants (sympy numbers); each property below is an exact expression of them."""
 
     key_prev: sp.Expr = sp.Integer(1)  # conv pre-activation on key channel i when x_{t-1} = key i
@@ -82,19 +82,6 @@ class Theorem2Constants:
     @property
     def gate(self):
         return silu(self.gate_pre)
-
-    @property
-    def r_min(self):
-        """Lower bound on every decay factor exp(delta * A * (t - s)) within a sequence of length <= T."""
-        return sp.exp(-self.decay_budget)
-
-    @property
-    def dt_bias(self):
-        return softplus_inverse(self.delta)
-
-    def a_log(self, seq_len):
-        """A_log such that delta * exp(A_log) * seq_len = decay_budget."""
-        return sp.log(self.decay_budget / (self.delta * seq_len))
 
     # --- values ---------------------------------------------------------------------------------------------
     @property

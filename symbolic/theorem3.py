@@ -49,14 +49,14 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic.blocks import silu, softplus_inverse
+from symbolic.blocks import ConstantStepDecay, silu
 from symbolic.theorem2 import Obligation, _is_true, decay_obligation
 
 N_sym = sp.symbols("N", positive=True, integer=True)
 
 
 @dataclass(frozen=True)
-class Theorem3Constants:
+class Theorem3Constants(ConstantStepDecay):
     """The construction's free constants (sympy numbers); every derived constant is an exact expression of them."""
 
     onehot_b: sp.Expr = sp.Integer(2)  # step 1: B conv gain (tap -2) on key channel i
@@ -70,17 +70,6 @@ class Theorem3Constants:
     @property
     def gate(self):
         return silu(self.gate_pre)
-
-    @property
-    def r_min(self):
-        return sp.exp(-self.decay_budget)
-
-    @property
-    def dt_bias(self):
-        return softplus_inverse(self.delta)
-
-    def a_log(self, seq_len):
-        return sp.log(self.decay_budget / (self.delta * seq_len))
 
     # --- step 2 key gains, as functions of the key code dimension N -----------------------------------------------
     @property

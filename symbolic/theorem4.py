@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic.blocks import silu, softplus_inverse
+from symbolic.blocks import ConstantStepDecay, silu
 from symbolic.theorem2 import Obligation, _is_true, decay_obligation
 
 
 @dataclass(frozen=True)
-class Theorem4Constants:
+class Theorem4Constants(ConstantStepDecay):
     """The paper's constants (eq. 87 / 94) and ours for the real block; each property is exact."""
 
     key: sp.Expr = sp.Integer(10)  # embedding of key i on its block (and the gate pre-activation)
@@ -54,17 +54,6 @@ class Theorem4Constants:
     @property
     def gate(self):
         return silu(self.key)
-
-    @property
-    def r_min(self):
-        return sp.exp(-self.decay_budget)
-
-    @property
-    def dt_bias(self):
-        return softplus_inverse(self.delta)
-
-    def a_log(self, seq_len):
-        return sp.log(self.decay_budget / (self.delta * seq_len))
 
     def value_coords(self, step: int):
         """The values a value token puts on a slot channel: own / other slot (step 1), q = +1 / q = -1 (step 2)."""

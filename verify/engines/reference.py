@@ -13,6 +13,15 @@ import torch.nn.functional as F
 from constructions.layout import Construction, embed
 
 
+def _skip_gate(y, u, D, z, dtype_out):
+    """mamba_ssm's scan epilogue: ``y + D u``, then ``y * silu(z)``, cast back to the input dtype."""
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(dtype_out)
+
+
 def _ungroup(M, d):
     """(batch, G, N, L) grouped B or C -> (batch, d, N, L), group g serving channels [g d/G, (g+1) d/G) (mamba_ssm's)."""
     return M.repeat_interleave(d // M.shape[1], dim=1) if M.dim() == 4 else M
@@ -38,12 +47,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         h = torch.exp(delta[:, :, t, None] * A) * h + du[:, :, t, None] * Bt
         Ct = C[None] if C.dim() == 2 else (C[:, None, :, t] if C.dim() == 3 else C[..., t])
         ys.append((h * Ct).sum(-1))
-    y = torch.stack(ys, dim=2)
-    if D is not None:
-        y = y + u * D.to(work)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(work))
-    return y.to(dtype_in)
+    return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
 
 
 def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
@@ -83,12 +87,7 @@ def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=Non
     for t in range(u.shape[2]):
         h = torch.exp(delta[:, None, :, t] * A) * h + u[:, :, t, None] * B[:, None, :, t]
         ys.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, dim=2)
-    if D is not None:
-        y = y + u * D.to(work)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(work))
-    return y.to(dtype_in)
+    return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
 
 
 from verify.engines.linear import linear_mamba_forward  # noqa: E402  (Koren et al.'s simplified linear Mamba)
