@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.ticker as mticker
 import numpy as np
 
 from paper_figures.common import COLUMN, Rendered, load_json, plt, table
@@ -80,6 +81,9 @@ def required_sizes(results: Path) -> Rendered:
         axes[0].plot(vs, [x["D_square"] for x in r], ls, color="C3", label=f"D = N needed, p = {p:g}")
     axes[0].set_xscale("log")
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes[0].yaxis.set_major_formatter(mticker.ScalarFormatter())
+    axes[0].yaxis.set_minor_formatter(mticker.NullFormatter())
     axes[0].set_xlabel("|V| (vocabulary)")
     axes[0].set_ylabel("required size")
     axes[0].set_title(f"vs |V| (N_f = {reg['facts']}, a = {a:g})")

@@ -245,6 +245,7 @@ def mqar_sizes(results: Path, vocab: int = 128) -> Rendered:
         ax.plot(KAPPAS, [n_base(mixer, k, vocab, "a3") for k in KAPPAS], "k--", lw=1, label="theorem N")
         ax.plot(KAPPAS, [math.ceil(n_base(mixer, k, vocab, "fig2")) for k in KAPPAS], "k:", lw=1, label="Fig. 2 N")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xscale("log", base=2)
