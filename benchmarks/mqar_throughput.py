@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from constructions.export import write_json_atomic  # noqa: E402
 from verify.checks import check_mqar  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
@@ -143,15 +142,8 @@ def main():
     args = ap.parse_args()
     rows = run(args.configs.split(","), args.constructions.split(","), args.cpu_only)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        body = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "command": " ".join(sys.argv),
-                "rows": rows}
-        fd, tmp = tempfile.mkstemp(dir=out.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(body, f, indent=2)
-        os.replace(tmp, out)
-
+        write_json_atomic(args.out, {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                                     "command": " ".join(sys.argv), "rows": rows}, indent=2)
 
 if __name__ == "__main__":
     main()

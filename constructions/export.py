@@ -30,6 +30,15 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def write_json_atomic(path: str | Path, obj, indent: int = 1) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename; parents created; mode 0644)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=indent)))
+    path.chmod(0o644)
+    return path
+
+
 def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

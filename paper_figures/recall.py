@@ -1,7 +1,6 @@
 """Koren et al. 2026 (recall scaling laws) figures: predicted vs measured recall, required sizes, multi-layer/head."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.ticker as mticker

@@ -520,7 +520,6 @@ def corrected_law_num(d: int, n: int, v: int, profile: CollisionProfile, lam: in
 
     ``n_in``: effective state of the in-context collision term (default Lambda N); ``d_value``: dimension of the value
     code (default D; the multi-head patterns with a folded shared value use min(D, P))."""
-    import torch
 
     cache = getattr(profile, "_grouped", None)
     if cache is None:

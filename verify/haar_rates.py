@@ -21,15 +21,13 @@ exponentials), as error-vs-N curves for a figure.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from constructions.export import _atomic_write
+from constructions.export import write_json_atomic
 
 J_MAX = 40
 
@@ -171,10 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", type=int, default=20)
     args = ap.parse_args(argv)
     res = measure(targets=args.targets)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda p: Path(p).write_text(json.dumps(res, indent=1)))
-    out.chmod(0o644)
+    out = write_json_atomic(args.out, res, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from constructions.export import write_json_atomic
 from constructions.errors import require
 from constructions.hash_recall import analysis_layer, draw_codes
 from constructions.layout import LinearMambaConfig
@@ -53,20 +52,9 @@ REGIMES = {
     "regime_1": Regime("regime_1", 512, 128, 32),
     "regime_2": Regime("regime_2", 1024, 64, 16),
 }
+_atomic_json = write_json_atomic  # results are written atomically (name kept for callers)
 PAPER_D = tuple(range(2, 65, 2))
 PAPER_N = tuple(range(2, 33))
-
-
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _cell_seed(seed: int, d: int, n: int, draw: int) -> int:

@@ -16,11 +16,9 @@ and the KEEP n-TH memory experiment (our S6 construction keeps x_n; an S4D layer
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import sympy as sp
@@ -28,10 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from constructions import keep_nth
-from constructions.export import _atomic_write
+from constructions.export import write_json_atomic
 from constructions.layout import embed
 from symbolic import corollary2 as c2
-from symbolic import sensitivity as se
 from verify.engines.reference import mamba_forward, selective_scan_ref
 from verify.tasks.keep_nth import KeepNthConfig, generate
 
@@ -234,10 +231,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=10_000, help="T of the S6 sensitivity run")
     args = ap.parse_args(argv)
     res = measure(T_s6=args.seq_len)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda p: Path(p).write_text(json.dumps(res, indent=2)))
-    out.chmod(0o644)
+    out = write_json_atomic(args.out, res, indent=2)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
