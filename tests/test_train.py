@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -170,3 +171,81 @@ def test_cuda_module_training_matches_packed_training():
     (b,) = train_pack([spec], device="cuda", impl="module")
     torch.testing.assert_close(torch.tensor(a["result"]["history"]), torch.tensor(b["result"]["history"]),
                                rtol=1e-3, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other mixers (Mamba-2, Mamba-S4D, Mamba-Delta-top) and tasks (KEEP n-TH, induction heads)
+# ---------------------------------------------------------------------------------------------------------------
+
+SHORT = dict(max_steps=60, eval_every=20, train_samples=512, val_samples=128, test_samples=128, stop_value=2.0)
+
+
+def _engine_module(mixer, cfg):
+    """The engines' own module of a registered mixer (pure torch), to load a trained state dict strictly."""
+    from verify.engines.delta_t import MambaDeltaT
+    from verify.engines.mamba_s4d import MambaS4D
+    from verify.engines.reference import selective_scan_ref
+
+    if mixer == "s4d":
+        return MambaS4D(**cfg.mamba_kwargs(), dtype=torch.float64)
+    if mixer == "mamba-delta-t":
+        return MambaDeltaT(cfg, scan_fn=selective_scan_ref, dtype=torch.float64)
+    return None
+
+
+@pytest.mark.parametrize("mixer,gate", [("mamba2", False), ("s4d", True), ("s4d", False), ("mamba-delta-t", False)])
+def test_other_mixers_train_on_mqar_and_export(mixer, gate):
+    from verify.train import registry
+
+    spec = RunSpec(seed=0, lr=0.03, protocol=protocol("smoke", **SHORT), gate=gate,
+                   **{**TINY, "mixer": mixer, "d_model": 8})
+    (rec,) = train_pack([spec])
+    hist = rec["result"]["history"]
+    assert hist[-1][1] < hist[0][1] < 2 * math.log(4), hist  # validation loss goes down from about ln |V|
+    sd = {k[len("mixer."):]: v for k, v in rec["_weights"].items() if k.startswith("mixer.")}
+    cfg = registry.mixer(mixer).block_config(spec)
+    if mixer == "mamba2":
+        assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in cfg.zeros().items()}
+        z = cfg.in_proj_rows()["z"]
+    else:
+        z = slice(cfg.width if mixer == "s4d" else cfg.d_inner, None)
+        module = _engine_module(mixer, cfg)
+        module.load_state_dict({k: v.double() for k, v in sd.items()}, strict=True)
+        h = torch.randn(2, 7, spec.d_model, dtype=torch.float64)
+        packed = registry.mixer(mixer).packed_forward({k: v.double()[None] for k, v in sd.items()}, h[None], cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(packed[0], module(h), rtol=1e-10, atol=1e-10)
+    if not gate:  # the z rows never moved
+        assert torch.all(sd["in_proj.weight"][z] == 0) and torch.all(sd["in_proj.bias"][z] == 1.0)
+
+
+def test_keep_nth_with_pe_learns_and_scores_positions_from_n():
+    proto = protocol("smoke", max_steps=300, eval_every=50, train_samples=1024, val_samples=128, test_samples=256)
+    spec = RunSpec(task="keep-nth", mixer="mamba", vocab=4, seq_len=8, d_model=8, d_state=4, conv=False, seed=0,
+                   lr=0.03, protocol=proto, task_args=(("n", 2), ("pe", True)))
+    (rec,) = train_pack([spec])
+    r = rec["result"]
+    assert r["test_queries"] == 256 * (8 - 2 + 1)  # positions t >= n only
+    assert r["val_acc"] == 1.0 and r["test_acc"] > 0.99, r["history"]
+    assert torch.all(rec["_weights"]["mixer.conv1d.weight"][:, 0, :-1] == 0)  # no conv: frozen at the identity
+
+
+def test_induction_heads_trains_with_the_blank_class():
+    spec = RunSpec(task="induction-heads", mixer="delta-top", vocab=3, seq_len=12, d_model=8, d_state=6, seed=0,
+                   lr=0.03, protocol=protocol("smoke", **SHORT), task_args=(("gamma", 0.1), ("p", 0.75)))
+    (rec,) = train_pack([spec])
+    hist = rec["result"]["history"]
+    assert rec["_weights"]["readout.weight"].shape[0] == 4  # |V| + blank
+    assert rec["result"]["test_queries"] == 128 * 12 and hist[-1][1] < hist[0][1], hist
+
+
+def test_every_predefined_grid_is_registered():
+    from verify.train import registry
+    from verify.train.sweep import GRIDS
+
+    for g in GRIDS.values():
+        seen = set()
+        for s in g.runs():
+            if (s.mixer, s.task, s.task_args, s.gate, s.conv) not in seen:
+                seen.add((s.mixer, s.task, s.task_args, s.gate, s.conv))
+                registry.validate(s)

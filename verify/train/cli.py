@@ -20,6 +20,9 @@ def add_parsers(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=0.03)
     t.add_argument("--gate", action="store_true", help="keep the gate (default: off, z held constant)")
+    t.add_argument("--no-conv", action="store_true", help="freeze the conv at the identity (KEEP n-TH's 'no conv')")
+    t.add_argument("--task-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads)")
     t.add_argument("--protocol", default="smoke", help=f"one of: {', '.join(PROTOCOLS)}")
     t.add_argument("--max-steps", type=int, default=None, help="override the protocol's step budget")
     t.add_argument("--device", default="cpu")
@@ -42,10 +45,22 @@ def add_parsers(sub) -> None:
     s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
 
 
+def _task_args(items) -> tuple:
+    out = {}
+    for item in items:
+        require("=" in item, f"--task-arg needs NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return tuple(sorted(out.items()))
+
+
 def cmd_train(args, out) -> int:
     from verify.train.loop import train_pack
 
-    spec = RunSpec(task=args.task, mixer=args.mixer, kappa=args.kappa, vocab=args.vocab, seq_len=args.seq_len,
+    spec = RunSpec(conv=not args.no_conv, task_args=_task_args(args.task_arg), task=args.task, mixer=args.mixer, kappa=args.kappa, vocab=args.vocab, seq_len=args.seq_len,
                    d_model=args.d_model, d_state=args.d_state, seed=args.seed, lr=args.lr, gate=args.gate,
                    protocol=protocol(args.protocol, max_steps=args.max_steps))
     t0 = time.time()

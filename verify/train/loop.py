@@ -69,10 +69,13 @@ def build_model(specs: list[RunSpec], device, impl: str = "packed"):
     if impl == "module":
         require(cuda and m.cuda_module is not None, f"impl module needs CUDA and a mamba_ssm module for {m.name}")
         require(len(specs) == 1, "impl module trains one model at a time")
-        return ModuleModel(m, cfg, states[0][0], states[0][1], device)
-    require(m.packed_forward is not None, f"mixer {m.name} has no packed forward here (impl module on CUDA)")
-    scan = m.packed_cuda_scan() if (cuda and m.packed_cuda_scan) else None
-    return PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
+        model = ModuleModel(m, cfg, states[0][0], states[0][1], device)
+    else:
+        require(m.packed_forward is not None, f"mixer {m.name} has no packed forward here (impl module on CUDA)")
+        scan = m.packed_cuda_scan() if (cuda and m.packed_cuda_scan) else None
+        model = PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
+    model.position = registry.task(specs[0].task).position(specs[0])
+    return model
 
 
 class Adam:

@@ -118,10 +118,21 @@ def cuda_scan():
     return selective_scan_fn
 
 
+def with_position(hidden: torch.Tensor, position: bool) -> torch.Tensor:
+    """The "+PE" input (KEEP n-TH): the last embedding coordinate replaced by the raw 1-based position t, as
+    ``constructions.layout.embed`` writes ``Construction.position_channel``."""
+    if not position:
+        return hidden
+    L = hidden.shape[-2]
+    t = torch.arange(1, L + 1, device=hidden.device, dtype=hidden.dtype).view(L, 1).expand(*hidden.shape[:-1], 1)
+    return torch.cat([hidden[..., :-1], t], dim=-1)
+
+
 class PackedModel:
     """K models of one shape, parameters stacked on a leading axis, trained in one set of kernel launches."""
 
     stacked = True
+    position = False  # True: the last embedding coordinate is the position (the task's "+PE")
 
     def __init__(self, mixer, config, inits: list[dict], masks: dict, device, dtype=torch.float32, scan=None):
         self.mixer, self.config, self.K = mixer, config, len(inits)
@@ -139,7 +150,7 @@ class PackedModel:
         p = self.params
         emb = p["embedding.weight"]  # (K, n_tokens, d)
         hidden = torch.gather(emb, 1, tokens.reshape(self.K, -1, 1).expand(-1, -1, emb.shape[-1]))
-        hidden = hidden.view(*tokens.shape, emb.shape[-1])
+        hidden = with_position(hidden.view(*tokens.shape, emb.shape[-1]), self.position)
         mix = {k[len("mixer."):]: v for k, v in p.items() if k.startswith("mixer.")}
         return self.mixer.packed_forward(mix, hidden, self.config, self.scan)
 
@@ -151,6 +162,7 @@ class ModuleModel:
     """One real mamba_ssm module (K = 1) with the embedding and readout as plain parameters."""
 
     stacked = False
+    position = False
 
     def __init__(self, mixer, config, init: dict, masks: dict, device, dtype=torch.float32):
         self.K, self.config = 1, config
@@ -168,7 +180,125 @@ class ModuleModel:
         return self.readout_weight[None]
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.module(self.emb[tokens[0]])[None]
+        return self.module(with_position(self.emb[tokens[0]], self.position))[None]
 
     def state_dicts(self) -> list[dict]:
         return [{k: v.detach().cpu().clone() for k, v in self.params.items()}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mamba-2, Mamba-S4D, Mamba-Delta-top: initial state dicts, gate off, and a "packed" forward that loops over the K
+# models (each model runs the engines' own single-block forward; parameters are still stacked, so the loop, Adam and
+# the store are shared with Mamba). One scan call per model, not one for the pack: correct everywhere, slower on GPU.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _log_uniform_dt(gen, n, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> torch.Tensor:
+    """softplus^-1(dt), dt log-uniform in [dt_min, dt_max] floored at dt_floor (mamba_ssm's dt init)."""
+    dt = torch.exp(torch.rand(n, generator=gen, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min))
+                   + math.log(dt_min)).clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def init_mamba2(config, gen: torch.Generator) -> dict:
+    """A fresh ``mamba_ssm.Mamba2`` state dict (float64) as its constructor draws it: nn.Linear / nn.Conv1d defaults,
+    dt_bias = softplus^-1(dt) with dt log-uniform in [1e-3, 0.1], A_log = log(U[1, 16]) per head, D = 1, norm 1."""
+    sd = config.zeros()
+    d, di = config.d_model, config.d_inner
+    for k, v in sd.items():
+        if k.startswith("in_proj."):
+            v.copy_(_uniform(gen, v.shape, d ** -0.5))
+        elif k.startswith("conv1d."):
+            v.copy_(_uniform(gen, v.shape, config.d_conv ** -0.5))
+        elif k.startswith("out_proj."):
+            v.copy_(_uniform(gen, v.shape, di ** -0.5))
+    sd["dt_bias"] = _log_uniform_dt(gen, config.nheads)
+    sd["A_log"] = torch.log(1 + 15 * torch.rand(config.nheads, generator=gen, dtype=torch.float64))
+    sd["D"] = torch.ones_like(sd["D"])
+    if "norm.weight" in sd:
+        sd["norm.weight"] = torch.ones_like(sd["norm.weight"])
+    return sd
+
+
+def init_s4d(config, gen: torch.Generator) -> dict:
+    """A fresh Mamba-S4D state dict (float64): in_proj / conv1d / out_proj as ``init_mamba``; the S4D mixer as
+    S4D-real (A_log = log(1..N) per channel, B = 1, C ~ N(0, 1/N)), dt_bias = softplus^-1(dt) as Mamba's, D = 1."""
+    d, di, n = config.d_model, config.width, config.d_state
+    sd = {"in_proj.weight": _uniform(gen, (2 * di, d), d ** -0.5),
+          "conv1d.weight": _uniform(gen, (di, 1, config.d_conv), config.d_conv ** -0.5),
+          "dt_bias": _log_uniform_dt(gen, di),
+          "A_log": torch.log(torch.arange(1, n + 1, dtype=torch.float64)).repeat(di, 1),
+          "B": torch.ones(di, n, dtype=torch.float64),
+          "C": torch.randn(di, n, generator=gen, dtype=torch.float64) * n ** -0.5,
+          "D": torch.ones(di, dtype=torch.float64),
+          "out_proj.weight": _uniform(gen, (d, di), di ** -0.5)}
+    if config.bias:
+        sd["in_proj.bias"] = _uniform(gen, (2 * di,), d ** -0.5)
+        sd["out_proj.bias"] = _uniform(gen, (d,), di ** -0.5)
+    if config.conv_bias:
+        sd["conv1d.bias"] = _uniform(gen, (di,), config.d_conv ** -0.5)
+    return sd
+
+
+def init_delta_t(config, gen: torch.Generator) -> dict:
+    """``init_mamba`` with dt_proj of Mamba-Delta-top's shape: weight (d_state, dt_rank) U(+-dt_rank^-1/2), bias
+    softplus^-1(dt) of d_state log-uniform draws."""
+    sd = init_mamba(config, gen)
+    sd["dt_proj.weight"] = _uniform(gen, (config.d_state, config.rank), config.rank ** -0.5)
+    sd["dt_proj.bias"] = _log_uniform_dt(gen, config.d_state)
+    return sd
+
+
+def gate_off_rows(sd: dict, rows: slice) -> dict:
+    """``gate_off`` for any block whose gate pre-activation z is rows ``rows`` of in_proj (weight 0, bias GATE_OFF_Z,
+    frozen). Returns the masks."""
+    require("in_proj.bias" in sd, "gate off needs in_proj.bias (bias=True) to hold silu(z) constant")
+    sd["in_proj.weight"][rows] = 0.0
+    sd["in_proj.bias"][rows] = GATE_OFF_Z
+    wm, bm = torch.ones_like(sd["in_proj.weight"]), torch.ones_like(sd["in_proj.bias"])
+    wm[rows], bm[rows] = 0.0, 0.0
+    return {"in_proj.weight": wm, "in_proj.bias": bm}
+
+
+def looped(single):
+    """A packed forward from a single-block forward ``single(params, hidden (b, L, d), config, scan)``: model k runs
+    on its own slice of every stacked parameter."""
+
+    def forward(p: dict, hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
+        return torch.stack([single({k: v[i] for k, v in p.items()}, hidden[i], config, scan)
+                            for i in range(hidden.shape[0])])
+
+    return forward
+
+
+def _mamba2_single(p, hidden, config, scan):
+    from verify.engines.reference_mamba2 import mamba2_forward  # the SSD recurrence; ``scan`` does not apply
+
+    return mamba2_forward(p, hidden, config)
+
+
+def _s4d_single(p, hidden, config, scan):
+    from verify.engines.mamba_s4d import mamba_s4d_forward
+
+    return mamba_s4d_forward(p, hidden, config, scan)
+
+
+_DELTA_T_MODULES: dict = {}
+
+
+def _delta_t_single(p, hidden, config, scan):
+    """``verify.engines.delta_t.MambaDeltaT``'s forward with these parameters (torch.func.functional_call)."""
+    from torch.func import functional_call
+
+    from verify.engines.delta_t import MambaDeltaT
+
+    key = (config, scan)
+    if key not in _DELTA_T_MODULES:
+        _DELTA_T_MODULES.clear()
+        _DELTA_T_MODULES[key] = MambaDeltaT(config, scan_fn=scan, device="meta")
+    return functional_call(_DELTA_T_MODULES[key], p, (hidden,))
+
+
+packed_mamba2_forward = looped(_mamba2_single)
+packed_s4d_forward = looped(_s4d_single)
+packed_delta_t_forward = looped(_delta_t_single)

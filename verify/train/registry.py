@@ -1,6 +1,15 @@
 """What can be trained: mixers and tasks, one small entry each.
 
-Adding a mixer (Mamba-2, Mamba-S4D, Mamba-Delta-top when their engines land) is one ``Mixer`` in ``MIXERS``: its block
+Registered mixers: ``mamba`` (S6), ``mamba2`` (``mamba_ssm.Mamba2``, one head by default as the construction;
+task_args ``headdim`` for more), ``s4d`` (Mamba-S4D, ``verify.engines.mamba_s4d``), ``mamba-delta-t`` (alias
+``delta-top``, the name the Fig. 3 / A.4 grids use; ``verify.engines.delta_t.MambaDeltaT``). The packed forward of the
+last three loops over the K models of a pack (``verify.train.models.looped``): same results, one scan per model; on
+CUDA Mamba-2's packed path runs the pure-torch SSD reference scan, so use ``--impl module`` (the real
+``mamba_ssm.Mamba2(use_mem_eff_path=False)``) for GPU sweeps of Mamba-2. Registered tasks: ``mqar``,
+``mqar-zoology``, ``keep-nth`` (task_args n (5), pe (False)), ``induction-heads`` (task_args p (0.75, the probability
+of the hard case; 0 = standard only, 1 = hard only), gamma (0.1)).
+
+Adding a mixer is one ``Mixer`` in ``MIXERS``: its block
 config from a ``RunSpec``, its initial state dict (mamba_ssm's init), the masks of frozen entries (the gate), and
 either a packed pure-torch forward (``packed_forward(params, hidden (K, b, L, d), config, scan)``, all parameters
 with a leading K axis) or a CUDA module factory, or both. Adding a task is one ``Task`` in ``TASKS``: its generator
@@ -16,8 +25,11 @@ import torch
 
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
-from verify.tasks import mqar
-from verify.train.models import conv_off, gate_off, init_mamba, packed_mamba_forward
+from constructions.layout import Mamba2Config, MambaDeltaTConfig, MambaS4DConfig
+from verify.tasks import induction_heads, keep_nth, mqar
+from verify.train.models import (conv_off, gate_off, gate_off_rows, init_delta_t, init_mamba, init_mamba2, init_s4d,
+                                 packed_delta_t_forward, packed_mamba2_forward, packed_mamba_forward,
+                                 packed_s4d_forward)
 from verify.train.spec import RunSpec
 
 
@@ -44,6 +56,47 @@ def _freeze(config, spec: RunSpec, sd: dict) -> dict:
     return masks
 
 
+def _freezer(z_rows):
+    """_freeze for a block whose gate pre-activation is rows ``z_rows(config)`` of in_proj."""
+    def freeze(config, spec: RunSpec, sd: dict) -> dict:
+        masks = {} if spec.gate else gate_off_rows(sd, z_rows(config))
+        if not spec.conv:
+            masks.update(conv_off(config, sd))
+        return masks
+    return freeze
+
+
+def _mamba2_config(s: RunSpec) -> Mamba2Config:
+    return Mamba2Config(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand,
+                        headdim=s.arg("headdim"))
+
+
+def _s4d_config(s: RunSpec) -> MambaS4DConfig:
+    return MambaS4DConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, d_inner=s.expand * s.d_model)
+
+
+def _delta_t_config(s: RunSpec) -> MambaDeltaTConfig:
+    return MambaDeltaTConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand)
+
+
+def _mamba2_module(config, device, dtype):
+    from mamba_ssm import Mamba2
+
+    return Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+
+
+def _s4d_module(config, device, dtype):
+    from verify.engines.mamba_s4d import MambaS4D
+
+    return MambaS4D(**config.mamba_kwargs(), scan=_cuda_scan(), device=device, dtype=dtype)
+
+
+def _delta_t_module(config, device, dtype):
+    from verify.engines.delta_t import MambaDeltaT
+
+    return MambaDeltaT(config, scan_fn=_cuda_scan(), device=device, dtype=dtype)
+
+
 def _mamba_module(config, device, dtype):
     from mamba_ssm import Mamba
 
@@ -60,9 +113,19 @@ MIXERS: dict[str, Mixer] = {
     "mamba": Mixer("mamba", _mamba_config, init_mamba, _freeze, packed_forward=packed_mamba_forward,
                    cuda_module=_mamba_module, packed_cuda_scan=_cuda_scan,
                    note="mamba_ssm.Mamba (S6); gate off = z frozen at a constant"),
+    "mamba2": Mixer("mamba2", _mamba2_config, init_mamba2, _freezer(lambda c: c.in_proj_rows()["z"]),
+                    packed_forward=packed_mamba2_forward, cuda_module=_mamba2_module,
+                    note="mamba_ssm.Mamba2(use_mem_eff_path=False), one head unless task_args headdim; gate off = "
+                         "its in_proj z rows frozen; packed = looped pure-torch SSD (use impl module on CUDA)"),
+    "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width)),
+                 packed_forward=packed_s4d_forward, cuda_module=_s4d_module, packed_cuda_scan=_cuda_scan,
+                 note="Mamba-S4D (verify.engines.mamba_s4d); gate on in the paper's MQAR runs"),
+    "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,
+                           _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner)), packed_forward=packed_delta_t_forward,
+                           cuda_module=_delta_t_module, packed_cuda_scan=_cuda_scan,
+                           note="Mamba-Delta-top (verify.engines.delta_t); gate off in the paper's induction heads"),
 }
-# To come from the issue-3/4 branches: "mamba2" (mamba_ssm.Mamba2(use_mem_eff_path=False), gate off the same way via
-# its in_proj z rows), "s4d" (Mamba block with the S4D mixer, gate on), "delta-top" (Mamba-Delta-top, gate off).
+MIXERS["delta-top"] = MIXERS["mamba-delta-t"]  # the name the fig3 / figA4 grids and the bound table use
 
 
 @dataclass(frozen=True)
@@ -72,6 +135,7 @@ class Task:
     generate: Callable[[Any, Any], tuple]  # (config, seed) -> (tokens, labels), int64 (S, L)
     n_tokens: Callable[[RunSpec], int]
     n_classes: Callable[[RunSpec], int]
+    position: Callable[[RunSpec], bool] = lambda s: False  # True: the last embedding coordinate is the position (+PE)
 
 
 def _mqar_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
@@ -85,14 +149,29 @@ def _zoology_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
                            layout="zoology", random_fillers=s.arg("random_fillers", True), reduce_to_ar=ar)
 
 
+def _keep_nth_config(s: RunSpec, num_examples: int) -> keep_nth.KeepNthConfig:
+    return keep_nth.KeepNthConfig(vocab_size=s.vocab, n=s.arg("n", 5), seq_len=s.seq_len, num_examples=num_examples)
+
+
+def _induction_config(s: RunSpec, num_examples: int) -> induction_heads.InductionHeadsConfig:
+    return induction_heads.InductionHeadsConfig(vocab_size=s.vocab, seq_len=s.seq_len, p_hard=s.arg("p", 0.75),
+                                                gamma=s.arg("gamma", 0.1), num_examples=num_examples)
+
+
 TASKS: dict[str, Task] = {
     "mqar": Task("mqar", _mqar_config, mqar.generate,
                  n_tokens=lambda s: s.kappa + s.vocab + s.arg("noise_vocab", 1), n_classes=lambda s: s.vocab),
     # Koren et al.'s zoology-style MQAR / AR (recall scaling laws): one vocabulary, labels are token ids.
     "mqar-zoology": Task("mqar-zoology", _zoology_config, mqar.generate, n_tokens=lambda s: s.vocab,
                          n_classes=lambda s: s.vocab),
+    # KEEP n-TH (|V| = 128, n = 5 in the paper): labels only at t >= n, so loss and accuracy are on those positions;
+    # pe: the last embedding coordinate is the raw position t (keep_nth's docstring).
+    "keep-nth": Task("keep-nth", _keep_nth_config, keep_nth.generate, n_tokens=lambda s: s.vocab,
+                     n_classes=lambda s: s.vocab, position=lambda s: bool(s.arg("pe", False))),
+    # Induction heads: every position scored, class |V| = blank (no earlier occurrence).
+    "induction-heads": Task("induction-heads", _induction_config, induction_heads.generate,
+                            n_tokens=lambda s: s.vocab, n_classes=lambda s: s.vocab + 1),
 }
-# To come from the issue-4 branch: "keep-nth" (task_args n, pe) and "induction-heads" (task_args p, gamma).
 
 
 def mixer(name: str) -> Mixer:

@@ -34,7 +34,7 @@ from verify.train.store import ResultStore
 
 D_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 D_MULTIPLE = {"mamba2": 8}
-GATE_DEFAULT = {"mamba": False, "mamba2": False, "s4d": True, "delta-top": False}
+GATE_DEFAULT = {"mamba": False, "mamba2": False, "s4d": True, "delta-top": False, "mamba-delta-t": False}
 
 
 def _lg(x: float) -> int:
@@ -54,7 +54,7 @@ def d_bound(mixer: str, kappa: int, vocab: int, task: str = "mqar") -> int:
         return _lg(kappa) + _lg(vocab)
     if mixer == "s4d":
         return kappa * _lg(vocab)
-    if mixer == "delta-top":
+    if mixer in ("delta-top", "mamba-delta-t"):
         return 2 * vocab
     raise ValueError(f"no d bound for mixer {mixer!r}")
 
@@ -66,9 +66,9 @@ def n_base(mixer: str, kappa: int, vocab: int, rule: str, task: str = "mqar") ->
     if rule == "vocab":
         return vocab
     if rule == "fig2":
-        return {"mamba": 2 * kappa, "mamba2": 8 * math.log(kappa), "s4d": 4, "delta-top": 4 * vocab}[mixer]
+        return {"mamba": 2 * kappa, "mamba2": 8 * math.log(kappa), "s4d": 4, "delta-top": 4 * vocab, "mamba-delta-t": 4 * vocab}[mixer]
     if rule == "a3":
-        return {"mamba": kappa, "mamba2": math.log(kappa), "s4d": 1, "delta-top": vocab}[mixer]
+        return {"mamba": kappa, "mamba2": math.log(kappa), "s4d": 1, "delta-top": vocab, "mamba-delta-t": vocab}[mixer]
     raise ValueError(f"unknown state rule {rule!r}")
 
 
