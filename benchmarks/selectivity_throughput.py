@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from constructions.export import write_json_atomic  # noqa: E402
 from mqar_throughput import _time  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
@@ -154,19 +153,9 @@ def main():
     torch.manual_seed(0)
     rows = run(args.checks.split(","), args.configs.split(","), args.cpu_only)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        body = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "command": " ".join(sys.argv),
-                "cpu_threads": torch.get_num_threads(), "rows": rows}
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(body, f, indent=2)
-            os.replace(tmp, out)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-
+        write_json_atomic(args.out, {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                                     "command": " ".join(sys.argv), "cpu_threads": torch.get_num_threads(),
+                                     "rows": rows}, indent=2)
 
 if __name__ == "__main__":
     main()
