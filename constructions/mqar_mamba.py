@@ -30,31 +30,19 @@ import numpy as np
 import sympy as sp
 import torch
 
-from constructions.errors import RequirementError, require
-from constructions.jl import balanced_codes, coherence, jl_dim
+from constructions.errors import require
+from constructions.jl import draw_codes, jl_dim
 from constructions.layout import Construction, MambaConfig, MQARTokens
 from symbolic import theorem2 as th
 
 NAME = "mqar-mamba"
 THEOREM = "Theorem 2 (Huang et al. 2025)"
 VARIANTS = ("one-hot", "jl")
-MAX_DRAWS = 64
 
 
 def sizes(kappa: int, vocab_size: int, variant: str = "one-hot", jl_eps: float = 0.5) -> dict:
     p = vocab_size if variant == "one-hot" else jl_dim(vocab_size, jl_eps)
     return {"d_model": kappa + p, "d_state": kappa, "value_dim": p}
-
-
-def _draw_codes(vocab_size: int, p: int, seed: int, mu_max: float):
-    for draw in range(MAX_DRAWS):
-        codes = balanced_codes(p, vocab_size, seed + draw)
-        mu = coherence(codes)
-        if mu < mu_max:
-            return codes, mu, draw
-    raise RequirementError(
-        f"MQAR Mamba JL construction needs codes with coherence < {mu_max:.3f}; none of {MAX_DRAWS} draws of "
-        f"p={p} balanced codes for |V|={vocab_size} had it (raise p by lowering --jl-eps)")
 
 
 def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 256, seed: int = 0,
@@ -76,9 +64,9 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
         bound = th.margin_lower_bound(c, "one-hot")
     else:
         mu_max = float(th.max_coherence(c))
-        codes, mu, draw = _draw_codes(vocab_size, p, seed, mu_max)
+        codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max, "MQAR Mamba JL construction")
         bound = th.margin_lower_bound(c, "jl", p, sp.nsimplify(mu))
-        info.update(jl_eps=jl_eps, coherence=mu, coherence_max=mu_max, code_seed=seed + draw)
+        info.update(jl_eps=jl_eps, coherence=mu, coherence_max=mu_max, code_seed=code_seed)
     info["proven_margin"] = float(bound)
 
     cfg = MambaConfig(d_model=kappa + p, d_state=kappa, d_conv=d_conv)
