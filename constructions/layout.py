@@ -44,6 +44,16 @@ class MQARTokens:
         }
 
 
+def _with_biases(sd: dict, config, di: int, dtype) -> dict:
+    """Add the optional biases of a Mamba-style block (in_proj/out_proj if ``bias``, conv1d if ``conv_bias``)."""
+    if config.bias:
+        sd["in_proj.bias"] = torch.zeros(2 * di, dtype=dtype)
+        sd["out_proj.bias"] = torch.zeros(config.d_model, dtype=dtype)
+    if config.conv_bias:
+        sd["conv1d.bias"] = torch.zeros(di, dtype=dtype)
+    return sd
+
+
 @dataclass(frozen=True)
 class MambaConfig:
     """Constructor arguments of ``mamba_ssm.Mamba`` that fix the parameter shapes."""
@@ -82,12 +92,7 @@ class MambaConfig:
             "D": torch.zeros(di, dtype=dtype),
             "out_proj.weight": torch.zeros(self.d_model, di, dtype=dtype),
         }
-        if self.bias:
-            sd["in_proj.bias"] = torch.zeros(2 * di, dtype=dtype)
-            sd["out_proj.bias"] = torch.zeros(self.d_model, dtype=dtype)
-        if self.conv_bias:
-            sd["conv1d.bias"] = torch.zeros(di, dtype=dtype)
-        return sd
+        return _with_biases(sd, self, di, dtype)
 
 
 HEAD_PATTERNS = ("MHA", "MQA", "MKA", "MVA")
@@ -387,12 +392,7 @@ class MambaS4DConfig:
             "D": torch.zeros(di, dtype=dtype),
             "out_proj.weight": torch.zeros(self.d_model, di, dtype=dtype),
         }
-        if self.bias:
-            sd["in_proj.bias"] = torch.zeros(2 * di, dtype=dtype)
-            sd["out_proj.bias"] = torch.zeros(self.d_model, dtype=dtype)
-        if self.conv_bias:
-            sd["conv1d.bias"] = torch.zeros(di, dtype=dtype)
-        return sd
+        return _with_biases(sd, self, di, dtype)
 
 
 CONFIG_KINDS.update({"mamba2": Mamba2Config, "mamba_s4d": MambaS4DConfig})

@@ -78,9 +78,9 @@ def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks=True, n_filter=Non
     return sc
 
 
-def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
-    recs = []
-    missing = []
+def _stores(results: Path, grids) -> tuple[list[dict], list]:
+    """(records of every grid whose store exists, MissingResults of the others); raises the first if none exists."""
+    recs, missing = [], []
     for g in grids:
         try:
             recs += _store(results, g)
@@ -88,6 +88,11 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
             missing.append(e)
     if not recs:
         raise missing[0]
+    return recs, missing
+
+
+def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
+    recs, missing = _stores(results, grids)
     cells = best_cells(recs)
     mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
@@ -121,14 +126,7 @@ def figure_a2(results: Path) -> Rendered:
 
 
 def figure_a3(results: Path) -> Rendered:
-    recs, missing = [], []
-    for g in ("figA3-s4d", "figA3-mamba", "figA3-mamba2"):
-        try:
-            recs += _store(results, g)
-        except MissingResults as e:
-            missing.append(e)
-    if not recs:
-        raise missing[0]
+    recs, missing = _stores(results, ("figA3-s4d", "figA3-mamba", "figA3-mamba2"))
     cells = best_cells(recs)
     mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(mixers), 1, figsize=(2 * COLUMN, 1.9 * len(mixers) + 0.3), squeeze=False,
