@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
-# Run the GPU side of the project on a machine with an H100/H200: CUDA tests, the throughput benchmark and the
-# real-block recall grid. Wheels of mamba_ssm (and optionally causal_conv1d) are read from .gpu-wheels/ (see
-# ../shared/gpu-wheels/README.md); outputs go to ${OUT:-out/gpu}. Usage: bash tools/gpu_session.sh [tests|bench|grid]...
+# Run the GPU side of the project on a machine with an H100/H200. Wheels of mamba_ssm (and optionally causal_conv1d)
+# are read from .gpu-wheels/ (see ../shared/gpu-wheels/README.md); outputs go to ${OUT:-out/gpu}.
+#
+# Usage: bash tools/gpu_session.sh STEP [STEP ...]; a STEP of the form "A+B+C" runs A, B and C in parallel.
+#   tests            pytest -m cuda over ${TESTS:-tests/}            (log: cuda_tests[-TAG].log)
+#   tests@FILE       the same over one test file
+#   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
+#   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
+#   profile[@ARGS]   benchmarks/tools/profile_harness.py ARGS (commas become spaces)
+#   trainbench       python -m verify.train.bench                     (train_bench.json)
+#   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
+#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep for ${SWEEP_MINUTES:-6} minutes into OUT/GRID[__MIXERS].jsonl,
+#                    resuming from results/train/GRID.jsonl (the stores are merged back by tools/merge_stores.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/mamba_ssm-*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ssm', mamba_ssm.__version__, torch.cuda.get_device_name())" | tee "$OUT/env.txt"
-for step in "${@:-tests bench}"; do
-  case $step in
-    tests) python3 -m pytest -m cuda -s -q -p no:cacheprovider ${TESTS:-tests/} 2>&1 | tee -a "$OUT/cuda_tests.log" | grep -vE "^\s*$" | tail -300 ;;
+
+one() {
+  IFS=@ read -r name a b c <<< "$1"
+  case $name in
+    tests) python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} > "$OUT/cuda_tests${a:+-$(basename "$a" .py)}.log" 2>&1 ;;
     bench) python3 benchmarks/mqar_throughput.py --out "$OUT/mqar_throughput.json" ;;
+    selbench) python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
+    profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } > "$OUT/profile${a:+_${a//[^a-z0-9]/}}.txt" 2>&1 ;;
+    trainbench) python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
+    sweep) local store="$OUT/$a${b:+__${b//,/_}}.jsonl"
+           [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
+           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} --device cuda \
+             --minutes "${SWEEP_MINUTES:-6}" --store "$store" ${SWEEP_ARGS:-} > "$store.log" 2>&1 ;;
+    *) echo "unknown step $name"; return 2 ;;
   esac
+}
+
+for step in "${@:-tests bench}"; do
+  IFS=+ read -ra parts <<< "$step"
+  for p in "${parts[@]}"; do one "$p" & done
+  wait
 done

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from constructions.errors import require
 from verify.tasks.mqar import IGNORE
-from verify.train import registry
+from verify.train import decay, registry
 from verify.train.models import ModuleModel, PackedModel
 from verify.train.spec import RunSpec, pack_key, run_key
 
@@ -262,6 +262,10 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     out = []
     for k, s in enumerate(specs):
         steps = st["stop_step"][k] or st["step"]
+        extra = {}
+        if s.task == "keep-nth" and s.mixer in decay.MIXERS:  # Fig. 1: e^(-lambda Delta_t) before / from n
+            extra["decay_hist"] = decay.decay_histogram(s.mixer, sds[k], data["test"][0], s.arg("n", 5),
+                                                        model.position, model.config)
         out.append(record(s, {
             "solved": int(tc[k]) == tq, "test_acc": float(ta[k]), "test_loss": float(tl[k]),
             "test_correct": int(tc[k]), "test_queries": tq,
@@ -269,7 +273,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
             "val_acc": st["history"][k][-1][2] if st["history"][k] else None,
             "best_val_acc": st["best_val_acc"][k], "steps": steps, "epochs": steps / proto.steps_per_epoch,
             "early_stopped": st["stop_step"][k] is not None, "truncated_at": max_steps,
-            "history": st["history"][k], "train_loss": st["train_loss"][k]},
+            "history": st["history"][k], "train_loss": st["train_loss"][k], **extra},
             impl=impl, device=str(dev), pack_size=K, seconds=seconds, state_dict=sds[k]))
     if checkpoint and os.path.exists(checkpoint):
         os.unlink(checkpoint)

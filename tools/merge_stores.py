@@ -1,0 +1,18 @@
+"""Merge training stores fetched from a GPU run (OUT/GRID[__MIXERS].jsonl) into results/train/GRID.jsonl.
+
+Usage: python3 tools/merge_stores.py FILE.jsonl [...]. Lines whose run key is already in the target are skipped, so
+merging twice (or merging a store that was seeded from the target) adds nothing; cut lines are dropped.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from verify.train.store import ResultStore  # noqa: E402
+
+for f in sys.argv[1:]:
+    grid = Path(f).name.removesuffix(".jsonl").split("__")[0]
+    target = ResultStore(f"results/train/{grid}.jsonl")
+    have = target.keys()
+    new = [r for r in ResultStore(f).records() if r.get("key") not in have]
+    target.append(new)
+    print(f"{f} -> {target.path}: +{len(new)} runs ({len(have) + len(new)} in all)")

@@ -1,0 +1,56 @@
+"""What a trained KEEP n-TH model does with its memory (Huang et al. Fig. 1): the distribution of e^{-lambda Delta_t}.
+
+For a one-layer model with an S6 mixer (``mamba``) the decay factor of state (c, k) at step t is
+``exp(Delta_t[c] A[c, k]) = e^{-lambda_{c,k} Delta_t[c]}`` with ``Delta_t = softplus(dt_proj(x_proj(x_t)) + dt_bias)``
+computed exactly as ``verify.engines.reference.mamba_forward`` does; for Mamba-S4D (``s4d``) Delta = softplus(dt_bias)
+is input-independent, so every position has the same factors. The paper's reading of Fig. 1: Mamba drives the factor
+to about 0 before position n (forget) and to about 1 from n on (keep), S4D cannot depend on the position.
+
+``decay_histogram`` returns fractions of all (channel, state) factors in ``BINS`` equal bins of [0, 1], split into
+positions t < n and t >= n (1-based t), over the first ``sequences`` test sequences, in float64 on the CPU. The
+training loop stores it in a KEEP n-TH run's result as ``decay_hist`` (a few hundred bytes; weights are not stored).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from verify.train.models import with_position
+
+BINS = 20
+MIXERS = ("mamba", "s4d")
+
+
+def decay_factors(mixer: str, sd: dict, tokens: torch.Tensor, position: bool, config) -> torch.Tensor:
+    """e^{-lambda Delta_t} of every (channel, state), shape (batch, L, d_inner, N), float64."""
+    p = {k[len("mixer."):]: v.to(torch.float64) for k, v in sd.items() if k.startswith("mixer.")}
+    lam = torch.exp(p["A_log"])  # (d_inner, N)
+    b, L = tokens.shape
+    if mixer == "s4d":
+        delta = F.softplus(p["dt_bias"]).expand(b, L, -1)
+    else:
+        x = with_position(sd["embedding.weight"].to(torch.float64)[tokens], position)
+        xz = F.linear(x, p["in_proj.weight"], p.get("in_proj.bias")).transpose(1, 2)
+        u = xz[:, :config.d_inner]
+        w = p["conv1d.weight"]
+        u = F.silu(F.conv1d(u, w, p.get("conv1d.bias"), padding=w.shape[-1] - 1, groups=w.shape[0])[..., :L])
+        dt = F.linear(u.transpose(1, 2), p["x_proj.weight"])[..., :config.rank]
+        delta = F.softplus(F.linear(dt, p["dt_proj.weight"], p["dt_proj.bias"]))  # (b, L, d_inner)
+    return torch.exp(-delta[..., None] * lam)
+
+
+def decay_histogram(mixer: str, sd: dict, tokens: torch.Tensor, n: int, position: bool, config,
+                    sequences: int = 64) -> dict:
+    """{"edges", "before_n", "from_n", "mean_before_n", "mean_from_n"}: fractions per bin (each list sums to 1)."""
+    with torch.no_grad():
+        f = decay_factors(mixer, sd, tokens[:sequences].cpu(), position, config)
+    edges = torch.linspace(0, 1, BINS + 1, dtype=torch.float64)
+    out = {"edges": [round(float(e), 6) for e in edges], "n": n, "sequences": int(f.shape[0])}
+    for name, part in (("before_n", f[:, :n - 1]), ("from_n", f[:, n - 1:])):
+        if part.numel() == 0:
+            out[name], out[f"mean_{name}"] = None, None
+            continue
+        h = torch.histc(part.clamp(0, 1), bins=BINS, min=0, max=1)
+        out[name] = [round(float(x), 6) for x in h / h.sum()]
+        out[f"mean_{name}"] = float(part.mean())
+    return out
