@@ -3,7 +3,7 @@
 # are read from .gpu-wheels/ (see ../shared/gpu-wheels/README.md); outputs go to ${OUT:-out/gpu}.
 #
 # Usage: bash tools/gpu_session.sh STEP [STEP ...]; a STEP of the form "A+B+C" runs A, B and C in parallel.
-#   tests            pytest -m cuda over ${TESTS:-tests/}            (log: cuda_tests[-TAG].log)
+#   tests            pytest -m cuda over ${TESTS:-tests/}, cut at ${TEST_TIMEOUT} s (log: cuda_tests[-FILE].log)
 #   tests@FILE       the same over one test file
 #   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
 #   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
@@ -22,7 +22,7 @@ python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ss
 one() {
   IFS=@ read -r name a b c <<< "$1"
   case $name in
-    tests) python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} > "$OUT/cuda_tests${a:+-$(basename "$a" .py)}.log" 2>&1 ;;
+    tests) timeout "${TEST_TIMEOUT:-3000}" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} > "$OUT/cuda_tests${a:+-$(basename "$a" .py)}.log" 2>&1 ;;
     bench) python3 benchmarks/mqar_throughput.py --out "$OUT/mqar_throughput.json" ;;
     selbench) python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } > "$OUT/profile${a:+_${a//[^a-z0-9]/}}.txt" 2>&1 ;;
@@ -41,3 +41,7 @@ for step in "${@:-tests bench}"; do
   for p in "${parts[@]}"; do one "$p" & done
   wait
 done
+# BUNDLE=1: everything in one archive (the device tool returns at most 8 files); pack checkpoints stay behind
+if [ "${BUNDLE:-0}" = 1 ]; then
+  tar czf /tmp/all.tgz -C "$OUT" --exclude='*.ckpt' . && find "$OUT" -mindepth 1 -delete && mv /tmp/all.tgz "$OUT/"
+fi
