@@ -79,7 +79,7 @@ def test_engines_agree_and_recall_is_exact_in_float32(kappa, vocab, variant, T):
     assert r.correct == r.queries and r.min_margin >= con.info["proven_margin"] * (1 - 1e-4)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["tfloat32", "bfloat16", "float16"])
 @pytest.mark.parametrize("kappa, vocab, variant, T", CASES)
 def test_low_precision_recall(dtype, kappa, vocab, variant, T):
     """The margins are >= 30% of the recalled logit, far above bf16's 2^-8 rounding: recall stays exact."""
@@ -105,3 +105,14 @@ def test_export_loads_strictly_into_mamba_ssm(tmp_path):
         logits = m(sd["embedding.weight"][tokens]) @ sd["readout.weight"].T
     mask = labels != IGNORE
     assert torch.equal(logits[mask].argmax(-1), labels[mask])
+
+
+def test_tfloat32_precision_is_scoped():
+    """dtype tfloat32 turns TF32 on inside the engine's forward and the check's readout only, then restores."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    eng = make_engine("mamba_ssm", "tfloat32")
+    with eng.precision():
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with make_engine("mamba_ssm", "float32").precision():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32

@@ -75,3 +75,30 @@ def test_reference_logits_equal_theorem2_symbolic_readout():
     for t, expect in ((5, expect5), (6, expect6)):
         want = torch.tensor([float(expect.get(j, 0)) for j in range(3)], dtype=torch.float64)
         assert torch.allclose(logits[t], want, rtol=1e-12, atol=1e-13), (t, logits[t], want)
+
+
+def test_readout_in_chunks_scores_like_one_block(monkeypatch):
+    """``_recall`` splits the logits into chunks of READOUT_CHUNK; a tiny chunk must give the same counts and margin."""
+    import verify.checks as checks
+    from constructions import mqar_mamba
+    from verify.checks import check_mqar
+    from verify.engines import make_engine
+    from verify.tasks.mqar import MQARConfig
+
+    con = mqar_mamba.build(4, 16, "one-hot", seq_len=24)
+    task = MQARConfig(4, 16, 24, num_examples=40)
+    whole = check_mqar(con, task, make_engine("reference", "float64"), batch_size=16)
+    monkeypatch.setattr(checks, "READOUT_CHUNK", 3 * con.readout.shape[0])  # 3 rows per chunk
+    chunked = check_mqar(con, task, make_engine("reference", "float64"), batch_size=16)
+    assert (chunked.queries, chunked.correct) == (whole.queries, whole.correct) == (160, 160)
+    assert chunked.min_margin == whole.min_margin
+
+
+def test_tfloat32_is_a_gpu_precision_only():
+    import pytest
+
+    from constructions.errors import RequirementError
+    from verify.engines import make_engine
+
+    with pytest.raises(RequirementError, match="tfloat32.*mamba_ssm engine"):
+        make_engine("reference", "tfloat32")

@@ -57,6 +57,9 @@ class CheckResult:
         return {**asdict(self), "recall": self.recall, "passed": self.passed}
 
 
+READOUT_CHUNK = 2 ** 23  # logits per readout chunk: 32 MiB in float32, inside an H100's 50 MB L2 cache
+
+
 def _readout(con: Construction, device, dtype) -> torch.Tensor:
     cache = con.__dict__.setdefault("_readout_cache", {})
     key = (str(device), dtype)
@@ -71,15 +74,21 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     The margin of a query is its target logit minus the largest other logit; a tie is not a recall.
     """
     work = torch.float64 if h.dtype == torch.float64 else torch.float32
-    logits = h.to(work) @ _readout(con, h.device, work).T
+    readout = _readout(con, h.device, work)
     target = target.reshape(-1, 1)
-    own = logits.gather(1, target).squeeze(1)
-    if logits.shape[1] == 1:
-        return own.new_tensor(own.numel(), dtype=torch.int64), own.new_tensor(float("inf"))
-    if own.numel() == 0:
-        return own.new_tensor(0, dtype=torch.int64), own.new_tensor(float("inf"))
-    best_other = logits.scatter_(1, target, float("-inf")).amax(dim=1)  # in place: logits is ours
-    return (own > best_other).sum(), (own - best_other).min()
+    if readout.shape[0] == 1 or target.numel() == 0:
+        return h.new_tensor(target.numel() if readout.shape[0] == 1 else 0, dtype=torch.int64), \
+            h.new_tensor(float("inf"), dtype=work)
+    correct, margin = [], []
+    rows = max(1, READOUT_CHUNK // readout.shape[0])
+    for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits (cache-sized on a GPU)
+        logits = h[i:i + rows].to(work) @ readout.T
+        t = target[i:i + rows]
+        own = logits.gather(1, t).squeeze(1)
+        best_other = logits.scatter_(1, t, float("-inf")).amax(dim=1)  # in place: logits is ours
+        correct.append((own > best_other).sum())
+        margin.append((own - best_other).min())
+    return torch.stack(correct).sum(), torch.stack(margin).min()
 
 
 def score_positions(con: Construction, hidden: torch.Tensor, pos: torch.Tensor, target: torch.Tensor):
@@ -108,20 +117,24 @@ def _to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def _batches(task: MQARConfig, seed: int, batch_size: int):
-    """Batch i is ``generate(task with num_examples=batch, seed=(seed, i))``; the next batch is generated on a
-    worker thread while the engine runs the current one (numpy releases the GIL), so generation overlaps the GPU."""
+PREFETCH = 3  # MQAR batches generated ahead, each on its own thread
+
+
+def _batches(task: MQARConfig, seed: int, batch_size: int, workers: int = PREFETCH):
+    """Batch i is ``generate(task with num_examples=batch, seed=(seed, i))``; the next ``workers`` batches are
+    generated on worker threads while the engine runs the current one (numpy releases the GIL), so generation
+    overlaps the GPU even where one batch takes longer to generate than to run."""
     sizes = [min(batch_size, task.num_examples - i) for i in range(0, task.num_examples, batch_size)]
 
     def make(i):
         tokens, labels = generate(replace(task, num_examples=sizes[i]), (seed, i))
         return (tokens, *_query_positions(labels))
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = [pool.submit(make, 0)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(make, i) for i in range(min(workers, len(sizes)))]
         for i in range(len(sizes)):
-            if i + 1 < len(sizes):
-                futures.append(pool.submit(make, i + 1))
+            if i + workers < len(sizes):
+                futures.append(pool.submit(make, i + workers))
             yield futures[i].result()
             futures[i] = None
 
@@ -136,11 +149,12 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
     start = time.perf_counter()
     queries = correct = 0
     min_margin = float("inf")
-    for i in range(0, len(tokens), batch_size):
-        tok = torch.as_tensor(tokens[i:i + batch_size])
-        hidden = engine.hidden(con, tok)
-        q, c, m = score_queries(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
-        queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
+    with engine.precision():
+        for i in range(0, len(tokens), batch_size):
+            tok = torch.as_tensor(tokens[i:i + batch_size])
+            hidden = engine.hidden(con, tok)
+            q, c, m = score_queries(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
+            queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -157,12 +171,13 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     start = time.perf_counter()
     queries = sequences = 0
     correct, margins = [], []
-    for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
-        tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
-        c, m = score_positions(con, engine.hidden(con, tokens), pos, target)
-        correct.append(c)
-        margins.append(m)
-        queries, sequences = queries + target.numel(), sequences + len(tokens)
+    with engine.precision():
+        for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
+            tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
+            c, m = score_positions(con, engine.hidden(con, tokens), pos, target)
+            correct.append(c)
+            margins.append(m)
+            queries, sequences = queries + target.numel(), sequences + len(tokens)
     correct, min_margin = int(torch.stack(correct).sum()), float(torch.stack(margins).min())
     if torch.cuda.is_available():
         torch.cuda.synchronize()

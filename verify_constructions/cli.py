@@ -175,8 +175,9 @@ def cmd_export(args, out: Console) -> int:
 
     spec = _spec(args.construction)
     params = _params(spec, args)
-    if args.dtype not in DTYPES:
-        raise RequirementError(f"dtype must be one of {DTYPES}, got {args.dtype!r}")
+    file_dtypes = tuple(d for d in DTYPES if d != "tfloat32")  # TF32 is a matmul mode, not a storage type
+    if args.dtype not in file_dtypes:
+        raise RequirementError(f"export dtype must be one of {file_dtypes}, got {args.dtype!r}")
     path = save(spec.build(params), args.out, dtype=getattr(torch, args.dtype))
     out.print(f"wrote {path / 'model.safetensors'} and {path / 'config.json'}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from constructions.errors import RequirementError
 from verify.engines.reference import ReferenceEngine
 
-DTYPES = ("float64", "float32", "bfloat16", "float16")
+DTYPES = ("float64", "float32", "tfloat32", "bfloat16", "float16")  # tfloat32: float32 tensors, TF32 matmuls (GPU)
 ENGINES = ("reference", "mamba_ssm")
 
 
@@ -17,6 +17,9 @@ def make_engine(name: str, dtype: str = "float64", device: str | None = None):
     if dtype not in DTYPES:
         raise RequirementError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if name == "reference":
+        if dtype == "tfloat32":
+            raise RequirementError("dtype tfloat32 (float32 tensors with TF32 tensor-core matmuls) is a precision of "
+                                   "the mamba_ssm engine on a GPU; use float32 on the reference engine")
         return ReferenceEngine(dtype, device or "cpu")
     if name == "mamba_ssm":
         from verify.engines.cuda import MambaSSMEngine

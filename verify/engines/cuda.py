@@ -6,6 +6,8 @@ path (``mamba_inner_fn``); without it, the slow path, which still runs the CUDA 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from constructions.errors import require
@@ -45,11 +47,24 @@ class MambaSSMEngine:
                                            "(use --engine reference on this machine)")
         require(Mamba is not None, "engine mamba_ssm needs the mamba_ssm package with its compiled kernels "
                                    "(pip install 'mamba-constructions[gpu]')")
-        require(dtype != "float64", "engine mamba_ssm runs float32, bfloat16 or float16 (its selective-scan kernel "
+        require(dtype != "float64", "engine mamba_ssm runs float32, tfloat32, bfloat16 or float16 (its selective-scan kernel "
                                     "has no float64), got float64")
-        self.dtype_name, self.dtype, self.device = dtype, getattr(torch, dtype), torch.device("cuda")
+        self.dtype_name, self.device = dtype, torch.device("cuda")
+        self.dtype = torch.float32 if dtype == "tfloat32" else getattr(torch, dtype)
         self.fused = causal_conv1d is not None
         self._cache: tuple | None = None
+
+    @contextlib.contextmanager
+    def precision(self):
+        """TF32 tensor-core matmuls and convolutions inside (dtype tfloat32), plain float32 otherwise; the flags
+        are restored on exit. Checks enter it around their readout too."""
+        flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        tf32 = self.dtype_name == "tfloat32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
     def module(self, con: Construction):
         """A ``mamba_ssm.Mamba`` with the construction's weights, loaded with ``load_state_dict(strict=True)``."""
@@ -68,7 +83,7 @@ class MambaSSMEngine:
     def mixer(self, con: Construction, x: torch.Tensor) -> torch.Tensor:
         """Mixer output (batch, L, d_model) for real-valued inputs x (batch, L, d_model)."""
         m, _ = self.module(con)
-        with torch.no_grad():
+        with torch.no_grad(), self.precision():
             return m(x.to(self.device, self.dtype))
 
 
@@ -82,7 +97,25 @@ except ImportError:
 def _mamba2(config, device, dtype):
     """``mamba_ssm.Mamba2`` on its unfused path (``use_mem_eff_path=False``: conv, then the Triton SSD scan
     ``mamba_chunk_scan_combined``, then RMSNormGated), which runs without causal_conv1d."""
-    return Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+    return _Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+
+
+class _Mamba2(Mamba2 or object):
+    """``mamba_ssm.Mamba2`` (same parameters and state dict) whose conv falls back to its own ``nn.Conv1d`` branch
+    when causal_conv1d's kernel cannot take the shapes: that kernel needs the conv channels (d_ssm + 2 ngroups
+    d_state) and the in_proj rows (the stride of its channel-last input) to be multiples of 8, and raises
+    otherwise; mamba_ssm only takes its torch branch when causal_conv1d is not installed at all."""
+
+    def forward(self, u, *args, **kwargs):
+        import mamba_ssm.modules.mamba2 as mod
+
+        if self.conv1d.weight.shape[0] % 8 == 0 and self.in_proj.weight.shape[0] % 8 == 0:
+            return super().forward(u, *args, **kwargs)
+        saved, mod.causal_conv1d_fn = mod.causal_conv1d_fn, None
+        try:
+            return super().forward(u, *args, **kwargs)
+        finally:
+            mod.causal_conv1d_fn = saved
 
 
 def _mamba_s4d(config, device, dtype):
@@ -93,3 +126,4 @@ def _mamba_s4d(config, device, dtype):
 
 
 MODULES.update({"mamba2": _mamba2, "mamba_s4d": _mamba_s4d})
+mamba2_module = _mamba2  # the training registry builds its Mamba-2 the same way

@@ -7,6 +7,8 @@ it keeps float64 when given float64; for float32 and below it scans in float32 a
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -118,6 +120,10 @@ class ReferenceEngine:
                  for k, v in con.mixer.items()}
             self._cache = (con, p, con.embedding.to(self.device, self.dtype))
         return self._cache[1], self._cache[2]
+
+    def precision(self):
+        """The matmul precision context of the checks' readout: nothing to change on the reference engine."""
+        return contextlib.nullcontext()
 
     def hidden(self, con: Construction, tokens: torch.Tensor) -> torch.Tensor:
         """Mixer output (batch, L, d_model) for token ids (batch, L)."""

@@ -80,9 +80,9 @@ def _delta_t_config(s: RunSpec) -> MambaDeltaTConfig:
 
 
 def _mamba2_module(config, device, dtype):
-    from mamba_ssm import Mamba2
+    from verify.engines.cuda import mamba2_module
 
-    return Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+    return mamba2_module(config, device, dtype)
 
 
 def _s4d_module(config, device, dtype):
@@ -98,9 +98,12 @@ def _delta_t_module(config, device, dtype):
 
 
 def _mamba_module(config, device, dtype):
+    """``mamba_ssm.Mamba`` on its unfused path: the fused ``mamba_inner_fn`` (taken when causal_conv1d is installed)
+    returns a gradient of the wrong shape for ``out_proj.bias`` (mamba_ssm 2.3.2: "MambaInnerFnBackward returned an
+    invalid gradient at index 6"), and the gate-off runs need that bias."""
     from mamba_ssm import Mamba
 
-    return Mamba(**config.mamba_kwargs(), device=device, dtype=dtype)
+    return Mamba(**config.mamba_kwargs(), use_fast_path=False, device=device, dtype=dtype)
 
 
 def _cuda_scan():
