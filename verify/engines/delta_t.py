@@ -14,6 +14,11 @@ variable B and C) by the reduction proved in ``symbolic.lemma3.flattening_obliga
   the Delta-transpose write (no Delta factor), exactly, whenever Delta[k] > 0 where B[k] != 0;
 * ``y[c] = sum_k y'[k * d + c]``, then ``+ D u`` and ``* silu(z)`` as in Mamba.
 
+Grouped form (several independent blocks in one call, e.g. the K models of a training pack): Delta, B, C of shape
+(batch, G, N, L) and delta_bias (G, N) give channels c of group g = c // (d / G) group g's Delta, B and C. The
+reduction is the same one applied per group (groups never interact): channel ``(k * G + g) * (d / G) + c'`` of the S6
+scan is (state k, group g, channel c' of the group), in S6 group ``k * G + g``; with G = 1 this is the layout above.
+
 Delta = softplus(dt + bias) is computed here with torch's softplus (threshold 20), the formula the CUDA kernel uses.
 """
 from __future__ import annotations
@@ -30,13 +35,19 @@ def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=
     """Same arguments and result as ``verify.engines.reference.selective_scan_delta_t_ref``, computed by ``scan_fn``.
 
     u, z: (batch, d, L); delta: (batch, N, L); A: (d, N); B, C: (batch, N, L); D: (d,); delta_bias: (N,).
+    Grouped (see the module docstring): delta, B, C (batch, G, N, L), delta_bias (G, N) or (N,), G dividing d.
     """
     batch, d, L = u.shape
     N = A.shape[1]
+    if delta.dim() == 3:  # one group
+        delta, B, C = delta[:, None], B[:, None], C[:, None]
+    G = delta.shape[1]
+    if d % G:
+        raise RequirementError(f"grouped Delta-transpose scan needs the {G} groups to divide the {d} channels")
     wd = torch.float64 if u.dtype == torch.float64 else torch.float32  # float32 unless given float64, as the kernel
     delta = delta.to(wd)
     if delta_bias is not None:
-        delta = delta + delta_bias.to(wd)[:, None]
+        delta = delta + delta_bias.to(wd)[..., None]
     if delta_softplus:
         delta = F.softplus(delta)
     Bf = B.to(wd)
@@ -45,11 +56,12 @@ def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=
                                "to 0: lower the dt pre-activation's magnitude)")
     b_prime = torch.where(Bf == 0, torch.zeros_like(Bf), Bf / torch.where(delta > 0, delta, torch.ones_like(delta)))
     work = u.dtype
+    by_state = lambda t: t.transpose(1, 2).reshape(batch, N * G, L)  # noqa: E731  (b, G, N, L) -> (b, N*G, L)
     u_f = u.repeat(1, N, 1).contiguous()  # channel k*d + c -> u[c]
-    delta_f = delta.repeat_interleave(d, dim=1).to(work).contiguous()  # channel k*d + c -> Delta[k]
+    delta_f = by_state(delta).repeat_interleave(d // G, dim=1).to(work).contiguous()  # -> Delta[group of c, k]
     A_f = A.to(wd).transpose(0, 1).reshape(N * d, 1).contiguous()  # channel k*d + c -> A[c, k]
-    B_f = b_prime[:, :, None, :].to(work).contiguous()  # group k (channels k*d .. k*d + d - 1), state size 1
-    C_f = C[:, :, None, :].to(work).contiguous()
+    B_f = by_state(b_prime)[:, :, None, :].to(work).contiguous()  # S6 group k*G + g, state size 1
+    C_f = by_state(C)[:, :, None, :].to(work).contiguous()
     y_f = scan_fn(u_f, delta_f, A_f, B_f, C_f, None, None, None, False)
     y = y_f.to(wd).view(batch, N, d, L).sum(dim=1)
     if D is not None:

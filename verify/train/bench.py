@@ -2,7 +2,8 @@
 
 For each cell (mixer, kappa, |V|, d, N; the budgeted protocol's batch) it times ``--steps`` Adam steps of
 
-* ``packed``: K models in one ``PackedModel`` (on CUDA the scan is mamba_ssm's ``selective_scan_fn``),
+* ``packed``: K models in one ``PackedModel`` (on CUDA the scan is the mixer's ``packed_cuda_scan``: mamba_ssm's
+  ``selective_scan_fn``, ``mamba_chunk_scan_combined`` for Mamba-2),
 * ``single``: the same K models one after another, each alone: on CUDA a real ``mamba_ssm.Mamba`` module per model
   (``impl="module"``; the honest baseline), on CPU the packed model with K = 1,
 * ``packed-1`` (CUDA): the packed model with K = 1 (the same kernels unpacked),

@@ -3,6 +3,10 @@
 Both expose ``params`` (leaf tensors), ``masks`` (1 = trainable, 0 = frozen, same shapes), ``stacked`` (whether every
 parameter has a leading model axis of size K), ``hidden(tokens)`` for tokens (K, batch, L) -> (K, batch, L, d),
 ``readout`` (K, classes, d), and ``state_dicts()`` (one ``constructions.layout`` state dict per model, on CPU).
+
+The packed model runs its mixer's packed forward (``packed_mamba_forward``, ``packed_s4d_forward``,
+``packed_delta_t_forward``, ``packed_mamba2_forward``): the K models in ONE scan call, the scan pluggable (the
+registry's ``reference_scan`` in pure torch off CUDA, ``packed_cuda_scan()``, mamba_ssm's kernel, on CUDA).
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import require
+from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
 from verify.engines.reference import selective_scan_ref
 from verify.train import GATE_OFF_Z
@@ -73,38 +77,146 @@ def conv_off(config: MambaConfig, sd: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The packed forward
+# The packed forwards: K blocks of one shape, every parameter with a leading K axis, hidden (K, batch, L, d_model).
+# Projections are einsums over the K axis, the causal depthwise conv is one grouped conv over the K*channels, and the
+# K models' channels (heads for Mamba-2) are folded into ONE scan call whose B, C (and, for Delta-top, Delta) are
+# grouped by model: one set of kernel launches for the whole pack on CUDA.
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    """The scans' working dtype (and that of A, B, C for mamba_ssm's kernels): float64 kept, float32 otherwise."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _causal_conv(x: torch.Tensor, p: dict) -> torch.Tensor:
+    """SiLU of the K blocks' causal depthwise conv1d on x (b, K*c, L); conv1d.weight (K, c, 1, d_conv)."""
+    w = p["conv1d.weight"].flatten(0, 1)
+    cb = p["conv1d.bias"].flatten() if "conv1d.bias" in p else None
+    return F.silu(F.conv1d(x, w, cb, padding=w.shape[-1] - 1, groups=w.shape[0])[..., :x.shape[-1]])
+
+
+def _mamba_front(p: dict, hidden: torch.Tensor, di: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """in_proj (rows [x | z]) and conv + SiLU on x of K Mamba-style blocks: x, z of shape (b, K*di, L)."""
+    K, b, L, _ = hidden.shape
+    xz = torch.einsum("kbld,kod->kbol", hidden, p["in_proj.weight"])
+    if "in_proj.bias" in p:
+        xz = xz + p["in_proj.bias"][:, None, :, None]
+    fold = lambda t: t.transpose(0, 1).reshape(b, K * di, L)  # noqa: E731  (K, b, di, L) -> (b, K*di, L)
+    return _causal_conv(fold(xz[:, :, :di]), p), fold(xz[:, :, di:])
+
+
+def _out_proj(y: torch.Tensor, p: dict) -> torch.Tensor:
+    """out_proj of K blocks: y (b, K, c, L) -> (K, b, L, d_model)."""
+    out = torch.einsum("bkil,koi->kblo", y, p["out_proj.weight"])
+    if "out_proj.bias" in p:
+        out = out + p["out_proj.bias"][:, None, None, :]
+    return out
 
 
 def packed_mamba_forward(p: dict, hidden: torch.Tensor, config: MambaConfig, scan=selective_scan_ref) -> torch.Tensor:
     """K ``mamba_ssm.Mamba`` blocks at once: hidden (K, batch, L, d_model) -> (K, batch, L, d_model).
 
-    Every parameter carries a leading K axis. The K*d_inner channels are folded into one scan call with B, C grouped
-    by model, which is the call signature of mamba_ssm's ``selective_scan_fn``; with K = 1 this is
-    ``verify.engines.reference.mamba_forward`` operation for operation.
+    The K*d_inner channels are folded into one scan call with B, C grouped by model, which is the call signature of
+    mamba_ssm's ``selective_scan_fn``; with K = 1 this is ``verify.engines.reference.mamba_forward`` operation for
+    operation.
     """
     K, b, L, _ = hidden.shape
     di, n, r = config.d_inner, config.d_state, config.rank
-    xz = torch.einsum("kbld,kod->kbol", hidden, p["in_proj.weight"])
-    if "in_proj.bias" in p:
-        xz = xz + p["in_proj.bias"][:, None, :, None]
-    fold = lambda t: t.transpose(0, 1).reshape(b, K * di, L)  # noqa: E731  (K, b, di, L) -> (b, K*di, L)
-    x, z = fold(xz[:, :, :di]), fold(xz[:, :, di:])
-    w = p["conv1d.weight"].reshape(K * di, 1, -1)
-    cb = p["conv1d.bias"].reshape(K * di) if "conv1d.bias" in p else None
-    x = F.silu(F.conv1d(x, w, cb, padding=w.shape[-1] - 1, groups=K * di)[..., :L])
+    x, z = _mamba_front(p, hidden, di)
     x_dbl = torch.einsum("bkil,kri->bkrl", x.view(b, K, di, L), p["x_proj.weight"])  # (b, K, r + 2N, L)
     dt, B, C = torch.split(x_dbl, [r, n, n], dim=2)
     dt = torch.einsum("bkrl,kir->bkil", dt, p["dt_proj.weight"]).reshape(b, K * di, L)
-    work = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    work = _work_dtype(hidden)
     A = -torch.exp(p["A_log"].to(work)).reshape(K * di, n)
     y = scan(x, dt, A, B.contiguous(), C.contiguous(), p["D"].reshape(K * di).to(work), z=z,
              delta_bias=p["dt_proj.bias"].reshape(K * di).to(work), delta_softplus=True)
-    out = torch.einsum("bkil,koi->kblo", y.view(b, K, di, L), p["out_proj.weight"])
-    if "out_proj.bias" in p:
-        out = out + p["out_proj.bias"][:, None, None, :]
-    return out
+    return _out_proj(y.view(b, K, di, L), p)
+
+
+def packed_s4d_forward(p: dict, hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
+    """K Mamba-S4D blocks (``verify.engines.mamba_s4d.mamba_s4d_forward``) at once, one ``selective_scan_fn``-style
+    call over the K*width channels: B, C input-independent of shape (K*width, N) (cast to A's dtype, as the CUDA
+    kernel needs for real B/C), delta zeros with delta_bias = dt_bias."""
+    K, b, L, _ = hidden.shape
+    w, n = config.width, config.d_state
+    x, z = _mamba_front(p, hidden, w)
+    x = x.contiguous()
+    work = _work_dtype(hidden)
+    A = -torch.exp(p["A_log"].to(work)).reshape(K * w, n)
+    B, C = p["B"].to(work).reshape(K * w, n), p["C"].to(work).reshape(K * w, n)
+    y = scan(x, torch.zeros_like(x), A, B, C, p["D"].reshape(K * w).to(work), z=z.contiguous(),
+             delta_bias=p["dt_bias"].reshape(K * w).to(work), delta_softplus=True)
+    return _out_proj(y.view(b, K, w, L), p)
+
+
+def packed_delta_t_forward(p: dict, hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
+    """K Mamba-Delta-top blocks (``verify.engines.delta_t.MambaDeltaT``) at once: one S6 ``scan`` call through
+    ``selective_scan_delta_t_via_s6``'s grouped form (group = model; K*N*d_inner channels of state size 1, B/C in
+    K*N groups)."""
+    from verify.engines.delta_t import selective_scan_delta_t_via_s6
+
+    K, b, L, _ = hidden.shape
+    di, n, r = config.d_inner, config.d_state, config.rank
+    x, z = _mamba_front(p, hidden, di)
+    x_dbl = torch.einsum("bkil,kri->bkrl", x.view(b, K, di, L), p["x_proj.weight"])  # (b, K, r + 2N, L)
+    dt, B, C = torch.split(x_dbl, [r, n, n], dim=2)
+    dt = torch.einsum("bkrl,knr->bknl", dt, p["dt_proj.weight"])  # (b, K, N, L)
+    A = -torch.exp(p["A_log"].to(_work_dtype(hidden))).reshape(K * di, n)
+    y = selective_scan_delta_t_via_s6(x, dt, A, B, C, p["D"].reshape(K * di), z, delta_bias=p["dt_proj.bias"],
+                                      delta_softplus=True, scan_fn=scan)
+    return _out_proj(y.view(b, K, di, L), p)
+
+
+def ssd_chunk_scan_ref(x, dt, A, B, C, chunk_size=None, D=None, z=None, dt_bias=None, initial_states=None,
+                       seq_idx=None, cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, float("inf")),
+                       return_final_states=False, return_varlen_states=False):
+    """mamba_ssm's ``mamba_chunk_scan_combined`` signature on the pure-torch SSD reference
+    (``verify.engines.reference_mamba2.ssd_scan_ref``, an exact sequential scan: ``chunk_size`` only tiles the
+    kernel, so it is ignored). x, z (b, L, h, p); dt (b, L, h); A (h,); B, C (b, L, g, n); D (h,) or (h, p);
+    dt_bias (h,). Initial/final states and variable-length batches are not supported here."""
+    from verify.engines.reference_mamba2 import ssd_scan_ref
+
+    require(initial_states is None and seq_idx is None and cu_seqlens is None and not return_final_states
+            and not return_varlen_states, "the reference SSD scan takes no initial states, seq_idx or cu_seqlens "
+                                          "and returns y only")
+    return ssd_scan_ref(x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
+
+
+def packed_mamba2_forward(p: dict, hidden: torch.Tensor, config, scan=ssd_chunk_scan_ref) -> torch.Tensor:
+    """K ``mamba_ssm.Mamba2`` blocks (``verify.engines.reference_mamba2.mamba2_forward``) at once, with one SSD
+    ``scan`` call of ``mamba_chunk_scan_combined``'s signature: the K models' heads folded to K*nheads (model k's
+    heads k*nheads ..), their B/C groups to K*ngroups, so head k*nheads + j reads group k*ngroups + j // (nheads /
+    ngroups), model k's own. RMSNormGated (when on) keeps the K axis: groups of d_ssm / ngroups channels per model,
+    weight (K, d_ssm) broadcast."""
+    from verify.engines.reference_mamba2 import rms_norm_gated_ref
+
+    c = config
+    K, b, L, _ = hidden.shape
+    h, hp, g, n, ds = c.nheads, c.head_dim, c.ngroups, c.d_state, c.ssm_width
+    zxbcdt = torch.einsum("kbld,kod->kblo", hidden, p["in_proj.weight"])
+    if "in_proj.bias" in p:
+        zxbcdt = zxbcdt + p["in_proj.bias"][:, None, None, :]
+    rows, ch = c.in_proj_rows(), c.conv_channels()
+    by_model = lambda t: t.permute(1, 2, 0, 3)  # noqa: E731  (K, b, L, m) -> (b, L, K, m)
+    xbc = zxbcdt[..., rows["x"].start:rows["C"].stop]  # (K, b, L, conv_dim)
+    xbc = _causal_conv(xbc.permute(1, 0, 3, 2).reshape(b, K * c.conv_dim, L), p)  # (b, K*conv_dim, L)
+    xbc = xbc.view(b, K, c.conv_dim, L).permute(0, 3, 1, 2)  # (b, L, K, conv_dim)
+    heads = lambda t: t.reshape(b, L, K * h, hp)  # noqa: E731  (b, L, K, d_ssm) -> (b, L, K*nheads, headdim)
+    groups = lambda t: t.reshape(b, L, K * g, n)  # noqa: E731  (b, L, K, g*n) -> (b, L, K*ngroups, d_state)
+    x, B, C = heads(xbc[..., ch["x"]]), groups(xbc[..., ch["B"]]), groups(xbc[..., ch["C"]])
+    z = by_model(zxbcdt[..., rows["z"]])  # (b, L, K, d_ssm)
+    dt = by_model(zxbcdt[..., rows["dt"]]).reshape(b, L, K * h)
+    A = -torch.exp(p["A_log"].to(_work_dtype(hidden))).reshape(K * h)
+    D = p["D"].reshape(K * h, hp) if c.D_has_hdim else p["D"].reshape(K * h)
+    y = scan(x, dt, A, B, C, c.chunk_size, D=D, z=None if c.rmsnorm else heads(z),
+             dt_bias=p["dt_bias"].reshape(K * h), dt_softplus=True)
+    y = y.reshape(b, L, K, ds)
+    if c.rmsnorm:
+        y = rms_norm_gated_ref(y, p["norm.weight"], z, group_size=ds // g, norm_before_gate=c.norm_before_gate)
+    if c.d_mlp > 0:
+        y = torch.cat([F.silu(by_model(zxbcdt[..., rows["z0"]])) * by_model(zxbcdt[..., rows["x0"]]), y], dim=-1)
+    return _out_proj(y.permute(0, 2, 3, 1), p)
 
 
 def cuda_scan():
@@ -112,10 +224,18 @@ def cuda_scan():
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError as e:
-        from constructions.errors import RequirementError
-
         raise RequirementError(f"packed training on CUDA needs mamba_ssm's selective_scan_fn ({e})") from None
     return selective_scan_fn
+
+
+def cuda_ssd_scan():
+    """mamba_ssm's chunked SSD scan (the Triton kernels ``mamba_ssm.Mamba2`` calls), or a RequirementError."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except ImportError as e:
+        raise RequirementError(f"packed Mamba-2 training on CUDA needs mamba_ssm's mamba_chunk_scan_combined "
+                               f"({e})") from None
+    return mamba_chunk_scan_combined
 
 
 def with_position(hidden: torch.Tensor, position: bool) -> torch.Tensor:
@@ -136,7 +256,7 @@ class PackedModel:
 
     def __init__(self, mixer, config, inits: list[dict], masks: dict, device, dtype=torch.float32, scan=None):
         self.mixer, self.config, self.K = mixer, config, len(inits)
-        self.scan = scan or selective_scan_ref
+        self.scan = scan or mixer.reference_scan
         self.params = {k: torch.stack([sd[k] for sd in inits]).to(device, dtype).requires_grad_(True)
                        for k in inits[0]}
         self.masks = {k: torch.stack([m for _ in inits]).to(device, dtype) for k, m in masks.items()}
@@ -187,9 +307,7 @@ class ModuleModel:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Mamba-2, Mamba-S4D, Mamba-Delta-top: initial state dicts, gate off, and a "packed" forward that loops over the K
-# models (each model runs the engines' own single-block forward; parameters are still stacked, so the loop, Adam and
-# the store are shared with Mamba). One scan call per model, not one for the pack: correct everywhere, slower on GPU.
+# Mamba-2, Mamba-S4D, Mamba-Delta-top: initial state dicts and gate off (their packed forwards are above)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -258,47 +376,3 @@ def gate_off_rows(sd: dict, rows: slice) -> dict:
     wm, bm = torch.ones_like(sd["in_proj.weight"]), torch.ones_like(sd["in_proj.bias"])
     wm[rows], bm[rows] = 0.0, 0.0
     return {"in_proj.weight": wm, "in_proj.bias": bm}
-
-
-def looped(single):
-    """A packed forward from a single-block forward ``single(params, hidden (b, L, d), config, scan)``: model k runs
-    on its own slice of every stacked parameter."""
-
-    def forward(p: dict, hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
-        return torch.stack([single({k: v[i] for k, v in p.items()}, hidden[i], config, scan)
-                            for i in range(hidden.shape[0])])
-
-    return forward
-
-
-def _mamba2_single(p, hidden, config, scan):
-    from verify.engines.reference_mamba2 import mamba2_forward  # the SSD recurrence; ``scan`` does not apply
-
-    return mamba2_forward(p, hidden, config)
-
-
-def _s4d_single(p, hidden, config, scan):
-    from verify.engines.mamba_s4d import mamba_s4d_forward
-
-    return mamba_s4d_forward(p, hidden, config, scan)
-
-
-_DELTA_T_MODULES: dict = {}
-
-
-def _delta_t_single(p, hidden, config, scan):
-    """``verify.engines.delta_t.MambaDeltaT``'s forward with these parameters (torch.func.functional_call)."""
-    from torch.func import functional_call
-
-    from verify.engines.delta_t import MambaDeltaT
-
-    key = (config, scan)
-    if key not in _DELTA_T_MODULES:
-        _DELTA_T_MODULES.clear()
-        _DELTA_T_MODULES[key] = MambaDeltaT(config, scan_fn=scan, device="meta")
-    return functional_call(_DELTA_T_MODULES[key], p, (hidden,))
-
-
-packed_mamba2_forward = looped(_mamba2_single)
-packed_s4d_forward = looped(_s4d_single)
-packed_delta_t_forward = looped(_delta_t_single)

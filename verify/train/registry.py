@@ -2,17 +2,20 @@
 
 Registered mixers: ``mamba`` (S6), ``mamba2`` (``mamba_ssm.Mamba2``, one head by default as the construction;
 task_args ``headdim`` for more), ``s4d`` (Mamba-S4D, ``verify.engines.mamba_s4d``), ``mamba-delta-t`` (alias
-``delta-top``, the name the Fig. 3 / A.4 grids use; ``verify.engines.delta_t.MambaDeltaT``). The packed forward of the
-last three loops over the K models of a pack (``verify.train.models.looped``): same results, one scan per model; on
-CUDA Mamba-2's packed path runs the pure-torch SSD reference scan, so use ``--impl module`` (the real
-``mamba_ssm.Mamba2(use_mem_eff_path=False)``) for GPU sweeps of Mamba-2. Registered tasks: ``mqar``,
-``mqar-zoology``, ``keep-nth`` (task_args n (5), pe (False)), ``induction-heads`` (task_args p (0.75, the probability
-of the hard case; 0 = standard only, 1 = hard only), gamma (0.1)).
+``delta-top``, the name the Fig. 3 / A.4 grids use; ``verify.engines.delta_t.MambaDeltaT``). Every one has a packed
+forward (``verify.train.models``) that runs the whole pack of K models through ONE scan call, the K models' channels
+(Mamba-2: heads and groups) folded together: ``selective_scan_ref`` / mamba_ssm's ``selective_scan_fn`` for
+``mamba``, ``s4d`` and ``mamba-delta-t`` (the latter through the grouped S6 reduction of
+``verify.engines.delta_t``), the pure-torch SSD reference with ``mamba_chunk_scan_combined``'s signature / mamba_ssm's
+``mamba_chunk_scan_combined`` for ``mamba2``. Registered tasks: ``mqar``, ``mqar-zoology``, ``keep-nth`` (task_args
+n (5), pe (False)), ``induction-heads`` (task_args p (0.75, the probability of the hard case; 0 = standard only, 1 =
+hard only), gamma (0.1)).
 
 Adding a mixer is one ``Mixer`` in ``MIXERS``: its block
 config from a ``RunSpec``, its initial state dict (mamba_ssm's init), the masks of frozen entries (the gate), and
 either a packed pure-torch forward (``packed_forward(params, hidden (K, b, L, d), config, scan)``, all parameters
-with a leading K axis) or a CUDA module factory, or both. Adding a task is one ``Task`` in ``TASKS``: its generator
+with a leading K axis; ``reference_scan`` is its scan off CUDA, ``packed_cuda_scan()`` the kernel on CUDA) or a CUDA
+module factory, or both. Adding a task is one ``Task`` in ``TASKS``: its generator
 config from a ``RunSpec`` and a sample count, ``generate(config, seed) -> (tokens, labels)`` (labels IGNORE where not
 scored), and its token and class counts.
 """
@@ -26,10 +29,11 @@ import torch
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
 from constructions.layout import Mamba2Config, MambaDeltaTConfig, MambaS4DConfig
+from verify.engines.reference import selective_scan_ref
 from verify.tasks import induction_heads, keep_nth, mqar
-from verify.train.models import (conv_off, gate_off, gate_off_rows, init_delta_t, init_mamba, init_mamba2, init_s4d,
-                                 packed_delta_t_forward, packed_mamba2_forward, packed_mamba_forward,
-                                 packed_s4d_forward)
+from verify.train.models import (conv_off, cuda_scan, cuda_ssd_scan, gate_off, gate_off_rows, init_delta_t, init_mamba,
+                                 init_mamba2, init_s4d, packed_delta_t_forward, packed_mamba2_forward,
+                                 packed_mamba_forward, packed_s4d_forward, ssd_chunk_scan_ref)
 from verify.train.spec import RunSpec
 
 
@@ -42,6 +46,7 @@ class Mixer:
     packed_forward: Callable | None = None  # pure torch, any device (scan pluggable)
     cuda_module: Callable | None = None  # (config, device, dtype) -> mamba_ssm module
     packed_cuda_scan: Callable | None = None  # () -> the CUDA scan for packed_forward (None: reference scan)
+    reference_scan: Callable = selective_scan_ref  # packed_forward's scan off CUDA (pure torch)
     note: str = ""
 
 
@@ -88,13 +93,13 @@ def _mamba2_module(config, device, dtype):
 def _s4d_module(config, device, dtype):
     from verify.engines.mamba_s4d import MambaS4D
 
-    return MambaS4D(**config.mamba_kwargs(), scan=_cuda_scan(), device=device, dtype=dtype)
+    return MambaS4D(**config.mamba_kwargs(), scan=cuda_scan(), device=device, dtype=dtype)
 
 
 def _delta_t_module(config, device, dtype):
     from verify.engines.delta_t import MambaDeltaT
 
-    return MambaDeltaT(config, scan_fn=_cuda_scan(), device=device, dtype=dtype)
+    return MambaDeltaT(config, scan_fn=cuda_scan(), device=device, dtype=dtype)
 
 
 def _mamba_module(config, device, dtype):
@@ -106,26 +111,21 @@ def _mamba_module(config, device, dtype):
     return Mamba(**config.mamba_kwargs(), use_fast_path=False, device=device, dtype=dtype)
 
 
-def _cuda_scan():
-    from verify.train.models import cuda_scan
-
-    return cuda_scan()
-
-
 MIXERS: dict[str, Mixer] = {
     "mamba": Mixer("mamba", _mamba_config, init_mamba, _freeze, packed_forward=packed_mamba_forward,
-                   cuda_module=_mamba_module, packed_cuda_scan=_cuda_scan,
+                   cuda_module=_mamba_module, packed_cuda_scan=cuda_scan,
                    note="mamba_ssm.Mamba (S6); gate off = z frozen at a constant"),
     "mamba2": Mixer("mamba2", _mamba2_config, init_mamba2, _freezer(lambda c: c.in_proj_rows()["z"]),
                     packed_forward=packed_mamba2_forward, cuda_module=_mamba2_module,
+                    packed_cuda_scan=cuda_ssd_scan, reference_scan=ssd_chunk_scan_ref,
                     note="mamba_ssm.Mamba2(use_mem_eff_path=False), one head unless task_args headdim; gate off = "
-                         "its in_proj z rows frozen; packed = looped pure-torch SSD (use impl module on CUDA)"),
+                         "its in_proj z rows frozen; packed = one SSD scan (mamba_chunk_scan_combined) per pack"),
     "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width)),
-                 packed_forward=packed_s4d_forward, cuda_module=_s4d_module, packed_cuda_scan=_cuda_scan,
+                 packed_forward=packed_s4d_forward, cuda_module=_s4d_module, packed_cuda_scan=cuda_scan,
                  note="Mamba-S4D (verify.engines.mamba_s4d); gate on in the paper's MQAR runs"),
     "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,
                            _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner)), packed_forward=packed_delta_t_forward,
-                           cuda_module=_delta_t_module, packed_cuda_scan=_cuda_scan,
+                           cuda_module=_delta_t_module, packed_cuda_scan=cuda_scan,
                            note="Mamba-Delta-top (verify.engines.delta_t); gate off in the paper's induction heads"),
 }
 MIXERS["delta-top"] = MIXERS["mamba-delta-t"]  # the name the fig3 / figA4 grids and the bound table use
