@@ -7,7 +7,8 @@ For each configuration it measures, on the same machine in one run:
   D, z, delta_bias, softplus as mamba_ssm's slow path passes them), in queries per second of the same batch;
 * ``bare module``: ``mamba_ssm.Mamba.forward`` alone on an already-embedded batch (in_proj, conv, x_proj, dt_proj,
   the same scan, out_proj): the most any harness around that module can reach;
-and the ratios harness / bare kernel and harness / bare module, in float32 and bfloat16. Usage::
+and the ratios harness / bare kernel and harness / bare module, in float32, tfloat32 (float32 tensors, TF32
+tensor-core matmuls; the scan kernel has no matmul, so its bare-kernel row is float32's) and bfloat16. Usage::
 
     python3 benchmarks/mqar_throughput.py --out results/bench.json [--cpu-only] [--configs default,large]
         [--constructions mqar-mamba,mqar-mamba2,mqar-s4d]
@@ -34,8 +35,8 @@ from verify.registry import SPECS  # noqa: E402
 from verify.tasks.mqar import MQARConfig  # noqa: E402
 
 CONFIGS = {  # name: (kappa, |V|, variant, T, batch, GPU batches)
-    "default": (8, 128, "one-hot", 100, 1024, 8),
-    "large": (64, 8192, "jl", 1024, 1024, 4),
+    "default": (8, 128, "one-hot", 100, 1024, 32),
+    "large": (64, 8192, "jl", 1024, 1024, 16),  # 16 batches: steady state, not the first batch's generation
     # Mamba-S4D's mixer width is kappa * p channels (9344 at the large config): a smaller large config.
     ("mqar-s4d", "large"): (32, 1024, "jl", 512, 128, 4),
 }
@@ -86,7 +87,7 @@ def bare_module_qps(con, engine, batch, T, kappa):
     x = torch.randn(batch, T, con.config.d_model, device="cuda", dtype=engine.dtype)
 
     def fn():
-        with torch.no_grad():
+        with torch.no_grad(), engine.precision():
             module(x)
     return batch * kappa / _time(fn)
 
@@ -121,7 +122,8 @@ def run_one(construction, name, cpu_only):
     if not cpu_only and torch.cuda.is_available():
         row["gpu"] = torch.cuda.get_device_name()
         task = MQARConfig(kappa, vocab, T, num_examples=batch * gpu_batches)
-        for dtype in ("float32", "bfloat16"):
+        row["causal_conv1d_fused_path"] = make_engine("mamba_ssm", "float32").fused
+        for dtype in ("float32", "tfloat32", "bfloat16"):
             engine = make_engine("mamba_ssm", dtype)
             qps, r = harness_qps(con, engine, task, batch)
             kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)

@@ -3,14 +3,16 @@
 # are read from .gpu-wheels/ (see ../shared/gpu-wheels/README.md); outputs go to ${OUT:-out/gpu}.
 #
 # Usage: bash tools/gpu_session.sh STEP [STEP ...]; a STEP of the form "A+B+C" runs A, B and C in parallel.
-#   tests            pytest -m cuda over ${TESTS:-tests/}, cut at ${TEST_TIMEOUT} s (log: cuda_tests[-FILE].log)
+#   Each step's output goes to OUT/<step>.log.
+#   tests            pytest -m cuda over ${TESTS:-tests/}, cut at ${TEST_TIMEOUT} s
 #   tests@FILE       the same over one test file
 #   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
 #   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
 #   profile[@ARGS]   benchmarks/tools/profile_harness.py ARGS (commas become spaces)
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
-#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep for ${SWEEP_MINUTES:-6} minutes into OUT/GRID[__MIXERS].jsonl,
+#   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
+#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep for ${SWEEP_MINUTES:-6} minutes into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl (the stores are merged back by tools/merge_stores.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,19 +23,23 @@ python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ss
 
 one() {
   IFS=@ read -r name a b c <<< "$1"
+  local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log"
   case $name in
-    tests) timeout "${TEST_TIMEOUT:-3000}" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} > "$OUT/cuda_tests${a:+-$(basename "$a" .py)}.log" 2>&1 ;;
-    bench) python3 benchmarks/mqar_throughput.py --out "$OUT/mqar_throughput.json" ;;
+    tests) timeout "${TEST_TIMEOUT:-3000}" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
+    bench) timeout "${BENCH_TIMEOUT:-3000}" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
     selbench) python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
-    profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } > "$OUT/profile${a:+_${a//[^a-z0-9]/}}.txt" 2>&1 ;;
-    trainbench) python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
+    profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
+    trainbench) timeout "${BENCH_TIMEOUT:-3000}" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
-    sweep) local store="$OUT/$a${b:+__${b//,/_}}.jsonl"
+    mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced
+         nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()" \
+           || { echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; } ;;
+    sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
            python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} --device cuda \
-             --minutes "${SWEEP_MINUTES:-6}" --store "$store" ${SWEEP_ARGS:-} > "$store.log" 2>&1 ;;
+             --minutes "${SWEEP_MINUTES:-6}" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
-  esac
+  esac > "$log" 2>&1
 }
 
 for step in "${@:-tests bench}"; do
