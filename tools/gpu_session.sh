@@ -4,7 +4,9 @@
 #
 # Usage: bash tools/gpu_session.sh STEP [STEP ...]; a STEP of the form "A+B+C" runs A, B and C in parallel.
 #   Each step's output goes to OUT/<step>.log.
-#   tests            pytest -m cuda over ${TESTS:-tests/}, cut at ${TEST_TIMEOUT} s
+#   Every step is cut at ${BUDGET:-540} s after the start (sweeps stop themselves 45 s before), then BUNDLE=1 packs
+#   all outputs into one archive.
+#   tests            pytest -m cuda over ${TESTS:-tests/}
 #   tests@FILE       the same over one test file
 #   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
 #   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
@@ -12,24 +14,28 @@
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
-#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep for ${SWEEP_MINUTES:-6} minutes into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl (the stores are merged back by tools/merge_stores.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl || exit 1
+[ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ssm', mamba_ssm.__version__, torch.cuda.get_device_name())" | tee "$OUT/env.txt"
 
+DEADLINE=$((SECONDS + ${BUDGET:-540}))  # every step ends by then, so the bundle below is always written
+
 one() {
   IFS=@ read -r name a b c <<< "$1"
-  local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log"
+  local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log" left=$((DEADLINE - SECONDS))
+  [ "$left" -gt 30 ] || { echo "skipped: no time left" > "$log"; return; }
+  local sweep_minutes; sweep_minutes=$(awk -v l="$left" -v m="${SWEEP_MINUTES:-1000}" 'BEGIN { x = (l - 45) / 60; print (x < m ? x : m) }')
   case $name in
-    tests) timeout "${TEST_TIMEOUT:-3000}" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
-    bench) timeout "${BENCH_TIMEOUT:-3000}" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
+    tests) timeout "$left" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
+    bench) timeout "$left" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
     selbench) python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
-    trainbench) timeout "${BENCH_TIMEOUT:-3000}" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
+    trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced
          nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()" \
@@ -37,7 +43,7 @@ one() {
     sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
            python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} --device cuda \
-             --minutes "${SWEEP_MINUTES:-6}" --store "$store" ${SWEEP_ARGS:-} ;;
+             --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
   esac > "$log" 2>&1
 }

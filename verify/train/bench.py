@@ -89,13 +89,13 @@ def main(argv=None) -> int:
         r = bench_cell(cell, args.models, args.steps, args.warmup, args.device, args.single_models)
         print(json.dumps(r), flush=True)
         rows.append(r)
-    if args.out:
-        from pathlib import Path
+        if args.out:  # rewritten (atomically) after every cell, so a cut run keeps the cells it finished
+            from pathlib import Path
 
-        dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-        _atomic_json(Path(args.out), {"command": "python -m verify.train.bench " + " ".join(
-            argv if argv is not None else sys.argv[1:]), "device_name": dev, "torch": torch.__version__,
-            "rows": rows})
+            dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+            _atomic_json(Path(args.out), {"command": "python -m verify.train.bench " + " ".join(
+                argv if argv is not None else sys.argv[1:]), "device_name": dev, "torch": torch.__version__,
+                "rows": rows})
     return 0
 
 
