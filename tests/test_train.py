@@ -249,3 +249,20 @@ def test_every_predefined_grid_is_registered():
             if (s.mixer, s.task, s.task_args, s.gate, s.conv) not in seen:
                 seen.add((s.mixer, s.task, s.task_args, s.gate, s.conv))
                 registry.validate(s)
+
+
+def test_sweep_shards_split_packs_without_overlap(tmp_path, capsys):
+    """--shard I/N: the shards of a grid are disjoint, cover it, and never split a pack."""
+    from verify.train.spec import pack_key
+
+    keys = []
+    for i in range(3):
+        store = tmp_path / f"s{i}.jsonl"
+        assert main(["sweep", "--grid", "smoke", "--store", str(store), "--shard", f"{i}/3"]) == 0
+        keys.append({r["key"] for r in ResultStore(store).records()})
+    assert sum(map(len, keys)) == len(set().union(*keys)) == len(grid("smoke").runs())
+    packs = [{pack_key(RunSpec.from_dict(r["spec"])) for r in ResultStore(tmp_path / f"s{i}.jsonl").records()}
+             for i in range(3)]
+    assert not (packs[0] & packs[1]) and not (packs[1] & packs[2]) and not (packs[0] & packs[2])
+    assert main(["sweep", "--grid", "smoke", "--store", str(tmp_path / "x.jsonl"), "--shard", "3/3"]) == 2
+    assert "--shard needs I/N" in capsys.readouterr().err

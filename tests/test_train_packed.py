@@ -178,6 +178,7 @@ def test_cuda_packed_kernels_match_the_packed_reference(mixer, task_args):
 def test_cuda_packed_mamba2_is_the_mamba_ssm_module_per_model():
     from mamba_ssm import Mamba2
 
+    from verify.engines.cuda import mamba2_module
     from verify.train.models import cuda_ssd_scan
 
     cfg = Mamba2Config(d_model=32, d_state=8, headdim=8, ngroups=2, rmsnorm=True)
@@ -187,6 +188,7 @@ def test_cuda_packed_mamba2_is_the_mamba_ssm_module_per_model():
     with torch.no_grad():
         out = packed_mamba2_forward(p, h, cfg, cuda_ssd_scan())
         for k in range(3):
-            mod = Mamba2(**cfg.mamba_kwargs(), use_mem_eff_path=False, device="cuda", dtype=torch.float32)
+            mod = mamba2_module(cfg, "cuda", torch.float32)
+            assert isinstance(mod, Mamba2)
             mod.load_state_dict({n: v.float() for n, v in sds[k].items()}, strict=True)
             assert _rel_err(out[k], mod(h[k])) < 5e-3

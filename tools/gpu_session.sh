@@ -14,7 +14,7 @@
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
-#   sweep@GRID[@MIXERS[@KAPPAS]]  a training sweep (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl (the stores are merged back by tools/merge_stores.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,23 +26,23 @@ python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ss
 DEADLINE=$((SECONDS + ${BUDGET:-540}))  # every step ends by then, so the bundle below is always written
 
 one() {
-  IFS=@ read -r name a b c <<< "$1"
+  IFS=@ read -r name a b c d <<< "$1"
   local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log" left=$((DEADLINE - SECONDS))
   [ "$left" -gt 30 ] || { echo "skipped: no time left" > "$log"; return; }
   local sweep_minutes; sweep_minutes=$(awk -v l="$left" -v m="${SWEEP_MINUTES:-1000}" 'BEGIN { x = (l - 45) / 60; print (x < m ? x : m) }')
   case $name in
     tests) timeout "$left" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
     bench) timeout "$left" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
-    selbench) python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
+    selbench) timeout "$(( left < ${SELBENCH_TIMEOUT:-100000} ? left : ${SELBENCH_TIMEOUT:-100000} ))" python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
     trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced
          nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()" \
            || { echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; } ;;
-    sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}.jsonl"
+    sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}${d:+__s${d//\//of}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
-           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} --device cuda \
+           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} --device cuda \
              --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
   esac > "$log" 2>&1

@@ -101,16 +101,15 @@ def _mamba2(config, device, dtype):
 
 
 class _Mamba2(Mamba2 or object):
-    """``mamba_ssm.Mamba2`` (same parameters and state dict) whose conv falls back to its own ``nn.Conv1d`` branch
-    when causal_conv1d's kernel cannot take the shapes: that kernel needs the conv channels (d_ssm + 2 ngroups
-    d_state) and the in_proj rows (the stride of its channel-last input) to be multiples of 8, and raises
-    otherwise; mamba_ssm only takes its torch branch when causal_conv1d is not installed at all."""
+    """``mamba_ssm.Mamba2`` (same parameters and state dict) that always takes its own ``nn.Conv1d`` + SiLU branch
+    for the depthwise conv. With causal_conv1d installed mamba_ssm would call its channel-last kernel, which rejects
+    many of the shapes here ("channel dimension divisible by 8", "strides multiples of 8", seen on H100 for the
+    constructions and for training shapes); mamba_ssm takes the torch branch only when causal_conv1d is absent. The
+    SSD scan (``mamba_chunk_scan_combined``) and everything else are mamba_ssm's."""
 
     def forward(self, u, *args, **kwargs):
         import mamba_ssm.modules.mamba2 as mod
 
-        if self.conv1d.weight.shape[0] % 8 == 0 and self.in_proj.weight.shape[0] % 8 == 0:
-            return super().forward(u, *args, **kwargs)
         saved, mod.causal_conv1d_fn = mod.causal_conv1d_fn, None
         try:
             return super().forward(u, *args, **kwargs)

@@ -40,6 +40,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--kappas", default=None, help="comma-separated subset")
     s.add_argument("--vocabs", default=None, help="comma-separated subset")
     s.add_argument("--seeds", type=int, default=None, help="only the first this many seeds")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="only the packs whose pack key falls in shard I of N (parallel processes on one store)")
     s.add_argument("--ray", action="store_true", help="run on Ray (local unless --address)")
     s.add_argument("--address", default=None, help="Ray cluster address (implies --ray)")
     s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
@@ -98,6 +100,15 @@ def cmd_sweep(args, out) -> int:
     specs = [s for s in g.runs() if (mixers is None or s.mixer in mixers) and (kappas is None or s.kappa in kappas)
              and (vocabs is None or s.vocab in vocabs) and (args.seeds is None or s.seed < args.seeds)]
     require(specs, "the filters leave no runs of this grid")
+    if args.shard is not None:  # a shard may be empty: nothing to do
+        from verify.train.spec import pack_key
+
+        try:
+            i, n = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            i = n = -1
+        require(0 <= i < n, f"--shard needs I/N with 0 <= I < N, got {args.shard!r}")
+        specs = [s for s in specs if int(pack_key(s), 16) % n == i]
     log = lambda m: out.print(m)  # noqa: E731
     if args.ray or args.address:
         from verify.train.ray_sweep import run_ray

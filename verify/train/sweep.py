@@ -139,11 +139,11 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba: N in {0.5, 1, 2, 4} kappa"),
     Grid("figA3-mamba2", mixers=("mamba2",), vocabs=(512,), n_rule="a3", n_multipliers=(1, 2, 4, 8),
          d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba-2: N in {1, 2, 4, 8} ln kappa"),
-    Grid("keepnth-pe", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(10, 20, 30, 40, 50),
+    Grid("keepnth-pe", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
          d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False,
          task_args=((("n", 5), ("pe", True)),), note="Tables A.1/A.2 (and Table 1 at T=50, d=32, N=8): KEEP FIFTH, "
                                                      "+PE, no conv, no gate; mean of 3 seeds"),
-    Grid("keepnth-nope", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(10, 20, 30, 40, 50),
+    Grid("keepnth-nope", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
          d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False,
          task_args=((("n", 5), ("pe", False)),), note="Tables A.3/A.4: as above without PE"),
     Grid("fig3", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
