@@ -198,11 +198,85 @@ def figure_a4(results: Path) -> Rendered:
     return _ih_figure(results, "figA4", "Figure A.4", "Paper: as Figure 3 for N in {|V|, 2|V|, 4|V|}.")
 
 
+def _decay_runs(recs: list[dict]) -> tuple[dict, bool]:
+    """{(mixer, T): [decay_hist, ...]} of the solved KEEP n-TH runs (all runs with a histogram where a (mixer, T)
+    has no solved run), and the set of those fallback (mixer, T)."""
+    by, solved_by = defaultdict(list), defaultdict(list)
+    for r in recs:
+        h = r["result"].get("decay_hist")
+        if h is None:
+            continue
+        key = (r["spec"]["mixer"], r["spec"]["seq_len"])
+        by[key].append(h)
+        if r["result"]["solved"]:
+            solved_by[key].append(h)
+    out = {k: solved_by.get(k) or v for k, v in by.items()}
+    return out, {k for k in by if not solved_by.get(k)}
+
+
+def _pooled(hists: list[dict], part: str | None, T: int) -> np.ndarray:
+    """Fractions per bin averaged over runs; part None pools t < n and t >= n weighted by their position counts
+    (n - 1 and T - n + 1)."""
+    acc = 0
+    for h in hists:
+        names = ("before_n", "from_n") if part is None else (part,)
+        weight = {"before_n": h["n"] - 1, "from_n": T - h["n"] + 1} if part is None else {part: 1}
+        v = sum(weight[k] * np.asarray(h[k]) for k in names if h[k] is not None)
+        acc = acc + v / v.sum()
+    return acc / len(hists)
+
+
 def figure1(results: Path) -> Rendered:
-    raise MissingResults(str(Path(results) / "train/keepnth-pe.jsonl") + " + trained weights",
-                         "no command yet: the store keeps no weights and e^(-lambda Delta_t) histograms need them "
-                         "(train with `python -m verify_constructions sweep --grid keepnth-pe`, then export the "
-                         "Delta_t of the solved runs; not implemented)")
+    """Huang et al. Fig. 1 from the ``decay_hist`` that training stores for KEEP n-TH runs (``verify.train.decay``).
+
+    Left: the distribution of e^{-lambda Delta_t} over all (channel, state) factors and positions, per T, Mamba vs
+    Mamba-S4D (violin-like: per T the pooled histogram drawn as a horizontal density). Right: the largest T with runs,
+    split into positions t < n and t >= n. Pools the solved runs of ``keepnth-pe`` (the Table 1 setup: +PE, no conv, no
+    gate), every d and N; a (mixer, T) without a solved run pools all its runs (said in the caption)."""
+    recs = [r for r in _store(results, "keepnth-pe") if r["result"].get("decay_hist")]
+    if not recs:
+        raise MissingResults(str(Path(results) / "train/keepnth-pe.jsonl") + " (runs with decay_hist)",
+                             sweep_cmd("keepnth-pe"))
+    runs, fallback = _decay_runs(recs)
+    edges = np.asarray(recs[0]["result"]["decay_hist"]["edges"])
+    mids = (edges[:-1] + edges[1:]) / 2
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
+    Ts = sorted({T for _, T in runs})
+    for i, (m, colour, side) in enumerate((("mamba", "C0", -1), ("s4d", "C3", 1))):
+        for T in Ts:
+            if (m, T) not in runs:
+                continue
+            dens = _pooled(runs[(m, T)], None, T)
+            width = 0.8 * (Ts[1] - Ts[0] if len(Ts) > 1 else 10) / 2
+            x = T + side * width * dens / max(dens.max(), 1e-12)
+            ax.fill_betweenx(mids, T, x, color=colour, alpha=0.6, lw=0,
+                             label=f"{MIXER_TITLE[m]}" if T == min(t for mm, t in runs if mm == m) else None)
+        last = max((T for mm, T in runs if mm == m), default=None)
+        if last is None:
+            continue
+        for part, style in (("before_n", "--"), ("from_n", "-")):
+            hs = [h for h in runs[(m, last)] if h[part] is not None]
+            if hs:
+                bx.step(mids, _pooled(hs, part, last), where="mid", color=colour, ls=style,
+                        label=f"{MIXER_TITLE[m]}, {'t < n' if part == 'before_n' else 't ≥ n'} (T = {last})")
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel(r"$e^{-\lambda\Delta_t}$")
+    ax.set_xticks(Ts)
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=6, loc="lower left")
+    bx.set_xlabel(r"$e^{-\lambda\Delta_t}$")
+    bx.set_ylabel("fraction of factors")
+    bx.set_yscale("log")
+    bx.legend(frameon=False, fontsize=5.5)
+    counts = ", ".join(f"{MIXER_TITLE[m]} T={T}: {len(v)}{' (none solved: all runs)' if (m, T) in fallback else ''}"
+                       for (m, T), v in sorted(runs.items()))
+    caption = ("Figure 1: distribution of the decay factors e^(-lambda Delta_t) of every (channel, state) of trained "
+               "KEEP FIFTH models (+PE, no conv, no gate; |V| = 128), on 64 test sequences each; left per T (pooled "
+               "over positions), right split into positions t < n (dashed) and t >= n (solid) at the largest T. "
+               f"Solved runs pooled: {counts}. S4D's two curves coincide (its Delta is input-independent). "
+               f"{_meta(recs)}. Paper: Mamba's factors go to about 1 as T grows, about 0 before n and about 1 from n "
+               "on; S4D's cannot depend on the position.")
+    return Rendered(caption, figure=fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
