@@ -346,3 +346,45 @@ def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
            f"MAMBA 0.08, S4D 0.09, S4D+PE 0.08, Transformer 1.0 (the Transformer is not trained here).")
     tex, md = table(["", *[c[0] for c in cols]], [["accuracy", *row]], cap)
     return Rendered(cap, latex=tex, markdown=md)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tightness: where training first solved the task vs the construction's bound
+# ---------------------------------------------------------------------------------------------------------------
+
+TIGHTNESS_GRIDS = ("fig2", "figA2", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
+
+
+def tightness_table(results: Path) -> Rendered:
+    """Per cell of every stored MQAR / induction-heads grid (``verify.train.sweep.tightness``): the d values trained,
+    the best accuracy at the largest d, the smallest d where a run solved the task (100% test recall), the
+    construction's d bound and their ratio."""
+    from verify.train.store import ResultStore
+    from verify.train.sweep import tightness
+
+    rows, grids = [], []
+    for g in TIGHTNESS_GRIDS:
+        recs = ResultStore(Path(results) / f"train/{g}.jsonl").records()
+        if not recs:
+            continue
+        grids.append(f"{g} ({len(recs)} runs)")
+        for r in sorted(tightness(recs), key=lambda r: (r["mixer"], int(r["vocab"]), int(r["kappa"]),
+                                                         int(r["d_state"]))):
+            accs = r["best_test_acc"]
+            top = max(accs, key=int)
+            ds = sorted(accs, key=int)
+            rows.append([g, MIXER_TITLE.get(r["mixer"], r["mixer"]), r["vocab"], r["kappa"] if r["kappa"] != "0" else "",
+                         r["d_state"], ", ".join(str(d) for d in ds), f"{accs[top]:.4f} (d={top})",
+                         next((str(d) for d in ds if accs[d] >= 0.99), "none"),
+                         str(r["smallest_solved"] or "none"), str(r.get("bound") or ""),
+                         f"{r['ratio']:.2f}" if r.get("ratio") else "", r["runs"]])
+    if not rows:
+        raise MissingResults(str(Path(results) / "train/fig2.jsonl"), sweep_cmd("fig2"))
+    cap = ("Tightness: per cell, the d values trained, the best test accuracy (over seeds and learning rates) at the "
+           "largest d, the smallest d where the best accuracy reached 99%, the smallest d where some run solved the task "
+           "(100% test recall, the paper's criterion) and its ratio to the construction's d bound (verify/train/sweep.py convention). Grids: " + ", ".join(grids) + ".")
+    headers = ["grid", "mixer", "|V|", "kappa", "N", "d trained", "best acc (largest d)", "smallest d at >= 99%",
+               "smallest solved d",
+               "d bound", "ratio", "runs"]
+    latex, md = table(headers, rows, cap)
+    return Rendered(cap, latex=latex, markdown=md)

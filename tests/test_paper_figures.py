@@ -171,3 +171,12 @@ def test_figure1_pools_the_stored_decay_histograms(results):
     np.testing.assert_allclose(steps["Mamba, t ≥ n (T = 50)"].get_ydata(), [0, 0, 0.2, 0.8])
     np.testing.assert_allclose(steps["Mamba-S4D, t ≥ n (T = 50)"].get_ydata(), [0.25] * 4)
     assert "Mamba-S4D T=50: 3 (none solved: all runs)" in r.caption and "Mamba T=50: 3," in r.caption
+
+
+def test_tightness_table_reads_the_smallest_solved_d(results):
+    from verify.train.sweep import d_bound
+
+    md = paper_figures.make("tightness", results).markdown
+    b = d_bound("mamba", 4, 128)
+    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
+    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | 10 |  | 1 |" in md

@@ -38,8 +38,9 @@ one() {
     trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced
-         nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()" \
-           || { echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; } ;;
+         if pgrep -x nvidia-cuda-mps >/dev/null; then echo "MPS already running"
+         elif nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()"; then echo "MPS on"
+         else echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; fi ;;
     sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}${d:+__s${d//\//of}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
            python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} --device cuda \
