@@ -266,3 +266,19 @@ def test_sweep_shards_split_packs_without_overlap(tmp_path, capsys):
     assert not (packs[0] & packs[1]) and not (packs[1] & packs[2]) and not (packs[0] & packs[2])
     assert main(["sweep", "--grid", "smoke", "--store", str(tmp_path / "x.jsonl"), "--shard", "3/3"]) == 2
     assert "--shard needs I/N" in capsys.readouterr().err
+
+
+def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
+    """The budgeted half of the calibration is made of fig2 cells: finished fig2 runs are taken, not retrained."""
+    from verify.train import calibrate
+
+    spec = calibrate.grids(8)["budgeted"].runs()[0]
+    rec = {"key": run_key(spec), "spec": spec.as_dict(),
+           "result": {"solved": True, "test_acc": 1.0, "steps": 400, "epochs": 0.3, "early_stopped": True}}
+    ResultStore(tmp_path / "fig2.jsonl").append([rec, {**rec, "key": "not-a-calibration-run"}])
+    seen = {}
+    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: seen.update(keys=store.keys()) or {})
+    assert calibrate.main(["--out", str(tmp_path), "--only", "budgeted", "--minutes", "0"]) == 0
+    assert seen["keys"] == {run_key(spec)}
+    out = json.loads((tmp_path / "calibration.json").read_text())
+    assert out["rows"][0]["budgeted"]["solved"] and out["rows"][0]["kappa"] == spec.kappa

@@ -15,7 +15,8 @@
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
 #   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
-#                    resuming from results/train/GRID.jsonl (the stores are merged back by tools/merge_stores.py)
+#                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
+#                    (the stores are merged back, and checkpoints kept in .sweep-ckpt/, by tools/merge_stores.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
@@ -43,6 +44,8 @@ one() {
          else echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; fi ;;
     sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}${d:+__s${d//\//of}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
+           # the checkpoint of a pack cut at the last call's deadline (carried in .sweep-ckpt/, see merge_stores.py)
+           [ -d ".sweep-ckpt/$(basename "$store").ckpt" ] && cp -r ".sweep-ckpt/$(basename "$store").ckpt" "$store.ckpt"
            python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} --device cuda \
              --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
@@ -54,7 +57,7 @@ for step in "${@:-tests bench}"; do
   for p in "${parts[@]}"; do one "$p" & done
   wait
 done
-# BUNDLE=1: everything in one archive (the device tool returns at most 8 files); pack checkpoints stay behind
+# BUNDLE=1: everything in one archive (the device tool returns at most 8 files), pack checkpoints included
 if [ "${BUNDLE:-0}" = 1 ]; then
-  tar czf /tmp/all.tgz -C "$OUT" --exclude='*.ckpt' . && find "$OUT" -mindepth 1 -delete && mv /tmp/all.tgz "$OUT/"
+  tar czf /tmp/all.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/all.tgz "$OUT/"
 fi

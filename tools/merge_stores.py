@@ -1,8 +1,12 @@
 """Merge training stores fetched from a GPU run (OUT/GRID[__MIXERS].jsonl) into results/train/GRID.jsonl.
 
 Usage: python3 tools/merge_stores.py FILE.jsonl [...]. Lines whose run key is already in the target are skipped, so
-merging twice (or merging a store that was seeded from the target) adds nothing; cut lines are dropped.
+merging twice (or merging a store that was seeded from the target) adds nothing; cut lines are dropped. The checkpoint
+of a pack cut at the run's deadline (FILE.jsonl.ckpt/) replaces .sweep-ckpt/FILE.jsonl.ckpt/ (a folder git ignores;
+name it in the next call's carry and tools/gpu_session.sh resumes the pack from it); a store without one drops its
+old checkpoint, whose pack has finished.
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,3 +20,8 @@ for f in sys.argv[1:]:
     new = [r for r in ResultStore(f).records() if r.get("key") not in have]
     target.append(new)
     print(f"{f} -> {target.path}: +{len(new)} runs ({len(have) + len(new)} in all)")
+    ckpt, kept = Path(f + ".ckpt"), Path(".sweep-ckpt") / (Path(f).name + ".ckpt")
+    shutil.rmtree(kept, ignore_errors=True)
+    if ckpt.is_dir() and any(ckpt.iterdir()):
+        shutil.copytree(ckpt, kept)
+        print(f"  pack checkpoint kept in {kept}")

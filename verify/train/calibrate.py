@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from verify.recall_grid import _atomic_json
+from verify.train.spec import run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import Grid, run_local
 
@@ -68,6 +69,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     store = ResultStore(out / "calibration.jsonl")
     specs = [s for name, g in grids(args.epochs).items() if args.only in (None, name) for s in g.runs()]
+    # the budgeted cells are fig2 cells (same run keys): take the runs the fig2 sweep already finished
+    want, have = {run_key(s) for s in specs}, store.keys()
+    store.append([r for r in ResultStore(out / "fig2.jsonl").records() if r["key"] in want - have])
     # budgeted first: it is cheap and gives the first half of every comparison
     specs.sort(key=lambda s: s.protocol.name != "budgeted")
     counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
