@@ -20,6 +20,15 @@ settings.register_profile("long", max_examples=3000, deadline=None,
 settings.load_profile(os.environ.get("MC_HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test (tiny training runs), restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cuda_ready() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA GPU visible"

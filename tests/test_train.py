@@ -19,12 +19,7 @@ from verify_constructions.cli import main
 TINY = dict(task="mqar", mixer="mamba", kappa=2, vocab=4, seq_len=8, d_model=16, d_state=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add overhead
 
 
 def test_packed_forward_is_the_reference_block_per_model():

@@ -24,12 +24,7 @@ from verify.train.spec import RunSpec, protocol
 SHAPE = dict(task="mqar", kappa=2, vocab=4, seq_len=8, d_model=8, d_state=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add overhead
 
 
 def _single(mixer, cfg):

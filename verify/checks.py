@@ -76,9 +76,8 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     work = torch.float64 if h.dtype == torch.float64 else torch.float32
     readout = _readout(con, h.device, work)
     target = target.reshape(-1, 1)
-    if readout.shape[0] == 1 or target.numel() == 0:
-        return h.new_tensor(target.numel() if readout.shape[0] == 1 else 0, dtype=torch.int64), \
-            h.new_tensor(float("inf"), dtype=work)
+    if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
+        return h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
     correct, margin = [], []
     rows = max(1, READOUT_CHUNK // readout.shape[0])
     for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits (cache-sized on a GPU)

@@ -94,9 +94,10 @@ except ImportError:
     Mamba2 = selective_scan_fn = None
 
 
-def _mamba2(config, device, dtype):
+def mamba2_module(config, device, dtype):
     """``mamba_ssm.Mamba2`` on its unfused path (``use_mem_eff_path=False``: conv, then the Triton SSD scan
-    ``mamba_chunk_scan_combined``, then RMSNormGated), which runs without causal_conv1d."""
+    ``mamba_chunk_scan_combined``, then RMSNormGated), with its torch conv (``_Mamba2``); the check engine and the
+    training registry build Mamba-2 with it."""
     return _Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
 
 
@@ -124,5 +125,4 @@ def _mamba_s4d(config, device, dtype):
     return MambaS4D(**config.mamba_kwargs(), scan=selective_scan_fn, device=device, dtype=dtype)
 
 
-MODULES.update({"mamba2": _mamba2, "mamba_s4d": _mamba_s4d})
-mamba2_module = _mamba2  # the training registry builds its Mamba-2 the same way
+MODULES.update({"mamba2": mamba2_module, "mamba_s4d": _mamba_s4d})

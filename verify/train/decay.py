@@ -1,8 +1,8 @@
 """What a trained KEEP n-TH model does with its memory (Huang et al. Fig. 1): the distribution of e^{-lambda Delta_t}.
 
 For a one-layer model with an S6 mixer (``mamba``) the decay factor of state (c, k) at step t is
-``exp(Delta_t[c] A[c, k]) = e^{-lambda_{c,k} Delta_t[c]}`` with ``Delta_t = softplus(dt_proj(x_proj(x_t)) + dt_bias)``
-computed exactly as ``verify.engines.reference.mamba_forward`` does; for Mamba-S4D (``s4d``) Delta = softplus(dt_bias)
+``exp(Delta_t[c] A[c, k]) = e^{-lambda_{c,k} Delta_t[c]}`` with ``Delta_t = softplus(dt_proj(x_proj(x_t)) + dt_bias)``,
+read off the scan call of ``verify.engines.reference.mamba_forward``; for Mamba-S4D (``s4d``) Delta = softplus(dt_bias)
 is input-independent, so every position has the same factors. The paper's reading of Fig. 1: Mamba drives the factor
 to about 0 before position n (forget) and to about 1 from n on (keep), S4D cannot depend on the position.
 
@@ -22,21 +22,22 @@ MIXERS = ("mamba", "s4d")
 
 
 def decay_factors(mixer: str, sd: dict, tokens: torch.Tensor, position: bool, config) -> torch.Tensor:
-    """e^{-lambda Delta_t} of every (channel, state), shape (batch, L, d_inner, N), float64."""
+    """e^{-lambda Delta_t} of every (channel, state), shape (batch, L, d_inner, N), float64: the engine's own block
+    forward (``mamba_forward`` / ``mamba_s4d_forward``) run up to its scan, whose Delta and A are read off."""
+    from verify.engines.mamba_s4d import mamba_s4d_forward
+    from verify.engines.reference import mamba_forward
+
+    seen = {}
+
+    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        d = delta if delta_bias is None else delta + delta_bias[:, None]
+        seen["f"] = torch.exp((F.softplus(d) if delta_softplus else d).transpose(1, 2)[..., None] * A)
+        return torch.zeros_like(u)  # the block's output is not needed
+
     p = {k[len("mixer."):]: v.to(torch.float64) for k, v in sd.items() if k.startswith("mixer.")}
-    lam = torch.exp(p["A_log"])  # (d_inner, N)
-    b, L = tokens.shape
-    if mixer == "s4d":
-        delta = F.softplus(p["dt_bias"]).expand(b, L, -1)
-    else:
-        x = with_position(sd["embedding.weight"].to(torch.float64)[tokens], position)
-        xz = F.linear(x, p["in_proj.weight"], p.get("in_proj.bias")).transpose(1, 2)
-        u = xz[:, :config.d_inner]
-        w = p["conv1d.weight"]
-        u = F.silu(F.conv1d(u, w, p.get("conv1d.bias"), padding=w.shape[-1] - 1, groups=w.shape[0])[..., :L])
-        dt = F.linear(u.transpose(1, 2), p["x_proj.weight"])[..., :config.rank]
-        delta = F.softplus(F.linear(dt, p["dt_proj.weight"], p["dt_proj.bias"]))  # (b, L, d_inner)
-    return torch.exp(-delta[..., None] * lam)
+    x = with_position(sd["embedding.weight"].to(torch.float64)[tokens], position)
+    {"mamba": mamba_forward, "s4d": mamba_s4d_forward}[mixer](p, x, config, scan)
+    return seen["f"]
 
 
 def decay_histogram(mixer: str, sd: dict, tokens: torch.Tensor, n: int, position: bool, config,

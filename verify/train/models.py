@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
 from verify.engines.reference import selective_scan_ref
+from verify.engines.reference_mamba2 import _work_dtype  # float64 kept, float32 otherwise (A, B, C too)
 from verify.train import GATE_OFF_Z
 
 
@@ -82,11 +83,6 @@ def conv_off(config: MambaConfig, sd: dict) -> dict:
 # K models' channels (heads for Mamba-2) are folded into ONE scan call whose B, C (and, for Delta-top, Delta) are
 # grouped by model: one set of kernel launches for the whole pack on CUDA.
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _work_dtype(t: torch.Tensor) -> torch.dtype:
-    """The scans' working dtype (and that of A, B, C for mamba_ssm's kernels): float64 kept, float32 otherwise."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _causal_conv(x: torch.Tensor, p: dict) -> torch.Tensor:
