@@ -26,6 +26,8 @@ def run(*argv):
     (["check", "mqar-mamba", "--kappa", "4", "--seq-len", "11"], "seq_len >= 2*kappa"),
     (["check", "mqar-mamba", "--engine", "tpu"], "engine must be one of"),
     (["check", "mqar-mamba", "--dtype", "float8"], "dtype must be one of"),
+    (["check", "mqar-mamba", "--dtype", "tfloat32"], "tfloat32 (float32 tensors with TF32"),
+    (["export", "mqar-mamba", "--dtype", "tfloat32", "--out", "/nonexistent/x"], "export dtype must be one of"),
     (["check", "mqar-mamba", "--variant", "two-hot"], "variant must be one of"),
     (["check", "mqar-mamba", "--kappa", "x"], "invalid int value"),
     (["check", "nope"], "invalid choice"),
