@@ -180,3 +180,46 @@ def test_tightness_table_reads_the_smallest_solved_d(results):
     b = d_bound("mamba", 4, 128)
     assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
     assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | 10 |  | 1 |" in md
+
+
+def _cut_file(path: Path, runs: list[tuple[dict, int, int]]) -> None:
+    path.write_text(json.dumps({"grid": "fig2", "trained_on": "cuda (fixture)", "mamba_ssm": "x", "runs": [
+        {"key": r["key"], "spec": r["spec"], "step": 2900, "test_acc": c / q, "test_correct": c, "test_queries": q}
+        for r, c, q in runs]}))
+
+
+def test_cut_packs_drawn_apart_and_solved_only_at_full_recall(results, tmp_path):
+    (tmp_path / "train").mkdir()
+    shutil.copy(results / "train/fig2.jsonl", tmp_path / "train/fig2.jsonl")
+    spec = lambda d, s: _rec("mqar", "mamba2", 128, 16, d, 23, s, 0.0)  # noqa: E731  (a cell the store lacks)
+    _cut_file(tmp_path / "train/fig2-cut.json", [(spec(8, 0), 9999, 10000), (spec(24, 0), 9999, 10000),
+                                                 (spec(24, 1), 10000, 10000)])
+    r = paper_figures.make("fig2", tmp_path)
+    assert "Triangles: 3 runs whose packs were cut at step 2900-2900 of 4000" in r.caption
+    ax = r.figure.axes[2]  # Mamba-2: the fixture's circles, then the cut cells as triangles
+    tri = ax.collections[-1]
+    assert sorted(map(tuple, tri.get_offsets().tolist())) == [(16, 8), (16, 24)]
+    assert sorted(tri.get_array()) == [0.9999, 1.0]
+    md = paper_figures.make("tightness", tmp_path).markdown
+    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | 24 |" in md
+
+
+def test_checkpoint_evaluation_equals_the_runs_own_test_at_that_step(tmp_path, one_thread):
+    """tools/eval_pack_checkpoints.py on a pack cut after one step = the same pack trained for one step."""
+    import importlib.util
+    import time
+
+    from verify.train.loop import train_pack
+    from verify.train.sweep import GRIDS
+
+    spec = importlib.util.spec_from_file_location("evalck", ROOT / "tools/eval_pack_checkpoints.py")
+    evalck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evalck)
+    runs = [s for s in GRIDS["smoke"].runs() if s.d_model == 8]
+    ck = tmp_path / "pack.pt"
+    assert train_pack(runs, checkpoint=str(ck), deadline=time.time() - 1) is None and ck.exists()
+    rows = evalck.evaluate_checkpoint({run_key(s): s for s in runs}, str(ck))
+    full = train_pack(runs, max_steps=1)
+    assert [r["step"] for r in rows] == [1] * len(runs)
+    assert [r["test_acc"] for r in rows] == [f["result"]["test_acc"] for f in full]
+    assert [r["key"] for r in rows] == [f["key"] for f in full]
