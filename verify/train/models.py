@@ -198,9 +198,9 @@ def packed_mamba2_forward(p: dict, hidden: torch.Tensor, config, scan=ssd_chunk_
     xbc = zxbcdt[..., rows["x"].start:rows["C"].stop]  # (K, b, L, conv_dim)
     xbc = _causal_conv(xbc.permute(1, 0, 3, 2).reshape(b, K * c.conv_dim, L), p)  # (b, K*conv_dim, L)
     xbc = xbc.view(b, K, c.conv_dim, L).permute(0, 3, 1, 2)  # (b, L, K, conv_dim)
-    # contiguous copies, the layout mamba_ssm.Mamba2 passes: on the conv's (.., L)-major views (unit stride along L,
-    # strided last dim) mamba_chunk_scan_combined's Triton kernels faulted on an H100 (illegal / misaligned address
-    # in _bmm_chunk_fwd at evaluation batch sizes, after training steps at batch 64)
+    # contiguous copies with a unit last stride (as mamba_ssm.Mamba2's torch.split views of its (b, L, conv_dim) conv
+    # output have): the conv's L-major views here (unit stride along L) preceded the H100 faults in
+    # mamba_chunk_scan_combined described in results/train/README.md, which these copies did not remove
     heads = lambda t: t.reshape(b, L, K * h, hp).contiguous()  # noqa: E731  (b, L, K, d_ssm) -> (b, L, K*nheads, headdim)
     groups = lambda t: t.reshape(b, L, K * g, n).contiguous()  # noqa: E731  (b, L, K, g*n) -> (b, L, K*ngroups, d_state)
     x, B, C = heads(xbc[..., ch["x"]]), groups(xbc[..., ch["B"]]), groups(xbc[..., ch["C"]])
