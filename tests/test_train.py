@@ -55,6 +55,26 @@ def test_packing_trains_each_model_as_if_alone():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 64, 1000])
+def test_evaluation_in_padded_batches_scores_every_query_once(batch):
+    """evaluate's padded multiples of the training batch = one forward over the whole set, query for query."""
+    from verify.train.loop import IGNORE, build_model, datasets, evaluate
+
+    specs = [RunSpec(seed=s, lr=0.01, protocol=protocol("smoke"), **TINY) for s in (0, 1)]
+    model = build_model(specs, "cpu")
+    tok, lab = datasets(specs[0])["val"]
+    tok, lab = tok[:45], lab[:45]
+    loss, acc, correct, queries = evaluate(model, tok, lab, "cpu", batch=batch, max_elems=2 ** 12)
+    logits = torch.einsum("kbld,kcd->kblc", model.hidden(tok[None].expand(2, -1, -1)), model.readout)
+    scored = lab != IGNORE
+    assert queries == int(scored.sum())
+    want = (logits.argmax(-1) == lab[None]) & scored[None]
+    assert correct.tolist() == want.sum(dim=(1, 2)).double().tolist()
+    ce = torch.nn.functional.cross_entropy(logits[:, scored].flatten(0, 1).float(), lab[scored].repeat(2),
+                                           reduction="none").view(2, -1).double().mean(1)
+    torch.testing.assert_close(loss, ce, rtol=1e-5, atol=1e-6)
+
+
 def test_deadline_checkpoint_resumes_to_the_same_result(tmp_path):
     proto = protocol("smoke", max_steps=20, eval_every=5, train_samples=512, stop_value=2.0)  # never stops early
     specs = [RunSpec(seed=s, lr=0.03, protocol=proto, **TINY) for s in (0, 1)]

@@ -140,16 +140,25 @@ def _per_model(values: torch.Tensor, kidx: torch.Tensor, K: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, max_elems: int = 2 ** 25):
-    """Per model: (mean loss, accuracy, correct, queries) on the whole set (every model sees the same sequences)."""
+def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: int = 64, max_elems: int = 2 ** 25):
+    """Per model: (mean loss, accuracy, correct, queries) on the whole set (every model sees the same sequences).
+
+    The forwards take a multiple of ``batch`` sequences each (train_pack passes the training batch size), the last
+    chunk padded with copies of a row labelled IGNORE (scored nowhere): on CUDA, evaluation then runs batch sizes of
+    the divisibility training ran (Triton specialises kernels on integer arguments divisible by 16), one candidate
+    cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same."""
     K, (S, L) = model.K, tokens.shape
-    chunk = max(1, min(S, max_elems // max(1, K * L * model.readout.shape[-1])))
+    chunk = min(max(1, max_elems // max(1, K * L * model.readout.shape[-1] * batch)), -(-S // batch)) * batch
     loss = torch.zeros(K, device=device, dtype=torch.float64)
     correct = torch.zeros(K, device=device, dtype=torch.float64)
     total = 0
     for i in range(0, S, chunk):
-        tok = tokens[i:i + chunk].to(device)[None].expand(K, -1, -1)
-        lab = labels[i:i + chunk].to(device)[None].expand(K, -1, -1)
+        tok, lab = tokens[i:i + chunk], labels[i:i + chunk]
+        if len(tok) < chunk:
+            tok = torch.cat([tok, tok[:1].expand(chunk - len(tok), -1)])
+            lab = torch.cat([lab, torch.full((chunk - len(lab), L), IGNORE, dtype=lab.dtype)])
+        tok = tok.to(device)[None].expand(K, -1, -1)
+        lab = lab.to(device)[None].expand(K, -1, -1)
         logits, tgt, kidx = _scored_logits(model, tok, lab)
         logits = logits.float()
         loss += _per_model(F.cross_entropy(logits, tgt, reduction="none").double(), kidx, K)
@@ -238,7 +247,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
         per = train_step(model, opt, tr_tok, tr_lab, batches(step).to(dev), lr)
         st["step"] = step + 1
         if st["step"] % proto.eval_every == 0 or st["step"] == total:
-            vl, va, _, _ = evaluate(model, *data["val"], dev)
+            vl, va, _, _ = evaluate(model, *data["val"], dev, proto.batch_size)
             st["train_loss"] = [float(x) for x in per.detach().cpu()]
             for k in range(K):
                 if st["done"][k]:
@@ -256,7 +265,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
         if deadline is not None and time.time() > deadline and st["step"] < total and not all(st["done"]):
             save_checkpoint()
             return None
-    tl, ta, tc, tq = evaluate(model, *data["test"], dev)
+    tl, ta, tc, tq = evaluate(model, *data["test"], dev, proto.batch_size)
     seconds = st["seconds"] + time.time() - t_start
     sds = model.state_dicts()
     out = []
