@@ -75,6 +75,28 @@ def test_evaluation_in_padded_batches_scores_every_query_once(batch):
     torch.testing.assert_close(loss, ce, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mixer", ["mamba2", "mamba"])
+def test_only_mamba2_evaluates_on_its_reference_scan(mixer):
+    """Mamba-2 packs train with their CUDA kernel (here a stand-in) but evaluate with the exact reference scan, and
+    get the kernel back afterwards; other mixers evaluate with the scan they train with."""
+    from verify.train.loop import build_model, datasets, evaluate
+
+    specs = [RunSpec(seed=0, lr=0.01, protocol=protocol("smoke"), **{**TINY, "mixer": mixer})]
+    model = build_model(specs, "cpu")
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(1)
+        return model.mixer.reference_scan(*args, **kwargs)
+
+    model.scan = kernel
+    tok, lab = datasets(specs[0])["val"]
+    evaluate(model, tok[:8], lab[:8], "cpu")
+    assert bool(calls) == (mixer == "mamba") and model.scan is kernel
+    model.hidden(tok[:2][None])
+    assert calls
+
+
 def test_deadline_checkpoint_resumes_to_the_same_result(tmp_path):
     proto = protocol("smoke", max_steps=20, eval_every=5, train_samples=512, stop_value=2.0)  # never stops early
     specs = [RunSpec(seed=s, lr=0.03, protocol=proto, **TINY) for s in (0, 1)]

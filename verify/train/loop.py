@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -139,6 +140,20 @@ def _per_model(values: torch.Tensor, kidx: torch.Tensor, K: int) -> torch.Tensor
     return torch.zeros(K, device=values.device, dtype=values.dtype).index_add_(0, kidx, values)
 
 
+@contextmanager
+def _evaluation_scan(model):
+    """While evaluating, a packed model whose mixer asks for it (``Mixer.evaluate_on_reference``: Mamba-2) scans with
+    the mixer's exact pure-torch reference scan instead of its CUDA kernel."""
+    scan = getattr(model, "scan", None)
+    if scan is not None and model.mixer.evaluate_on_reference:
+        model.scan = model.mixer.reference_scan
+    try:
+        yield
+    finally:
+        if scan is not None:
+            model.scan = scan
+
+
 @torch.no_grad()
 def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: int = 64, max_elems: int = 2 ** 25):
     """Per model: (mean loss, accuracy, correct, queries) on the whole set (every model sees the same sequences).
@@ -152,19 +167,26 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     loss = torch.zeros(K, device=device, dtype=torch.float64)
     correct = torch.zeros(K, device=device, dtype=torch.float64)
     total = 0
-    for i in range(0, S, chunk):
-        tok, lab = tokens[i:i + chunk], labels[i:i + chunk]
-        if len(tok) < chunk:
-            tok = torch.cat([tok, tok[:1].expand(chunk - len(tok), -1)])
-            lab = torch.cat([lab, torch.full((chunk - len(lab), L), IGNORE, dtype=lab.dtype)])
-        tok = tok.to(device)[None].expand(K, -1, -1)
-        lab = lab.to(device)[None].expand(K, -1, -1)
-        logits, tgt, kidx = _scored_logits(model, tok, lab)
-        logits = logits.float()
-        loss += _per_model(F.cross_entropy(logits, tgt, reduction="none").double(), kidx, K)
-        correct += _per_model((logits.argmax(-1) == tgt).double(), kidx, K)
-        total += int((labels[i:i + chunk] != IGNORE).sum())
+    with _evaluation_scan(model):
+        for i in range(0, S, chunk):
+            loss, correct = _evaluate_chunk(model, tokens[i:i + chunk], labels[i:i + chunk], chunk, device, loss,
+                                            correct)
+            total += int((labels[i:i + chunk] != IGNORE).sum())
     return (loss / total).cpu(), (correct / total).cpu(), correct.cpu(), total
+
+
+def _evaluate_chunk(model, tok, lab, chunk: int, device, loss, correct):
+    """Add one chunk's per-model summed loss and correct count; a short chunk is padded to ``chunk`` rows."""
+    K, L = model.K, tok.shape[1]
+    if len(tok) < chunk:
+        tok = torch.cat([tok, tok[:1].expand(chunk - len(tok), -1)])
+        lab = torch.cat([lab, torch.full((chunk - len(lab), L), IGNORE, dtype=lab.dtype)])
+    logits, tgt, kidx = _scored_logits(model, tok.to(device)[None].expand(K, -1, -1),
+                                       lab.to(device)[None].expand(K, -1, -1))
+    logits = logits.float()
+    loss = loss + _per_model(F.cross_entropy(logits, tgt, reduction="none").double(), kidx, K)
+    correct = correct + _per_model((logits.argmax(-1) == tgt).double(), kidx, K)
+    return loss, correct
 
 
 class _Batches:

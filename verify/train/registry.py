@@ -47,6 +47,10 @@ class Mixer:
     cuda_module: Callable | None = None  # (config, device, dtype) -> mamba_ssm module
     packed_cuda_scan: Callable | None = None  # () -> the CUDA scan for packed_forward (None: reference scan)
     reference_scan: Callable = selective_scan_ref  # packed_forward's scan off CUDA (pure torch)
+    # evaluation forwards (validation, test) of packed models use reference_scan, the exact pure-torch scan, on every
+    # device; training keeps packed_cuda_scan. Mamba-2 only: its Triton SSD forward faulted in evaluation after
+    # training on an H100 (results/train/README.md), and the reference scores the trained weights identically.
+    evaluate_on_reference: bool = False
     note: str = ""
 
 
@@ -117,7 +121,7 @@ MIXERS: dict[str, Mixer] = {
                    note="mamba_ssm.Mamba (S6); gate off = z frozen at a constant"),
     "mamba2": Mixer("mamba2", _mamba2_config, init_mamba2, _freezer(lambda c: c.in_proj_rows()["z"]),
                     packed_forward=packed_mamba2_forward, cuda_module=_mamba2_module,
-                    packed_cuda_scan=cuda_ssd_scan, reference_scan=ssd_chunk_scan_ref,
+                    packed_cuda_scan=cuda_ssd_scan, reference_scan=ssd_chunk_scan_ref, evaluate_on_reference=True,
                     note="mamba_ssm.Mamba2(use_mem_eff_path=False), one head unless task_args headdim; gate off = "
                          "its in_proj z rows frozen; packed = one SSD scan (mamba_chunk_scan_combined) per pack"),
     "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width)),
