@@ -319,3 +319,17 @@ def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
     assert seen["keys"] == {run_key(spec)}
     out = json.loads((tmp_path / "calibration.json").read_text())
     assert out["rows"][0]["budgeted"]["solved"] and out["rows"][0]["kappa"] == spec.kappa
+
+
+def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
+    """--kappas / --d-multipliers pick a subset of the calibration cells: the same run keys as the full grid's."""
+    from verify.train import calibrate
+
+    seen = {}
+    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: seen.update(specs=specs) or {})
+    assert calibrate.main(["--out", str(tmp_path), "--epochs", "1", "--kappas", "4", "--d-multipliers", "0.5",
+                           "--minutes", "0"]) == 0
+    full = {run_key(s): s for g in calibrate.grids(1).values() for s in g.runs()}
+    got = seen["specs"]
+    assert {(s.kappa, s.d_model, s.protocol.name) for s in got} == {(4, 6, "reference"), (4, 6, "budgeted")}
+    assert all(run_key(s) in full for s in got) and len(got) == 7 + 21

@@ -26,13 +26,13 @@ from verify.train.store import ResultStore
 from verify.train.sweep import Grid, run_local
 
 
-def grids(epochs: int, kappas=(4, 8)) -> dict[str, Grid]:
+def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Grid]:
     return {
         "reference": Grid("calib-reference", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                          d_multipliers=(0.5, 1, 2), protocol="reference",
+                          d_multipliers=d_multipliers, protocol="reference",
                           protocol_overrides=(("cap_steps", epochs * 6250),)),
         "budgeted": Grid("calib-budgeted", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                         d_multipliers=(0.5, 1, 2), protocol="budgeted"),
+                         d_multipliers=d_multipliers, protocol="budgeted"),
     }
 
 
@@ -63,12 +63,16 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
     ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
     ap.add_argument("--only", choices=("reference", "budgeted"), default=None)
+    ap.add_argument("--kappas", default="4,8", help="comma-separated subset of the cells' kappas")
+    ap.add_argument("--d-multipliers", default="0.5,1,2", help="comma-separated subset of the cells' d / bound")
     ap.add_argument("--pack-size", type=int, default=64)
     ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     store = ResultStore(out / "calibration.jsonl")
-    specs = [s for name, g in grids(args.epochs).items() if args.only in (None, name) for s in g.runs()]
+    cells = dict(kappas=tuple(int(k) for k in args.kappas.split(",")),
+                 d_multipliers=tuple(float(m) for m in args.d_multipliers.split(",")))
+    specs = [s for name, g in grids(args.epochs, **cells).items() if args.only in (None, name) for s in g.runs()]
     # the budgeted cells are fig2 cells (same run keys): take the runs the fig2 sweep already finished
     want, have = {run_key(s) for s in specs}, store.keys()
     store.append([r for r in ResultStore(out / "fig2.jsonl").records() if r["key"] in want - have])
