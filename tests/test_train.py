@@ -333,3 +333,6 @@ def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
     got = seen["specs"]
     assert {(s.kappa, s.d_model, s.protocol.name) for s in got} == {(4, 6, "reference"), (4, 6, "budgeted")}
     assert all(run_key(s) in full for s in got) and len(got) == 7 + 21
+    with pytest.raises(SystemExit) as e:  # a malformed list is argparse's one-line error, exit 2
+        calibrate.main(["--out", str(tmp_path), "--kappas", "four"])
+    assert e.value.code == 2

@@ -24,10 +24,9 @@ def evaluate_checkpoint(specs: dict, path: str) -> list[dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     pack = [specs[k] for k in ck["keys"]]
     model = loop.build_model(pack, "cpu", ck["impl"])
-    with torch.no_grad():
-        for k, p in model.params.items():
-            p.copy_(ck["params"][k])
-    _, acc, correct, queries = loop.evaluate(model, *loop.datasets(pack[0])["test"], "cpu", pack[0].protocol.batch_size)
+    loop.load_params(model, ck["params"])
+    _, acc, correct, queries = loop.evaluate(model, *loop.datasets(pack[0])["test"], "cpu",
+                                             pack[0].protocol.batch_size)
     st = ck["state"]
     return [{"key": key, "spec": s.as_dict(), "step": st["step"], "stop_step": st["stop_step"][i],
              "val_acc": st["history"][i][-1][2] if st["history"][i] else None, "test_acc": float(acc[i]),

@@ -57,22 +57,30 @@ def verdicts(records: list[dict]) -> list[dict]:
     return rows
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(","))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
     ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
     ap.add_argument("--only", choices=("reference", "budgeted"), default=None)
-    ap.add_argument("--kappas", default="4,8", help="comma-separated subset of the cells' kappas")
-    ap.add_argument("--d-multipliers", default="0.5,1,2", help="comma-separated subset of the cells' d / bound")
+    ap.add_argument("--kappas", type=_ints, default=(4, 8), help="comma-separated subset of the cells' kappas")
+    ap.add_argument("--d-multipliers", type=_floats, default=(0.5, 1, 2),
+                    help="comma-separated subset of the cells' d / bound")
     ap.add_argument("--pack-size", type=int, default=64)
     ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     store = ResultStore(out / "calibration.jsonl")
-    cells = dict(kappas=tuple(int(k) for k in args.kappas.split(",")),
-                 d_multipliers=tuple(float(m) for m in args.d_multipliers.split(",")))
-    specs = [s for name, g in grids(args.epochs, **cells).items() if args.only in (None, name) for s in g.runs()]
+    specs = [s for name, g in grids(args.epochs, args.kappas, args.d_multipliers).items() if args.only in (None, name)
+             for s in g.runs()]
     # the budgeted cells are fig2 cells (same run keys): take the runs the fig2 sweep already finished
     want, have = {run_key(s) for s in specs}, store.keys()
     store.append([r for r in ResultStore(out / "fig2.jsonl").records() if r["key"] in want - have])

@@ -219,6 +219,13 @@ def train_step(model, opt: Adam, tr_tok, tr_lab, idx, lr) -> torch.Tensor:
     return per.detach()
 
 
+@torch.no_grad()
+def load_params(model, params: dict) -> None:
+    """Copy a checkpoint's stacked parameters into a freshly built pack."""
+    for k, p in model.params.items():
+        p.copy_(params[k])
+
+
 def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", checkpoint: str | None = None,
                deadline: float | None = None, checkpoint_every_s: float = 120.0, log=None,
                max_steps: int | None = None) -> list[dict] | None:
@@ -243,9 +250,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     if checkpoint and os.path.exists(checkpoint):
         ck = torch.load(checkpoint, map_location=dev, weights_only=False)
         if ck["keys"] == keys and ck["impl"] == impl:
-            with torch.no_grad():
-                for k, p in model.params.items():
-                    p.copy_(ck["params"][k])
+            load_params(model, ck["params"])
             opt.load(ck["adam"])
             st = ck["state"]
             if log:

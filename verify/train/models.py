@@ -47,11 +47,16 @@ def init_mamba(config: MambaConfig, gen: torch.Generator, dt_min=1e-3, dt_max=0.
     sd["A_log"] = torch.log(torch.arange(1, n + 1, dtype=torch.float64)).repeat(di, 1)
     sd["D"] = torch.ones(di, dtype=torch.float64)
     sd["out_proj.weight"] = _uniform(gen, (d, di), di ** -0.5)
-    if c.bias:
+    return _add_biases(sd, c, gen, d, di)
+
+
+def _add_biases(sd: dict, config, gen: torch.Generator, d: int, di: int) -> dict:
+    """nn.Linear / nn.Conv1d default biases (in_proj, out_proj if ``config.bias``; conv1d if ``config.conv_bias``)."""
+    if config.bias:
         sd["in_proj.bias"] = _uniform(gen, (2 * di,), d ** -0.5)
         sd["out_proj.bias"] = _uniform(gen, (d,), di ** -0.5)
-    if c.conv_bias:
-        sd["conv1d.bias"] = _uniform(gen, (di,), c.d_conv ** -0.5)
+    if config.conv_bias:
+        sd["conv1d.bias"] = _uniform(gen, (di,), config.d_conv ** -0.5)
     return sd
 
 
@@ -349,12 +354,7 @@ def init_s4d(config, gen: torch.Generator) -> dict:
           "C": torch.randn(di, n, generator=gen, dtype=torch.float64) * n ** -0.5,
           "D": torch.ones(di, dtype=torch.float64),
           "out_proj.weight": _uniform(gen, (d, di), di ** -0.5)}
-    if config.bias:
-        sd["in_proj.bias"] = _uniform(gen, (2 * di,), d ** -0.5)
-        sd["out_proj.bias"] = _uniform(gen, (d,), di ** -0.5)
-    if config.conv_bias:
-        sd["conv1d.bias"] = _uniform(gen, (di,), config.d_conv ** -0.5)
-    return sd
+    return _add_biases(sd, config, gen, d, di)
 
 
 def init_delta_t(config, gen: torch.Generator) -> dict:
