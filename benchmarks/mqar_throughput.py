@@ -1,12 +1,17 @@
 """Throughput of the MQAR check harness (Theorems 2-4): verified MQAR query tokens per second.
 
 For each configuration it measures, on the same machine in one run:
-* ``harness``: the whole check (generate tokens, embed, run the engine, read out at query positions, compare
-  argmax with labels) on the ``mamba_ssm`` engine (GPU) or the reference engine (CPU), in queries per second;
+* ``harness``: the whole check, ``check_mqar`` (generate tokens, run the engine's ``hidden_at``, read out at query
+  positions, compare argmax with labels) on the ``mamba_ssm`` engine (GPU) or the reference engine (CPU), in queries
+  per second. On mamba_ssm ``hidden_at`` is the query-only form of ``Mamba.forward`` (``verify.engines.query_only``:
+  embedding + in_proj folded into a token table, the slow path's conv, x_proj, dt_proj and scan, out_proj at the
+  query positions only);
 * ``bare kernel``: one ``selective_scan_fn`` call of the same shapes (u, delta: (B, d, L); A: (d, N); B, C: (B, N, L);
   D, z, delta_bias, softplus as mamba_ssm's slow path passes them), in queries per second of the same batch;
 * ``bare module``: ``mamba_ssm.Mamba.forward`` alone on an already-embedded batch (in_proj, conv, x_proj, dt_proj,
-  the same scan, out_proj): the most any harness around that module can reach;
+  the same scan, out_proj over every position);
+* ``query-only``: the engine's ``hidden_at`` alone on an already-generated batch (what the harness runs per batch
+  before the readout);
 and the ratios harness / bare kernel and harness / bare module, in float32, tfloat32 (float32 tensors, TF32
 tensor-core matmuls; the scan kernel has no matmul, so its bare-kernel row is float32's) and bfloat16. Usage::
 
@@ -22,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,10 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from constructions.export import write_json_atomic  # noqa: E402
-from verify.checks import check_mqar  # noqa: E402
+from verify.checks import check_mqar, query_positions  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
-from verify.tasks.mqar import MQARConfig  # noqa: E402
+from verify.tasks.mqar import MQARConfig, generate  # noqa: E402
 
 CONFIGS = {  # name: (kappa, |V|, variant, T, batch, GPU batches)
     "default": (8, 128, "one-hot", 100, 1024, 32),
@@ -92,6 +98,13 @@ def bare_module_qps(con, engine, batch, T, kappa):
     return batch * kappa / _time(fn)
 
 
+def query_only_qps(con, engine, task, batch):
+    """Queries/s of ``engine.hidden_at`` alone on one generated batch (tokens and query positions on the GPU)."""
+    tokens, labels = generate(replace(task, num_examples=batch), 0)
+    tokens, pos = (torch.from_numpy(a).cuda() for a in (tokens, query_positions(labels)[0]))
+    return pos.numel() / _time(lambda: engine.hidden_at(con, tokens, pos))
+
+
 def harness_qps(con, engine, task, batch_size):
     box = {}
     fn = lambda: box.update(r=check_mqar(con, task, engine, seed=1, batch_size=batch_size))  # noqa: E731
@@ -129,6 +142,7 @@ def run_one(construction, name, cpu_only):
             kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)
             module = bare_module_qps(con, engine, batch, T, kappa)
             row[dtype] = {"harness_qps": qps, "bare_kernel_qps": kernel, "bare_module_qps": module,
+                          "query_only_qps": query_only_qps(con, engine, task, batch),
                           "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
                           "min_margin": r.min_margin, "recall": r.recall}
     print(json.dumps(row), flush=True)

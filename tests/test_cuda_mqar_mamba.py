@@ -4,15 +4,17 @@ Run on a machine with a GPU and mamba_ssm: ``python3 -m pytest -m cuda -s tests/
 Measured differences are printed (``-s``) so they can be quoted.
 """
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from constructions import mqar_mamba
 from constructions.export import save
-from constructions.layout import MambaConfig
-from verify.checks import check_mqar
+from constructions.layout import MambaConfig, embed
+from verify.checks import check_mqar, query_positions
 from verify.engines import make_engine
+from verify.engines.query_only import at_positions
 from verify.engines.reference import mamba_forward, selective_scan_ref
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
@@ -90,6 +92,34 @@ def test_low_precision_recall(dtype, kappa, vocab, variant, T):
     assert r.correct == r.queries
 
 
+@pytest.mark.parametrize("kappa, vocab, variant, T", [(8, 128, "one-hot", 100), (32, 2048, "jl", 512)])
+def test_query_only_path_equals_mamba_forward_gathered(kappa, vocab, variant, T):
+    """The engine's hidden_at (Mamba's slow path on mamba_ssm's kernels, in_proj folded into a token table, out_proj
+    at the query positions only) == mamba_ssm.Mamba.forward(embed(tokens)) gathered at the query positions, for the
+    construction and with random in_proj / out_proj biases; then exact recall through it in float32 and tfloat32."""
+    con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+    g = torch.Generator().manual_seed(0)
+    biased = replace(con, mixer={**con.mixer, "in_proj.bias": 0.1 * torch.randn(2 * con.config.d_inner, generator=g),
+                                 "out_proj.bias": torch.randn(con.config.d_model, generator=g)})
+    tokens, labels = generate(MQARConfig(kappa, vocab, T, num_examples=256), 0)
+    tokens, pos = (torch.from_numpy(a).cuda() for a in (tokens, query_positions(labels)[0]))
+    for c in (con, biased):
+        eng = make_engine("mamba_ssm", "float32")
+        m, emb = eng.module(c)
+        with torch.no_grad(), eng.precision():
+            want = at_positions(m(embed(c, emb, tokens)), pos)  # Mamba.forward (the fused path with causal_conv1d)
+        got = eng.hidden_at(c, tokens, pos)
+        diff, scale = (got - want).abs().max().item(), want.abs().max().item()
+        print(f"\n{variant} k={kappa} |V|={vocab} T={T} {'biases' if c is biased else 'construction'}: "
+              f"max|hidden_at - Mamba.forward[pos]| = {diff:.2e} (scale {scale:.2e}, fused {eng.fused})")
+        assert got.shape == want.shape and diff <= 1e-4 * scale
+    for dtype in ("float32", "tfloat32"):
+        r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=1024), make_engine("mamba_ssm", dtype), seed=1)
+        print(f"  {dtype} recall {r.correct}/{r.queries}, min margin {r.min_margin:.4g}")
+        assert r.passed and r.correct == r.queries
+        assert dtype != "float32" or r.min_margin >= con.info["proven_margin"] * (1 - 1e-4)
+
+
 def test_export_loads_strictly_into_mamba_ssm(tmp_path):
     from mamba_ssm import Mamba
     from safetensors.torch import load_file
@@ -116,3 +146,4 @@ def test_tfloat32_precision_is_scoped():
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     with make_engine("mamba_ssm", "float32").precision():
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+

@@ -57,7 +57,8 @@ class CheckResult:
         return {**asdict(self), "recall": self.recall, "passed": self.passed}
 
 
-READOUT_CHUNK = 2 ** 23  # logits per readout chunk: 32 MiB in float32, inside an H100's 50 MB L2 cache
+READOUT_CHUNK = 2 ** 25  # logits per readout chunk (128 MiB in float32): fewer, larger GEMMs were faster on the H100
+# than L2-sized chunks of 2^23 (benchmarks/tools/harness_ablation.py, results/gpu/harness_ablation_h100_2026-11-24.json)
 
 
 def _readout(con: Construction, device, dtype) -> torch.Tensor:
@@ -80,7 +81,7 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
         return h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
     correct, margin = [], []
     rows = max(1, READOUT_CHUNK // readout.shape[0])
-    for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits (cache-sized on a GPU)
+    for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits
         logits = h[i:i + rows].to(work) @ readout.T
         t = target[i:i + rows]
         own = logits.gather(1, t).squeeze(1)
@@ -90,12 +91,6 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     return torch.stack(correct).sum(), torch.stack(margin).min()
 
 
-def score_positions(con: Construction, hidden: torch.Tensor, pos: torch.Tensor, target: torch.Tensor):
-    """``_recall`` at query positions pos (batch, q) of hidden (batch, L, d), without a host sync."""
-    d = hidden.shape[-1]
-    return _recall(con, hidden.gather(1, pos[..., None].expand(-1, -1, d)).reshape(-1, d), target)
-
-
 def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float]:
     """(queries, correct, min margin) on the labelled positions of one batch (any number of queries per row)."""
     mask = labels.to(hidden.device) != IGNORE
@@ -103,7 +98,7 @@ def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor)
     return int(mask.sum()), int(correct), float(margin)
 
 
-def _query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Query positions and targets, (batch, q) each; every row of an MQAR batch has the same number of queries."""
     rows, cols = np.nonzero(labels != IGNORE)
     pos = cols.reshape(labels.shape[0], -1)
@@ -127,7 +122,7 @@ def _batches(task: MQARConfig, seed: int, batch_size: int, workers: int = PREFET
 
     def make(i):
         tokens, labels = generate(replace(task, num_examples=sizes[i]), (seed, i))
-        return (tokens, *_query_positions(labels))
+        return (tokens, *query_positions(labels))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(make, i) for i in range(min(workers, len(sizes)))]
@@ -163,7 +158,10 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
-    """Generate ``task.num_examples`` sequences in batches, run them, score every query."""
+    """Generate ``task.num_examples`` sequences in batches, run them, score every query.
+
+    The engine computes its mixer output at the query positions only (``engine.hidden_at``; on mamba_ssm a
+    query-only form of ``Mamba.forward``), and no host sync happens inside the batch loop."""
     require(con.tokens == task.tokens, f"construction {con.name} was built for tokens {con.tokens}, "
                                        f"but the task uses {task.tokens}")
     task.validate()
@@ -173,7 +171,8 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     with engine.precision():
         for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
             tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
-            c, m = score_positions(con, engine.hidden(con, tokens), pos, target)
+            h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
+            c, m = _recall(con, h.reshape(-1, h.shape[-1]), target)
             correct.append(c)
             margins.append(m)
             queries, sequences = queries + target.numel(), sequences + len(tokens)

@@ -1,5 +1,6 @@
-"""Where the MQAR harness spends GPU time (Theorem 2, large config): torch profiler tables of the whole check and of
-``mamba_ssm.Mamba.forward`` alone. Usage: python3 benchmarks/tools/profile_harness.py [--dtype D] [--tf32] [--rows R]"""
+"""Where the MQAR harness spends GPU time (Theorem 2, large config): torch profiler tables of the whole check, of
+``mamba_ssm.Mamba.forward`` alone and of the engine's query-only ``hidden_at`` alone (what the check runs before its
+readout). Usage: python3 benchmarks/tools/profile_harness.py [--dtype D] [--tf32] [--rows R]"""
 import argparse
 import sys
 import time
@@ -11,9 +12,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from constructions import mqar_mamba  # noqa: E402
 from constructions.layout import embed  # noqa: E402
-from verify.checks import check_mqar  # noqa: E402
+from verify.checks import check_mqar, query_positions  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
-from verify.tasks.mqar import MQARConfig  # noqa: E402
+from verify.tasks.mqar import MQARConfig, generate  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dtype", default="float32")
@@ -36,10 +37,14 @@ with profile(activities=[ProfilerActivity.CUDA]) as p:
     torch.cuda.synchronize()
 print(p.key_averages().table(sort_by="cuda_time_total", row_limit=a.rows))
 m, emb = eng.module(con)
-x = embed(con, emb, torch.randint(0, emb.shape[0], (1024, 1024), device="cuda"))
-with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as p:
-    for _ in range(2):
-        m(x)
-    torch.cuda.synchronize()
-print("module alone (2 forwards):")
-print(p.key_averages().table(sort_by="cuda_time_total", row_limit=a.rows))
+tokens, labels = generate(MQARConfig(64, 8192, 1024, num_examples=1024), 0)
+tokens, pos = (torch.from_numpy(v).cuda() for v in (tokens, query_positions(labels)[0]))
+x = embed(con, emb, tokens)
+for title, fn in (("module alone", lambda: m(x)),
+                  ("query-only hidden_at alone", lambda: eng.hidden_at(con, tokens, pos))):
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(2):
+            fn()
+        torch.cuda.synchronize()
+    print(f"{title} (2 calls):")
+    print(p.key_averages().table(sort_by="cuda_time_total", row_limit=a.rows))

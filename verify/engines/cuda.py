@@ -3,6 +3,8 @@
 ``mamba_ssm`` is optional (``pip install 'mamba-constructions[gpu]'``); it is imported here only, inside
 try/except, as mamba_ssm itself does with causal_conv1d. With causal_conv1d installed ``Mamba`` takes its fused
 path (``mamba_inner_fn``); without it, the slow path, which still runs the CUDA ``selective_scan_fn``.
+``MambaSSMEngine.hidden_at`` (what ``check_mqar`` calls) runs Mamba's slow path on the same module and kernels with
+embedding + in_proj folded into a token table and out_proj only at the scored positions (``verify.engines.query_only``).
 """
 from __future__ import annotations
 
@@ -13,16 +15,14 @@ import torch
 from constructions.errors import require
 from constructions.layout import Construction, embed
 from verify.engines.delta_t import MambaDeltaT
+from verify.engines.query_only import at_positions, in_proj_table, mamba_forward_at, silu_conv
 
 try:
     from mamba_ssm import Mamba
+    # what Mamba.forward calls; causal_conv1d_fn is None without causal_conv1d (Mamba then takes its slow path)
+    from mamba_ssm.modules.mamba_simple import causal_conv1d_fn, selective_scan_fn
 except ImportError:  # no wheel, or no compiled extension on this machine
-    Mamba = None
-
-try:
-    import causal_conv1d
-except ImportError:
-    causal_conv1d = None
+    Mamba = causal_conv1d_fn = selective_scan_fn = None
 
 
 def _mamba(config, device, dtype):
@@ -30,8 +30,6 @@ def _mamba(config, device, dtype):
 
 
 def _mamba_delta_t(config, device, dtype):
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
     return MambaDeltaT(config, scan_fn=selective_scan_fn, device=device, dtype=dtype)
 
 
@@ -40,6 +38,11 @@ MODULES = {"mamba": _mamba, "mamba-delta-t": _mamba_delta_t}
 
 
 class MambaSSMEngine:
+    """Runs a construction on ``mamba_ssm``'s module for its block kind (``MODULES``), strictly loaded, on CUDA.
+
+    ``hidden`` is the module's forward over every position; ``hidden_at`` the query-only form of the same forward
+    (exact in real arithmetic, see its docstring), which is what the MQAR check times."""
+
     name = "mamba_ssm"
 
     def __init__(self, dtype: str = "float32"):
@@ -51,8 +54,8 @@ class MambaSSMEngine:
                                     "has no float64), got float64")
         self.dtype_name, self.device = dtype, torch.device("cuda")
         self.dtype = torch.float32 if dtype == "tfloat32" else getattr(torch, dtype)
-        self.fused = causal_conv1d is not None
-        self._cache: tuple | None = None
+        self.fused = causal_conv1d_fn is not None
+        self._cache = self._table = None
 
     @contextlib.contextmanager
     def precision(self):
@@ -86,12 +89,41 @@ class MambaSSMEngine:
         with torch.no_grad(), self.precision():
             return m(x.to(self.device, self.dtype))
 
+    def hidden_at(self, con: Construction, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Mixer output (batch, q, d_model) at positions pos (batch, q) of token ids (batch, L).
+
+        Block kind "mamba": ``verify.engines.query_only.mamba_forward_at`` on the loaded module's parameters with
+        mamba_ssm's ``selective_scan_fn`` and, as ``Mamba.forward`` picks it, causal_conv1d's kernel or the module's
+        conv1d + SiLU: Mamba's slow path with embedding + in_proj folded into a token table and out_proj applied at
+        the scored positions only. Exact in real arithmetic; in floating point it differs from ``Mamba.forward``
+        (either path) gathered at pos only by the summation order of in_proj and out_proj. Other kinds: ``hidden``
+        gathered."""
+        tokens, pos = tokens.to(self.device), pos.to(self.device)
+        if con.config.kind != "mamba":
+            return at_positions(self.hidden(con, tokens), pos)
+        m, _ = self.module(con)
+        with torch.no_grad(), self.precision():
+            return mamba_forward_at(dict(m.named_parameters()), self.table(con), con, tokens, pos, selective_scan_fn,
+                                    conv=_causal_conv1d_silu if self.fused else silu_conv)
+
+    def table(self, con: Construction) -> torch.Tensor:
+        """``in_proj_table`` of the loaded module (kind "mamba"), computed once per construction."""
+        if self._table is None or self._table[0] is not con:
+            m, emb = self.module(con)
+            with torch.no_grad(), self.precision():
+                self._table = (con, in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias))
+        return self._table[1]
+
+
+def _causal_conv1d_silu(x, weight, bias):
+    """Mamba.forward's causal_conv1d branch: the fused causal depthwise conv + SiLU kernel."""
+    return causal_conv1d_fn(x=x, weight=weight.squeeze(1), bias=bias, activation="silu")
+
 
 try:
     from mamba_ssm import Mamba2
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 except ImportError:
-    Mamba2 = selective_scan_fn = None
+    Mamba2 = None
 
 
 def mamba2_module(config, device, dtype):

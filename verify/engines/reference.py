@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from constructions.layout import Construction, embed
+from verify.engines.query_only import at_positions, silu_conv
 
 
 def _skip_gate(y, u, D, z, dtype_out):
@@ -58,11 +59,9 @@ def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config,
     ``scan`` is the selective scan (``selective_scan_ref``; ``selective_scan_delta_t_ref`` gives Mamba-Delta-transpose,
     whose dt_proj maps to d_state instead of d_inner)."""
     d_state, dt_rank = config.d_state, config.rank
-    L = hidden.shape[1]
     xz = F.linear(hidden, params["in_proj.weight"], params.get("in_proj.bias")).transpose(1, 2)
     x, z = xz.chunk(2, dim=1)
-    w = params["conv1d.weight"]
-    x = F.silu(F.conv1d(x, w, params.get("conv1d.bias"), padding=w.shape[-1] - 1, groups=w.shape[0])[..., :L])
+    x = silu_conv(x, params["conv1d.weight"], params.get("conv1d.bias"))
     x_dbl = F.linear(x.transpose(1, 2), params["x_proj.weight"])  # (batch, L, r + 2N)
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     dt = F.linear(dt, params["dt_proj.weight"]).transpose(1, 2)
@@ -129,6 +128,10 @@ class ReferenceEngine:
         """Mixer output (batch, L, d_model) for token ids (batch, L)."""
         params, emb = self._params(con)
         return self.mixer(con, embed(con, emb, tokens.to(self.device)))
+
+    def hidden_at(self, con: Construction, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Mixer output (batch, q, d_model) at positions pos (batch, q): ``hidden`` gathered."""
+        return at_positions(self.hidden(con, tokens), pos.to(self.device))
 
     def mixer(self, con: Construction, x: torch.Tensor) -> torch.Tensor:
         """Mixer output (batch, L, d_model) for real-valued inputs x (batch, L, d_model), e.g. a signal and its time."""

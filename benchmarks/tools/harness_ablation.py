@@ -1,0 +1,94 @@
+"""Where the MQAR harness's time goes beyond ``hidden_at``: an ablation at one configuration (GPU).
+
+Times, per dtype, in queries per second: ``hidden_at`` alone on one generated batch; ``hidden_at`` + the readout
+(``verify.checks._recall``) on that batch for several readout chunk sizes; generation alone (the harness's
+threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` for several prefetch depths. Usage::
+
+    python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import verify.checks as checks  # noqa: E402
+from mqar_throughput import CONFIGS, _time, bare_kernel_qps  # noqa: E402
+from verify.engines import make_engine  # noqa: E402
+from verify.registry import SPECS  # noqa: E402
+from verify.tasks.mqar import MQARConfig, generate  # noqa: E402
+
+
+def _with(obj, name, value, fn):
+    saved = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        return fn()
+    finally:
+        setattr(obj, name, saved)
+
+
+def ablate(config: str, dtypes: list[str]) -> dict:
+    kappa, vocab, variant, T, batch, batches = CONFIGS[config]
+    spec = SPECS["mqar-mamba"]
+    con = spec.build(spec.params(kappa=kappa, vocab=vocab, variant=variant, seq_len=T))
+    task = MQARConfig(kappa, vocab, T, num_examples=batch * batches)
+    tokens, labels = generate(replace(task, num_examples=batch), 0)
+    pos, target = checks.query_positions(labels)
+    tokens, pos, target = (torch.from_numpy(a).cuda() for a in (tokens, pos, target))
+    q = pos.numel()
+    out = {"config": config, "gpu": torch.cuda.get_device_name(), "batch": batch, "batches": batches,
+           "bare_kernel_float32_qps": bare_kernel_qps(con, batch, T, kappa, torch.float32)}
+
+    for workers in (3, 8):
+        t = time.perf_counter()
+        for _ in checks._batches(task, 1, batch, workers):
+            pass
+        out[f"generation_prefetch{workers}_qps"] = task.num_examples * kappa / (time.perf_counter() - t)
+    for dtype in dtypes:
+        eng = make_engine("mamba_ssm", dtype)
+        row = {"hidden_at_qps": q / _time(lambda: eng.hidden_at(con, tokens, pos))}
+
+        def scored():
+            with eng.precision():
+                h = eng.hidden_at(con, tokens, pos)
+                checks._recall(con, h.reshape(-1, h.shape[-1]), target)
+        for chunk in (2 ** 21, 2 ** 23, 2 ** 25):
+            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(checks, "READOUT_CHUNK", chunk,
+                                                                  lambda: _time(scored))
+        for workers in (3, 8):
+            for chunk in (2 ** 23, 2 ** 25):
+                defaults = checks._batches.__defaults__
+                checks._batches.__defaults__ = (workers,)
+                try:
+                    row[f"harness_prefetch{workers}_chunk{chunk}_qps"] = task.num_examples * kappa / _with(
+                        checks, "READOUT_CHUNK", chunk,
+                        lambda: _time(lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch)))
+                finally:
+                    checks._batches.__defaults__ = defaults
+        out[dtype] = row
+        print(dtype, json.dumps(row), flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--config", default="large", choices=["default", "large"])
+    ap.add_argument("--dtypes", default="float32,tfloat32")
+    args = ap.parse_args()
+    res = ablate(args.config, args.dtypes.split(","))
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The query-only form of ``Mamba.forward`` (``verify.engines.query_only``, the mamba_ssm engine's ``hidden_at``) on
+the CPU, with the reference scan: the table fold, then the whole forward, against embed + ``mamba_forward`` gathered.
+The same function on mamba_ssm's kernels is tested against ``mamba_ssm.Mamba`` in ``test_cuda_mqar_mamba.py``."""
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from constructions import keep_nth, mqar_mamba
+from constructions.layout import embed
+from verify.engines import make_engine
+from verify.engines.query_only import at_positions, folded_xz, in_proj_table, mamba_forward_at
+from verify.engines.reference import mamba_forward, selective_scan_ref
+
+CONSTRUCTIONS = {  # the last one has a "+PE" position channel (embed writes t into it)
+    "mqar one-hot": lambda: mqar_mamba.build(8, 128, "one-hot", seq_len=60),
+    "mqar jl": lambda: mqar_mamba.build(6, 40, "jl", seq_len=60),
+    "keep-nth": lambda: keep_nth.build(12, n=3),
+}
+
+
+def _with_random_biases(con, g):
+    """con with random in_proj / out_proj biases (the constructions set them to 0 or constants), so both folds
+    carry a bias."""
+    mixer = {**con.mixer, "in_proj.bias": 0.1 * torch.randn(con.mixer["in_proj.bias"].shape, generator=g,
+                                                            dtype=torch.float64),
+             "out_proj.bias": torch.randn(con.config.d_model, generator=g, dtype=torch.float64)}
+    return replace(con, mixer=mixer)
+
+
+def _tokens_and_positions(con, g, batch=5, L=40, q=7):
+    tokens = torch.randint(0, con.embedding.shape[0], (batch, L), generator=g)
+    pos = torch.stack([torch.randperm(L, generator=g)[:q] for _ in range(batch)])
+    return tokens, pos
+
+
+@pytest.mark.parametrize("name", CONSTRUCTIONS)
+def test_token_table_fold_equals_embedding_then_in_proj(name):
+    """folded_xz(in_proj_table) == in_proj(embed(tokens)) + bias, (batch, 2 d_inner, L), on a random embedding (its
+    position column too), in Mamba's layout (L fastest, then batch: the "d (b l) -> b d l" view)."""
+    g = torch.Generator().manual_seed(0)
+    con = CONSTRUCTIONS[name]()
+    E = torch.randn(con.embedding.shape, generator=g, dtype=torch.float64)
+    W, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in (con.mixer["in_proj.weight"].shape,
+                                                                        con.mixer["in_proj.bias"].shape))
+    tokens, _ = _tokens_and_positions(con, g)
+    xz = folded_xz(con, in_proj_table(con, E, W, b), W, tokens)
+    want = F.linear(embed(con, E, tokens), W, b).transpose(1, 2)
+    torch.testing.assert_close(xz, want, rtol=1e-12, atol=1e-12)
+    if con.position_channel is None:
+        batch, L = tokens.shape
+        assert xz.stride() == (L, batch * L, 1)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name", CONSTRUCTIONS)
+def test_query_only_forward_equals_forward_gathered(name, dtype, rtol):
+    """mamba_forward_at == mamba_forward(embed(tokens)) at pos, with the construction's weights and random biases."""
+    g = torch.Generator().manual_seed(1)
+    con = _with_random_biases(CONSTRUCTIONS[name](), g)
+    params = {k: v.to(dtype) for k, v in con.mixer.items()}
+    E = con.embedding.to(dtype)
+    tokens, pos = _tokens_and_positions(con, g)
+    got = mamba_forward_at(params, in_proj_table(con, E, params["in_proj.weight"], params["in_proj.bias"]), con,
+                           tokens, pos, selective_scan_ref)
+    want = at_positions(mamba_forward(params, embed(con, E, tokens), con.config), pos)
+    assert got.shape == (*pos.shape, con.config.d_model) and got.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item())
+
+
+def test_reference_hidden_at_is_hidden_gathered():
+    g = torch.Generator().manual_seed(2)
+    con = CONSTRUCTIONS["mqar jl"]()
+    tokens, pos = _tokens_and_positions(con, g)
+    engine = make_engine("reference", "float32")
+    hidden = engine.hidden(con, tokens)
+    want = torch.stack([hidden[i, pos[i]] for i in range(len(pos))])
+    assert torch.equal(engine.hidden_at(con, tokens, pos), want)
