@@ -15,6 +15,7 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction
+from verify import fused_readout
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 
@@ -79,6 +80,9 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     target = target.reshape(-1, 1)
     if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
         return h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
+    if fused_readout.available(h):  # TF32 on CUDA: no |V|-wide logits in memory
+        own, best_other = fused_readout.own_and_best_other(h, readout, target)
+        return (own > best_other).sum(), (own - best_other).min()
     correct, margin = [], []
     rows = max(1, READOUT_CHUNK // readout.shape[0])
     for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits
