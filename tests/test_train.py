@@ -178,6 +178,9 @@ def test_cli_train_and_bad_input(capsys):
     assert main(["sweep"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "unknown mixer" in err
+    assert main(["sweep", "--grid", "fig2", "--kappas", "0/2"]) == 2  # a shard where the kappas go: no traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--kappas: expected a comma-separated list of int, got '0/2'" in err
 
 
 @pytest.mark.cuda

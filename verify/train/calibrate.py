@@ -22,6 +22,7 @@ import torch
 
 from verify.recall_grid import _atomic_json
 from verify.train.spec import run_key
+from verify.train.cli import csv_of
 from verify.train.store import ResultStore
 from verify.train.sweep import Grid, run_local
 
@@ -57,22 +58,14 @@ def verdicts(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(","))
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(","))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
     ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
     ap.add_argument("--only", choices=("reference", "budgeted"), default=None)
-    ap.add_argument("--kappas", type=_ints, default=(4, 8), help="comma-separated subset of the cells' kappas")
-    ap.add_argument("--d-multipliers", type=_floats, default=(0.5, 1, 2),
+    ap.add_argument("--kappas", type=csv_of(int), default=(4, 8), help="comma-separated subset of the cells' kappas")
+    ap.add_argument("--d-multipliers", type=csv_of(float), default=(0.5, 1, 2),
                     help="comma-separated subset of the cells' d / bound")
     ap.add_argument("--pack-size", type=int, default=64)
     ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
