@@ -30,13 +30,20 @@ def _store(results: Path, grid: str) -> list[dict]:
 def cut_records(results: Path, grid: str) -> list[dict]:
     """Runs of ``grid`` whose pack a device call cut before the step budget, evaluated from the pack's checkpoint
     (``<results>/train/<grid>-cut.json``, written by ``tools/eval_pack_checkpoints.py``), as store-like records with
-    ``cut`` = the step reached; [] where there is no such file. Figures draw them apart (triangles)."""
+    ``cut`` = the step reached; [] where there is no such file. A run that has since finished (its key is in the
+    grid's store: the cut pack was resumed) is left out: the finished record supersedes it. Figures draw cut runs
+    apart (triangles)."""
     p = Path(results) / f"train/{grid}-cut.json"
     if not p.exists():
         return []
     d = json.loads(p.read_text())
+    store = Path(results) / f"train/{grid}.jsonl"
+    from verify.train.store import ResultStore
+
+    finished = {r["key"] for r in ResultStore(store).records()} if store.exists() else set()
     return [{"spec": r["spec"], "result": {"test_acc": r["test_acc"], "solved": r["test_correct"] == r["test_queries"]},
-             "device": d["trained_on"], "mamba_ssm": d["mamba_ssm"], "cut": r["step"]} for r in d["runs"]]
+             "device": d["trained_on"], "mamba_ssm": d["mamba_ssm"], "cut": r["step"]} for r in d["runs"]
+            if r["key"] not in finished]
 
 
 def best_cells(records: list[dict], keys=("mixer", "vocab", "kappa", "d_model", "d_state")) -> dict:

@@ -204,6 +204,20 @@ def test_cut_packs_drawn_apart_and_solved_only_at_full_recall(results, tmp_path)
     assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | 24 |" in md
 
 
+def test_cut_runs_that_finished_since_are_superseded(results, tmp_path):
+    """A cut run whose pack was resumed and finished (its key is now in the store) is no longer a cut record."""
+    from paper_figures.training import cut_records
+
+    (tmp_path / "train").mkdir()
+    spec = lambda d, s: _rec("mqar", "mamba2", 128, 16, d, 23, s, 0.0)  # noqa: E731
+    finished = {**spec(8, 0), "result": {"test_acc": 1.0, "solved": True, "epochs": 3.0, "steps": 4000}}
+    (tmp_path / "train/fig2.jsonl").write_text(json.dumps(finished) + "\n")
+    _cut_file(tmp_path / "train/fig2-cut.json", [(spec(8, 0), 9999, 10000), (spec(8, 1), 9998, 10000)])
+    assert [r["spec"]["seed"] for r in cut_records(tmp_path, "fig2")] == [1]
+    md = paper_figures.make("tightness", tmp_path).markdown
+    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8 | 0.9998 (d=8) |" in md
+
+
 def test_checkpoint_evaluation_equals_the_runs_own_test_at_that_step(tmp_path, one_thread):
     """tools/eval_pack_checkpoints.py on a pack cut after one step = the same pack trained for one step."""
     import importlib.util
