@@ -14,7 +14,7 @@
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
-#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs; fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
 #                    (the stores are merged back, and checkpoints kept in .sweep-ckpt/, by tools/merge_stores.py)
 set -uo pipefail
