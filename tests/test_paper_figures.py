@@ -22,7 +22,7 @@ def _rec(task, mixer, vocab, kappa, d, n, seed, acc, T=100, task_args=()):
     spec = RunSpec(task=task, mixer=mixer, vocab=vocab, d_model=d, d_state=n, seed=seed, lr=0.01, kappa=kappa,
                    seq_len=T, protocol=BUDGETED, task_args=task_args)
     return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu", "mamba_ssm": None,
-            "result": {"test_acc": acc, "solved": acc == 1.0, "epochs": 3.0, "steps": 100}}
+            "result": {"test_acc": acc, "solved": acc == 1.0, "epochs": 3.0, "steps": 100, "early_stopped": acc == 1.0}}
 
 
 def _recall_rec(d, n, seed, lr, acc):
@@ -187,8 +187,8 @@ def test_tightness_table_reads_the_smallest_solved_d(results):
 
     md = paper_figures.make("tightness", results).markdown
     b = d_bound("mamba", 4, 128)
-    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
-    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | 10 |  | 1 |" in md
+    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
+    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | 10 |  | 1 |" in md
 
 
 def _cut_file(path: Path, runs: list[tuple[dict, int, int]]) -> None:
@@ -210,7 +210,7 @@ def test_cut_packs_drawn_apart_and_solved_only_at_full_recall(results, tmp_path)
     assert sorted(map(tuple, tri.get_offsets().tolist())) == [(16, 8), (16, 24)]
     assert sorted(tri.get_array()) == [0.9999, 1.0]
     md = paper_figures.make("tightness", tmp_path).markdown
-    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | 24 |" in md
+    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | none | 24 |" in md
 
 
 def test_cut_runs_that_finished_since_are_superseded(results, tmp_path):
