@@ -32,6 +32,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
     Entry("tableA4", "selectivity", "Table A.4: S4D, no PE", training.table_a4, training=True),
     *(Entry(f"recall-{r}", "recall", f"Recall grid {r}: law vs corrected vs measured", partial(recall.recall_grid, regime=r))
       for r in ("regime_0", "regime_1", "regime_2")),
+    Entry("recall-trained-regime_0", "recall", "Trained recall on the D-N grid vs the law (a = 5/8)",
+          recall.recall_trained, training=True),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),
     Entry("recall-multilayer", "recall", "Multi-layer table", recall.multilayer),
     Entry("recall-multihead", "recall", "Multi-head table", recall.multihead),

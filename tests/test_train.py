@@ -178,6 +178,9 @@ def test_cli_train_and_bad_input(capsys):
     assert main(["sweep"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "unknown mixer" in err
+    assert main(["sweep", "--grid", "fig2", "--kappas", "0/2"]) == 2  # a shard where the kappas go: no traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--kappas: expected a comma-separated list of int, got '0/2'" in err
 
 
 @pytest.mark.cuda
@@ -331,8 +334,46 @@ def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
                            "--minutes", "0"]) == 0
     full = {run_key(s): s for g in calibrate.grids(1).values() for s in g.runs()}
     got = seen["specs"]
-    assert {(s.kappa, s.d_model, s.protocol.name) for s in got} == {(4, 6, "reference"), (4, 6, "budgeted")}
-    assert all(run_key(s) in full for s in got) and len(got) == 7 + 21
+    assert {(s.kappa, s.d_model, s.protocol.name) for s in got} == {(4, 6, "reference"), (4, 6, "budgeted"),
+                                                                     (4, 6, "budgeted-loss")}
+    assert all(run_key(s) in full for s in got) and len(got) == 7 + 21 + 21
+    assert [s.protocol.name for s in got].index("reference") == 42  # the cheap budgeted variants first
     with pytest.raises(SystemExit) as e:  # a malformed list is argparse's one-line error, exit 2
         calibrate.main(["--out", str(tmp_path), "--kappas", "four"])
     assert e.value.code == 2
+
+
+def test_tightness_tells_the_stopping_rule_from_solving():
+    """A run that met the budgeted stopping rule (100% validation accuracy) but misses a test query is 'stopped', not
+    'solved': the two smallest d are reported apart."""
+    from dataclasses import replace
+
+    spec = grid("smoke").runs()[0]
+
+    def rec(d, acc, stopped):
+        s = replace(spec, d_model=d)
+        return {"key": run_key(s), "spec": s.as_dict(),
+                "result": {"test_acc": acc, "solved": acc == 1.0, "early_stopped": stopped}}
+    (row,) = tightness([rec(8, 0.9999, True), rec(16, 1.0, True), rec(4, 0.5, False)])
+    assert (row["smallest_stopped"], row["smallest_solved"]) == (8, 16)
+
+
+def test_calibration_verdicts_per_budgeted_variant():
+    """Each budgeted variant's verdict is compared with the reference's; a run that stopped (met its rule) without
+    solving is counted as such."""
+    from dataclasses import replace
+
+    from verify.train import calibrate
+
+    g = calibrate.grids(1)
+    ref, bud, loss = (g[n].runs()[0] for n in ("reference", "budgeted", "budgeted-loss"))
+
+    def rec(spec, solved, stopped, seed=0):
+        spec = replace(spec, seed=seed)
+        return {"key": run_key(spec), "spec": spec.as_dict(), "result": {
+            "solved": solved, "test_acc": 1.0 if solved else 0.9999, "steps": 1000, "epochs": 1.0,
+            "early_stopped": stopped}}
+    (row,) = calibrate.verdicts([rec(ref, True, True), rec(bud, False, True), rec(bud, False, True, seed=1),
+                                 rec(loss, True, True)])
+    assert row["agree"] == {"budgeted": False, "budgeted-loss": True}
+    assert row["budgeted"]["stopped_unsolved"] == 2 and row["budgeted-loss"]["stopped_unsolved"] == 0

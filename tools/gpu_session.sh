@@ -11,10 +11,11 @@
 #   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
 #   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
 #   profile[@ARGS]   benchmarks/tools/profile_harness.py ARGS (commas become spaces)
+#   ablation         benchmarks/tools/harness_ablation.py            (harness_ablation.json)
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
-#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs; fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
 #                    (the stores are merged back, and checkpoints kept in .sweep-ckpt/, by tools/merge_stores.py)
 set -uo pipefail
@@ -36,6 +37,7 @@ one() {
     bench) timeout "$left" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
     selbench) timeout "$(( left < ${SELBENCH_TIMEOUT:-100000} ? left : ${SELBENCH_TIMEOUT:-100000} ))" python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
+    ablation) timeout "$left" python3 benchmarks/tools/harness_ablation.py --out "$OUT/harness_ablation.json" ;;
     trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced

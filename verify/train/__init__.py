@@ -30,9 +30,15 @@ Protocols (``verify.train.spec.PROTOCOLS``):
 * ``budgeted``: the same model, data and optimizer, but a fixed step budget (4000 steps of batch 64, cosine over the
   budget), a small learning-rate sweep (3e-3, 1e-2, 3e-2), validation every 200 steps, early stop at 100% validation
   accuracy; verdict = best over seeds x learning rates of the test accuracy (10^4 sequences).
+* ``budgeted-loss``: ``budgeted`` with the reference's stopping rule (validation loss < 1e-6) instead of 100%
+  validation accuracy. The stored sweeps show why it exists: of the budgeted runs that stopped at 100% validation
+  accuracy (1,000 sequences), most still missed a few of the 10^4 test sequences' queries (fig2 Mamba: 32 of 33; at
+  kappa 4 every run with d >= 2x the bound that stopped scored 99.95-99.998%), so the stopping rule, not the model
+  size, decides many "not solved" verdicts. A run under ``budgeted-loss`` trains on after 100% accuracy until its loss
+  is that small or the budget ends.
 * ``smoke``: tiny, for CPU tests.
 
-Calibration (``python -m verify.train.calibrate``): both protocols on the same few MQAR cells (Mamba, |V| = 128,
+Calibration (``python -m verify.train.calibrate``): the protocols on the same few MQAR cells (Mamba, |V| = 128,
 kappa in {4, 8}, d at half, once and twice the bound), the reference truncated at a stated number of epochs. The
 budgeted protocol is accepted where every cell gets the same verdict (solved = 100% test accuracy, best of seeds);
 the table it prints is the evidence, stored with the results.

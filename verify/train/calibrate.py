@@ -1,10 +1,11 @@
-"""Calibrate the budgeted protocol against the reference one on a few MQAR cells (run on a GPU, resumable).
+"""Calibrate the budgeted protocols against the reference one on a few MQAR cells (run on a GPU, resumable).
 
 Cells: Mamba (gate off), |V| = 128, T = 100, kappa in {4, 8}, N = 2 kappa (Fig. 2), d at half, once and twice the
 bound kappa + ceil(log2 |V|); 7 seeds. The reference protocol (lr 0.03, batch 16, cosine over 600 epochs, stop at val
 loss < 1e-6) is truncated after ``--epochs`` epochs (``Protocol.cap_steps``; the schedule still spans 600 epochs, so
-the run is the reference run's prefix); the budgeted one runs in full (3 lrs x 7 seeds). Both go to one store;
-every call trains what is missing until ``--minutes`` and then prints and writes the verdict table
+the run is the reference run's prefix); the budgeted ones (``budgeted``: stop at 100% validation accuracy;
+``budgeted-loss``: stop at validation loss < 1e-6, the reference's rule) run in full (3 lrs x 7 seeds). All go to one
+store; every call trains what is missing until ``--minutes`` and then prints and writes the verdict table
 (``calibration.json``): per cell, solved (best of seeds [x lrs], 100% test accuracy) under each protocol, and
 whether they agree. A truncated reference that solves is a valid verdict; one that fails only says "not within E
 epochs" (``reference.truncated`` in the table), so widen ``--epochs`` on the disagreeing cells before concluding.
@@ -22,6 +23,7 @@ import torch
 
 from verify.recall_grid import _atomic_json
 from verify.train.spec import run_key
+from verify.train.cli import csv_of
 from verify.train.store import ResultStore
 from verify.train.sweep import Grid, run_local
 
@@ -31,8 +33,8 @@ def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Gr
         "reference": Grid("calib-reference", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
                           d_multipliers=d_multipliers, protocol="reference",
                           protocol_overrides=(("cap_steps", epochs * 6250),)),
-        "budgeted": Grid("calib-budgeted", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                         d_multipliers=d_multipliers, protocol="budgeted"),
+        **{name: Grid(f"calib-{name}", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
+                      d_multipliers=d_multipliers, protocol=name) for name in ("budgeted", "budgeted-loss")},
     }
 
 
@@ -50,19 +52,12 @@ def verdicts(records: list[dict]) -> list[dict]:
                          "runs": len(rs), "median_steps_to_stop": sorted(r["result"]["steps"] for r in rs)[len(rs) // 2],
                          "epochs_max": max(r["result"]["epochs"] for r in rs),
                          "truncated": any(r["spec"]["protocol"].get("cap_steps") and not r["result"]["early_stopped"]
-                                          for r in rs)}
-        if "reference" in row and "budgeted" in row:
-            row["agree"] = row["reference"]["solved"] == row["budgeted"]["solved"]
+                                          for r in rs),
+                         "stopped_unsolved": sum(r["result"]["early_stopped"] and not r["result"]["solved"] for r in rs)}
+        if "reference" in row:  # each budgeted variant's verdict against the reference's
+            row["agree"] = {name: row[name]["solved"] == row["reference"]["solved"] for name in by if name != "reference"}
         rows.append(row)
     return rows
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(","))
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(","))
 
 
 def main(argv=None) -> int:
@@ -70,9 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
     ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
-    ap.add_argument("--only", choices=("reference", "budgeted"), default=None)
-    ap.add_argument("--kappas", type=_ints, default=(4, 8), help="comma-separated subset of the cells' kappas")
-    ap.add_argument("--d-multipliers", type=_floats, default=(0.5, 1, 2),
+    ap.add_argument("--only", choices=tuple(grids(1)), default=None)
+    ap.add_argument("--kappas", type=csv_of(int), default=(4, 8), help="comma-separated subset of the cells' kappas")
+    ap.add_argument("--d-multipliers", type=csv_of(float), default=(0.5, 1, 2),
                     help="comma-separated subset of the cells' d / bound")
     ap.add_argument("--pack-size", type=int, default=64)
     ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
@@ -84,8 +79,8 @@ def main(argv=None) -> int:
     # the budgeted cells are fig2 cells (same run keys): take the runs the fig2 sweep already finished
     want, have = {run_key(s) for s in specs}, store.keys()
     store.append([r for r in ResultStore(out / "fig2.jsonl").records() if r["key"] in want - have])
-    # budgeted first: it is cheap and gives the first half of every comparison
-    specs.sort(key=lambda s: s.protocol.name != "budgeted")
+    # the budgeted variants first: they are cheap and give the first half of every comparison
+    specs.sort(key=lambda s: s.protocol.name == "reference")
     counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
                        log=lambda m: print(m, flush=True))
     rows = verdicts(store.records())
@@ -94,8 +89,9 @@ def main(argv=None) -> int:
     _atomic_json(out / "calibration.json", {
         "command": "python -m verify.train.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         "counts": counts, "rows": rows,
-        "agreement": {"cells_compared": sum("agree" in r for r in rows),
-                      "cells_agreeing": sum(bool(r.get("agree")) for r in rows)}})
+        "agreement": {name: {"cells_compared": sum(name in r.get("agree", {}) for r in rows),
+                             "cells_agreeing": sum(r.get("agree", {}).get(name, False) for r in rows)}
+                      for name in grids(1) if name != "reference"}})
     print(counts, flush=True)
     return 0
 

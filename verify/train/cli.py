@@ -1,6 +1,7 @@
 """``verify-constructions train`` / ``sweep``: one training run, or a grid into a results store."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -36,9 +37,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--impl", default="packed")
     s.add_argument("--pack-size", type=int, default=64)
     s.add_argument("--minutes", type=float, default=None, help="stop (checkpointing) after this long")
-    s.add_argument("--mixers", default=None, help="comma-separated subset")
-    s.add_argument("--kappas", default=None, help="comma-separated subset")
-    s.add_argument("--vocabs", default=None, help="comma-separated subset")
+    s.add_argument("--mixers", type=csv_of(str), default=None, help="comma-separated subset")
+    s.add_argument("--kappas", type=csv_of(int), default=None, help="comma-separated subset")
+    s.add_argument("--vocabs", type=csv_of(int), default=None, help="comma-separated subset")
     s.add_argument("--seeds", type=int, default=None, help="only the first this many seeds")
     s.add_argument("--shard", default=None, metavar="I/N",
                    help="only the packs whose pack key falls in shard I of N (parallel processes on one store)")
@@ -59,6 +60,17 @@ def _task_args(items) -> tuple:
     return tuple(sorted(out.items()))
 
 
+def csv_of(cast):
+    """argparse type: a comma-separated list of ``cast`` values, as a tuple; a malformed item is argparse's one-line
+    usage error (exit 2)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {cast.__name__}, got {text!r}")
+    return parse
+
+
 def cmd_train(args, out) -> int:
     from verify.train.loop import train_pack
 
@@ -77,10 +89,6 @@ def cmd_train(args, out) -> int:
     return 0
 
 
-def _subset(values: str | None, cast):
-    return None if values is None else {cast(v) for v in values.split(",")}
-
-
 def cmd_sweep(args, out) -> int:
     from verify.train.store import ResultStore
     from verify.train.sweep import GRIDS, grid, run_local, tightness
@@ -96,7 +104,7 @@ def cmd_sweep(args, out) -> int:
         for row in tightness(store.records()):
             print(json.dumps(row))
         return 0
-    mixers, kappas, vocabs = _subset(args.mixers, str), _subset(args.kappas, int), _subset(args.vocabs, int)
+    mixers, kappas, vocabs = args.mixers, args.kappas, args.vocabs
     specs = [s for s in g.runs() if (mixers is None or s.mixer in mixers) and (kappas is None or s.kappa in kappas)
              and (vocabs is None or s.vocab in vocabs) and (args.seeds is None or s.seed < args.seeds)]
     require(specs, "the filters leave no runs of this grid")

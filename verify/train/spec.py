@@ -47,9 +47,10 @@ REFERENCE = Protocol("reference", batch_size=16, train_samples=100_000, val_samp
                      max_steps=600 * 6250, eval_every=6250, stop="val_loss", stop_value=1e-6, lrs=(0.03,), n_seeds=7)
 BUDGETED = Protocol("budgeted", batch_size=64, train_samples=100_000, val_samples=1_000, test_samples=10_000,
                     max_steps=4000, eval_every=200, stop="val_acc", stop_value=1.0, lrs=(3e-3, 1e-2, 3e-2), n_seeds=7)
+BUDGETED_LOSS = replace(BUDGETED, name="budgeted-loss", stop="val_loss", stop_value=1e-6)  # the reference's rule
 SMOKE = Protocol("smoke", batch_size=32, train_samples=4096, val_samples=256, test_samples=512, max_steps=400,
                  eval_every=25, stop="val_acc", stop_value=1.0, lrs=(0.03,), n_seeds=1)
-PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, SMOKE)}
+PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, SMOKE)}
 
 
 def protocol(name: str, **overrides) -> Protocol:
