@@ -80,7 +80,7 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     target = target.reshape(-1, 1)
     if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
         return h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
-    if fused_readout.available(h):  # TF32 on CUDA: no |V|-wide logits in memory
+    if fused_readout.available(h):  # float32 on CUDA: no |V|-wide logits in memory
         own, best_other = fused_readout.own_and_best_other(h, readout, target)
         return (own > best_other).sum(), (own - best_other).min()
     correct, margin = [], []

@@ -1,12 +1,13 @@
-"""Fused readout for TF32 checks on CUDA: target logit and best other logit per row without writing the logits.
+"""Fused readout for float32 checks on CUDA: target logit and best other logit per row without writing the logits.
 
 ``verify.checks._recall`` needs, per query row h (d,), the target logit ``h . R[t]`` and the largest other logit
 ``max_{v != t} h . R[v]`` over all |V| readout rows. Written out, the logits are |V| floats per query (2 GB per
 batch of the large MQAR configuration, |V| = 8192, 65,536 queries), written by the GEMM and read back by the max.
 This Triton kernel keeps a running (target, best other) per row over tiles of R instead, so the logits never reach
-memory. The logits are TF32 tensor-core dot products (``tl.dot`` with input_precision "tf32"), the same arithmetic as a
-TF32 GEMM up to summation order; it is used only where the check runs with TF32 matmuls on (engine dtype tfloat32).
-Triton ships with CUDA builds of torch; without it (or on the CPU) the checks keep the plain GEMM.
+memory. Its dot products follow the check's precision: TF32 tensor cores (``tl.dot`` input_precision "tf32") where
+TF32 matmuls are on (engine dtype tfloat32), IEEE float32 ("ieee") otherwise; either is the arithmetic of the
+corresponding GEMM up to summation order. Triton ships with CUDA builds of torch; without it (or on the CPU) the
+checks keep the plain GEMM.
 """
 from __future__ import annotations
 
@@ -22,15 +23,15 @@ BLOCK_M, BLOCK_N = 64, 32  # query rows per program, readout rows per tile
 
 
 def available(h: torch.Tensor) -> bool:
-    """The kernel applies: float32 rows on CUDA with TF32 matmuls on, and Triton importable."""
-    return (triton is not None and h.is_cuda and h.dtype == torch.float32
-            and torch.backends.cuda.matmul.allow_tf32)
+    """The kernel applies: float32 rows on CUDA, and Triton importable."""
+    return triton is not None and h.is_cuda and h.dtype == torch.float32
 
 
 if triton is not None:
     @triton.jit
     def _own_and_best_other(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                            PRECISION: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         ks = tl.arange(0, BLOCK_K)
         rmask = rows < M
@@ -42,7 +43,7 @@ if triton is not None:
             cols = n0 + tl.arange(0, BLOCK_N)
             r = tl.load(R + cols[None, :] * stride_r + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K),
                         other=0.0)  # (BLOCK_K, BLOCK_N): R^T tile
-            logits = tl.dot(h, r, input_precision="tf32")
+            logits = tl.dot(h, r, input_precision=PRECISION)
             is_t = cols[None, :] == t[:, None]
             own = tl.maximum(own, tl.max(tl.where(is_t, logits, float("-inf")), axis=1))
             other = tl.where(is_t | (cols[None, :] >= V), float("-inf"), logits)
@@ -52,11 +53,13 @@ if triton is not None:
 
 
 def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
-    """(target logit, largest other logit), each (n,), for rows h (n, d), readout (|V|, d), targets (n,)."""
+    """(target logit, largest other logit), each (n,), for rows h (n, d), readout (|V|, d), targets (n,); TF32 dot
+    products where torch's TF32 matmuls are on, IEEE float32 otherwise."""
     h, readout, target = h.contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
     n, d = h.shape
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
     _own_and_best_other[(triton.cdiv(n, BLOCK_M),)](
         h, readout, target, own, best, n, readout.shape[0], d, h.stride(0), readout.stride(0),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=max(16, triton.next_power_of_2(d)))
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=max(16, triton.next_power_of_2(d)),
+        PRECISION="tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee")
     return own, best

@@ -1,8 +1,9 @@
 """Where the MQAR harness's time goes beyond ``hidden_at``: an ablation at one configuration (GPU).
 
 Times, per dtype, in queries per second: ``hidden_at`` alone on one generated batch; ``hidden_at`` + the readout
-(``verify.checks._recall``) on that batch for several readout chunk sizes; generation alone (the harness's
-threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` for several prefetch depths. Usage::
+(``verify.checks._recall``) on that batch, with the fused Triton readout and with the plain GEMM + max at two chunk
+sizes; generation alone (the harness's threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` with and
+without the fused readout. Usage::
 
     python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large]
 """
@@ -61,19 +62,13 @@ def ablate(config: str, dtypes: list[str]) -> dict:
             with eng.precision():
                 h = eng.hidden_at(con, tokens, pos)
                 checks._recall(con, h.reshape(-1, h.shape[-1]), target)
-        for chunk in (2 ** 21, 2 ** 23, 2 ** 25):
-            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(checks, "READOUT_CHUNK", chunk,
-                                                                  lambda: _time(scored))
-        for workers in (3, 8):
-            for chunk in (2 ** 23, 2 ** 25):
-                defaults = checks._batches.__defaults__
-                checks._batches.__defaults__ = (workers,)
-                try:
-                    row[f"harness_prefetch{workers}_chunk{chunk}_qps"] = task.num_examples * kappa / _with(
-                        checks, "READOUT_CHUNK", chunk,
-                        lambda: _time(lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch)))
-                finally:
-                    checks._batches.__defaults__ = defaults
+        row["hidden_at_readout_fused_qps"] = q / _time(scored)
+        for chunk in (2 ** 23, 2 ** 25):  # the plain GEMM + max, Triton's kernel switched off
+            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(checks.fused_readout, "triton", None, lambda: _with(
+                checks, "READOUT_CHUNK", chunk, lambda: _time(scored)))
+        harness = lambda: _time(lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch))  # noqa: E731
+        row["harness_fused_qps"] = task.num_examples * kappa / harness()
+        row["harness_unfused_qps"] = task.num_examples * kappa / _with(checks.fused_readout, "triton", None, harness)
         out[dtype] = row
         print(dtype, json.dumps(row), flush=True)
     return out
