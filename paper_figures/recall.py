@@ -212,4 +212,21 @@ def recall_trained(results: Path) -> Rendered:
                f"{len(trained) - len(cells)} stored, are blank and left out, as in the paper's grids); mean "
                f"|trained - law| over them {np.abs(acc - law).mean():.3f} (max {np.abs(acc - law).max():.3f}). Blank: "
                f"N > D or not trained yet. {_meta(recs)}.")
-    return Rendered(caption, figure=fig)
+    latex, markdown = table(["N", "law: smallest D at >= 99% (a = 5/8)", "trained: smallest D at >= 99%",
+                             "trained / law", "D trained"], _d99_rows(cells, ns, vocab, nf, a_full))
+    return Rendered(caption + " Table: per N, the smallest D (N <= D) where the law reaches 99% recall next to the "
+                    "smallest trained D whose cell reaches 99%.", figure=fig, latex=latex, markdown=markdown)
+
+
+def _d99_rows(cells: dict, ns: list[int], vocab: int, nf: int, a_: float) -> list[list]:
+    """Per N: the law's smallest integer D >= N with recall >= 0.99, the smallest trained D whose cell reached 0.99."""
+    from symbolic.recall_scaling import law_num
+
+    rows = []
+    for n in ns:
+        d_law = next((d for d in range(n, 4097) if law_num(d, n, vocab, nf, a_) >= 0.99), None)
+        trained = sorted(d for (d, m) in cells if m == n)
+        d_tr = next((d for d in trained if cells[(d, n)][0] >= 0.99), None)
+        rows.append([n, d_law or "> 4096", d_tr or "none", f"{d_tr / d_law:.2f}" if d_tr and d_law else "",
+                     ", ".join(map(str, trained)) or "none"])
+    return rows

@@ -261,7 +261,7 @@ def test_trained_recall_grid_means_best_lr_per_seed_and_compares_with_the_law(tm
     g, rec = GRIDS["recall-regime0"], _recall_rec
     (tmp_path / "train").mkdir()
     recs = [rec(8, 4, 0, 0.003, 0.2), rec(8, 4, 0, 0.03, 0.4), rec(8, 4, 1, 0.003, 0.6), rec(8, 4, 1, 0.03, 0.1),
-            rec(16, 8, 0, 0.01, 0.9), rec(8, 16, 0, 0.01, 0.7)]
+            rec(16, 8, 0, 0.01, 0.9), rec(8, 16, 0, 0.01, 0.7), rec(64, 32, 0, 0.01, 0.995)]
     (tmp_path / "train/recall-regime0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     r = paper_figures.make("recall-trained-regime_0", tmp_path)
     z = r.figure.axes[0].images[0].get_array()
@@ -269,7 +269,11 @@ def test_trained_recall_grid_means_best_lr_per_seed_and_compares_with_the_law(tm
     assert z[ns.index(4), ds.index(8)] == pytest.approx(0.5) and z[ns.index(8), ds.index(16)] == pytest.approx(0.9)
     assert np.ma.is_masked(z[ns.index(16), ds.index(8)]) or np.isnan(z[ns.index(16), ds.index(8)])
     law = sp.lambdify((rs.D, rs.N, rs.N_f, rs.V, rs.a), rs.LAW.subs(rs.Lam, 1))
-    want = np.mean([abs(0.5 - law(8, 4, 16, 512, 0.625)), abs(0.9 - law(16, 8, 16, 512, 0.625))])
-    assert f"2 of the grid's 36 cells with N <= D stored (cells with N > D, 1 stored" in r.caption
+    want = np.mean([abs(0.5 - law(8, 4, 16, 512, 0.625)), abs(0.9 - law(16, 8, 16, 512, 0.625)),
+                    abs(0.995 - law(64, 32, 16, 512, 0.625))])
+    assert f"3 of the grid's 36 cells with N <= D stored (cells with N > D, 1 stored" in r.caption
     assert f"mean |trained - law| over them {want:.3f}" in r.caption
-    assert sorted(r.figure.axes[2].collections[0].get_offsets()[:, 1].tolist()) == pytest.approx([0.5, 0.9])
+    assert sorted(r.figure.axes[2].collections[0].get_offsets()[:, 1].tolist()) == pytest.approx([0.5, 0.9, 0.995])
+    d_law = next(d for d in range(32, 4097) if law(d, 32, 16, 512, 0.625) >= 0.99)  # the law's D for 99% at N = 32
+    assert f"| 32 | {d_law} | 64 | {64 / d_law:.2f} | 64 |" in r.markdown
+    assert "| 4 | " in r.markdown and "| none |  | 8 |" in r.markdown

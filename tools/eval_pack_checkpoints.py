@@ -7,7 +7,6 @@ results/train/README.md): each run's spec, the step it reached, its last validat
 run's full test set through the packed reference forward (the exact sequential SSD scan; CPU, float32). These are
 truncated runs, not store lines: the output is a separate file, written atomically.
 """
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from constructions.export import write_json_atomic  # noqa: E402
 from verify.train import loop  # noqa: E402
 from verify.train.spec import run_key  # noqa: E402
 from verify.train.sweep import GRIDS  # noqa: E402
@@ -37,11 +37,9 @@ def evaluate_checkpoint(specs: dict, path: str) -> list[dict]:
 def main(grid: str, out: str, trained_on: str, mamba_ssm: str, paths: list[str]) -> None:
     specs = {run_key(s): s for s in GRIDS[grid].runs()}
     rows = [r for p in paths for r in evaluate_checkpoint(specs, p)]
-    tmp = f"{out}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"grid": grid, "trained_on": trained_on, "mamba_ssm": mamba_ssm, "evaluated_on": "cpu reference (packed forward, float32)", "torch": torch.__version__,
-                   "runs": rows}, f, indent=1)
-    os.replace(tmp, out)
+    write_json_atomic(out, {"grid": grid, "trained_on": trained_on, "mamba_ssm": mamba_ssm,
+                            "evaluated_on": "cpu reference (packed forward, float32)", "torch": torch.__version__,
+                            "runs": rows})
     print(f"{len(rows)} runs from {len(paths)} checkpoints -> {out}")
 
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import verify.checks as checks  # noqa: E402
+from constructions.export import write_json_atomic  # noqa: E402
 from mqar_throughput import CONFIGS, _time, bare_kernel_qps  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
@@ -81,7 +82,7 @@ def main():
     ap.add_argument("--dtypes", default="float32,tfloat32")
     args = ap.parse_args()
     res = ablate(args.config, args.dtypes.split(","))
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    write_json_atomic(args.out, res)
     print(json.dumps(res))
 
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from verify.recall_grid import _atomic_json
+from constructions.export import write_json_atomic
 from verify.train.loop import Adam, build_model, datasets, train_step
 from verify.train.spec import RunSpec, protocol
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             from pathlib import Path
 
             dev = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-            _atomic_json(Path(args.out), {"command": "python -m verify.train.bench " + " ".join(
+            write_json_atomic(Path(args.out), {"command": "python -m verify.train.bench " + " ".join(
                 argv if argv is not None else sys.argv[1:]), "device_name": dev, "torch": torch.__version__,
                 "rows": rows})
     return 0

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import torch
 
-from verify.recall_grid import _atomic_json
-from verify.train.spec import run_key
+from constructions.export import write_json_atomic
 from verify.train.cli import csv_of
+from verify.train.spec import run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import Grid, run_local
+
+
+BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the (truncated) reference
 
 
 def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Grid]:
@@ -34,7 +37,7 @@ def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Gr
                           d_multipliers=d_multipliers, protocol="reference",
                           protocol_overrides=(("cap_steps", epochs * 6250),)),
         **{name: Grid(f"calib-{name}", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                      d_multipliers=d_multipliers, protocol=name) for name in ("budgeted", "budgeted-loss")},
+                      d_multipliers=d_multipliers, protocol=name) for name in BUDGETED_ARMS},
     }
 
 
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
     ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
-    ap.add_argument("--only", choices=tuple(grids(1)), default=None)
+    ap.add_argument("--only", choices=("reference", *BUDGETED_ARMS), default=None)
     ap.add_argument("--kappas", type=csv_of(int), default=(4, 8), help="comma-separated subset of the cells' kappas")
     ap.add_argument("--d-multipliers", type=csv_of(float), default=(0.5, 1, 2),
                     help="comma-separated subset of the cells' d / bound")
@@ -86,12 +89,12 @@ def main(argv=None) -> int:
     rows = verdicts(store.records())
     for r in rows:
         print(r, flush=True)
-    _atomic_json(out / "calibration.json", {
+    write_json_atomic(out / "calibration.json", {
         "command": "python -m verify.train.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         "counts": counts, "rows": rows,
         "agreement": {name: {"cells_compared": sum(name in r.get("agree", {}) for r in rows),
                              "cells_agreeing": sum(r.get("agree", {}).get(name, False) for r in rows)}
-                      for name in grids(1) if name != "reference"}})
+                      for name in BUDGETED_ARMS}})
     print(counts, flush=True)
     return 0
 

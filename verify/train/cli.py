@@ -104,9 +104,9 @@ def cmd_sweep(args, out) -> int:
         for row in tightness(store.records()):
             print(json.dumps(row))
         return 0
-    mixers, kappas, vocabs = args.mixers, args.kappas, args.vocabs
-    specs = [s for s in g.runs() if (mixers is None or s.mixer in mixers) and (kappas is None or s.kappa in kappas)
-             and (vocabs is None or s.vocab in vocabs) and (args.seeds is None or s.seed < args.seeds)]
+    specs = [s for s in g.runs() if (args.mixers is None or s.mixer in args.mixers)
+             and (args.kappas is None or s.kappa in args.kappas) and (args.vocabs is None or s.vocab in args.vocabs)
+             and (args.seeds is None or s.seed < args.seeds)]
     require(specs, "the filters leave no runs of this grid")
     if args.shard is not None:  # a shard may be empty: nothing to do
         from verify.train.spec import pack_key
