@@ -149,31 +149,36 @@ def test_tfloat32_precision_is_scoped():
 
 
 
-@pytest.mark.parametrize("tf32", [True, False])
-@pytest.mark.parametrize("n, vocab, d", [(65536, 8192, 210), (1000, 1000, 37), (77, 5, 16)])
-def test_fused_readout_matches_float64_within_rounding(n, vocab, d, tf32):
+@pytest.mark.parametrize("precision, log2_bound", [("tf32", -9), ("tf32x3", -16), ("ieee", -16)])
+@pytest.mark.parametrize("n, vocab, d, dtype", [(65536, 8192, 210, torch.float32), (1000, 1000, 37, torch.float32),
+                                                (77, 5, 16, torch.float32), (4000, 300, 64, torch.bfloat16)])
+def test_fused_readout_matches_float64_within_rounding(n, vocab, d, dtype, precision, log2_bound):
     """verify.fused_readout (Triton, no logits in memory) gives every row's target logit and best other logit to
-    within the rounding of its precision of the float64 values: TF32 |error| <= 2^-9 * max_v sum_k |h_k R_vk| (two
-    operands rounded to 10-bit mantissas, float32 accumulation); IEEE float32 <= 2^-16 * the same (accumulation over
-    d <= 256 terms), for row counts and |V| not multiples of its tiles."""
+    within the rounding of its precision of the float64 values of the same (float32-read) rows: TF32 |error| <=
+    2^-9 * max_v sum_k |h_k R_vk| (two operands rounded to 10-bit mantissas, float32 accumulation); three-term TF32
+    and IEEE float32 <= 2^-16 * the same (accumulation over d <= 256 terms), for row counts and |V| not multiples
+    of its tiles, and bfloat16 rows."""
     from verify import fused_readout
 
     g = torch.Generator(device="cuda").manual_seed(0)
-    h = torch.randn(n, d, device="cuda", generator=g)
+    h = torch.randn(n, d, device="cuda", generator=g).to(dtype)
     R = torch.randn(vocab, d, device="cuda", generator=g)
     t = torch.randint(0, vocab, (n,), device="cuda", generator=g)
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    saved = fused_readout.FLOAT32_PRECISION
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    fused_readout.FLOAT32_PRECISION = precision if precision != "tf32" else saved
     try:
-        assert fused_readout.available(h)
+        assert fused_readout.available(h) and fused_readout.precision() == precision
         own, best = fused_readout.own_and_best_other(h, R, t)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
+        fused_readout.FLOAT32_PRECISION = saved
     logits = h.double() @ R.double().T
     own64 = logits.gather(1, t[:, None]).squeeze(1)
     best64 = logits.scatter(1, t[:, None], float("-inf")).amax(dim=1)
-    bound = 2.0 ** (-9 if tf32 else -16) * (h.double().abs() @ R.double().abs().T).amax(dim=1)
+    bound = 2.0 ** log2_bound * (h.double().abs() @ R.double().abs().T).amax(dim=1)
     err_own, err_best = (own.double() - own64).abs(), (best.double() - best64).abs()
-    print(f"\nn={n} |V|={vocab} d={d} tf32={tf32}: max error own {err_own.max():.2e}, best other {err_best.max():.2e}, "
-          f"bound >= {bound.min():.2e}")
+    print(f"\nn={n} |V|={vocab} d={d} {dtype} {precision}: max error own {err_own.max():.2e}, best other "
+          f"{err_best.max():.2e}, bound >= {bound.min():.2e}")
     assert bool((err_own <= bound).all()) and bool((err_best <= bound).all())
     assert bool(torch.isfinite(best).all())

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import verify.checks as checks  # noqa: E402
+from verify import fused_readout  # noqa: E402
 from constructions.export import write_json_atomic  # noqa: E402
 from mqar_throughput import CONFIGS, _time, bare_kernel_qps  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
@@ -59,17 +60,25 @@ def ablate(config: str, dtypes: list[str]) -> dict:
         eng = make_engine("mamba_ssm", dtype)
         row = {"hidden_at_qps": q / _time(lambda: eng.hidden_at(con, tokens, pos))}
 
+        harness = lambda: _time(lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch))  # noqa: E731
+
         def scored():
             with eng.precision():
                 h = eng.hidden_at(con, tokens, pos)
                 checks._recall(con, h.reshape(-1, h.shape[-1]), target)
-        row["hidden_at_readout_fused_qps"] = q / _time(scored)
+        precisions = [None, "tf32x3"] if dtype == "float32" else [None]  # None: the check's own precision
+        for p in precisions:  # the fused Triton readout; tf32x3: three TF32 products in place of IEEE float32
+            tag = f"_{p}" if p else ""
+            with_p = lambda fn: _with(fused_readout, "FLOAT32_PRECISION", p, fn) if p else fn()  # noqa: E731
+            row[f"hidden_at_readout_fused{tag}_qps"] = q / with_p(lambda: _time(scored))
+            row[f"harness_fused{tag}_qps"] = task.num_examples * kappa / with_p(harness)
+        with eng.precision():
+            row["fused_precision"] = fused_readout.precision()
+            row["fused_tiles"] = str(getattr(fused_readout._own_and_best_other, "best_config", None))
         for chunk in (2 ** 23, 2 ** 25):  # the plain GEMM + max, Triton's kernel switched off
-            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(checks.fused_readout, "triton", None, lambda: _with(
+            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(fused_readout, "triton", None, lambda: _with(
                 checks, "READOUT_CHUNK", chunk, lambda: _time(scored)))
-        harness = lambda: _time(lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch))  # noqa: E731
-        row["harness_fused_qps"] = task.num_examples * kappa / harness()
-        row["harness_unfused_qps"] = task.num_examples * kappa / _with(checks.fused_readout, "triton", None, harness)
+        row["harness_unfused_qps"] = task.num_examples * kappa / _with(fused_readout, "triton", None, harness)
         out[dtype] = row
         print(dtype, json.dumps(row), flush=True)
     return out
@@ -79,7 +88,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--config", default="large", choices=["default", "large"])
-    ap.add_argument("--dtypes", default="float32,tfloat32")
+    ap.add_argument("--dtypes", default="float32,tfloat32,bfloat16")
     args = ap.parse_args()
     res = ablate(args.config, args.dtypes.split(","))
     write_json_atomic(args.out, res)
