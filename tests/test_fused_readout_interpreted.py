@@ -1,4 +1,4 @@
-"""The fused TF32 readout kernel's logic on the CPU, through Triton's interpreter (TRITON_INTERPRET=1, set before
+"""The fused readout kernel's logic on the CPU, through Triton's interpreter (TRITON_INTERPRET=1, set before
 triton is imported: run this file in its own process). Skipped where triton is not installed (CPU-only torch)."""
 import os
 

@@ -75,14 +75,32 @@ def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
 
     The margin of a query is its target logit minus the largest other logit; a tie is not a recall.
     """
+    return _recall_later(con, h, target)()
+
+
+def _recall_later(con: Construction, h: torch.Tensor, target: torch.Tensor):
+    """``_recall`` as a function to call later: on CUDA the fused readout (``verify.fused_readout``) runs now, and
+    the certified float32 screen's few recomputed rows wait until the call, so that the caller can enqueue the next
+    batch first."""
     work = torch.float64 if h.dtype == torch.float64 else torch.float32
     readout = _readout(con, h.device, work)
     target = target.reshape(-1, 1)
     if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
-        return h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
-    if fused_readout.available(h):  # float32 on CUDA: no |V|-wide logits in memory
+        done = h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
+    elif not fused_readout.available(h):
+        done = _recall_plain(h, readout, target, work)
+    elif torch.backends.cuda.matmul.allow_tf32:  # a TF32 check: the kernel's TF32 values are the check's
         own, best_other = fused_readout.own_and_best_other(h, readout, target)
-        return (own > best_other).sum(), (own - best_other).min()
+        done = (own > best_other).sum(), (own - best_other).min()
+    else:  # float32 verdicts certified from the TF32 pass, the undecided rows recomputed in float32
+        screen = fused_readout.Screen(h, readout, target)
+        return lambda: screen.result(lambda rows, t: _recall_plain(rows, readout, t, work))
+    return lambda: done
+
+
+def _recall_plain(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, work: torch.dtype):
+    """``_recall`` with the logits written, in chunks of at most READOUT_CHUNK, in the ``work`` dtype's GEMM."""
+    target = target.reshape(-1, 1)
     correct, margin = [], []
     rows = max(1, READOUT_CHUNK // readout.shape[0])
     for i in range(0, len(target), rows):  # chunks of at most READOUT_CHUNK logits
@@ -115,26 +133,31 @@ def _to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-PREFETCH = 3  # MQAR batches generated ahead, each on its own thread
+PREFETCH, PART, WORKERS = 3, 128, 8  # batches generated ahead; sequences per generated part; generating threads
 
 
-def _batches(task: MQARConfig, seed: int, batch_size: int, workers: int = PREFETCH):
-    """Batch i is ``generate(task with num_examples=batch, seed=(seed, i))``; the next ``workers`` batches are
-    generated on worker threads while the engine runs the current one (numpy releases the GIL), so generation
-    overlaps the GPU even where one batch takes longer to generate than to run."""
+def _batches(task: MQARConfig, seed: int, batch_size: int, prefetch: int = PREFETCH):
+    """Batch i is the concatenation of parts j of at most ``PART`` sequences, part j being ``generate(task with
+    num_examples=its size, seed=(seed, i, j))``. The parts of the next ``prefetch`` batches are generated on
+    ``WORKERS`` threads while the engine runs the current one (numpy releases the GIL): generation overlaps the GPU,
+    and the first batch is ready after one part's time, not one batch's."""
     sizes = [min(batch_size, task.num_examples - i) for i in range(0, task.num_examples, batch_size)]
 
-    def make(i):
-        tokens, labels = generate(replace(task, num_examples=sizes[i]), (seed, i))
+    def make(i, j):
+        tokens, labels = generate(replace(task, num_examples=min(PART, sizes[i] - j)), (seed, i, j // PART))
         return (tokens, *query_positions(labels))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(make, i) for i in range(min(workers, len(sizes)))]
+    def submit(pool, i):
+        return [pool.submit(make, i, j) for j in range(0, sizes[i], PART)]
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = [submit(pool, i) for i in range(min(prefetch, len(sizes)))]
         for i in range(len(sizes)):
-            if i + workers < len(sizes):
-                futures.append(pool.submit(make, i + workers))
-            yield futures[i].result()
+            if i + prefetch < len(sizes):
+                futures.append(submit(pool, i + prefetch))
+            parts = [f.result() for f in futures[i]]
             futures[i] = None
+            yield tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
 def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, summary: str,
@@ -165,21 +188,26 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     """Generate ``task.num_examples`` sequences in batches, run them, score every query.
 
     The engine computes its mixer output at the query positions only (``engine.hidden_at``; on mamba_ssm a
-    query-only form of ``Mamba.forward``), and no host sync happens inside the batch loop."""
+    query-only form of ``Mamba.forward``), and no host sync happens inside the batch loop: a batch's readout is
+    finished (``_recall_later``) once the next batch is enqueued."""
     require(con.tokens == task.tokens, f"construction {con.name} was built for tokens {con.tokens}, "
                                        f"but the task uses {task.tokens}")
     task.validate()
     start = time.perf_counter()
     queries = sequences = 0
-    correct, margins = [], []
+    scored = []
     with engine.precision():
+        pending = None  # the previous batch's readout, finished once this batch is enqueued
         for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
             tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
             h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
-            c, m = _recall(con, h.reshape(-1, h.shape[-1]), target)
-            correct.append(c)
-            margins.append(m)
+            if pending is not None:
+                scored.append(pending())
+            pending = _recall_later(con, h.reshape(-1, h.shape[-1]), target)
             queries, sequences = queries + target.numel(), sequences + len(tokens)
+        if pending is not None:
+            scored.append(pending())
+    correct, margins = zip(*scored)
     correct, min_margin = int(torch.stack(correct).sum()), float(torch.stack(margins).min())
     if torch.cuda.is_available():
         torch.cuda.synchronize()

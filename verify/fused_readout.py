@@ -1,13 +1,26 @@
 """Fused readout for the CUDA checks: target logit and best other logit per row without writing the logits.
 
-``verify.checks._recall`` needs, per query row h (d,), the target logit ``h . R[t]`` and the largest other logit
+``verify.checks`` needs, per query row h (d,), the target logit ``h . R[t]`` and the largest other logit
 ``max_{v != t} h . R[v]`` over all |V| readout rows. Written out, the logits are |V| floats per query (2 GB per
 batch of the large MQAR configuration, |V| = 8192, 65,536 queries), written by the GEMM and read back by the max.
-This Triton kernel keeps a running (target, best other) per row over tiles of R instead, so the logits never reach
-memory. Rows of any float dtype are read as float32 (the plain path's upcast). Its dot products follow the check's
-precision: TF32 tensor cores (``tl.dot`` input_precision "tf32") where TF32 matmuls are on (engine dtype tfloat32),
-IEEE float32 ("ieee") otherwise; either is the arithmetic of the corresponding GEMM up to summation order. Triton ships with CUDA builds of torch; without it (or on the CPU) the
-checks keep the plain GEMM.
+The Triton kernel here keeps a running (target, best other) per row over tiles of R instead, so the logits never
+reach memory. Its dot products run on TF32 tensor cores; rows of any float dtype are read as float32.
+
+- TF32 checks (engine dtype tfloat32) take its values as they are: TF32 is the check's arithmetic.
+- float32, bfloat16 and float16 checks read the readout in IEEE float32 (the plain GEMM's arithmetic). For them
+  :class:`Screen` certifies the float32 verdicts from the TF32 pass: with ``B_r = |h_r|_2 max_v |R_v|_2``, every
+  TF32 dot product is within ``c(d) B_r`` of the exact one, and every float32 dot product too, where
+
+      c(d) = 2^-9 + 2^-20 + d 2^-22
+
+  (operands truncated to TF32's 10 mantissa bits, 2 * 2^-10 + 2^-20 of |h_k R_vk| per product, the case of
+  truncation rather than rounding; float32 accumulation, at most d 2^-23 + d 2^-24 of sum_k |h_k R_vk| for the
+  tensor cores' and the GEMM's summation, bounded by d 2^-22; sum_k |h_k R_vk| <= B_r by Cauchy-Schwarz). So a
+  row's TF32 margin m_r is within ``delta_r = 2 c(d) B_r (1 + 2^-8)`` of its float32 margin (the target and the best
+  other logit each move by at most 2 c(d) B_r over the two arithmetics; 2^-8 of slack for the norms' own rounding).
+  Rows with ``m_r > delta_r`` are recalled in float32, rows with ``m_r < -delta_r`` are not; the rest, and every row
+  with ``m_r - delta_r <= min_s (m_s + delta_s)`` (the only rows whose float32 margin can be the smallest), are
+  recomputed with the plain float32 GEMM. The result, correct count and min margin, is the plain path's.
 """
 from __future__ import annotations
 
@@ -21,34 +34,24 @@ try:
 except ImportError:  # CPU-only torch: no Triton
     triton = None
 
-# (query rows per program, readout rows per tile, warps, pipeline stages): Triton times each once per (|V|, d,
-# precision) and keeps the fastest; under the CPU interpreter only the first runs.
-_TILES = [(64, 32, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 8, 3), (64, 128, 4, 2), (128, 128, 8, 2)]
-
-
-FLOAT32_PRECISION = "ieee"  # dot products where TF32 is off; "tf32x3" (three TF32 products, float32-like) is timed
-# by benchmarks/tools/harness_ablation.py
+# (query rows per program, readout rows per tile, warps, pipeline stages): Triton times each once per (|V|, d) and
+# keeps the fastest (128, 32, 8, 3 on the H100 at the large MQAR configuration); under the CPU interpreter only the
+# first runs.
+_TILES = [(128, 32, 8, 3), (64, 32, 4, 2), (128, 64, 8, 3), (64, 64, 4, 3)]
 
 
 def available(h: torch.Tensor) -> bool:
-    """The kernel applies: float32, bfloat16 or float16 rows on CUDA (read as float32), and Triton importable."""
+    """The kernel applies: float32, bfloat16 or float16 rows on CUDA, and Triton importable."""
     return triton is not None and h.is_cuda and h.dtype in (torch.float32, torch.bfloat16, torch.float16)
-
-
-def precision() -> str:
-    """The dot products' precision: TF32 where torch's TF32 matmuls are on, ``FLOAT32_PRECISION`` otherwise."""
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else FLOAT32_PRECISION
 
 
 if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in _TILES]
 
-    @triton.autotune(_CONFIGS[:1] if os.environ.get("TRITON_INTERPRET") == "1" else _CONFIGS,
-                     key=["V", "K", "PRECISION"])
+    @triton.autotune(_CONFIGS[:1] if os.environ.get("TRITON_INTERPRET") == "1" else _CONFIGS, key=["V", "K"])
     @triton.jit
     def _own_and_best_other(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                            PRECISION: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         ks = tl.arange(0, BLOCK_K)
         rmask = rows < M
@@ -61,7 +64,7 @@ if triton is not None:
             cols = n0 + tl.arange(0, BLOCK_N)
             r = tl.load(R + cols[None, :] * stride_r + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K),
                         other=0.0)  # (BLOCK_K, BLOCK_N): R^T tile
-            logits = tl.dot(h, r, input_precision=PRECISION)
+            logits = tl.dot(h, r, input_precision="tf32")
             is_t = cols[None, :] == t[:, None]
             own = tl.maximum(own, tl.max(tl.where(is_t, logits, float("-inf")), axis=1))
             other = tl.where(is_t | (cols[None, :] >= V), float("-inf"), logits)
@@ -72,12 +75,50 @@ if triton is not None:
 
 def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
     """(target logit, largest other logit), float32 (n,) each, for rows h (n, d), float32 readout (|V|, d), targets
-    (n,); dot products in ``precision()``."""
+    (n,), with TF32 dot products."""
     h, readout, target = h.contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
     n, d = h.shape
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
     _own_and_best_other[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)](
         h, readout, target, own, best, n, readout.shape[0], d, h.stride(0), readout.stride(0),
-        BLOCK_K=max(16, triton.next_power_of_2(d)),
-        PRECISION=precision())
+        BLOCK_K=max(16, triton.next_power_of_2(d)))
     return own, best
+
+
+def margin_error_bound(h: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """delta_r (n,): a bound on |TF32 margin - float32 margin| of each row (module docstring)."""
+    d = h.shape[1]
+    c = 2.0 ** -9 + 2.0 ** -20 + d * 2.0 ** -22
+    return 2 * c * (1 + 2.0 ** -8) * torch.linalg.vector_norm(h.float(), dim=1) * \
+        torch.linalg.vector_norm(readout, dim=1).max()
+
+
+def certify(margin: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From approximate margins within ``delta`` of the float32 ones: (rows surely recalled and not to be
+    recomputed: count, rows to recompute: bool mask); the recomputed rows hold every undecided row and every row
+    whose float32 margin can be the smallest. Non-finite margins are recomputed."""
+    finite = torch.isfinite(margin)
+    upper = torch.where(finite, margin + delta, float("inf")).min()
+    recompute = ~finite | (margin.abs() <= delta) | (margin - delta <= upper)
+    return ((margin > delta) & ~recompute).sum(), recompute
+
+
+class Screen:
+    """A certified float32 readout of one batch (module docstring): the TF32 pass and the choice of rows to recompute
+    run at once; ``result(exact)`` waits only for this batch's screen (an event, not a device sync, so the batches
+    enqueued after it keep the GPU busy), recomputes the chosen rows with ``exact(h_rows, target_rows) -> (correct,
+    min margin)`` and returns (correct, min margin) over all rows as 0-dim device tensors."""
+
+    def __init__(self, h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
+        own, best = own_and_best_other(h, readout, target)
+        self.sure, recompute = certify(own - best, margin_error_bound(h, readout))
+        self.recompute = recompute.to("cpu", non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record()
+        self.h, self.target = h, target.reshape(-1)
+
+    def result(self, exact):
+        self.done.synchronize()
+        rows = self.recompute.nonzero().squeeze(1).to(self.h.device, non_blocking=True)
+        correct, margin = exact(self.h[rows], self.target[rows])
+        return self.sure + correct, margin

@@ -1,9 +1,10 @@
 """Where the MQAR harness's time goes beyond ``hidden_at``: an ablation at one configuration (GPU).
 
 Times, per dtype, in queries per second: ``hidden_at`` alone on one generated batch; ``hidden_at`` + the readout
-(``verify.checks._recall``) on that batch, with the fused Triton readout and with the plain GEMM + max at two chunk
-sizes; generation alone (the harness's threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` with and
-without the fused readout. Usage::
+(``verify.checks._recall``) on that batch, with the fused Triton readout (TF32 checks: the kernel; float32 and
+bfloat16 checks: the certified screen, and how many rows it recomputes) and with the plain GEMM + max; generation
+alone (the harness's threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` with and without the fused
+readout; the bare scan kernel's rate in the same run. Usage::
 
     python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large]
 """
@@ -49,13 +50,13 @@ def ablate(config: str, dtypes: list[str]) -> dict:
     tokens, pos, target = (torch.from_numpy(a).cuda() for a in (tokens, pos, target))
     q = pos.numel()
     out = {"config": config, "gpu": torch.cuda.get_device_name(), "batch": batch, "batches": batches,
-           "bare_kernel_float32_qps": bare_kernel_qps(con, batch, T, kappa, torch.float32)}
+           "bare_kernel_float32_qps": bare_kernel_qps(con, batch, T, kappa, torch.float32),
+           "bare_kernel_bfloat16_qps": bare_kernel_qps(con, batch, T, kappa, torch.bfloat16)}
 
-    for workers in (3, 8):
-        t = time.perf_counter()
-        for _ in checks._batches(task, 1, batch, workers):
-            pass
-        out[f"generation_prefetch{workers}_qps"] = task.num_examples * kappa / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in checks._batches(task, 1, batch):
+        pass
+    out["generation_qps"] = task.num_examples * kappa / (time.perf_counter() - t)
     for dtype in dtypes:
         eng = make_engine("mamba_ssm", dtype)
         row = {"hidden_at_qps": q / _time(lambda: eng.hidden_at(con, tokens, pos))}
@@ -66,19 +67,18 @@ def ablate(config: str, dtypes: list[str]) -> dict:
             with eng.precision():
                 h = eng.hidden_at(con, tokens, pos)
                 checks._recall(con, h.reshape(-1, h.shape[-1]), target)
-        precisions = [None, "tf32x3"] if dtype == "float32" else [None]  # None: the check's own precision
-        for p in precisions:  # the fused Triton readout; tf32x3: three TF32 products in place of IEEE float32
-            tag = f"_{p}" if p else ""
-            with_p = lambda fn: _with(fused_readout, "FLOAT32_PRECISION", p, fn) if p else fn()  # noqa: E731
-            row[f"hidden_at_readout_fused{tag}_qps"] = q / with_p(lambda: _time(scored))
-            row[f"harness_fused{tag}_qps"] = task.num_examples * kappa / with_p(harness)
-        with eng.precision():
-            row["fused_precision"] = fused_readout.precision()
-            row["fused_tiles"] = str(getattr(fused_readout._own_and_best_other, "best_config", None))
-        for chunk in (2 ** 23, 2 ** 25):  # the plain GEMM + max, Triton's kernel switched off
-            row[f"hidden_at_readout_chunk{chunk}_qps"] = q / _with(fused_readout, "triton", None, lambda: _with(
-                checks, "READOUT_CHUNK", chunk, lambda: _time(scored)))
+        row["hidden_at_readout_fused_qps"] = q / _time(scored)  # TF32 checks: the kernel; others: the screen
+        row["harness_fused_qps"] = task.num_examples * kappa / harness()
+        row["fused_tiles"] = str(getattr(fused_readout._own_and_best_other, "best_config", None))
+        # the plain GEMM + max, Triton's kernel switched off
+        row["hidden_at_readout_unfused_qps"] = q / _with(fused_readout, "triton", None, lambda: _time(scored))
         row["harness_unfused_qps"] = task.num_examples * kappa / _with(fused_readout, "triton", None, harness)
+        with eng.precision():
+            if not torch.backends.cuda.matmul.allow_tf32:  # the rows the certified screen recomputes
+                h = eng.hidden_at(con, tokens, pos).reshape(-1, con.config.d_model)
+                screen = fused_readout.Screen(h, checks._readout(con, h.device, torch.float32), target)
+                row["screen_recomputed_rows"] = int(screen.recompute.sum())
+                row["screen_rows"] = h.shape[0]
         out[dtype] = row
         print(dtype, json.dumps(row), flush=True)
     return out

@@ -1,0 +1,41 @@
+"""The certified float32 readout's row selection (``verify.fused_readout.certify``) on the CPU: from approximate
+margins within delta of the float32 ones, the sure rows plus the recomputed rows give exactly the float32 correct
+count and min margin, whatever the approximation error within the bound (the GPU kernel's TF32 bound itself is
+tested in tests/test_cuda_mqar_mamba.py)."""
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from verify.fused_readout import certify, margin_error_bound
+
+
+@settings(deadline=None)
+@given(st.integers(1, 300), st.integers(0, 2 ** 31 - 1), st.floats(0.0, 3.0), st.booleans())
+def test_certified_rows_give_the_float32_count_and_min_margin(n, seed, spread, ties):
+    g = torch.Generator().manual_seed(seed)
+    exact = torch.randn(n, generator=g, dtype=torch.float64) * spread
+    if ties:  # exact ties (not recalled) and near ties
+        exact[torch.rand(n, generator=g) < 0.3] = 0.0
+    delta = torch.rand(n, generator=g, dtype=torch.float64) * 0.5
+    approx = exact + (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1) * delta  # anywhere within the bound
+    sure, recompute = certify(approx, delta)
+    assert bool((exact[(approx > delta) & ~recompute] > 0).all())  # rows counted without recomputing are recalled
+    assert int(sure + (exact[recompute] > 0).sum()) == int((exact > 0).sum())
+    assert float(exact[recompute].min()) == float(exact.min())
+    assert bool(recompute[(approx.abs() <= delta)].all())  # every undecided row is recomputed
+
+
+def test_non_finite_margins_are_recomputed():
+    margin = torch.tensor([5.0, float("nan"), float("-inf"), 4.0])
+    sure, recompute = certify(margin, torch.full((4,), 0.1))
+    assert recompute.tolist() == [False, True, True, True] and int(sure) == 1
+
+
+def test_margin_error_bound_covers_operands_truncated_to_tf32():
+    """The bound holds for the worst case it models: both operands truncated to 10 mantissa bits, float32 sums."""
+    g = torch.Generator().manual_seed(0)
+    h, R = torch.randn(500, 200, generator=g), torch.randn(300, 200, generator=g)
+    trunc = lambda x: (x.view(torch.int32) & ~((1 << 13) - 1)).view(torch.float32)  # noqa: E731
+    logits_tf32, logits = trunc(h) @ trunc(R).T, h.double() @ R.double().T
+    per_dot = (logits_tf32.double() - logits).abs().amax(dim=1)
+    assert bool((2 * per_dot <= margin_error_bound(h, R).double()).all())
