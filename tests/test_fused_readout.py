@@ -39,3 +39,13 @@ def test_margin_error_bound_covers_operands_truncated_to_tf32():
     logits_tf32, logits = trunc(h) @ trunc(R).T, h.double() @ R.double().T
     per_dot = (logits_tf32.double() - logits).abs().amax(dim=1)
     assert bool((2 * per_dot <= margin_error_bound(h, R).double()).all())
+
+
+def test_margin_error_bound_ignores_features_the_readout_does_not_read():
+    """Large hidden features where every readout row is zero (the MQAR key channels) do not loosen the bound."""
+    g = torch.Generator().manual_seed(0)
+    h, R = torch.randn(50, 20, generator=g), torch.randn(30, 20, generator=g)
+    R[:, 10:] = 0
+    wide = h.clone()
+    wide[:, 10:] = 1e6
+    assert torch.equal(margin_error_bound(wide, R), margin_error_bound(h, R))

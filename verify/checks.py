@@ -133,22 +133,23 @@ def _to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-PREFETCH, PART, WORKERS = 3, 128, 8  # batches generated ahead; sequences per generated part; generating threads
+PREFETCH, PART_TOKENS, WORKERS = 3, 2 ** 17, 8  # batches generated ahead; tokens per generated part; threads
 
 
 def _batches(task: MQARConfig, seed: int, batch_size: int, prefetch: int = PREFETCH):
-    """Batch i is the concatenation of parts j of at most ``PART`` sequences, part j being ``generate(task with
-    num_examples=its size, seed=(seed, i, j))``. The parts of the next ``prefetch`` batches are generated on
-    ``WORKERS`` threads while the engine runs the current one (numpy releases the GIL): generation overlaps the GPU,
+    """Batch i is the concatenation of parts j of at most ``PART_TOKENS // seq_len`` sequences (at least one), part
+    j being ``generate(task with num_examples=its size, seed=(seed, i, j))``. The parts of the next ``prefetch``
+    batches are generated on ``WORKERS`` threads while the engine runs the current one (numpy releases the GIL): generation overlaps the GPU,
     and the first batch is ready after one part's time, not one batch's."""
     sizes = [min(batch_size, task.num_examples - i) for i in range(0, task.num_examples, batch_size)]
+    part = max(1, PART_TOKENS // task.seq_len)
 
     def make(i, j):
-        tokens, labels = generate(replace(task, num_examples=min(PART, sizes[i] - j)), (seed, i, j // PART))
+        tokens, labels = generate(replace(task, num_examples=min(part, sizes[i] - j)), (seed, i, j // part))
         return (tokens, *query_positions(labels))
 
     def submit(pool, i):
-        return [pool.submit(make, i, j) for j in range(0, sizes[i], PART)]
+        return [pool.submit(make, i, j) for j in range(0, sizes[i], part)]
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [submit(pool, i) for i in range(min(prefetch, len(sizes)))]

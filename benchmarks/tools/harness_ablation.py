@@ -4,7 +4,8 @@ Times, per dtype, in queries per second: ``hidden_at`` alone on one generated ba
 (``verify.checks._recall``) on that batch, with the fused Triton readout (TF32 checks: the kernel; float32 and
 bfloat16 checks: the certified screen, and how many rows it recomputes) and with the plain GEMM + max; generation
 alone (the harness's threaded ``_batches`` pipeline, no GPU); the whole ``check_mqar`` with and without the fused
-readout; the bare scan kernel's rate in the same run. Usage::
+readout, and its steady rate (the extra batches' queries per extra second from 16 to 64 batches, so the pipeline's
+start and end are left out); the bare scan kernel's rate in the same run. Usage::
 
     python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large]
 """
@@ -69,6 +70,10 @@ def ablate(config: str, dtypes: list[str]) -> dict:
                 checks._recall(con, h.reshape(-1, h.shape[-1]), target)
         row["hidden_at_readout_fused_qps"] = q / _time(scored)  # TF32 checks: the kernel; others: the screen
         row["harness_fused_qps"] = task.num_examples * kappa / harness()
+        long = replace(task, num_examples=4 * task.num_examples)  # steady state: the extra batches' rate
+        extra = _time(lambda: checks.check_mqar(con, long, eng, seed=1, batch_size=batch)) - _time(
+            lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch))
+        row["harness_fused_steady_qps"] = (long.num_examples - task.num_examples) * kappa / extra
         row["fused_tiles"] = str(getattr(fused_readout._own_and_best_other, "best_config", None))
         # the plain GEMM + max, Triton's kernel switched off
         row["hidden_at_readout_unfused_qps"] = q / _with(fused_readout, "triton", None, lambda: _time(scored))
