@@ -87,7 +87,7 @@ def _recall_later(con: Construction, h: torch.Tensor, target: torch.Tensor):
     target = target.reshape(-1, 1)
     if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
         done = h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
-    elif not fused_readout.available(h):
+    elif not fused_readout.available(h, readout.shape[0]):
         done = _recall_plain(h, readout, target, work)
     elif torch.backends.cuda.matmul.allow_tf32:  # a TF32 check: the kernel's TF32 values are the check's
         own, best_other = fused_readout.own_and_best_other(h, readout, target)

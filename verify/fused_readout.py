@@ -4,7 +4,8 @@
 ``max_{v != t} h . R[v]`` over all |V| readout rows. Written out, the logits are |V| floats per query (2 GB per
 batch of the large MQAR configuration, |V| = 8192, 65,536 queries), written by the GEMM and read back by the max.
 The Triton kernel here keeps a running (target, best other) per row over tiles of R instead, so the logits never
-reach memory. Its dot products run on TF32 tensor cores; rows of any float dtype are read as float32.
+reach memory. Its dot products run on TF32 tensor cores; rows of any float dtype are read as float32. It pays
+where the logits are many (``MIN_LOGITS``); small readouts keep the plain GEMM.
 
 - TF32 checks (engine dtype tfloat32) take its values as they are: TF32 is the check's arithmetic.
 - float32, bfloat16 and float16 checks read the readout in IEEE float32 (the plain GEMM's arithmetic). For them
@@ -45,13 +46,14 @@ except ImportError:  # CPU-only torch: no Triton
 _TILES = [(128, 32, 8, 3), (64, 32, 4, 2), (128, 64, 8, 3), (64, 64, 4, 3)]
 
 
-MAX_D = 256
+MAX_D, MIN_LOGITS = 256, 2 ** 24
 
 
-def available(h: torch.Tensor) -> bool:
-    """The kernel applies: float32, bfloat16 or float16 rows of at most MAX_D features on CUDA, Triton importable."""
+def available(h: torch.Tensor, vocab: int) -> bool:
+    """The kernel applies and pays: float32, bfloat16 or float16 rows of at most MAX_D features on CUDA, at least
+    MIN_LOGITS logits (rows x vocab), Triton importable."""
     return (triton is not None and h.is_cuda and h.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and h.shape[-1] <= MAX_D)
+            and h.shape[-1] <= MAX_D and h.shape[0] * vocab >= MIN_LOGITS)
 
 
 if triton is not None:
@@ -85,7 +87,8 @@ if triton is not None:
 def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
     """(target logit, largest other logit), float32 (n,) each, for rows h (n, d), float32 readout (|V|, d), targets
     (n,), with TF32 dot products."""
-    h, readout, target = h.contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
+    # float32 rows: Triton's dot of a bfloat16 tile converted in the kernel ran 5x slower (H100, large MQAR config)
+    h, readout, target = h.float().contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
     n, d = h.shape
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
     _own_and_best_other[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)](
