@@ -14,6 +14,8 @@
 #   ablation         benchmarks/tools/harness_ablation.py            (harness_ablation.json)
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
 #   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
+#   calibrate[@ARM]  python -m verify.train.calibrate [--only ARM] ${CALIB_ARGS} into OUT/calib/ (resuming from
+#                    results/train/calibration.jsonl and .sweep-ckpt/calibration.jsonl.ckpt; merge OUT/calib/calibration.jsonl)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
 #   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs; fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
@@ -40,6 +42,10 @@ one() {
     ablation) timeout "$left" python3 benchmarks/tools/harness_ablation.py --out "$OUT/harness_ablation.json" ;;
     trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
+    calibrate) mkdir -p "$OUT/calib" && cp results/train/calibration.jsonl results/train/fig2.jsonl "$OUT/calib/"
+           [ -d .sweep-ckpt/calibration.jsonl.ckpt ] && cp -r .sweep-ckpt/calibration.jsonl.ckpt "$OUT/calib/"
+           python3 -m verify.train.calibrate --device cuda ${a:+--only $a} --minutes "$sweep_minutes" \
+             --out "$OUT/calib" ${CALIB_ARGS:-} ;;
     mps) # CUDA MPS lets the sweep processes' small kernels run side by side instead of time-sliced
          if pgrep -x nvidia-cuda-mps >/dev/null; then echo "MPS already running"
          elif nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()"; then echo "MPS on"
