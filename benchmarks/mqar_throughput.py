@@ -6,13 +6,15 @@ For each configuration it measures, on the same machine in one run:
   per second. On mamba_ssm ``hidden_at`` is the query-only form of ``Mamba.forward`` (``verify.engines.query_only``:
   embedding + in_proj folded into a token table, the slow path's conv, x_proj, dt_proj and scan, out_proj at the
   query positions only);
+* ``harness steady``: the harness's rate once its pipeline is full (``steady_qps``: extra queries per extra second
+  from the configuration's batches to 4x as many);
 * ``bare kernel``: one ``selective_scan_fn`` call of the same shapes (u, delta: (B, d, L); A: (d, N); B, C: (B, N, L);
   D, z, delta_bias, softplus as mamba_ssm's slow path passes them), in queries per second of the same batch;
 * ``bare module``: ``mamba_ssm.Mamba.forward`` alone on an already-embedded batch (in_proj, conv, x_proj, dt_proj,
   the same scan, out_proj over every position);
 * ``query-only``: the engine's ``hidden_at`` alone on an already-generated batch (what the harness runs per batch
   before the readout);
-and the ratios harness / bare kernel and harness / bare module, in float32, tfloat32 (float32 tensors, TF32
+and the ratios harness / bare kernel, harness steady / bare kernel and harness / bare module, in float32, tfloat32 (float32 tensors, TF32
 tensor-core matmuls; the scan kernel has no matmul, so its bare-kernel row is float32's) and bfloat16. Usage::
 
     python3 benchmarks/mqar_throughput.py --out results/bench.json [--cpu-only] [--configs default,large]
@@ -42,7 +44,7 @@ from verify.tasks.mqar import MQARConfig, generate  # noqa: E402
 
 CONFIGS = {  # name: (kappa, |V|, variant, T, batch, GPU batches)
     "default": (8, 128, "one-hot", 100, 1024, 32),
-    "large": (64, 8192, "jl", 1024, 1024, 16),  # 16 batches: steady state, not the first batch's generation
+    "large": (64, 8192, "jl", 1024, 1024, 16),  # 16 batches (64 for the steady rate)
     # Mamba-S4D's mixer width is kappa * p channels (9344 at the large config): a smaller large config.
     ("mqar-s4d", "large"): (32, 1024, "jl", 512, 128, 4),
 }
@@ -114,6 +116,14 @@ def harness_qps(con, engine, task, batch_size):
     return r.queries / seconds, r
 
 
+def steady_qps(con, engine, task, batch_size):
+    """The harness's rate once its pipeline is full: the extra queries per extra second from ``task`` to 4x its
+    sequences (the first batch's generation and the final sync cancel)."""
+    long = replace(task, num_examples=4 * task.num_examples)
+    seconds = lambda t: _time(lambda: check_mqar(con, t, engine, seed=1, batch_size=batch_size))  # noqa: E731
+    return 3 * task.num_examples * task.kappa / (seconds(long) - seconds(task))
+
+
 def run(names, constructions, cpu_only):
     rows = []
     for construction in constructions:
@@ -141,7 +151,9 @@ def run_one(construction, name, cpu_only):
             qps, r = harness_qps(con, engine, task, batch)
             kernel = bare_kernel_qps(con, batch, T, kappa, engine.dtype)
             module = bare_module_qps(con, engine, batch, T, kappa)
-            row[dtype] = {"harness_qps": qps, "bare_kernel_qps": kernel, "bare_module_qps": module,
+            steady = steady_qps(con, engine, task, batch)
+            row[dtype] = {"harness_qps": qps, "harness_steady_qps": steady, "steady_over_kernel": steady / kernel,
+                          "bare_kernel_qps": kernel, "bare_module_qps": module,
                           "query_only_qps": query_only_qps(con, engine, task, batch),
                           "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
                           "min_margin": r.min_margin, "recall": r.recall}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import verify.checks as checks  # noqa: E402
 from verify import fused_readout  # noqa: E402
 from constructions.export import write_json_atomic  # noqa: E402
-from mqar_throughput import CONFIGS, _time, bare_kernel_qps  # noqa: E402
+from mqar_throughput import CONFIGS, _time, bare_kernel_qps, steady_qps  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
 from verify.tasks.mqar import MQARConfig, generate  # noqa: E402
@@ -70,10 +70,7 @@ def ablate(config: str, dtypes: list[str]) -> dict:
                 checks._recall(con, h.reshape(-1, h.shape[-1]), target)
         row["hidden_at_readout_fused_qps"] = q / _time(scored)  # TF32 checks: the kernel; others: the screen
         row["harness_fused_qps"] = task.num_examples * kappa / harness()
-        long = replace(task, num_examples=4 * task.num_examples)  # steady state: the extra batches' rate
-        extra = _time(lambda: checks.check_mqar(con, long, eng, seed=1, batch_size=batch)) - _time(
-            lambda: checks.check_mqar(con, task, eng, seed=1, batch_size=batch))
-        row["harness_fused_steady_qps"] = (long.num_examples - task.num_examples) * kappa / extra
+        row["harness_fused_steady_qps"] = steady_qps(con, eng, task, batch)
         row["fused_tiles"] = str(getattr(fused_readout._own_and_best_other, "best_config", None))
         # the plain GEMM + max, Triton's kernel switched off
         row["hidden_at_readout_unfused_qps"] = q / _with(fused_readout, "triton", None, lambda: _time(scored))
