@@ -377,3 +377,20 @@ def test_calibration_verdicts_per_budgeted_variant():
                                  rec(loss, True, True)])
     assert row["agree"] == {"budgeted": False, "budgeted-loss": True}
     assert row["budgeted"]["stopped_unsolved"] == 2 and row["budgeted-loss"]["stopped_unsolved"] == 0
+
+
+def test_status_counts_a_grids_stored_runs_by_mixer_and_seed():
+    """``sweep --status``: stored runs per mixer, the grid's first-seed runs among them (by run key; a run of another
+    definition counts as stored, not as the grid's), the full grid's size, and the solved ones."""
+    from verify.train.status import grid_status
+
+    g = grid("fig2")
+    runs = g.runs()
+    mamba = [s for s in runs if s.mixer == "mamba"]
+    seed0 = [s for s in mamba if s.seed == 0][:3]
+    records = [{"key": run_key(s), "spec": s.as_dict(), "result": {"solved": i == 0}} for i, s in enumerate(seed0)]
+    records.append({"key": "not-of-this-grid", "spec": {**seed0[0].as_dict()}, "result": {"solved": False}})
+    st = grid_status(g, records, seeds=1)
+    assert st["mamba"] == {"stored": 4, "solved": 1, "first_stored": 3, "full": len(mamba),
+                           "first": sum(s.seed == 0 for s in mamba)}
+    assert st["s4d"]["stored"] == 0 and st["s4d"]["full"] == sum(s.mixer == "s4d" for s in runs)

@@ -46,6 +46,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--ray", action="store_true", help="run on Ray (local unless --address)")
     s.add_argument("--address", default=None, help="Ray cluster address (implies --ray)")
     s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
+    s.add_argument("--status", action="store_true",
+                   help="print what every grid has stored in results/train (with --seeds S: of seeds 0..S-1; default 3)")
 
 
 def _task_args(items) -> tuple:
@@ -96,6 +98,12 @@ def cmd_sweep(args, out) -> int:
     if args.list:
         for name, g in GRIDS.items():
             out.print(f"{name}: {len(g.runs())} runs, {g.protocol} protocol. {g.note}")
+        return 0
+    if args.status:
+        from pathlib import Path
+
+        from verify.train.status import table
+        print(table(Path("results/train"), args.seeds or 3))
         return 0
     require(args.grid is not None, f"sweep needs --grid NAME; known: {', '.join(GRIDS)}")
     g = grid(args.grid)
