@@ -63,8 +63,8 @@ def render(results: str | Path = "results", out: str | Path = "figures", only: s
             continue
         written = []
         if r.figure is not None:
-            for ext in ("png", "pdf"):
-                r.figure.savefig(out / f"{name}.{ext}")
+            for ext, metadata in (("png", {}), ("pdf", {"CreationDate": None})):  # no date: unchanged figures
+                r.figure.savefig(out / f"{name}.{ext}", metadata=metadata)     # give unchanged files
                 written.append(f"{name}.{ext}")
             plt.close(r.figure)
         if r.latex is not None:
