@@ -62,3 +62,23 @@ def test_shortest_length_makes_every_query_adjacent():
 def test_bad_configs_name_the_requirement(kw, message):
     with pytest.raises(RequirementError, match=message):
         generate(MQARConfig(**kw), 0)
+
+
+def test_check_batches_are_the_documented_parts(monkeypatch):
+    """``verify.checks._batches``: batch i concatenates parts j of PART_TOKENS // T sequences, part j being
+    ``generate(..., seed=(seed, i, j))``, and every sequence comes once, in order, whatever the thread timing."""
+    from dataclasses import replace
+
+    from verify import checks
+
+    monkeypatch.setattr(checks, "PART_TOKENS", 3 * 40)  # 3 sequences of T = 40 per part
+    task = MQARConfig(kappa=4, vocab_size=16, seq_len=40, num_examples=17)
+    batches = list(checks._batches(task, seed=5, batch_size=7))
+    assert [len(b[0]) for b in batches] == [7, 7, 3]
+    for i, (tokens, pos, target) in enumerate(batches):
+        size = len(tokens)
+        parts = [generate(replace(task, num_examples=min(3, size - j)), (5, i, j // 3)) for j in range(0, size, 3)]
+        want_tokens = np.concatenate([p[0] for p in parts])
+        want_pos, want_target = checks.query_positions(np.concatenate([p[1] for p in parts]))
+        assert np.array_equal(tokens, want_tokens)
+        assert np.array_equal(pos, want_pos) and np.array_equal(target, want_target)

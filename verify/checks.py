@@ -139,8 +139,8 @@ PREFETCH, PART_TOKENS, WORKERS = 3, 2 ** 17, 8  # batches generated ahead; token
 def _batches(task: MQARConfig, seed: int, batch_size: int, prefetch: int = PREFETCH):
     """Batch i is the concatenation of parts j of at most ``PART_TOKENS // seq_len`` sequences (at least one), part
     j being ``generate(task with num_examples=its size, seed=(seed, i, j))``. The parts of the next ``prefetch``
-    batches are generated on ``WORKERS`` threads while the engine runs the current one (numpy releases the GIL): generation overlaps the GPU,
-    and the first batch is ready after one part's time, not one batch's."""
+    batches are generated on ``WORKERS`` threads while the engine runs the current one (numpy releases the GIL):
+    generation overlaps the GPU, and the first batch is ready after one part's time, not one batch's."""
     sizes = [min(batch_size, task.num_examples - i) for i in range(0, task.num_examples, batch_size)]
     part = max(1, PART_TOKENS // task.seq_len)
 
