@@ -25,3 +25,7 @@ for f in sys.argv[1:]:
     if ckpt.is_dir() and any(ckpt.iterdir()):
         shutil.copytree(ckpt, kept)
         print(f"  pack checkpoint kept in {kept}")
+
+total = sum(p.stat().st_size for p in Path(".sweep-ckpt").rglob("*") if p.is_file())
+print(f".sweep-ckpt holds {total / 2 ** 20:.1f} MiB of pack checkpoints (the next call carries them with the wheels "
+      f"and the tree, 64 MiB in all)")
