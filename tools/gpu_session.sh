@@ -5,7 +5,7 @@
 # Usage: bash tools/gpu_session.sh STEP [STEP ...]; a STEP of the form "A+B+C" runs A, B and C in parallel.
 #   Each step's output goes to OUT/<step>.log.
 #   Every step is cut at ${BUDGET:-540} s after the start (sweeps stop themselves 45 s before), then BUNDLE=1 packs
-#   all outputs into one archive (in 15 MiB parts; pack checkpoints, smallest first, up to CKPT_MB = 12 MiB).
+#   all outputs into one archive (in 15 MiB parts; pack checkpoints, smallest first, up to CKPT_MB = 10 MiB).
 #   tests            pytest -m cuda over ${TESTS:-tests/}
 #   tests@FILE       the same over one test file
 #   bench            benchmarks/mqar_throughput.py                    (mqar_throughput.json)
@@ -67,10 +67,10 @@ for step in "${@:-tests bench}"; do
 done
 # BUNDLE=1: everything in one archive (the device tool returns at most 8 files), pack checkpoints included
 # (they travel back to the device in the next call's carry, 64 MiB with the wheels and the tree: the smallest are kept
-#  up to CKPT_MB = 12 MiB in all, the rest stay behind, listed in dropped_checkpoints.txt, and their packs restart;
+#  up to CKPT_MB = 10 MiB in all, the rest stay behind, listed in dropped_checkpoints.txt, and their packs restart;
 #  the archive comes back in 15 MiB parts all.tgz.part-aa, -ab, ...: cat all.tgz.part-* | tar xz)
 if [ "${BUNDLE:-0}" = 1 ]; then
-  find "$OUT" -name '*.pt' -printf '%s %p\n' | sort -n | awk -v cap=$(( ${CKPT_MB:-12} * 1048576 )) \
+  find "$OUT" -name '*.pt' -printf '%s %p\n' | sort -n | awk -v cap=$(( ${CKPT_MB:-10} * 1048576 )) \
     '{ if (kept + $1 <= cap) kept += $1; else print $2 }' | tee "$OUT/dropped_checkpoints.txt" | xargs -r rm -f
   tar czf /tmp/all.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && split -b 15M /tmp/all.tgz "$OUT/all.tgz.part-"
   ls -la "$OUT"
