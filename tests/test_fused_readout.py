@@ -25,10 +25,10 @@ def test_certified_rows_give_the_float32_count_and_min_margin(n, seed, spread, t
     assert bool(recompute[(approx.abs() <= delta)].all())  # every undecided row is recomputed
 
 
-def test_non_finite_margins_are_recomputed():
-    margin = torch.tensor([5.0, float("nan"), float("-inf"), 4.0])
-    sure, recompute = certify(margin, torch.full((4,), 0.1))
-    assert recompute.tolist() == [False, True, True, True] and int(sure) == 1
+def test_non_finite_margins_and_bounds_are_recomputed():
+    margin = torch.tensor([5.0, float("nan"), float("-inf"), 4.0, 9.0])
+    sure, recompute = certify(margin, torch.tensor([0.1, 0.1, 0.1, 0.1, float("nan")]))
+    assert recompute.tolist() == [False, True, True, True, True] and int(sure) == 1
 
 
 def test_margin_error_bound_covers_operands_truncated_to_tf32():

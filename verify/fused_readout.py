@@ -106,8 +106,8 @@ def margin_error_bound(h: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
 def certify(margin: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From approximate margins within ``delta`` of the float32 ones: (rows surely recalled and not to be
     recomputed: count, rows to recompute: bool mask); the recomputed rows hold every undecided row and every row
-    whose float32 margin can be the smallest. Non-finite margins are recomputed."""
-    finite = torch.isfinite(margin)
+    whose float32 margin can be the smallest. Rows with a non-finite margin or bound are recomputed."""
+    finite = torch.isfinite(margin) & torch.isfinite(delta)
     upper = torch.where(finite, margin + delta, float("inf")).min()
     recompute = ~finite | (margin.abs() <= delta) | (margin - delta <= upper)
     return ((margin > delta) & ~recompute).sum(), recompute
