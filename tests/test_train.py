@@ -394,3 +394,28 @@ def test_status_counts_a_grids_stored_runs_by_mixer_and_seed():
     assert st["mamba"] == {"stored": 4, "solved": 1, "first_stored": 3, "full": len(mamba),
                            "first": sum(s.seed == 0 for s in mamba)}
     assert st["s4d"]["stored"] == 0 and st["s4d"]["full"] == sum(s.mixer == "s4d" for s in runs)
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "s4d"])
+def test_projections_off_is_the_papers_keep_nth_model(mixer):
+    """proj=False (the paper's KEEP n-TH models, embedding -> SSM -> linear output): in_proj's x rows and out_proj
+    stay the identity through training, and the trainable parameters are the embedding, the SSM and the readout
+    (Mamba: x_proj, dt_proj, A, D; Mamba-S4D: dt_bias, A, B, C, D). The default (proj=True) keeps the run keys of
+    runs stored before the setting existed."""
+    proto = protocol("smoke", max_steps=60, eval_every=30, train_samples=256, val_samples=64, test_samples=64)
+    kw = dict(task="keep-nth", mixer=mixer, vocab=4, seq_len=8, d_model=8, d_state=4, conv=False, seed=0, lr=0.03,
+              protocol=proto, task_args=(("n", 2), ("pe", True)))
+    spec = RunSpec(proj=False, **kw)
+    assert "proj" not in RunSpec(**kw).as_dict() and run_key(spec) != run_key(RunSpec(**kw))
+    from verify.train.loop import build_model
+
+    model = build_model([spec], "cpu")
+    d, n, v, r = 8, 4, 4, math.ceil(8 / 16)
+    ssm = (r + 2 * n) * d + (d * r + d) + d * n + d if mixer == "mamba" else d + 3 * d * n + d
+    trainable = sum(int((model.masks[k][0] if model.masks.get(k) is not None else torch.ones_like(p[0])).sum())
+                    for k, p in model.params.items())
+    assert trainable == v * d + ssm + v * d
+    (rec,) = train_pack([spec])
+    w = rec["_weights"]
+    assert torch.equal(w["mixer.out_proj.weight"], torch.eye(d, dtype=w["mixer.out_proj.weight"].dtype))
+    assert torch.equal(w["mixer.in_proj.weight"][:d], torch.eye(d, dtype=w["mixer.in_proj.weight"].dtype))

@@ -82,6 +82,25 @@ def conv_off(config: MambaConfig, sd: dict) -> dict:
     return masks
 
 
+def proj_off(sd: dict, x_rows: slice, masks: dict) -> dict:
+    """Freeze in_proj's x rows and out_proj at the identity (biases 0): the block reads the embedding itself and
+    writes the SSM's output itself, as the paper's KEEP n-TH models (embedding -> SSM -> linear output; the block's
+    SiLU after the conv stays). Needs a mixer width equal to d_model. Updates and returns ``masks`` (1 = trainable)."""
+    w, out = sd["in_proj.weight"], sd["out_proj.weight"]
+    width = x_rows.stop - x_rows.start
+    require(width == w.shape[1] == out.shape[0] == out.shape[1],
+            f"in/out projections off need the mixer width to equal d_model, got {width} and {w.shape[1]}")
+    w[x_rows] = torch.eye(width, dtype=w.dtype)
+    out.copy_(torch.eye(width, dtype=out.dtype))
+    masks.setdefault("in_proj.weight", torch.ones_like(w))[x_rows] = 0.0
+    masks["out_proj.weight"] = torch.zeros_like(out)
+    for name, rows in (("in_proj.bias", x_rows), ("out_proj.bias", slice(None))):
+        if name in sd:
+            sd[name][rows] = 0.0
+            masks.setdefault(name, torch.ones_like(sd[name]))[rows] = 0.0
+    return masks
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The packed forwards: K blocks of one shape, every parameter with a leading K axis, hidden (K, batch, L, d_model).
 # Projections are einsums over the K axis, the causal depthwise conv is one grouped conv over the K*channels, and the

@@ -33,7 +33,7 @@ from verify.engines.reference import selective_scan_ref
 from verify.tasks import induction_heads, keep_nth, mqar
 from verify.train.models import (conv_off, cuda_scan, cuda_ssd_scan, gate_off, gate_off_rows, init_delta_t, init_mamba,
                                  init_mamba2, init_s4d, packed_delta_t_forward, packed_mamba2_forward,
-                                 packed_mamba_forward, packed_s4d_forward, ssd_chunk_scan_ref)
+                                 packed_mamba_forward, packed_s4d_forward, proj_off, ssd_chunk_scan_ref)
 from verify.train.spec import RunSpec
 
 
@@ -62,15 +62,21 @@ def _freeze(config, spec: RunSpec, sd: dict) -> dict:
     masks = {} if spec.gate else gate_off(config, sd)
     if not spec.conv:
         masks.update(conv_off(config, sd))
+    if not spec.proj:
+        proj_off(sd, slice(0, config.d_inner), masks)
     return masks
 
 
-def _freezer(z_rows):
-    """_freeze for a block whose gate pre-activation is rows ``z_rows(config)`` of in_proj."""
+def _freezer(z_rows, x_rows=None):
+    """_freeze for a block whose gate pre-activation is rows ``z_rows(config)`` of in_proj (and whose SSM input is
+    rows ``x_rows(config)``, where the in/out projections can be frozen)."""
     def freeze(config, spec: RunSpec, sd: dict) -> dict:
         masks = {} if spec.gate else gate_off_rows(sd, z_rows(config))
         if not spec.conv:
             masks.update(conv_off(config, sd))
+        if not spec.proj:
+            require(x_rows is not None, f"{spec.mixer} has no in/out projections-off setting (proj=False)")
+            proj_off(sd, x_rows(config), masks)
         return masks
     return freeze
 
@@ -124,7 +130,7 @@ MIXERS: dict[str, Mixer] = {
                     packed_cuda_scan=cuda_ssd_scan, reference_scan=ssd_chunk_scan_ref, evaluate_on_reference=True,
                     note="mamba_ssm.Mamba2(use_mem_eff_path=False), one head unless task_args headdim; gate off = "
                          "its in_proj z rows frozen; packed = one SSD scan (mamba_chunk_scan_combined) per pack"),
-    "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width)),
+    "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width), lambda c: slice(0, c.width)),
                  packed_forward=packed_s4d_forward, cuda_module=_s4d_module, packed_cuda_scan=cuda_scan,
                  note="Mamba-S4D (verify.engines.mamba_s4d); gate on in the paper's MQAR runs"),
     "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,

@@ -75,6 +75,7 @@ class RunSpec:
     seq_len: int = 100
     gate: bool = False
     conv: bool = True  # False: conv frozen at the identity (current-token tap 1), "no convolution" (KEEP n-TH)
+    proj: bool = True  # False: in_proj's x rows and out_proj frozen at the identity (embedding -> SSM -> readout)
     d_conv: int = 4
     expand: int = 1
     data_seed: int = 0  # train / val / test sets are generate(config, (data_seed, 0 / 1 / 2))
@@ -84,6 +85,8 @@ class RunSpec:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["task_args"] = [list(kv) for kv in self.task_args]
+        if self.proj:  # the default is left out, so the run keys of runs stored before the field existed stay valid
+            del d["proj"]
         return d
 
     @staticmethod

@@ -97,6 +97,7 @@ class Grid:
     protocol: str = "budgeted"
     gate: bool | None = None  # None: GATE_DEFAULT per mixer
     conv: bool = True
+    proj: bool = True  # False: in/out projections frozen at the identity (the paper's KEEP n-TH models)
     d_conv: int = 4
     expand: int = 1
     task_args: tuple[tuple, ...] = ()  # each entry: sorted ((name, value), ...) for one task variant
@@ -123,7 +124,7 @@ class Grid:
                                                 task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
                                                 d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto,
                                                 gate=GATE_DEFAULT.get(mixer, False) if self.gate is None else self.gate,
-                                                conv=self.conv, d_conv=self.d_conv, expand=self.expand,
+                                                conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
                                                 task_args=tuple(sorted(targs))))
         return out
 
@@ -146,6 +147,13 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("keepnth-nope", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
          d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False,
          task_args=((("n", 5), ("pe", False)),), note="Tables A.3/A.4: as above without PE"),
+    Grid("keepnth-pe-bare", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
+         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=False,
+         task_args=((("n", 5), ("pe", True)),), note="Tables A.1/A.2 with the paper's architecture: embedding -> SSM "
+                                                     "-> readout (in/out projections frozen at the identity)"),
+    Grid("keepnth-nope-bare", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
+         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=False,
+         task_args=((("n", 5), ("pe", False)),), note="Tables A.3/A.4 with the paper's architecture"),
     Grid("fig3", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
          n_rule="fig2", seeds=tuple(range(5)), gate=False, task_args=((("gamma", 0.1), ("p", 0.75)),),
          note="Figure 3: induction heads, N = 4|V|, d grid around 2|V|, best of 5 seeds"),
