@@ -120,6 +120,7 @@ class Screen:
     min margin)`` and returns (correct, min margin) over all rows as 0-dim device tensors."""
 
     def __init__(self, h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
+        h = h.float()  # once, for the kernel, the bound and the recomputed rows
         own, best = own_and_best_other(h, readout, target)
         self.sure, recompute = certify(own - best, margin_error_bound(h, readout))
         self.recompute = recompute.to("cpu", non_blocking=True)

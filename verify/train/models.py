@@ -60,17 +60,6 @@ def _add_biases(sd: dict, config, gen: torch.Generator, d: int, di: int) -> dict
     return sd
 
 
-def gate_off(config: MambaConfig, sd: dict) -> dict:
-    """Freeze the gate: z rows of in_proj at weight 0, bias GATE_OFF_Z. Returns the masks (1 = trainable)."""
-    require(config.bias, "gate off needs in_proj.bias (MambaConfig(bias=True)) to hold silu(z) constant")
-    di = config.d_inner
-    sd["in_proj.weight"][di:] = 0.0
-    sd["in_proj.bias"][di:] = GATE_OFF_Z
-    wm, bm = torch.ones_like(sd["in_proj.weight"]), torch.ones_like(sd["in_proj.bias"])
-    wm[di:], bm[di:] = 0.0, 0.0
-    return {"in_proj.weight": wm, "in_proj.bias": bm}
-
-
 def conv_off(config: MambaConfig, sd: dict) -> dict:
     """Freeze the conv at the identity (current-token tap 1, others and bias 0); x = silu(in_proj x) remains."""
     sd["conv1d.weight"].zero_()
@@ -386,8 +375,8 @@ def init_delta_t(config, gen: torch.Generator) -> dict:
 
 
 def gate_off_rows(sd: dict, rows: slice) -> dict:
-    """``gate_off`` for any block whose gate pre-activation z is rows ``rows`` of in_proj (weight 0, bias GATE_OFF_Z,
-    frozen). Returns the masks."""
+    """Freeze the gate of a block whose gate pre-activation z is rows ``rows`` of in_proj: weight 0, bias GATE_OFF_Z
+    (silu(z) constant). Returns the masks (1 = trainable)."""
     require("in_proj.bias" in sd, "gate off needs in_proj.bias (bias=True) to hold silu(z) constant")
     sd["in_proj.weight"][rows] = 0.0
     sd["in_proj.bias"][rows] = GATE_OFF_Z

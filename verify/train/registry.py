@@ -31,7 +31,7 @@ from constructions.layout import MambaConfig
 from constructions.layout import Mamba2Config, MambaDeltaTConfig, MambaS4DConfig
 from verify.engines.reference import selective_scan_ref
 from verify.tasks import induction_heads, keep_nth, mqar
-from verify.train.models import (conv_off, cuda_scan, cuda_ssd_scan, gate_off, gate_off_rows, init_delta_t, init_mamba,
+from verify.train.models import (conv_off, cuda_scan, cuda_ssd_scan, gate_off_rows, init_delta_t, init_mamba,
                                  init_mamba2, init_s4d, packed_delta_t_forward, packed_mamba2_forward,
                                  packed_mamba_forward, packed_s4d_forward, proj_off, ssd_chunk_scan_ref)
 from verify.train.spec import RunSpec
@@ -58,18 +58,10 @@ def _mamba_config(s: RunSpec) -> MambaConfig:
     return MambaConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand)
 
 
-def _freeze(config, spec: RunSpec, sd: dict) -> dict:
-    masks = {} if spec.gate else gate_off(config, sd)
-    if not spec.conv:
-        masks.update(conv_off(config, sd))
-    if not spec.proj:
-        proj_off(sd, slice(0, config.d_inner), masks)
-    return masks
-
-
 def _freezer(z_rows, x_rows=None):
-    """_freeze for a block whose gate pre-activation is rows ``z_rows(config)`` of in_proj (and whose SSM input is
-    rows ``x_rows(config)``, where the in/out projections can be frozen)."""
+    """The ``Mixer.freeze`` of a block whose gate pre-activation is rows ``z_rows(config)`` of in_proj (and whose SSM
+    input is rows ``x_rows(config)``, where the in/out projections can be frozen): gate off unless ``spec.gate``, conv
+    at the identity unless ``spec.conv``, projections at the identity unless ``spec.proj``."""
     def freeze(config, spec: RunSpec, sd: dict) -> dict:
         masks = {} if spec.gate else gate_off_rows(sd, z_rows(config))
         if not spec.conv:
@@ -122,7 +114,9 @@ def _mamba_module(config, device, dtype):
 
 
 MIXERS: dict[str, Mixer] = {
-    "mamba": Mixer("mamba", _mamba_config, init_mamba, _freeze, packed_forward=packed_mamba_forward,
+    "mamba": Mixer("mamba", _mamba_config, init_mamba,
+                   _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner), lambda c: slice(0, c.d_inner)),
+                   packed_forward=packed_mamba_forward,
                    cuda_module=_mamba_module, packed_cuda_scan=cuda_scan,
                    note="mamba_ssm.Mamba (S6); gate off = z frozen at a constant"),
     "mamba2": Mixer("mamba2", _mamba2_config, init_mamba2, _freezer(lambda c: c.in_proj_rows()["z"]),
@@ -130,7 +124,8 @@ MIXERS: dict[str, Mixer] = {
                     packed_cuda_scan=cuda_ssd_scan, reference_scan=ssd_chunk_scan_ref, evaluate_on_reference=True,
                     note="mamba_ssm.Mamba2(use_mem_eff_path=False), one head unless task_args headdim; gate off = "
                          "its in_proj z rows frozen; packed = one SSD scan (mamba_chunk_scan_combined) per pack"),
-    "s4d": Mixer("s4d", _s4d_config, init_s4d, _freezer(lambda c: slice(c.width, 2 * c.width), lambda c: slice(0, c.width)),
+    "s4d": Mixer("s4d", _s4d_config, init_s4d,
+                 _freezer(lambda c: slice(c.width, 2 * c.width), lambda c: slice(0, c.width)),
                  packed_forward=packed_s4d_forward, cuda_module=_s4d_module, packed_cuda_scan=cuda_scan,
                  note="Mamba-S4D (verify.engines.mamba_s4d); gate on in the paper's MQAR runs"),
     "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,

@@ -18,10 +18,10 @@ from verify.train.sweep import GRIDS
 
 def grid_status(grid, records: list[dict], seeds: int) -> dict[str, dict]:
     """Per mixer: stored, solved, first-seeds stored / first-seeds total, full total."""
-    keys = {r["key"] for r in records}
+    keys, specs = {r["key"] for r in records}, grid.runs()
     out = {}
     for mixer in grid.mixers:
-        runs = [s for s in grid.runs() if s.mixer == mixer]
+        runs = [s for s in specs if s.mixer == mixer]
         first = [s for s in runs if s.seed < seeds]
         mine = [r for r in records if r["spec"]["mixer"] == mixer]
         out[mixer] = {"stored": len(mine), "solved": sum(bool(r["result"]["solved"]) for r in mine),

@@ -130,6 +130,14 @@ class Grid:
 
 
 _MQAR = dict(task="mqar", kappas=(4, 8, 16, 32), seq_lens=(100,))
+def _keepnth(name: str, pe: bool, proj: bool, note: str) -> Grid:
+    """A KEEP FIFTH grid of Tables 1 and A.1-A.4: |V| 128, T in 10..50, d and N in {8, 32, 64}, 3 seeds, no conv, no
+    gate, with or without PE, with trainable or identity in/out projections."""
+    return Grid(name, task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
+                d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=proj,
+                task_args=((("n", 5), ("pe", pe)),), note=note)
+
+
 GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("fig2", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), **_MQAR,
          note="Figure 2: |V| = 128, N as in the figure (S4D 4, Mamba 2 kappa, Mamba-2 8 ln kappa)"),
@@ -140,20 +148,12 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba: N in {0.5, 1, 2, 4} kappa"),
     Grid("figA3-mamba2", mixers=("mamba2",), vocabs=(512,), n_rule="a3", n_multipliers=(1, 2, 4, 8),
          d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba-2: N in {1, 2, 4, 8} ln kappa"),
-    Grid("keepnth-pe", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
-         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False,
-         task_args=((("n", 5), ("pe", True)),), note="Tables A.1/A.2 (and Table 1 at T=50, d=32, N=8): KEEP FIFTH, "
-                                                     "+PE, no conv, no gate; mean of 3 seeds"),
-    Grid("keepnth-nope", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
-         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False,
-         task_args=((("n", 5), ("pe", False)),), note="Tables A.3/A.4: as above without PE"),
-    Grid("keepnth-pe-bare", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
-         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=False,
-         task_args=((("n", 5), ("pe", True)),), note="Tables A.1/A.2 with the paper's architecture: embedding -> SSM "
-                                                     "-> readout (in/out projections frozen at the identity)"),
-    Grid("keepnth-nope-bare", task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
-         d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=False,
-         task_args=((("n", 5), ("pe", False)),), note="Tables A.3/A.4 with the paper's architecture"),
+    _keepnth("keepnth-pe", pe=True, proj=True, note="Tables A.1/A.2 (and Table 1 at T=50, d=32, N=8): KEEP FIFTH, "
+                                                    "+PE, no conv, no gate; mean of 3 seeds"),
+    _keepnth("keepnth-nope", pe=False, proj=True, note="Tables A.3/A.4: as above without PE"),
+    _keepnth("keepnth-pe-bare", pe=True, proj=False, note="Tables A.1/A.2 with the paper's architecture: embedding -> "
+                                                          "SSM -> readout (in/out projections frozen at the identity)"),
+    _keepnth("keepnth-nope-bare", pe=False, proj=False, note="Tables A.3/A.4 with the paper's architecture"),
     Grid("fig3", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
          n_rule="fig2", seeds=tuple(range(5)), gate=False, task_args=((("gamma", 0.1), ("p", 0.75)),),
          note="Figure 3: induction heads, N = 4|V|, d grid around 2|V|, best of 5 seeds"),
