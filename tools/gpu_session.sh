@@ -33,6 +33,7 @@ one() {
   IFS=@ read -r name a b c d <<< "$1"
   local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log" left=$((DEADLINE - SECONDS))
   [ "$left" -gt 30 ] || { echo "skipped: no time left" > "$log"; return; }
+  local start; start=$(date +%s.%N)
   local sweep_minutes; sweep_minutes=$(awk -v l="$left" -v m="${SWEEP_MINUTES:-1000}" 'BEGIN { x = (l - 45) / 60; print (x < m ? x : m) }')
   case $name in
     tests) timeout "$left" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
@@ -58,6 +59,8 @@ one() {
              --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
   esac > "$log" 2>&1
+  local rc=$?  # one line per step: the timing of a grid measured across calls (tools/grid_gpu_minutes.py)
+  echo "{\"step\": \"$1\", \"start\": $start, \"end\": $(date +%s.%N), \"rc\": $rc}" >> "$OUT/steps.jsonl"
 }
 
 for step in "${@:-tests bench}"; do
