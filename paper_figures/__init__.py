@@ -25,6 +25,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
     Entry("figA4", "selectivity", "Figure A.4: induction heads, N swept", training.figure_a4, training=True),
     Entry("tightness", "selectivity", "Tightness: smallest solved d vs the bound", training.tightness_table,
           training=True),
+    Entry("train-replicates", "selectivity", "Runs trained twice: how far identical specs land apart",
+          training.replicates_table, training=True),
     Entry("table1", "selectivity", "Table 1: KEEP FIFTH", training.table1, training=True),
     Entry("tableA1", "selectivity", "Table A.1: Mamba+PE", training.table_a1, training=True),
     Entry("tableA2", "selectivity", "Table A.2: S4D+PE", training.table_a2, training=True),

@@ -11,6 +11,7 @@ pytest.importorskip("matplotlib")
 
 import paper_figures  # noqa: E402
 from constructions.errors import RequirementError  # noqa: E402
+from paper_figures.common import MissingResults  # noqa: E402
 from verify.train.spec import BUDGETED, RunSpec, run_key  # noqa: E402
 from verify.train.store import ResultStore  # noqa: E402
 from verify_constructions.cli import main  # noqa: E402
@@ -54,6 +55,8 @@ def results(tmp_path_factory) -> Path:
     recs = [_rec("mqar", m, 128, k, d, 4, s, 1.0 if d >= 16 else 0.4)
             for m in ("s4d", "mamba", "mamba2") for k in (4, 8) for d in (8, 16) for s in (0, 1)]
     ResultStore(t / "fig2.jsonl").append(recs)
+    ResultStore(t / "calibration.jsonl").append([dict(recs[0], finished="retrained",  # a replicate of one fig2 run
+                                                      result=dict(recs[0]["result"], test_acc=0.5, solved=False))])
     ResultStore(t / "figA2.jsonl").append([_rec("mqar", "mamba", v, 4, 16, 8, 0, 0.9) for v in (256, 512)])
     ResultStore(t / "figA3-mamba.jsonl").append([_rec("mqar", "mamba", 512, 4, 16, n, 0, 0.5 + 0.1 * n)
                                                  for n in (2, 4)])
@@ -134,6 +137,18 @@ def test_series_from_results(results):
     r = paper_figures.make("recall-regime_0", results)
     assert [ax.get_title() for ax in r.figure.axes[:3]][1].startswith("law")
     assert "| D | N |" in paper_figures.make("recall-multilayer", results).markdown
+
+
+def test_figure2_prefers_the_budgeted_loss_grid(results, tmp_path):
+    """fig2-loss (7 seeds, trained to the budget's end), where it holds runs, replaces fig2 in Figure 2."""
+    shutil.copytree(results, tmp_path / "r")
+    rec = _rec("mqar", "mamba", 128, 4, 24, 8, 0, 0.75)
+    ResultStore(tmp_path / "r/train/fig2-loss.jsonl").append([rec])
+    r = paper_figures.make("fig2", tmp_path / "r")
+    assert "Grid fig2-loss." in r.caption
+    panels = [ax for ax in r.figure.axes if ax.get_title().startswith("Mamba,")]
+    assert panels[0].collections[0].get_offsets().tolist() == [[4, 24]]
+    assert "Grid fig2." in paper_figures.make("fig2", results).caption
 
 
 def test_training_figures_from_fixture_stores(results):
@@ -292,3 +307,20 @@ def test_trained_recall_grid_means_best_lr_per_seed_and_compares_with_the_law(tm
     d_law = next(d for d in range(32, 4097) if law(d, 32, 16, 512, 0.625) >= 0.99)  # the law's D for 99% at N = 32
     assert f"| 32 | {d_law} | 64 | {64 / d_law:.2f} | 64 |" in r.markdown
     assert "| 4 | " in r.markdown and "| none |  | 8 |" in r.markdown
+
+
+def test_replicates_table_pairs_runs_trained_twice_not_copies(tmp_path):
+    """A run key held by two stores is a replicate only where it was trained twice (its 'finished' differs); the
+    row reports the accuracy gap and each copy's solved count."""
+    t = tmp_path / "train"
+    a, b, c = (_rec("mqar", "mamba", 128, 4, 22, 8, s, 1.0) for s in (0, 1, 2))
+    b2, c2 = dict(b, result=dict(b["result"], test_acc=0.75, solved=False)), dict(c)
+    for r, when in ((a, "t0"), (b, "t0"), (c, "t0"), (b2, "t1"), (c2, "t0")):
+        r["finished"] = when
+    ResultStore(t / "fig2-loss.jsonl").append([a, b, c])
+    ResultStore(t / "calibration.jsonl").append([b2, c2])
+    md = paper_figures.make("train-replicates", tmp_path).markdown
+    assert "| calibration / fig2-loss | Mamba | 128 | 4 | 22 | 8 | 1 | 0.25000 | 0.2500 | 0 | 0.75000 / 1.00000 | 0 / 1 | 0 |" in md
+    ResultStore(t / "calibration.jsonl").path.write_text("")
+    with pytest.raises(MissingResults):
+        paper_figures.make("train-replicates", tmp_path)

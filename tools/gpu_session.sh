@@ -17,7 +17,8 @@
 #   calibrate[@ARM]  python -m verify.train.calibrate [--only ARM] ${CALIB_ARGS} into OUT/calib/ (resuming from
 #                    results/train/calibration.jsonl and .sweep-ckpt/calibration.jsonl.ckpt; merge OUT/calib/calibration.jsonl)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
-#   sweep@GRID[@MIXERS[@KAPPAS[@I/N]]]  a training sweep (shard I of N of its packs; fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#   sweep@GRID[@MIXERS[@KAPPAS[@I/N[@PACK]]]]  a training sweep (shard I of N of its packs, at most PACK models a pack;
+#                    fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
 #                    (the stores are merged back, and checkpoints kept in .sweep-ckpt/, by tools/merge_stores.py)
 set -uo pipefail
@@ -30,7 +31,7 @@ python3 -c "import torch, mamba_ssm; print('torch', torch.__version__, 'mamba_ss
 DEADLINE=$((SECONDS + ${BUDGET:-540}))  # every step ends by then, so the bundle below is always written
 
 one() {
-  IFS=@ read -r name a b c d <<< "$1"
+  IFS=@ read -r name a b c d e <<< "$1"
   local log="$OUT/${1//[^A-Za-z0-9_.-]/_}.log" left=$((DEADLINE - SECONDS))
   [ "$left" -gt 30 ] || { echo "skipped: no time left" > "$log"; return; }
   local start; start=$(date +%s.%N)
@@ -55,7 +56,7 @@ one() {
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
            # the checkpoint of a pack cut at the last call's deadline (carried in .sweep-ckpt/, see merge_stores.py)
            [ -d ".sweep-ckpt/$(basename "$store").ckpt" ] && cp -r ".sweep-ckpt/$(basename "$store").ckpt" "$store.ckpt"
-           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} --device cuda \
+           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} ${e:+--pack-size $e} --device cuda \
              --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
     *) echo "unknown step $name"; return 2 ;;
   esac > "$log" 2>&1
