@@ -63,7 +63,8 @@ def bench_cell(cell: str, models: int, steps: int, warmup: int, device: str, sin
     out["packed"] = {"seconds": t, "model_steps_per_s": models * steps / t}
     m1 = min(models, single_models)
     t1 = sum(time_models([s], device, "module" if cuda else "packed", steps, warmup) for s in specs[:m1])
-    out["single"] = {"impl": "mamba_ssm.Mamba module" if cuda else "packed K=1", "models_timed": m1,
+    impl = f"mamba_ssm module ({mixer}, verify.train.registry)" if cuda else "packed K=1"
+    out["single"] = {"impl": impl, "models_timed": m1,
                      "seconds": t1, "model_steps_per_s": m1 * steps / t1}
     if cuda:
         tp = sum(time_models([s], device, "packed", steps, warmup) for s in specs[:m1])
