@@ -18,7 +18,8 @@
 #                    results/train/calibration.jsonl and .sweep-ckpt/calibration.jsonl.ckpt; merge OUT/calib/calibration.jsonl)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
 #   sweep@GRID[@MIXERS[@KAPPAS[@I/N[@PACK]]]]  a training sweep (shard I of N of its packs, at most PACK models a pack;
-#                    fields may be empty: sweep@GRID@@@0/2) (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
+#                    fields may be empty: sweep@GRID@@@0/2); in place of I/N, xW runs W processes on one store, each
+#                    claiming the next pack, largest first (--claim; verify/train/claims.py): sweep@fig2-loss@@@x12 (at most ${SWEEP_MINUTES} minutes) into OUT/GRID[__MIXERS][__kKAPPAS].jsonl,
 #                    resuming from results/train/GRID.jsonl and from .sweep-ckpt/ (the pack a deadline cut; carry it)
 #                    (the stores are merged back, and checkpoints kept in .sweep-ckpt/, by tools/merge_stores.py)
 set -uo pipefail
@@ -52,12 +53,16 @@ one() {
          if pgrep -x nvidia-cuda-mps >/dev/null; then echo "MPS already running"
          elif nvidia-cuda-mps-control -d && python3 -c "import torch; torch.zeros(1).cuda()"; then echo "MPS on"
          else echo quit | nvidia-cuda-mps-control; echo "MPS could not start: processes stay time-sliced"; fi ;;
-    sweep) local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}${d:+__s${d//\//of}}.jsonl"
+    sweep) local workers=1; [[ $d == x* ]] && { workers=${d#x}; d=""; }  # xW: W processes claiming packs
+           local store="$OUT/$a${b:+__${b//,/_}}${c:+__k${c//,/_}}${d:+__s${d//\//of}}.jsonl"
            [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"
            # the checkpoint of a pack cut at the last call's deadline (carried in .sweep-ckpt/, see merge_stores.py)
            [ -d ".sweep-ckpt/$(basename "$store").ckpt" ] && cp -r ".sweep-ckpt/$(basename "$store").ckpt" "$store.ckpt"
-           python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} ${e:+--pack-size $e} --device cuda \
-             --minutes "$sweep_minutes" --store "$store" ${SWEEP_ARGS:-} ;;
+           for _ in $(seq "$workers"); do
+             python3 -m verify_constructions sweep --grid "$a" ${b:+--mixers $b} ${c:+--kappas $c} ${d:+--shard $d} \
+               ${e:+--pack-size $e} $([ "$workers" -gt 1 ] && echo --claim) --device cuda --minutes "$sweep_minutes" \
+               --store "$store" ${SWEEP_ARGS:-} &
+           done; wait ;;
     *) echo "unknown step $name"; return 2 ;;
   esac > "$log" 2>&1
   local rc=$?  # one line per step: the timing of a grid measured across calls (tools/grid_gpu_minutes.py)

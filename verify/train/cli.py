@@ -43,6 +43,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--seeds", type=int, default=None, help="only the first this many seeds")
     s.add_argument("--shard", default=None, metavar="I/N",
                    help="only the packs whose pack key falls in shard I of N (parallel processes on one store)")
+    s.add_argument("--claim", action="store_true",
+                   help="several processes run this sweep on one store: each claims its packs, largest first")
     s.add_argument("--ray", action="store_true", help="run on Ray (local unless --address)")
     s.add_argument("--address", default=None, help="Ray cluster address (implies --ray)")
     s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
@@ -133,6 +135,6 @@ def cmd_sweep(args, out) -> int:
                          address=args.address, log=log)
     else:
         counts = run_local(specs, store, device=args.device, impl=args.impl, pack_size=args.pack_size,
-                           minutes=args.minutes, log=log)
+                           minutes=args.minutes, log=log, claim=args.claim)
     out.print(json.dumps(counts))
     return 0

@@ -17,7 +17,8 @@ over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induct
 
 Running: ``run_local`` trains the missing runs of a grid pack by pack (runs that differ only in seed and lr share a
 pack, at most ``pack_size`` each), appends each finished pack to the store, and stops at ``minutes``, leaving a
-checkpoint next to the store (``<store>.ckpt/``) that the next call resumes.
+checkpoint next to the store (``<store>.ckpt/``) that the next call resumes. With ``claim=True`` several processes
+share one store, each taking the next unclaimed pack, largest first (``verify.train.claims``).
 """
 from __future__ import annotations
 
@@ -196,19 +197,25 @@ def pack_id(pack: list[RunSpec]) -> str:
 
 
 def run_local(specs: list[RunSpec], store: ResultStore, device: str = "cpu", impl: str = "packed",
-              pack_size: int = 64, minutes: float | None = None, log=None, train=None) -> dict:
+              pack_size: int = 64, minutes: float | None = None, log=None, train=None, claim: bool = False) -> dict:
     """Train the runs of ``specs`` missing from ``store``; returns counts. ``train`` replaces ``train_pack``
-    (tests use it to simulate a crash)."""
+    (tests use it to simulate a crash). ``claim``: other processes share the store (``verify.train.claims``): take
+    the packs largest first and train only those this process claims."""
+    from verify.train.claims import claim as take, pack_cost
     from verify.train.loop import train_pack
 
     train = train or train_pack
     deadline = None if minutes is None else time.time() + 60 * minutes
     packs = plan(specs, store.keys(), 1 if impl == "module" else pack_size)
+    if claim:
+        packs.sort(key=pack_cost, reverse=True)
     ckdir = f"{store.path}.ckpt"
     finished = 0
     for i, pack in enumerate(packs):
         if deadline is not None and time.time() > deadline:
             break
+        if claim and not take(store.path, pack_id(pack)):
+            continue
         res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pack_id(pack) + ".pt"),
                     deadline=deadline)
         if res is None:
