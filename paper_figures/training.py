@@ -269,12 +269,13 @@ def figure1(results: Path) -> Rendered:
 
     Left: the distribution of e^{-lambda Delta_t} over all (channel, state) factors and positions, per T, Mamba vs
     Mamba-S4D (violin-like: per T the pooled histogram drawn as a horizontal density). Right: the largest T with runs,
-    split into positions t < n and t >= n. Pools the solved runs of ``keepnth-pe`` (the Table 1 setup: +PE, no conv, no
-    gate), every d and N; a (mixer, T) without a solved run pools all its runs (said in the caption)."""
-    recs = [r for r in _store(results, "keepnth-pe") if r["result"].get("decay_hist")]
+    split into positions t < n and t >= n. Pools the solved runs of ``keepnth-pe-bare`` where it holds runs (the paper's
+    architecture, as the tables), else ``keepnth-pe`` (the Table 1 setup: +PE, no conv, no gate), every d and N; a
+    (mixer, T) without a solved run pools all its runs (said in the caption)."""
+    grid, recs = _preferred(results, ("keepnth-pe-bare", "keepnth-pe"))
+    recs = [r for r in recs if r["result"].get("decay_hist")]
     if not recs:
-        raise MissingResults(str(Path(results) / "train/keepnth-pe.jsonl") + " (runs with decay_hist)",
-                             sweep_cmd("keepnth-pe"))
+        raise MissingResults(str(Path(results) / f"train/{grid}.jsonl") + " (runs with decay_hist)", sweep_cmd(grid))
     runs, fallback = _decay_runs(recs)
     edges = np.asarray(recs[0]["result"]["decay_hist"]["edges"])
     mids = (edges[:-1] + edges[1:]) / 2
@@ -309,7 +310,7 @@ def figure1(results: Path) -> Rendered:
     counts = ", ".join(f"{MIXER_TITLE[m]} T={T}: {len(v)}{' (none solved: all runs)' if (m, T) in fallback else ''}"
                        for (m, T), v in sorted(runs.items()))
     caption = ("Figure 1: distribution of the decay factors e^(-lambda Delta_t) of every (channel, state) of trained "
-               "KEEP FIFTH models (+PE, no conv, no gate; |V| = 128), on 64 test sequences each; left per T (pooled "
+               f"KEEP FIFTH models (grid {grid}: +PE, no conv, no gate; |V| = 128), on 64 test sequences each; left per T (pooled "
                "over positions), right split into positions t < n (dashed) and t >= n (solid) at the largest T. "
                f"Solved runs pooled: {counts}. S4D's two curves coincide (its Delta is input-independent). "
                f"{_meta(recs)}. Paper: Mamba's factors go to about 1 as T grows, about 0 before n and about 1 from n "
