@@ -310,7 +310,8 @@ def figure1(results: Path) -> Rendered:
     counts = ", ".join(f"{MIXER_TITLE[m]} T={T}: {len(v)}{' (none solved: all runs)' if (m, T) in fallback else ''}"
                        for (m, T), v in sorted(runs.items()))
     caption = ("Figure 1: distribution of the decay factors e^(-lambda Delta_t) of every (channel, state) of trained "
-               f"KEEP FIFTH models (grid {grid}: +PE, no conv, no gate; |V| = 128), on 64 test sequences each; left per T (pooled "
+               f"KEEP FIFTH models (grid {grid}: +PE, no conv, no gate; |V| = 128), on 64 test sequences each; left "
+               "per T (pooled "
                "over positions), right split into positions t < n (dashed) and t >= n (solid) at the largest T. "
                f"Solved runs pooled: {counts}. S4D's two curves coincide (its Delta is input-independent). "
                f"{_meta(recs)}. Paper: Mamba's factors go to about 1 as T grows, about 0 before n and about 1 from n "
@@ -533,13 +534,13 @@ def replicates_table(results: Path) -> Rendered:
     for (ga, gb, m, v, k, d, n), ab in sorted(cells.items()):
         diff = [abs(a["result"]["test_acc"] - b["result"]["test_acc"]) for a, b in ab]
         rows.append([f"{ga} / {gb}", MIXER_TITLE.get(m, m), v, k, d, n, len(ab), f"{statistics.median(diff):.5f}",
-                     f"{max(diff):.4f}", sum(x == 0 for x in diff), f"{max(a['result']['test_acc'] for a, _ in ab):.5f} / "
-                     f"{max(b['result']['test_acc'] for _, b in ab):.5f}",
+                     f"{max(diff):.4f}", sum(x == 0 for x in diff),
+                     f"{max(a['result']['test_acc'] for a, _ in ab):.5f} / {max(b['result']['test_acc'] for _, b in ab):.5f}",
                      f"{sum(a['result']['solved'] for a, _ in ab)} / {sum(b['result']['solved'] for _, b in ab)}",
                      sum(a["result"]["solved"] and b["result"]["solved"] for a, b in ab)])
     cap = ("Runs trained twice with the same RunSpec (same seed, data and initialization), in two stores: per cell the "
-           "median and largest |difference| of the two test accuracies, the runs whose two accuracies are equal, the best accuracy and the runs solved (100% "
-           "test recall) in each copy, and the runs solved in both. The GPU kernels are not bitwise deterministic, "
+           "median and largest |difference| of the two test accuracies, the runs whose two accuracies are equal, the "
+           "best accuracy and the runs solved (100% test recall) in each copy, and the runs solved in both. The GPU kernels are not bitwise deterministic, "
            "so identical specs can train apart; a verdict that rests on one or two solved runs is a draw.")
     headers = ["stores", "mixer", "|V|", "kappa", "d", "N", "runs", "median |diff| acc", "max |diff| acc",
                "equal", "best acc", "solved", "solved in both"]

@@ -22,7 +22,7 @@ from verify.train.spec import RunSpec
 
 
 def pack_cost(pack: list[RunSpec]) -> int:
-    """A proxy of a pack's GPU time, for ordering only: models x tokens x (d^2 for the projections + d N for the scan)."""
+    """A proxy of a pack's GPU time, for ordering only: models x tokens x (d^2 of the projections + d N of the scan)."""
     s = pack[0]
     return len(pack) * s.seq_len * s.d_model * (s.d_model + s.d_state)
 
