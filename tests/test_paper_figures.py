@@ -217,8 +217,8 @@ def test_tightness_table_reads_the_smallest_solved_d(results):
 
     md = paper_figures.make("tightness", results).markdown
     b = d_bound("mamba", 4, 128)
-    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
-    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | 10 |  | 1 |" in md
+    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
+    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | none | 10 |  | 1 |" in md
 
 
 def _cut_file(path: Path, runs: list[tuple[dict, int, int]]) -> None:
@@ -240,7 +240,7 @@ def test_cut_packs_drawn_apart_and_solved_only_at_full_recall(results, tmp_path)
     assert sorted(map(tuple, tri.get_offsets().tolist())) == [(16, 8), (16, 24)]
     assert sorted(tri.get_array()) == [0.9999, 1.0]
     md = paper_figures.make("tightness", tmp_path).markdown
-    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | none | 24 |" in md
+    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | 8 | none | 24 |" in md
 
 
 def test_cut_runs_that_finished_since_are_superseded(results, tmp_path):
@@ -254,7 +254,7 @@ def test_cut_runs_that_finished_since_are_superseded(results, tmp_path):
     _cut_file(tmp_path / "train/fig2-cut.json", [(spec(8, 0), 9999, 10000), (spec(8, 1), 9998, 10000)])
     assert [r["spec"]["seed"] for r in cut_records(tmp_path, "fig2")] == [1]
     md = paper_figures.make("tightness", tmp_path).markdown
-    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8 | 0.9998 (d=8) |" in md
+    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8 | 0.9998 (d=8) | 8 | none | none | none |" in md
 
 
 def test_checkpoint_evaluation_equals_the_runs_own_test_at_that_step(tmp_path, one_thread):
