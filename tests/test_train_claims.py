@@ -69,3 +69,11 @@ def test_claiming_sweep_skips_packs_held_by_a_live_process(tmp_path):
     (tmp_path / "s.jsonl.claims" / pack_id(held)).write_text(f"{socket.gethostname()} {os.getppid()}")
     counts = run_local(SPECS, store, train=_fake_train, claim=True)
     assert counts == {"finished_now": len(SPECS) - len(held), "remaining": len(held), "total": len(SPECS)}
+
+
+def test_mamba2_packs_are_ordered_as_large_whatever_their_d():
+    """Mamba-2's small-d packs took as long as Mamba's largest on the H100: they must not be left for last."""
+    f2 = {(s.mixer, s.kappa, s.d_model): s for s in grid("fig2").runs() if s.seed == 0 and s.lr == 0.003}
+    cost = lambda k: pack_cost([f2[k]])  # noqa: E731
+    assert cost(("mamba2", 4, 8)) > cost(("mamba", 32, 78)) > cost(("mamba", 4, 22))
+

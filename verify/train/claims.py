@@ -21,10 +21,17 @@ from pathlib import Path
 from verify.train.spec import RunSpec
 
 
+# Per-token cost a mixer has whatever d is, in units of d^2. Mamba-2's SSD kernels: on the H100 (fifth session, 8
+# processes side by side) its fig2 packs of d = 8, 16, 24 and 48 each took 283-292 s, about what Mamba's largest
+# (d = 156, N = 64: d (d + N) = 34k) took beside 13 others.
+MIXER_OVERHEAD = {"mamba2": 2 ** 15}
+
+
 def pack_cost(pack: list[RunSpec]) -> int:
-    """A proxy of a pack's GPU time, for ordering only: models x tokens x (d^2 of the projections + d N of the scan)."""
+    """A proxy of a pack's GPU time, for ordering only: models x tokens x (d^2 of the projections + d N of the scan
+    + the mixer's fixed overhead)."""
     s = pack[0]
-    return len(pack) * s.seq_len * s.d_model * (s.d_model + s.d_state)
+    return len(pack) * s.seq_len * (s.d_model * (s.d_model + s.d_state) + MIXER_OVERHEAD.get(s.mixer, 0))
 
 
 def _alive(pid: int) -> bool:
