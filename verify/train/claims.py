@@ -57,7 +57,8 @@ def claim(store_path: str | os.PathLike, pack_id: str) -> bool:
     with open(d / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         f = d / pack_id
-        if f.exists() and f.read_text() != me and not _stale(f.read_text()):
+        held = f.read_text() if f.exists() else me
+        if held != me and not _stale(held):
             return False
         f.write_text(me)
         return True

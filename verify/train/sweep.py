@@ -214,9 +214,10 @@ def run_local(specs: list[RunSpec], store: ResultStore, device: str = "cpu", imp
     for i, pack in enumerate(packs):
         if deadline is not None and time.time() > deadline:
             break
-        if claim and not take(store.path, pack_id(pack)):
+        pid = pack_id(pack)
+        if claim and not take(store.path, pid):
             continue
-        res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pack_id(pack) + ".pt"),
+        res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pid + ".pt"),
                     deadline=deadline)
         if res is None:
             if log:
