@@ -181,6 +181,9 @@ def test_cli_train_and_bad_input(capsys):
     assert main(["sweep", "--grid", "fig2", "--kappas", "0/2"]) == 2  # a shard where the kappas go: no traceback
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--kappas: expected a comma-separated list of int, got '0/2'" in err
+    assert main(["sweep", "--grid", "smoke", "--claim", "--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep --claim is for local processes" in err
 
 
 @pytest.mark.cuda

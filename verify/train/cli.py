@@ -127,6 +127,8 @@ def cmd_sweep(args, out) -> int:
             i = n = -1
         require(0 <= i < n, f"--shard needs I/N with 0 <= I < N, got {args.shard!r}")
         specs = [s for s in specs if int(pack_key(s), 16) % n == i]
+    require(not (args.claim and (args.ray or args.address)),
+            "sweep --claim is for local processes sharing a store; Ray schedules the packs itself (drop one of them)")
     log = lambda m: out.print(m)  # noqa: E731
     if args.ray or args.address:
         from verify.train.ray_sweep import run_ray
