@@ -7,6 +7,8 @@ For each cell (mixer, kappa, |V|, d, N; the budgeted protocol's batch) it times 
 * ``single``: the same K models one after another, each alone: on CUDA a real ``mamba_ssm.Mamba`` module per model
   (``impl="module"``; the honest baseline), on CPU the packed model with K = 1,
 * ``packed-1`` (CUDA): the packed model with K = 1 (the same kernels unpacked),
+* ``packed_graph`` (CUDA): the packed step captured once as a CUDA graph and replayed (``verify.train.step``; the
+  sweeps' path on CUDA),
 
 after ``--warmup`` untimed steps, with a device synchronize around each timing. Writes one JSON file (atomically).
 
@@ -22,8 +24,9 @@ import time
 import torch
 
 from constructions.export import write_json_atomic
-from verify.train.loop import Adam, build_model, datasets, train_step
+from verify.train.loop import build_model, datasets
 from verify.train.spec import RunSpec, protocol
+from verify.train.step import WARMUP_STEPS, Adam, Stepper
 
 DEFAULT_CELLS = ("mamba:4:128:11:8", "mamba:16:128:23:32", "mamba:32:128:39:64")
 
@@ -33,21 +36,21 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_models(specs: list[RunSpec], device: str, impl: str, steps: int, warmup: int) -> float:
-    """Seconds for ``steps`` steps of the models in ``specs`` trained together (one model if impl is module)."""
+def time_models(specs: list[RunSpec], device: str, impl: str, steps: int, warmup: int, graph: bool = False) -> float:
+    """Seconds for ``steps`` steps of the models in ``specs`` trained together (one model if impl is module); with
+    ``graph`` (CUDA, packed) the step is a replayed CUDA graph (``verify.train.step``), captured during the warmup."""
     model = build_model(specs, device, impl)
     opt = Adam(model.params, model.masks, model.stacked)
-    tok, lab = (x.to(device) for x in datasets(specs[0])["train"])
-    g = torch.Generator().manual_seed(0)
-    b = specs[0].protocol.batch_size
-    lr = torch.full((len(specs),), 1e-3, device=device)
-    idx = [torch.randint(0, tok.shape[0], (len(specs), b), generator=g).to(device) for _ in range(warmup + steps)]
+    train = tuple(x.to(device) for x in datasets(specs[0])["train"])
+    stepper = Stepper(model, opt, train, [s.seed for s in specs], specs[0].protocol, [s.lr for s in specs], 0,
+                      graph=graph)
+    warmup = max(warmup, WARMUP_STEPS + 1) if graph else warmup
     for i in range(warmup):
-        train_step(model, opt, tok, lab, idx[i], lr)
+        stepper(i)
     _sync(device)
     t0 = time.perf_counter()
     for i in range(warmup, warmup + steps):
-        train_step(model, opt, tok, lab, idx[i], lr)
+        stepper(i)
     _sync(device)
     return time.perf_counter() - t0
 
@@ -61,6 +64,9 @@ def bench_cell(cell: str, models: int, steps: int, warmup: int, device: str, sin
     out = {"cell": cell, "models": models, "steps": steps, "batch": proto.batch_size, "device": device}
     t = time_models(specs, device, "packed", steps, warmup)
     out["packed"] = {"seconds": t, "model_steps_per_s": models * steps / t}
+    if cuda:
+        tg = time_models(specs, device, "packed", steps, warmup, graph=True)
+        out["packed_graph"] = {"seconds": tg, "model_steps_per_s": models * steps / tg}
     m1 = min(models, single_models)
     t1 = sum(time_models([s], device, "module" if cuda else "packed", steps, warmup) for s in specs[:m1])
     impl = f"mamba_ssm module ({mixer}, verify.train.registry)" if cuda else "packed K=1"
@@ -70,6 +76,8 @@ def bench_cell(cell: str, models: int, steps: int, warmup: int, device: str, sin
         tp = sum(time_models([s], device, "packed", steps, warmup) for s in specs[:m1])
         out["packed_1"] = {"models_timed": m1, "seconds": tp, "model_steps_per_s": m1 * steps / tp}
     out["speedup"] = out["packed"]["model_steps_per_s"] / out["single"]["model_steps_per_s"]
+    if cuda:
+        out["speedup_graph"] = out["packed_graph"]["model_steps_per_s"] / out["single"]["model_steps_per_s"]
     return out
 
 

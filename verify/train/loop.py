@@ -11,12 +11,10 @@ betas 0.9/0.999, eps 1e-8, no weight decay); a model that meets its stopping rul
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +23,7 @@ from verify.tasks.mqar import IGNORE
 from verify.train import decay, registry
 from verify.train.models import ModuleModel, PackedModel
 from verify.train.spec import RunSpec, pack_key, run_key
+from verify.train.step import Adam, Stepper
 
 IMPLS = ("packed", "module")
 _DATA_CACHE: dict = {}
@@ -77,45 +76,6 @@ def build_model(specs: list[RunSpec], device, impl: str = "packed"):
         model = PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
     model.position = registry.task(specs[0].task).position(specs[0])
     return model
-
-
-class Adam:
-    """torch.optim.Adam's update on (possibly stacked) parameters with a learning rate per model."""
-
-    def __init__(self, params: dict, masks: dict, stacked: bool, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.masks, self.stacked, self.betas, self.eps = params, masks, stacked, betas, eps
-        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, lr: torch.Tensor) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
-        for k, p in self.params.items():
-            g = p.grad
-            if g is None:
-                continue
-            if k in self.masks:
-                g = g * self.masks[k]
-            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
-            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-            step = lr.view(-1, *([1] * (p.dim() - 1))) if self.stacked else lr[0]
-            p.sub_(step / c1 * self.m[k] / (self.v[k].sqrt() / c2 + self.eps))
-            p.grad = None
-
-    def state(self) -> dict:
-        return {"m": self.m, "v": self.v, "t": self.t}
-
-    def load(self, st: dict) -> None:
-        for k in self.m:
-            self.m[k].copy_(st["m"][k]), self.v[k].copy_(st["v"][k])
-        self.t = st["t"]
-
-
-def cosine(step: int, total: int, lr0: torch.Tensor, lr_final: float) -> torch.Tensor:
-    return lr_final + 0.5 * (lr0 - lr_final) * (1 + math.cos(math.pi * min(step, total) / total))
 
 
 def _scored_logits(model, tokens: torch.Tensor, labels: torch.Tensor):
@@ -189,36 +149,6 @@ def _evaluate_chunk(model, tok, lab, chunk: int, device, loss, correct):
     return loss, correct
 
 
-class _Batches:
-    """Model k's batch at step s: rows [i b, (i+1) b) of the permutation of epoch s // steps_per_epoch, drawn from
-    default_rng((seed_k, 17, epoch)) (a pure function of seed and step, so resuming needs only the step)."""
-
-    def __init__(self, seeds, n: int, b: int):
-        self.seeds, self.n, self.b, self.spe = seeds, n, b, n // b
-        self._perm: dict = {}
-
-    def __call__(self, step: int) -> torch.Tensor:
-        e, i = divmod(step, self.spe)
-        rows = []
-        for s in self.seeds:
-            if self._perm.get(s, (None,))[0] != e:
-                self._perm[s] = (e, np.random.default_rng((int(s), 17, e)).permutation(self.n))
-            rows.append(self._perm[s][1][i * self.b:(i + 1) * self.b])
-        return torch.from_numpy(np.stack(rows))
-
-
-def train_step(model, opt: Adam, tr_tok, tr_lab, idx, lr) -> torch.Tensor:
-    """One Adam step of every model on its batch (rows idx (K, b) of the training set); per-model mean losses."""
-    K = model.K
-    tok, lab = tr_tok[idx], tr_lab[idx]  # (K, b, L)
-    logits, tgt, kidx = _scored_logits(model, tok, lab)
-    per = _per_model(F.cross_entropy(logits.float(), tgt, reduction="none"), kidx, K) \
-        / _per_model(torch.ones_like(tgt, dtype=torch.float32), kidx, K)
-    per.sum().backward()
-    opt.step(lr)
-    return per.detach()
-
-
 @torch.no_grad()
 def load_params(model, params: dict) -> None:
     """Copy a checkpoint's stacked parameters into a freshly built pack."""
@@ -242,8 +172,6 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     tr_tok, tr_lab = (x.to(dev) for x in data["train"])
     model = build_model(specs, dev, impl)
     opt = Adam(model.params, model.masks, model.stacked)
-    lr0 = torch.tensor([s.lr for s in specs], dtype=torch.float64)
-    batches = _Batches([s.seed for s in specs], proto.train_samples, proto.batch_size)
     st = {"step": 0, "done": [False] * K, "stop_step": [None] * K, "history": [[] for _ in range(K)],
           "best_val_acc": [0.0] * K, "train_loss": [None] * K, "seconds": 0.0}
     keys = [run_key(s) for s in specs]
@@ -257,6 +185,9 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
                 log(f"resumed {K} runs at step {st['step']}")
     total = min(proto.max_steps, proto.cap_steps or proto.max_steps, max_steps or proto.max_steps)
     last_ck = time.time()
+    stepper = Stepper(model, opt, (tr_tok, tr_lab), [s.seed for s in specs], proto, [s.lr for s in specs],
+                      st["step"], graph=impl == "packed" and registry.mixer(specs[0].mixer).graph_safe)
+    stepper.set_active(st["done"])
 
     def save_checkpoint():
         if not checkpoint:
@@ -268,11 +199,8 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
         os.replace(tmp, checkpoint)
 
     while st["step"] < total and not all(st["done"]):
-        step = st["step"]
-        active = torch.tensor([0.0 if d else 1.0 for d in st["done"]], dtype=torch.float64)
-        lr = (cosine(step, proto.max_steps, lr0, proto.lr_final) * active).to(dev, torch.float32)
-        per = train_step(model, opt, tr_tok, tr_lab, batches(step).to(dev), lr)
-        st["step"] = step + 1
+        per = stepper(st["step"])
+        st["step"] += 1
         if st["step"] % proto.eval_every == 0 or st["step"] == total:
             vl, va, _, _ = evaluate(model, *data["val"], dev, proto.batch_size)
             st["train_loss"] = [float(x) for x in per.detach().cpu()]
@@ -284,6 +212,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
                 hit = vl[k] < proto.stop_value if proto.stop == "val_loss" else va[k] >= proto.stop_value
                 if hit:
                     st["done"][k], st["stop_step"][k] = True, st["step"]
+            stepper.set_active(st["done"])
             if log:
                 log(f"step {st['step']}: val acc {[round(float(a), 4) for a in va]}")
         if checkpoint and (time.time() - last_ck > checkpoint_every_s):

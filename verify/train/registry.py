@@ -51,6 +51,9 @@ class Mixer:
     # device; training keeps packed_cuda_scan. Mamba-2 only: its Triton SSD forward faulted in evaluation after
     # training on an H100 (results/train/README.md), and the reference scores the trained weights identically.
     evaluate_on_reference: bool = False
+    # the training step of a packed model is captured as a CUDA graph on CUDA (verify.train.step): only for packed
+    # forwards that never synchronise with the host (Mamba-Delta-top's S6 reduction checks Delta > 0 on the host)
+    graph_safe: bool = True
     note: str = ""
 
 
@@ -130,7 +133,7 @@ MIXERS: dict[str, Mixer] = {
                  note="Mamba-S4D (verify.engines.mamba_s4d); gate on in the paper's MQAR runs"),
     "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,
                            _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner)), packed_forward=packed_delta_t_forward,
-                           cuda_module=_delta_t_module, packed_cuda_scan=cuda_scan,
+                           cuda_module=_delta_t_module, packed_cuda_scan=cuda_scan, graph_safe=False,
                            note="Mamba-Delta-top (verify.engines.delta_t); gate off in the paper's induction heads"),
 }
 MIXERS["delta-top"] = MIXERS["mamba-delta-t"]  # the name the fig3 / figA4 grids and the bound table use

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A pool of sweep processes that outlives a device call: started once (setsid), it trains on while the device machine
+# stays warm (it keeps ignored files and daemon processes between calls, until it goes back), so a grid longer than one
+# call's 10 minutes runs without a deadline that cuts packs (whose checkpoints were too large to carry back).
+#
+#   bash tools/gpu_pool.sh start W GRID[@MIXERS] [...]   W processes (CUDA MPS on), each working through the grids in
+#                                                          order, claiming packs largest first (sweep --claim)
+#   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then copy the stores,
+#                                                          the timings and the logs to OUT
+#
+# State in .pool/ (git-ignored): GRID.jsonl stores (seeded from results/train/GRID.jsonl; FRESH=1: empty, for a
+# timing run), their claims and checkpoints, logs/, and steps.jsonl (one line per process and grid: start, end, exit
+# code; `python3 tools/grid_gpu_minutes.py GRID steps.jsonl --store ...` sums it). SWEEP_ARGS go to every sweep;
+# DEVICE=cpu SKIP_INSTALL=1 runs the pool on the CPU (a local try of the script).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu}; mkdir -p "$OUT" .pool/logs
+[ -n "${SKIP_INSTALL:-}" ] || python3 -c "import sys; sys.path.insert(0, '/tmp/site'); import mamba_ssm" 2>/dev/null \
+  || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+
+case ${1:-} in
+  start)
+    workers=$2; shift 2
+    pgrep -x nvidia-cuda-mps >/dev/null || nvidia-cuda-mps-control -d || echo "MPS could not start"
+    for g in "$@"; do
+      name=${g%%@*}
+      [ -f ".pool/$name.jsonl" ] || { [ -z "${FRESH:-}" ] && [ -f "results/train/$name.jsonl" ] \
+        && cp "results/train/$name.jsonl" ".pool/$name.jsonl"; }
+    done
+    for i in $(seq "$workers"); do
+      setsid nohup bash -c '
+        for g in "$@"; do
+          IFS=@ read -r name mixers <<< "$g"
+          start=$(date +%s.%N)
+          python3 -m verify_constructions sweep --grid "$name" ${mixers:+--mixers $mixers} --claim \
+            --device "${DEVICE:-cuda}" --store ".pool/$name.jsonl" $SWEEP_ARGS
+          rc=$?
+          echo "{\"step\": \"sweep@$g@@pool\", \"start\": $start, \"end\": $(date +%s.%N), \"rc\": $rc}" >> .pool/steps.jsonl
+        done' pool "$@" > ".pool/logs/p$i.log" 2>&1 < /dev/null &
+    done
+    sleep 2; echo "pool: $(pgrep -fc '^python3 -m verify_constructions sweep') sweep processes" ;;
+  wait)
+    end=$((SECONDS + $2))
+    while pgrep -f '^python3 -m verify_constructions sweep' >/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
+    echo "pool: $(pgrep -fc '^python3 -m verify_constructions sweep') sweep processes still running"
+    cp .pool/*.jsonl "$OUT/" 2>/dev/null
+    tar czf "$OUT/pool_logs.tgz" -C .pool logs
+    for f in .pool/*.jsonl; do echo "$f: $(wc -l < "$f") lines"; done
+    tail -n 3 .pool/logs/*.log ;;
+  *) echo "usage: gpu_pool.sh start W GRID[@MIXERS] ... | wait SECONDS"; exit 2 ;;
+esac

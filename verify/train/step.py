@@ -1,0 +1,161 @@
+"""One Adam step of every model of a pack, with nothing computed on the host between steps.
+
+A step reads its batch rows, learning rates and Adam bias corrections from tensors on the device (the epoch's row
+permutation of every model, a step counter that the step itself increments), so the same code runs eagerly or, on
+CUDA, is captured once as a CUDA graph and replayed. Why: a pack of small models is launch-bound, not compute-bound
+(H100, fifth session: 21 packed models of d = 39 took 7.8 ms a step, one model alone 5.4 ms, most of both the
+host's time to launch some 300 kernels), and 8-13 such processes side by side shared the GPU's launch rate instead
+of adding up. A replayed graph launches the whole step at once.
+
+What the step computes is ``loop.train_pack``'s definition of training, unchanged: model k's batch at step s is rows
+[i b, (i+1) b) of the permutation of epoch s // steps_per_epoch drawn from default_rng((seed_k, 17, epoch)), its
+learning rate the cosine schedule times 0 once the model stopped, and its update torch.optim.Adam's. Only the
+per-model loss is computed as a sum over the pack's (equal) scored positions instead of a scatter-add, so it is not
+bitwise the earlier code's (tested to agree within float32 rounding).
+
+The capture needs a step without host synchronisation, so it is used only where the step has none: on CUDA, for a
+mixer whose scan kernels are capturable (``registry.Mixer.graph_safe``: not Mamba-Delta-top, whose S6 reduction
+checks Delta > 0 on the host), and when every training sequence scores the same number of positions (every task
+registered here). Everything else runs the same step eagerly, as does a step whose capture fails (with a warning).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from constructions.errors import require
+from verify.tasks.mqar import IGNORE
+
+WARMUP_STEPS = 3  # eager steps (on a side stream) before the capture: lazy initialisation and Triton autotuning
+
+
+class Adam:
+    """torch.optim.Adam's update on (possibly stacked) parameters with a learning rate per model; the step count t
+    (for the bias corrections) is a tensor, so the update can run inside a CUDA graph."""
+
+    def __init__(self, params: dict, masks: dict, stacked: bool, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.masks, self.stacked, self.betas, self.eps = params, masks, stacked, betas, eps
+        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, t: torch.Tensor) -> None:
+        """One update with per-model learning rates ``lr`` (K,) at step count ``t`` (1 for the first update)."""
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** t, torch.sqrt(1 - b2 ** t)
+        for k, p in self.params.items():
+            g = p.grad
+            if g is None:
+                continue
+            if k in self.masks:
+                g = g * self.masks[k]
+            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
+            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            step = lr.view(-1, *([1] * (p.dim() - 1))) if self.stacked else lr[0]
+            p.sub_(step / c1 * self.m[k] / (self.v[k].sqrt() / c2 + self.eps))
+            p.grad = None
+
+    def state(self) -> dict:
+        return {"m": self.m, "v": self.v}
+
+    def load(self, st: dict) -> None:
+        for k in self.m:
+            self.m[k].copy_(st["m"][k]), self.v[k].copy_(st["v"][k])
+
+
+def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(n, q): the q scored positions (labels != IGNORE) of every sequence, ascending; every sequence must score the
+    same number (it does for every registered task), so that a batch's scored positions have a fixed shape."""
+    mask = labels != IGNORE
+    counts = mask.sum(1)
+    require(bool((counts == counts[0]).all()), f"training needs every sequence to score the same number of "
+                                               f"positions; this task scores {int(counts.min())}-{int(counts.max())}")
+    return mask.nonzero()[:, 1].view(labels.shape[0], -1)
+
+
+def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor):
+    """Per-model mean cross-entropy over the scored positions of rows ``idx`` (K, b) of (tokens, labels)."""
+    K, b = idx.shape
+    L = tokens.shape[1]
+    h = model.hidden(tokens[idx])  # (K, b, L, d)
+    flat = (qpos[idx] + torch.arange(b, device=idx.device)[:, None] * L).view(K, -1)  # (K, b q), row-major
+    hq = h.reshape(K, b * L, h.shape[-1]).gather(1, flat[..., None].expand(-1, -1, h.shape[-1]))
+    logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
+    tgt = labels[idx].reshape(K, b * L).gather(1, flat)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+    return ce.view(K, -1).sum(1) / flat.shape[1]
+
+
+class Stepper:
+    """``stepper(step)`` trains every model of ``model`` one step (the ``step``-th, 0-based, in order) and returns
+    their losses (K,) on the device. ``set_active(done)`` stops models (learning rate 0 from the next step)."""
+
+    def __init__(self, model, opt: Adam, train: tuple[torch.Tensor, torch.Tensor], seeds, proto, lr0, step: int,
+                 graph: bool):
+        self.model, self.opt, self.proto, self.seeds = model, opt, proto, [int(s) for s in seeds]
+        self.tokens, self.labels = train
+        dev = self.tokens.device
+        self.qpos = scored_positions(self.labels)
+        self.n, self.b = self.tokens.shape[0], proto.batch_size
+        self.spe = self.n // self.b
+        self.perm = torch.empty(len(self.seeds), self.n, dtype=torch.long, device=dev)
+        self.epoch = None
+        self.step_t = torch.tensor(float(step), dtype=torch.float64, device=dev)
+        self.lr0 = torch.as_tensor(lr0, dtype=torch.float64).to(dev)
+        self.active = torch.ones(len(self.seeds), dtype=torch.float64, device=dev)
+        self.rows = torch.arange(self.b, device=dev)
+        self.graph, self.eager_steps, self.per = None, 0, None
+        self.use_graph = graph and dev.type == "cuda"
+
+    def set_active(self, done: list[bool]) -> None:
+        self.active.copy_(torch.tensor([0.0 if d else 1.0 for d in done], dtype=torch.float64))
+
+    def _load_epoch(self, step: int) -> None:
+        e = step // self.spe
+        if e != self.epoch:
+            perms = np.stack([np.random.default_rng((s, 17, e)).permutation(self.n) for s in self.seeds])
+            self.perm.copy_(torch.from_numpy(perms))
+            self.epoch = e
+
+    def _step(self) -> torch.Tensor:
+        i = torch.remainder(self.step_t, self.spe).long()
+        idx = self.perm[:, i * self.b + self.rows]  # (K, b)
+        per = pack_loss(self.model, self.tokens, self.labels, self.qpos, idx)
+        per.sum().backward()
+        p = self.proto
+        s = torch.clamp(self.step_t, max=p.max_steps)
+        lr = (p.lr_final + 0.5 * (self.lr0 - p.lr_final) * (1 + torch.cos(math.pi * s / p.max_steps))) * self.active
+        self.opt.step(lr.float(), self.step_t + 1)
+        self.step_t += 1
+        return per.detach()
+
+    def __call__(self, step: int) -> torch.Tensor:
+        self._load_epoch(step)
+        if not self.use_graph:
+            return self._step()
+        if self.graph is None and self.eager_steps < WARMUP_STEPS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                per = self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+            return per
+        if self.graph is None:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.per = self._step()
+            except Exception as e:  # noqa: BLE001  (a step that synchronises: train on eagerly, and say so)
+                for p in self.model.params.values():
+                    p.grad = None
+                self.use_graph = False
+                warnings.warn(f"CUDA graph capture of the training step failed, training eagerly: {e}")
+                return self._step()
+            self.graph = graph
+        self.graph.replay()
+        return self.per
