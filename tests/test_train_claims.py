@@ -77,3 +77,27 @@ def test_mamba2_packs_are_ordered_as_large_whatever_their_d():
     cost = lambda k: pack_cost([f2[k]])  # noqa: E731
     assert cost(("mamba2", 4, 8)) > cost(("mamba", 32, 78)) > cost(("mamba", 4, 22))
 
+
+
+def test_a_pack_finished_by_a_process_that_has_exited_is_not_trained_again(tmp_path):
+    """The H100 pool of the sixth session trained one pack twice: the process that finished it exited, so its claim
+    turned stale, and a process whose plan predated the finish took the claim over. Claimed packs already stored
+    are skipped."""
+    store = ResultStore(tmp_path / "s.jsonl")
+    packs = sorted(plan(SPECS, set(), 64), key=pack_cost, reverse=True)
+    dead = mp.get_context("fork").Process(target=int)
+    dead.start()
+    dead.join()
+    trained = []
+
+    def train(pack, **kw):
+        if not trained:  # meanwhile another process finishes the smallest pack, and exits
+            store.append(_fake_train(packs[-1]))
+            (tmp_path / "s.jsonl.claims" / pack_id(packs[-1])).write_text(f"{socket.gethostname()} {dead.pid}")
+        trained.append(pack[0].d_model)
+        return _fake_train(pack)
+
+    run_local(SPECS, store, train=train, claim=True)
+    assert trained == [p[0].d_model for p in packs[:-1]]
+    keys = [r["key"] for r in store.records()]
+    assert len(keys) == len(set(keys)) == len(SPECS)

@@ -123,3 +123,17 @@ def test_cuda_a_step_that_cannot_be_captured_trains_eagerly():
         assert stepper.graph is None and any("capture" in str(w.message) for w in caught) == graph
         runs.append(losses)
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,tf32", [("budgeted-loss", False), ("budgeted-loss-tf32", True)])
+def test_the_protocol_sets_the_matmul_precision_and_float32_keys_stay(name, tf32):
+    from verify.train.loop import train_pack
+
+    proto = protocol(name, max_steps=2, eval_every=1, train_samples=64, val_samples=8, test_samples=8)
+    torch.backends.cuda.matmul.allow_tf32 = not tf32
+    try:
+        train_pack([RunSpec(seed=0, lr=0.01, protocol=proto, **SHAPE)])
+        assert torch.backends.cuda.matmul.allow_tf32 == tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    assert ("matmul" in RunSpec(seed=0, lr=0.01, protocol=proto, **SHAPE).as_dict()["protocol"]) == tf32

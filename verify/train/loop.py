@@ -167,6 +167,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
         registry.validate(s)
     proto = specs[0].protocol
     K, dev = len(specs), torch.device(device)
+    torch.backends.cuda.matmul.allow_tf32 = proto.matmul == "tf32"  # the protocol's precision (CUDA only)
     t_start = time.time()
     data = datasets(specs[0])
     tr_tok, tr_lab = (x.to(dev) for x in data["train"])

@@ -30,9 +30,13 @@ class Protocol:
     lrs: tuple[float, ...] = (0.03,)  # the learning-rate sweep a grid uses by default
     n_seeds: int = 7  # best of this many seeds by default
     cap_steps: int = 0  # > 0: stop after this many steps, the schedule still spanning max_steps (a truncated run)
+    # float32 matrix products on CUDA: "float32" (full precision, torch's default) or "tf32" (the tensor cores'
+    # 10-bit-mantissa mode, as mamba_ssm's Mamba-2 kernels use for their own products), for the projections
+    matmul: str = "float32"
 
     def validate(self) -> None:
         require(self.stop in ("val_loss", "val_acc"), f"protocol stop must be val_loss or val_acc, got {self.stop!r}")
+        require(self.matmul in ("float32", "tf32"), f"protocol matmul must be float32 or tf32, got {self.matmul!r}")
         require(min(self.batch_size, self.train_samples, self.val_samples, self.test_samples, self.max_steps,
                     self.eval_every) >= 1, f"protocol {self.name}: sizes and step counts must be >= 1")
         require(self.train_samples >= self.batch_size,
@@ -48,9 +52,10 @@ REFERENCE = Protocol("reference", batch_size=16, train_samples=100_000, val_samp
 BUDGETED = Protocol("budgeted", batch_size=64, train_samples=100_000, val_samples=1_000, test_samples=10_000,
                     max_steps=4000, eval_every=200, stop="val_acc", stop_value=1.0, lrs=(3e-3, 1e-2, 3e-2), n_seeds=7)
 BUDGETED_LOSS = replace(BUDGETED, name="budgeted-loss", stop="val_loss", stop_value=1e-6)  # the reference's rule
+BUDGETED_LOSS_TF32 = replace(BUDGETED_LOSS, name="budgeted-loss-tf32", matmul="tf32")
 SMOKE = Protocol("smoke", batch_size=32, train_samples=4096, val_samples=256, test_samples=512, max_steps=400,
                  eval_every=25, stop="val_acc", stop_value=1.0, lrs=(0.03,), n_seeds=1)
-PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, SMOKE)}
+PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, BUDGETED_LOSS_TF32, SMOKE)}
 
 
 def protocol(name: str, **overrides) -> Protocol:
@@ -87,6 +92,8 @@ class RunSpec:
         d["task_args"] = [list(kv) for kv in self.task_args]
         if self.proj:  # the default is left out, so the run keys of runs stored before the field existed stay valid
             del d["proj"]
+        if self.protocol.matmul == "float32":  # likewise
+            del d["protocol"]["matmul"]
         return d
 
     @staticmethod

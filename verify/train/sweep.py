@@ -145,6 +145,9 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("fig2-loss", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), protocol="budgeted-loss", **_MQAR,
          note="Figure 2 under the budgeted-loss protocol (the budget of 4000 steps, the reference's stop at validation "
               "loss < 1e-6), all 7 seeds: the grid of the 20-GPU-minute measurement"),
+    Grid("fig2-tf32", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), protocol="budgeted-loss-tf32", **_MQAR,
+         note="Figure 2 as fig2-loss with TF32 matrix products on CUDA (the S4D projections of d up to 896 are most "
+              "of the grid's arithmetic): the 20-GPU-minute measurement, its verdicts compared with fig2-loss's"),
     Grid("figA2", mixers=("s4d", "mamba", "mamba2"), vocabs=(256, 512), **_MQAR, note="Figure A.2"),
     Grid("figA3-s4d", mixers=("s4d",), vocabs=(256,), n_rule="a3", n_multipliers=(1, 2, 4, 8), d_multipliers=(1, 2),
          **_MQAR, note="Figure A.3, S4D: N in {1, 2, 4, 8}"),
@@ -215,8 +218,8 @@ def run_local(specs: list[RunSpec], store: ResultStore, device: str = "cpu", imp
         if deadline is not None and time.time() > deadline:
             break
         pid = pack_id(pack)
-        if claim and not take(store.path, pid):
-            continue
+        if claim and (not take(store.path, pid) or {run_key(s) for s in pack} <= store.keys()):
+            continue  # held by another process, or finished by one (whose claim went stale when it exited)
         res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pid + ".pt"),
                     deadline=deadline)
         if res is None:
