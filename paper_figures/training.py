@@ -468,7 +468,7 @@ def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
 # Tightness: where training first solved the task vs the construction's bound
 # ---------------------------------------------------------------------------------------------------------------
 
-TIGHTNESS_GRIDS = ("fig2-loss", "fig2", "figA2", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
+TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2", "figA2", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
 
 
 def tightness_table(results: Path) -> Rendered:
@@ -513,22 +513,32 @@ def tightness_table(results: Path) -> Rendered:
     return Rendered(cap, latex=latex, markdown=md)
 
 
+def _replicate_key(spec: dict) -> str:
+    """A run's identity up to its protocol's name and matrix-product precision: a TF32 run (fig2-tf32) pairs with the
+    float32 run of the same seed, data, initialization, schedule and stopping rule."""
+    proto = {k: v for k, v in spec["protocol"].items() if k not in ("name", "matmul")}
+    return json.dumps({**spec, "protocol": proto}, sort_keys=True)
+
+
 def replicates_table(results: Path) -> Rendered:
-    """Runs trained twice: a run key (the whole RunSpec: seed, data, initialization, protocol) that two stores of
-    ``<results>/train/`` both hold, per cell (mixer, |V|, kappa, d, N): how far the two test accuracies are apart and
-    how many runs each copy solved. The calibration re-trains fig2 cells, so its store and fig2's share keys."""
+    """Runs trained twice: a run (``_replicate_key``: seed, data, initialization, protocol up to its name and
+    precision) that two stores of ``<results>/train/`` both hold, per pair of stores and cell (mixer, |V|, kappa, d,
+    N): how far the two test accuracies are apart and how many runs each copy solved. The calibration re-trains fig2
+    cells, fig2-loss-rerun all of fig2-loss, fig2-tf32 all of it in TF32."""
+    from itertools import combinations
+
     from verify.train.store import ResultStore
 
     by_key: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for p in sorted((Path(results) / "train").glob("*.jsonl")):
         for r in ResultStore(p).records():
-            by_key[r["key"]].append((p.stem, r))
+            by_key[_replicate_key(r["spec"])].append((p.stem, r))
     cells: dict[tuple, list] = defaultdict(list)
-    for pairs in by_key.values():
-        (ga, a), (gb, b) = pairs[0], pairs[-1]
-        if ga != gb and a.get("finished") != b.get("finished"):  # trained twice, not a record copied across stores
-            s = a["spec"]
-            cells[(ga, gb, s["mixer"], s["vocab"], s["kappa"], s["d_model"], s["d_state"])].append((a, b))
+    for copies in by_key.values():
+        for (ga, a), (gb, b) in combinations(copies, 2):
+            if ga != gb and a.get("finished") != b.get("finished"):  # trained twice, not a record copied across stores
+                s = a["spec"]
+                cells[(ga, gb, s["mixer"], s["vocab"], s["kappa"], s["d_model"], s["d_state"])].append((a, b))
     if not cells:
         raise MissingResults(str(Path(results) / "train") + " (two stores holding the same run key)",
                              "python -m verify.train.calibrate --device cuda")
@@ -543,7 +553,8 @@ def replicates_table(results: Path) -> Rendered:
     cap = ("Runs trained twice with the same RunSpec (same seed, data and initialization), in two stores: per cell the "
            "median and largest |difference| of the two test accuracies, the runs whose two accuracies are equal, the "
            "best accuracy and the runs solved (100% test recall) in each copy, and the runs solved in both. The GPU kernels are not bitwise deterministic, "
-           "so identical specs can train apart; a verdict that rests on one or two solved runs is a draw.")
+           "so identical specs can train apart; a verdict that rests on one or two solved runs is a draw. fig2-tf32 "
+           "differs from its partner only in TF32 matrix products.")
     headers = ["stores", "mixer", "|V|", "kappa", "d", "N", "runs", "median |diff| acc", "max |diff| acc",
                "equal", "best acc", "solved", "solved in both"]
     latex, md = table(headers, rows, cap)

@@ -322,6 +322,14 @@ def test_replicates_table_pairs_runs_trained_twice_not_copies(tmp_path):
     md = paper_figures.make("train-replicates", tmp_path).markdown
     row = "| calibration / fig2-loss | Mamba | 128 | 4 | 22 | 8 | 1 | 0.25000 | 0.2500 | 0 | 0.75000 / 1.00000 | 0 / 1 | 0 |"
     assert row in md
-    ResultStore(t / "calibration.jsonl").path.write_text("")
+    # a TF32 copy (protocol name and matmul differ, nothing else) pairs with both float32 copies
+    b3 = dict(b, finished="t2", spec=dict(b["spec"], protocol=dict(b["spec"]["protocol"], name="budgeted-loss-tf32",
+                                                                   matmul="tf32")))
+    ResultStore(t / "fig2-tf32.jsonl").append([b3])
+    md = paper_figures.make("train-replicates", tmp_path).markdown
+    assert "| calibration / fig2-tf32 | Mamba | 128 | 4 | 22 | 8 | 1 | 0.25000 |" in md
+    assert "| fig2-loss / fig2-tf32 | Mamba | 128 | 4 | 22 | 8 | 1 | 0.00000 |" in md
+    for f in ("calibration", "fig2-tf32"):
+        ResultStore(t / f"{f}.jsonl").path.write_text("")
     with pytest.raises(MissingResults):
         paper_figures.make("train-replicates", tmp_path)

@@ -2,16 +2,17 @@
 
 A step reads its batch rows, learning rates and Adam bias corrections from tensors on the device (the epoch's row
 permutation of every model, a step counter that the step itself increments), so the same code runs eagerly or, on
-CUDA, is captured once as a CUDA graph and replayed. Why: a pack of small models is launch-bound, not compute-bound
-(H100, fifth session: 21 packed models of d = 39 took 7.8 ms a step, one model alone 5.4 ms, most of both the
-host's time to launch some 300 kernels), and 8-13 such processes side by side shared the GPU's launch rate instead
-of adding up. A replayed graph launches the whole step at once.
+CUDA, is captured once as a CUDA graph and replayed, which removes the host's launch work and its
+synchronisations from every step. Measured on the H100 (``results/train/bench_h100_graph.json``, one process, 21
+models): 3116 -> 3265 model-steps/s (Mamba, d = 39, N = 64) and 3563 -> 4663 (S4D, d = 112): a pack of this size is
+mostly GPU-bound, so the gain alone is modest; the pools of ``tools/gpu_pool.sh`` run 10-12 such processes side by
+side.
 
 What the step computes is ``loop.train_pack``'s definition of training, unchanged: model k's batch at step s is rows
 [i b, (i+1) b) of the permutation of epoch s // steps_per_epoch drawn from default_rng((seed_k, 17, epoch)), its
 learning rate the cosine schedule times 0 once the model stopped, and its update torch.optim.Adam's. Only the
-per-model loss is computed as a sum over the pack's (equal) scored positions instead of a scatter-add, so it is not
-bitwise the earlier code's (tested to agree within float32 rounding).
+per-model loss is computed as a sum over the pack's (equal) scored positions instead of a scatter-add (on the CPU the
+results were bitwise the earlier loop's, weights and histories, in a check of five mixer/task cases).
 
 The capture needs a step without host synchronisation, so it is used only where the step has none: on CUDA, for a
 mixer whose scan kernels are capturable (``registry.Mixer.graph_safe``: not Mamba-Delta-top, whose S6 reduction
