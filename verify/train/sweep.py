@@ -221,7 +221,7 @@ def run_local(specs: list[RunSpec], store: ResultStore, device: str = "cpu", imp
         if claim and (not take(store.path, pid) or {run_key(s) for s in pack} <= store.keys()):
             continue  # held by another process, or finished by one (whose claim went stale when it exited)
         res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pid + ".pt"),
-                    deadline=deadline)
+                    deadline=deadline, log=log)  # a line per validation: a pool's logs show where each pack is
         if res is None:
             if log:
                 log(f"deadline: pack {i + 1}/{len(packs)} checkpointed, rerun to resume")
