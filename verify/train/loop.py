@@ -79,25 +79,13 @@ def build_model(specs: list[RunSpec], device, impl: str = "packed"):
 
 
 def _scored_logits(model, tokens: torch.Tensor, labels: torch.Tensor):
-    """(logits (M, C), targets (M,), model index (M,)) at the labelled positions; only those go through the readout."""
-    h = model.hidden(tokens)  # (K, b, L, d)
-    mask = labels != IGNORE
-    counts = mask.sum(dim=(1, 2))
-    K = h.shape[0]
-    if bool((counts == counts[0]).all()):  # equal counts per model: one batched readout
-        idx = mask.reshape(K, -1).nonzero()[:, 1].view(K, -1)
-        hq = h.reshape(K, -1, h.shape[-1]).gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))
-        logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
-        tgt = labels.reshape(K, -1).gather(1, idx)
-        return logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), \
-            torch.arange(K, device=h.device).repeat_interleave(idx.shape[1])
-    logits = torch.einsum("kbld,kcd->kblc", h, model.readout)
-    kidx = torch.arange(K, device=h.device)[:, None, None].expand_as(labels)
-    return logits[mask], labels[mask], kidx[mask]
-
-
-def _per_model(values: torch.Tensor, kidx: torch.Tensor, K: int) -> torch.Tensor:
-    return torch.zeros(K, device=values.device, dtype=values.dtype).index_add_(0, kidx, values)
+    """(logits (K, q, C), targets (K, q)) of every model at the q labelled positions of rows (tokens, labels) (b, L)
+    that every model reads; only those positions go through the readout."""
+    K = model.K
+    h = model.hidden(tokens[None].expand(K, -1, -1))  # (K, b, L, d)
+    idx = (labels != IGNORE).reshape(-1).nonzero()[:, 0]
+    logits = torch.einsum("kqd,kcd->kqc", h.reshape(K, -1, h.shape[-1])[:, idx], model.readout)
+    return logits, labels.reshape(-1)[idx].expand(K, -1)
 
 
 @contextmanager
@@ -141,11 +129,11 @@ def _evaluate_chunk(model, tok, lab, chunk: int, device, loss, correct):
     if len(tok) < chunk:
         tok = torch.cat([tok, tok[:1].expand(chunk - len(tok), -1)])
         lab = torch.cat([lab, torch.full((chunk - len(lab), L), IGNORE, dtype=lab.dtype)])
-    logits, tgt, kidx = _scored_logits(model, tok.to(device)[None].expand(K, -1, -1),
-                                       lab.to(device)[None].expand(K, -1, -1))
+    logits, tgt = _scored_logits(model, tok.to(device), lab.to(device))
     logits = logits.float()
-    loss = loss + _per_model(F.cross_entropy(logits, tgt, reduction="none").double(), kidx, K)
-    correct = correct + _per_model((logits.argmax(-1) == tgt).double(), kidx, K)
+    loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                  reduction="none").view(K, -1).double().sum(1)
+    correct = correct + (logits.argmax(-1) == tgt).double().sum(1)
     return loss, correct
 
 

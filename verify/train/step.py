@@ -101,8 +101,7 @@ class Stepper:
         self.tokens, self.labels = train
         dev = self.tokens.device
         self.qpos = scored_positions(self.labels)
-        self.n, self.b = self.tokens.shape[0], proto.batch_size
-        self.spe = self.n // self.b
+        self.n, self.b, self.spe = self.tokens.shape[0], proto.batch_size, proto.steps_per_epoch
         self.perm = torch.empty(len(self.seeds), self.n, dtype=torch.long, device=dev)
         self.epoch = None
         self.step_t = torch.tensor(float(step), dtype=torch.float64, device=dev)
