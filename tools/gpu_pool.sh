@@ -7,7 +7,9 @@
 #                                                          grids in order, claiming packs largest first (sweep --claim;
 #                                                          SEEDS: only the first this many seeds)
 #   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then copy the stores,
-#                                                          the timings and the logs to OUT
+#                                                          the timings and the logs to OUT; meanwhile watch.log gets
+#                                                          GPU use, stored runs and CPU use every 30 s, and after a
+#                                                          minute of 0% GPU every sweep dumps its stacks to its log
 #
 # State in .pool/ (git-ignored): GRID.jsonl stores (seeded from results/train/GRID.jsonl; FRESH=1: empty, for a
 # timing run), their claims and checkpoints, logs/, and steps.jsonl (one line per process and grid: start, end, exit
@@ -19,6 +21,7 @@ OUT=${OUT:-out/gpu}; mkdir -p "$OUT" .pool/logs
 [ -n "${SKIP_INSTALL:-}" ] || python3 -c "import sys; sys.path.insert(0, '/tmp/site'); import mamba_ssm" 2>/dev/null \
   || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+SWEEPS='verify_constructions sweep --grid [^"]'  # the sweep processes (not their bash loops)
 
 case ${1:-} in
   start)
@@ -40,11 +43,21 @@ case ${1:-} in
           echo "{\"step\": \"sweep@$g@@pool\", \"start\": $start, \"end\": $(date +%s.%N), \"rc\": $rc}" >> .pool/steps.jsonl
         done' pool "$@" > ".pool/logs/p$i.log" 2>&1 < /dev/null &
     done
-    sleep 2; echo "pool: $(pgrep -fc '^python3 -m verify_constructions sweep') sweep processes" ;;
+    sleep 2; echo "pool: $(pgrep -fc "$SWEEPS") sweep processes" ;;
   wait)
-    end=$((SECONDS + $2))
-    while pgrep -f '^python3 -m verify_constructions sweep' >/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
-    echo "pool: $(pgrep -fc '^python3 -m verify_constructions sweep') sweep processes still running"
+    end=$((SECONDS + $2)); idle=0
+    while pgrep -f "$SWEEPS" >/dev/null && [ $SECONDS -lt $end ]; do
+      util=$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
+      cpu=$(ps -o pcpu= -p "$(pgrep -d, -f "$SWEEPS")" | tr -s ' \n' ' ')
+      echo "$(date +%T) gpu% MiB: ${util:-none} | runs: $(ls .pool/*.jsonl | grep -v steps | xargs cat 2>/dev/null | wc -l) | cpu%: $cpu" \
+        >> .pool/watch.log
+      # a GPU idle for a minute while sweeps run: each sweep prints where it waits (faulthandler, SIGUSR1) to its log
+      [ "${util%%,*}" = 0 ] && idle=$((idle + 1)) || idle=0
+      [ $idle = 2 ] && pkill -USR1 -f "$SWEEPS" && echo "stalled: stacks in logs" >> .pool/watch.log
+      sleep 30
+    done
+    cp .pool/watch.log "$OUT/" 2>/dev/null
+    echo "pool: $(pgrep -fc "$SWEEPS") sweep processes still running"
     cp .pool/*.jsonl "$OUT/" 2>/dev/null
     tar czf "$OUT/pool_logs.tgz" -C .pool logs
     for f in .pool/*.jsonl; do echo "$f: $(wc -l < "$f") lines"; done

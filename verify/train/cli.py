@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import signal
 import time
 
 from constructions.errors import require
@@ -130,6 +132,7 @@ def cmd_sweep(args, out) -> int:
     require(not (args.claim and (args.ray or args.address)),
             "sweep --claim is for local processes sharing a store; Ray schedules the packs itself (drop one of them)")
     log = lambda m: out.print(m)  # noqa: E731
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where a stalled sweep waits (gpu_pool.sh)
     if args.ray or args.address:
         from verify.train.ray_sweep import run_ray
 
