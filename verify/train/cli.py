@@ -5,6 +5,7 @@ import argparse
 import faulthandler
 import json
 import signal
+import sys
 import time
 
 from constructions.errors import require
@@ -132,7 +133,8 @@ def cmd_sweep(args, out) -> int:
     require(not (args.claim and (args.ray or args.address)),
             "sweep --claim is for local processes sharing a store; Ray schedules the packs itself (drop one of them)")
     log = lambda m: out.print(m)  # noqa: E731
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where a stalled sweep waits (gpu_pool.sh)
+    # `kill -USR1`: where a stalled sweep waits (gpu_pool.sh); fd 2 itself, as a captured sys.stderr has no fd
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if args.ray or args.address:
         from verify.train.ray_sweep import run_ray
 
