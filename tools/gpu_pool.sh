@@ -7,7 +7,7 @@
 #                                                          grids in order, claiming packs largest first (sweep --claim;
 #                                                          SEEDS: only the first this many seeds)
 #   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then copy the stores,
-#                                                          the timings and the logs to OUT; meanwhile watch.log gets
+#                                                          the timings and the logs to OUT; meanwhile watch.log (in the logs) gets
 #                                                          GPU use, stored runs and CPU use every 30 s, and after a
 #                                                          minute of 0% GPU every sweep dumps its stacks to its log
 #
@@ -26,6 +26,9 @@ SWEEPS='verify_constructions sweep --grid [^"]'  # the sweep processes (not thei
 case ${1:-} in
   start)
     workers=$2; shift 2
+    # CPU threads per process: the test evaluation's decay histograms run on the CPU in float64, and W processes of
+    # nproc OpenMP threads each left the GPU idle for minutes at a time (seventh session's stacks: all in conv1d)
+    export OMP_NUM_THREADS=$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))
     pgrep -x nvidia-cuda-mps >/dev/null || nvidia-cuda-mps-control -d || echo "MPS could not start"
     for g in "$@"; do
       name=${g%%@*}
@@ -47,19 +50,19 @@ case ${1:-} in
   wait)
     end=$((SECONDS + $2)); idle=0
     while pgrep -f "$SWEEPS" >/dev/null && [ $SECONDS -lt $end ]; do
-      util=$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
+      util=$(timeout 10 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
       cpu=$(ps -o pcpu= -p "$(pgrep -d, -f "$SWEEPS")" | tr -s ' \n' ' ')
-      echo "$(date +%T) gpu% MiB: ${util:-none} | runs: $(ls .pool/*.jsonl | grep -v steps | xargs cat 2>/dev/null | wc -l) | cpu%: $cpu" \
+      echo "$(date +%T) gpu% MiB: ${util:-none} | runs: $(ls .pool/*.jsonl 2>/dev/null | grep -v steps | xargs cat 2>/dev/null | wc -l) | cpu%: $cpu" \
         >> .pool/watch.log
       # a GPU idle for a minute while sweeps run: each sweep prints where it waits (faulthandler, SIGUSR1) to its log
       [ "${util%%,*}" = 0 ] && idle=$((idle + 1)) || idle=0
       [ $idle = 2 ] && pkill -USR1 -f "$SWEEPS" && echo "stalled: stacks in logs" >> .pool/watch.log
-      sleep 30
+      sleep $(( end - SECONDS < 30 ? (end - SECONDS > 0 ? end - SECONDS : 0) : 30 ))
     done
-    cp .pool/watch.log "$OUT/" 2>/dev/null
     echo "pool: $(pgrep -fc "$SWEEPS") sweep processes still running"
-    cp .pool/*.jsonl "$OUT/" 2>/dev/null
-    tar czf "$OUT/pool_logs.tgz" -C .pool logs
+    cp .pool/*.jsonl "$OUT/" 2>/dev/null  # the stores and steps.jsonl
+    tar czf "$OUT/pool_logs.tgz" -C .pool logs $(cd .pool && ls watch.log 2>/dev/null)  # OUT returns 8 files at most
+    tail -n 3 .pool/watch.log 2>/dev/null
     for f in .pool/*.jsonl; do echo "$f: $(wc -l < "$f") lines"; done
     tail -n 3 .pool/logs/*.log ;;
   *) echo "usage: gpu_pool.sh start W GRID[@MIXERS[@SEEDS]] ... | wait SECONDS"; exit 2 ;;

@@ -25,7 +25,7 @@ from constructions.export import write_json_atomic
 from verify.train.cli import csv_of
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
-from verify.train.sweep import Grid, run_local
+from verify.train.sweep import Grid, calibration_reference, run_local
 
 
 BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the (truncated) reference
@@ -33,9 +33,7 @@ BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the
 
 def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Grid]:
     return {
-        "reference": Grid("calib-reference", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                          d_multipliers=d_multipliers, protocol="reference",
-                          protocol_overrides=(("cap_steps", epochs * 6250),)),
+        "reference": calibration_reference(epochs, kappas, d_multipliers),
         **{name: Grid(f"calib-{name}", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
                       d_multipliers=d_multipliers, protocol=name) for name in BUDGETED_ARMS},
     }

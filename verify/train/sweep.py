@@ -139,6 +139,15 @@ def _keepnth(name: str, pe: bool, proj: bool, note: str) -> Grid:
                 task_args=((("n", 5), ("pe", pe)),), note=note)
 
 
+def calibration_reference(epochs: int = 8, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> Grid:
+    """The reference arm of the calibration (``verify.train.calibrate``): Mamba cells of Fig. 2 (|V| 128, kappa 4 and
+    8, d at 0.5, 1 and 2 times the bound), 7 seeds, the reference protocol truncated after ``epochs`` epochs of 6250
+    steps (its schedule still spans 600 epochs). Named "calibration": its store is calibration.jsonl."""
+    return Grid("calibration", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
+                d_multipliers=d_multipliers, protocol="reference", protocol_overrides=(("cap_steps", epochs * 6250),),
+                note=f"the calibration's reference arm, {epochs} epochs (verify.train.calibrate compares the arms)")
+
+
 GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("fig2", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), **_MQAR,
          note="Figure 2: |V| = 128, N as in the figure (S4D 4, Mamba 2 kappa, Mamba-2 8 ln kappa)"),
@@ -171,6 +180,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          d_models=tuple(range(8, 65, 8)), d_states=(2, 4, 8, 16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
          expand=2, note="Koren et al. regime_0 (V=512, L=64, N_f=16), full Mamba-1 block (gate on, expand 2, "
                         "d_conv 2) in our one-layer model (no norm, no residual, untied readout)"),
+    calibration_reference(),
     Grid("smoke", mixers=("mamba",), vocabs=(4,), task="mqar", kappas=(2,), seq_lens=(8,), d_models=(8, 16),
          d_states=(4,), seeds=(0, 1), lrs=(0.03,), protocol="smoke", note="CPU smoke sweep"),
 )}
