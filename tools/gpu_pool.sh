@@ -6,8 +6,8 @@
 #   bash tools/gpu_pool.sh start W GRID[@MIXERS[@SEEDS]] [...]   W processes (CUDA MPS on), each working through the
 #                                                          grids in order, claiming packs largest first (sweep --claim;
 #                                                          SEEDS: only the first this many seeds)
-#   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then copy the stores,
-#                                                          the timings and the logs to OUT; meanwhile watch.log (in the logs) gets
+#   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then write the stores,
+#                                                          the timings and the logs to OUT/pool.tgz; meanwhile watch.log (in the logs) gets
 #                                                          GPU use, stored runs and CPU use every 30 s, and after a
 #                                                          minute of 0% GPU every sweep dumps its stacks to its log
 #
@@ -60,8 +60,8 @@ case ${1:-} in
       sleep $(( end - SECONDS < 30 ? (end - SECONDS > 0 ? end - SECONDS : 0) : 30 ))
     done
     echo "pool: $(pgrep -fc "$SWEEPS") sweep processes still running"
-    cp .pool/*.jsonl "$OUT/" 2>/dev/null  # the stores and steps.jsonl
-    tar czf "$OUT/pool_logs.tgz" -C .pool logs $(cd .pool && ls watch.log 2>/dev/null)  # OUT returns 8 files at most
+    # one archive (a call returns at most 8 files): the stores, steps.jsonl, watch.log and the logs
+    tar czf "$OUT/pool.tgz" -C .pool logs $(cd .pool && ls ./*.jsonl watch.log 2>/dev/null)
     tail -n 3 .pool/watch.log 2>/dev/null
     for f in .pool/*.jsonl; do echo "$f: $(wc -l < "$f") lines"; done
     tail -n 3 .pool/logs/*.log ;;
