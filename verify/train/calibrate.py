@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     specs.sort(key=lambda s: s.protocol.name == "reference")
     counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
                        log=lambda m: print(m, flush=True))
-    rows = verdicts(store.records())
+    rows = verdicts([r for r in store.records() if r["key"] in want])  # this --epochs's reference, not another's
     for r in rows:
         print(r, flush=True)
     write_json_atomic(out / "calibration.json", {
