@@ -137,6 +137,33 @@ def test_delta_t_scan_equals_flattened_s6_scan(d, N, L, seed):
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), float((got - want).abs().max())
 
 
+@settings(max_examples=15)
+@given(limit=st.integers(1, 40), G=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**31))
+def test_scan_in_pieces_of_whole_groups_equals_one_scan(limit, G, seed):
+    """CUDA's 65535-channel launch limit (lowered here): the scan in pieces of whole S6 groups equals one scan."""
+    from verify.engines import delta_t
+
+    g = torch.Generator().manual_seed(seed)
+    b, d, N, L = 2, 2 * G, 5, 7
+    u, z = torch.randn(b, d, L, generator=g, dtype=torch.float64), torch.randn(b, d, L, generator=g, dtype=torch.float64)
+    delta = torch.randn(b, G, N, L, generator=g, dtype=torch.float64)
+    A = -torch.rand(d, N, generator=g, dtype=torch.float64) * 2
+    B, C = (torch.randn(b, G, N, L, generator=g, dtype=torch.float64) for _ in range(2))
+    want = selective_scan_delta_t_via_s6(u, delta, A, B, C, None, z, None, True, scan_fn=selective_scan_ref)
+    widths = []
+
+    def scan(u, *args):
+        widths.append(u.shape[1])
+        return selective_scan_ref(u, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(delta_t, "S6_MAX_CHANNELS", limit)
+        got = selective_scan_delta_t_via_s6(u, delta, A, B, C, None, z, None, True, scan_fn=scan)
+    assert sum(widths) == N * d and max(widths) <= max(limit, d // G) and all(w % (d // G) == 0 for w in widths)
+    assert (len(widths) > 1) == (N * d > max(limit // (d // G), 1) * (d // G))
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), float((got - want).abs().max())
+
+
 def test_reduction_refuses_an_underflowed_delta_where_b_is_nonzero():
     u, A = torch.ones(1, 1, 2), -torch.ones(1, 1)
     with pytest.raises(RequirementError, match="Delta > 0 wherever B != 0"):

@@ -20,6 +20,12 @@ reduction is the same one applied per group (groups never interact): channel ``(
 scan is (state k, group g, channel c' of the group), in S6 group ``k * G + g``; with G = 1 this is the layout above.
 
 Delta = softplus(dt + bias) is computed here with torch's softplus (threshold 20), the formula the CUDA kernel uses.
+
+The flattened scan has N * d channels, and mamba_ssm's ``selective_scan_cuda`` puts channels on the launch grid's y
+axis, at most 65535 (CUDA's limit; beyond it the launch fails with "invalid argument": a training pack of Mamba-Delta-top
+models at |V| = 40, N = 160, had 160 * K * d_inner channels). So the scan runs in pieces of at most
+``S6_MAX_CHANNELS`` channels, each made of whole S6 groups (channels never interact: the pieces' outputs are the
+whole scan's).
 """
 from __future__ import annotations
 
@@ -62,13 +68,28 @@ def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=
     A_f = A.to(wd).transpose(0, 1).reshape(N * d, 1).contiguous()  # channel k*d + c -> A[c, k]
     B_f = by_state(b_prime)[:, :, None, :].to(work).contiguous()  # S6 group k*G + g, state size 1
     C_f = by_state(C)[:, :, None, :].to(work).contiguous()
-    y_f = scan_fn(u_f, delta_f, A_f, B_f, C_f, None, None, None, False)
+    y_f = _scan_in_pieces(scan_fn, u_f, delta_f, A_f, B_f, C_f, group=d // G)
     y = y_f.to(wd).view(batch, N, d, L).sum(dim=1)
     if D is not None:
         y = y + u.to(wd) * D.to(wd)[:, None]
     if z is not None:
         y = y * F.silu(z.to(wd))
     return y.to(u.dtype)
+
+
+S6_MAX_CHANNELS = 65535  # CUDA's gridDim.y limit, where selective_scan_cuda launches its channels
+
+
+def _scan_in_pieces(scan_fn, u, delta, A, B, C, group: int):
+    """``scan_fn`` (no D, z, bias) over the channels in pieces of whole S6 groups of ``group`` channels each, at most
+    ``S6_MAX_CHANNELS`` channels a piece (or one group), concatenated: equal to one call, which it is when it fits."""
+    per = max(1, S6_MAX_CHANNELS // group) * group
+    if u.shape[1] <= per:
+        return scan_fn(u, delta, A, B, C, None, None, None, False)
+    return torch.cat([scan_fn(u[:, i:i + per].contiguous(), delta[:, i:i + per].contiguous(), A[i:i + per],
+                              B[:, i // group:(i + per) // group].contiguous(),
+                              C[:, i // group:(i + per) // group].contiguous(), None, None, None, False)
+                      for i in range(0, u.shape[1], per)], dim=1)
 
 
 class MambaDeltaT(nn.Module):
