@@ -327,6 +327,24 @@ def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
     assert out["rows"][0]["budgeted"]["solved"] and out["rows"][0]["kappa"] == spec.kappa
 
 
+def test_calibration_verdicts_take_the_reference_of_the_epochs_asked_for(tmp_path, monkeypatch):
+    """A store holding reference runs truncated at 1 and at 8 epochs: --epochs 8 judges by the 8-epoch runs only."""
+    from verify.train import calibrate
+
+    def rec(spec, acc):
+        return {"key": run_key(spec), "spec": spec.as_dict(), "result": {
+            "solved": acc == 1.0, "test_acc": acc, "steps": 6250, "epochs": 1.0, "early_stopped": False}}
+
+    one, eight = (calibrate.grids(e, kappas=(4,), d_multipliers=(0.5,))["reference"].runs()[0] for e in (1, 8))
+    ResultStore(tmp_path / "calibration.jsonl").append([rec(one, 1.0), rec(eight, 0.25)])
+    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: {})
+    assert calibrate.main(["--out", str(tmp_path), "--only", "reference", "--kappas", "4", "--d-multipliers", "0.5",
+                           "--minutes", "0"]) == 0
+    (row,) = json.loads((tmp_path / "calibration.json").read_text())["rows"]
+    assert row["reference"]["runs"] == 1 and row["reference"]["best_test_acc"] == 0.25
+    assert not row["reference"]["solved"]
+
+
 def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
     """--kappas / --d-multipliers pick a subset of the calibration cells: the same run keys as the full grid's."""
     from verify.train import calibrate
