@@ -11,7 +11,7 @@ from constructions.layout import MambaConfig
 from verify.engines.reference import mamba_forward
 from verify.train.loop import train_pack
 from verify.train.models import init_mamba, packed_mamba_forward
-from verify.train.spec import RunSpec, protocol, run_key
+from verify.train.spec import RunSpec, pack_key, protocol, run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import grid, plan, run_local, tightness
 from verify_constructions.cli import main
@@ -148,6 +148,31 @@ def test_plan_groups_by_shape_and_skips_done():
     assert sum(map(len, packs)) == len(specs) - 1
     for p in packs:
         assert len({(s.mixer, s.kappa, s.d_model, s.d_state) for s in p}) == 1 and len(p) <= 64
+
+
+def test_plan_cuts_packs_whose_scan_tensors_would_not_fit():
+    """Mamba-Delta-top's flattened scan holds ~8 tensors of batch x L x N x d_inner per model: its packs are cut to
+    PACK_BYTES (one model at |V| = 40, d = 320, N = 160: 10.5 GB), the other mixers' packs are not."""
+    from verify.train import registry, sweep
+
+    specs = grid("fig3").runs()
+    packs = plan(specs, set(), pack_size=64)
+    assert sorted(run_key(s) for p in packs for s in p) == sorted(run_key(s) for s in specs)  # each run once
+    per_cell = {}
+    for p in packs:
+        per_cell.setdefault(pack_key(p[0]), []).append(len(p))
+    for p in packs:
+        fits = registry.mixer(p[0].mixer).scan_bytes
+        if fits is None:
+            assert per_cell[pack_key(p[0])] == [15]  # 5 seeds x 3 lrs: uncut
+        else:
+            assert len(p) == 1 or len(p) * fits(p[0]) <= sweep.PACK_BYTES
+            limit = min(15, max(1, sweep.PACK_BYTES // fits(p[0])))  # as large as fits, up to the cell's 15
+            assert len(per_cell[pack_key(p[0])]) == -(-15 // limit)
+    big = [p for p in packs if p[0].mixer == "delta-top" and p[0].vocab == 40 and p[0].d_model == 320]
+    assert big and all(len(p) == 1 for p in big)
+    small = [p for p in packs if p[0].mixer == "delta-top" and p[0].vocab == 5]
+    assert small and all(len(p) == 15 for p in small)
 
 
 def test_ray_sweep_with_cpu_workers(tmp_path):

@@ -54,6 +54,9 @@ class Mixer:
     # the training step of a packed model is captured as a CUDA graph on CUDA (verify.train.step): only for packed
     # forwards that never synchronise with the host (Mamba-Delta-top's S6 reduction checks Delta > 0 on the host)
     graph_safe: bool = True
+    # bytes per model of the tensors its scan materialises, where they dominate a pack's memory (sweep.plan cuts the
+    # pack to fit sweep.PACK_BYTES); None: small beside the pack sizes the grids use
+    scan_bytes: Callable[[RunSpec], int] | None = None
     note: str = ""
 
 
@@ -116,6 +119,14 @@ def _mamba_module(config, device, dtype):
     return Mamba(**config.mamba_kwargs(), use_fast_path=False, device=device, dtype=dtype)
 
 
+def _delta_t_scan_bytes(s: RunSpec) -> int:
+    """The S6 reduction's flattened channels (N * d_inner per model, verify.engines.delta_t): about 8 float32 tensors
+    of batch x L x N x d_inner in the step (forward inputs and output, backward gradients). Measured on the H100: a
+    pack of 15 at |V| = 20, d 160 took 39 GB (2.6 GB a model here), one of 9 at |V| = 40, d 320 asked for 11 GB per
+    tensor."""
+    return 8 * 4 * s.protocol.batch_size * s.seq_len * s.d_state * s.d_model * s.expand
+
+
 MIXERS: dict[str, Mixer] = {
     "mamba": Mixer("mamba", _mamba_config, init_mamba,
                    _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner), lambda c: slice(0, c.d_inner)),
@@ -134,6 +145,7 @@ MIXERS: dict[str, Mixer] = {
     "mamba-delta-t": Mixer("mamba-delta-t", _delta_t_config, init_delta_t,
                            _freezer(lambda c: slice(c.d_inner, 2 * c.d_inner)), packed_forward=packed_delta_t_forward,
                            cuda_module=_delta_t_module, packed_cuda_scan=cuda_scan, graph_safe=False,
+                           scan_bytes=_delta_t_scan_bytes,
                            note="Mamba-Delta-top (verify.engines.delta_t); gate off in the paper's induction heads"),
 }
 MIXERS["delta-top"] = MIXERS["mamba-delta-t"]  # the name the fig3 / figA4 grids and the bound table use

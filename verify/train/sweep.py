@@ -16,9 +16,10 @@ least 2, rounded up to a multiple of ``D_MULTIPLE[mixer]`` (Mamba-2's heads need
 over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induction heads; mean of 3 for KEEP n-TH).
 
 Running: ``run_local`` trains the missing runs of a grid pack by pack (runs that differ only in seed and lr share a
-pack, at most ``pack_size`` each), appends each finished pack to the store, and stops at ``minutes``, leaving a
-checkpoint next to the store (``<store>.ckpt/``) that the next call resumes. With ``claim=True`` several processes
-share one store, each taking the next unclaimed pack, largest first (``verify.train.claims``).
+pack, at most ``pack_size`` each, fewer where a mixer's scan tensors would pass ``PACK_BYTES``), appends each
+finished pack to the store, and stops at ``minutes``, leaving a checkpoint next to the store (``<store>.ckpt/``) that
+the next call resumes. With ``claim=True`` several processes share one store, each taking the next unclaimed pack,
+largest first (``verify.train.claims``).
 """
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from constructions.errors import require
+from verify.train import registry
 from verify.train.spec import RunSpec, pack_key, protocol, run_key
 from verify.train.store import ResultStore
 
 D_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
+PACK_BYTES = 4 << 30  # a pack's scan tensors (registry.Mixer.scan_bytes) stay below this: a pool of ten fits an H100
 D_MULTIPLE = {"mamba2": 8}
 GATE_DEFAULT = {"mamba": False, "mamba2": False, "s4d": True, "delta-top": False, "mamba-delta-t": False}
 
@@ -191,8 +194,14 @@ def grid(name: str) -> Grid:
     return GRIDS[name]
 
 
+def pack_limit(spec: RunSpec, pack_size: int) -> int:
+    """``pack_size``, or fewer where the mixer's scan tensors would pass ``PACK_BYTES`` (at least 1)."""
+    scan_bytes = registry.mixer(spec.mixer).scan_bytes
+    return pack_size if scan_bytes is None else max(1, min(pack_size, PACK_BYTES // scan_bytes(spec)))
+
+
 def plan(specs: list[RunSpec], done: set[str], pack_size: int) -> list[list[RunSpec]]:
-    """The missing runs in packs: same pack key, at most ``pack_size`` each, in grid order."""
+    """The missing runs in packs: same pack key, at most ``pack_limit`` each, in grid order."""
     require(pack_size >= 1, f"pack_size must be >= 1, got {pack_size}")
     groups: dict[str, list[RunSpec]] = defaultdict(list)
     seen = set()
@@ -202,7 +211,8 @@ def plan(specs: list[RunSpec], done: set[str], pack_size: int) -> list[list[RunS
             continue
         seen.add(k)
         groups[pack_key(s)].append(s)
-    return [g[i:i + pack_size] for g in groups.values() for i in range(0, len(g), pack_size)]
+    sizes = {k: pack_limit(g[0], pack_size) for k, g in groups.items()}
+    return [g[i:i + sizes[k]] for k, g in groups.items() for i in range(0, len(g), sizes[k])]
 
 
 def pack_id(pack: list[RunSpec]) -> str:
