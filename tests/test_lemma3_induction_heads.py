@@ -145,7 +145,7 @@ def test_scan_in_pieces_of_whole_groups_equals_one_scan(limit, G, seed):
 
     g = torch.Generator().manual_seed(seed)
     b, d, N, L = 2, 2 * G, 5, 7
-    u, z = torch.randn(b, d, L, generator=g, dtype=torch.float64), torch.randn(b, d, L, generator=g, dtype=torch.float64)
+    u, z = (torch.randn(b, d, L, generator=g, dtype=torch.float64) for _ in range(2))
     delta = torch.randn(b, G, N, L, generator=g, dtype=torch.float64)
     A = -torch.rand(d, N, generator=g, dtype=torch.float64) * 2
     B, C = (torch.randn(b, G, N, L, generator=g, dtype=torch.float64) for _ in range(2))

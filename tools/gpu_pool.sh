@@ -7,9 +7,10 @@
 #                                                          grids in order, claiming packs largest first (sweep --claim;
 #                                                          SEEDS: only the first this many seeds)
 #   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then write the stores,
-#                                                          the timings and the logs to OUT/pool.tgz; meanwhile watch.log (in the logs) gets
-#                                                          GPU use, stored runs and CPU use every 30 s, and after a
-#                                                          minute of 0% GPU every sweep dumps its stacks to its log
+#                                                          the timings and the logs to OUT/pool.tgz; meanwhile
+#                                                          watch.log (in the archive) gets GPU use, stored runs and
+#                                                          CPU use every 30 s, and after a minute of 0% GPU every
+#                                                          sweep dumps its stacks to its log
 #
 # State in .pool/ (git-ignored): GRID.jsonl stores (seeded from results/train/GRID.jsonl; FRESH=1: empty, for a
 # timing run), their claims and checkpoints, logs/, and steps.jsonl (one line per process and grid: start, end, exit
@@ -26,8 +27,8 @@ SWEEPS='verify_constructions sweep --grid [^"]'  # the sweep processes (not thei
 case ${1:-} in
   start)
     workers=$2; shift 2
-    # CPU threads per process: the test evaluation's decay histograms run on the CPU in float64, and W processes of
-    # nproc OpenMP threads each left the GPU idle for minutes at a time (seventh session's stacks: all in conv1d)
+    # CPU threads per process: a pack's Figure 1 decay histograms run on the CPU in float64, and W processes of
+    # nproc OpenMP threads each left the GPU idle for minutes at a time (the seventh session's stacks: 38 of 40 there)
     export OMP_NUM_THREADS=$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))
     pgrep -x nvidia-cuda-mps >/dev/null || nvidia-cuda-mps-control -d || echo "MPS could not start"
     for g in "$@"; do
@@ -50,10 +51,11 @@ case ${1:-} in
   wait)
     end=$((SECONDS + $2)); idle=0
     while pgrep -f "$SWEEPS" >/dev/null && [ $SECONDS -lt $end ]; do
-      util=$(timeout 10 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null | head -1)
+      util=$(timeout 10 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits 2>/dev/null \
+        | head -1)
       cpu=$(ps -o pcpu= -p "$(pgrep -d, -f "$SWEEPS")" | tr -s ' \n' ' ')
-      echo "$(date +%T) gpu% MiB: ${util:-none} | runs: $(ls .pool/*.jsonl 2>/dev/null | grep -v steps | xargs cat 2>/dev/null | wc -l) | cpu%: $cpu" \
-        >> .pool/watch.log
+      runs=$(ls .pool/*.jsonl 2>/dev/null | grep -v steps | xargs cat 2>/dev/null | wc -l)
+      echo "$(date +%T) gpu% MiB: ${util:-none} | runs: $runs | cpu%: $cpu" >> .pool/watch.log
       # a GPU idle for a minute while sweeps run: each sweep prints where it waits (faulthandler, SIGUSR1) to its log
       [ "${util%%,*}" = 0 ] && idle=$((idle + 1)) || idle=0
       [ $idle = 2 ] && pkill -USR1 -f "$SWEEPS" && echo "stalled: stacks in logs" >> .pool/watch.log

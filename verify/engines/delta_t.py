@@ -22,8 +22,8 @@ scan is (state k, group g, channel c' of the group), in S6 group ``k * G + g``; 
 Delta = softplus(dt + bias) is computed here with torch's softplus (threshold 20), the formula the CUDA kernel uses.
 
 The flattened scan has N * d channels, and mamba_ssm's ``selective_scan_cuda`` puts channels on the launch grid's y
-axis, at most 65535 (CUDA's limit; beyond it the launch fails with "invalid argument": a training pack of Mamba-Delta-top
-models at |V| = 40, N = 160, had 160 * K * d_inner channels). So the scan runs in pieces of at most
+axis, at most 65535 (CUDA's limit; beyond it the launch fails with "invalid argument": a training pack of
+Mamba-Delta-top models at |V| = 40, N = 160, had 160 * K * d_inner channels). So the scan runs in pieces of at most
 ``S6_MAX_CHANNELS`` channels, each made of whole S6 groups (channels never interact: the pieces' outputs are the
 whole scan's).
 """
