@@ -465,3 +465,25 @@ def test_projections_off_is_the_papers_keep_nth_model(mixer):
     w = rec["_weights"]
     assert torch.equal(w["mixer.out_proj.weight"], torch.eye(d, dtype=w["mixer.out_proj.weight"].dtype))
     assert torch.equal(w["mixer.in_proj.weight"][:d], torch.eye(d, dtype=w["mixer.in_proj.weight"].dtype))
+
+
+def test_a_running_sweep_prints_its_stacks_on_sigusr1_and_goes_on(tmp_path):
+    """tools/gpu_pool.sh asks a sweep that leaves the GPU idle where it waits (kill -USR1): the sweep prints every
+    thread's stack to stderr and keeps training (SIGUSR1's default action would end it)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "verify_constructions", "sweep", "--grid", "smoke", "--device",
+                             "cpu", "--store", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # the first validation line: training has begun, the handler is registered
+            if line.startswith("step "):
+                break
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert "most recent call first" in err and "train_pack" in err
+    assert proc.returncode == 0 and len(ResultStore(tmp_path / "s.jsonl").records()) == len(grid("smoke").runs())
