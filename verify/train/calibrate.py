@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,11 +33,11 @@ BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the
 
 
 def grids(epochs: int, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> dict[str, Grid]:
-    return {
-        "reference": calibration_reference(epochs, kappas, d_multipliers),
-        **{name: Grid(f"calib-{name}", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                      d_multipliers=d_multipliers, protocol=name) for name in BUDGETED_ARMS},
-    }
+    """The reference arm and, on the same cells, each budgeted arm (untruncated)."""
+    ref = calibration_reference(epochs, kappas, d_multipliers)
+    return {"reference": ref, **{name: replace(ref, name=f"calib-{name}", protocol=name, protocol_overrides=(),
+                                                 note=f"the calibration's {name} arm")
+                                 for name in BUDGETED_ARMS}}
 
 
 def verdicts(records: list[dict]) -> list[dict]:
