@@ -75,6 +75,21 @@ def test_evaluation_in_padded_batches_scores_every_query_once(batch):
     torch.testing.assert_close(loss, ce, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mixer", ["delta-top", "mamba"])
+def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward(mixer):
+    """Mamba-Delta-top's scan memory grows with N x d_inner: its evaluation forwards take the training batch, not
+    the larger chunks other mixers evaluate in (which ran an H100 out of memory at |V| = 40, d 320, N 160)."""
+    from verify.train.loop import build_model, datasets, evaluate
+
+    specs = [RunSpec(seed=0, lr=0.01, protocol=protocol("smoke"), **{**TINY, "mixer": mixer})]
+    model = build_model(specs, "cpu")
+    rows, hidden = [], model.hidden
+    model.hidden = lambda tok: rows.append(tok.shape[1]) or hidden(tok)
+    tok, lab = datasets(specs[0])["val"]
+    evaluate(model, tok[:40], lab[:40], "cpu", batch=8)
+    assert rows == ([8] * 5 if mixer == "delta-top" else [40])
+
+
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba"])
 def test_only_mamba2_evaluates_on_its_reference_scan(mixer):
     """Mamba-2 packs train with their CUDA kernel (here a stand-in) but evaluate with the exact reference scan, and

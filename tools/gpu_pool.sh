@@ -3,9 +3,10 @@
 # stays warm (it keeps ignored files and daemon processes between calls, until it goes back), so a grid longer than one
 # call's 10 minutes runs without a deadline that cuts packs (whose checkpoints were too large to carry back).
 #
-#   bash tools/gpu_pool.sh start W GRID[@MIXERS[@SEEDS]] [...]   W processes (CUDA MPS on), each working through the
-#                                                          grids in order, claiming packs largest first (sweep --claim;
-#                                                          SEEDS: only the first this many seeds)
+#   bash tools/gpu_pool.sh start W GRID[@MIXERS[@SEEDS[@VOCABS]]] [...]   W processes (CUDA MPS on), each working
+#                                                          through the grids in order, claiming packs largest first
+#                                                          (sweep --claim; SEEDS: only the first this many seeds;
+#                                                          VOCABS: comma-separated |V| subset)
 #   bash tools/gpu_pool.sh wait SECONDS                  until the pool ends or SECONDS pass, then write the stores,
 #                                                          the timings and the logs to OUT/pool.tgz; meanwhile
 #                                                          watch.log (in the archive) gets GPU use, stored runs and
@@ -39,9 +40,9 @@ case ${1:-} in
     for i in $(seq "$workers"); do
       setsid nohup bash -c '
         for g in "$@"; do
-          IFS=@ read -r name mixers seeds <<< "$g"
+          IFS=@ read -r name mixers seeds vocabs <<< "$g"
           start=$(date +%s.%N)
-          python3 -m verify_constructions sweep --grid "$name" ${mixers:+--mixers $mixers} ${seeds:+--seeds $seeds} --claim \
+          python3 -m verify_constructions sweep --grid "$name" ${mixers:+--mixers $mixers} ${seeds:+--seeds $seeds} ${vocabs:+--vocabs $vocabs} --claim \
             --device "${DEVICE:-cuda}" --store ".pool/$name.jsonl" $SWEEP_ARGS
           rc=$?
           echo "{\"step\": \"sweep@$g@@pool\", \"start\": $start, \"end\": $(date +%s.%N), \"rc\": $rc}" >> .pool/steps.jsonl
@@ -67,5 +68,5 @@ case ${1:-} in
     tail -n 3 .pool/watch.log 2>/dev/null
     for f in .pool/*.jsonl; do echo "$f: $(wc -l < "$f") lines"; done
     tail -n 3 .pool/logs/*.log ;;
-  *) echo "usage: gpu_pool.sh start W GRID[@MIXERS[@SEEDS]] ... | wait SECONDS"; exit 2 ;;
+  *) echo "usage: gpu_pool.sh start W GRID[@MIXERS[@SEEDS[@VOCABS]]] ... | wait SECONDS"; exit 2 ;;
 esac

@@ -109,9 +109,14 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     The forwards take a multiple of ``batch`` sequences each (train_pack passes the training batch size), the last
     chunk padded with copies of a row labelled IGNORE (scored nowhere): on CUDA, evaluation then runs batch sizes of
     the divisibility training ran (Triton specialises kernels on integer arguments divisible by 16), one candidate
-    cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same."""
+    cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same.
+    A mixer whose scan memory ``sweep.plan`` caps (``Mixer.scan_bytes``: Mamba-Delta-top, N x d_inner channels a
+    model) evaluates one training batch per forward, so evaluation never holds more scan memory than a step: at
+    |V| = 40, d 320, N 160 a chunk of 1024 sequences asked for 19.5 GiB a tensor and ran an H100 pool out of memory."""
     K, (S, L) = model.K, tokens.shape
     chunk = min(max(1, max_elems // max(1, K * L * model.readout.shape[-1] * batch)), -(-S // batch)) * batch
+    if model.mixer.scan_bytes is not None:
+        chunk = batch
     loss = torch.zeros(K, device=device, dtype=torch.float64)
     correct = torch.zeros(K, device=device, dtype=torch.float64)
     total = 0
