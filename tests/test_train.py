@@ -75,19 +75,35 @@ def test_evaluation_in_padded_batches_scores_every_query_once(batch):
     torch.testing.assert_close(loss, ce, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mixer", ["delta-top", "mamba"])
-def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward(mixer):
+def _rows_per_forward(model, tok, lab, batch):
+    from verify.train.loop import evaluate
+
+    rows, hidden = [], model.hidden
+    model.hidden = lambda t: rows.append(t.shape[1]) or hidden(t)
+    evaluate(model, tok, lab, "cpu", batch=batch)
+    return rows
+
+
+@pytest.mark.parametrize("mixer,impl", [("delta-top", "packed"), ("delta-top", "module"), ("mamba", "packed")])
+def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward(mixer, impl):
     """Mamba-Delta-top's scan memory grows with N x d_inner: its evaluation forwards take the training batch, not
-    the larger chunks other mixers evaluate in (which ran an H100 out of memory at |V| = 40, d 320, N 160)."""
-    from verify.train.loop import build_model, datasets, evaluate
+    the larger chunks other mixers evaluate in (which ran an H100 out of memory at |V| = 40, d 320, N 160). Packed
+    and one-module models alike (the module path, CUDA only, gets the engines' module on the CPU here)."""
+    import dataclasses
+
+    from verify.train import registry
+    from verify.train.loop import build_model, datasets, initial_state
+    from verify.train.models import ModuleModel
 
     specs = [RunSpec(seed=0, lr=0.01, protocol=protocol("smoke"), **{**TINY, "mixer": mixer})]
-    model = build_model(specs, "cpu")
-    rows, hidden = [], model.hidden
-    model.hidden = lambda tok: rows.append(tok.shape[1]) or hidden(tok)
+    if impl == "packed":
+        model = build_model(specs, "cpu")
+    else:
+        m = registry.mixer(mixer)
+        stand_in = dataclasses.replace(m, cuda_module=lambda cfg, device, dtype: _engine_module("mamba-delta-t", cfg))
+        model = ModuleModel(stand_in, m.block_config(specs[0]), *initial_state(specs[0]), "cpu", torch.float64)
     tok, lab = datasets(specs[0])["val"]
-    evaluate(model, tok[:40], lab[:40], "cpu", batch=8)
-    assert rows == ([8] * 5 if mixer == "delta-top" else [40])
+    assert _rows_per_forward(model, tok[:40], lab[:40], batch=8) == ([8] * 5 if mixer == "delta-top" else [40])
 
 
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba"])

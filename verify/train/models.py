@@ -297,7 +297,7 @@ class ModuleModel:
     position = False
 
     def __init__(self, mixer, config, init: dict, masks: dict, device, dtype=torch.float32):
-        self.K, self.config = 1, config
+        self.K, self.config, self.mixer = 1, config, mixer
         self.module = mixer.cuda_module(config, device, dtype)
         self.module.load_state_dict({k[len("mixer."):]: v for k, v in init.items() if k.startswith("mixer.")},
                                     strict=True)
