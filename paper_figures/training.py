@@ -207,7 +207,8 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
         for m, filled in (("mamba", True), ("delta-top", False)):
             sel = [(c, v) for c, v in cells.items() if c[0] == m and c[4] / c[1] == r]
             if sel:
-                sc = _acc_scatter(ax, [c[1] for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
+                shift = 2 ** (-0.12 if filled else 0.12)  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
+                sc = _acc_scatter(ax, [c[1] * shift for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
                                   [v[1] for _, v in sel], filled=filled, marker="o")
                 ax.scatter([], [], marker="o", facecolors="0.5" if filled else "none", edgecolors="0.5",
                            label=MIXER_TITLE[m] + (" (filled)" if filled else " (outlined)"))
@@ -216,14 +217,14 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xticks(vs, [str(v) for v in vs])
-        ax.set_xlabel("|V|")
+        ax.set_xlabel("|V| (Mamba left, Mamba-Δ⊤ right)")
         ax.set_ylabel("d")
         ax.set_title(f"N = {r:g} |V|")
     axes[0, 0].legend(frameon=False, fontsize=5.5)
     if sc is not None:
         fig.colorbar(sc, ax=axes, fraction=0.04, label="best test accuracy")
     caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over seeds; filled "
-               f"markers Mamba (gate off), outlined Mamba-Δ⊤; black line d = 2|V|. {_meta(recs)}. {paper_note}")
+               f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. {_meta(recs)}. {paper_note}")
     return Rendered(caption, figure=fig)
 
 

@@ -150,6 +150,39 @@ def test_store_skips_cut_lines_and_never_merges_them(tmp_path):
     assert [r["key"] for r in store.records()] == ["a", "c", "d"]
 
 
+def _append_twice(path, records):
+    return [ResultStore(path).append(records) for _ in range(2)]
+
+
+def test_store_appends_each_run_key_once_even_from_processes_at_once(tmp_path):
+    """A record whose key the store holds is not appended again (counted in the return value); keyless lines always
+    are. Four processes adding the same 50 runs at once leave each once: the keys are read under the write lock."""
+    import multiprocessing
+
+    store = ResultStore(tmp_path / "r.jsonl")
+    assert store.append([{"key": "a"}, {"key": "a"}, {"note": 1}]) == 2
+    assert store.append([{"key": "a"}, {"key": "b"}, {"note": 1}]) == 2
+    assert [r.get("key") for r in store.records()] == ["a", None, "b", None]
+    runs = [{"key": f"k{i}", "x": i} for i in range(50)]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        added = pool.starmap(_append_twice, [(tmp_path / "p.jsonl", runs)] * 4)
+    assert sum(map(sum, added)) == 50
+    assert sorted(r["key"] for r in ResultStore(tmp_path / "p.jsonl").records()) == sorted(r["key"] for r in runs)
+
+
+def test_figA4_takes_the_runs_figure_3_finished(tmp_path):
+    """Figure A.4's N = 4|V| column is Figure 3's grid (every fig3 run key is a figA4 run key): a figA4 sweep copies
+    what the fig3 store beside its own holds (figA4 runs only, each once) and trains the rest."""
+    fig3 = grid("fig3").runs()
+    assert {run_key(s) for s in fig3} <= {run_key(s) for s in grid("figA4").runs()} and grid("figA4").reuses == ("fig3",)
+    rec = {"key": run_key(fig3[0]), "spec": fig3[0].as_dict(), "result": {"solved": True, "test_acc": 1.0}}
+    ResultStore(tmp_path / "fig3.jsonl").append([rec, {**rec, "key": "not-a-figA4-run"}])
+    for _ in range(2):  # --minutes 0: adopt, then train nothing
+        assert main(["sweep", "--grid", "figA4", "--store", str(tmp_path / "figA4.jsonl"), "--mixers", fig3[0].mixer,
+                     "--vocabs", str(fig3[0].vocab), "--seeds", "1", "--minutes", "0"]) == 0
+    assert ResultStore(tmp_path / "figA4.jsonl").keys() == {rec["key"]}
+
+
 def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path):
     specs = grid("smoke").runs()
     store = ResultStore(tmp_path / "smoke.jsonl")

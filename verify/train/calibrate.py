@@ -26,7 +26,7 @@ from constructions.export import write_json_atomic
 from verify.train.cli import csv_of
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
-from verify.train.sweep import Grid, calibration_reference, run_local
+from verify.train.sweep import Grid, adopt, calibration_reference, run_local
 
 
 BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the (truncated) reference
@@ -78,9 +78,8 @@ def main(argv=None) -> int:
     store = ResultStore(out / "calibration.jsonl")
     specs = [s for name, g in grids(args.epochs, args.kappas, args.d_multipliers).items() if args.only in (None, name)
              for s in g.runs()]
-    # the budgeted cells are fig2 cells (same run keys): take the runs the fig2 sweep already finished
-    want, have = {run_key(s) for s in specs}, store.keys()
-    store.append([r for r in ResultStore(out / "fig2.jsonl").records() if r["key"] in want - have])
+    adopt(specs, store, [out / "fig2.jsonl"])  # the budgeted cells are fig2 cells: the runs fig2 already finished
+    want = {run_key(s) for s in specs}
     # the budgeted variants first: they are cheap and give the first half of every comparison
     specs.sort(key=lambda s: s.protocol.name == "reference")
     counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,

@@ -98,7 +98,7 @@ def cmd_train(args, out) -> int:
 
 def cmd_sweep(args, out) -> int:
     from verify.train.store import ResultStore
-    from verify.train.sweep import GRIDS, grid, run_local, tightness
+    from verify.train.sweep import GRIDS, adopt, grid, run_local, tightness
 
     if args.list:
         for name, g in GRIDS.items():
@@ -133,6 +133,9 @@ def cmd_sweep(args, out) -> int:
     require(not (args.claim and (args.ray or args.address)),
             "sweep --claim is for local processes sharing a store; Ray schedules the packs itself (drop one of them)")
     log = lambda m: out.print(m)  # noqa: E731
+    if g.reuses:
+        n = adopt(specs, store, [store.path.parent / f"{other}.jsonl" for other in g.reuses])
+        log(f"{n} runs copied from {', '.join(g.reuses)} (same run keys)")
     # `kill -USR1`: where a stalled sweep waits (gpu_pool.sh); fd 2 itself, as a captured sys.stderr has no fd
     faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     if args.ray or args.address:

@@ -34,16 +34,27 @@ class ResultStore:
     def keys(self) -> set[str]:
         return {r["key"] for r in self.records() if "key" in r}
 
-    def append(self, records: list[dict]) -> None:
-        """Append records (dropping in-memory-only fields, those starting with '_') in one atomic write."""
+    def append(self, records: list[dict]) -> int:
+        """Append the records whose run key the store does not hold yet, in one atomic write (dropping in-memory-only
+        fields, those starting with '_'); returns how many. The keys are read under the lock, so processes that add
+        the same runs at once (``sweep.adopt`` in a pool) add each once."""
         if not records:
-            return
-        blob = b"".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, sort_keys=True,
-                                   default=float).encode() + b"\n" for r in records)
+            return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            seen, fresh = self.keys(), []
+            for r in records:
+                if "key" in r:
+                    if r["key"] in seen:
+                        continue
+                    seen.add(r["key"])
+                fresh.append(r)
+            if not fresh:
+                return 0
+            blob = b"".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, sort_keys=True,
+                                       default=float).encode() + b"\n" for r in fresh)
             size = os.fstat(fd).st_size
             if size:
                 with open(self.path, "rb") as f:
@@ -55,6 +66,7 @@ class ResultStore:
                 n = os.write(fd, view)
                 view = view[n:]
             os.fsync(fd)
+            return len(fresh)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

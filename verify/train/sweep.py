@@ -29,6 +29,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from constructions.errors import require
 from verify.train import registry
@@ -107,6 +108,7 @@ class Grid:
     task_args: tuple[tuple, ...] = ()  # each entry: sorted ((name, value), ...) for one task variant
     note: str = ""
     protocol_overrides: tuple = field(default=())  # (name, value) pairs passed to spec.protocol(...)
+    reuses: tuple[str, ...] = ()  # grids whose stores hold some of these runs (same run keys): ``adopt`` copies them
 
     def runs(self) -> list[RunSpec]:
         proto = protocol(self.protocol, **dict(self.protocol_overrides))
@@ -178,7 +180,8 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          note="Figure 3: induction heads, N = 4|V|, d grid around 2|V|, best of 5 seeds"),
     Grid("figA4", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
          n_rule="vocab", n_multipliers=(1, 2, 4), seeds=tuple(range(5)), gate=False,
-         task_args=((("gamma", 0.1), ("p", 0.75)),), note="Figure A.4: N in {1, 2, 4} |V|"),
+         task_args=((("gamma", 0.1), ("p", 0.75)),), reuses=("fig3",),
+         note="Figure A.4: N in {1, 2, 4} |V| (N = 4|V| is Figure 3's grid)"),
     Grid("recall-regime0", task="mqar-zoology", mixers=("mamba",), vocabs=(512,), kappas=(16,), seq_lens=(64,),
          d_models=tuple(range(8, 65, 8)), d_states=(2, 4, 8, 16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
          expand=2, note="Koren et al. regime_0 (V=512, L=64, N_f=16), full Mamba-1 block (gate on, expand 2, "
@@ -192,6 +195,15 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
 def grid(name: str) -> Grid:
     require(name in GRIDS, f"unknown grid {name!r}; known: {', '.join(GRIDS)}")
     return GRIDS[name]
+
+
+def adopt(specs: list[RunSpec], store: ResultStore, sources) -> int:
+    """Copy into ``store`` the runs of ``specs`` that the stores ``sources`` finished (same run key: the same spec,
+    data, initialization and protocol, so training them again would only replicate them); returns how many. Figure
+    A.4's N = 4|V| column is Figure 3's grid, and the calibration's budgeted arms are Figure 2 cells."""
+    want = {run_key(s) for s in specs} - store.keys()
+    return store.append([r for src in sources if Path(src).exists() for r in ResultStore(src).records()
+                         if r.get("key") in want])
 
 
 def pack_limit(spec: RunSpec, pack_size: int) -> int:
