@@ -16,10 +16,8 @@ from verify.train.store import ResultStore  # noqa: E402
 for f in sys.argv[1:]:
     grid = Path(f).name.removesuffix(".jsonl").split("__")[0]
     target = ResultStore(f"results/train/{grid}.jsonl")
-    have = target.keys()
-    new = [r for r in ResultStore(f).records() if r.get("key") not in have]
-    target.append(new)
-    print(f"{f} -> {target.path}: +{len(new)} runs ({len(have) + len(new)} in all)")
+    n = target.append(ResultStore(f).records())  # only the keys the target does not hold
+    print(f"{f} -> {target.path}: +{n} runs ({len(target.keys())} in all)")
     ckpt, kept = Path(f + ".ckpt"), Path(".sweep-ckpt") / (Path(f).name + ".ckpt")
     shutil.rmtree(kept, ignore_errors=True)
     if ckpt.is_dir() and any(ckpt.iterdir()):
