@@ -224,7 +224,8 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
     if sc is not None:
         fig.colorbar(sc, ax=axes, fraction=0.04, label="best test accuracy")
     caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over seeds; filled "
-               f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. {_meta(recs)}. {paper_note}")
+               f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. "
+               f"{_meta(recs)}. {paper_note}")
     return Rendered(caption, figure=fig)
 
 

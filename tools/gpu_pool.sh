@@ -42,8 +42,8 @@ case ${1:-} in
         for g in "$@"; do
           IFS=@ read -r name mixers seeds vocabs <<< "$g"
           start=$(date +%s.%N)
-          python3 -m verify_constructions sweep --grid "$name" ${mixers:+--mixers $mixers} ${seeds:+--seeds $seeds} ${vocabs:+--vocabs $vocabs} --claim \
-            --device "${DEVICE:-cuda}" --store ".pool/$name.jsonl" $SWEEP_ARGS
+          python3 -m verify_constructions sweep --grid "$name" ${mixers:+--mixers $mixers} ${seeds:+--seeds $seeds} \
+            ${vocabs:+--vocabs $vocabs} --claim --device "${DEVICE:-cuda}" --store ".pool/$name.jsonl" $SWEEP_ARGS
           rc=$?
           echo "{\"step\": \"sweep@$g@@pool\", \"start\": $start, \"end\": $(date +%s.%N), \"rc\": $rc}" >> .pool/steps.jsonl
         done' pool "$@" > ".pool/logs/p$i.log" 2>&1 < /dev/null &
