@@ -23,6 +23,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
     Entry("figA3", "selectivity", "Figure A.3: MQAR with N swept", training.figure_a3, training=True),
     Entry("fig3", "selectivity", "Figure 3: induction heads", training.figure3, training=True),
     Entry("figA4", "selectivity", "Figure A.4: induction heads, N swept", training.figure_a4, training=True),
+    Entry("ih-mixers", "selectivity", "Figures 3 / A.4: Mamba-Δ⊤ against Mamba per cell", training.ih_mixers_table,
+          training=True),
     Entry("tightness", "selectivity", "Tightness: smallest solved d vs the bound", training.tightness_table,
           training=True),
     Entry("train-replicates", "selectivity", "Runs trained twice: how far identical specs land apart",

@@ -333,3 +333,25 @@ def test_replicates_table_pairs_runs_trained_twice_not_copies(tmp_path):
         ResultStore(t / f"{f}.jsonl").path.write_text("")
     with pytest.raises(MissingResults):
         paper_figures.make("train-replicates", tmp_path)
+
+
+def test_ih_mixers_table_compares_over_the_seeds_both_mixers_hold(tmp_path):
+    """Per (|V|, N, d): best accuracy of each mixer over the seeds both hold (Mamba's extra seed 1 must not count),
+    and the caption counts the cells where Mamba-Δ⊤ is below Mamba, split at the bound d = 2|V|."""
+    ih = (("gamma", 0.1), ("p", 0.75))
+    recs = [_rec("induction-heads", "mamba", 5, 0, 10, 20, 0, 0.9, task_args=ih),
+            _rec("induction-heads", "mamba", 5, 0, 10, 20, 1, 0.99, task_args=ih),
+            _rec("induction-heads", "delta-top", 5, 0, 10, 20, 0, 0.95, task_args=ih),
+            _rec("induction-heads", "mamba", 5, 0, 40, 20, 0, 1.0, task_args=ih),
+            _rec("induction-heads", "delta-top", 5, 0, 40, 20, 0, 0.98, task_args=ih),
+            _rec("induction-heads", "mamba", 5, 0, 5, 5, 0, 0.7, task_args=ih),
+            _rec("induction-heads", "delta-top", 5, 0, 5, 5, 0, 0.6, task_args=ih),
+            _rec("induction-heads", "delta-top", 10, 0, 20, 40, 0, 1.0, task_args=ih)]  # no Mamba run: no row
+    ResultStore(tmp_path / "train/figA4.jsonl").append(recs)
+    r = paper_figures.make("ih-mixers", tmp_path)
+    assert "| 5 | 4|V| | 10 | 1 | 1 | 0.90000 (0) | 0.95000 (0) | +0.05000 |" in r.markdown
+    assert "| 5 | 4|V| | 40 | 4 | 1 | 1.00000 (1) | 0.98000 (0) | -0.02000 |" in r.markdown
+    assert "| 5 | 1|V| | 5 | 0.5 | 1 | 0.70000 (0) | 0.60000 (0) | -0.10000 |" in r.markdown
+    assert len(r.markdown.splitlines()) == 2 + 3
+    assert ("equal or better in 1 of 3 cells and below Mamba in 2: 1 at or below the bound d = 2|V| and 1 above it "
+            "(largest gap there 0.0200); the largest gap is 0.1000 at |V| 5, N 5, d 5") in r.caption
