@@ -223,7 +223,12 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
     axes[0, 0].legend(frameon=False, fontsize=5.5)
     if sc is not None:
         fig.colorbar(sc, ax=axes, fraction=0.04, label="best test accuracy")
-    caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over seeds; filled "
+    seeds = defaultdict(set)
+    for r in recs:
+        seeds[tuple(r["spec"][k] for k in ("mixer", "vocab", "d_model", "d_state"))].add(r["spec"]["seed"])
+    counts = sorted({len(x) for x in seeds.values()})
+    caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over "
+               f"{'-'.join(str(c) for c in sorted({counts[0], counts[-1]}))} seeds a cell; filled "
                f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. "
                f"{_meta(recs)}. {paper_note}")
     return Rendered(caption, figure=fig)
