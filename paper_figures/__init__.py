@@ -38,6 +38,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
       for r in ("regime_0", "regime_1", "regime_2")),
     Entry("recall-trained-regime_0", "recall", "Trained recall on the D-N grid vs the law (a = 5/8)",
           recall.recall_trained, training=True),
+    Entry("recall-vocab", "recall", "Trained recall vs the vocabulary size, and the largest perfectly recalled V",
+          recall.recall_vocab, training=True),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),
     Entry("recall-multilayer", "recall", "Multi-layer table", recall.multilayer),
     Entry("recall-multihead", "recall", "Multi-head table", recall.multihead),

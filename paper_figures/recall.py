@@ -141,8 +141,9 @@ def multihead(results: Path) -> Rendered:
     return Rendered(cap, latex=tex, markdown=md)
 
 
-def trained_cells(records: list[dict]) -> dict[tuple[int, int], tuple[float, int]]:
-    """{(D, N): (accuracy, seeds)}: per seed the best test accuracy over the learning rates, then the mean over seeds.
+def trained_cells(records: list[dict], keys=("d_model", "d_state")) -> dict[tuple, tuple[float, int]]:
+    """{(D, N): (accuracy, seeds)} (the cell named by the spec fields ``keys``): per seed the best test accuracy over
+    the learning rates, then the mean over seeds.
 
     The paper trains each cell at one learning rate and 5 seeds; our budgeted protocol sweeps 3 learning rates, so a
     seed's accuracy is its best learning rate's, and a cell's the mean over seeds (a typical trained model, which is
@@ -150,11 +151,11 @@ def trained_cells(records: list[dict]) -> dict[tuple[int, int], tuple[float, int
     per_seed: dict[tuple, float] = {}
     for r in records:
         s = r["spec"]
-        k = (s["d_model"], s["d_state"], s["seed"])
+        k = (*(s[x] for x in keys), s["seed"])
         per_seed[k] = max(per_seed.get(k, 0.0), r["result"]["test_acc"])
-    cells: dict[tuple[int, int], list[float]] = {}
-    for (d, n, _), acc in per_seed.items():
-        cells.setdefault((d, n), []).append(acc)
+    cells: dict[tuple, list[float]] = {}
+    for k, acc in per_seed.items():
+        cells.setdefault(k[:-1], []).append(acc)
     return {c: (float(np.mean(v)), len(v)) for c, v in cells.items()}
 
 
@@ -216,6 +217,68 @@ def recall_trained(results: Path) -> Rendered:
                              "trained / law", "D trained"], _d99_rows(cells, ns, vocab, nf, a_full))
     return Rendered(caption + " Table: per N, the smallest D (N <= D) where the law reaches 99% recall next to the "
                     "smallest trained D whose cell reaches 99%.", figure=fig, latex=latex, markdown=markdown)
+
+
+PROBIT_RANGE = (0.02, 0.98)  # cells fitted in probit space: Phi^-1 is flat-out unstable near 0 and 1
+
+
+def recall_vocab(results: Path) -> Rendered:
+    """Recall against the vocabulary size (Koren et al.'s large-vocabulary appendix figure, at our sizes): trained
+    Mamba-1 blocks of grid ``recall-vocab`` per (D, N), next to the law Phi(1/sigma - m_V) with the full-model
+    a = 5/8; the probit of the recall against m_V, whose slope the law says is -1 (Phi^-1(p) = 1/sigma - m_V), fitted
+    per cell over the V whose mean recall lies in ``PROBIT_RANGE``; and the largest perfectly recalled vocabulary:
+    the largest trained V whose cell reaches 99% against the law's (``largest_vocab_num``, p = 0.99)."""
+    from statistics import NormalDist
+
+    from paper_figures.training import _meta, sweep_cmd
+    from symbolic.recall_scaling import PAPER_A, largest_vocab_num, law_num, m_v_num, sigma2_num
+    from verify.train.sweep import grid
+
+    g = grid("recall-vocab")
+    recs = load_store(results, "train/recall-vocab.jsonl", sweep_cmd(g.name))
+    nf, a_full = g.kappas[0], float(PAPER_A[("trained-full", "mqar")])
+    cells = trained_cells(recs, keys=("d_model", "d_state", "vocab"))
+    dns = sorted({c[:2] for c in cells})
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.2), layout="constrained")
+    vs = np.geomspace(min(g.vocabs), max(g.vocabs), 200)
+    rows = []
+    for i, (d, n) in enumerate(dns):
+        tv = sorted(v for (dd, nn, v) in cells if (dd, nn) == (d, n))
+        acc = np.array([cells[(d, n, v)][0] for v in tv])
+        axes[0].plot(tv, acc, "o", ms=3, color=f"C{i}", label=f"D={d}, N={n}")
+        axes[0].plot(vs, law_num(d, n, vs, nf, a_full), "-", lw=0.8, color=f"C{i}")
+        fit = [(float(m_v_num(v)), NormalDist().inv_cdf(a)) for v, a in zip(tv, acc)
+               if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
+        slope = intercept = None
+        if len(fit) >= 2:
+            slope, intercept = np.polyfit(*zip(*fit), 1)
+            axes[1].plot(*zip(*fit), "o", ms=3, color=f"C{i}")
+            mv = np.linspace(min(f[0] for f in fit), max(f[0] for f in fit), 2)
+            axes[1].plot(mv, intercept + slope * mv, "-", lw=0.8, color=f"C{i}", label=f"D={d}, N={n}: {slope:.2f}")
+        ok = [v for v, a in zip(tv, acc) if a >= 0.99]
+        law_v = largest_vocab_num(d, n, nf, a_full, p=0.99)
+        rows.append([d, n, ", ".join(map(str, tv)), max(ok) if ok else "none", f"{law_v:.0f}",
+                     f"{slope:.2f}" if slope is not None else "", f"{intercept:.2f}" if slope is not None else "",
+                     f"{1 / np.sqrt(float(sigma2_num(d, n, nf, a_full))):.2f}", len(fit)])
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("V")
+    axes[0].set_ylabel("recall")
+    axes[0].set_title(f"trained (points) vs law, a = {a_full:g} (lines)")
+    axes[0].legend(frameon=False, fontsize=5.5)
+    axes[1].set_xlabel(r"$m_V$")
+    axes[1].set_ylabel(r"$\Phi^{-1}$(recall)")
+    axes[1].set_title("probit fit (law: slope -1)")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(frameon=False, fontsize=5.5, title="slope", title_fontsize=5.5)
+    caption = (f"Recall against the vocabulary size, {g.name} (L = {g.seq_lens[0]}, N_f = {nf}; {g.note}): per (D, N) "
+               f"and V the test recall (per seed the best learning rate, then the mean of the seeds) next to the law "
+               f"Phi(1/sigma - m_V) with a = {a_full:g}. Right: Phi^-1(recall) against m_V over the V whose recall lies "
+               f"in [{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], with a least-squares line; the law says slope -1 and "
+               f"intercept 1/sigma (the paper's large-vocabulary figure prints these slopes). {_meta(recs)}.")
+    headers = ["D", "N", "V trained", "largest V at >= 99% (trained)", "largest V at >= 99% (law)", "probit slope",
+               "probit intercept", "law 1/sigma", "V fitted"]
+    latex, md = table(headers, rows, caption)
+    return Rendered(caption, figure=fig, latex=latex, markdown=md)
 
 
 def _d99_rows(cells: dict, ns: list[int], vocab: int, nf: int, a_: float) -> list[list]:

@@ -26,9 +26,10 @@ def _rec(task, mixer, vocab, kappa, d, n, seed, acc, T=100, task_args=()):
             "result": {"test_acc": acc, "solved": acc == 1.0, "epochs": 3.0, "steps": 100, "early_stopped": acc == 1.0}}
 
 
-def _recall_rec(d, n, seed, lr, acc):
-    """A run of grid recall-regime0 (zoology MQAR, V 512, L 64, N_f 16, full Mamba-1 block) at (D, N) = (d, n)."""
-    spec = RunSpec(task="mqar-zoology", mixer="mamba", vocab=512, kappa=16, seq_len=64, d_model=d, d_state=n,
+def _recall_rec(d, n, seed, lr, acc, vocab=512):
+    """A run of grid recall-regime0 (zoology MQAR, V 512, L 64, N_f 16, full Mamba-1 block) at (D, N) = (d, n); with
+    another ``vocab``, a run of grid recall-vocab."""
+    spec = RunSpec(task="mqar-zoology", mixer="mamba", vocab=vocab, kappa=16, seq_len=64, d_model=d, d_state=n,
                    seed=seed, lr=lr, gate=True, d_conv=2, expand=2, protocol=BUDGETED)
     return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu", "mamba_ssm": None,
             "result": {"test_acc": acc, "solved": acc == 1.0, "epochs": 1.0, "steps": 10}}
@@ -73,6 +74,7 @@ def results(tmp_path_factory) -> Path:
             rec["result"]["decay_hist"] = _decay_hist(rec["spec"]["mixer"])
         ResultStore(t / f"{grid}.jsonl").append(recs)
     ResultStore(t / "recall-regime0.jsonl").append([_recall_rec(d, 8, 0, 0.01, d / 64) for d in (8, 32)])
+    ResultStore(t / "recall-vocab.jsonl").append([_recall_rec(32, 16, 0, 0.01, 0.5, v) for v in (128, 256)])
     return r
 
 
@@ -355,3 +357,27 @@ def test_ih_mixers_table_compares_over_the_seeds_both_mixers_hold(tmp_path):
     assert len(r.markdown.splitlines()) == 2 + 3
     assert ("equal or better in 1 of 3 cells and below Mamba in 2: 1 at or below the bound d = 2|V| and 1 above it "
             "(largest gap there 0.0200); the largest gap is 0.1000 at |V| 5, N 5, d 5") in r.caption
+
+
+def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocabulary(tmp_path):
+    """Accuracies made from a probit law Phi(c - m_V) (the best learning rate's; the other is 0.1 lower) come back as
+    slope -1 and intercept c; the largest trained V at >= 99% is read per (D, N), and the law's largest V at 99% is
+    the one largest_vocab_num solves."""
+    from statistics import NormalDist
+
+    from symbolic.recall_scaling import largest_vocab_num, m_v_num
+
+    c, vocabs = 5.2, [2 ** k for k in range(7, 15)]
+    acc = {v: NormalDist().cdf(c - float(m_v_num(v))) for v in vocabs}
+    ResultStore(tmp_path / "train/recall-vocab.jsonl").append(
+        [_recall_rec(64, 32, seed, lr, acc[v] - (0.1 if lr == 0.03 else 0), v) for v in vocabs for seed in (0, 1)
+         for lr in (0.01, 0.03)])
+    r = paper_figures.make("recall-vocab", tmp_path)
+    row = next(ln for ln in r.markdown.splitlines() if ln.startswith("| 64 | 32 |"))
+    cols = [x.strip() for x in row.strip("|").split("|")]
+    ok = [v for v in vocabs if acc[v] >= 0.99]
+    assert 0 < len(ok) < len(vocabs)  # the made-up law crosses 99% inside the trained range
+    assert cols[3] == str(max(ok))
+    assert cols[4] == f"{largest_vocab_num(64, 32, 16, 5 / 8, p=0.99):.0f}"
+    assert (cols[5], cols[6]) == ("-1.00", "5.20")
+    assert int(cols[8]) == sum(0.02 <= a <= 0.98 for a in acc.values()) >= 3

@@ -186,6 +186,11 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          d_models=tuple(range(8, 65, 8)), d_states=(2, 4, 8, 16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
          expand=2, note="Koren et al. regime_0 (V=512, L=64, N_f=16), full Mamba-1 block (gate on, expand 2, "
                         "d_conv 2) in our one-layer model (no norm, no residual, untied readout)"),
+    Grid("recall-vocab", task="mqar-zoology", mixers=("mamba",), vocabs=tuple(2 ** k for k in range(7, 15)),
+         kappas=(16,), seq_lens=(64,), d_models=(32, 64), d_states=(16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
+         expand=2, reuses=("recall-regime0",),
+         note="Koren et al.'s recall vs vocabulary: regime_0's model and task (L=64, N_f=16) at V = 128..16384 "
+              "(zoology needs V > L), D in {32, 64}, N in {16, 32}; its V = 512 cells are recall-regime0's"),
     calibration_reference(),
     Grid("smoke", mixers=("mamba",), vocabs=(4,), task="mqar", kappas=(2,), seq_lens=(8,), d_models=(8, 16),
          d_states=(4,), seeds=(0, 1), lrs=(0.03,), protocol="smoke", note="CPU smoke sweep"),
