@@ -220,6 +220,7 @@ def recall_trained(results: Path) -> Rendered:
 
 
 PROBIT_RANGE = (0.02, 0.98)  # cells fitted in probit space: Phi^-1 is flat-out unstable near 0 and 1
+CHANCE = 5  # a cell below CHANCE x 2/V (a guess among the V/2 values) learned nothing: training failed, not capacity
 
 
 def recall_vocab(results: Path) -> Rendered:
@@ -257,7 +258,9 @@ def recall_vocab(results: Path) -> Rendered:
             axes[1].plot(mv, intercept + slope * mv, "-", lw=0.8, color=f"C{i}", label=f"D={d}, N={n}: {slope:.2f}")
         ok = [v for v, a in zip(tv, acc) if a >= 0.99]
         law_v = largest_vocab_num(d, n, nf, a_full, p=0.99)
+        chance = [v for v, a in zip(tv, acc) if a < CHANCE * 2 / v]
         rows.append([d, n, ", ".join(map(str, tv)), max(ok) if ok else "none", f"{law_v:.0f}",
+                     ", ".join(map(str, chance)) or "none",
                      f"{slope:.2f}" if slope is not None else "", f"{intercept:.2f}" if slope is not None else "",
                      f"{1 / np.sqrt(float(sigma2_num(d, n, nf, a_full))):.2f}", len(fit)])
     axes[0].set_xscale("log", base=2)
@@ -274,8 +277,11 @@ def recall_vocab(results: Path) -> Rendered:
                f"and V the test recall (per seed the best learning rate, then the mean of the seeds) next to the law "
                f"Phi(1/sigma - m_V) with a = {a_full:g}. Right: Phi^-1(recall) against m_V over the V whose recall lies "
                f"in [{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], with a least-squares line; the law says slope -1 and "
-               f"intercept 1/sigma (the paper's large-vocabulary figure prints these slopes). {_meta(recs)}.")
-    headers = ["D", "N", "V trained", "largest V at >= 99% (trained)", "largest V at >= 99% (law)", "probit slope",
+               f"intercept 1/sigma (the paper's large-vocabulary figure prints these slopes). 'At chance': V whose "
+               f"recall is below {CHANCE} x 2/V (guessing among the V/2 values), where training learned nothing, so "
+               f"the drop there measures the training budget, not the law's capacity. {_meta(recs)}.")
+    headers = ["D", "N", "V trained", "largest V at >= 99% (trained)", "largest V at >= 99% (law)", "V at chance",
+               "probit slope",
                "probit intercept", "law 1/sigma", "V fitted"]
     latex, md = table(headers, rows, caption)
     return Rendered(caption, figure=fig, latex=latex, markdown=md)

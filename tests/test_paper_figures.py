@@ -361,7 +361,7 @@ def test_ih_mixers_table_compares_over_the_seeds_both_mixers_hold(tmp_path):
 
 def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocabulary(tmp_path):
     """Accuracies made from a probit law Phi(c - m_V) (the best learning rate's; the other is 0.1 lower) come back as
-    slope -1 and intercept c; the largest trained V at >= 99% is read per (D, N), and the law's largest V at 99% is
+    slope -1 and intercept c, a cell at chance is named and left out of the fit; the largest trained V at >= 99% is read per (D, N), and the law's largest V at 99% is
     the one largest_vocab_num solves."""
     from statistics import NormalDist
 
@@ -369,6 +369,8 @@ def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocab
 
     c, vocabs = 5.2, [2 ** k for k in range(7, 15)]
     acc = {v: NormalDist().cdf(c - float(m_v_num(v))) for v in vocabs}
+    vocabs.append(2 ** 15)
+    acc[2 ** 15] = 1e-4  # a cell where training learned nothing (below 5 x 2/V): listed at chance, not fitted
     ResultStore(tmp_path / "train/recall-vocab.jsonl").append(
         [_recall_rec(64, 32, seed, lr, acc[v] - (0.1 if lr == 0.03 else 0), v) for v in vocabs for seed in (0, 1)
          for lr in (0.01, 0.03)])
@@ -379,5 +381,6 @@ def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocab
     assert 0 < len(ok) < len(vocabs)  # the made-up law crosses 99% inside the trained range
     assert cols[3] == str(max(ok))
     assert cols[4] == f"{largest_vocab_num(64, 32, 16, 5 / 8, p=0.99):.0f}"
-    assert (cols[5], cols[6]) == ("-1.00", "5.20")
-    assert int(cols[8]) == sum(0.02 <= a <= 0.98 for a in acc.values()) >= 3
+    assert cols[5] == "32768"
+    assert (cols[6], cols[7]) == ("-1.00", "5.20")
+    assert int(cols[9]) == sum(0.02 <= a <= 0.98 for a in acc.values()) >= 3

@@ -106,6 +106,22 @@ def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward
     assert _rows_per_forward(model, tok[:40], lab[:40], batch=8) == ([8] * 5 if mixer == "delta-top" else [40])
 
 
+def test_evaluation_chunks_are_sized_by_the_logits_where_the_classes_outnumber_d():
+    """A forward holds at most max_elems logits: with |V| = 64 classes and d = 4, chunks sized by d alone would be
+    16x too large (recall-vocab at |V| = 16384, d = 32 asked an H100 for 15.75 GiB that way)."""
+    from verify.train.loop import build_model, datasets, evaluate
+
+    specs = [RunSpec(seed=0, lr=0.01, protocol=protocol("smoke"), **{**TINY, "vocab": 64, "d_model": 4})]
+    model = build_model(specs, "cpu")
+    tok, lab = datasets(specs[0])["val"]
+    C, d = model.readout.shape[1:]
+    assert C >= 16 * d
+    rows, hidden = [], model.hidden
+    model.hidden = lambda t: rows.append(t.shape[1]) or hidden(t)
+    evaluate(model, tok[:40], lab[:40], "cpu", batch=4, max_elems=2 * 4 * 8 * C)
+    assert rows == [8] * 5
+
+
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba"])
 def test_only_mamba2_evaluates_on_its_reference_scan(mixer):
     """Mamba-2 packs train with their CUDA kernel (here a stand-in) but evaluate with the exact reference scan, and

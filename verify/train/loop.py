@@ -112,9 +112,12 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same.
     A mixer whose scan memory ``sweep.plan`` caps (``Mixer.scan_bytes``: Mamba-Delta-top, N x d_inner channels a
     model) evaluates one training batch per forward, so evaluation never holds more scan memory than a step: at
-    |V| = 40, d 320, N 160 a chunk of 1024 sequences asked for 19.5 GiB a tensor and ran an H100 pool out of memory."""
+    |V| = 40, d 320, N 160 a chunk of 1024 sequences asked for 19.5 GiB a tensor and ran an H100 pool out of memory.
+    Chunks hold at most ``max_elems`` hidden values or logits: sized by d alone, recall-vocab's |V| = 16384, d = 32
+    packs evaluated 1792 sequences at once, whose logits asked for 15.75 GiB (an H100 pool ran out of memory)."""
     K, (S, L) = model.K, tokens.shape
-    chunk = min(max(1, max_elems // max(1, K * L * model.readout.shape[-1] * batch)), -(-S // batch)) * batch
+    width = max(model.readout.shape[1:])  # per position: d hidden values, at most C logits (readout is (K, C, d))
+    chunk = min(max(1, max_elems // max(1, K * L * width * batch)), -(-S // batch)) * batch
     if model.mixer.scan_bytes is not None:
         chunk = batch
     loss = torch.zeros(K, device=device, dtype=torch.float64)
