@@ -232,7 +232,7 @@ def recall_vocab(results: Path) -> Rendered:
     from statistics import NormalDist
 
     from paper_figures.training import _meta, sweep_cmd
-    from symbolic.recall_scaling import PAPER_A, largest_vocab_num, law_num, m_v_num, sigma2_num
+    from symbolic.recall_scaling import PAPER_A, law_num, m_v_num
     from verify.train.sweep import grid
 
     g = grid("recall-vocab")
@@ -256,13 +256,7 @@ def recall_vocab(results: Path) -> Rendered:
             axes[1].plot(*zip(*fit), "o", ms=3, color=f"C{i}")
             mv = np.linspace(min(f[0] for f in fit), max(f[0] for f in fit), 2)
             axes[1].plot(mv, intercept + slope * mv, "-", lw=0.8, color=f"C{i}", label=f"D={d}, N={n}: {slope:.2f}")
-        ok = [v for v, a in zip(tv, acc) if a >= 0.99]
-        law_v = largest_vocab_num(d, n, nf, a_full, p=0.99)
-        chance = [v for v, a in zip(tv, acc) if a < CHANCE * 2 / v]
-        rows.append([d, n, ", ".join(map(str, tv)), max(ok) if ok else "none", f"{law_v:.0f}",
-                     ", ".join(map(str, chance)) or "none",
-                     f"{slope:.2f}" if slope is not None else "", f"{intercept:.2f}" if slope is not None else "",
-                     f"{1 / np.sqrt(float(sigma2_num(d, n, nf, a_full))):.2f}", len(fit)])
+        rows.append(_vocab_row(d, n, nf, a_full, tv, acc, slope, intercept, len(fit)))
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("V")
     axes[0].set_ylabel("recall")
@@ -281,10 +275,21 @@ def recall_vocab(results: Path) -> Rendered:
                f"recall is below {CHANCE} x 2/V (guessing among the V/2 values), where training learned nothing, so "
                f"the drop there measures the training budget, not the law's capacity. {_meta(recs)}.")
     headers = ["D", "N", "V trained", "largest V at >= 99% (trained)", "largest V at >= 99% (law)", "V at chance",
-               "probit slope",
-               "probit intercept", "law 1/sigma", "V fitted"]
+               "probit slope", "probit intercept", "law 1/sigma", "V fitted"]
     latex, md = table(headers, rows, caption)
     return Rendered(caption, figure=fig, latex=latex, markdown=md)
+
+
+def _vocab_row(d, n, nf, a_, vocabs, acc, slope, intercept, fitted) -> list:
+    """One (D, N) row of recall_vocab's table."""
+    from symbolic.recall_scaling import largest_vocab_num, sigma2_num
+
+    ok = [v for v, a in zip(vocabs, acc) if a >= 0.99]
+    chance = [v for v, a in zip(vocabs, acc) if a < CHANCE * 2 / v]
+    return [d, n, ", ".join(map(str, vocabs)), max(ok) if ok else "none",
+            f"{largest_vocab_num(d, n, nf, a_, p=0.99):.0f}", ", ".join(map(str, chance)) or "none",
+            f"{slope:.2f}" if slope is not None else "", f"{intercept:.2f}" if slope is not None else "",
+            f"{1 / np.sqrt(float(sigma2_num(d, n, nf, a_))):.2f}", fitted]
 
 
 def _d99_rows(cells: dict, ns: list[int], vocab: int, nf: int, a_: float) -> list[list]:
