@@ -75,12 +75,12 @@ def test_evaluation_in_padded_batches_scores_every_query_once(batch):
     torch.testing.assert_close(loss, ce, rtol=1e-5, atol=1e-6)
 
 
-def _rows_per_forward(model, tok, lab, batch):
+def _rows_per_forward(model, tok, lab, batch, **kw):
     from verify.train.loop import evaluate
 
     rows, hidden = [], model.hidden
     model.hidden = lambda t: rows.append(t.shape[1]) or hidden(t)
-    evaluate(model, tok, lab, "cpu", batch=batch)
+    evaluate(model, tok, lab, "cpu", batch=batch, **kw)
     return rows
 
 
@@ -109,17 +109,14 @@ def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward
 def test_evaluation_chunks_are_sized_by_the_logits_where_the_classes_outnumber_d():
     """A forward holds at most max_elems logits: with |V| = 64 classes and d = 4, chunks sized by d alone would be
     16x too large (recall-vocab at |V| = 16384, d = 32 asked an H100 for 15.75 GiB that way)."""
-    from verify.train.loop import build_model, datasets, evaluate
+    from verify.train.loop import build_model, datasets
 
     specs = [RunSpec(seed=0, lr=0.01, protocol=protocol("smoke"), **{**TINY, "vocab": 64, "d_model": 4})]
     model = build_model(specs, "cpu")
     tok, lab = datasets(specs[0])["val"]
     C, d = model.readout.shape[1:]
     assert C >= 16 * d
-    rows, hidden = [], model.hidden
-    model.hidden = lambda t: rows.append(t.shape[1]) or hidden(t)
-    evaluate(model, tok[:40], lab[:40], "cpu", batch=4, max_elems=2 * 4 * 8 * C)
-    assert rows == [8] * 5
+    assert _rows_per_forward(model, tok[:40], lab[:40], batch=4, max_elems=2 * 4 * 8 * C) == [8] * 5
 
 
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba"])

@@ -116,10 +116,11 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     Chunks hold at most ``max_elems`` hidden values or logits: sized by d alone, recall-vocab's |V| = 16384, d = 32
     packs evaluated 1792 sequences at once, whose logits asked for 15.75 GiB (an H100 pool ran out of memory)."""
     K, (S, L) = model.K, tokens.shape
-    width = max(model.readout.shape[1:])  # per position: d hidden values, at most C logits (readout is (K, C, d))
-    chunk = min(max(1, max_elems // max(1, K * L * width * batch)), -(-S // batch)) * batch
     if model.mixer.scan_bytes is not None:
         chunk = batch
+    else:
+        width = max(model.readout.shape[1:])  # per position: d hidden values, at most C logits (readout (K, C, d))
+        chunk = min(max(1, max_elems // max(1, K * L * width * batch)), -(-S // batch)) * batch
     loss = torch.zeros(K, device=device, dtype=torch.float64)
     correct = torch.zeros(K, device=device, dtype=torch.float64)
     total = 0

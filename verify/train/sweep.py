@@ -206,7 +206,7 @@ def adopt(specs: list[RunSpec], store: ResultStore, sources) -> int:
     """Copy into ``store`` the runs of ``specs`` that the stores ``sources`` finished (same run key: the same spec,
     data, initialization and protocol, so training them again would only replicate them); returns how many. Figure
     A.4's N = 4|V| column is Figure 3's grid, and the calibration's budgeted arms are Figure 2 cells."""
-    want = {run_key(s) for s in specs} - store.keys()
+    want = {run_key(s) for s in specs}  # append itself skips the keys the store holds
     return store.append([r for src in sources if Path(src).exists() for r in ResultStore(src).records()
                          if r.get("key") in want])
 
