@@ -1,4 +1,4 @@
-"""The ``transformers`` engine: Hugging Face ``transformers``' own Mamba and Mamba-2 mixers run a construction, on the CPU.
+"""The ``transformers`` engine: Hugging Face transformers' own Mamba and Mamba-2 mixers run a construction, on the CPU.
 
 An implementation written outside this project, so that a misreading of ``mamba_ssm`` shared by the reference engine
 and the constructions does not pass unseen. The construction's mixer state dict is loaded into
@@ -27,8 +27,9 @@ Gated RMSNorm (Mamba-2). transformers always applies ``norm(y, z) = w * g / sqrt
 rather than declaring margins incomparable. It runs the norm with ``eps = 2^100`` and ``w = 2^50`` (``NORM_EPS``,
 ``NORM_WEIGHT``), both free parameters of transformers' module that the construction does not set. In float32, the
 norm's arithmetic, ``mean(g^2) + 2^100`` rounds to 2^100 whenever ``mean(g^2) < 2^75`` (half an ulp of 2^100 is
-2^76), ``rsqrt(2^100) = 2^-50`` and the products with 2^-50 and 2^50 are exact (powers of two; no underflow above
-|g| ~ 2^-76), so the norm returns g exactly and the margins are comparable with every other engine's. In real
+2^76), ``rsqrt(2^100) = 2^-50`` and the products with 2^-50 and 2^50 are exact (powers of two; below |g| = 2^-76,
+where g 2^-50 is subnormal, the error is under 2^-99 absolute), so the norm returns g and the margins are comparable
+with every other engine's. In real
 arithmetic the factor is ``(1 + mean(g^2) / 2^100)^(-1/2)`` in (0, 1]: it can only shrink a margin, never create one.
 ``mean(g^2) < 2^75`` (|g| below ~2e11) holds for every construction here by many orders of magnitude.
 
