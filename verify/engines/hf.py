@@ -154,7 +154,8 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
-        require(dtype in DTYPES, f"engine transformers runs {' or '.join(DTYPES)} on the CPU, got {dtype}")
+        require(dtype in DTYPES, f"engine transformers runs {' or '.join(DTYPES)} on the CPU, got {dtype} (float16 "
+                                 f"cannot hold the Mamba-2 norm's weight 2^50; bfloat16 is not tested)")
         require(device in (None, "cpu"), f"engine transformers runs on the CPU (its pure-PyTorch path), "
                                          f"got device {device!r}")
         try:
