@@ -65,17 +65,26 @@ def _case(case: str):
     return _BUILT[case]
 
 
+def _reference(case: str):
+    """(the spec's check on the float64 reference engine, ``float32_logit_bound``) of a case, computed once."""
+    key = ("reference", case)
+    if key not in _BUILT:
+        spec, p, con, tokens, labels = _case(case)
+        _BUILT[key] = spec.check(con, p, REF), float32_logit_bound(con, REF, tokens, labels)
+    return _BUILT[key]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_recall_and_logits_match_reference(case, dtype):
     spec, p, con, tokens, labels = _case(case)
     engine = TransformersEngine(dtype)
-    result, reference = spec.check(con, p, engine), spec.check(con, p, REF)
+    result = spec.check(con, p, engine)
     assert result.engine == "transformers" and result.dtype == dtype
     assert result.queries > 0 and result.correct == result.queries, f"{case}: {result.correct}/{result.queries}"
     assert result.min_margin > 0
     diff = max_logit_difference(con, engine, REF, tokens, labels)
-    bound = float32_logit_bound(con, REF, tokens, labels)
+    reference, bound = _reference(case)
     print(f"\n{case} {dtype}: max |logit difference| vs float64 reference {diff:.3e}, bound {bound:.3e}; "
           f"min margin {result.min_margin:.6g} (reference {reference.min_margin:.6g})")
     assert diff <= bound
@@ -96,7 +105,7 @@ def _one_bias_moved(con: Construction, logit_change: float) -> Construction:
 def test_one_weight_perturbed_is_detected(case):
     spec, p, con, tokens, labels = _case(case)
     engine = TransformersEngine("float32")
-    bound = float32_logit_bound(con, REF, tokens, labels)
+    _, bound = _reference(case)
     scale = float(scored_logits(con, REF, tokens, labels).abs().max())
     # 1e-3 of the logit scale on one bias: the logits move by at least that, minus the engine's own rounding (<= bound)
     moved = _one_bias_moved(con, 1e-3 * scale)
@@ -188,7 +197,7 @@ def test_random_weights_every_layout(layout):
 
 
 def test_project_imports_without_transformers():
-    """transformers is imported only when the engine is made: the CLI and the engine module load without it."""
-    code = ("import sys, verify_constructions.cli, verify.engines.hf, verify.engines.compare; "
+    """transformers is imported only when the engine is made: the engines and this engine's module load without it."""
+    code = ("import sys, verify.engines, verify.engines.hf, verify.engines.compare; "
             "assert 'transformers' not in sys.modules, 'transformers imported at module load'")
     subprocess.run([sys.executable, "-c", code], check=True)
