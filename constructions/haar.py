@@ -35,6 +35,7 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaConfig
+from constructions.proof import Proof, obligations_of
 from symbolic import theorem1 as t1
 from symbolic.blocks import silu
 
@@ -126,8 +127,11 @@ def build(levels: int = 4, seq_len: int = 256, d_conv: int = 4,
     info = {"levels": levels, "seq_len": T, "outputs": names, "wavelets": [list(w) for w in ws],
             "eps": _num(eps), "sup_bounds": bounds, "kappa": _num(c.kappa), "lam": _num(c.lam),
             "inputs": "coordinate 0: signal x_i; coordinate 1: raw time i = 1..T"}
+    proof = Proof("error", "|output_w - <x, psi_w>| <= 2^{j/2} c_w eps (kernel) and <= 2^{j/2} c_w eps mean|x| "
+                           f"(signals) for every wavelet w up to level {levels}, T = {T}",
+                  obligations_of(t1.obligations, c, T), error_bound=_num(eps))
     return Construction(NAME, THEOREM, cfg, torch.zeros(1, d_model, dtype=torch.float64), sd, readout, channels,
-                        info=info)
+                        info=info, proof=proof)
 
 
 TIME_NAME = "time-from-ones"

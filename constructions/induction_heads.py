@@ -19,7 +19,7 @@ out_proj            cur rows: identity on the cur channels; bias 1 on output ``p
 readout             row m < |V|: e_{cur[m]}; row |V| (blank): theta e_{prev[0]}, theta = K / 2
 ==================  =========================================================================================
 
-``symbolic.lemma3`` proves the margin in ``info["proven_margin"]`` for every sequence of length <= ``seq_len``,
+``symbolic.lemma3`` proves the margin of the construction's ``proof`` for every sequence of length <= ``seq_len``,
 the softplus(0) = ln 2 fix, and the exact reduction the mamba_ssm engine uses. ``variant="paper"`` is the literal
 construction (Delta = softplus(w [I|0] x^)) kept to show the bug; its proven margin is negative.
 """
@@ -30,6 +30,7 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaDeltaTConfig
+from constructions.proof import Proof, margin_obligation, obligations_of
 from symbolic import lemma3 as l3
 
 NAME = "induction-heads"
@@ -79,8 +80,18 @@ def build(vocab_size: int, seq_len: int = 100, variant: str = "ours", d_conv: in
     readout[:V, cur] = eye
     readout[V, 0] = _num(c.theta)
     bound = l3.margin_lower_bound(c, sp.Integer(seq_len), variant)
-    info = {"variant": variant, "seq_len": seq_len, "blank_class": V, "proven_margin": _num(bound),
+    obligations = obligations_of(l3.obligations, c, seq_len)
+    proof = Proof("margin", f"argmax = the induction-head target (or blank) at every position, logit margin >= the "
+                            f"bound, every sequence of length <= {seq_len}",
+                  obligations if variant == "ours" else _paper_variant(obligations, bound, seq_len),
+                  margin=_num(bound))
+    info = {"variant": variant, "seq_len": seq_len, "blank_class": V,
             "r_min": _num(c.r_min(sp.Integer(seq_len), variant)), "wipe": _num(c.wipe(variant)),
             "blank_threshold": _num(c.theta)}
     channels = [f"prev[{v}]" for v in range(V)] + [f"cur[{v}]" for v in range(V)]
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info)
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, proof=proof)
+
+
+def _paper_variant(obligations, bound, seq_len):
+    """The literal Lemma 3: its own margin bound at seq_len is an obligation too (it fails for seq_len >= 2)."""
+    return lambda: (*obligations(), margin_obligation(bound, f"the literal Lemma 3, T = {seq_len}"))

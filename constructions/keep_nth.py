@@ -18,7 +18,7 @@ D, out_proj         0, identity
 readout             row m: e_{value[m]}
 ==================  =========================================================================================
 
-``symbolic.corollary2`` proves the margin bound recorded in ``info["proven_margin"]`` for every T (its docstring
+``symbolic.corollary2`` proves the margin bound of the construction's ``proof`` for every T (its docstring
 explains why Euler's write turns the paper's step bases into one spike at t = n). The S4D baseline that cannot keep x_n
 (Lemma 1) is the paper's S4D+PE model, measured in ``verify.sensitivity``.
 """
@@ -29,6 +29,7 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaConfig
+from constructions.proof import Proof, obligations_of
 from symbolic import corollary2 as c2
 
 NAME = "keep-nth"
@@ -72,6 +73,9 @@ def build(vocab_size: int = 128, n: int = 5, d_conv: int = 4,
     sd["A_log"][:] = _num(c.a_log)
     sd["out_proj.weight"][:] = torch.eye(d, dtype=torch.float64)
     bound = c2.margin_lower_bound(c, sp.Integer(n))
-    info = {"n": n, "proven_margin": _num(bound), "delta_n": _num(c.delta_n_lo), "tail_delta_sum": _num(c.tail),
+    info = {"n": n, "delta_n": _num(c.delta_n_lo), "tail_delta_sum": _num(c.tail),
             "lemma2_c": _num(c2.lemma2_constant(c)), "position": "raw t = 1..T in the last coordinate"}
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, position_channel=pos)
+    proof = Proof("margin", f"argmax = x_{n} at every t >= {n}, logit margin >= the bound, for every T",
+                  obligations_of(c2.obligations, c, n), margin=_num(bound))
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, position_channel=pos,
+                        proof=proof)

@@ -21,8 +21,8 @@ readout             row j: e_{value[j]} (one-hot) or sum_m q_j[m] e_{code[m]} (J
 
 The constants and the inequality each one satisfies are in ``symbolic.theorem2`` (its docstring explains the choices
 that make the proof exact in the real block: per-channel conv taps, zero-embedded noise, constant gate, bounded
-decay, balanced JL codes). ``build`` evaluates them, writes the weights, and records in ``info`` the proven lower
-bound on every query's logit margin, which checks compare with the measured margin.
+decay, balanced JL codes). ``build`` evaluates them, writes the weights, and attaches the ``Proof``: the proven lower
+bound on every query's logit margin and the obligations it rests on, which checks decide and compare.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import torch
 from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
 from constructions.layout import Construction, MambaConfig, MQARTokens
+from constructions.proof import Proof, margin_obligation, obligations_of
 from symbolic import theorem2 as th
 
 NAME = "mqar-mamba"
@@ -62,12 +63,17 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     if variant == "one-hot":
         codes = np.eye(vocab_size, dtype=np.int64)
         bound = th.margin_lower_bound(c, "one-hot")
+        obligations = obligations_of(th.obligations, c)
     else:
-        mu_max = float(th.max_coherence(c))
-        codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max, "MQAR Mamba JL construction")
-        bound = th.margin_lower_bound(c, "jl", p, sp.nsimplify(mu))
-        info.update(jl_eps=jl_eps, coherence=mu, coherence_max=mu_max, code_seed=code_seed)
-    info["proven_margin"] = float(bound)
+        mu_max = float(th.max_coherence(c))  # <= 0 for constants outside the proof: draw any codes, the obligation fails
+        codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max if mu_max > 0 else 1.0,
+                                          "MQAR Mamba JL construction")
+        mu = sp.nsimplify(mu)
+        bound = th.margin_lower_bound(c, "jl", p, mu)
+        obligations = obligations_of(th.obligations, c, mu, sp.Integer(p))
+        info.update(jl_eps=jl_eps, coherence=float(mu), coherence_max=mu_max, code_seed=code_seed)
+    proof = Proof("margin", "argmax = queried value at every query, logit margin >= the bound, every sequence of "
+                            f"length <= {seq_len}", _with_margin(obligations, bound), margin=float(bound))
 
     cfg = MambaConfig(d_model=kappa + p, d_state=kappa, d_conv=d_conv)
     d, keys, vals = cfg.d_model, slice(0, kappa), slice(kappa, kappa + p)
@@ -96,4 +102,8 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
 
     channels = [f"key[{i}]" for i in range(kappa)] + [
         f"value[{j}]" if variant == "one-hot" else f"code[{j}]" for j in range(p)]
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, tokens, info)
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, tokens, info, proof=proof)
+
+
+def _with_margin(obligations, bound):
+    return lambda: (*obligations(), margin_obligation(bound, "these constants"))

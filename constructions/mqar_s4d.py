@@ -24,12 +24,15 @@ Constants (the paper's k = 10, v = 1, c0 = 10, c1 = 1, b = 100, beta = 1), the c
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import sympy as sp
 import torch
 
 from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
+from constructions.proof import Proof, obligations_of
 from constructions.layout import Construction, MambaS4DConfig, MQARTokens
 from symbolic import theorem4 as th
 
@@ -55,19 +58,24 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     require(noise_vocab >= 1, f"MQAR S4D construction needs noise_vocab >= 1, got noise_vocab={noise_vocab}")
     c, num = constants, (lambda e: float(sp.N(e, 30)))
     info: dict = {"variant": variant, "seq_len": seq_len}
+    T = sp.Integer(seq_len)
     if variant == "one-hot":
         codes = np.eye(vocab_size, dtype=np.int64)
         slot_embed = num(c.value) * codes
-        bound = th.margin_lower_bound(c, 1, sp.Integer(seq_len))
+        bound = th.margin_lower_bound(c, 1, T)
+        obligations = obligations_of(th.obligations, c, T)
     else:
         codes, mu, used = draw_codes(jl_dim(vocab_size, jl_eps), vocab_size, seed, 1.0, "MQAR S4D JL values")
         slot_embed = codes + num(c.beta)
-        bound = th.margin_lower_bound(c, 2, sp.Integer(seq_len), sp.Integer(codes.shape[0]), sp.nsimplify(mu))
-        info.update(jl_eps=jl_eps, coherence=mu, code_seed=used)
-    require(bool(bound.is_positive), f"MQAR S4D construction needs a positive proven margin at seq_len={seq_len}")
+        mu, p = sp.nsimplify(mu), sp.Integer(codes.shape[0])
+        bound = th.margin_lower_bound(c, 2, T, p, mu)
+        obligations = obligations_of(th.obligations, c, T, p, mu)
+        info.update(jl_eps=jl_eps, coherence=float(mu), code_seed=used)
     step = 1 if variant == "one-hot" else 2
-    info.update(value_dim=codes.shape[0], proven_margin=num(bound), leak_bound=num(th.leak_bound(c, step)))
-    return _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info)
+    info.update(value_dim=codes.shape[0], leak_bound=num(th.leak_bound(c, step)))
+    proof = Proof("margin", "argmax = queried value at every query, logit margin >= the bound, every sequence of "
+                            f"length <= {seq_len}", obligations, margin=num(bound))
+    return replace(_assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info), proof=proof)
 
 
 def _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info) -> Construction:

@@ -85,7 +85,7 @@ def test_exact_recall_where_the_rigorous_bound_says_so(vocab, facts, seed):
     p = HashRecallParams(vocab=vocab, facts=facts, task="ar", d_model=384, d_state=384, samples=32, seed=seed)
     spec = SPECS["hash-recall"]
     res = spec.check(spec.build(p), p, make_engine("reference"))
-    assert res.info["verdict_rule"].startswith("exact")
+    assert res.rule.startswith("exact")
     assert res.required_recall == 1.0 and res.correct == res.queries and res.passed
 
 
@@ -102,7 +102,7 @@ def test_probabilistic_verdict_uses_the_corrected_law():
     p = HashRecallParams(d_model=32, d_state=16, samples=128)
     spec = SPECS["hash-recall"]
     res = spec.check(spec.build(p), p, make_engine("reference"))
-    assert res.info["verdict_rule"].startswith("recall >= corrected law")
+    assert res.rule.startswith("recall >= corrected law")
     assert 0 < res.required_recall < res.info["corrected_law"] and res.passed
     assert abs(res.recall - res.info["corrected_law"]) < 0.1
 

@@ -113,7 +113,8 @@ def test_haar_check_within_the_derived_bound(engine, time):
     p = HaarParams(levels=2, seq_len=64, samples=32, time=time)
     r = check(build(p), p, engine)
     assert r.passed and r.correct == r.queries == 8 + 32 * 8
-    assert r.max_error <= r.error_bound
+    assert r.max_error <= r.error_bound + r.allowance
+    assert engine is REF32 or r.allowance < 1e-6 * r.error_bound  # float64: the bound itself is what is checked
     assert r.info["kernel_max_error"] >= 0.99 * r.info["eps"]  # the bound is tight on the real layer
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 from constructions import mqar_mamba, mqar_mamba2, mqar_s4d
 from constructions.layout import Construction
+from symbolic import theorem2, theorem3, theorem4
 from verify.checks import CheckResult, check_mqar
 from verify.tasks.mqar import MQARConfig
 
@@ -51,14 +52,15 @@ class Spec:
     formulas: dict[str, str]  # at least d_model, d_state, d_conv
     params: type  # frozen dataclass; its fields are the CLI flags
     defaults: tuple  # params instances that a bare ``verify-constructions`` checks
-    build: Callable[..., Construction]
+    build: Callable[..., Construction]  # build(params[, constants]) -> Construction
     check: Callable[..., CheckResult]  # check(construction, params, engine) -> CheckResult
+    constants: object | None = None  # the proof's default constants (a frozen dataclass), overridable by --constant
 
 
-def _build_mqar_mamba(p: MQARParams) -> Construction:
+def _build_mqar_mamba(p: MQARParams, constants=theorem2.DEFAULT) -> Construction:
     p.task().validate()
     return mqar_mamba.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                            jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
+                            jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, constants=constants)
 
 
 def check_mqar_params(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:
@@ -81,6 +83,7 @@ SPECS: dict[str, Spec] = {
                   MQARParams(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
         build=_build_mqar_mamba,
         check=check_mqar_params,
+        constants=theorem2.DEFAULT,
     ),
 }
 
@@ -94,16 +97,16 @@ class MQARMamba2Params(MQARParams):
         "smaller N: low-coherence codes, no proof possible below kappa, recall only measured)"))
 
 
-def _build_mqar_mamba2(p: MQARMamba2Params) -> Construction:
+def _build_mqar_mamba2(p: MQARMamba2Params, constants=theorem3.DEFAULT) -> Construction:
     p.task().validate()
     return mqar_mamba2.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                             jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, key_dim=p.key_dim)
+                             jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, key_dim=p.key_dim, constants=constants)
 
 
-def _build_mqar_s4d(p: MQARParams) -> Construction:
+def _build_mqar_s4d(p: MQARParams, constants=theorem4.DEFAULT) -> Construction:
     p.task().validate()
     return mqar_s4d.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                          jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
+                          jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, constants=constants)
 
 
 SPECS.update({
@@ -126,6 +129,7 @@ SPECS.update({
                   MQARMamba2Params(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
         build=_build_mqar_mamba2,
         check=check_mqar_params,
+        constants=theorem3.DEFAULT,
     ),
     "mqar-s4d": Spec(
         name="mqar-s4d",
@@ -143,6 +147,7 @@ SPECS.update({
                   MQARParams(kappa=16, vocab=256, seq_len=256, samples=16, variant="jl")),
         build=_build_mqar_s4d,
         check=check_mqar_params,
+        constants=theorem4.DEFAULT,
     ),
 })
 

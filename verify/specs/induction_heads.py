@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from constructions import induction_heads
 from constructions.layout import Construction
+from symbolic import lemma3
 from verify.checks import CheckResult, check_labelled
 from verify.specs import batch_for, help_
 from verify.tasks.induction_heads import InductionHeadsConfig, generate
@@ -32,9 +33,9 @@ class InductionHeadsParams:
         return InductionHeadsConfig(self.vocab, self.seq_len, self.p_hard, self.gamma, self.num_examples)
 
 
-def build(p: InductionHeadsParams) -> Construction:
+def build(p: InductionHeadsParams, constants=lemma3.DEFAULT) -> Construction:
     p.task().validate()
-    return induction_heads.build(p.vocab, p.seq_len, p.variant, d_conv=p.d_conv)
+    return induction_heads.build(p.vocab, p.seq_len, p.variant, d_conv=p.d_conv, constants=constants)
 
 
 def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
@@ -57,4 +58,5 @@ SPEC_FIELDS = dict(
               InductionHeadsParams(vocab=10, seq_len=5000, samples=4)),
     build=build,
     check=check,
+    constants=lemma3.DEFAULT,
 )

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from constructions import keep_nth
 from constructions.layout import Construction
+from symbolic import corollary2
 from verify.checks import CheckResult, check_labelled
 from verify.specs import batch_for, help_
 from verify.tasks.keep_nth import KeepNthConfig, generate
@@ -29,9 +30,9 @@ class KeepNthParams:
         return KeepNthConfig(self.vocab, self.n, self.seq_len, self.num_examples)
 
 
-def build(p: KeepNthParams) -> Construction:
+def build(p: KeepNthParams, constants=corollary2.DEFAULT) -> Construction:
     p.task().validate()
-    return keep_nth.build(p.vocab, p.n, d_conv=p.d_conv)
+    return keep_nth.build(p.vocab, p.n, d_conv=p.d_conv, constants=constants)
 
 
 def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
@@ -53,4 +54,5 @@ SPEC_FIELDS = dict(
     defaults=(KeepNthParams(), KeepNthParams(seq_len=10_000, samples=4)),
     build=build,
     check=check,
+    constants=corollary2.DEFAULT,
 )
