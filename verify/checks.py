@@ -6,6 +6,7 @@ construction's proven lower bound on it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,10 +88,10 @@ class CheckResult:
             if self.proven_margin is not None and not self.min_margin >= self.proven_margin - self.allowance:
                 out.append(f"min margin {self.min_margin:.10g} < proven {self.proven_margin:.10g} - allowance "
                            f"{self.allowance:.3g}: the proof claims more than the weights do")
+        if self.outside:
+            out.append(f"outside the proof: {self.outside}")
         if out:
             return out
-        if self.outside:
-            return [f"outside the proof: {self.outside}"]
         if not self.obligations:
             return ["no obligations: nothing was proven"]
         if self.claim == "margin" and self.proven_margin is None:
@@ -104,7 +105,7 @@ class CheckResult:
         reasons = self.reasons
         if not reasons:
             return "PASS"
-        return "UNPROVEN" if reasons[0].startswith(UNPROVEN_PREFIXES) else "FAIL"
+        return "UNPROVEN" if all(r.startswith(UNPROVEN_PREFIXES) for r in reasons) else "FAIL"
 
     @property
     def passed(self) -> bool:
@@ -166,6 +167,24 @@ def weights_dtype(con: Construction, engine) -> str:
 def readout_l1(con: Construction) -> float:
     """max_c ||r_c||_1 over the readout rows."""
     return float(con.readout.double().abs().sum(dim=1).max())
+
+
+_PROGRESS: list = []  # the active progress callback(done, total), set by ``progress``
+
+
+@contextlib.contextmanager
+def progress(callback):
+    """Within the block, checks report ``callback(done, total)`` after each batch (sequences or outputs done)."""
+    _PROGRESS.append(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.pop()
+
+
+def report_progress(done: int, total: int) -> None:
+    if _PROGRESS:
+        _PROGRESS[-1](done, total)
 
 
 READOUT_CHUNK = 2 ** 25  # logits per readout chunk (128 MiB in float32): fewer, larger GEMMs were faster on the H100
@@ -294,6 +313,7 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
             hidden = engine.hidden(con, tok)
             q, c, m, top = score_batch(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
             queries, correct, min_margin, max_hidden = queries + q, correct + c, min(min_margin, m), max(max_hidden, top)
+            report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -324,6 +344,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
                 scored.append(pending())
             pending = _recall_later(con, h.reshape(-1, h.shape[-1]), target)
             queries, sequences = queries + target.numel(), sequences + len(tokens)
+            report_progress(sequences, task.num_examples)
         if pending is not None:
             scored.append(pending())
     correct, margins = zip(*scored)

@@ -13,6 +13,7 @@ from constructions import mqar_mamba, mqar_mamba2, mqar_s4d
 from constructions.layout import Construction
 from symbolic import theorem2, theorem3, theorem4
 from verify.checks import CheckResult, check_mqar
+from verify.memory import check_bytes
 from verify.tasks.mqar import MQARConfig
 
 
@@ -55,6 +56,7 @@ class Spec:
     build: Callable[..., Construction]  # build(params[, constants]) -> Construction
     check: Callable[..., CheckResult]  # check(construction, params, engine) -> CheckResult
     constants: object | None = None  # the proof's default constants (a frozen dataclass), overridable by --constant
+    memory: Callable[..., int] | None = None  # memory(params) -> bytes a check needs (verify.memory), before building
 
 
 def _build_mqar_mamba(p: MQARParams, constants=theorem2.DEFAULT) -> Construction:
@@ -66,6 +68,17 @@ def _build_mqar_mamba(p: MQARParams, constants=theorem2.DEFAULT) -> Construction
 def check_mqar_params(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:
     """The MQAR check of any MQAR construction: ``p.samples`` sequences from seed ``p.seed + 1``."""
     return check_mqar(con, p.task(), engine, seed=p.seed + 1, batch_size=batch_size)
+
+
+def _mqar_memory(sizes_fn):
+    """memory(params) of an MQAR construction from its module's ``sizes`` (before anything is built)."""
+    def memory(p) -> int:
+        kw = {"key_dim": p.key_dim} if getattr(p, "key_dim", None) is not None else {}
+        s = sizes_fn(p.kappa, p.vocab, p.variant, p.jl_eps, **kw)
+        return check_bytes(n_tokens=p.kappa + p.vocab + p.noise_vocab, n_classes=p.vocab, d_model=s["d_model"],
+                           d_inner=s.get("d_inner", s["d_model"]), d_state=s["d_state"], seq_len=p.length,
+                           batch=min(256, p.samples), n_codes=p.vocab if p.variant == "jl" else 0)
+    return memory
 
 
 SPECS: dict[str, Spec] = {
@@ -84,6 +97,7 @@ SPECS: dict[str, Spec] = {
         build=_build_mqar_mamba,
         check=check_mqar_params,
         constants=theorem2.DEFAULT,
+        memory=_mqar_memory(mqar_mamba.sizes),
     ),
 }
 
@@ -130,6 +144,7 @@ SPECS.update({
         build=_build_mqar_mamba2,
         check=check_mqar_params,
         constants=theorem3.DEFAULT,
+        memory=_mqar_memory(mqar_mamba2.sizes),
     ),
     "mqar-s4d": Spec(
         name="mqar-s4d",
@@ -148,6 +163,7 @@ SPECS.update({
         build=_build_mqar_s4d,
         check=check_mqar_params,
         constants=theorem4.DEFAULT,
+        memory=_mqar_memory(mqar_s4d.sizes),
     ),
 })
 
@@ -168,6 +184,7 @@ SPECS["hash-recall"] = Spec(
     defaults=_hash_recall.DEFAULTS,
     build=_hash_recall.build,
     check=_hash_recall.check,
+    memory=_hash_recall.memory,
 )
 
 

@@ -15,6 +15,7 @@ from constructions.errors import require
 from symbolic import theorem1 as t1
 from constructions.layout import Construction
 from verify.checks import CheckResult, proof_fields, weights_dtype
+from verify.memory import check_bytes
 from verify.rounding import error_allowance
 from verify.specs import batch_for, help_
 from verify.tasks.piecewise import PiecewiseConfig, generate, projection
@@ -114,6 +115,16 @@ def check(con: Construction, p: HaarParams, engine) -> CheckResult:
                        rule="every obligation holds, max error <= proven bound + rounding allowance", **fields)
 
 
+def memory(p: HaarParams) -> int:
+    """The kernel check feeds T unit impulses of length T: T sequences, plus the T x T identity."""
+    M = 2 ** min(p.levels + 1, 62)
+    d = max(2, M)
+    di = -(-(3 * M + 1) // d) * d
+    seqs = max(p.samples, p.seq_len)
+    return check_bytes(n_tokens=1, n_classes=M, d_model=d, d_inner=di, d_state=1, seq_len=p.seq_len,
+                       batch=min(seqs, batch_for(p.seq_len, di))) + 8 * p.seq_len * (p.seq_len + M)
+
+
 SPEC_FIELDS = dict(
     name="haar",
     theorem=haar.THEOREM,
@@ -126,4 +137,5 @@ SPEC_FIELDS = dict(
     build=build,
     check=check,
     constants=t1.DEFAULT,
+    memory=memory,
 )

@@ -27,7 +27,8 @@ from constructions.errors import require
 from constructions.layout import Construction
 from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs
-from verify.checks import CheckResult, proof_fields, score_batch
+from verify.checks import CheckResult, proof_fields, report_progress, score_batch
+from verify.memory import check_bytes
 from verify.tasks.mqar import MQARConfig, generate
 
 EXACT_DELTA = 1e-3
@@ -127,6 +128,7 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
         hidden = engine.hidden(con, torch.from_numpy(tokens[i:i + batch_size]))
         q, c, m, top = score_batch(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
         queries, correct, min_margin, max_hidden = queries + q, correct + c, min(min_margin, m), max(max_hidden, top)
+        report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -172,6 +174,13 @@ def _threshold(predicted: float, queries: int, chance: float) -> tuple[str, floa
     if required <= chance:
         return rule + f": at or below chance {chance:.3g}, nothing to check", None, interval
     return rule, required, interval
+
+
+def memory(p: HashRecallParams) -> int:
+    expand = 4 if p.block == "mamba" else 2
+    return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=p.d_model,
+                                  d_inner=expand * p.d_model, d_state=p.d_state, seq_len=p.length,
+                                  batch=min(256, p.samples), n_codes=p.vocab)
 
 
 DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),

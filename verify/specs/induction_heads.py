@@ -8,6 +8,7 @@ from constructions import induction_heads
 from constructions.layout import Construction
 from symbolic import lemma3
 from verify.checks import CheckResult, check_labelled
+from verify.memory import check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.induction_heads import InductionHeadsConfig, generate
 
@@ -47,6 +48,12 @@ def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
                           batch_size=batch_for(p.seq_len, con.config.d_model * con.config.d_state))
 
 
+def memory(p: InductionHeadsParams) -> int:
+    d = 2 * p.vocab
+    return check_bytes(n_tokens=p.vocab, n_classes=p.vocab + 1, d_model=d, d_inner=d, d_state=p.vocab,
+                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab)))
+
+
 SPEC_FIELDS = dict(
     name="induction-heads",
     theorem=induction_heads.THEOREM,
@@ -59,4 +66,5 @@ SPEC_FIELDS = dict(
     build=build,
     check=check,
     constants=lemma3.DEFAULT,
+    memory=memory,
 )

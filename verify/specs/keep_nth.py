@@ -7,6 +7,7 @@ from constructions import keep_nth
 from constructions.layout import Construction
 from symbolic import corollary2
 from verify.checks import CheckResult, check_labelled
+from verify.memory import check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.keep_nth import KeepNthConfig, generate
 
@@ -43,6 +44,12 @@ def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
                           batch_size=batch_for(p.seq_len, con.config.d_model))
 
 
+def memory(p: KeepNthParams) -> int:
+    d = p.vocab + 1
+    return check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=d, d_inner=d, d_state=1, seq_len=p.seq_len,
+                       batch=min(p.num_examples, batch_for(p.seq_len, d)))
+
+
 SPEC_FIELDS = dict(
     name="keep-nth",
     theorem=keep_nth.THEOREM,
@@ -55,4 +62,5 @@ SPEC_FIELDS = dict(
     build=build,
     check=check,
     constants=corollary2.DEFAULT,
+    memory=memory,
 )
