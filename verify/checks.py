@@ -60,6 +60,7 @@ class CheckResult:
     allowance: float = 0.0  # rounding allowance of the engine's dtype, in the units of the margin (or error)
     outside: str | None = None  # why the parameters are outside the proof (measured only)
     rule: str = ""  # the pass rule, in words
+    weights_dtype: str = ""  # the coarsest dtype the weights were rounded to (stored file or engine)
 
     @property
     def recall(self) -> float:
@@ -90,6 +91,10 @@ class CheckResult:
                            f"{self.allowance:.3g}: the proof claims more than the weights do")
         if self.outside:
             out.append(f"outside the proof: {self.outside}")
+        bound = self.error_bound if self.claim == "error" else self.proven_margin
+        if self.claim in ("margin", "error") and bound is not None and not self.allowance < abs(bound):
+            out.append(f"undecidable in {self.dtype} with {self.weights_dtype or self.dtype} weights: the rounding "
+                       f"allowance {self.allowance:.3g} is not below the proven bound {bound:.6g}")
         if out:
             return out
         if not self.obligations:
@@ -119,7 +124,8 @@ class CheckResult:
         return finite_json(body)
 
 
-UNPROVEN_PREFIXES = ("outside the proof", "no obligations", "no proven margin", "no checkable prediction")
+UNPROVEN_PREFIXES = ("outside the proof", "no obligations", "no proven margin", "no checkable prediction",
+                     "undecidable in")
 
 
 def finite_json(obj, path: str = "", undefined: dict | None = None):
@@ -140,7 +146,7 @@ def finite_json(obj, path: str = "", undefined: dict | None = None):
     return out
 
 
-def proof_fields(con: Construction, engine, seq_len: int, max_hidden: float) -> dict:
+def proof_fields(con: Construction, engine, seq_len: int, logit_bound: float) -> dict:
     """The proof's side of a CheckResult: claim, obligations (decided now, cached), proven bound, allowance."""
     proof = con.proof
     if proof is None:
@@ -152,9 +158,9 @@ def proof_fields(con: Construction, engine, seq_len: int, max_hidden: float) -> 
     if proof.claim == "error":
         allowance = 0.0  # the check computes it from its outputs' scale (error_allowance)
     else:
-        allowance = rounding.margin_allowance(k, engine.dtype_name, weights, readout_l1(con), max_hidden)
+        allowance = rounding.margin_allowance(k, engine.dtype_name, weights, logit_bound)
     return {"claim": proof.claim, "obligations": obligations, "proven_margin": proof.margin, "allowance": allowance,
-            "outside": proof.outside, "error_bound": proof.error_bound}
+            "outside": proof.outside, "error_bound": proof.error_bound, "weights_dtype": weights}
 
 
 def weights_dtype(con: Construction, engine) -> str:
@@ -164,9 +170,16 @@ def weights_dtype(con: Construction, engine) -> str:
     return max(names, key=lambda n: rounding.UNIT_ROUNDOFF.get(n, 0.0))
 
 
-def readout_l1(con: Construction) -> float:
-    """max_c ||r_c||_1 over the readout rows."""
-    return float(con.readout.double().abs().sum(dim=1).max())
+def logit_bound(con: Construction, h: torch.Tensor) -> torch.Tensor:
+    """max over rows of sum_i max_c |r_ci| |h_i| (0-dim, on h's device): bounds every logit |r_c . h| of the rows,
+    and the magnitude the rounding allowance is relative to (``verify.rounding``)."""
+    if h.numel() == 0:
+        return h.new_zeros((), dtype=torch.float64)
+    cache = con.__dict__.setdefault("_readout_cache", {})
+    key = ("colmax", str(h.device))
+    if key not in cache:
+        cache[key] = con.readout.double().abs().amax(dim=0).to(h.device)
+    return (h.reshape(-1, h.shape[-1]).double().abs() @ cache[key]).amax()
 
 
 _PROGRESS: list = []  # the active progress callback(done, total), set by ``progress``
@@ -248,12 +261,11 @@ def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor)
 
 
 def score_batch(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float, float]:
-    """``score_queries`` and max |h|, the largest hidden coordinate scored (the rounding allowance's scale)."""
+    """``score_queries`` and ``logit_bound`` of the scored rows (the rounding allowance's scale)."""
     mask = labels.to(hidden.device) != IGNORE
     h = hidden[mask]
     correct, margin = _recall(con, h, labels.to(hidden.device)[mask])
-    top = float(h.abs().max()) if h.numel() else 0.0
-    return int(mask.sum()), int(correct), float(margin), top
+    return int(mask.sum()), int(correct), float(margin), float(logit_bound(con, h))
 
 
 def query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,20 +318,20 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
     """
     start = time.perf_counter()
     queries = correct = 0
-    min_margin, max_hidden = float("inf"), 0.0
+    min_margin, bound = float("inf"), 0.0
     with engine.precision():
         for i in range(0, len(tokens), batch_size):
             tok = torch.as_tensor(tokens[i:i + batch_size])
             hidden = engine.hidden(con, tok)
-            q, c, m, top = score_batch(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
-            queries, correct, min_margin, max_hidden = queries + q, correct + c, min(min_margin, m), max(max_hidden, top)
+            q, c, m, b = score_batch(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
+            queries, correct, min_margin, bound = queries + q, correct + c, min(min_margin, m), max(bound, b)
             report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
                        correct, min_margin, seconds=seconds, config=config, info=dict(con.info), summary=summary,
-                       rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], max_hidden))
+                       rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], bound))
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
@@ -339,7 +351,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
         for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
             tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
             h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
-            tops.append(h.abs().amax())
+            tops.append(logit_bound(con, h))
             if pending is not None:
                 scored.append(pending())
             pending = _recall_later(con, h.reshape(-1, h.shape[-1]), target)
@@ -349,7 +361,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
             scored.append(pending())
     correct, margins = zip(*scored)
     correct, min_margin = int(torch.stack(correct).sum()), float(torch.stack(margins).min())
-    max_hidden = float(torch.stack(tops).max())
+    bound = float(torch.stack(tops).max())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -358,7 +370,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, sequences, queries,
                        correct, min_margin, seconds=seconds, config={**asdict(task), "seed": seed},
                        info=dict(con.info), summary=summary, rule=MARGIN_RULE,
-                       **proof_fields(con, engine, task.seq_len, max_hidden))
+                       **proof_fields(con, engine, task.seq_len, bound))
 
 
 MARGIN_RULE = "every obligation holds, every query recalled, min margin >= proven margin - rounding allowance"

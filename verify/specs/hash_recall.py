@@ -123,18 +123,18 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
     profile = rs.collision_profile(tokens, labels)
     start = time.perf_counter()
     queries = correct = 0
-    min_margin, max_hidden = float("inf"), 0.0
+    min_margin, bound = float("inf"), 0.0
     for i in range(0, len(tokens), batch_size):
         hidden = engine.hidden(con, torch.from_numpy(tokens[i:i + batch_size]))
-        q, c, m, top = score_batch(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
-        queries, correct, min_margin, max_hidden = queries + q, correct + c, min(min_margin, m), max(max_hidden, top)
+        q, c, m, b = score_batch(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
+        queries, correct, min_margin, bound = queries + q, correct + c, min(min_margin, m), max(bound, b)
         report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
 
     pred = predictions(p, profile)
-    fields = proof_fields(con, engine, p.length, max_hidden)
+    fields = proof_fields(con, engine, p.length, bound)
     certificate = None
     if (p.layers == 1 or p.composition == "parallel") and getattr(con, "hashes", None):
         E = con.embedding.double().numpy()
