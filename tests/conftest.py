@@ -17,9 +17,8 @@ import pytest
 import torch
 from hypothesis import settings
 
-import profiles  # noqa: F401 (registers the profiles)
+import profiles  # noqa: F401 (registers the profiles, loads MC_HYPOTHESIS_PROFILE's)
 
-settings.load_profile(os.environ.get("MC_HYPOTHESIS_PROFILE", "ci"))
 REQUIRE_CUDA = os.environ.get("MC_REQUIRE_CUDA") == "1"
 
 

@@ -1,6 +1,7 @@
 """Every property test's example count follows the hypothesis profile (tests/profiles.py): no test module fixes a
 literal ``max_examples``, ``ci`` draws new examples on each run and prints a failure's reproduction blob, and
-``MC_HYPOTHESIS_PROFILE=long`` multiplies every count (checked on an inner suite run with this conftest)."""
+``MC_HYPOTHESIS_PROFILE=long`` multiplies every count (checked on an inner suite that loads tests/profiles.py as
+tests/conftest.py does)."""
 import ast
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def _inner_run(pytester, monkeypatch, profile):
 
 
 def test_profiles_set_every_count_draw_anew_and_print_the_blob(pytester, monkeypatch):
-    pytester.makeconftest((HERE / "conftest.py").read_text())
+    pytester.makeconftest("import profiles  # noqa: F401\n")
     pytester.makepyfile(profiles=(HERE / "profiles.py").read_text(), test_inner=INNER)
     out, first = _inner_run(pytester, monkeypatch, "ci")
     assert "@reproduce_failure(" in out and "Falsifying example: test_fails(" in out

@@ -94,12 +94,6 @@ def test_with_the_switch_a_cuda_test_on_a_machine_without_gpu_fails(pytester, mo
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_without_the_switch_skips_inside_cuda_tests_stay_skips(pytester, monkeypatch):
-    result, out = _run(pytester, monkeypatch, require=False, cuda_ready=True)
-    result.assert_outcomes(passed=1, skipped=len(RUNTIME_SKIPS) + 2, xfailed=1)
-    assert all(reason in out for reason in RUNTIME_SKIPS.values())
-
-
 def test_with_the_switch_every_skip_inside_a_cuda_test_fails_with_its_reason(pytester, monkeypatch):
     result, out = _run(pytester, monkeypatch, require=True, cuda_ready=True)
     result.assert_outcomes(passed=1, failed=len(RUNTIME_SKIPS), skipped=1, xfailed=1, errors=1)
