@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from profiles import examples
 
 from constructions import hash_recall
 from symbolic import recall_scaling as rs
@@ -76,7 +77,7 @@ def test_committed_grid_table():
         assert s["corrected"]["max_abs_error"] < s["law"]["max_abs_error"]
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=examples(5), deadline=None)
 @given(vocab=st.integers(9, 24), facts=st.integers(1, 2), seed=st.integers(0, 10**6))
 def test_exact_recall_where_the_rigorous_bound_says_so(vocab, facts, seed):
     """AR at D = N = 384: the certificate of the drawn codes (or the rigorous bound) says no query may fail;

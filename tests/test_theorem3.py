@@ -8,6 +8,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_mamba2
@@ -67,7 +68,7 @@ def test_hadamard_codes_have_no_interference():
 
 # --- exact recall on the reference engine ---------------------------------------------------------------------
 
-@settings(max_examples=settings.default.max_examples // 4)  # ci profile: 50, long: 750
+@settings(max_examples=examples(50))
 @given(kappa=st.integers(1, 10), vocab=st.integers(2, 40), extra=st.integers(0, 24), passes=st.integers(1, 3),
        variant=st.sampled_from(mqar_mamba2.VARIANTS), dtype=st.sampled_from(["float64", "float32"]),
        seed=st.integers(0, 2**16))

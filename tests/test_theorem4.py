@@ -8,6 +8,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_s4d
@@ -56,7 +57,7 @@ def test_margin_obligation_fails_when_leaks_outweigh_the_signal():
 
 # --- exact recall on the reference engine ---------------------------------------------------------------------
 
-@settings(max_examples=settings.default.max_examples // 4)  # ci profile: 50, long: 750
+@settings(max_examples=examples(50))
 @given(kappa=st.integers(1, 8), vocab=st.integers(2, 24), extra=st.integers(0, 24), passes=st.integers(1, 3),
        variant=st.sampled_from(mqar_s4d.VARIANTS), dtype=st.sampled_from(["float64", "float32"]),
        seed=st.integers(0, 2**16))
