@@ -31,6 +31,7 @@ import torch
 from constructions.errors import require
 from constructions.layout import Construction, MambaDeltaTConfig
 from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import lemma3 as l3
 
 NAME = "induction-heads"
@@ -61,20 +62,21 @@ def build(vocab_size: int, seq_len: int = 100, variant: str = "ours", d_conv: in
     embedding[:, prev] = eye
     embedding[:, cur] = eye
 
-    sd = cfg.zeros()
-    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
-    sd["in_proj.bias"][d:] = _num(c.gate_pre)
-    sd["conv1d.weight"][prev, 0, -2] = _num(c.g_prev)
-    sd["conv1d.weight"][cur, 0, -1] = _num(c.g_cur)
+    W = MambaWeights(cfg)
+    W.in_proj.x.weight[:] = torch.eye(d, dtype=torch.float64)
+    W.in_proj.z.bias[:] = _num(c.gate_pre)
+    W.conv.tap(1)[prev] = _num(c.g_prev)
+    W.conv.tap(0)[cur] = _num(c.g_cur)
     slope = 2 * _num(c.w) if variant == "ours" else _num(c.w)
-    sd["x_proj.weight"][0:V, prev] = eye * (slope / s_p)  # dt_low[k] = slope * [x_{t-1} = k]
-    sd["x_proj.weight"][V:2 * V, prev] = eye * (_num(c.beta) / s_p)  # B[k] = beta [x_{t-1} = k]
-    sd["x_proj.weight"][2 * V:3 * V, cur] = eye * (_num(c.gamma) / s_c)  # C[k] = gamma [x_t = k]
-    sd["dt_proj.weight"][:] = eye
-    sd["dt_proj.bias"][:] = -_num(c.w) if variant == "ours" else 0.0
-    sd["A_log"][:] = _num(sp.log(c.lam))
-    sd["out_proj.weight"][cur, cur] = eye
-    sd["out_proj.bias"][0] = 1.0  # constant on output coordinate prev[0], read by the blank class
+    W.x_proj.dt.weight[:, prev] = eye * (slope / s_p)  # dt_low[k] = slope * [x_{t-1} = k]
+    W.x_proj.B.weight[:, prev] = eye * (_num(c.beta) / s_p)  # B[k] = beta [x_{t-1} = k]
+    W.x_proj.C.weight[:, cur] = eye * (_num(c.gamma) / s_c)  # C[k] = gamma [x_t = k]
+    W.dt_proj.weight[:] = eye
+    W.dt_proj.bias[:] = -_num(c.w) if variant == "ours" else 0.0
+    W.A_log[:] = _num(sp.log(c.lam))
+    W.out_proj.weight[cur, cur] = eye
+    W.out_proj.bias[0] = 1.0  # constant on output coordinate prev[0], read by the blank class
+    sd = W.state_dict()
 
     readout = torch.zeros(V + 1, d, dtype=torch.float64)
     readout[:V, cur] = eye

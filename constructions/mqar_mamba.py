@@ -34,6 +34,7 @@ from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
 from constructions.layout import Construction, MambaConfig, MQARTokens
 from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import theorem2 as th
 
 NAME = "mqar-mamba"
@@ -84,18 +85,18 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     embedding[:kappa, keys] = torch.eye(kappa, dtype=torch.float64)
     embedding[kappa:kappa + vocab_size, vals] = torch.from_numpy(codes.T).double()
 
-    sd = cfg.zeros()
-    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
-    sd["in_proj.bias"][d:] = num(c.gate_pre)
-    sd["conv1d.weight"][keys, 0, -1] = num(c.key_cur)
-    sd["conv1d.weight"][keys, 0, -2] = num(c.key_prev)
-    sd["conv1d.weight"][vals, 0, -1] = num(c.value_gain)
-    r, n = cfg.rank, cfg.d_state
-    sd["x_proj.weight"][r:r + n, keys] = torch.eye(kappa, dtype=torch.float64)  # B_t = u_t[key]
-    sd["x_proj.weight"][r + n:, keys] = torch.eye(kappa, dtype=torch.float64)  # C_t = u_t[key]
-    sd["dt_proj.bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["out_proj.weight"][:] = torch.eye(d, dtype=torch.float64)
+    W, eye = MambaWeights(cfg), torch.eye
+    W.in_proj.x.weight[:] = eye(d, dtype=torch.float64)
+    W.in_proj.z.bias[:] = num(c.gate_pre)  # z rows of the weight stay 0: the gate is silu(gate_pre)
+    W.conv.tap(0)[keys] = num(c.key_cur)
+    W.conv.tap(1)[keys] = num(c.key_prev)
+    W.conv.tap(0)[vals] = num(c.value_gain)
+    W.x_proj.B.weight[:, keys] = eye(kappa, dtype=torch.float64)  # B_t = u_t[key]
+    W.x_proj.C.weight[:, keys] = eye(kappa, dtype=torch.float64)  # C_t = u_t[key]
+    W.dt_proj.bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.out_proj.weight[:] = eye(d, dtype=torch.float64)
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, vals] = torch.from_numpy(codes.T).double()

@@ -52,6 +52,7 @@ import torch
 from constructions.errors import require
 from constructions.jl import coherence, draw_codes, hadamard_codes, hadamard_dim, jl_dim, low_coherence_codes
 from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import Mamba2Weights
 from constructions.layout import Construction, Mamba2Config, MQARTokens
 from symbolic import theorem3 as th
 
@@ -156,21 +157,21 @@ def _assemble(keys, values, flag, b_gain, c_gain, seq_len, d_conv, noise_vocab, 
     embedding[:kappa, n:n + flag] = 1.0
     embedding[kappa:kappa + vocab_size, vc] = t(values.T)
 
-    sd, rows, ch = cfg.zeros(), cfg.in_proj_rows(), cfg.conv_channels()
+    W = Mamba2Weights(cfg)
     eye = lambda k: torch.eye(k, dtype=torch.float64)  # noqa: E731
-    sd["in_proj.weight"][rows["x"], vc] = eye(p)
-    sd["in_proj.weight"][rows["B"], kc] = eye(n + flag)
-    sd["in_proj.weight"][rows["C"], kc] = eye(n + flag)
-    sd["in_proj.bias"][rows["z"]] = num(c.gate_pre)
-    w = sd["conv1d.weight"]
-    w[ch["x"], 0, -1] = num(c.value_gain)
-    w[ch["B"], 0, -2] = num(c.onehot_b) if b_gain is None else b_gain
-    w[ch["C"], 0, -1] = num(c.onehot_c) if c_gain is None else c_gain
+    W.in_proj.x.weight[:, vc] = eye(p)
+    W.in_proj.B.weight[:, kc] = eye(n + flag)
+    W.in_proj.C.weight[:, kc] = eye(n + flag)
+    W.in_proj.z.bias[:] = num(c.gate_pre)
+    W.conv.tap(0, "x")[:] = num(c.value_gain)
+    W.conv.tap(1, "B")[:] = num(c.onehot_b) if b_gain is None else b_gain
+    W.conv.tap(0, "C")[:] = num(c.onehot_c) if c_gain is None else c_gain
     if flag:
-        w[ch["C"].stop - 1, 0, -1] = -c_gain  # C[flag] = silu(-c) at a key: cancels the codes' SiLU offset
-    sd["dt_bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["out_proj.weight"][vc, cfg.d_mlp:] = eye(p)
+        W.conv.tap(0, "C")[-1] = -c_gain  # C[flag] = silu(-c) at a key: cancels the codes' SiLU offset
+    W.dt_bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.out_proj.weight[vc, cfg.d_mlp:] = eye(p)
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, vc] = t(values.T)

@@ -33,6 +33,7 @@ import torch
 from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
 from constructions.proof import Proof, obligations_of
+from constructions.weights import MambaS4DWeights
 from constructions.layout import Construction, MambaS4DConfig, MQARTokens
 from symbolic import theorem4 as th
 
@@ -90,20 +91,20 @@ def _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info) -
     embedding[:kappa, :kappa] = num(c.key) * torch.eye(kappa, dtype=torch.float64)
     embedding[kappa:kappa + vocab_size, slots] = t(slot_embed.T)
 
-    sd, di = cfg.zeros(), kappa * s
-    block_of = torch.arange(di) // s  # channel (i, s) has index i * s + s
-    slot_of = torch.arange(di) % s
-    x_rows, z_rows = sd["in_proj.weight"][:di], sd["in_proj.weight"][di:]
-    x_rows[torch.arange(di), block_of] = 1.0
-    x_rows[torch.arange(di), kappa + slot_of] = 1.0
-    z_rows[torch.arange(di), block_of] = 1.0
-    sd["conv1d.weight"][:, 0, -2] = num(c.c_prev)
-    sd["conv1d.weight"][:, 0, -1] = num(c.c_cur)
-    sd["conv1d.bias"][:] = -num(c.threshold)
-    sd["dt_bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["B"][:], sd["C"][:] = 1.0, 1.0
-    sd["out_proj.weight"][kappa + slot_of, torch.arange(di)] = 1.0
+    W, di = MambaS4DWeights(cfg), kappa * s
+    channel = torch.arange(di)
+    block_of, slot_of = channel // s, channel % s  # channel (i, m) has index i * s + m
+    W.in_proj.x.weight[channel, block_of] = 1.0
+    W.in_proj.x.weight[channel, kappa + slot_of] = 1.0
+    W.in_proj.z.weight[channel, block_of] = 1.0
+    W.conv.tap(1)[:] = num(c.c_prev)
+    W.conv.tap(0)[:] = num(c.c_cur)
+    W.conv.bias[:] = -num(c.threshold)
+    W.dt_bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.B[:], W.C[:] = 1.0, 1.0
+    W.out_proj.weight[kappa + slot_of, channel] = 1.0
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, slots] = t(codes.T)
