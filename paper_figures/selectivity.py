@@ -258,7 +258,7 @@ def mqar_sizes(results: Path, vocab: int = 128) -> Rendered:
         axes[r, 0].legend(frameon=False, fontsize=5.5)
     fig.suptitle(f"MQAR constructions, |V| = {vocab}", fontsize=8)
     fig.tight_layout()
-    caption = (f"Sizes of our MQAR constructions (verify/registry.py: mqar-s4d, mqar-mamba, mqar-mamba2; built, sizes "
+    caption = (f"Sizes of our MQAR constructions (verify/specs/mqar.py: mqar-s4d, mqar-mamba, mqar-mamba2; built, sizes "
                f"read from the built config) at |V| = {vocab}, kappa in {KAPPAS}, against the bound convention of the "
                f"Fig. 2 sweeps (verify/train/sweep.py: d = kappa ceil(log2|V|) for S4D, kappa + ceil(log2|V|) for "
                f"Mamba, ceil(log2 kappa) + ceil(log2|V|) for Mamba-2; the paper's O(.) constants are lost, "

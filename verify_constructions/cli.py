@@ -31,7 +31,7 @@ from constructions.errors import RequirementError, require
 from verify import checks
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.memory import require_memory
-from verify.registry import SPECS
+from verify.registry import BROKEN, SPECS
 from verify_constructions import exports, scaling_law
 from verify.train import cli as train_cli
 
@@ -175,6 +175,7 @@ def _constants(spec, items: list[str]):
 
 def _spec(name: str | None):
     require(name is not None, f"name a construction; known: {', '.join(SPECS)}")
+    require(name not in BROKEN, f"construction {name!r} is registered but cannot be loaded: {BROKEN.get(name)}")
     require(name in SPECS, f"unknown construction {name!r}; known: {', '.join(SPECS)}")
     return SPECS[name]
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from constructions.layout import mixer_sizes
-from verify.registry import SPECS
+from verify.registry import BROKEN, SPECS
 
 
 def engine_support(kind: str) -> dict[str, str | None]:
@@ -54,7 +54,8 @@ def cmd_list(args, out: Console) -> int:
         print(json.dumps({n: {"theorem": s.theorem, "mixer": s.mixer, "sizes": s.formulas, "engines": engines[n],
                               "constants": [f.name for f in fields(s.constants)] if s.constants else [],
                               "concrete": {"kappa": args.kappa, "vocab": args.vocab, **concrete[n]}}
-                          for n, s in SPECS.items()}, allow_nan=False))
+                          for n, s in SPECS.items()} | {n: {"broken": why} for n, why in BROKEN.items()},
+                         allow_nan=False))
         return 0
     t = Table(title=f"Constructions (concrete sizes at kappa={args.kappa}, |V|={args.vocab})", show_lines=True)
     for col in ("construction", "theorem", "sizes", "engines", "concrete sizes"):
@@ -64,4 +65,6 @@ def cmd_list(args, out: Console) -> int:
         runs = "\n".join(f"{e}: yes" if why is None else f"{e}: no ({why})" for e, why in engines[n].items())
         t.add_row(f"{n}\n{s.mixer}", s.theorem, formulas, runs, _sizes_cell(concrete[n]))
     out.print(t)
+    for name, why in BROKEN.items():
+        out.print(f"[red]{name}: registered but cannot be loaded[/red]: {why}", highlight=False)
     return 0

@@ -14,6 +14,7 @@ from constructions import haar
 from constructions.errors import require
 from symbolic import theorem1 as t1
 from constructions.layout import Construction
+from verify.api import Spec
 from verify.checks import CheckResult, proof_fields, weights_dtype
 from verify.memory import check_bytes
 from verify.rounding import error_allowance
@@ -125,7 +126,7 @@ def memory(p: HaarParams) -> int:
                        batch=min(seqs, batch_for(p.seq_len, di))) + 8 * p.seq_len * (p.seq_len + M)
 
 
-SPEC_FIELDS = dict(
+SPEC = Spec(
     name="haar",
     theorem=haar.THEOREM,
     mixer="Mamba (S6) + time input, gate held constant",

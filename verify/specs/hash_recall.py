@@ -27,6 +27,7 @@ from constructions.errors import require
 from constructions.layout import Construction
 from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs
+from verify.api import Spec
 from verify.checks import CheckResult, proof_fields, report_progress, score_batch
 from verify.memory import check_bytes
 from verify.tasks.mqar import MQARConfig, generate
@@ -185,3 +186,19 @@ def memory(p: HashRecallParams) -> int:
 
 DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),
             HashRecallParams(vocab=16, facts=2, task="ar", d_model=512, d_state=512, samples=64))
+
+SPEC = Spec(
+    name="hash-recall",
+    theorem="Recall scaling law (Koren et al. 2026)",
+    mixer="simplified linear Mamba (analysis) or Mamba (S6, expand 4), JL embedding + hash F",
+    formulas={
+        "d_model": "D >= (m_V + z)^2 ~ 2 ln V  [law, target Phi(z)]",
+        "d_state": "N >= a N_f (m_V + z)^2 / (Lambda (D - (m_V + z)^2)), a = 3 - 2/N_f (designed MQAR)",
+        "d_conv": "2 (previous and current token)",
+    },
+    params=HashRecallParams,
+    defaults=DEFAULTS,
+    build=build,
+    check=check,
+    memory=memory,
+)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from constructions import induction_heads
 from constructions.layout import Construction
 from symbolic import lemma3
+from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
 from verify.memory import check_bytes
 from verify.specs import batch_for, help_
@@ -54,7 +55,7 @@ def memory(p: InductionHeadsParams) -> int:
                        seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab)))
 
 
-SPEC_FIELDS = dict(
+SPEC = Spec(
     name="induction-heads",
     theorem=induction_heads.THEOREM,
     mixer="Mamba-Delta-transpose, gate held constant",

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from constructions import keep_nth
 from constructions.layout import Construction
 from symbolic import corollary2
+from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
 from verify.memory import check_bytes
 from verify.specs import batch_for, help_
@@ -50,7 +51,7 @@ def memory(p: KeepNthParams) -> int:
                        batch=min(p.num_examples, batch_for(p.seq_len, d)))
 
 
-SPEC_FIELDS = dict(
+SPEC = Spec(
     name="keep-nth",
     theorem=keep_nth.THEOREM,
     mixer="Mamba (S6) + time PE, gate held constant",
