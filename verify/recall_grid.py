@@ -93,10 +93,10 @@ def designed_accuracy(regime: Regime, d_model: int, n_values, draws: int = 4, se
 
 
 def designed_accuracy_bytes(regime: Regime, d_model: int, draws: int, seqs: int, chunk: int = 8) -> int:
-    """Peak memory of ``designed_accuracy`` at (d_model, ``chunk`` N values): the forward's activations, about 12
-    float32 copies of the (chunk, draws, seqs, L, D) input, and 2 of the (chunk, draws, seqs * N_f, V) logits, plus
-    the tokens. Against the measured peak RSS of regimes 0-2 at 256 and 1024 sequences it is at most 27% above,
-    never below."""
+    """Peak memory of ``designed_accuracy`` at (d_model, ``chunk`` N values), fitted to its measured peak RSS: 12
+    float32 copies of the (chunk, draws, seqs, L, D) input and 2 of the (chunk, draws, seqs * N_f, V) logits, plus
+    the tokens. On regime_1 at 256 and 1024 sequences and regimes 0 and 2 at 1024 it is 2-27% above the measured
+    peak."""
     L, q = regime.task_config(1).seq_len, regime.facts
     return draws * seqs * (chunk * 4 * (12 * L * d_model + 2 * q * regime.vocab) + 16 * L)
 
