@@ -95,7 +95,7 @@ BAD = {  # command -> [(argv, text the one stderr line must contain)]; "{file}" 
         (["--bad-flag"], "unrecognized arguments: --bad-flag"),
         (["--seq-len", "4"], "argument --seq-len: must be an integer >= 5"),
         (["--seq-len", "1e4"], "argument --seq-len"),
-        (["--seq-len", "-inf"], "argument --seq-len"),
+        (["--seq-len", "-inf"], "argument --seq-len: must be an integer >= 5"),  # a value, not an unknown option
         (["--out", "{tmp}/r.json", "--seq-len", "1000000000"], "--seq-len 1000000000 needs about"),
         (["--out", "{file}"], "a stored result exists"),
     ],

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -82,6 +83,8 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        # "-inf", "-1e4" and "-nan" are values (refused by the flag's type, naming it), not unknown options
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
         self.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
         if progress:
             self.add_argument("--quiet", action="store_true", help="no progress display on stderr")
