@@ -97,7 +97,7 @@ def figure_a1(results: Path) -> Rendered:
 # ---------------------------------------------------------------------------------------------------------------
 
 COR1 = "results/corollary1_error_vs_N.json"
-COR1_CMD = "python -m verify.haar_rates --out results/corollary1_error_vs_N.json"
+COR1_CMD = "python -m experiments.haar_rates --out results/corollary1_error_vs_N.json"
 
 
 def corollary1(results: Path) -> Rendered:
@@ -141,7 +141,7 @@ def corollary1(results: Path) -> Rendered:
 # KEEP n-TH memory: S6 keeps x_n, S4D forgets (Lemmas 1-2, Cor. 2)
 # ---------------------------------------------------------------------------------------------------------------
 
-KEEP_CMD = "python -m verify.sensitivity --out results/keep_nth_memory.json"
+KEEP_CMD = "python -m experiments.sensitivity --out results/keep_nth_memory.json"
 
 
 def keep_nth(results: Path) -> Rendered:

@@ -68,7 +68,8 @@ def test_known_misfit_at_n_equal_d(regime0):
 
 @pytest.mark.skipif(not RESULTS.exists(), reason="no committed grid results")
 def test_committed_grid_table():
-    """The committed grid (python -m verify.recall_grid): corrected law has smaller mean and max error, per regime."""
+    """The committed grid (python -m experiments.recall_grid): the corrected law has smaller mean and max error
+    per regime."""
     for name in REGIMES:
         data = json.loads((RESULTS / f"{name}.json").read_text())
         s = data["summary"]
