@@ -18,15 +18,18 @@ and the ratios harness / bare kernel, harness steady / bare kernel and harness /
 tensor-core matmuls; the scan kernel has no matmul, so its bare-kernel row is float32's) and bfloat16. Usage::
 
     python3 benchmarks/mqar_throughput.py --out results/bench.json [--cpu-only] [--configs default,large]
-        [--constructions mqar-mamba,mqar-mamba2,mqar-s4d]
+        [--constructions mqar-mamba,mqar-mamba2,mqar-s4d] [--overwrite] [--quiet]
+
+Without a CUDA GPU (or with ``--cpu-only``) only the reference-engine rows are measured. Exit codes: 0 done, 1 a
+harness check failed (the rates of a failing check are not throughput), 2 bad input, 3 internal error, 130
+interrupted.
 
 The bare kernel is the scan each block runs: ``selective_scan_fn`` for Mamba (input-dependent B, C) and Mamba-S4D
 (input-independent B, C of shape (d_inner, N)), ``mamba_chunk_scan_combined`` (Triton SSD) for Mamba-2.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -36,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from constructions.export import write_json_atomic  # noqa: E402
+from verify import cli_support as cli  # noqa: E402
 from verify.checks import check_mqar, query_positions  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
@@ -112,7 +115,9 @@ def harness_qps(con, engine, task, batch_size):
     fn = lambda: box.update(r=check_mqar(con, task, engine, seed=1, batch_size=batch_size))  # noqa: E731
     seconds = _time(fn)
     r = box["r"]
-    assert r.passed, r.as_dict()
+    if not r.passed:
+        raise cli.CheckFailed(f"{r.construction} {r.dtype}: recall {r.recall} on {r.queries} queries, min margin "
+                              f"{r.min_margin}")
     return r.queries / seconds, r
 
 
@@ -124,11 +129,14 @@ def steady_qps(con, engine, task, batch_size):
     return 3 * task.num_examples * task.kappa / (seconds(long) - seconds(task))
 
 
-def run(names, constructions, cpu_only):
+def run(names, constructions, cpu_only, quiet=False):
     rows = []
-    for construction in constructions:
-        for name in names:
-            rows.append(run_one(construction, name, cpu_only))
+    with cli.Progress(len(names) * len(constructions), "mqar throughput", quiet) as progress:
+        for construction in constructions:
+            for name in names:
+                progress.update(f"{construction} {name}")
+                rows.append(run_one(construction, name, cpu_only))
+                progress.advance()
     return rows
 
 
@@ -157,21 +165,37 @@ def run_one(construction, name, cpu_only):
                           "query_only_qps": query_only_qps(con, engine, task, batch),
                           "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
                           "min_margin": r.min_margin, "recall": r.recall}
-    print(json.dumps(row), flush=True)
+    print(cli.dumps(row), flush=True)
     return row
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--configs", default="default,large")
-    ap.add_argument("--constructions", default="mqar-mamba")
-    ap.add_argument("--cpu-only", action="store_true")
-    args = ap.parse_args()
-    rows = run(args.configs.split(","), args.constructions.split(","), args.cpu_only)
-    if args.out:
-        write_json_atomic(args.out, {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                                     "command": " ".join(sys.argv), "rows": rows}, indent=2)
+MQAR_CHECKS = ("mqar-mamba", "mqar-mamba2", "mqar-s4d")
+
+
+def parser() -> cli.Parser:
+    ap = cli.Parser(prog="python3 benchmarks/mqar_throughput.py", description=__doc__)
+    ap.add_argument("--out", default=None, help="result file (JSON; default: rows on stdout only)")
+    ap.add_argument("--configs", type=cli.names(["default", "large"]), default=["default", "large"],
+                    help="comma-separated configurations (default: default,large)")
+    ap.add_argument("--constructions", type=cli.names(MQAR_CHECKS), default=["mqar-mamba"],
+                    help=f"comma-separated MQAR constructions from {', '.join(MQAR_CHECKS)} (default: mqar-mamba)")
+    ap.add_argument("--cpu-only", action="store_true", help="measure only the reference engine on the CPU")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
+    return ap
+
+
+def main(argv) -> int:
+    args = parser().parse_args(argv)
+    out = cli.output_file(args.out, "--out", args.overwrite) if args.out else None
+    if not args.cpu_only and not torch.cuda.is_available():
+        print("no CUDA GPU: measuring the reference-engine rows only", file=sys.stderr, flush=True)
+    rows = run(args.configs, args.constructions, args.cpu_only, args.quiet)
+    if out:
+        cli.write_json(out, {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                             "command": shlex.join(["python3", "benchmarks/mqar_throughput.py", *argv]),
+                             "rows": rows}, indent=2)
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(main))

@@ -35,6 +35,8 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaConfig
+from constructions.proof import Proof, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import theorem1 as t1
 from symbolic.blocks import silu
 
@@ -93,20 +95,21 @@ def build(levels: int = 4, seq_len: int = 256, d_conv: int = 4,
 
     g, kappa, gate = _num(c.value_gain), _num(c.kappa), _num(c.gate)
     s_one = _num(silu(c.one_pre))
-    sd = cfg.zeros()
-    W_in, b_in = sd["in_proj.weight"], sd["in_proj.bias"]
+    W = MambaWeights(cfg)
+    x_in, z_in = W.in_proj.x, W.in_proj.z
     for m in range(M):
         theta = m * T / M + 0.5
-        W_in[plus(m), 0], W_in[minus(m), 0] = g, -g
-        W_in[feat(m), 1], b_in[feat(m)] = -kappa, kappa * theta
-        sd["x_proj.weight"][m, feat(m)] = 1.0
-        sd["dt_proj.weight"][plus(m), m] = sd["dt_proj.weight"][minus(m), m] = -1.0
-    b_in[one] = _num(c.one_pre)
-    b_in[di:] = _num(c.gate_pre)
-    sd["conv1d.weight"][:, 0, -1] = 1.0
-    sd["x_proj.weight"][M, one] = 1.0 / s_one  # B = 1
-    sd["x_proj.weight"][M + 1, one] = 1.0 / s_one  # C = 1
-    sd["A_log"][:] = _num(c.a_log)
+        x_in.weight[plus(m), 0], x_in.weight[minus(m), 0] = g, -g
+        x_in.weight[feat(m), 1], x_in.bias[feat(m)] = -kappa, kappa * theta
+        W.x_proj.dt.weight[m, feat(m)] = 1.0
+        W.dt_proj.weight[plus(m), m] = W.dt_proj.weight[minus(m), m] = -1.0
+    x_in.bias[one] = _num(c.one_pre)
+    z_in.bias[:] = _num(c.gate_pre)
+    W.conv.tap(0)[:] = 1.0
+    W.x_proj.B.weight[0, one] = 1.0 / s_one  # B = 1
+    W.x_proj.C.weight[0, one] = 1.0 / s_one  # C = 1
+    W.A_log[:] = _num(c.a_log)
+    sd = W.state_dict()
 
     names, bounds = [], []
     eps = t1.eps(c.kappa, c.lam, sp.Integer(T))
@@ -114,8 +117,8 @@ def build(levels: int = 4, seq_len: int = 256, d_conv: int = 4,
         steps, scale = wavelet_steps(j, k, levels)
         for m, coef in steps:
             val = coef * scale / (T * gate * math.log(2) * g)
-            sd["out_proj.weight"][w, plus(m)] += val
-            sd["out_proj.weight"][w, minus(m)] -= val
+            W.out_proj.weight[w, plus(m)] += val
+            W.out_proj.weight[w, minus(m)] -= val
         names.append("phi" if j < 0 else f"psi[{j},{k}]")
         c_w = sum(abs(cf) for _, cf in steps)
         bounds.append(_num(t1.sup_bound(max(j, 0), c_w, c.kappa, c.lam, sp.Integer(T))))
@@ -126,8 +129,11 @@ def build(levels: int = 4, seq_len: int = 256, d_conv: int = 4,
     info = {"levels": levels, "seq_len": T, "outputs": names, "wavelets": [list(w) for w in ws],
             "eps": _num(eps), "sup_bounds": bounds, "kappa": _num(c.kappa), "lam": _num(c.lam),
             "inputs": "coordinate 0: signal x_i; coordinate 1: raw time i = 1..T"}
+    proof = Proof("error", "|output_w - <x, psi_w>| <= 2^{j/2} c_w eps (kernel) and <= 2^{j/2} c_w eps mean|x| "
+                           f"(signals) for every wavelet w up to level {levels}, T = {T}",
+                  obligations_of(t1.obligations, c, T), error_bound=_num(eps))
     return Construction(NAME, THEOREM, cfg, torch.zeros(1, d_model, dtype=torch.float64), sd, readout, channels,
-                        info=info)
+                        info=info, proof=proof)
 
 
 TIME_NAME = "time-from-ones"
@@ -143,15 +149,16 @@ def build_time_layer(d_conv: int = 4, constants: t1.Theorem1Constants = t1.DEFAU
     """
     c = constants
     cfg = MambaConfig(d_model=1, d_state=1, d_conv=d_conv, expand=1, dt_rank=1)
-    sd = cfg.zeros()
+    W = MambaWeights(cfg)
     s1 = _num(silu(sp.Integer(1)))
-    sd["in_proj.weight"][0, 0] = 1.0
-    sd["in_proj.bias"][1] = _num(c.gate_pre)
-    sd["conv1d.weight"][0, 0, -1] = 1.0
-    sd["x_proj.weight"][1, 0] = sd["x_proj.weight"][2, 0] = 1.0 / s1
-    sd["dt_proj.bias"][0] = _num(sp.log(sp.E - 1))
-    sd["A_log"][0] = _num(c.a_log)
-    sd["out_proj.weight"][0, 0] = 1.0 / (_num(c.gate) * s1)
+    W.in_proj.x.weight[0, 0] = 1.0
+    W.in_proj.z.bias[0] = _num(c.gate_pre)
+    W.conv.tap(0)[0] = 1.0
+    W.x_proj.B.weight[0, 0] = W.x_proj.C.weight[0, 0] = 1.0 / s1
+    W.dt_proj.bias[0] = _num(sp.log(sp.E - 1))
+    W.A_log[0] = _num(c.a_log)
+    W.out_proj.weight[0, 0] = 1.0 / (_num(c.gate) * s1)
+    sd = W.state_dict()
     info = {"lam": _num(c.lam), "inputs": "ones", "output": "time t (coordinate 0)"}
     return Construction(TIME_NAME, TIME_THEOREM, cfg, torch.ones(1, 1, dtype=torch.float64), sd,
                         torch.ones(1, 1, dtype=torch.float64), ["time"], info=info)

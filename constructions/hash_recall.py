@@ -43,6 +43,7 @@ import sympy as sp
 import torch
 
 from constructions.errors import require
+from constructions.weights import MambaWeights
 from constructions.layout import Construction, LinearMambaConfig, MambaConfig
 from symbolic.blocks import silu, softplus_inverse
 
@@ -191,27 +192,26 @@ def mamba_block_weights(E: np.ndarray, F: np.ndarray, gate_pre: float = 1.0, del
     """The designed circuit in ``mamba_ssm.Mamba`` names (expand 4: prev+, prev-, cur+, cur- channel groups)."""
     Dm, n = E.shape[1], F.shape[0]
     cfg = MambaConfig(d_model=Dm, d_state=n, d_conv=d_conv, expand=4, bias=True, conv_bias=True)
-    sd = cfg.zeros()
+    W = MambaWeights(cfg)
     eye = torch.eye(Dm, dtype=torch.float64)
     Ft = torch.from_numpy(np.ascontiguousarray(F)).double()
     g = [slice(k * Dm, (k + 1) * Dm) for k in range(4)]  # prev+, prev-, cur+, cur-
-    di = cfg.d_inner
-    sd["in_proj.weight"][:di] = torch.cat([eye, -eye, eye, -eye])
-    sd["in_proj.bias"][di:] = gate_pre  # z = gate_pre, gate silu(gate_pre)
+    W.in_proj.x.weight[:] = torch.cat([eye, -eye, eye, -eye])
+    W.in_proj.z.bias[:] = gate_pre  # z = gate_pre, gate silu(gate_pre)
     for k in (0, 1):
-        sd["conv1d.weight"][g[k], 0, -2] = 1.0  # previous token
+        W.conv.tap(1)[g[k]] = 1.0  # previous token
     for k in (2, 3):
-        sd["conv1d.weight"][g[k], 0, -1] = 1.0  # current token
-    r = cfg.rank
-    sd["x_proj.weight"][r:r + n, g[0]] = Ft
-    sd["x_proj.weight"][r:r + n, g[1]] = -Ft  # B = F (silu(u) - silu(-u)) = F u_{t-1}
-    sd["x_proj.weight"][r + n:, g[2]] = Ft
-    sd["x_proj.weight"][r + n:, g[3]] = -Ft  # C = F u_t
-    sd["dt_proj.bias"][:] = float(softplus_inverse(sp.nsimplify(delta)).evalf(30))
-    sd["A_log"][:] = a_log
+        W.conv.tap(0)[g[k]] = 1.0  # current token
+    W.x_proj.B.weight[:, g[0]] = Ft
+    W.x_proj.B.weight[:, g[1]] = -Ft  # B = F (silu(u) - silu(-u)) = F u_{t-1}
+    W.x_proj.C.weight[:, g[2]] = Ft
+    W.x_proj.C.weight[:, g[3]] = -Ft  # C = F u_t
+    W.dt_proj.bias[:] = float(softplus_inverse(sp.nsimplify(delta)).evalf(30))
+    W.A_log[:] = a_log
     scale = 1.0 / (delta * float(silu(sp.nsimplify(gate_pre)).evalf(30)))
-    sd["out_proj.weight"][:, g[2]] = scale * eye
-    sd["out_proj.weight"][:, g[3]] = -scale * eye
+    W.out_proj.weight[:, g[2]] = scale * eye
+    W.out_proj.weight[:, g[3]] = -scale * eye
+    sd = W.state_dict()
     return cfg, sd
 
 

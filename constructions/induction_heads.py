@@ -19,7 +19,7 @@ out_proj            cur rows: identity on the cur channels; bias 1 on output ``p
 readout             row m < |V|: e_{cur[m]}; row |V| (blank): theta e_{prev[0]}, theta = K / 2
 ==================  =========================================================================================
 
-``symbolic.lemma3`` proves the margin in ``info["proven_margin"]`` for every sequence of length <= ``seq_len``,
+``symbolic.lemma3`` proves the margin of the construction's ``proof`` for every sequence of length <= ``seq_len``,
 the softplus(0) = ln 2 fix, and the exact reduction the mamba_ssm engine uses. ``variant="paper"`` is the literal
 construction (Delta = softplus(w [I|0] x^)) kept to show the bug; its proven margin is negative.
 """
@@ -30,6 +30,8 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaDeltaTConfig
+from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import lemma3 as l3
 
 NAME = "induction-heads"
@@ -60,27 +62,38 @@ def build(vocab_size: int, seq_len: int = 100, variant: str = "ours", d_conv: in
     embedding[:, prev] = eye
     embedding[:, cur] = eye
 
-    sd = cfg.zeros()
-    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
-    sd["in_proj.bias"][d:] = _num(c.gate_pre)
-    sd["conv1d.weight"][prev, 0, -2] = _num(c.g_prev)
-    sd["conv1d.weight"][cur, 0, -1] = _num(c.g_cur)
+    W = MambaWeights(cfg)
+    W.in_proj.x.weight[:] = torch.eye(d, dtype=torch.float64)
+    W.in_proj.z.bias[:] = _num(c.gate_pre)
+    W.conv.tap(1)[prev] = _num(c.g_prev)
+    W.conv.tap(0)[cur] = _num(c.g_cur)
     slope = 2 * _num(c.w) if variant == "ours" else _num(c.w)
-    sd["x_proj.weight"][0:V, prev] = eye * (slope / s_p)  # dt_low[k] = slope * [x_{t-1} = k]
-    sd["x_proj.weight"][V:2 * V, prev] = eye * (_num(c.beta) / s_p)  # B[k] = beta [x_{t-1} = k]
-    sd["x_proj.weight"][2 * V:3 * V, cur] = eye * (_num(c.gamma) / s_c)  # C[k] = gamma [x_t = k]
-    sd["dt_proj.weight"][:] = eye
-    sd["dt_proj.bias"][:] = -_num(c.w) if variant == "ours" else 0.0
-    sd["A_log"][:] = _num(sp.log(c.lam))
-    sd["out_proj.weight"][cur, cur] = eye
-    sd["out_proj.bias"][0] = 1.0  # constant on output coordinate prev[0], read by the blank class
+    W.x_proj.dt.weight[:, prev] = eye * (slope / s_p)  # dt_low[k] = slope * [x_{t-1} = k]
+    W.x_proj.B.weight[:, prev] = eye * (_num(c.beta) / s_p)  # B[k] = beta [x_{t-1} = k]
+    W.x_proj.C.weight[:, cur] = eye * (_num(c.gamma) / s_c)  # C[k] = gamma [x_t = k]
+    W.dt_proj.weight[:] = eye
+    W.dt_proj.bias[:] = -_num(c.w) if variant == "ours" else 0.0
+    W.A_log[:] = _num(sp.log(c.lam))
+    W.out_proj.weight[cur, cur] = eye
+    W.out_proj.bias[0] = 1.0  # constant on output coordinate prev[0], read by the blank class
+    sd = W.state_dict()
 
     readout = torch.zeros(V + 1, d, dtype=torch.float64)
     readout[:V, cur] = eye
     readout[V, 0] = _num(c.theta)
     bound = l3.margin_lower_bound(c, sp.Integer(seq_len), variant)
-    info = {"variant": variant, "seq_len": seq_len, "blank_class": V, "proven_margin": _num(bound),
+    obligations = obligations_of(l3.obligations, c, seq_len)
+    proof = Proof("margin", f"argmax = the induction-head target (or blank) at every position, logit margin >= the "
+                            f"bound, every sequence of length <= {seq_len}",
+                  obligations if variant == "ours" else _paper_variant(obligations, bound, seq_len),
+                  margin=_num(bound))
+    info = {"variant": variant, "seq_len": seq_len, "blank_class": V,
             "r_min": _num(c.r_min(sp.Integer(seq_len), variant)), "wipe": _num(c.wipe(variant)),
             "blank_threshold": _num(c.theta)}
     channels = [f"prev[{v}]" for v in range(V)] + [f"cur[{v}]" for v in range(V)]
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info)
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, proof=proof)
+
+
+def _paper_variant(obligations, bound, seq_len):
+    """The literal Lemma 3: its own margin bound at seq_len is an obligation too (it fails for seq_len >= 2)."""
+    return lambda: (*obligations(), margin_obligation(bound, f"the literal Lemma 3, T = {seq_len}"))

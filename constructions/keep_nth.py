@@ -18,7 +18,7 @@ D, out_proj         0, identity
 readout             row m: e_{value[m]}
 ==================  =========================================================================================
 
-``symbolic.corollary2`` proves the margin bound recorded in ``info["proven_margin"]`` for every T (its docstring
+``symbolic.corollary2`` proves the margin bound of the construction's ``proof`` for every T (its docstring
 explains why Euler's write turns the paper's step bases into one spike at t = n). The S4D baseline that cannot keep x_n
 (Lemma 1) is the paper's S4D+PE model, measured in ``verify.sensitivity``.
 """
@@ -29,6 +29,8 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, MambaConfig
+from constructions.proof import Proof, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import corollary2 as c2
 
 NAME = "keep-nth"
@@ -58,20 +60,24 @@ def build(vocab_size: int = 128, n: int = 5, d_conv: int = 4,
     """Corollary 2's S6 layer; the recorded margin bound holds for every sequence length T >= n."""
     c = constants
     cfg, d, pos, vals, embedding, readout, channels = _frame(vocab_size, n, d_conv)
-    sd = cfg.zeros()
-    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
-    sd["in_proj.bias"][d:] = _num(c.gate_pre)
-    sd["conv1d.weight"][vals, 0, -1] = _num(c.value_gain)
-    sd["conv1d.weight"][pos, 0, -1] = _num(c.pos_gain)
-    sd["conv1d.bias"][pos] = _num(-c.pos_gain * (n + sp.Rational(1, 2)))
-    sd["x_proj.weight"][0, pos] = 1.0  # dt_low = u_t (the position feature)
-    sd["x_proj.weight"][1, vals] = _num(c.beta)  # B_t = beta * sum of value channels = beta silu(value_gain)
-    sd["x_proj.weight"][2, vals] = _num(c.gamma)  # C_t = gamma silu(value_gain)
-    sd["dt_proj.weight"][:, 0] = _num(-c.w)
-    sd["dt_proj.bias"][:] = _num(c.dt_bias)
-    sd["A_log"][:] = _num(c.a_log)
-    sd["out_proj.weight"][:] = torch.eye(d, dtype=torch.float64)
+    W = MambaWeights(cfg)
+    W.in_proj.x.weight[:] = torch.eye(d, dtype=torch.float64)
+    W.in_proj.z.bias[:] = _num(c.gate_pre)
+    W.conv.tap(0)[vals] = _num(c.value_gain)
+    W.conv.tap(0)[pos] = _num(c.pos_gain)
+    W.conv.bias[pos] = _num(-c.pos_gain * (n + sp.Rational(1, 2)))
+    W.x_proj.dt.weight[0, pos] = 1.0  # dt_low = u_t (the position feature)
+    W.x_proj.B.weight[0, vals] = _num(c.beta)  # B_t = beta * sum of value channels = beta silu(value_gain)
+    W.x_proj.C.weight[0, vals] = _num(c.gamma)  # C_t = gamma silu(value_gain)
+    W.dt_proj.weight[:, 0] = _num(-c.w)
+    W.dt_proj.bias[:] = _num(c.dt_bias)
+    W.A_log[:] = _num(c.a_log)
+    W.out_proj.weight[:] = torch.eye(d, dtype=torch.float64)
+    sd = W.state_dict()
     bound = c2.margin_lower_bound(c, sp.Integer(n))
-    info = {"n": n, "proven_margin": _num(bound), "delta_n": _num(c.delta_n_lo), "tail_delta_sum": _num(c.tail),
+    info = {"n": n, "delta_n": _num(c.delta_n_lo), "tail_delta_sum": _num(c.tail),
             "lemma2_c": _num(c2.lemma2_constant(c)), "position": "raw t = 1..T in the last coordinate"}
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, position_channel=pos)
+    proof = Proof("margin", f"argmax = x_{n} at every t >= {n}, logit margin >= the bound, for every T",
+                  obligations_of(c2.obligations, c, n), margin=_num(bound))
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, info=info, position_channel=pos,
+                        proof=proof)

@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 
+from constructions.proof import Proof
+
 
 @dataclass(frozen=True)
 class MQARTokens:
@@ -42,6 +44,9 @@ class MQARTokens:
             "noise": [self.noise_start, self.n_tokens],
             "label_of_value_token": "token_id - values_start",
         }
+
+
+NONLINEAR_OPS = 4  # rounded operations charged to one SiLU, softplus or exp (each within a few ulps of exact)
 
 
 def _with_biases(sd: dict, config, di: int, dtype) -> dict:
@@ -78,6 +83,13 @@ class MambaConfig:
     def mamba_kwargs(self) -> dict:
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
                 "dt_rank": self.rank, "bias": self.bias, "conv_bias": self.conv_bias}
+
+    def chain_length(self, seq_len: int) -> int:
+        """Rounded operations on the longest path from an input to a logit (``verify.rounding``): in_proj, conv,
+        SiLU, x_proj, dt_proj, softplus and exp, 3 per scan step (decay product, write, sum over steps), the read
+        over d_state, skip and gate, out_proj, and a readout over d_model; nonlinearities count ``NONLINEAR_OPS``."""
+        return (2 * self.d_model + 2 * self.d_inner + self.d_conv + self.rank + 2 * self.d_state + 3 * seq_len
+                + 4 * NONLINEAR_OPS + 4)
 
     def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:
         """A state dict of the right names and shapes, all zero, for a construction to fill."""
@@ -142,6 +154,12 @@ class LinearMambaConfig:
 
     def mamba_kwargs(self) -> dict:
         return asdict(self)
+
+    def chain_length(self, seq_len: int) -> int:
+        """Per layer: in_proj, conv, B/C projections, 2 per scan step, the read, the head maps and out_proj; the
+        residual adds one per layer; then the readout."""
+        per_layer = self.d_model + self.d_conv + 3 * self.d_inner + 2 * seq_len + self.d_state + self.d_inner + 2
+        return self.n_layers * per_layer + self.d_model + 1
 
     def layer_shapes(self) -> dict[str, tuple]:
         di, n, h, p = self.d_inner, self.d_state, self.n_heads, self.head_dim
@@ -211,6 +229,7 @@ class Construction:
     info: dict = field(default_factory=dict)
     # "+PE" models (KEEP n-TH, Haar): this embedding coordinate is replaced by the raw position t = 1..L (see ``embed``)
     position_channel: int | None = None
+    proof: Proof | None = None  # what the proof guarantees at these parameters, and its obligations
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embedding.weight": self.embedding, **{f"mixer.{k}": v for k, v in self.mixer.items()},
@@ -318,6 +337,13 @@ class Mamba2Config:
         base = rows["x"].start
         return {k: slice(rows[k].start - base, rows[k].stop - base) for k in ("x", "B", "C")}
 
+    def chain_length(self, seq_len: int) -> int:
+        """in_proj, conv, SiLU, softplus and exp of dt, 3 per scan step, the read over d_state, skip, gate (and the
+        gated RMSNorm over d_ssm when on), out_proj, and a readout over d_model."""
+        norm = self.ssm_width + NONLINEAR_OPS if self.rmsnorm else 0
+        return (2 * self.d_model + self.d_conv + 3 * seq_len + self.d_state + self.d_inner + norm
+                + 4 * NONLINEAR_OPS + 4)
+
     def mamba_kwargs(self) -> dict:
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
                 "headdim": self.head_dim, "d_ssm": self.ssm_width, "ngroups": self.ngroups,
@@ -375,6 +401,11 @@ class MambaS4DConfig:
     @property
     def expand(self) -> float:
         return self.width / self.d_model
+
+    def chain_length(self, seq_len: int) -> int:
+        """in_proj, conv, SiLU, softplus and exp, 3 per scan step, the read over d_state, skip and gate, out_proj over
+        the mixer width, and a readout over d_model."""
+        return 2 * self.d_model + self.d_conv + 3 * seq_len + self.d_state + self.width + 4 * NONLINEAR_OPS + 4
 
     def mamba_kwargs(self) -> dict:
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "d_inner": self.width,

@@ -21,8 +21,8 @@ readout             row j: e_{value[j]} (one-hot) or sum_m q_j[m] e_{code[m]} (J
 
 The constants and the inequality each one satisfies are in ``symbolic.theorem2`` (its docstring explains the choices
 that make the proof exact in the real block: per-channel conv taps, zero-embedded noise, constant gate, bounded
-decay, balanced JL codes). ``build`` evaluates them, writes the weights, and records in ``info`` the proven lower
-bound on every query's logit margin, which checks compare with the measured margin.
+decay, balanced JL codes). ``build`` evaluates them, writes the weights, and attaches the ``Proof``: the proven lower
+bound on every query's logit margin and the obligations it rests on, which checks decide and compare.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ import torch
 from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
 from constructions.layout import Construction, MambaConfig, MQARTokens
+from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import MambaWeights
 from symbolic import theorem2 as th
 
 NAME = "mqar-mamba"
@@ -62,12 +64,17 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     if variant == "one-hot":
         codes = np.eye(vocab_size, dtype=np.int64)
         bound = th.margin_lower_bound(c, "one-hot")
+        obligations = obligations_of(th.obligations, c)
     else:
-        mu_max = float(th.max_coherence(c))
-        codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max, "MQAR Mamba JL construction")
-        bound = th.margin_lower_bound(c, "jl", p, sp.nsimplify(mu))
-        info.update(jl_eps=jl_eps, coherence=mu, coherence_max=mu_max, code_seed=code_seed)
-    info["proven_margin"] = float(bound)
+        mu_max = float(th.max_coherence(c))  # <= 0 for constants outside the proof: draw any codes, the obligation fails
+        codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max if mu_max > 0 else 1.0,
+                                          "MQAR Mamba JL construction")
+        mu = sp.nsimplify(mu)
+        bound = th.margin_lower_bound(c, "jl", p, mu)
+        obligations = obligations_of(th.obligations, c, mu, sp.Integer(p))
+        info.update(jl_eps=jl_eps, coherence=float(mu), coherence_max=mu_max, code_seed=code_seed)
+    proof = Proof("margin", "argmax = queried value at every query, logit margin >= the bound, every sequence of "
+                            f"length <= {seq_len}", _with_margin(obligations, bound), margin=float(bound))
 
     cfg = MambaConfig(d_model=kappa + p, d_state=kappa, d_conv=d_conv)
     d, keys, vals = cfg.d_model, slice(0, kappa), slice(kappa, kappa + p)
@@ -78,22 +85,26 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     embedding[:kappa, keys] = torch.eye(kappa, dtype=torch.float64)
     embedding[kappa:kappa + vocab_size, vals] = torch.from_numpy(codes.T).double()
 
-    sd = cfg.zeros()
-    sd["in_proj.weight"][:d] = torch.eye(d, dtype=torch.float64)
-    sd["in_proj.bias"][d:] = num(c.gate_pre)
-    sd["conv1d.weight"][keys, 0, -1] = num(c.key_cur)
-    sd["conv1d.weight"][keys, 0, -2] = num(c.key_prev)
-    sd["conv1d.weight"][vals, 0, -1] = num(c.value_gain)
-    r, n = cfg.rank, cfg.d_state
-    sd["x_proj.weight"][r:r + n, keys] = torch.eye(kappa, dtype=torch.float64)  # B_t = u_t[key]
-    sd["x_proj.weight"][r + n:, keys] = torch.eye(kappa, dtype=torch.float64)  # C_t = u_t[key]
-    sd["dt_proj.bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["out_proj.weight"][:] = torch.eye(d, dtype=torch.float64)
+    W, eye = MambaWeights(cfg), torch.eye
+    W.in_proj.x.weight[:] = eye(d, dtype=torch.float64)
+    W.in_proj.z.bias[:] = num(c.gate_pre)  # z rows of the weight stay 0: the gate is silu(gate_pre)
+    W.conv.tap(0)[keys] = num(c.key_cur)
+    W.conv.tap(1)[keys] = num(c.key_prev)
+    W.conv.tap(0)[vals] = num(c.value_gain)
+    W.x_proj.B.weight[:, keys] = eye(kappa, dtype=torch.float64)  # B_t = u_t[key]
+    W.x_proj.C.weight[:, keys] = eye(kappa, dtype=torch.float64)  # C_t = u_t[key]
+    W.dt_proj.bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.out_proj.weight[:] = eye(d, dtype=torch.float64)
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, vals] = torch.from_numpy(codes.T).double()
 
     channels = [f"key[{i}]" for i in range(kappa)] + [
         f"value[{j}]" if variant == "one-hot" else f"code[{j}]" for j in range(p)]
-    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, tokens, info)
+    return Construction(NAME, THEOREM, cfg, embedding, sd, readout, channels, tokens, info, proof=proof)
+
+
+def _with_margin(obligations, bound):
+    return lambda: (*obligations(), margin_obligation(bound, "these constants"))

@@ -34,13 +34,16 @@ W_il > 0: the margin is d_a (W_ii - sum_{l != i} |W_il|). Exact recall on every 
 strictly diagonally dominant, hence nonsingular, hence d_state >= kappa (``tests/test_theorem3.py`` builds this
 witness and shows the recall failing at key_dim < kappa). The paper's N = O(log kappa) is a typical-case statement
 (its Remark 7). ``key_dim=N`` builds that regime with balanced key codes of low coherence
-(``jl.low_coherence_codes``); ``info["proven_margin"]`` is then the bound of ``symbolic.theorem3.margin_lower_bound``
-if it is positive, else None (no worst-case guarantee), and recall is only measured. Measured with
+(``jl.low_coherence_codes``); the proof's margin is then the bound of ``symbolic.theorem3.margin_lower_bound``
+if it is positive; otherwise the proof says the parameters are outside it (``Proof.outside``: no worst-case
+guarantee) and recall is only measured. Measured with
 ``verify.key_dim`` (smallest even key_dim with exact recall on all queries): kappa = 4, 8, 16, 32 need key_dim =
 6, 10, 16, 26 at |V| = 128, T = 100 (1000 sequences) and 6, 10, 12, 20 at |V| = 512, T = 256 (500 sequences), i.e.
 about 6-7.5 ln kappa (paper: log kappa in the theorem, 4 ln kappa in training, 8 ln kappa in Fig. 2's models).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import sympy as sp
@@ -48,6 +51,8 @@ import torch
 
 from constructions.errors import require
 from constructions.jl import coherence, draw_codes, hadamard_codes, hadamard_dim, jl_dim, low_coherence_codes
+from constructions.proof import Proof, margin_obligation, obligations_of
+from constructions.weights import Mamba2Weights
 from constructions.layout import Construction, Mamba2Config, MQARTokens
 from symbolic import theorem3 as th
 
@@ -108,24 +113,33 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     if variant == "one-hot":
         keys, values = np.eye(kappa, dtype=np.int64), np.eye(vocab_size, dtype=np.int64)
         n, flag = kappa, 0
-        info["proven_margin"] = num(th.margin_lower_bound(c, 1))
+        bound, obligations, outside = th.margin_lower_bound(c, 1), obligations_of(th.obligations, c), None
         b_gain = c_gain = None
     else:
         keys, key_info = _key_codes(kappa, key_dim, seed)
         n, flag = keys.shape[0], 1
         values, mu, used = draw_codes(jl_dim(vocab_size, jl_eps), vocab_size, seed, 1.0, "MQAR Mamba-2 JL values")
         sigma = key_interference(keys)
-        bound = th.margin_lower_bound(c, 2, sp.Integer(n), sp.Integer(values.shape[0]), sp.nsimplify(mu),
-                                      sp.nsimplify(sigma))
-        info.update(key_info, jl_eps=jl_eps, coherence=mu, code_seed=used, key_interference=sigma,
-                    key_interference_max=num(th.max_interference(c, sp.nsimplify(mu))),
-                    proven_margin=num(bound) if bound.is_positive else None)
-        if not bound.is_positive:
-            info["guarantee"] = (f"none for every sequence: key_dim={n} gives key interference {sigma:.3g} >= "
-                                 f"{info['key_interference_max']:.3g} (N >= kappa is necessary, rank bound)")
+        mu, sigma_exact = sp.nsimplify(mu), sp.nsimplify(sigma)
+        p_v = sp.Integer(values.shape[0])
+        bound = th.margin_lower_bound(c, 2, sp.Integer(n), p_v, mu, sigma_exact)
+        obligations = obligations_of(th.obligations, c, sp.Integer(n), p_v, mu, sigma_exact)
+        info.update(key_info, jl_eps=jl_eps, coherence=float(mu), code_seed=used, key_interference=sigma,
+                    key_interference_max=num(th.max_interference(c, mu)))
+        outside = None if bound.is_positive else (
+            f"key_dim={n} gives key interference {sigma:.3g} >= {info['key_interference_max']:.3g}: no margin for "
+            f"every sequence (N >= kappa={kappa} is necessary, rank bound); recall is measured only")
         b_gain, c_gain = num(c.key_b), num(c.key_c(sp.Integer(n)))
     info.update(key_dim=n, value_dim=values.shape[0])
-    return _assemble(keys, values, flag, b_gain, c_gain, seq_len, d_conv, noise_vocab, c, info)
+    proof = Proof("margin", "argmax = queried value at every query, logit margin >= the bound, every sequence of "
+                            f"length <= {seq_len}",
+                  _with_margin(obligations, bound) if outside is None else obligations_of(th.obligations, c),
+                  margin=None if outside else num(bound), outside=outside)
+    return replace(_assemble(keys, values, flag, b_gain, c_gain, seq_len, d_conv, noise_vocab, c, info), proof=proof)
+
+
+def _with_margin(obligations, bound):
+    return lambda: (*obligations(), margin_obligation(bound, "these constants and codes"))
 
 
 def _assemble(keys, values, flag, b_gain, c_gain, seq_len, d_conv, noise_vocab, c, info) -> Construction:
@@ -143,21 +157,21 @@ def _assemble(keys, values, flag, b_gain, c_gain, seq_len, d_conv, noise_vocab, 
     embedding[:kappa, n:n + flag] = 1.0
     embedding[kappa:kappa + vocab_size, vc] = t(values.T)
 
-    sd, rows, ch = cfg.zeros(), cfg.in_proj_rows(), cfg.conv_channels()
+    W = Mamba2Weights(cfg)
     eye = lambda k: torch.eye(k, dtype=torch.float64)  # noqa: E731
-    sd["in_proj.weight"][rows["x"], vc] = eye(p)
-    sd["in_proj.weight"][rows["B"], kc] = eye(n + flag)
-    sd["in_proj.weight"][rows["C"], kc] = eye(n + flag)
-    sd["in_proj.bias"][rows["z"]] = num(c.gate_pre)
-    w = sd["conv1d.weight"]
-    w[ch["x"], 0, -1] = num(c.value_gain)
-    w[ch["B"], 0, -2] = num(c.onehot_b) if b_gain is None else b_gain
-    w[ch["C"], 0, -1] = num(c.onehot_c) if c_gain is None else c_gain
+    W.in_proj.x.weight[:, vc] = eye(p)
+    W.in_proj.B.weight[:, kc] = eye(n + flag)
+    W.in_proj.C.weight[:, kc] = eye(n + flag)
+    W.in_proj.z.bias[:] = num(c.gate_pre)
+    W.conv.tap(0, "x")[:] = num(c.value_gain)
+    W.conv.tap(1, "B")[:] = num(c.onehot_b) if b_gain is None else b_gain
+    W.conv.tap(0, "C")[:] = num(c.onehot_c) if c_gain is None else c_gain
     if flag:
-        w[ch["C"].stop - 1, 0, -1] = -c_gain  # C[flag] = silu(-c) at a key: cancels the codes' SiLU offset
-    sd["dt_bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["out_proj.weight"][vc, cfg.d_mlp:] = eye(p)
+        W.conv.tap(0, "C")[-1] = -c_gain  # C[flag] = silu(-c) at a key: cancels the codes' SiLU offset
+    W.dt_bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.out_proj.weight[vc, cfg.d_mlp:] = eye(p)
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, vc] = t(values.T)

@@ -24,12 +24,16 @@ Constants (the paper's k = 10, v = 1, c0 = 10, c1 = 1, b = 100, beta = 1), the c
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import sympy as sp
 import torch
 
 from constructions.errors import require
 from constructions.jl import draw_codes, jl_dim
+from constructions.proof import Proof, obligations_of
+from constructions.weights import MambaS4DWeights
 from constructions.layout import Construction, MambaS4DConfig, MQARTokens
 from symbolic import theorem4 as th
 
@@ -55,19 +59,24 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     require(noise_vocab >= 1, f"MQAR S4D construction needs noise_vocab >= 1, got noise_vocab={noise_vocab}")
     c, num = constants, (lambda e: float(sp.N(e, 30)))
     info: dict = {"variant": variant, "seq_len": seq_len}
+    T = sp.Integer(seq_len)
     if variant == "one-hot":
         codes = np.eye(vocab_size, dtype=np.int64)
         slot_embed = num(c.value) * codes
-        bound = th.margin_lower_bound(c, 1, sp.Integer(seq_len))
+        bound = th.margin_lower_bound(c, 1, T)
+        obligations = obligations_of(th.obligations, c, T)
     else:
         codes, mu, used = draw_codes(jl_dim(vocab_size, jl_eps), vocab_size, seed, 1.0, "MQAR S4D JL values")
         slot_embed = codes + num(c.beta)
-        bound = th.margin_lower_bound(c, 2, sp.Integer(seq_len), sp.Integer(codes.shape[0]), sp.nsimplify(mu))
-        info.update(jl_eps=jl_eps, coherence=mu, code_seed=used)
-    require(bool(bound.is_positive), f"MQAR S4D construction needs a positive proven margin at seq_len={seq_len}")
+        mu, p = sp.nsimplify(mu), sp.Integer(codes.shape[0])
+        bound = th.margin_lower_bound(c, 2, T, p, mu)
+        obligations = obligations_of(th.obligations, c, T, p, mu)
+        info.update(jl_eps=jl_eps, coherence=float(mu), code_seed=used)
     step = 1 if variant == "one-hot" else 2
-    info.update(value_dim=codes.shape[0], proven_margin=num(bound), leak_bound=num(th.leak_bound(c, step)))
-    return _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info)
+    info.update(value_dim=codes.shape[0], leak_bound=num(th.leak_bound(c, step)))
+    proof = Proof("margin", "argmax = queried value at every query, logit margin >= the bound, every sequence of "
+                            f"length <= {seq_len}", obligations, margin=num(bound))
+    return replace(_assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info), proof=proof)
 
 
 def _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info) -> Construction:
@@ -82,20 +91,20 @@ def _assemble(kappa, codes, slot_embed, seq_len, d_conv, noise_vocab, c, info) -
     embedding[:kappa, :kappa] = num(c.key) * torch.eye(kappa, dtype=torch.float64)
     embedding[kappa:kappa + vocab_size, slots] = t(slot_embed.T)
 
-    sd, di = cfg.zeros(), kappa * s
-    block_of = torch.arange(di) // s  # channel (i, s) has index i * s + s
-    slot_of = torch.arange(di) % s
-    x_rows, z_rows = sd["in_proj.weight"][:di], sd["in_proj.weight"][di:]
-    x_rows[torch.arange(di), block_of] = 1.0
-    x_rows[torch.arange(di), kappa + slot_of] = 1.0
-    z_rows[torch.arange(di), block_of] = 1.0
-    sd["conv1d.weight"][:, 0, -2] = num(c.c_prev)
-    sd["conv1d.weight"][:, 0, -1] = num(c.c_cur)
-    sd["conv1d.bias"][:] = -num(c.threshold)
-    sd["dt_bias"][:] = num(c.dt_bias)
-    sd["A_log"][:] = num(c.a_log(seq_len))
-    sd["B"][:], sd["C"][:] = 1.0, 1.0
-    sd["out_proj.weight"][kappa + slot_of, torch.arange(di)] = 1.0
+    W, di = MambaS4DWeights(cfg), kappa * s
+    channel = torch.arange(di)
+    block_of, slot_of = channel // s, channel % s  # channel (i, m) has index i * s + m
+    W.in_proj.x.weight[channel, block_of] = 1.0
+    W.in_proj.x.weight[channel, kappa + slot_of] = 1.0
+    W.in_proj.z.weight[channel, block_of] = 1.0
+    W.conv.tap(1)[:] = num(c.c_prev)
+    W.conv.tap(0)[:] = num(c.c_cur)
+    W.conv.bias[:] = -num(c.threshold)
+    W.dt_bias[:] = num(c.dt_bias)
+    W.A_log[:] = num(c.a_log(seq_len))
+    W.B[:], W.C[:] = 1.0, 1.0
+    W.out_proj.weight[kappa + slot_of, channel] = 1.0
+    sd = W.state_dict()
 
     readout = torch.zeros(vocab_size, d, dtype=torch.float64)
     readout[:, slots] = t(codes.T)

@@ -8,7 +8,7 @@ import numpy as np
 
 from paper_figures.common import COLUMN, Rendered, load_json, load_store, plt, table
 
-GRID_CMD = "python -m verify.recall_grid --out results/recall_scaling"
+GRID_CMD = "python -m experiments.recall_grid --out results/recall_scaling"
 
 
 def _grid(cells, key, ds, ns):
@@ -115,7 +115,7 @@ def _f(x):
 
 
 def multilayer(results: Path) -> Rendered:
-    d = load_json(results, "recall_scaling/multilayer.json", "python -m verify.recall_grid --multilayer")
+    d = load_json(results, "recall_scaling/multilayer.json", "python -m experiments.recall_grid --multilayer")
     heads = ["D", "N", "Λ", "law (N_eff = ΛN)", "corrected", "measured (parallel)", "measured (residual stack)"]
     rows = [[r["D"], r["N"], r["Lambda"], _f(r["law"]), _f(r["corrected"]), _f(r.get("measured_parallel")),
              _f(r.get("measured_residual_stack"))] for r in d["rows"]]
@@ -128,7 +128,7 @@ def multilayer(results: Path) -> Rendered:
 
 
 def multihead(results: Path) -> Rendered:
-    d = load_json(results, "recall_scaling/multihead.json", "python -m verify.recall_grid --multihead")
+    d = load_json(results, "recall_scaling/multihead.json", "python -m experiments.recall_grid --multihead")
     heads = ["pattern", "M", "N", "D", "measured", "predicted", "single-head law"]
     rows = [[r["pattern"], r["M"], r["N"], r["D"], _f(r["measured"]), _f(r["predicted"]), _f(r["law_single_head"])]
             for r in d["rows"]]

@@ -97,7 +97,7 @@ def figure_a1(results: Path) -> Rendered:
 # ---------------------------------------------------------------------------------------------------------------
 
 COR1 = "results/corollary1_error_vs_N.json"
-COR1_CMD = "python -m verify.haar_rates --out results/corollary1_error_vs_N.json"
+COR1_CMD = "python -m experiments.haar_rates --out results/corollary1_error_vs_N.json"
 
 
 def corollary1(results: Path) -> Rendered:
@@ -141,7 +141,7 @@ def corollary1(results: Path) -> Rendered:
 # KEEP n-TH memory: S6 keeps x_n, S4D forgets (Lemmas 1-2, Cor. 2)
 # ---------------------------------------------------------------------------------------------------------------
 
-KEEP_CMD = "python -m verify.sensitivity --out results/keep_nth_memory.json"
+KEEP_CMD = "python -m experiments.sensitivity --out results/keep_nth_memory.json"
 
 
 def keep_nth(results: Path) -> Rendered:
@@ -258,7 +258,7 @@ def mqar_sizes(results: Path, vocab: int = 128) -> Rendered:
         axes[r, 0].legend(frameon=False, fontsize=5.5)
     fig.suptitle(f"MQAR constructions, |V| = {vocab}", fontsize=8)
     fig.tight_layout()
-    caption = (f"Sizes of our MQAR constructions (verify/registry.py: mqar-s4d, mqar-mamba, mqar-mamba2; built, sizes "
+    caption = (f"Sizes of our MQAR constructions (verify/specs/mqar.py: mqar-s4d, mqar-mamba, mqar-mamba2; built, sizes "
                f"read from the built config) at |V| = {vocab}, kappa in {KAPPAS}, against the bound convention of the "
                f"Fig. 2 sweeps (verify/train/sweep.py: d = kappa ceil(log2|V|) for S4D, kappa + ceil(log2|V|) for "
                f"Mamba, ceil(log2 kappa) + ceil(log2|V|) for Mamba-2; the paper's O(.) constants are lost, "

@@ -1,9 +1,13 @@
 """Shared test settings.
 
 * ``@pytest.mark.cuda`` tests run only where torch sees a GPU and mamba_ssm imports; elsewhere they are skipped
-  (and reported as skipped, never as passed).
-* hypothesis profiles: ``ci`` (default, bounded) and ``long`` (thousands of examples). Choose with
-  ``MC_HYPOTHESIS_PROFILE=long pytest`` or ``pytest --hypothesis-profile=long``.
+  (and reported as skipped, never as passed). With ``MC_REQUIRE_CUDA=1`` in the environment (GPU runs), a cuda test
+  never skips: one that would (no GPU, no mamba_ssm, a ``skipif`` mark, or ``pytest.skip`` / ``importorskip`` in its
+  fixtures or body) FAILS with the skip's reason, and a cuda-marked module that skips at import is a collection error.
+* hypothesis profiles (``tests/profiles.py``): ``ci`` (default: 200 examples, new ones every run, a failure prints its
+  reproduction blob) and ``long`` (every test's count times ``profiles.LONG_FACTOR``). Choose with
+  ``MC_HYPOTHESIS_PROFILE=long pytest`` or ``pytest --hypothesis-profile=long``. A test that sets its own count uses
+  ``@settings(max_examples=examples(n))`` so the profile scales it.
 """
 from __future__ import annotations
 
@@ -11,13 +15,11 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=3000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("MC_HYPOTHESIS_PROFILE", "ci"))
+import profiles  # noqa: F401 (registers the profiles, loads MC_HYPOTHESIS_PROFILE's)
+
+REQUIRE_CUDA = os.environ.get("MC_REQUIRE_CUDA") == "1"
 
 
 @pytest.fixture
@@ -39,6 +41,14 @@ def _cuda_ready() -> str | None:
     return None
 
 
+def pytest_report_header(config):
+    reason = _cuda_ready()
+    state = "run" if reason is None else ("FAIL" if REQUIRE_CUDA else "skipped") + f" ({reason})"
+    return [f"cuda tests: {state}; MC_REQUIRE_CUDA={'1' if REQUIRE_CUDA else 'unset'}",
+            f"hypothesis profile: {settings.get_current_profile_name()} ({settings.default.max_examples} examples "
+            "for a test that sets no count)"]
+
+
 def pytest_collection_modifyitems(config, items):
     reason = _cuda_ready()
     if reason is None:
@@ -47,3 +57,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _reason(report) -> str:
+    """The reason of a skipped report (its longrepr is (path, line, "Skipped: reason"))."""
+    text = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+def _required(reason: str, when: str) -> pytest.CallInfo:
+    msg = f"MC_REQUIRE_CUDA=1 and this cuda test would skip: {reason}"
+    return pytest.CallInfo.from_call(lambda: pytest.fail(msg, pytrace=False), when)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under MC_REQUIRE_CUDA=1 a cuda test's skip (setup or body) becomes a failure of the test; xfail is left alone.
+    A skip at setup is reported as the test's failure, not as an error, since the test itself never ran."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_CUDA and report.skipped and "cuda" in item.keywords and not hasattr(report, "wasxfail"):
+        when = "call" if call.when == "setup" else call.when
+        outcome.force_result(pytest.TestReport.from_item_and_call(item, _required(_reason(report), when)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Under MC_REQUIRE_CUDA=1 a module that marks cuda tests and skips at import (``importorskip`` at the top)
+    is a collection error rather than a silent skip of all its tests."""
+    outcome = yield
+    report = outcome.get_result()
+    if (REQUIRE_CUDA and report.skipped and isinstance(collector, pytest.Module)
+            and "pytest.mark.cuda" in collector.path.read_text()):
+        report.outcome = "failed"
+        report.longrepr = f"MC_REQUIRE_CUDA=1 and this module of cuda tests skips at import: {_reason(report)}"

@@ -1,4 +1,6 @@
 """The command line: exit codes, one-line errors, JSON, export round trip."""
+import argparse
+import io
 import json
 import subprocess
 import sys
@@ -27,7 +29,7 @@ def run(*argv):
     (["check", "mqar-mamba", "--engine", "tpu"], "engine must be one of"),
     (["check", "mqar-mamba", "--dtype", "float8"], "dtype must be one of"),
     (["check", "mqar-mamba", "--dtype", "tfloat32"], "tfloat32 (float32 tensors with TF32"),
-    (["export", "mqar-mamba", "--dtype", "tfloat32", "--out", "/nonexistent/x"], "export dtype must be one of"),
+    (["export", "mqar-mamba", "--dtype", "tfloat32", "--out", "/nonexistent/x"], "file dtype must be one of"),
     (["check", "mqar-mamba", "--variant", "two-hot"], "variant must be one of"),
     (["check", "mqar-mamba", "--kappa", "x"], "invalid int value"),
     (["check", "nope"], "invalid choice"),
@@ -81,3 +83,144 @@ def test_export_round_trip_same_logits(tmp_path):
     tokens = torch.tensor([[0, 4, 1, 9, 2, 3, 10, 1, 0, 2]])
     eng = make_engine("reference", "float64")
     assert torch.equal(eng.hidden(back, tokens), make_engine("reference", "float64").hidden(original, tokens))
+
+
+# --- options, exit codes, paths, layout (the command line under bad input) -----------------------------------------
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--engine", "mamba_ssm", "list"], "--engine typed before 'list' has no effect there"),
+    (["--dtype", "bfloat16", "export", "mqar-mamba", "--out", "x"], "--dtype typed before 'export'"),
+    (["--dtype", "float32", "check", "haar", "--dtype", "float64"], "typed twice with different values"),
+    (["check", "mqar-mamba", "--jl-eps", "nan"], "expected a finite number, got 'nan'"),
+    (["check", "induction-heads", "--gamma", "inf"], "expected a finite number, got 'inf'"),
+    (["check", "mqar-mamba", "--kappa", "100000", "--vocab", "100000000"], "of memory, and"),
+    (["figures", "--results", "/nonexistent/results"], "no such folder"),
+    (["figures", "--only", "nope"], "unknown figure"),
+    (["check", "mqar-mamba", "--from-export", "/nonexistent/export"], "no such folder"),
+])
+def test_more_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_options_before_the_subcommand_act_on_it(capsys):
+    code, out, _ = cli(capsys, "--dtype", "float32", "--json", "check", "haar", "--levels", "1", "--seq-len", "16",
+                       "--samples", "2", "--quiet")
+    body = json.loads(out)
+    assert code == 0 and body["dtype"] == "float32" and body["engine"] == "reference"
+
+
+def test_internal_error_is_exit_3_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
+    from verify.registry import SPECS
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("boom")
+
+    from dataclasses import replace as dc_replace
+
+    monkeypatch.setitem(SPECS, "haar", dc_replace(SPECS["haar"], check=broken))
+    code, _, err = cli(capsys, "check", "haar", "--quiet")
+    assert code == 3 and err.count("\n") == 1 and "internal error: ZeroDivisionError: boom" in err
+    code = main(["check", "haar", "--quiet", "--debug"])
+    assert code == 3 and "Traceback" in capsys.readouterr().err
+
+
+def test_interrupt_is_exit_130_one_line():
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "verify_constructions", "check", "keep-nth", "--seq-len", "20000",
+                          "--samples", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
+
+
+def test_json_is_strict_even_where_a_value_is_undefined(capsys):
+    code, out, _ = cli(capsys, "check", "induction-heads", "--vocab", "5", "--seq-len", "30", "--samples", "4",
+                       "--dtype", "bfloat16", "--json", "--quiet")
+    body = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert body["verdict"] in ("PASS", "UNPROVEN") and code in (0, 1)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_table_reads_at_80_and_200_columns(width):
+    """The verdict, recall and margins are visible whole at 80 columns, for a PASS and a FAIL row alike."""
+    from rich.console import Console
+
+    from verify_constructions.cli import table
+    from verify.registry import SPECS
+    from verify.engines import make_engine
+    from constructions import mqar_mamba
+    from dataclasses import replace as dc_replace
+
+    spec = SPECS["mqar-mamba"]
+    p = spec.params(kappa=4, vocab=16, samples=4)
+    good = spec.check(spec.build(p), p, make_engine("reference"))
+    con = spec.build(p)
+    con.proof = dc_replace(con.proof, margin=123.456789)
+    bad = spec.check(con, p, make_engine("reference"))
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(table([good, bad], "Construction checks (engine reference, float64)"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "PASS" in text and "FAIL" in text and "…" not in text
+    assert f"{good.correct}/{good.queries}" in text and "123.5" in text and f"{good.min_margin:.4g}" in text
+
+
+def test_export_is_a_pair_written_atomically_with_mode_0644(tmp_path, capsys):
+    target = tmp_path / "e"
+    assert cli(capsys, "export", "keep-nth", "--vocab", "8", "--out", str(target))[0] == 0
+    assert sorted(f.name for f in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert all(oct(f.stat().st_mode & 0o777) == "0o644" for f in target.iterdir())
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporary folder left behind
+    before = (target / "model.safetensors").read_bytes()
+    code, _, err = cli(capsys, "export", "keep-nth", "--vocab", "9", "--out", str(target))
+    assert code == 2 and "--force" in err and (target / "model.safetensors").read_bytes() == before
+    assert cli(capsys, "export", "keep-nth", "--vocab", "9", "--out", str(target), "--force")[0] == 0
+    assert json.loads((target / "config.json").read_text())["record"]["params"]["vocab"] == 9
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli(capsys, "export", "keep-nth", "--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    code, _, err = cli(capsys, "export", "keep-nth", "--out", str(tmp_path / "other"), "--force")
+    assert code == 2 and "holds no export" in err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage-json", "missing"])
+def test_a_damaged_export_is_bad_input(tmp_path, capsys, damage):
+    target = tmp_path / "e"
+    assert cli(capsys, "export", "keep-nth", "--vocab", "8", "--out", str(target))[0] == 0
+    weights = target / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "garbage-json":
+        (target / "config.json").write_text("{not json")
+    else:
+        weights.unlink()
+    code, _, err = cli(capsys, "check", "keep-nth", "--from-export", str(target))
+    assert code == 2 and err.count("\n") == 1, err
+
+
+def test_every_flag_has_help_text():
+    from verify_constructions.cli import parser
+
+    def walk(p):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+
+    missing = [(p.prog, a.option_strings) for p in walk(parser()) for a in p._actions
+               if a.option_strings and a.help in (None, "") and a.dest != "help"]
+    assert not missing, missing

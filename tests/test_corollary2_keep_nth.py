@@ -9,6 +9,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from constructions import keep_nth
 from constructions.errors import RequirementError
@@ -54,7 +55,6 @@ def test_delta_interval_covers_the_softplus_threshold():
 
 # --- generator -----------------------------------------------------------------------------------------------------
 
-@settings(max_examples=40)
 @given(vocab=st.integers(2, 300), n=st.integers(1, 30), extra=st.integers(0, 60), seed=st.integers(0, 2**31))
 def test_generator_labels_are_x_n_from_n_on(vocab, n, extra, seed):
     cfg = KeepNthConfig(vocab, n, n + extra, 7)
@@ -131,7 +131,7 @@ def test_exact_argmax_at_every_position_long_sequence():
     assert r.min_margin >= r.proven_margin * (1 - 1e-5)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(30))
 @given(vocab=st.integers(2, 40), n=st.integers(1, 25), extra=st.integers(0, 150), seed=st.integers(0, 2**31))
 def test_property_exact_argmax_any_sizes(vocab, n, extra, seed):
     con = keep_nth.build(vocab, n)

@@ -111,7 +111,7 @@ def test_construction_engines_agree(case):
     _compare(f"{_ids(case)} hidden", got, want)
     readout = con.readout.to(DEVICE)
     err, _ = _compare(f"{_ids(case)} logits", got.double() @ readout.T, want @ readout.T)
-    assert err <= 0.05 * con.info["proven_margin"]
+    assert err <= 0.05 * con.proof.margin
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

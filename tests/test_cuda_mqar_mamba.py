@@ -74,11 +74,11 @@ def test_engines_agree_and_recall_is_exact_in_float32(kappa, vocab, variant, T):
     dh, dl = (ref - gpu.double()).abs().max().item(), (logit_ref - logit_gpu).abs().max().item()
     print(f"\n{variant} k={kappa} |V|={vocab} T={T}: max|hidden ref64 - mamba_ssm32| = {dh:.2e}, "
           f"max|logits| diff = {dl:.2e} (logit scale {logit_ref.abs().max().item():.1f}, "
-          f"proven margin {con.info['proven_margin']:.3g})")
-    assert dl < 1e-3 * con.info["proven_margin"]
+          f"proven margin {con.proof.margin:.3g})")
+    assert dl < 1e-3 * con.proof.margin
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=1024), make_engine("mamba_ssm", "float32"), seed=1)
     print(f"  float32 recall {r.correct}/{r.queries}, min margin {r.min_margin:.4g}")
-    assert r.correct == r.queries and r.min_margin >= con.info["proven_margin"] * (1 - 1e-4)
+    assert r.correct == r.queries and r.min_margin >= con.proof.margin * (1 - 1e-4)
 
 
 @pytest.mark.parametrize("dtype", ["tfloat32", "bfloat16", "float16"])
@@ -88,7 +88,7 @@ def test_low_precision_recall(dtype, kappa, vocab, variant, T):
     con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=512), make_engine("mamba_ssm", dtype), seed=2)
     print(f"\n{dtype} {variant} k={kappa} |V|={vocab} T={T}: recall {r.correct}/{r.queries}, "
-          f"min margin {r.min_margin:.4g} (proven {con.info['proven_margin']:.4g})")
+          f"min margin {r.min_margin:.4g} (proven {con.proof.margin:.4g})")
     assert r.correct == r.queries
 
 
@@ -117,7 +117,7 @@ def test_query_only_path_equals_mamba_forward_gathered(kappa, vocab, variant, T)
         r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=1024), make_engine("mamba_ssm", dtype), seed=1)
         print(f"  {dtype} recall {r.correct}/{r.queries}, min margin {r.min_margin:.4g}")
         assert r.passed and r.correct == r.queries
-        assert dtype != "float32" or r.min_margin >= con.info["proven_margin"] * (1 - 1e-4)
+        assert dtype != "float32" or r.min_margin >= con.proof.margin * (1 - 1e-4)
 
 
 def test_export_loads_strictly_into_mamba_ssm(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from profiles import examples
 
 from constructions import hash_recall
 from symbolic import recall_scaling as rs
@@ -67,7 +68,8 @@ def test_known_misfit_at_n_equal_d(regime0):
 
 @pytest.mark.skipif(not RESULTS.exists(), reason="no committed grid results")
 def test_committed_grid_table():
-    """The committed grid (python -m verify.recall_grid): corrected law has smaller mean and max error, per regime."""
+    """The committed grid (python -m experiments.recall_grid): the corrected law has smaller mean and max error
+    per regime."""
     for name in REGIMES:
         data = json.loads((RESULTS / f"{name}.json").read_text())
         s = data["summary"]
@@ -76,7 +78,7 @@ def test_committed_grid_table():
         assert s["corrected"]["max_abs_error"] < s["law"]["max_abs_error"]
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=examples(5), deadline=None)
 @given(vocab=st.integers(9, 24), facts=st.integers(1, 2), seed=st.integers(0, 10**6))
 def test_exact_recall_where_the_rigorous_bound_says_so(vocab, facts, seed):
     """AR at D = N = 384: the certificate of the drawn codes (or the rigorous bound) says no query may fail;
@@ -85,7 +87,7 @@ def test_exact_recall_where_the_rigorous_bound_says_so(vocab, facts, seed):
     p = HashRecallParams(vocab=vocab, facts=facts, task="ar", d_model=384, d_state=384, samples=32, seed=seed)
     spec = SPECS["hash-recall"]
     res = spec.check(spec.build(p), p, make_engine("reference"))
-    assert res.info["verdict_rule"].startswith("exact")
+    assert res.rule.startswith("exact")
     assert res.required_recall == 1.0 and res.correct == res.queries and res.passed
 
 
@@ -102,7 +104,7 @@ def test_probabilistic_verdict_uses_the_corrected_law():
     p = HashRecallParams(d_model=32, d_state=16, samples=128)
     spec = SPECS["hash-recall"]
     res = spec.check(spec.build(p), p, make_engine("reference"))
-    assert res.info["verdict_rule"].startswith("recall >= corrected law")
+    assert res.rule.startswith("recall >= corrected law")
     assert 0 < res.required_recall < res.info["corrected_law"] and res.passed
     assert abs(res.recall - res.info["corrected_law"]) < 0.1
 

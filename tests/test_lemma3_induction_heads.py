@@ -9,6 +9,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from constructions import induction_heads
 from constructions.errors import RequirementError
@@ -71,7 +72,6 @@ def test_papers_example():
     assert labels_for(x, 9).tolist() == [[blank, blank, blank, 1, blank, 2, 4, 3]]
 
 
-@settings(max_examples=30)
 @given(V=st.integers(2, 12), extra=st.integers(0, 40), p=st.floats(0, 1), seed=st.integers(0, 2**31))
 def test_generator_labels_and_hard_case_structure(V, extra, p, seed):
     T = 2 * V + 2 + extra
@@ -121,7 +121,6 @@ def test_generator_rejects_bad_configs(cfg, needle):
 
 # --- the exact reduction to an S6 scan (what the mamba_ssm engine runs) ---------------------------------------------
 
-@settings(max_examples=20)
 @given(d=st.integers(1, 5), N=st.integers(1, 5), L=st.integers(1, 12), seed=st.integers(0, 2**31))
 def test_delta_t_scan_equals_flattened_s6_scan(d, N, L, seed):
     g = torch.Generator().manual_seed(seed)
@@ -137,7 +136,6 @@ def test_delta_t_scan_equals_flattened_s6_scan(d, N, L, seed):
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), float((got - want).abs().max())
 
 
-@settings(max_examples=15)
 @given(limit=st.integers(1, 40), G=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**31))
 def test_scan_in_pieces_of_whole_groups_equals_one_scan(limit, G, seed):
     """CUDA's 65535-channel launch limit (lowered here): the scan in pieces of whole S6 groups equals one scan."""
@@ -235,7 +233,7 @@ def test_exact_recall_long_sequences_hard_cases(V, T):
     assert r.correct == r.queries == 3 * T and r.min_margin >= r.proven_margin * (1 - 1e-5)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(30))
 @given(V=st.integers(2, 9), extra=st.integers(0, 80), p=st.floats(0, 1), seed=st.integers(0, 2**31))
 def test_property_exact_recall_any_sizes(V, extra, p, seed):
     T = 2 * V + 2 + extra

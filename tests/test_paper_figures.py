@@ -192,7 +192,7 @@ def test_missing_results_one_line(tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "sweep --grid fig2" in out[0] and out[0].startswith("skipped fig2")
     assert main(["figures", "--results", str(tmp_path), "--out", str(tmp_path / "o"), "--only", "corollary1"]) == 0
-    assert "python -m verify.haar_rates" in capsys.readouterr().out
+    assert "python -m experiments.haar_rates" in capsys.readouterr().out
 
 
 def test_unknown_name(tmp_path, capsys):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st
+from profiles import examples
 
 from constructions.errors import RequirementError
 from symbolic import recall_scaling as rs
@@ -99,7 +100,7 @@ def test_paper_a_and_filler_dependence():
     assert rs.a_coefficient("designed", "mqar", nf=16, seq_len=128) > rs.a_coefficient("designed", "mqar", nf=16)
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(d=st.integers(2, 256), n=st.integers(1, 256), v=st.integers(3, 10**6), nf=st.integers(1, 500),
        a=st.floats(0.1, 5), lam=st.integers(1, 6))
 def test_sympy_law_matches_plain_numeric(d, n, v, nf, a, lam):

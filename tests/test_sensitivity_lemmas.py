@@ -8,6 +8,7 @@ import pytest
 import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from symbolic import sensitivity as se
 from symbolic.blocks import softplus
@@ -38,7 +39,7 @@ def test_counterexample_is_real_in_autograd():
     assert np.abs(J[1:, 1]).max() < 1e-12 < paper_bound
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(seed=st.integers(0, 2**31), lam=st.floats(0.05, 2.0), a=st.floats(-2.0, 2.0), b=st.floats(-2.0, 2.0),
        beta1=st.floats(-1.0, 1.0), beta0=st.floats(-1.0, 1.0))
 def test_lemma1_closed_form_equals_autograd_on_random_sequences(seed, lam, a, b, beta1, beta0):

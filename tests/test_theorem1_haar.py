@@ -11,6 +11,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from constructions import haar
 from constructions.errors import RequirementError
@@ -88,7 +89,6 @@ def test_the_layer_is_exactly_linear_in_the_signal():
 
 # --- generator -----------------------------------------------------------------------------------------------------
 
-@settings(max_examples=40)
 @given(T=st.integers(2, 200), jumps=st.integers(0, 20), seed=st.integers(0, 2**31))
 def test_piecewise_signals_have_the_requested_jumps(T, jumps, seed):
     jumps = min(jumps, T - 1)
@@ -113,11 +113,12 @@ def test_haar_check_within_the_derived_bound(engine, time):
     p = HaarParams(levels=2, seq_len=64, samples=32, time=time)
     r = check(build(p), p, engine)
     assert r.passed and r.correct == r.queries == 8 + 32 * 8
-    assert r.max_error <= r.error_bound
+    assert r.max_error <= r.error_bound + r.allowance
+    assert engine is REF32 or r.allowance < 1e-6 * r.error_bound  # float64: the bound itself is what is checked
     assert r.info["kernel_max_error"] >= 0.99 * r.info["eps"]  # the bound is tight on the real layer
 
 
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(levels=st.integers(0, 3), mult=st.integers(1, 3), jumps=st.integers(0, 6), seed=st.integers(0, 2**31))
 def test_property_haar_any_sizes(levels, mult, jumps, seed):
     T = 2 ** (levels + 1) * mult

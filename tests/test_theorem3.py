@@ -8,6 +8,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_mamba2
@@ -67,7 +68,7 @@ def test_hadamard_codes_have_no_interference():
 
 # --- exact recall on the reference engine ---------------------------------------------------------------------
 
-@settings(max_examples=settings.default.max_examples // 4)  # ci profile: 50, long: 750
+@settings(max_examples=examples(50))
 @given(kappa=st.integers(1, 10), vocab=st.integers(2, 40), extra=st.integers(0, 24), passes=st.integers(1, 3),
        variant=st.sampled_from(mqar_mamba2.VARIANTS), dtype=st.sampled_from(["float64", "float32"]),
        seed=st.integers(0, 2**16))
@@ -76,7 +77,7 @@ def test_exact_recall_on_every_query_with_proven_margin(kappa, vocab, extra, pas
     con = mqar_mamba2.build(kappa, vocab, variant, seq_len=T, seed=seed)
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=16, query_passes=passes),
                    make_engine("reference", dtype), seed=seed + 1)
-    proven = con.info["proven_margin"]
+    proven = con.proof.margin
     assert r.correct == r.queries, f"{r.correct}/{r.queries} queries recalled"
     assert r.min_margin >= proven * (1 - TOL[dtype]), f"measured margin {r.min_margin} < proven {proven}"
 
@@ -85,7 +86,7 @@ def test_exact_recall_on_every_query_with_proven_margin(kappa, vocab, extra, pas
 def test_default_sizes_recall(variant):
     con = mqar_mamba2.build(32, 512, variant, seq_len=256)
     r = check_mqar(con, MQARConfig(32, 512, 256, num_examples=16, query_passes=2), make_engine("reference"), seed=3)
-    assert r.correct == r.queries and r.min_margin >= con.info["proven_margin"] * (1 - 1e-9)
+    assert r.correct == r.queries and r.min_margin >= con.proof.margin * (1 - 1e-9)
 
 
 @pytest.mark.parametrize("variant", mqar_mamba2.VARIANTS)
@@ -97,7 +98,7 @@ def test_adjacent_and_repeated_queries(variant):
     tokens, labels = sequence(con, kv, tail)
     q, correct, margin = run(con, make_engine("reference"), tokens, labels)
     assert (q, correct) == (len([t for t in tail if t is not None]),) * 2
-    assert margin >= con.info["proven_margin"] * (1 - 1e-9)
+    assert margin >= con.proof.margin * (1 - 1e-9)
 
 
 def test_one_hot_read_is_exactly_the_stored_value():
@@ -107,7 +108,7 @@ def test_one_hot_read_is_exactly_the_stored_value():
     for pos, target in ((6, 2), (7, 2), (8, 2)):
         logits = logits_at(con, make_engine("reference"), tokens, pos)
         others = np.delete(logits, target)
-        assert np.abs(others).max() < 1e-12 and logits[target] >= con.info["proven_margin"]
+        assert np.abs(others).max() < 1e-12 and logits[target] >= con.proof.margin
 
 
 # --- N = O(log kappa): typical-case only ------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def test_small_key_dim_has_no_proof_and_an_adversarial_sequence_breaks_it():
     """N < kappa: the proven margin is None, and the sequence built from the rank-bound argument is recalled wrong."""
     kappa = 16
     con = mqar_mamba2.build(kappa, 8, "jl", seq_len=64, key_dim=8)
-    assert con.info["proven_margin"] is None and "rank bound" in con.info["guarantee"]
+    assert con.proof.margin is None and "rank bound" in con.proof.outside
     (tokens, labels), _ = adversarial_sequence(con)
     q, correct, margin = run(con, make_engine("reference"), tokens, labels)
     assert q == 1 and correct == 0 and margin < 0
@@ -138,7 +139,7 @@ def test_same_adversarial_sequence_is_recalled_with_hadamard_keys():
     kv = [(l, 0 if l % 2 else 1) for l in range(16) if l != 5] + [(5, 0)]
     tokens, labels = sequence(con, kv, [5])
     q, correct, margin = run(con, make_engine("reference"), tokens, labels)
-    assert q == correct == 1 and margin >= con.info["proven_margin"] * (1 - 1e-9)
+    assert q == correct == 1 and margin >= con.proof.margin * (1 - 1e-9)
 
 
 def test_key_dim_requirements():

@@ -8,6 +8,7 @@ import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_s4d
@@ -56,7 +57,7 @@ def test_margin_obligation_fails_when_leaks_outweigh_the_signal():
 
 # --- exact recall on the reference engine ---------------------------------------------------------------------
 
-@settings(max_examples=settings.default.max_examples // 4)  # ci profile: 50, long: 750
+@settings(max_examples=examples(50))
 @given(kappa=st.integers(1, 8), vocab=st.integers(2, 24), extra=st.integers(0, 24), passes=st.integers(1, 3),
        variant=st.sampled_from(mqar_s4d.VARIANTS), dtype=st.sampled_from(["float64", "float32"]),
        seed=st.integers(0, 2**16))
@@ -65,7 +66,7 @@ def test_exact_recall_on_every_query_with_proven_margin(kappa, vocab, extra, pas
     con = mqar_s4d.build(kappa, vocab, variant, seq_len=T, seed=seed)
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=16, query_passes=passes),
                    make_engine("reference", dtype), seed=seed + 1)
-    proven = con.info["proven_margin"]
+    proven = con.proof.margin
     assert r.correct == r.queries, f"{r.correct}/{r.queries} queries recalled"
     assert r.min_margin >= proven * (1 - TOL[dtype]), f"measured margin {r.min_margin} < proven {proven}"
 
@@ -74,7 +75,7 @@ def test_exact_recall_on_every_query_with_proven_margin(kappa, vocab, extra, pas
 def test_default_sizes_recall(variant):
     con = mqar_s4d.build(16, 256, variant, seq_len=256)
     r = check_mqar(con, MQARConfig(16, 256, 256, num_examples=8, query_passes=2), make_engine("reference"), seed=3)
-    assert r.correct == r.queries and r.min_margin >= con.info["proven_margin"] * (1 - 1e-9)
+    assert r.correct == r.queries and r.min_margin >= con.proof.margin * (1 - 1e-9)
 
 
 @pytest.mark.parametrize("variant", mqar_s4d.VARIANTS)
@@ -87,7 +88,7 @@ def test_repeated_adjacent_keys_and_queries(variant):
     engine = make_engine("reference")
     q, correct, margin = run(con, engine, tokens, labels)
     assert (q, correct) == (len([t for t in tail if t is not None]),) * 2
-    assert margin >= con.info["proven_margin"] * (1 - 1e-9)
+    assert margin >= con.proof.margin * (1 - 1e-9)
     # The uniform write shifts the logits of block i together: the first query of key 1 and the third (after two
     # (k_1, k_1) pairs) have the same margins up to decay.
     first, third = (logits_at(con, engine, tokens, 8 + k) for k in (0, 2))

@@ -13,7 +13,7 @@
 #   profile[@ARGS]   benchmarks/tools/profile_harness.py ARGS (commas become spaces)
 #   ablation         benchmarks/tools/harness_ablation.py            (harness_ablation.json)
 #   trainbench       python -m verify.train.bench                     (train_bench.json)
-#   grid             python -m verify.recall_grid_gpu                 (recall_grid_gpu/)
+#   grid             python -m experiments.recall_grid_gpu            (recall_grid_gpu/)
 #   calibrate[@ARM]  python -m verify.train.calibrate [--only ARM] ${CALIB_ARGS} into OUT/calib/ (resuming from
 #                    results/train/calibration.jsonl and .sweep-ckpt/calibration.jsonl.ckpt; merge OUT/calib/calibration.jsonl)
 #   mps              start the CUDA MPS daemon (parallel sweep processes share the GPU without time-slicing)
@@ -44,7 +44,7 @@ one() {
     profile) python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
     ablation) timeout "$left" python3 benchmarks/tools/harness_ablation.py --out "$OUT/harness_ablation.json" ;;
     trainbench) timeout "$(( left < ${TRAINBENCH_TIMEOUT:-100000} ? left : ${TRAINBENCH_TIMEOUT:-100000} ))" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
-    grid) python3 -m verify.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
+    grid) python3 -m experiments.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     calibrate) mkdir -p "$OUT/calib" && cp results/train/calibration.jsonl results/train/fig2.jsonl "$OUT/calib/"
            [ -d .sweep-ckpt/calibration.jsonl.ckpt ] && cp -r .sweep-ckpt/calibration.jsonl.ckpt "$OUT/calib/"
            python3 -m verify.train.calibrate --device cuda ${a:+--only $a} --minutes "$sweep_minutes" \

@@ -6,6 +6,8 @@ construction's proven lower bound on it.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -15,12 +17,25 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction
-from verify import fused_readout
+from verify import fused_readout, rounding
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 
 @dataclass
 class CheckResult:
+    """One check of one construction on one engine: what was measured, what the proof claims, and the verdict.
+
+    The verdict (``verdict``, ``reasons``) is PASS only when every obligation of the proof holds (decided by sympy at
+    the construction's parameters) *and* the measurement meets the proof's claim:
+
+    * ``margin``: every scored position recalled (argmax), and min margin >= proven margin - ``allowance``;
+    * ``error``: every scored output within ``error_bound`` + ``allowance`` of the exact value;
+    * ``probabilistic``: recall >= ``required_recall`` (the rule is stated in ``rule``).
+
+    ``allowance`` is the engine's rounding allowance (``verify.rounding``). UNPROVEN means nothing failed but the
+    proof does not cover these parameters (``outside``) or there is no bound to compare with: measured only.
+    """
+
     construction: str
     theorem: str
     sizes: dict
@@ -35,27 +50,154 @@ class CheckResult:
     config: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     summary: str = ""  # the problem sizes in one short line, for the table (e.g. "k=8 |V|=128 T=100 d=136 N=8")
-    required_recall: float | None = None  # probabilistic claims: pass iff recall >= this (None: exact recall, margin > 0)
+    required_recall: float | None = None  # probabilistic claims: pass iff recall >= this
     # Checks of a real-valued claim (e.g. Haar projections) instead of an argmax: the largest |output - exact| over
-    # everything scored and the bound the proof derives on it. When error_bound is set, ``correct`` counts the outputs
-    # within the bound, and min_margin is the smallest slack (bound - error).
+    # everything scored and the bound the proof derives on it.
     max_error: float | None = None
     error_bound: float | None = None
+    claim: str = "margin"
+    obligations: list = field(default_factory=list)  # [{"name", "statement", "holds"}], decided by sympy
+    allowance: float = 0.0  # rounding allowance of the engine's dtype, in the units of the margin (or error)
+    outside: str | None = None  # why the parameters are outside the proof (measured only)
+    rule: str = ""  # the pass rule, in words
+    weights_dtype: str = ""  # the coarsest dtype the weights were rounded to (stored file or engine)
 
     @property
     def recall(self) -> float:
         return self.correct / self.queries if self.queries else 0.0
 
     @property
+    def failed_obligations(self) -> list[str]:
+        return [o["name"] for o in self.obligations if not o["holds"]]
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the check is not a PASS (empty for a PASS): failures first, then what leaves it unproven."""
+        out = [f"obligation fails: {name}" for name in self.failed_obligations]
+        if self.queries == 0:
+            out.append("nothing was scored")
+        elif self.claim == "error":
+            if not self.max_error <= self.error_bound + self.allowance:
+                out.append(f"max error {self.max_error:.6g} > bound {self.error_bound:.6g} + allowance "
+                           f"{self.allowance:.3g}")
+        elif self.claim == "probabilistic":
+            if self.required_recall is not None and not self.recall >= self.required_recall:
+                out.append(f"recall {self.recall:.4f} < required {self.required_recall:.4f} ({self.rule})")
+        else:
+            if self.correct < self.queries:
+                out.append(f"{self.queries - self.correct} of {self.queries} scored positions not recalled")
+            if self.proven_margin is not None and not self.min_margin >= self.proven_margin - self.allowance:
+                out.append(f"min margin {self.min_margin:.10g} < proven {self.proven_margin:.10g} - allowance "
+                           f"{self.allowance:.3g}: the proof claims more than the weights do")
+        if self.outside:
+            out.append(f"outside the proof: {self.outside}")
+        bound = self.error_bound if self.claim == "error" else self.proven_margin
+        if self.claim in ("margin", "error") and bound is not None and not self.allowance < abs(bound):
+            out.append(f"undecidable in {self.dtype} with {self.weights_dtype or self.dtype} weights: the rounding "
+                       f"allowance {self.allowance:.3g} is not below the proven bound {bound:.6g}")
+        if out:
+            return out
+        if not self.obligations:
+            return ["no obligations: nothing was proven"]
+        if self.claim == "margin" and self.proven_margin is None:
+            return ["no proven margin to compare with"]
+        if self.claim == "probabilistic" and self.required_recall is None:
+            return [f"no checkable prediction: {self.rule}"]
+        return []
+
+    @property
+    def verdict(self) -> str:
+        reasons = self.reasons
+        if not reasons:
+            return "PASS"
+        return "UNPROVEN" if all(r.startswith(UNPROVEN_PREFIXES) for r in reasons) else "FAIL"
+
+    @property
     def passed(self) -> bool:
-        if self.error_bound is not None:
-            return self.queries > 0 and self.correct == self.queries and self.max_error <= self.error_bound
-        if self.required_recall is not None:
-            return self.queries > 0 and self.recall >= self.required_recall
-        return self.queries > 0 and self.correct == self.queries and self.min_margin > 0
+        return self.verdict == "PASS"
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "recall": self.recall, "passed": self.passed}
+        """Strict-JSON-ready: a non-finite number becomes null, with the reason under ``undefined``."""
+        body = {**asdict(self), "recall": self.recall, "verdict": self.verdict, "passed": self.passed,
+                "reasons": self.reasons, "obligations_held": len(self.obligations) - len(self.failed_obligations),
+                "obligations_total": len(self.obligations), "failed_obligations": self.failed_obligations}
+        return finite_json(body)
+
+
+UNPROVEN_PREFIXES = ("outside the proof", "no obligations", "no proven margin", "no checkable prediction",
+                     "undecidable in")
+
+
+def finite_json(obj, path: str = "", undefined: dict | None = None):
+    """``obj`` with every NaN/inf float replaced by None; the top level gets ``undefined``: {path: reason}."""
+    top = undefined is None
+    undefined = {} if top else undefined
+    if isinstance(obj, dict):
+        out = {k: finite_json(v, f"{path}.{k}" if path else str(k), undefined) for k, v in obj.items()}
+    elif isinstance(obj, (list, tuple)):
+        out = [finite_json(v, f"{path}[{i}]", undefined) for i, v in enumerate(obj)]
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        undefined[path] = {math.inf: "+inf (nothing bounds it)", -math.inf: "-inf"}.get(obj, "not a number")
+        out = None
+    else:
+        out = obj
+    if top and undefined and isinstance(out, dict):
+        out["undefined"] = undefined
+    return out
+
+
+def proof_fields(con: Construction, engine, seq_len: int, logit_bound: float) -> dict:
+    """The proof's side of a CheckResult: claim, obligations (decided now, cached), proven bound, allowance."""
+    proof = con.proof
+    if proof is None:
+        return {"claim": "margin", "obligations": [], "proven_margin": None, "allowance": 0.0,
+                "outside": "the construction carries no proof"}
+    obligations = [{"name": o.name, "statement": o.statement, "holds": bool(o.holds)} for o in proof.decide()]
+    k = con.config.chain_length(seq_len)
+    weights = weights_dtype(con, engine)
+    if proof.claim == "error":
+        allowance = 0.0  # the check computes it from its outputs' scale (error_allowance)
+    else:
+        allowance = rounding.margin_allowance(k, engine.dtype_name, weights, logit_bound)
+    return {"claim": proof.claim, "obligations": obligations, "proven_margin": proof.margin, "allowance": allowance,
+            "outside": proof.outside, "error_bound": proof.error_bound, "weights_dtype": weights}
+
+
+def weights_dtype(con: Construction, engine) -> str:
+    """The coarsest of the construction's stored weight dtype and the engine's dtype (the engine casts to it)."""
+    stored = {str(t.dtype).removeprefix("torch.") for t in (con.embedding, con.readout, *con.mixer.values())}
+    names = stored | {"float32" if engine.dtype_name == "tfloat32" else engine.dtype_name}
+    return max(names, key=lambda n: rounding.UNIT_ROUNDOFF.get(n, 0.0))
+
+
+def logit_bound(con: Construction, h: torch.Tensor) -> torch.Tensor:
+    """max over rows of sum_i max_c |r_ci| |h_i| (0-dim, on h's device): bounds every logit |r_c . h| of the rows,
+    and the magnitude the rounding allowance is relative to (``verify.rounding``)."""
+    if h.numel() == 0:
+        return h.new_zeros((), dtype=torch.float64)
+    cache = con.__dict__.setdefault("_readout_cache", {})
+    key = ("colmax", str(h.device))
+    if key not in cache:
+        cache[key] = con.readout.double().abs().amax(dim=0).to(h.device)
+    return (h.reshape(-1, h.shape[-1]).double().abs() @ cache[key]).amax()
+
+
+_PROGRESS: list = []  # the active progress callback(done, total), set by ``progress``
+
+
+@contextlib.contextmanager
+def progress(callback):
+    """Within the block, checks report ``callback(done, total)`` after each batch (sequences or outputs done)."""
+    _PROGRESS.append(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.pop()
+
+
+def report_progress(done: int, total: int) -> None:
+    if _PROGRESS:
+        _PROGRESS[-1](done, total)
 
 
 READOUT_CHUNK = 2 ** 25  # logits per readout chunk (128 MiB in float32): fewer, larger GEMMs were faster on the H100
@@ -115,9 +257,15 @@ def _recall_plain(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, 
 
 def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float]:
     """(queries, correct, min margin) on the labelled positions of one batch (any number of queries per row)."""
+    return score_batch(con, hidden, labels)[:3]
+
+
+def score_batch(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float, float]:
+    """``score_queries`` and ``logit_bound`` of the scored rows (the rounding allowance's scale)."""
     mask = labels.to(hidden.device) != IGNORE
-    correct, margin = _recall(con, hidden[mask], labels.to(hidden.device)[mask])
-    return int(mask.sum()), int(correct), float(margin)
+    h = hidden[mask]
+    correct, margin = _recall(con, h, labels.to(hidden.device)[mask])
+    return int(mask.sum()), int(correct), float(margin), float(logit_bound(con, h))
 
 
 def query_positions(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,19 +318,20 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
     """
     start = time.perf_counter()
     queries = correct = 0
-    min_margin = float("inf")
+    min_margin, bound = float("inf"), 0.0
     with engine.precision():
         for i in range(0, len(tokens), batch_size):
             tok = torch.as_tensor(tokens[i:i + batch_size])
             hidden = engine.hidden(con, tok)
-            q, c, m = score_queries(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
-            queries, correct, min_margin = queries + q, correct + c, min(min_margin, m)
+            q, c, m, b = score_batch(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
+            queries, correct, min_margin, bound = queries + q, correct + c, min(min_margin, m), max(bound, b)
+            report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
-                       correct, min_margin, con.info.get("proven_margin"), seconds, config=config,
-                       info=dict(con.info), summary=summary)
+                       correct, min_margin, seconds=seconds, config=config, info=dict(con.info), summary=summary,
+                       rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], bound))
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
@@ -196,25 +345,32 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     task.validate()
     start = time.perf_counter()
     queries = sequences = 0
-    scored = []
+    scored, tops = [], []
     with engine.precision():
         pending = None  # the previous batch's readout, finished once this batch is enqueued
         for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
             tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
             h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
+            tops.append(logit_bound(con, h))
             if pending is not None:
                 scored.append(pending())
             pending = _recall_later(con, h.reshape(-1, h.shape[-1]), target)
             queries, sequences = queries + target.numel(), sequences + len(tokens)
+            report_progress(sequences, task.num_examples)
         if pending is not None:
             scored.append(pending())
     correct, margins = zip(*scored)
     correct, min_margin = int(torch.stack(correct).sum()), float(torch.stack(margins).min())
+    bound = float(torch.stack(tops).max())
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     summary = (f"k={task.kappa} |V|={task.vocab_size} T={task.seq_len} d={con.config.d_model} "
                f"N={con.config.d_state}")
     return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, sequences, queries,
-                       correct, min_margin, con.info.get("proven_margin"), seconds,
-                       config={**asdict(task), "seed": seed}, info=dict(con.info), summary=summary)
+                       correct, min_margin, seconds=seconds, config={**asdict(task), "seed": seed},
+                       info=dict(con.info), summary=summary, rule=MARGIN_RULE,
+                       **proof_fields(con, engine, task.seq_len, bound))
+
+
+MARGIN_RULE = "every obligation holds, every query recalled, min margin >= proven margin - rounding allowance"

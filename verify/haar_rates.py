@@ -1,33 +1,24 @@
 """Corollary 1 made measurable: best N-term L^2 error of piecewise-constant targets, S6 (Haar) vs S4D (Fourier / real
-exponentials), as error-vs-N curves for a figure.
+exponentials). The measurement functions; ``python -m experiments.haar_rates`` runs them into the error-vs-N curves
+of ``results/corollary1_error_vs_N.json``.
 
-``python -m verify.haar_rates --out results/corollary1_error_vs_N.json`` writes (atomically):
-
-* targets: ``targets`` random rho on [0, 1] per jump count m in {1, 2, 4}: jump positions uniform, piece values
-  uniform in [-1, 1];
-* ``haar_exact``: N = 3 n Mamba basis functions = n Haar terms (Theorem 1: three bases per wavelet; phi counts as a
-  term); the best n-term error sqrt(sum of the squares of all but the n largest coefficients), exact coefficients
-  (every nonzero one down to level 40: only wavelets whose support contains a jump are nonzero);
-* ``haar_s6_layer``: the same with the coefficients *computed by Theorem 1's constructed layer* (reference engine,
-  float64, every wavelet up to level 7 on a T = 256 grid) for rho sampled on that grid, error measured against the
-  grid function the layer sees;
-* ``s4d_fourier``: S4D's best case, its Fourier limit (eigenvalues on the unit circle): best N-term error in the
-  real trigonometric basis (N real basis functions, adaptive, from the first 20000 frequencies);
-* ``s4d_real_lstsq``: N real S4D bases exp(-lam_n (1 - s)), lam_n = n - 1, least-squares fit on 2^12 grid points
-  (numerically ill-conditioned for large N: the Vandermonde problem the paper cites);
-* fitted rates: log2 error slope per N (Haar; theory 2^{-N/(6m)} in L^2, paper 2^{-N/(3m)}) and log-log slope
-  (Fourier; theory N^{-1/2} in L^2, paper N^{-1}).
+* targets (``random_target``): jump positions uniform on [0, 1], piece values uniform in [-1, 1];
+* ``haar_coefficients``: every nonzero Haar coefficient, exact, down to level 40 (only wavelets whose support
+  contains a jump are nonzero); ``best_n_term_errors``: sqrt(sum of the squares of all but the n largest);
+* ``haar_layer_errors``: the same with the coefficients *computed by Theorem 1's constructed layer* (reference
+  engine, float64, every wavelet up to level 7 on a T = 256 grid) for rho sampled on that grid, error measured
+  against the grid function the layer sees;
+* ``fourier_coefficients``: S4D's best case, its Fourier limit (eigenvalues on the unit circle), in the real
+  trigonometric basis;
+* ``s4d_real_errors``: N real S4D bases exp(-lam_n (1 - s)), lam_n = n - 1, least-squares fit on 2^12 grid points
+  (numerically ill-conditioned for large N: the Vandermonde problem the paper cites).
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import math
-import sys
-import time
 
 import numpy as np
-
-from constructions.export import write_json_atomic
 
 J_MAX = 40
 
@@ -97,6 +88,14 @@ def s4d_real_errors(u, v, n_max: int = 30, grid: int = 2**12) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _layer(levels: int):
+    """Theorem 1's layer on the T = 2^(levels+1) grid, built once (its bound is evaluated in sympy: ~25 s at 7)."""
+    from constructions import haar
+
+    return haar.build(levels, 2 ** (levels + 1))
+
+
 def haar_layer_errors(targets, n_max: int, levels: int = 7) -> tuple[list[np.ndarray], float]:
     """Best n-term errors of each target sampled on the T = 2^(levels+1) grid, with the coefficients the constructed
     S6 layer outputs (reference engine, float64); also the largest |layer - exact| coefficient error seen."""
@@ -105,7 +104,7 @@ def haar_layer_errors(targets, n_max: int, levels: int = 7) -> tuple[list[np.nda
     from verify.specs.haar import outputs
 
     T = 2 ** (levels + 1)
-    con = haar.build(levels, T)
+    con = _layer(levels)
     s = (np.arange(T) + 0.5) / T
     signals = np.stack([np.take(v, np.searchsorted(u, s)) for u, v in targets])
     got = outputs(con, signals, make_engine("reference", "float64"))
@@ -121,58 +120,3 @@ def haar_layer_errors(targets, n_max: int, levels: int = 7) -> tuple[list[np.nda
             e.append(math.sqrt(np.sum((c_exact[top] - c_layer[top]) ** 2) + np.sum(c_exact[rest] ** 2)))
         errs.append(np.array(e))
     return errs, float(np.abs(got - exact).max())
-
-
-def _summary(curves: list[np.ndarray]) -> dict:
-    a = np.stack(curves)
-    return {"mean": a.mean(0).tolist(), "min": a.min(0).tolist(), "max": a.max(0).tolist(),
-            "geomean": np.exp(np.log(np.maximum(a, 1e-300)).mean(0)).tolist()}
-
-
-def measure(ms=(1, 2, 4), targets: int = 20, n_haar: int = 40, n_fourier: int = 120, n_s4d: int = 30,
-            seed: int = 0) -> dict:
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    res = {"command": "python -m verify.haar_rates --out results/corollary1_error_vs_N.json",
-           "seed": seed, "targets_per_m": targets, "by_m": {}}
-    for m in ms:
-        tg = [random_target(m, rng) for _ in range(targets)]
-        haar_c = [best_n_term_errors(haar_coefficients(u, v), n_haar) for u, v in tg]
-        layer_c, layer_coef_err = haar_layer_errors(tg, n_haar)
-        four_c = [best_n_term_errors(fourier_coefficients(u, v), n_fourier, total=norm2(u, v)) for u, v in tg]
-        s4d_c = [s4d_real_errors(u, v, n_s4d) for u, v in tg]
-        n = np.arange(1, n_haar + 1)
-        g = np.exp(np.log(np.stack(haar_c)).mean(0))
-        fit = slice(2 * m, n_haar)
-        haar_slope = float(np.polyfit(3 * n[fit], np.log2(g[fit]), 1)[0])
-        N4 = np.arange(1, n_fourier + 1)
-        g4 = np.exp(np.log(np.stack(four_c)).mean(0))
-        four_slope = float(np.polyfit(np.log(N4[9:]), np.log(g4[9:]), 1)[0])
-        res["by_m"][str(m)] = {
-            "targets": [{"jumps": u.tolist(), "values": v.tolist()} for u, v in tg],
-            "haar_exact": {"N": (3 * n).tolist(), "terms": n.tolist(), **_summary(haar_c)},
-            "haar_s6_layer": {"N": (3 * n).tolist(), "terms": n.tolist(), "grid": 256, **_summary(layer_c),
-                              "max_coefficient_error_vs_exact": layer_coef_err},
-            "s4d_fourier": {"N": N4.tolist(), **_summary(four_c)},
-            "s4d_real_lstsq": {"N": list(range(1, n_s4d + 1)), "lam": "lam_n = n - 1", **_summary(s4d_c)},
-            "rates": {"haar_log2_error_per_N_fitted": haar_slope, "haar_theory_L2": -1 / (6 * m),
-                      "haar_paper": -1 / (3 * m), "fourier_loglog_slope_fitted": four_slope,
-                      "fourier_theory_L2": -0.5, "fourier_paper": -1.0},
-        }
-    res["seconds"] = time.perf_counter() - start
-    return res
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m verify.haar_rates", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results/corollary1_error_vs_N.json")
-    ap.add_argument("--targets", type=int, default=20)
-    args = ap.parse_args(argv)
-    res = measure(targets=args.targets)
-    out = write_json_atomic(args.out, res, indent=1)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

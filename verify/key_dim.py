@@ -4,11 +4,9 @@ No N < kappa can be proven for every sequence (rank bound, ``constructions.mqar_
 N = O(log kappa) and its trained models' N ~ 4 ln kappa (Fig. A.3) are typical-case numbers. ``empirical_key_dim``
 measures the typical-case N of our construction: the smallest even ``key_dim`` whose low-coherence balanced key codes
 (``jl.low_coherence_codes``) recall exactly on every query of ``samples`` generated sequences. A measurement, not a
-proof.
+proof; ``python -m experiments.key_dim`` prints it next to the paper's N for several kappa.
 """
 from __future__ import annotations
-
-import math
 
 from constructions import mqar_mamba2
 from constructions.errors import RequirementError
@@ -30,19 +28,3 @@ def empirical_key_dim(kappa: int, vocab_size: int, seq_len: int = 100, samples: 
         if result.correct == result.queries:
             return n
     return None
-
-
-def key_dim_table(kappas=(4, 8, 16, 32), vocab_size: int = 128, seq_len: int = 100, samples: int = 1000) -> list:
-    """Rows (kappa, empirical N, paper log2 kappa, 4 ln kappa, proven N = Hadamard order, rank bound kappa)."""
-    return [{"kappa": k, "empirical_N": empirical_key_dim(k, vocab_size, max(seq_len, 3 * k), samples),
-             "log2_kappa": math.log2(k), "4_ln_kappa": 4 * math.log(k),
-             "proven_N": mqar_mamba2.key_dim_default(k), "rank_bound": k} for k in kappas]
-
-
-if __name__ == "__main__":
-    import json
-    import sys
-
-    vocab = int(sys.argv[1]) if len(sys.argv) > 1 else 128
-    for row in key_dim_table(vocab_size=vocab):
-        print(json.dumps(row))

@@ -1,182 +1,57 @@
-"""Every construction the command line knows: its theorem, size formulas, parameters, default checks, builder, check.
+"""Every construction the command line knows, discovered through the entry-point group
+``mamba_constructions.constructions`` (``verify.api.ENTRY_POINT_GROUP``).
 
-A construction adds one ``Spec`` to ``SPECS`` (in its own module under ``verify/specs/`` if it is long); the CLI
-derives ``check NAME`` / ``export NAME`` flags from the fields of ``Spec.params`` (``field_name`` -> ``--field-name``,
-help text from ``field(metadata={"help": ...})``) and needs no other change.
+Each entry point names a ``verify.api.Spec``; the project's own constructions are entry points of its own package
+(``pyproject.toml``) like any other. ``SPECS`` maps name -> Spec, in the order of ``BUILTIN`` then the others by
+name. An entry point that fails to load, or does not name a Spec, is kept out of ``SPECS`` and reported in
+``BROKEN`` (name -> reason), which ``list`` shows and ``check NAME`` names, so one broken package does not stop the
+verifier. Run from a source tree that was never installed, the package has no entry points; the built-in ones are
+then loaded from ``BUILTIN`` (the same values as ``pyproject.toml``, which a test compares).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from importlib import import_module, metadata
 
-from constructions import mqar_mamba, mqar_mamba2, mqar_s4d
-from constructions.layout import Construction
-from verify.checks import CheckResult, check_mqar
-from verify.tasks.mqar import MQARConfig
+from verify.api import ENTRY_POINT_GROUP, Spec
 
-
-def _help(text: str):
-    return {"help": text}
-
-
-@dataclass(frozen=True)
-class MQARParams:
-    """Parameters of an MQAR construction check (CLI flags of the same names)."""
-
-    kappa: int = field(default=8, metadata=_help("number of keys"))
-    vocab: int = field(default=128, metadata=_help("number of values |V|"))
-    variant: str = field(default="one-hot", metadata=_help("one-hot (step 1) or jl (step 2)"))
-    seq_len: int | None = field(default=None, metadata=_help("sequence length T (default max(100, (2 + passes) kappa))"))
-    samples: int = field(default=256, metadata=_help("number of sequences checked"))
-    seed: int = field(default=0, metadata=_help("seed of the JL codes; the task uses seed + 1"))
-    d_conv: int = field(default=4, metadata=_help("conv width of the mamba_ssm module (>= 2)"))
-    jl_eps: float = field(default=0.5, metadata=_help("JL target coherence eps (sets p)"))
-    query_passes: int = field(default=1, metadata=_help("times each key is queried"))
-    noise_vocab: int = field(default=1, metadata=_help("number of distinct noise tokens"))
-
-    @property
-    def length(self) -> int:
-        return self.seq_len if self.seq_len is not None else max(100, (2 + self.query_passes) * self.kappa)
-
-    def task(self) -> MQARConfig:
-        return MQARConfig(self.kappa, self.vocab, self.length, num_examples=self.samples,
-                          noise_vocab=self.noise_vocab, query_passes=self.query_passes)
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    theorem: str
-    mixer: str
-    formulas: dict[str, str]  # at least d_model, d_state, d_conv
-    params: type  # frozen dataclass; its fields are the CLI flags
-    defaults: tuple  # params instances that a bare ``verify-constructions`` checks
-    build: Callable[..., Construction]
-    check: Callable[..., CheckResult]  # check(construction, params, engine) -> CheckResult
-
-
-def _build_mqar_mamba(p: MQARParams) -> Construction:
-    p.task().validate()
-    return mqar_mamba.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                            jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
-
-
-def check_mqar_params(con: Construction, p: MQARParams, engine, batch_size: int = 256) -> CheckResult:
-    """The MQAR check of any MQAR construction: ``p.samples`` sequences from seed ``p.seed + 1``."""
-    return check_mqar(con, p.task(), engine, seed=p.seed + 1, batch_size=batch_size)
-
-
-SPECS: dict[str, Spec] = {
-    "mqar-mamba": Spec(
-        name="mqar-mamba",
-        theorem=mqar_mamba.THEOREM,
-        mixer="Mamba (S6), gate held constant",
-        formulas={
-            "d_model": "one-hot: kappa + |V|;  jl: kappa + p, p = 2*ceil(2 ln|V| / eps^2)  [paper: O(kappa + log|V|)]",
-            "d_state": "kappa  [paper: kappa]",
-            "d_conv": "2 taps used (any d_conv >= 2; default 4)",
-        },
-        params=MQARParams,
-        defaults=(MQARParams(), MQARParams(variant="jl"), MQARParams(kappa=32, vocab=512, seq_len=256, samples=32),
-                  MQARParams(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
-        build=_build_mqar_mamba,
-        check=check_mqar_params,
-    ),
+BUILTIN = {
+    "mqar-mamba": "verify.specs.mqar:MQAR_MAMBA",
+    "mqar-mamba2": "verify.specs.mqar:MQAR_MAMBA2",
+    "mqar-s4d": "verify.specs.mqar:MQAR_S4D",
+    "hash-recall": "verify.specs.hash_recall:SPEC",
+    "keep-nth": "verify.specs.keep_nth:SPEC",
+    "induction-heads": "verify.specs.induction_heads:SPEC",
+    "haar": "verify.specs.haar:SPEC",
 }
 
 
-@dataclass(frozen=True)
-class MQARMamba2Params(MQARParams):
-    """MQAR parameters plus Theorem 3's step-2 key code dimension."""
-
-    key_dim: int | None = field(default=None, metadata=_help(
-        "jl: key code dimension N (default 2^ceil(log2(kappa+1)), Hadamard codes, proven for every sequence; "
-        "smaller N: low-coherence codes, no proof possible below kappa, recall only measured)"))
-
-
-def _build_mqar_mamba2(p: MQARMamba2Params) -> Construction:
-    p.task().validate()
-    return mqar_mamba2.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                             jl_eps=p.jl_eps, noise_vocab=p.noise_vocab, key_dim=p.key_dim)
+def _load_value(value: str):
+    module, _, attr = value.partition(":")
+    obj = import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def _build_mqar_s4d(p: MQARParams) -> Construction:
-    p.task().validate()
-    return mqar_s4d.build(p.kappa, p.vocab, p.variant, seq_len=p.length, seed=p.seed, d_conv=p.d_conv,
-                          jl_eps=p.jl_eps, noise_vocab=p.noise_vocab)
+def discover() -> tuple[dict[str, Spec], dict[str, str]]:
+    """(specs, broken): every Spec of the entry-point group, and the reason each broken entry point failed."""
+    points = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    if not any(name in points for name in BUILTIN):  # a source tree that was never installed
+        points = {**BUILTIN, **points}
+    specs, broken = {}, {}
+    for name in [*[n for n in BUILTIN if n in points], *sorted(n for n in points if n not in BUILTIN)]:
+        try:
+            spec = _load_value(points[name])
+        except Exception as e:  # noqa: BLE001 -- a broken package must not stop the verifier
+            broken[name] = f"{points[name]} failed to load: {type(e).__name__}: {e}"
+            continue
+        if not isinstance(spec, Spec):
+            broken[name] = f"{points[name]} is a {type(spec).__name__}, not a verify.api.Spec"
+        elif spec.name != name:
+            broken[name] = f"{points[name]} is named {spec.name!r}, not {name!r} as its entry point"
+        else:
+            specs[name] = spec
+    return specs, broken
 
 
-SPECS.update({
-    "mqar-mamba2": Spec(
-        name="mqar-mamba2",
-        theorem=mqar_mamba2.THEOREM,
-        mixer="Mamba-2 (SSD, one head), gate held constant",
-        formulas={
-            "d_model": "one-hot: kappa + |V|;  jl: N_k + 1 + p, p = 2*ceil(2 ln|V| / eps^2)  "
-                       "[paper: O(log kappa + log|V|)]",
-            "d_state": "one-hot: kappa;  jl: N_k + 1 (codes + key flag), N_k = 2^ceil(log2(kappa+1)) or --key-dim  "
-                       "[paper: O(log kappa); a proof for every sequence needs N >= kappa; typical sequences "
-                       "measured at N_k ~ 6-7.5 ln kappa]",
-            "d_inner": "= d_model; SSM width d_ssm = |V| or p (one head)",
-            "d_conv": "2 taps used (any d_conv >= 2; default 4)",
-        },
-        params=MQARMamba2Params,
-        defaults=(MQARMamba2Params(), MQARMamba2Params(variant="jl"),
-                  MQARMamba2Params(kappa=32, vocab=512, seq_len=256, samples=32),
-                  MQARMamba2Params(kappa=32, vocab=512, seq_len=256, samples=32, variant="jl")),
-        build=_build_mqar_mamba2,
-        check=check_mqar_params,
-    ),
-    "mqar-s4d": Spec(
-        name="mqar-s4d",
-        theorem=mqar_s4d.THEOREM,
-        mixer="Mamba-S4D (S4D mixer, gate on)",
-        formulas={
-            "d_model": "one-hot: kappa + |V|;  jl: kappa + p (in_proj widens it to d_inner)",
-            "d_state": "1  [paper: 1]",
-            "d_inner": "one-hot: kappa*|V|;  jl: kappa*p  [paper d: O(kappa log|V|)]",
-            "d_conv": "2 taps used (any d_conv >= 2; default 4)",
-        },
-        params=MQARParams,
-        defaults=(MQARParams(samples=32), MQARParams(samples=32, variant="jl"),  # d_inner = kappa |V|: kept small
-                  MQARParams(kappa=16, vocab=64, seq_len=128, samples=16),
-                  MQARParams(kappa=16, vocab=256, seq_len=256, samples=16, variant="jl")),
-        build=_build_mqar_s4d,
-        check=check_mqar_params,
-    ),
-})
-
-
-# Koren et al. 2026: the designed hashing circuit (probabilistic claim; verdict rule in verify.specs.hash_recall).
-from verify.specs import hash_recall as _hash_recall  # noqa: E402
-
-SPECS["hash-recall"] = Spec(
-    name="hash-recall",
-    theorem="Recall scaling law (Koren et al. 2026)",
-    mixer="simplified linear Mamba (analysis) or Mamba (S6, expand 4), JL embedding + hash F",
-    formulas={
-        "d_model": "D >= (m_V + z)^2 ~ 2 ln V  [law, target Phi(z)]",
-        "d_state": "N >= a N_f (m_V + z)^2 / (Lambda (D - (m_V + z)^2)), a = 3 - 2/N_f (designed MQAR)",
-        "d_conv": "2 (previous and current token)",
-    },
-    params=_hash_recall.HashRecallParams,
-    defaults=_hash_recall.DEFAULTS,
-    build=_hash_recall.build,
-    check=_hash_recall.check,
-)
-
-
-def _register(module) -> None:
-    SPECS[module.SPEC_FIELDS["name"]] = Spec(**module.SPEC_FIELDS)
-
-
-# Issue 4: Huang et al. Corollary 2 (KEEP n-TH), Lemma 3 (induction heads), Theorem 1 (Haar); see verify/specs/.
-from verify.specs import keep_nth as _keep_nth  # noqa: E402
-
-_register(_keep_nth)
-from verify.specs import induction_heads as _induction_heads  # noqa: E402
-
-_register(_induction_heads)
-from verify.specs import haar as _haar  # noqa: E402
-
-_register(_haar)
+SPECS, BROKEN = discover()

@@ -1,24 +1,19 @@
 """Lemmas 1-2 measured: the sensitivity dh_t/dx_j by torch autograd against ``symbolic.sensitivity``'s closed form,
-and the KEEP n-TH memory experiment (our S6 construction keeps x_n; an S4D layer of the same size cannot).
+and the KEEP n-TH memory measurements (our S6 construction keeps x_n; an S4D layer of the same size cannot). The
+measurement functions; ``python -m experiments.sensitivity`` runs them into ``results/keep_nth_memory.json``.
 
-``python -m verify.sensitivity --out results/keep_nth_memory.json`` writes the measurement (atomically):
-
-* ``s6_construction``: |d logit[x_n]_t / d u_n| (u_n = the model input at position n) of Corollary 2's construction
-  for t up to 10^4, next to the most any other input position moves that logit; Lemma 2's constant c and the
-  retention bound e^{-c}; the check's exact-argmax accuracy.
-* ``s4d_sensitivity``: the paper's S4D(+PE) model (embedding -> S4D with Delta = 1, B = C = 1 -> linear) of the same
-  size (d = |V| + 1, N = 1): dh_t/du_n by autograd against Lemma 1's B exp(-lam (t - n)), for several lam.
-* ``s4d_least_squares``: the best an S4D(+PE) layer of the same size can do on KEEP n-TH: its whole state
-  (d N features per position) with a least-squares (ridge) linear readout fitted on fresh data, best over a grid of
-  decay spectra, exact-argmax accuracy on test data, for T in {10, 20, 50, 100} and N in {1, 8}. The paper's
-  trained S4D+PE (Table A.2, d = 32) is listed next to it.
+* ``s6_construction_sensitivity``: |d logit[x_n]_t / d u_n| (u_n = the model input at position n) of Corollary 2's
+  construction for every t up to T, next to the most any other input position moves that logit; Lemma 2's constant
+  c and the retention bound e^{-c}.
+* ``s4d_sensitivity``: the paper's S4D(+PE) model (embedding -> S4D with Delta = 1, B = C = 1 -> linear): dh_t/du_n
+  by autograd against Lemma 1's B exp(-lam (t - n)), for several lam.
+* ``s4d_least_squares``: the best an S4D(+PE) layer can do on KEEP n-TH with a given decay spectrum: its whole state
+  (d N features per position) with a least-squares (ridge) linear readout fitted on fresh data, exact-argmax
+  accuracy on test data.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
 
 import numpy as np
 import sympy as sp
@@ -26,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from constructions import keep_nth
-from constructions.export import write_json_atomic
 from constructions.layout import embed
 from symbolic import corollary2 as c2
 from verify.engines.reference import mamba_forward, selective_scan_ref
@@ -177,64 +171,3 @@ def s4d_least_squares(T: int, lams: np.ndarray, vocab: int = 128, n: int = 5, tr
     X = _s4d_features(tok_te, lams, vocab)[:, n - 1:].reshape(-1, p)
     pred = (X @ W).argmax(dim=1).numpy()
     return float(np.mean(pred == np.repeat(tok_te[:, n - 1], T - n + 1)))
-
-
-SPECTRA = {  # decay spectra tried for the S4D layer (the best is reported)
-    1: {"lam=0.01": [0.01], "lam=0.1": [0.1], "lam=0.5": [0.5], "lam=1": [1.0], "lam=3": [3.0]},
-    8: {"logspace(-2,0.5)": list(np.logspace(-2, 0.5, 8)), "S4D-Real 0.1*(1..8)": [0.1 * k for k in range(1, 9)],
-        "S4D-Real 1..8": [float(k) for k in range(1, 9)]},
-}
-
-PAPER_S4D_PE_D32 = {  # Huang et al. Table A.2, S4D+PE, d = 32 (trained), accuracy at T = 10/20/30/40/50
-    "N=8": [0.94, 0.72, 0.72, 0.09, 0.08], "N=32": [0.93, 0.72, 0.72, 0.09, 0.09], "N=64": [0.93, 0.72, 0.73, 0.09, 0.09],
-}
-
-
-def measure(vocab: int = 128, n: int = 5, T_s6: int = 10_000, Ts=(10, 20, 50, 100), seed: int = 0) -> dict:
-    from verify.engines import make_engine
-    from verify.specs.keep_nth import KeepNthParams, check
-
-    start = time.perf_counter()
-    acc = {}
-    for T, S in ((50, 256), (T_s6, 4)):
-        p = KeepNthParams(vocab=vocab, n=n, seq_len=T, samples=S, seed=seed)
-        r = check(keep_nth.build(vocab, n), p, make_engine("reference", "float64"))
-        acc[str(T)] = {"accuracy": r.recall, "positions": r.queries, "min_margin": r.min_margin,
-                       "proven_margin": r.proven_margin}
-    ls = []
-    for N, spectra in SPECTRA.items():
-        for T in Ts:
-            scores = {name: s4d_least_squares(T, np.array(lams), vocab, n, seed=seed) for name, lams in spectra.items()}
-            best = max(scores, key=scores.get)
-            ls.append({"N": N, "d": vocab + 1, "T": T, "best_spectrum": best, "accuracy": scores[best],
-                       "all": scores})
-    return {
-        "command": "python -m verify.sensitivity --out results/keep_nth_memory.json",
-        "task": {"vocab": vocab, "n": n, "positions_scored": "t = n..T", "pe": "raw position in the last coordinate"},
-        "s6_construction": {**s6_construction_sensitivity(vocab, n, T_s6, seed=seed), "exact_argmax": acc},
-        "s4d_sensitivity": s4d_sensitivity(d=vocab + 1, n=n),
-        "s4d_least_squares": ls,
-        "paper_s4d_pe_table_A2_d32": PAPER_S4D_PE_D32,
-        "note_s4d": ("The paper's S4D(+PE) model as stated (embedding -> S4D, Delta = 1 -> linear, no conv, no gate) is "
-                     "linear and time-invariant in the token embeddings: the position coordinate only adds a "
-                     "token-independent bias per t, so the logits are sum_tau M_tau e(x_{t-tau}) + b_t and no single "
-                     "lag can dominate at every t >= n; the least-squares readout of its full state stays near "
-                     "chance over the T-n+1 lags. The paper's trained S4D+PE reached 0.79-0.99 at T = 10, which this "
-                     "model class cannot: their S4D model likely had a nonlinearity or gate the paper does not state."),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m verify.sensitivity", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results/keep_nth_memory.json")
-    ap.add_argument("--seq-len", type=int, default=10_000, help="T of the S6 sensitivity run")
-    args = ap.parse_args(argv)
-    res = measure(T_s6=args.seq_len)
-    out = write_json_atomic(args.out, res, indent=2)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,23 +1,45 @@
-"""``verify-constructions``: list, check and export the analytical constructions.
+"""``verify-constructions``: check, list and export the analytical constructions.
 
-Exit codes: 0 every check passed; 1 a check failed; 2 bad input (one line on stderr naming the requirement).
+Run without a subcommand, it runs every construction's default checks (``list`` names them) on one engine and
+reports each as it finishes, then a table; a construction refused for its input does not stop the others.
+
+A check PASSES only when every obligation of its proof holds (sympy, at the construction's own parameters), every
+scored position is recalled, and the measured margin meets the proven one less the engine's rounding allowance;
+UNPROVEN means the parameters are outside the proof (measured only).
+
+Exit codes: 0 every check passed; 1 a check failed or was not proven; 2 bad input (one line on stderr naming the
+requirement and the flag as typed); 3 an internal error (one line; ``--debug`` prints the traceback);
+130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from dataclasses import MISSING, fields
+import time
+import traceback
+from dataclasses import MISSING, asdict, fields, replace
+from pathlib import Path
 from typing import get_args, get_type_hints
 
+import sympy as sp
 from rich.console import Console
 from rich.table import Table
 
-from constructions.errors import RequirementError
+from constructions.errors import RequirementError, require
+from verify import checks
 from verify.engines import DTYPES, ENGINES, make_engine
-from verify.registry import SPECS
-from verify_constructions import scaling_law
+from verify.memory import require_memory
+from verify.registry import BROKEN, SPECS
+from verify_constructions import exports, scaling_law
 from verify.train import cli as train_cli
+
+RUN_OPTIONS = ("engine", "dtype", "json", "quiet")
+# Options typed before a subcommand act on it only where they mean the same thing there.
+SAME_MEANING = {"check": set(RUN_OPTIONS), "list": {"json"}, "scaling-law": {"json"}, "train": {"json"},
+                "export": {"quiet"}, "figures": {"quiet"}, "sweep": set()}
+EXIT = {"pass": 0, "fail": 1, "input": 2, "internal": 3, "interrupted": 130}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,183 +47,399 @@ class _Parser(argparse.ArgumentParser):
         raise RequirementError(f"{self.prog}: {message}")
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (NaN and inf are refused, naming the value as typed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _construction_args(p: argparse.ArgumentParser, spec) -> None:
+    """One flag per field of the spec's params dataclass; defaults stay unset so that typed flags are known."""
     hints = get_type_hints(spec.params)
     for f in fields(spec.params):
         hint = hints[f.name]
         t = next((a for a in (get_args(hint) or (hint,)) if a in (int, float, str)), str)
         default = None if f.default is MISSING else f.default
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=t, default=default,
-                       help=f"{f.metadata.get('help', '')} (default: {default})")
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=finite_float if t is float else t,
+                       default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default})")
+    if spec.constants is not None:
+        names = ", ".join(f.name for f in fields(spec.constants))
+        p.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
+                       help=f"override one of the proof's constants with an exact number (integer, decimal or a/b), "
+                            f"repeatable; the obligations are decided at the new value. Names: {names}")
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", default="reference", help=f"one of: {', '.join(ENGINES)}")
-    p.add_argument("--dtype", default=None, help=f"one of: {', '.join(DTYPES)} (default float64 on reference, "
-                                                 "float32 on mamba_ssm)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+def _run_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    prefix = "top_" if top else ""
+    p.add_argument("--engine", dest=prefix + "engine", default=argparse.SUPPRESS,
+                   help=f"one of: {', '.join(ENGINES)} (default: reference)")
+    p.add_argument("--dtype", dest=prefix + "dtype", default=argparse.SUPPRESS,
+                   help=f"one of: {', '.join(DTYPES)} (default: float64 on reference, float32 elsewhere)")
+    p.add_argument("--json", dest=prefix + "json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one strict JSON object instead of a table")
+    p.add_argument("--quiet", dest=prefix + "quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress on stderr")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="verify-constructions", description=__doc__)
-    _run_args(top)
-    sub = top.add_subparsers(dest="command", parser_class=_Parser)
-    lst = sub.add_parser("list", help="constructions, theorems, size formulas and concrete sizes")
-    lst.add_argument("--json", action="store_true")
+    top = _Parser(prog="verify-constructions", description=__doc__,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    _run_args(top, top=True)
+    top.add_argument("--debug", action="store_true", help="print the traceback of an internal error (anywhere)")
+    sub = top.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    lst = sub.add_parser("list", help="constructions, theorems, size formulas, engines and concrete sizes")
+    lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
     lst.add_argument("--kappa", type=int, default=8, help="kappa for the concrete sizes (default: 8)")
     lst.add_argument("--vocab", type=int, default=128, help="|V| for the concrete sizes (default: 128)")
     scaling_law.add_parser(sub)
     train_cli.add_parsers(sub)
-    fig = sub.add_parser("figures", help="render the papers' figures and tables from stored results (paper_figures)")
+    fig = sub.add_parser("figures", help="render the papers' figures and tables from stored results")
     fig.add_argument("--results", default="results", help="stored results directory (default: results)")
     fig.add_argument("--out", default="figures", help="output directory (default: figures)")
-    fig.add_argument("--only", default=None, help="render only this figure (names: paper_figures.FIGURES)")
+    fig.add_argument("--only", default=None, help="render only this figure (default: all); names: "
+                                                  + ", ".join(_figure_names()))
+    fig.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines")
     check = sub.add_parser("check", help="build one construction and check it on generated tasks")
-    export = sub.add_parser("export", help="write weights (safetensors, mamba_ssm names) and config.json")
-    checks = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
-    exports = export.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
+    export = sub.add_parser("export", help="write a construction's weights (safetensors) and config.json")
+    checks_ = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
+    exports_ = export.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
     for name, spec in SPECS.items():
-        c = checks.add_parser(name, help=spec.theorem)
+        c = checks_.add_parser(name, help=spec.theorem, description=f"{spec.theorem}: {spec.mixer}")
         _construction_args(c, spec)
         _run_args(c)
-        e = exports.add_parser(name, help=spec.theorem)
+        c.add_argument("--from-export", default=None, metavar="DIR",
+                       help="check the weights stored in an export folder (its recorded parameters; --samples and "
+                            "--seed of the task may be changed)")
+        e = exports_.add_parser(name, help=spec.theorem, description=f"{spec.theorem}: {spec.mixer}")
         _construction_args(e, spec)
-        e.add_argument("--out", required=True, help="output directory")
-        e.add_argument("--dtype", default="float32", help="tensor dtype in the file")
+        e.add_argument("--out", required=True, help="output folder (created; must be new or empty)")
+        e.add_argument("--dtype", default="float32", help=f"tensor dtype in the file, one of: "
+                                                          f"{', '.join(exports.FILE_DTYPES)} (default: float32)")
+        e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+        e.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no lines on stderr")
     return top
 
 
-def _params(spec, args):
+def _figure_names() -> list[str]:
+    try:
+        import paper_figures
+        return list(paper_figures.FIGURES)
+    except Exception:  # the figures need matplotlib; their names are listed when it imports
+        return []
+
+
+def _merge_run_options(args) -> None:
+    """Options typed before the subcommand act on it where they mean the same there; elsewhere they are refused."""
+    typed = {k: getattr(args, f"top_{k}") for k in RUN_OPTIONS if hasattr(args, f"top_{k}")}
+    if args.command is not None:
+        for k, v in typed.items():
+            require(k in SAME_MEANING.get(args.command, set()),
+                    f"--{k} typed before '{args.command}' has no effect there: type it after the subcommand "
+                    f"(see 'verify-constructions {args.command} --help')")
+            current = getattr(args, k, None)
+            require(current in (None, False, v), f"--{k} was typed twice with different values ({v!r} and "
+                                                 f"{current!r})")
+    for k in RUN_OPTIONS:
+        if getattr(args, k, None) in (None, False):
+            setattr(args, k, typed.get(k, False if k in ("json", "quiet") else None))
+
+
+def _params(spec, args, base=None):
     names = {f.name for f in fields(spec.params)}
-    return spec.params(**{k: v for k, v in vars(args).items() if k in names})
+    typed = {k: v for k, v in vars(args).items() if k in names}
+    return replace(base, **typed) if base is not None else spec.params(**typed)
 
 
-def _spec(name: str):
-    if name is None:
-        raise RequirementError(f"name a construction; known: {', '.join(SPECS)}")
-    if name not in SPECS:
-        raise RequirementError(f"unknown construction {name!r}; known: {', '.join(SPECS)}")
+def _constants(spec, items: list[str]):
+    """The spec's proof constants with ``--constant NAME=VALUE`` overrides (exact rationals)."""
+    if not items:
+        return spec.constants
+    known = {f.name for f in fields(spec.constants)}
+    overrides = {}
+    for item in items:
+        require("=" in item, f"--constant {item}: expected NAME=VALUE")
+        name, value = (s.strip() for s in item.split("=", 1))
+        require(name in known, f"--constant {item}: unknown constant {name!r}; known: {', '.join(sorted(known))}")
+        try:
+            overrides[name] = sp.Rational(value)
+        except (TypeError, ValueError, SyntaxError):
+            raise RequirementError(f"--constant {item}: VALUE must be an exact number (integer, decimal or a/b), "
+                                   f"got {value!r}")
+    return replace(spec.constants, **overrides)
+
+
+def _spec(name: str | None):
+    require(name is not None, f"name a construction; known: {', '.join(SPECS)}")
+    require(name not in BROKEN, f"construction {name!r} is registered but cannot be loaded: {BROKEN.get(name)}")
+    require(name in SPECS, f"unknown construction {name!r}; known: {', '.join(SPECS)}")
     return SPECS[name]
 
 
 def _engine(args):
-    dtype = args.dtype or ("float64" if args.engine == "reference" else "float32")
-    return make_engine(args.engine, dtype)
+    engine = args.engine or "reference"
+    dtype = args.dtype or ("float64" if engine == "reference" else "float32")
+    return make_engine(engine, dtype)
 
 
-def _table(results) -> Table:
-    t = Table(title="Construction checks")
-    for col in ("construction", "theorem", "sizes", "engine", "dtype", "seqs", "queries", "recall",
-                "min margin", "proven margin", "time (s)", "verdict"):
-        t.add_column(col, no_wrap=True, justify="right" if col in ("seqs", "queries", "recall", "min margin",
-                                                                   "proven margin", "time (s)") else "left")
+def _build(spec, params, constants=None, what: str = ""):
+    """Estimate the memory first, then build (with the spec's constants, or overridden ones)."""
+    if spec.memory is not None:
+        try:
+            estimate = spec.memory(params)
+        except (ArithmeticError, ValueError):  # invalid sizes: the builder's own checks name the requirement
+            estimate = None
+        if estimate is not None:
+            require_memory(estimate, what or spec.name)
+    if constants is None or constants is spec.constants:
+        return spec.build(params)
+    try:
+        return spec.build(params, constants=constants)
+    except (TypeError, ValueError, ArithmeticError) as e:
+        if isinstance(e, RequirementError):
+            raise
+        raise RequirementError(f"--constant: {spec.name} cannot be built with these constants "
+                               f"({type(e).__name__}: {e})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------------------------
+
+VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "UNPROVEN": "yellow", "REFUSED": "magenta", "ERROR": "red"}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    return f"{x:.{digits}g}"
+
+
+def _margin_cell(r) -> str:
+    if r.claim == "error":
+        return f"err {_fmt(r.max_error, 3)}\n<= {_fmt(r.error_bound, 3)}"
+    if r.claim == "probabilistic":
+        return "need " + ("-" if r.required_recall is None else f"{r.required_recall:.3f}")
+    bound = f">= {_fmt(r.proven_margin)}"
+    if r.proven_margin is not None and not r.allowance <= 1e-6 * abs(r.proven_margin):
+        bound += f" - {_fmt(r.allowance, 2)}"  # the rounding allowance matters at this dtype
+    return f"{_fmt(r.min_margin)}\n{bound}"
+
+
+def _label(r) -> str:
+    variant = r.info.get("variant", "")
+    return f"{r.construction} {variant}".strip()
+
+
+def table(results, title: str) -> Table:
+    """Verdict first; sizes wrap; every number printed whole (no ellipsis), so it reads at 80 columns."""
+    t = Table(title=title, show_lines=False, expand=False, pad_edge=False)
+    t.add_column("verdict", no_wrap=True)
+    t.add_column("construction", overflow="fold", min_width=10)
+    t.add_column("sizes", overflow="fold", min_width=12)
+    t.add_column("recall", justify="right", no_wrap=True)
+    t.add_column("margin / bound", justify="right", no_wrap=True)
+    t.add_column("oblig.", justify="right", no_wrap=True)
+    t.add_column("s", justify="right", no_wrap=True)
     for r in results:
-        variant = r.info.get("variant", "")
-        proven = "" if r.proven_margin is None else f"{r.proven_margin:.4g}"
-        measured = f"{r.min_margin:.4g}"
-        if r.error_bound is not None:  # a real-valued claim: max error against the derived bound
-            measured, proven = f"err {r.max_error:.3g}", f"bound {r.error_bound:.3g}"
-        t.add_row(f"{r.construction} {variant}".strip(), r.theorem.split(" (")[0], r.summary, r.engine, r.dtype, str(r.sequences), str(r.queries),
-                  f"{r.recall:.4f}", measured, proven, f"{r.seconds:.2f}",
-                  "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]")
+        if isinstance(r, Refusal):
+            t.add_row(f"[{VERDICT_STYLE[r.verdict]}]{r.verdict}[/]", r.name, r.message, "", "", "", "")
+            continue
+        held = len(r.obligations) - len(r.failed_obligations)
+        t.add_row(f"[{VERDICT_STYLE[r.verdict]}]{r.verdict}[/]", _label(r), r.summary,
+                  f"{r.correct}/{r.queries}", _margin_cell(r), f"{held}/{len(r.obligations)}", f"{r.seconds:.1f}")
     return t
 
 
-def _concrete_sizes(spec, kappa: int, vocab: int) -> dict:
-    """The sizes each variant's construction actually uses at (kappa, |V|), from the built block."""
-    from dataclasses import replace
-
-    from constructions.layout import mixer_sizes
-
-    out = {}
-    if not {"kappa", "vocab", "variant"} <= {f.name for f in fields(spec.params)}:
-        return out  # not an MQAR construction: its formulas say it all
-    for variant in ("one-hot", "jl"):
-        params = replace(spec.params(), kappa=kappa, vocab=vocab, variant=variant, samples=1)
-        out[variant] = mixer_sizes(spec.build(params).config)
-    return out
+def _reasons(results) -> list[str]:
+    lines = []
+    for r in results:
+        if isinstance(r, Refusal):
+            continue
+        for reason in r.reasons:
+            lines.append(f"{r.verdict} {_label(r)} ({r.summary}): {reason}")
+    return lines
 
 
-def _sizes_cell(sizes: dict) -> str:
-    return "\n".join(f"{v}: d_model={s['d_model']} d_inner={s['d_inner']} d_state={s['d_state']} "
-                     f"state={s['state_size']}" for v, s in sizes.items())
+class Refusal:
+    """A construction of a bare run that was not checked: refused for its input, or an internal error."""
+
+    def __init__(self, name: str, message: str, verdict: str):
+        self.name, self.message, self.verdict = name, message, verdict
+
+    def as_dict(self) -> dict:
+        return {"construction": self.name, "verdict": self.verdict, "passed": False, "reasons": [self.message]}
+
+
+def _exit_code(results) -> int:
+    codes = [EXIT["internal"] if getattr(r, "verdict", "") == "ERROR" else
+             EXIT["input"] if getattr(r, "verdict", "") == "REFUSED" else
+             EXIT["pass"] if r.passed else EXIT["fail"] for r in results]
+    return max(codes, default=EXIT["pass"])
+
+
+def _print_json(body) -> None:
+    print(json.dumps(checks.finite_json(body), allow_nan=False))
+
+
+def _report(results, args, out: Console, single: bool, title: str) -> int:
+    code = _exit_code(results)
+    if args.json:
+        body = results[0].as_dict() if single else {
+            "checks": [r.as_dict() for r in results], "passed": code == 0,
+            "verdicts": {v: sum(getattr(r, "verdict", "") == v for r in results) for v in VERDICT_STYLE}}
+        _print_json(body)
+        return code
+    out.print(table(results, title))
+    for line in _reasons(results):
+        out.print(line, markup=False, highlight=False)
+    n_pass = sum(getattr(r, "verdict", "") == "PASS" for r in results)
+    summary = f"{n_pass}/{len(results)} checks passed"
+    out.print(f"[green]{summary}[/green]" if code == 0 else f"[red]{summary}: exit {code}[/red]")
+    return code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Progress
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Progress of long work on stderr: a line at most every ``every`` seconds (piped or on a terminal), silent
+    with --quiet. ``checks.progress`` calls ``update(done, total)`` from inside a check."""
+
+    def __init__(self, quiet: bool, every: float = 3.0):
+        self.quiet, self.every = quiet, every
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.label, self.start, self.last = "", time.monotonic(), 0.0
+
+    def begin(self, label: str) -> None:
+        self.label, self.start, self.last = label, time.monotonic(), time.monotonic()
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < self.every:
+            return
+        self.last = now
+        self.err.print(f"  {self.label}: {done}/{total} ({now - self.start:.0f} s)", markup=False)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text, markup=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def cmd_list(args, out: Console) -> int:
-    concrete = {n: _concrete_sizes(s, args.kappa, args.vocab) for n, s in SPECS.items()}
-    if args.json:
-        print(json.dumps({n: {"theorem": s.theorem, "mixer": s.mixer, "sizes": s.formulas,
-                              "concrete": {"kappa": args.kappa, "vocab": args.vocab, **concrete[n]}}
-                          for n, s in SPECS.items()}))
-        return 0
-    t = Table(title=f"Constructions (concrete sizes at kappa={args.kappa}, |V|={args.vocab})", show_lines=True)
-    for col in ("construction", "theorem", "mixer", "d_model", "d_state", "d_inner", "d_conv", "concrete sizes"):
-        t.add_column(col)
-    for s in SPECS.values():
-        t.add_row(s.name, s.theorem, s.mixer, s.formulas["d_model"], s.formulas["d_state"],
-                  s.formulas.get("d_inner", "= d_model"), s.formulas["d_conv"], _sizes_cell(concrete[s.name]))
-    out.print(t)
-    return 0
+    from verify_constructions.listing import cmd_list as run
+    return run(args, out)
 
 
-def _report(results, args, out: Console, single: bool) -> int:
-    ok = all(r.passed for r in results)
-    if args.json:
-        body = results[0].as_dict() if single else {"checks": [r.as_dict() for r in results], "passed": ok}
-        print(json.dumps(body, default=float))
-    else:
-        out.print(_table(results))
-        out.print("[green]all checks passed[/green]" if ok else "[red]some checks FAILED[/red]")
-    return 0 if ok else 1
+def _check_one(spec, params, constants, engine, progress: Progress, label: str):
+    con = _build(spec, params, constants, what=label)
+    progress.begin(label)
+    with checks.progress(progress.update):
+        return spec.check(con, params, engine)
 
 
 def cmd_check(args, out: Console) -> int:
     spec = _spec(args.construction)
-    params, engine = _params(spec, args), _engine(args)
-    con = spec.build(params)
-    return _report([spec.check(con, params, engine)], args, out, single=True)
+    progress = Progress(args.quiet)
+    engine = _engine(args)
+    if args.from_export:
+        result = exports.check_export(spec, args, engine, progress)
+    else:
+        params = _params(spec, args)
+        constants = _constants(spec, getattr(args, "constant", []))
+        result = _check_one(spec, params, constants, engine, progress, spec.name)
+    return _report([result], args, out, single=True, title=_title(engine))
+
+
+def _title(engine) -> str:
+    return f"Construction checks (engine {engine.name}, {engine.dtype_name})"
 
 
 def cmd_all(args, out: Console) -> int:
+    """Every default check; each is reported on stderr as it finishes and a refusal does not stop the others."""
     engine = _engine(args)
-    results = [s.check(s.build(p), p, engine) for s in SPECS.values() for p in s.defaults]
-    return _report(results, args, out, single=False)
+    progress = Progress(args.quiet)
+    todo = [(s, p) for s in SPECS.values() for p in s.defaults]
+    results = []
+    for i, (spec, params) in enumerate(todo, 1):
+        label = f"[{i}/{len(todo)}] {spec.name}"
+        try:
+            r = _check_one(spec, params, None, engine, progress, label)
+            progress.line(f"{label} {_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)")
+        except RequirementError as e:
+            r = Refusal(spec.name, f"refused: {e}", "REFUSED")
+            progress.line(f"{label}: REFUSED: {e}")
+        except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
+            r = Refusal(spec.name, f"internal error: {type(e).__name__}: {e}", "ERROR")
+            progress.line(f"{label}: internal error: {type(e).__name__}: {e}")
+            if args.debug:
+                traceback.print_exc()
+        results.append(r)
+    return _report(results, args, out, single=False, title=_title(engine))
 
 
 def cmd_export(args, out: Console) -> int:
-    import torch
-
-    from constructions.export import save
-
     spec = _spec(args.construction)
     params = _params(spec, args)
-    file_dtypes = tuple(d for d in DTYPES if d != "tfloat32")  # TF32 is a matmul mode, not a storage type
-    if args.dtype not in file_dtypes:
-        raise RequirementError(f"export dtype must be one of {file_dtypes}, got {args.dtype!r}")
-    path = save(spec.build(params), args.out, dtype=getattr(torch, args.dtype))
-    out.print(f"wrote {path / 'model.safetensors'} and {path / 'config.json'}")
-    return 0
+    constants = _constants(spec, getattr(args, "constant", []))
+    return exports.cmd_export(spec, params, constants, args, out, lambda: _build(spec, params, constants))
 
 
 def cmd_figures(args, out: Console) -> int:
     import paper_figures
 
+    results = Path(args.results)
+    require(results.is_dir(), f"--results {args.results}: no such folder (the stored results are read from it)")
+    if args.only is not None:
+        require(args.only in paper_figures.FIGURES, f"--only {args.only}: unknown figure; known: "
+                                                    f"{', '.join(paper_figures.FIGURES)}")
+    exports.require_writable_folder(args.out, "--out")
     for line in paper_figures.render(args.results, args.out, args.only):
-        print(line)
+        if not getattr(args, "quiet", False):
+            print(line)
     return 0
 
 
+COMMANDS = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
+            "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep, "figures": cmd_figures, None: cmd_all}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     out = Console(width=None if sys.stdout.isatty() else 200)
     try:
         args = parser().parse_args(argv)
-        command = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling-law": scaling_law.cmd,
-                   "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep,
-                   "figures": cmd_figures, None: cmd_all}[args.command]
-        return command(args, out)
+        args.debug = debug
+        _merge_run_options(args)
+        return COMMANDS[args.command](args, out)
     except RequirementError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT["input"]
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT["interrupted"]
+    except BrokenPipeError:
+        return EXIT["pass"]
+    except Exception as e:  # noqa: BLE001 -- one line; the traceback with --debug
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT["internal"]
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ alone (the harness's threaded ``_batches`` pipeline, no GPU); the whole ``check_
 readout, and its steady rate (the extra batches' queries per extra second from 16 to 64 batches, so the pipeline's
 start and end are left out); the bare scan kernel's rate in the same run. Usage::
 
-    python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large]
+    python3 benchmarks/tools/harness_ablation.py --out OUT/harness_ablation.json [--config large] [--overwrite]
+
+Needs a CUDA GPU and mamba_ssm. Exit codes: 0 done, 2 bad input (no GPU included), 3 internal error, 130
+interrupted.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -25,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import verify.checks as checks  # noqa: E402
 from verify import fused_readout  # noqa: E402
-from constructions.export import write_json_atomic  # noqa: E402
+from constructions.errors import RequirementError  # noqa: E402
+from verify import cli_support as cli  # noqa: E402
 from mqar_throughput import CONFIGS, _time, bare_kernel_qps, steady_qps  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify.registry import SPECS  # noqa: E402
@@ -41,7 +44,7 @@ def _with(obj, name, value, fn):
         setattr(obj, name, saved)
 
 
-def ablate(config: str, dtypes: list[str]) -> dict:
+def ablate(config: str, dtypes: list[str], progress: cli.Progress) -> dict:
     kappa, vocab, variant, T, batch, batches = CONFIGS[config]
     spec = SPECS["mqar-mamba"]
     con = spec.build(spec.params(kappa=kappa, vocab=vocab, variant=variant, seq_len=T))
@@ -59,6 +62,7 @@ def ablate(config: str, dtypes: list[str]) -> dict:
         pass
     out["generation_qps"] = task.num_examples * kappa / (time.perf_counter() - t)
     for dtype in dtypes:
+        progress.update(dtype)
         eng = make_engine("mamba_ssm", dtype)
         row = {"hidden_at_qps": q / _time(lambda: eng.hidden_at(con, tokens, pos))}
 
@@ -82,20 +86,36 @@ def ablate(config: str, dtypes: list[str]) -> dict:
                 row["screen_recomputed_rows"] = int(screen.recompute.sum())
                 row["screen_rows"] = h.shape[0]
         out[dtype] = row
-        print(dtype, json.dumps(row), flush=True)
+        print(dtype, cli.dumps(row), flush=True)
+        progress.advance()
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--config", default="large", choices=["default", "large"])
-    ap.add_argument("--dtypes", default="float32,tfloat32,bfloat16")
-    args = ap.parse_args()
-    res = ablate(args.config, args.dtypes.split(","))
-    write_json_atomic(args.out, res)
-    print(json.dumps(res))
+GPU_DTYPES = ("float32", "tfloat32", "bfloat16")
+
+
+def parser() -> cli.Parser:
+    ap = cli.Parser(prog="python3 benchmarks/tools/harness_ablation.py", description=__doc__, )
+    ap.add_argument("--out", required=True, help="result file (JSON)")
+    ap.add_argument("--config", default="large", choices=["default", "large"], help="configuration of mqar_throughput")
+    ap.add_argument("--dtypes", type=cli.names(GPU_DTYPES), default=list(GPU_DTYPES),
+                    help=f"comma-separated dtypes (default: {','.join(GPU_DTYPES)})")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file (default: refuse)")
+    return ap
+
+
+def main(argv) -> int:
+    args = parser().parse_args(argv)
+    out = cli.output_file(args.out, "--out", args.overwrite)
+    if not torch.cuda.is_available():
+        raise RequirementError("this benchmark needs a CUDA GPU and mamba_ssm; torch sees no GPU")
+    with cli.Progress(len(args.dtypes), "harness ablation", args.quiet) as progress:
+        res = ablate(args.config, args.dtypes, progress)
+    res["command"] = shlex.join(["python3", "benchmarks/tools/harness_ablation.py", *argv])
+    cli.write_json(out, res)
+    print(cli.dumps(res))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(main))

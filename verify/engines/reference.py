@@ -44,13 +44,16 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     batch, d, L = u.shape
     du = delta * u
     h = u.new_zeros(batch, d, A.shape[1])
-    ys = []
-    for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is
+    decay, write = torch.empty_like(h), torch.empty_like(h)
+    y = u.new_empty(batch, d, L)
+    for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is; in place into two buffers
         Bt = B[None] if B.dim() == 2 else (B[:, None, :, t] if B.dim() == 3 else B[..., t])
-        h = torch.exp(delta[:, :, t, None] * A) * h + du[:, :, t, None] * Bt
+        torch.exp(torch.mul(delta[:, :, t, None], A, out=decay), out=decay)
+        torch.mul(du[:, :, t, None], Bt, out=write)
+        h.mul_(decay).add_(write)  # h_t = exp(delta A) h_{t-1} + delta B_t u_t
         Ct = C[None] if C.dim() == 2 else (C[:, None, :, t] if C.dim() == 3 else C[..., t])
-        ys.append((h * Ct).sum(-1))
-    return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
+        torch.sum(torch.mul(h, Ct, out=write), dim=-1, out=y[:, :, t])
+    return _skip_gate(y, u, D, z, dtype_in)
 
 
 def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
@@ -84,11 +87,13 @@ def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=Non
     if delta_softplus:
         delta = F.softplus(delta)
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    ys = []
-    for t in range(u.shape[2]):
-        h = torch.exp(delta[:, None, :, t] * A) * h + u[:, :, t, None] * B[:, None, :, t]
-        ys.append((h * C[:, None, :, t]).sum(-1))
-    return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
+    decay, write = torch.empty_like(h), torch.empty_like(h)
+    y = u.new_empty(u.shape)
+    for t in range(u.shape[2]):  # in place, as selective_scan_ref
+        torch.exp(torch.mul(delta[:, None, :, t], A, out=decay), out=decay)
+        h.mul_(decay).add_(torch.mul(u[:, :, t, None], B[:, None, :, t], out=write))
+        torch.sum(torch.mul(h, C[:, None, :, t], out=write), dim=-1, out=y[:, :, t])
+    return _skip_gate(y, u, D, z, dtype_in)
 
 
 from verify.engines.linear import linear_mamba_forward  # noqa: E402  (Koren et al.'s simplified linear Mamba)

@@ -6,7 +6,10 @@ from dataclasses import asdict, dataclass, field
 
 from constructions import induction_heads
 from constructions.layout import Construction
+from symbolic import lemma3
+from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
+from verify.memory import check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.induction_heads import InductionHeadsConfig, generate
 
@@ -32,9 +35,9 @@ class InductionHeadsParams:
         return InductionHeadsConfig(self.vocab, self.seq_len, self.p_hard, self.gamma, self.num_examples)
 
 
-def build(p: InductionHeadsParams) -> Construction:
+def build(p: InductionHeadsParams, constants=lemma3.DEFAULT) -> Construction:
     p.task().validate()
-    return induction_heads.build(p.vocab, p.seq_len, p.variant, d_conv=p.d_conv)
+    return induction_heads.build(p.vocab, p.seq_len, p.variant, d_conv=p.d_conv, constants=constants)
 
 
 def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
@@ -46,7 +49,13 @@ def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
                           batch_size=batch_for(p.seq_len, con.config.d_model * con.config.d_state))
 
 
-SPEC_FIELDS = dict(
+def memory(p: InductionHeadsParams) -> int:
+    d = 2 * p.vocab
+    return check_bytes(n_tokens=p.vocab, n_classes=p.vocab + 1, d_model=d, d_inner=d, d_state=p.vocab,
+                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab)))
+
+
+SPEC = Spec(
     name="induction-heads",
     theorem=induction_heads.THEOREM,
     mixer="Mamba-Delta-transpose, gate held constant",
@@ -57,4 +66,6 @@ SPEC_FIELDS = dict(
               InductionHeadsParams(vocab=10, seq_len=5000, samples=4)),
     build=build,
     check=check,
+    constants=lemma3.DEFAULT,
+    memory=memory,
 )

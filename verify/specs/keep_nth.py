@@ -5,7 +5,10 @@ from dataclasses import asdict, dataclass, field
 
 from constructions import keep_nth
 from constructions.layout import Construction
+from symbolic import corollary2
+from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
+from verify.memory import check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.keep_nth import KeepNthConfig, generate
 
@@ -29,9 +32,9 @@ class KeepNthParams:
         return KeepNthConfig(self.vocab, self.n, self.seq_len, self.num_examples)
 
 
-def build(p: KeepNthParams) -> Construction:
+def build(p: KeepNthParams, constants=corollary2.DEFAULT) -> Construction:
     p.task().validate()
-    return keep_nth.build(p.vocab, p.n, d_conv=p.d_conv)
+    return keep_nth.build(p.vocab, p.n, d_conv=p.d_conv, constants=constants)
 
 
 def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
@@ -42,7 +45,13 @@ def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
                           batch_size=batch_for(p.seq_len, con.config.d_model))
 
 
-SPEC_FIELDS = dict(
+def memory(p: KeepNthParams) -> int:
+    d = p.vocab + 1
+    return check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=d, d_inner=d, d_state=1, seq_len=p.seq_len,
+                       batch=min(p.num_examples, batch_for(p.seq_len, d)))
+
+
+SPEC = Spec(
     name="keep-nth",
     theorem=keep_nth.THEOREM,
     mixer="Mamba (S6) + time PE, gate held constant",
@@ -53,4 +62,6 @@ SPEC_FIELDS = dict(
     defaults=(KeepNthParams(), KeepNthParams(seq_len=10_000, samples=4)),
     build=build,
     check=check,
+    constants=corollary2.DEFAULT,
+    memory=memory,
 )
