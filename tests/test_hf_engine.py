@@ -2,11 +2,12 @@
 whose block transformers has, recall exactly, and agree with the float64 reference engine within a float32 rounding
 bound; a perturbed weight and an unsupported block are caught.
 
-The bound is ``verify.engines.compare.float32_logit_bound``: gamma_K * S with u = 2^-24 (transformers computes these
-blocks in float32, wholly or in part, whatever the module dtype), K the float32 roundings on the chains of a logit
-term's factors (``float32_roundings``: 6 d_model + 5 d_conv + 5 d_inner + 2 dt_rank + d_state + 3 L + 53), S the
-logit's size at the readout, sum_j |R[c,j]| |h_j| on the reference. It is derived, not fitted: nothing here is tuned
-to the measured differences, which ``-s`` prints next to it.
+The bound on |logit difference| is the project's rounding model (``verify.rounding``) for one logit, in the dtype of
+the engine's arithmetic, ``TransformersEngine.rounding_dtype`` = float32 (transformers computes part of each block in
+float32 whatever the module dtype): ``relative_error(chain_length(L), float32, weights dtype) * logit_bound(h)``,
+gamma of the roundings on the path to a logit times sum_i max_c |r_ci| |h_i| of the reference's hidden state
+(``verify.checks.logit_bound``). The check's margin allowance is twice this (a margin is a difference of two
+logits). It is derived, not fitted to the measured differences, which ``-s`` prints next to it.
 
 ``.ci/run`` installs the ``transformers`` extra (and stops if it cannot), so in CI these tests run; elsewhere
 without the package they are skipped with that reason.
@@ -25,23 +26,27 @@ pytest.importorskip("transformers", reason="the transformers engine needs the 't
 from constructions.errors import RequirementError  # noqa: E402
 from constructions.layout import CONFIG_KINDS, Construction, Mamba2Config, MambaConfig  # noqa: E402
 from verify import registry as R  # noqa: E402
+from verify.specs import mqar as M  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
-from verify.engines.compare import (float32_logit_bound, max_logit_difference, scored_logits)  # noqa: E402
+from verify import rounding  # noqa: E402
+from verify.checks import logit_bound, weights_dtype  # noqa: E402
+from verify.engines.compare import max_logit_difference, scored_logits  # noqa: E402
 from verify.engines.hf import SUPPORTED, UNSUPPORTED, TransformersEngine  # noqa: E402
 from verify.engines.reference import ReferenceEngine  # noqa: E402
 from verify.specs.hash_recall import HashRecallParams  # noqa: E402
 from verify.specs.keep_nth import KeepNthParams  # noqa: E402
 from verify.tasks import keep_nth as keep_nth_task  # noqa: E402
 from verify.tasks import mqar as mqar_task  # noqa: E402
+from verify.tasks.mqar import IGNORE  # noqa: E402
 
 REF = ReferenceEngine("float64")
 
 # Every construction whose block transformers has, at small sizes (mqar-mamba2's d_ssm < d_model: padded layout).
 CASES = {
-    "mqar-mamba-onehot": ("mqar-mamba", R.MQARParams(kappa=4, vocab=16, seq_len=32, samples=16)),
-    "mqar-mamba-jl": ("mqar-mamba", R.MQARParams(kappa=4, vocab=16, seq_len=32, samples=16, variant="jl")),
-    "mqar-mamba2-onehot": ("mqar-mamba2", R.MQARMamba2Params(kappa=4, vocab=16, seq_len=32, samples=16)),
-    "mqar-mamba2-jl": ("mqar-mamba2", R.MQARMamba2Params(kappa=4, vocab=16, seq_len=32, samples=16, variant="jl")),
+    "mqar-mamba-onehot": ("mqar-mamba", M.MQARParams(kappa=4, vocab=16, seq_len=32, samples=16)),
+    "mqar-mamba-jl": ("mqar-mamba", M.MQARParams(kappa=4, vocab=16, seq_len=32, samples=16, variant="jl")),
+    "mqar-mamba2-onehot": ("mqar-mamba2", M.MQARMamba2Params(kappa=4, vocab=16, seq_len=32, samples=16)),
+    "mqar-mamba2-jl": ("mqar-mamba2", M.MQARMamba2Params(kappa=4, vocab=16, seq_len=32, samples=16, variant="jl")),
     "keep-nth": ("keep-nth", KeepNthParams(vocab=16, seq_len=40, samples=16)),
     "hash-recall-mamba": ("hash-recall", HashRecallParams(block="mamba", vocab=64, facts=4, d_model=32, d_state=16,
                                                           samples=16)),
@@ -65,12 +70,22 @@ def _case(case: str):
     return _BUILT[case]
 
 
+def logit_difference_bound(con: Construction, tokens, labels) -> float:
+    """The rounding model's bound on one logit of the transformers engine (module docstring), at the scored rows of
+    the float64 reference's hidden state."""
+    hidden = REF.hidden(con, tokens)[labels != IGNORE]
+    engine = TransformersEngine(TransformersEngine.rounding_dtype)
+    k = con.config.chain_length(tokens.shape[-1])
+    return rounding.relative_error(k, engine.rounding_dtype, weights_dtype(con, engine)) * \
+        float(logit_bound(con, hidden))
+
+
 def _reference(case: str):
-    """(the spec's check on the float64 reference engine, ``float32_logit_bound``) of a case, computed once."""
+    """(the spec's check on the float64 reference engine, ``logit_difference_bound``) of a case, computed once."""
     key = ("reference", case)
     if key not in _BUILT:
         spec, p, con, tokens, labels = _case(case)
-        _BUILT[key] = spec.check(con, p, REF), float32_logit_bound(con, REF, tokens, labels)
+        _BUILT[key] = spec.check(con, p, REF), logit_difference_bound(con, tokens, labels)
     return _BUILT[key]
 
 
@@ -120,7 +135,7 @@ def test_one_weight_perturbed_is_detected(case):
 
 
 UNSUPPORTED_CASES = {
-    "mamba_s4d": ("mqar-s4d", R.MQARParams(kappa=2, vocab=4, seq_len=8, samples=2)),
+    "mamba_s4d": ("mqar-s4d", M.MQARParams(kappa=2, vocab=4, seq_len=8, samples=2)),
     "linear-mamba": ("hash-recall", HashRecallParams(vocab=16, facts=2, d_model=8, d_state=4, samples=2)),
     "mamba-delta-t": ("induction-heads", None),
 }
@@ -189,7 +204,7 @@ def test_random_weights_every_layout(layout):
     con = _random_construction(LAYOUTS[layout], seed=len(layout))
     tokens = torch.randint(0, 11, (4, 40), generator=torch.Generator().manual_seed(9))
     labels = torch.zeros_like(tokens)
-    bound = float32_logit_bound(con, REF, tokens, labels)
+    bound = logit_difference_bound(con, tokens, labels)
     for dtype in ("float64", "float32"):
         diff = max_logit_difference(con, TransformersEngine(dtype), REF, tokens, labels)
         print(f"\n{layout} {dtype}: max |hidden difference| {diff:.3e}, bound {bound:.3e}")
@@ -198,6 +213,6 @@ def test_random_weights_every_layout(layout):
 
 def test_project_imports_without_transformers():
     """transformers is imported only when the engine is made: the engines and this engine's module load without it."""
-    code = ("import sys, verify.engines, verify.engines.hf, verify.engines.compare; "
+    code = ("import sys, verify.engines, verify.engines.hf, verify.engines.compare, verify.checks; "
             "assert 'transformers' not in sys.modules, 'transformers imported at module load'")
     subprocess.run([sys.executable, "-c", code], check=True)

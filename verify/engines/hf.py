@@ -149,9 +149,14 @@ DTYPES = ("float64", "float32")
 
 
 class TransformersEngine:
-    """Runs a construction on transformers' MambaMixer / Mamba2Mixer, strictly loaded, on the CPU."""
+    """Runs a construction on transformers' MambaMixer / Mamba2Mixer, strictly loaded, on the CPU.
+
+    ``rounding_dtype`` is the dtype whose unit roundoff bounds the engine's arithmetic: float32 for both dtypes, as
+    transformers computes part of each block in float32 (module docstring, "Precision"); a rounding allowance for
+    this engine is float32's even when ``dtype_name`` is float64."""
 
     name = "transformers"
+    rounding_dtype = "float32"
 
     def __init__(self, dtype: str = "float32", device: str | None = None):
         require(dtype in DTYPES, f"engine transformers runs {' or '.join(DTYPES)} on the CPU, got {dtype} (float16 "
