@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from constructions.errors import require
 
@@ -96,7 +96,8 @@ class RunSpec:
     task_args: tuple = ()
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["protocol"] = {f.name: getattr(self.protocol, f.name) for f in fields(Protocol)}
         d["task_args"] = [list(kv) for kv in self.task_args]
         d["schema"] = SCHEMA
         return d
@@ -133,8 +134,8 @@ def upgrade(record: dict) -> dict:
         return record
     if _hash(spec) != record["key"]:
         return record
-    current = RunSpec.from_dict(spec)
-    return {**record, "key": run_key(current), "spec": current.as_dict(), "_key_schema1": record["key"]}
+    current = RunSpec.from_dict(spec).as_dict()
+    return {**record, "key": _hash(current), "spec": current, "_key_schema1": record["key"]}
 
 
 def pack_key(spec: RunSpec) -> str:

@@ -150,7 +150,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
                 seen.add(combo)
                 registry.validate(s)
     except (RequirementError, ValueError) as e:
-        raise RequirementError(f"{files.display(Path(path))}: {e}") from None
+        raise RequirementError(f"{files.display(Path(path))}: a run of this grid is invalid: {e}") from None
     return g
 
 
