@@ -169,8 +169,11 @@ def _task_args(items) -> tuple:
             out[name] = json.loads(value)
         except ValueError:
             out[name] = value
-        require(not isinstance(out[name], float) or math.isfinite(out[name]),
-                f"--task-arg {item}: the value must be finite")
+        try:
+            finite_value = math.isfinite(float(out[name]))
+        except (TypeError, ValueError):
+            finite_value = True  # not a number
+        require(finite_value, f"--task-arg {item}: a number must be finite")
     return tuple(sorted(out.items()))
 
 

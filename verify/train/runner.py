@@ -14,8 +14,8 @@
 Workers return their records and the driver appends them (``ResultStore.append``: a run key is stored once), so no
 run is trained twice into the store. A pack is checkpointed (``<store>.ckpt/<pack id>.pt``) every two minutes, when
 the time budget ``minutes`` runs out, and when the sweep is interrupted (SIGINT, SIGTERM: the driver cancels the Ray
-tasks, which raises KeyboardInterrupt inside each pack's training loop); the same command run again resumes every
-cut pack from its checkpoint.
+tasks, and each pack's training loop stops at its next step boundary, ``loop.train_pack``); the same command run
+again resumes every cut pack from its checkpoint.
 """
 from __future__ import annotations
 
@@ -109,14 +109,14 @@ class RayExecutor:
             require(address is None, "--mps starts the CUDA MPS daemon on this machine: not with --address")
             self.mps_started = start_mps()
         if self.owns:
-            self._init(address, num_cpus)
+            self._init(address, num_cpus, device)
         gpus = (gpus_per_pack or 0.1) if device.startswith("cuda") else 0
-        if gpus:
-            require(ray.cluster_resources().get("GPU", 0) > 0,
-                    f"--device {device}: the Ray cluster has no GPU ({'--address ' + address if address else 'local'})")
+        if gpus and ray.cluster_resources().get("GPU", 0) == 0:
+            self.close()
+            raise RequirementError(f"--device {device}: the Ray cluster ({address or 'local'}) has no GPU")
         self.remote = ray.remote(num_gpus=gpus, num_cpus=cpus_per_pack, max_retries=1)(train_one)
 
-    def _init(self, address, num_cpus):
+    def _init(self, address, num_cpus, device):
         """Start or join Ray, keeping this process's SIGINT and SIGTERM handlers (ray.init installs its own, which
         would end the driver without checkpointing the packs)."""
         import logging
@@ -127,9 +127,12 @@ class RayExecutor:
         if address:
             self.ray.init(address=address, **kw)
         else:
+            import torch
+
             path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-            self.ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
-                          **kw)  # workers import this checkout
+            gpus = torch.cuda.device_count() if device.startswith("cuda") else None  # None: Ray looks for itself
+            self.ray.init(num_cpus=num_cpus, num_gpus=gpus, include_dashboard=False,
+                          runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)  # workers import this checkout
         for s, h in handlers.items():
             signal.signal(s, h)
 
@@ -156,7 +159,7 @@ class RayExecutor:
         return [(h, self._get(h)) for h in done]
 
     def close(self):
-        if self.owns:
+        if self.owns and self.ray.is_initialized():
             self.ray.shutdown()
         if self.mps_started:
             stop_mps()
@@ -215,6 +218,11 @@ def run_sweep(specs: list[RunSpec], store: ResultStore, device: str = "cpu", imp
     prog = Progress(len(packs), sum(map(len, packs)))
     out = Outcome(0, 0, len(specs), 0, [])
     threads = max(1, int(cpus_per_pack))
+    if report:
+        how = "none: a time budget of 0 minutes" if packs and minutes == 0 else \
+            "on Ray" if executor == "ray" else "one after another in this process"
+        report(f"sweep: {len(specs) - prog.runs} of {len(specs)} runs stored; {prog.runs} to train in {len(packs)} "
+               f"packs on {device} ({how})")
     run = None
     if packs and minutes != 0:
         run = (RayExecutor(device, impl, threads, address, gpus_per_pack, cpus_per_pack, num_cpus, mps)
@@ -226,9 +234,6 @@ def run_sweep(specs: list[RunSpec], store: ResultStore, device: str = "cpu", imp
         with _signals_interrupt(got):
             if run is not None:
                 ticker.start()
-            elif report:
-                report(f"sweep: nothing to train ({len(specs) - prog.runs} of {len(specs)} runs stored"
-                       f"{', no time budget' if packs else ''})")
             for p in packs if run is not None else ():
                 pending[run.submit(p, checkpoint[pack_id(p)], deadline)] = p
             while pending:
