@@ -18,6 +18,7 @@ import torch
 
 from verify.train import runner
 from verify.train.store import ResultStore
+from verify.train.cli import STORE_DIR
 from verify_constructions.cli import main, parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +53,14 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_every_flag_has_help_and_shows_its_default(command):
     p = _subparser(command)
-    text = p.format_help()
+    fmt = p._get_formatter()
     for a in p._actions:
         if a.dest == "help":
             continue
-        assert a.help, a.option_strings
-        line = " ".join(text.split())
-        assert f"(default: {a.default})" in line, a.option_strings
+        text = fmt._get_help_string(a) % {"default": a.default}
+        assert a.help and text.count("(default: ") == 1, a.option_strings
+        if a.default not in (None, False):
+            assert f"(default: {a.default})" in text or f"(default: {STORE_DIR}" in text, a.option_strings
 
 
 BAD_TRAIN = [

@@ -88,9 +88,8 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "verify_constructions", "sweep", *sweep_args]
     t0 = time.time()
     sampler.start()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT),
-                                                                                        os.environ.get("PYTHONPATH"))))})
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     wall = time.time() - t0
     stop.set()
     sampler.join()

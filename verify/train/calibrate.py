@@ -27,7 +27,7 @@ import torch
 
 from constructions.export import write_json_atomic
 from constructions.errors import RequirementError
-from verify.train.cli import OneLineParser, csv_of, device_arg, finite, int_at_least, require_device
+from verify.train.cli import HelpWithDefaults, OneLineParser, csv_of, device_arg, finite, int_at_least, require_device
 from verify.train.runner import _ray, run_sweep
 from verify.train.spec import run_key
 from verify.train.store import ResultStore, check_target
@@ -68,7 +68,7 @@ def verdicts(records: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = OneLineParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    ap = OneLineParser(description=__doc__.split("\n")[0], formatter_class=HelpWithDefaults,
                        allow_abbrev=False)
     ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda or cuda:N")

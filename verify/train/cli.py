@@ -22,6 +22,13 @@ IMPLS = ("packed", "module")
 STORE_DIR = Path("results/train")
 
 
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help states it itself."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (exit 2)."""
 
@@ -95,7 +102,7 @@ def require_device(device: str, flag: str = "--device") -> None:
 def add_parsers(sub) -> None:
     from verify.train import registry
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpWithDefaults
     t = sub.add_parser("train", help="train one one-layer model and print its result", formatter_class=fmt,
                        allow_abbrev=False, description="Train one one-layer model (embedding -> mixer -> readout) "
                                                        "on a task and print its test accuracy.")
@@ -103,7 +110,8 @@ def add_parsers(sub) -> None:
                    help=f"task: {', '.join(registry.TASKS)}")
     t.add_argument("--mixer", default="mamba", type=one_of(tuple(registry.MIXERS), "mixer"),
                    help=f"mixer: {', '.join(registry.MIXERS)}")
-    t.add_argument("--kappa", type=int_at_least(0), default=4, help="MQAR keys per sequence (0 where the task has none)")
+    t.add_argument("--kappa", type=int_at_least(0), default=4,
+                   help="MQAR keys per sequence (0 where the task has none)")
     t.add_argument("--vocab", type=int_at_least(1), default=16, help="vocabulary size |V|")
     t.add_argument("--seq-len", type=int_at_least(1), default=32, help="sequence length T")
     t.add_argument("--d-model", type=int_at_least(1), default=16, help="model dimension d")
@@ -113,10 +121,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--gate", action="store_true", help="keep the gate (else z is held constant)")
     t.add_argument("--no-conv", action="store_true", help="freeze the conv at the identity (KEEP n-TH's 'no conv')")
     t.add_argument("--task-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads)")
+                   help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads) "
+                        "(default: none, the task's defaults)")
     t.add_argument("--protocol", default="smoke", type=one_of(tuple(PROTOCOLS), "protocol"),
                    help=f"optimizer, data and stopping rule: {', '.join(PROTOCOLS)}")
-    t.add_argument("--max-steps", type=int_at_least(1), default=None, help="override the protocol's step budget")
+    t.add_argument("--max-steps", type=int_at_least(1), default=None, help="override the protocol's step budget (default: the protocol's)")
     t.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     t.add_argument("--impl", default="packed", type=one_of(IMPLS, "impl"),
                    help="packed (any device) or module (one mamba_ssm module, CUDA)")
@@ -127,7 +136,7 @@ def add_parsers(sub) -> None:
                        description="Train the runs of a grid that its store does not hold yet, packs of runs side by "
                                    "side as Ray tasks (local unless --address). Reruns resume: finished runs are "
                                    "skipped, cut packs continue from their checkpoints (STORE.ckpt/).")
-    s.add_argument("--grid", default=None, help="grid name (--list shows them) or a grid file NAME.toml")
+    s.add_argument("--grid", default=None, help="grid name (--list shows them) or a grid file NAME.toml (default: none)")
     s.add_argument("--list", action="store_true", help="list the grids and their run counts")
     s.add_argument("--status", action="store_true",
                    help=f"print what every grid has stored in {STORE_DIR} (with --seeds S: of seeds 0..S-1, else 3)")
@@ -139,13 +148,13 @@ def add_parsers(sub) -> None:
     s.add_argument("--pack-size", type=int_at_least(1), default=64, help="at most this many runs trained as one pack")
     s.add_argument("--minutes", type=finite(0, False), default=None,
                    help="time budget: after this many minutes the packs in flight are checkpointed and the sweep "
-                        "ends; run it again to resume (default: no budget)")
-    s.add_argument("--mixers", type=csv_of(str), default=None, help="comma-separated subset of the grid's mixers")
-    s.add_argument("--kappas", type=csv_of(int, 0), default=None, help="comma-separated subset of the grid's kappas")
-    s.add_argument("--vocabs", type=csv_of(int, 1), default=None, help="comma-separated subset of the grid's |V|")
-    s.add_argument("--seeds", type=int_at_least(1), default=None, help="only the first this many seeds")
+                        "ends; run it again to resume (default: none, no budget)")
+    s.add_argument("--mixers", type=csv_of(str), default=None, help="comma-separated subset of the grid's mixers (default: all)")
+    s.add_argument("--kappas", type=csv_of(int, 0), default=None, help="comma-separated subset of the grid's kappas (default: all)")
+    s.add_argument("--vocabs", type=csv_of(int, 1), default=None, help="comma-separated subset of the grid's |V| (default: all)")
+    s.add_argument("--seeds", type=int_at_least(1), default=None, help="only the first this many seeds (default: all)")
     s.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto', 'ray://HOST:10001'); default: a local Ray instance")
+                   help="Ray cluster to join, 'auto' or 'ray://HOST:10001' (default: none, a local Ray instance)")
     s.add_argument("--gpus-per-pack", type=finite(0, True), default=0.1,
                    help="GPUs each pack asks Ray for with --device cuda: 0.1 trains ten packs side by side on a GPU")
     s.add_argument("--cpus-per-pack", type=finite(0, True), default=1.0,
@@ -198,8 +207,9 @@ def cmd_train(args, out) -> int:
     if args.json:
         print(json.dumps(rec, default=float))
     else:
-        out.print(f"{spec.mixer} on {spec.task}: test acc {r['test_acc']:.4f} ({'solved' if r['solved'] else 'not solved'})"
-                  f", {r['steps']} steps, {time.time() - t0:.1f}s")
+        verdict = "solved" if r["solved"] else "not solved"
+        out.print(f"{spec.mixer} on {spec.task}: test acc {r['test_acc']:.4f} ({verdict}), {r['steps']} steps, "
+                  f"{time.time() - t0:.1f}s")
     return 0
 
 

@@ -159,10 +159,11 @@ class Interrupted(KeyboardInterrupt):
 
 @contextmanager
 def _interrupts_between_steps():
-    """Yield a function that returns the number of the SIGINT or SIGTERM that arrived (0: none): while it is active (in the main thread only),
-    the first such signal is held until the step loop reads it, so a pack is checkpointed between two steps, never
-    in the middle of an Adam update; a second signal interrupts at once. A Ray task cancelled by ``ray.cancel``
-    receives SIGINT's handler call (``_thread.interrupt_main``), so it stops the same way."""
+    """Yield a function that returns the number of the SIGINT or SIGTERM that arrived (0: none). While it is active
+    (in the main thread only), the first such signal is held until the step loop reads it, so a pack is checkpointed
+    between two steps, never in the middle of an Adam update; a second signal interrupts at once. A Ray task
+    cancelled by ``ray.cancel`` receives SIGINT's handler call (``_thread.interrupt_main``), so it stops the same
+    way."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: 0
         return

@@ -125,10 +125,11 @@ def run_key(spec: RunSpec) -> str:
 
 
 def upgrade(record: dict) -> dict:
-    """A stored record under the current key schema: a schema-1 record (its spec has no ``schema`` field) whose key is
-    the hash of its spec as written gets the spec's full current dict and its current key (``_key_schema1``, in memory only, keeps the
-    stored one); a record of the current schema, or one that is not a run (no key or spec), comes back as it is. A
-    schema-1 record whose key does not match its spec is left alone: it is no run this code can vouch for."""
+    """A stored record under the current key schema. A schema-1 record (its spec has no ``schema`` field) whose key is
+    the hash of its spec as written gets the spec's full current dict and its current key (``_key_schema1``, in
+    memory only, keeps the stored one); a record of the current schema, or one that is not a run (no key or spec),
+    comes back as it is. A schema-1 record whose key does not match its spec is left alone: it is no run this code
+    can vouch for."""
     spec = record.get("spec")
     if not isinstance(spec, dict) or "key" not in record or spec.get("schema", 1) == SCHEMA:
         return record
