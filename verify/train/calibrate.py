@@ -17,7 +17,6 @@ another device type than the store's need ``--allow-mixed-devices``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from dataclasses import replace
