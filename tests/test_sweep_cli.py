@@ -59,7 +59,7 @@ def test_every_flag_has_help_and_shows_its_default(command):
             continue
         text = fmt._get_help_string(a) % {"default": a.default}
         assert a.help and text.count("(default: ") == 1, a.option_strings
-        if a.default not in (None, False):
+        if a.default not in (None, False, []):
             assert f"(default: {a.default})" in text or f"(default: {STORE_DIR}" in text, a.option_strings
 
 
