@@ -81,10 +81,12 @@ BAD_SWEEP = [
     (["--mixers", "mamba3"], "--mixers mamba3"), (["--vocabs", "5"], "--vocabs 5"), (["--kappas", "3"], "--kappas 3"),
     (["--device", "cuda:x"], "--device"), (["--impl", "module"], "--impl module"),
 ]
+BAD_RAY_SWEEP = [(["--device", "cuda:1", "--address", "auto"], "--device cuda:1: Ray assigns each pack its GPU")]
 
 
 @pytest.mark.parametrize("argv,flag", [(["train", *a], f) for a, f in BAD_TRAIN]
-                         + [(["sweep", "--grid", "smoke", "--no-ray", *a], f) for a, f in BAD_SWEEP])
+                         + [(["sweep", "--grid", "smoke", "--no-ray", *a], f) for a, f in BAD_SWEEP]
+                         + [(["sweep", "--grid", "smoke", *a], f) for a, f in BAD_RAY_SWEEP])
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag(argv, flag, capsys, monkeypatch):
     from verify.train import loop
 

@@ -56,12 +56,12 @@ def test_ray_trains_every_missing_run_once(local_ray, tmp_path):
 
 def test_the_time_budget_and_a_signal_checkpoint_the_packs_and_the_next_sweep_resumes(local_ray, tmp_path):
     specs, store = _long_specs(), ResultStore(tmp_path / "long.jsonl")
-    res = run_sweep(specs, store, device="cpu", pack_size=2, minutes=0.1)  # 6 s, the workers already started
+    res = run_sweep(specs, store, device="cpu", pack_size=2, minutes=0.07)  # 4 s, the workers already started
     assert res.interrupted == 0 and res.checkpointed == 2 and res.remaining == 4 and not store.records()
     first = {n: c["state"]["step"] for n, c in _checkpoints(store).items()}
     assert len(first) == 2 and all(0 < s < STEPS for s in first.values())
 
-    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     try:
         res = run_sweep(specs, store, device="cpu", pack_size=2)

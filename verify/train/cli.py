@@ -268,6 +268,8 @@ def _sweep(args, out) -> int:
     if not args.no_ray:
         from verify.train.runner import _ray
 
+        require(":" not in args.device, f"--device {args.device}: Ray assigns each pack its GPU, pass --device cuda "
+                                        f"(or --no-ray to train on this one)")
         _ray()  # not installed: exit 2 now, before any work
     check_target(path, args.device, flag, args.allow_mixed_devices)
     store = ResultStore(path)

@@ -102,6 +102,8 @@ class RayExecutor:
 
     def __init__(self, device, impl, threads, address=None, gpus_per_pack=None, cpus_per_pack=1.0, num_cpus=None,
                  mps=False):
+        require(":" not in device, f"--device {device}: Ray assigns each pack its GPU, pass --device cuda "
+                                   f"(or --no-ray to train on this one)")
         ray = _ray()
         self.ray, self.device, self.impl, self.threads, self.mps_started = ray, device, impl, threads, False
         self.owns = not ray.is_initialized()
