@@ -149,9 +149,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--minutes", type=finite(0, False), default=None,
                    help="time budget: after this many minutes the packs in flight are checkpointed and the sweep "
                         "ends; run it again to resume (default: none, no budget)")
-    s.add_argument("--mixers", type=csv_of(str), default=None, help="comma-separated subset of the grid's mixers (default: all)")
-    s.add_argument("--kappas", type=csv_of(int, 0), default=None, help="comma-separated subset of the grid's kappas (default: all)")
-    s.add_argument("--vocabs", type=csv_of(int, 1), default=None, help="comma-separated subset of the grid's |V| (default: all)")
+    s.add_argument("--mixers", type=csv_of(str), default=None,
+                   help="comma-separated subset of the grid's mixers (default: all)")
+    s.add_argument("--kappas", type=csv_of(int, 0), default=None,
+                   help="comma-separated subset of the grid's kappas (default: all)")
+    s.add_argument("--vocabs", type=csv_of(int, 1), default=None,
+                   help="comma-separated subset of the grid's |V| (default: all)")
     s.add_argument("--seeds", type=int_at_least(1), default=None, help="only the first this many seeds (default: all)")
     s.add_argument("--address", default=None,
                    help="Ray cluster to join, 'auto' or 'ray://HOST:10001' (default: none, a local Ray instance)")
