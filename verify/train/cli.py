@@ -125,7 +125,8 @@ def add_parsers(sub) -> None:
                         "(default: none, the task's defaults)")
     t.add_argument("--protocol", default="smoke", type=one_of(tuple(PROTOCOLS), "protocol"),
                    help=f"optimizer, data and stopping rule: {', '.join(PROTOCOLS)}")
-    t.add_argument("--max-steps", type=int_at_least(1), default=None, help="override the protocol's step budget (default: the protocol's)")
+    t.add_argument("--max-steps", type=int_at_least(1), default=None,
+                   help="override the protocol's step budget (default: the protocol's)")
     t.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
     t.add_argument("--impl", default="packed", type=one_of(IMPLS, "impl"),
                    help="packed (any device) or module (one mamba_ssm module, CUDA)")
@@ -136,7 +137,8 @@ def add_parsers(sub) -> None:
                        description="Train the runs of a grid that its store does not hold yet, packs of runs side by "
                                    "side as Ray tasks (local unless --address). Reruns resume: finished runs are "
                                    "skipped, cut packs continue from their checkpoints (STORE.ckpt/).")
-    s.add_argument("--grid", default=None, help="grid name (--list shows them) or a grid file NAME.toml (default: none)")
+    s.add_argument("--grid", default=None,
+                   help="grid name (--list shows them) or a grid file NAME.toml (default: none)")
     s.add_argument("--list", action="store_true", help="list the grids and their run counts")
     s.add_argument("--status", action="store_true",
                    help=f"print what every grid has stored in {STORE_DIR} (with --seeds S: of seeds 0..S-1, else 3)")
