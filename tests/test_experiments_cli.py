@@ -313,9 +313,11 @@ def test_number_types_refuse_non_finite_and_out_of_range():
 
 
 def test_memory_refusal_names_estimate_and_available(monkeypatch):
-    monkeypatch.setattr(cli, "available_memory", lambda: 2**30)
-    with pytest.raises(RequirementError, match=r"the grid needs about 2.0 GiB of memory, 1.0 GiB available; "
-                                               r"lower --seqs"):
+    from verify import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    with pytest.raises(RequirementError, match=r"the grid needs about 2.0 GiB of memory, and 1.0 GiB is "
+                                               r"available: lower --seqs"):
         cli.require_memory(2**31, "the grid", "--seqs")
     cli.require_memory(2**29, "the grid", "--seqs")
 

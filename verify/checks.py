@@ -7,7 +7,6 @@ construction's proven lower bound on it.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +17,7 @@ import torch
 from constructions.errors import require
 from constructions.layout import Construction
 from verify import fused_readout, rounding
+from verify.cli_support import strict
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 
@@ -117,33 +117,15 @@ class CheckResult:
         return self.verdict == "PASS"
 
     def as_dict(self) -> dict:
-        """Strict-JSON-ready: a non-finite number becomes null, with the reason under ``undefined``."""
+        """Strict-JSON-ready: a non-finite number becomes null, with the reason under ``undefined_values``."""
         body = {**asdict(self), "recall": self.recall, "verdict": self.verdict, "passed": self.passed,
                 "reasons": self.reasons, "obligations_held": len(self.obligations) - len(self.failed_obligations),
                 "obligations_total": len(self.obligations), "failed_obligations": self.failed_obligations}
-        return finite_json(body)
+        return strict(body)
 
 
 UNPROVEN_PREFIXES = ("outside the proof", "no obligations", "no proven margin", "no checkable prediction",
                      "undecidable in")
-
-
-def finite_json(obj, path: str = "", undefined: dict | None = None):
-    """``obj`` with every NaN/inf float replaced by None; the top level gets ``undefined``: {path: reason}."""
-    top = undefined is None
-    undefined = {} if top else undefined
-    if isinstance(obj, dict):
-        out = {k: finite_json(v, f"{path}.{k}" if path else str(k), undefined) for k, v in obj.items()}
-    elif isinstance(obj, (list, tuple)):
-        out = [finite_json(v, f"{path}[{i}]", undefined) for i, v in enumerate(obj)]
-    elif isinstance(obj, float) and not math.isfinite(obj):
-        undefined[path] = {math.inf: "+inf (nothing bounds it)", -math.inf: "-inf"}.get(obj, "not a number")
-        out = None
-    else:
-        out = obj
-    if top and undefined and isinstance(out, dict):
-        out["undefined"] = undefined
-    return out
 
 
 def proof_fields(con: Construction, engine, seq_len: int, logit_bound: float) -> dict:

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from constructions.errors import RequirementError
+from verify import memory
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -53,6 +54,9 @@ def run_main(main, argv=None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (``| head``): nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:  # noqa: BLE001 -- anything else is a bug of ours: one line, not a failed check
         say(f"internal error: {type(e).__name__}: {e}" + ("" if debug else " (--debug prints the traceback)"))
         return EXIT_INTERNAL
@@ -232,28 +236,7 @@ def _short(value, width: int = 40) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (Linux MemAvailable), else the machine's physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
-
-
-def require_memory(estimate: float, what: str, flags: str) -> None:
-    """Refuse (exit 2) before allocating when ``estimate`` bytes exceed the memory available."""
-    have = available_memory()
-    if estimate > have:
-        raise RequirementError(f"{what} needs about {_gib(estimate)} of memory, {_gib(have)} available; "
-                               f"lower {flags}")
+require_memory = memory.require_memory  # (estimate, what, flags): exit 2 naming the estimate and what is available
 
 
 # ---------------------------------------------------------------------------------------------------------------------

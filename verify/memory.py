@@ -46,7 +46,8 @@ def human(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def require_memory(estimate: int, what: str) -> None:
+def require_memory(estimate: float, what: str, flags: str | None = None) -> None:
+    """Refuse (RequirementError: exit 2) before allocating when ``estimate`` bytes exceed the memory available."""
     available = available_bytes()
     require(estimate <= available, f"{what} needs about {human(estimate)} of memory, and {human(available)} is "
-                                   f"available: choose smaller sizes")
+                                   f"available: " + (f"lower {flags}" if flags else "choose smaller sizes"))

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from constructions.errors import RequirementError, require
 from verify import checks
+from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, real, run_main, strict
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.memory import require_memory
 from verify.registry import BROKEN, SPECS
@@ -39,7 +40,7 @@ RUN_OPTIONS = ("engine", "dtype", "json", "quiet")
 # Options typed before a subcommand act on it only where they mean the same thing there.
 SAME_MEANING = {"check": set(RUN_OPTIONS), "list": {"json"}, "scaling-law": {"json"}, "train": {"json"},
                 "export": {"quiet"}, "figures": {"quiet"}, "sweep": set()}
-EXIT = {"pass": 0, "fail": 1, "input": 2, "internal": 3, "interrupted": 130}
+EXIT = {"pass": EXIT_OK, "fail": EXIT_FAILED, "input": EXIT_BAD_INPUT, "internal": EXIT_INTERNAL}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,15 +48,7 @@ class _Parser(argparse.ArgumentParser):
         raise RequirementError(f"{self.prog}: {message}")
 
 
-def finite_float(text: str) -> float:
-    """argparse type: a finite float (NaN and inf are refused, naming the value as typed)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+finite_float = real()  # argparse type: a finite number (NaN and inf are refused, naming the value as typed)
 
 
 def _construction_args(p: argparse.ArgumentParser, spec) -> None:
@@ -285,7 +278,7 @@ def _exit_code(results) -> int:
 
 
 def _print_json(body) -> None:
-    print(json.dumps(checks.finite_json(body), allow_nan=False))
+    print(json.dumps(strict(body), allow_nan=False))
 
 
 def _report(results, args, out: Console, single: bool, title: str) -> int:
@@ -417,29 +410,18 @@ COMMANDS = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling
             "train": train_cli.cmd_train, "sweep": train_cli.cmd_sweep, "figures": cmd_figures, None: cmd_all}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+def _main(argv: list[str]) -> int:
+    debug = "--debug" in argv  # anywhere on the line (run_main prints the traceback of an internal error)
     out = Console(width=None if sys.stdout.isatty() else 200)
-    try:
-        args = parser().parse_args(argv)
-        args.debug = debug
-        _merge_run_options(args)
-        return COMMANDS[args.command](args, out)
-    except RequirementError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT["input"]
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT["interrupted"]
-    except BrokenPipeError:
-        return EXIT["pass"]
-    except Exception as e:  # noqa: BLE001 -- one line; the traceback with --debug
-        if debug:
-            traceback.print_exc()
-        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
-        return EXIT["internal"]
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    _merge_run_options(args)
+    return COMMANDS[args.command](args, out)
+
+
+def main(argv=None) -> int:
+    """Exit codes: ``verify.cli_support.run_main`` (0 pass, 1 fail, 2 bad input, 3 internal error, 130 interrupted)."""
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

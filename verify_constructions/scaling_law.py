@@ -15,29 +15,23 @@ from rich.table import Table
 
 from constructions.errors import require
 from symbolic import recall_scaling as rs
-from verify.checks import finite_json
+from verify.cli_support import real, strict
 from verify.tasks.mqar import MQARConfig, generate
 
 MODELS = ("designed", "trained-linear", "trained-full")
-
-
-def finite_float(text: str) -> float:
-    from verify_constructions.cli import finite_float as parse
-
-    return parse(text)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("scaling-law", help="sizes and recall predicted by the recall scaling law (Koren et al. 2026)")
     p.add_argument("--vocab", type=int, required=True, help="vocabulary size V")
     p.add_argument("--facts", type=int, required=True, help="number of facts N_f")
-    p.add_argument("--target-accuracy", type=finite_float, default=0.99, help="target per-query recall (default 0.99)")
+    p.add_argument("--target-accuracy", type=real(), default=0.99, help="target per-query recall (default 0.99)")
     p.add_argument("--layers", type=int, default=1, help="layers Lambda (N_eff = Lambda N; default 1)")
     p.add_argument("--model", default="designed", help=f"one of {', '.join(MODELS)} (sets a; default designed)")
     p.add_argument("--task", default="mqar", help="mqar or ar (default mqar)")
     p.add_argument("--seq-len", type=int, default=None, help="MQAR length L (default 4 N_f)")
     p.add_argument("--fillers", default="random", help="random (paper) or empty")
-    p.add_argument("--a", type=finite_float, default=None, help="override the computed noise coefficient a")
+    p.add_argument("--a", type=real(), default=None, help="override the computed noise coefficient a")
     p.add_argument("--d-model", type=int, default=None, help="embedding dimension D")
     p.add_argument("--d-state", type=int, default=None, help="state dimension N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -95,7 +89,7 @@ def compute(args) -> dict:
 def cmd(args, out: Console) -> int:
     r = compute(args)
     if args.json:
-        print(json.dumps(finite_json(json.loads(json.dumps(r, default=float))), allow_nan=False))
+        print(json.dumps(strict(json.loads(json.dumps(r, default=float))), allow_nan=False))
         return 0
     t = Table(title=f"Recall scaling law: V={r['vocab']} N_f={r['facts']} L={r['seq_len']} {r['task']} "
                     f"{r['model']} Lambda={r['layers']}  a={r['a']:.4g} (paper {r['a_paper']:.4g})")
