@@ -35,12 +35,12 @@ _A2 = {  # S4D+PE: (mean, standard error) for T = 10 .. 50, 600 epochs each
     (64, 64): [(0.79, 0), (0.14, 0), (0.14, 0), (0.09, 0), (0.09, 0)],
 }
 KEEP_PE = {"mamba": {dn: dict(zip(KEEP_TS, v)) for dn, v in _A1.items()},
-           "s4d": {dn: {T: (m, se, 600) for T, (m, se) in zip(KEEP_TS, v)} for dn, v in _A2.items()}}
+           "mamba-s4d": {dn: {T: (m, se, 600) for T, (m, se) in zip(KEEP_TS, v)} for dn, v in _A2.items()}}
 
 _A3_A4 = {  # (low, high) over N for T = 10 .. 50; a single value is low = high
     "mamba": {8: [(0.17, 0.20), 0.05, 0.04, 0.04, 0.03], 32: [(0.21, 0.28), (0.10, 0.11), 0.09, 0.09, 0.08],
               64: [(0.19, 0.21), 0.11, 0.09, 0.09, 0.09]},
-    "s4d": {8: [0.08, 0.04, 0.03, 0.03, 0.03], 32: [0.20, 0.10, 0.08, 0.09, 0.09],
+    "mamba-s4d": {8: [0.08, 0.04, 0.03, 0.03, 0.03], 32: [0.20, 0.10, 0.08, 0.09, 0.09],
             64: [0.20, 0.11, 0.09, 0.09, 0.09]},
 }
 KEEP_NOPE = {m: {d: {T: (v if isinstance(v, tuple) else (v, v)) for T, v in zip(KEEP_TS, vs)} for d, vs in by.items()}

@@ -17,7 +17,7 @@ import numpy as np
 from paper_figures.common import COLUMN, MissingResults, Rendered, load_store, plt, table
 from paper_figures.paper_values import KEEP_NOPE, KEEP_PE
 
-MIXER_TITLE = {"s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "delta-top": "Mamba-Δ⊤"}
+MIXER_TITLE = {"mamba-s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "mamba-delta-t": "Mamba-Δ⊤"}
 
 
 def sweep_cmd(grid: str) -> str:
@@ -96,7 +96,7 @@ def _stores(results: Path, grids) -> tuple[list[dict], list]:
 def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
     recs, missing = _stores(results, grids)
     cells = best_cells(recs)
-    mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
+    mixers = [m for m in ("mamba-s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained")
     sc = None
@@ -140,7 +140,7 @@ def figure_a2(results: Path) -> Rendered:
 def figure_a3(results: Path) -> Rendered:
     recs, missing = _stores(results, ("figA3-s4d", "figA3-mamba", "figA3-mamba2"))
     cells = best_cells(recs)
-    mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
+    mixers = [m for m in ("mamba-s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(mixers), 1, figsize=(2 * COLUMN, 1.9 * len(mixers) + 0.3), squeeze=False,
                              layout="constrained")
     for i, m in enumerate(mixers):
@@ -176,7 +176,7 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
                              layout="constrained")
     sc = None
     for ax, r in zip(axes[0], ratios):
-        for m, filled in (("mamba", True), ("delta-top", False)):
+        for m, filled in (("mamba", True), ("mamba-delta-t", False)):
             sel = [(c, v) for c, v in cells.items() if c[0] == m and c[4] / c[1] == r]
             if sel:
                 shift = 2 ** (-0.12 if filled else 0.12)  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
@@ -227,16 +227,16 @@ def ih_mixers_table(results: Path) -> Rendered:
         by[(s["vocab"], s["d_state"], s["d_model"])][s["mixer"]].setdefault(s["seed"], []).append(r["result"])
     rows, below = [], []
     for (v, n, d), mixers in sorted(by.items()):
-        seeds = set(mixers["mamba"]) & set(mixers["delta-top"])
+        seeds = set(mixers["mamba"]) & set(mixers["mamba-delta-t"])
         if not seeds:
             continue
-        best = {m: [x for s in seeds for x in mixers[m][s]] for m in ("mamba", "delta-top")}
+        best = {m: [x for s in seeds for x in mixers[m][s]] for m in ("mamba", "mamba-delta-t")}
         acc = {m: max(x["test_acc"] for x in rs) for m, rs in best.items()}
-        diff = acc["delta-top"] - acc["mamba"]
+        diff = acc["mamba-delta-t"] - acc["mamba"]
         if diff < 0:
             below.append((d <= 2 * v, -diff, v, n, d))
         rows.append([v, f"{n // v}|V|" if n % v == 0 else n, d, f"{d / (2 * v):g}", len(seeds),
-                     *(f"{acc[m]:.5f} ({sum(x['solved'] for x in best[m])})" for m in ("mamba", "delta-top")),
+                     *(f"{acc[m]:.5f} ({sum(x['solved'] for x in best[m])})" for m in ("mamba", "mamba-delta-t")),
                      f"{diff:+.5f}"])
     if not rows:
         raise MissingResults(str(Path(results) / "train/figA4.jsonl") + " (cells trained with both mixers)",
@@ -300,7 +300,7 @@ def figure1(results: Path) -> Rendered:
     mids = (edges[:-1] + edges[1:]) / 2
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
     Ts = sorted({T for _, T in runs})
-    for i, (m, colour, side) in enumerate((("mamba", "C0", -1), ("s4d", "C3", 1))):
+    for i, (m, colour, side) in enumerate((("mamba", "C0", -1), ("mamba-s4d", "C3", 1))):
         for T in Ts:
             if (m, T) not in runs:
                 continue
@@ -449,7 +449,7 @@ def table_a1(results):
 
 
 def table_a2(results):
-    return _keep_table(results, True, "s4d", "Table A.2 (S4D+PE)")
+    return _keep_table(results, True, "mamba-s4d", "Table A.2 (S4D+PE)")
 
 
 def table_a3(results):
@@ -457,11 +457,11 @@ def table_a3(results):
 
 
 def table_a4(results):
-    return _keep_table(results, False, "s4d", "Table A.4 (S4D, no PE)")
+    return _keep_table(results, False, "mamba-s4d", "Table A.4 (S4D, no PE)")
 
 
 def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
-    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "s4d"), ("S4D+PE", True, "s4d")]
+    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "mamba-s4d"), ("S4D+PE", True, "mamba-s4d")]
     row, grids = [], set()
     for _, pe, m in cols:
         try:
