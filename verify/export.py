@@ -35,10 +35,11 @@ from verify import blocks
 FORMAT, FORMAT_VERSION = "mamba-constructions mixer export", 2
 
 # config.json's "modules" key per code base -> the loader of this module that loads the block there
-LOADERS = {"mamba_ssm": "verify.export.mamba_ssm_mixer(DIR) (a CUDA GPU; the module on the device given)",
-           "transformers": "verify.export.transformers_mixer(DIR) (the CPU)"}
-PROJECT = ("mamba-constructions: verify.export.load(DIR) returns the Construction; every engine runs it "
-           "(verify-constructions check NAME --from-export DIR checks the stored weights against the proof)")
+LOADERS = {"mamba_ssm": "verify.export.mamba_ssm_mixer(DIR) (on a CUDA GPU)",
+           "transformers": "verify.export.transformers_mixer(DIR) (on the CPU)"}
+PROJECT = {"module": "this project's Construction, which every engine of it runs (verify-constructions check NAME "
+                     "--from-export DIR checks the stored weights against the proof)",
+           "loader": "verify.export.load(DIR)"}
 
 
 def wiring(con: Construction) -> str:
@@ -58,7 +59,7 @@ def _modules(kind: blocks.BlockKind) -> dict:
     for where, loader in LOADERS.items():
         real = getattr(kind, where)
         out[where] = {"none": real} if isinstance(real, str) else {"module": real.loads, "loader": loader}
-    out["mamba-constructions"] = PROJECT
+    out["mamba-constructions"] = dict(PROJECT)
     return out
 
 

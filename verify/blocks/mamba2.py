@@ -253,9 +253,10 @@ KIND = BlockKind(
                                             "causal_conv1d is not installed): the same parameter names and shapes"),
     transformers=RealModule(
         _transformers_module, "transformers.models.mamba2.modeling_mamba2.Mamba2Mixer(Mamba2Config(hidden_size="
-        "d_model, state_size=d_state, conv_kernel=d_conv, expand=W / d_model, num_heads=nheads, head_dim=W / nheads, "
+        "d_model, state_size=d_state, conv_kernel=d_conv, expand=W / d_model, num_heads=H, head_dim=W / H, "
         "n_groups=ngroups, use_bias=bias, use_conv_bias=conv_bias, chunk_size=chunk_size, layer_norm_epsilon=2^100, "
-        "time_step_limit=(0, inf)), layer_idx=0), W = d_ssm rounded up to a multiple of d_model; its in_proj rows "
+        "time_step_limit=(0, inf)), layer_idx=0), H = d_ssm / headdim heads, W = d_ssm rounded up to a multiple of "
+        "d_model (H = 1 where it differs from d_ssm); its in_proj rows "
         "are [z | x | B | C | dt]: the rows z0 and x0 dropped (they must be zero), the x and z rows, the conv's x "
         "channels and out_proj's SSM columns padded with zeros to W, out_proj's gated-MLP columns dropped, "
         "norm.weight = 2^50 (the gated RMSNorm is then the identity on y * silu(z)); rmsnorm=False and D per head "

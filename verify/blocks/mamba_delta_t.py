@@ -197,7 +197,7 @@ KIND = BlockKind(
     state_size=lambda c: c.d_inner * c.d_state, float32_params=frozenset({"A_log", "D", "dt_proj.bias"}),
     mamba_ssm=RealModule(_mamba_ssm_module, "mamba_ssm has no Mamba-Delta-transpose module (mamba_ssm.Mamba would "
                                             "refuse dt_proj's shape in a strict load): this project's "
-                                            "verify.blocks.mamba_delta_t.MambaDeltaT(MambaDeltaTConfig(**arguments), "
+                                            "verify.blocks.mamba_delta_t.MambaDeltaT(constructions.layout.MambaDeltaTConfig(**arguments), "
                                             "scan_fn=mamba_ssm's selective_scan_fn) runs it on mamba_ssm's CUDA "
                                             "selective scan through the exact reduction of symbolic.lemma3 (any S6 "
                                             "scan with that signature works, e.g. verify.engines.scan."
