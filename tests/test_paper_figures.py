@@ -200,7 +200,7 @@ def test_missing_results_one_line(tmp_path, capsys):
 def test_unknown_name(tmp_path, capsys):
     assert main(["figures", "--out", str(tmp_path), "--only", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown figure 'nope'" in err[0]
+    assert len(err) == 1 and "--only nope: unknown figure" in err[0]
     with pytest.raises(RequirementError):
         paper_figures.render(tmp_path, tmp_path, "nope")
 
