@@ -171,16 +171,17 @@ def figure_a3(results: Path) -> Rendered:
         mults = grid(A3_GRIDS[mx]).n_multipliers
         for j, m in enumerate(mults[:4]):
             ax = axes[i, j]
+            ax.set_title(f"{MIXER_TITLE[mx]}, N = {A3_RULE[mx](m)}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"d (|V| = {vocab})")
             if mqar_panel(ax, cells, mx, vocab, marks_on=False,
                           n_filter=lambda c, m=m: c[4] == a3_state(c[0], c[2], c[1], m)) is None:
                 ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+                ax.set_xticks([]), ax.set_yticks([])
                 continue
             ks = [int(t) for t in ax.get_xticks()]
             ax.set_xticks(ks, [f"{k}\n{a3_state(mx, k, vocab, m)}" for k in ks])
             ax.set_xlabel(r"$\kappa$ / N", labelpad=1)
-            ax.set_title(f"{MIXER_TITLE[mx]}, N = {A3_RULE[mx](m)}", fontsize=7)
-            if j == 0:
-                ax.set_ylabel(f"d (|V| = {vocab})")
     marks.legend(fig, axes[0, 0], ncol=3)
     marks.colourbar(fig, axes, fraction=0.03)
     caption = (f"Figure A.3: MQAR with the state size N swept, one panel per N (S4D N in {{1, 2, 4, 8}}, Mamba "
@@ -228,11 +229,16 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
     where = "; ".join(f"{MIXER_TITLE[m]} solves at " + ", ".join(f"(|V| {v}, N {n}, d {d} = {d / (2 * v):g} x 2|V|)"
                                                                for v, n, d in solved[m])
                       for m in IH_SHIFT if solved[m])
+    ratio = {m: sorted({c[3] / (2 * c[1]) for c in cells if c[0] == m}) for m in IH_SHIFT}
+    high = "; ".join(f"{MIXER_TITLE[m]} " + ", ".join(
+        f"{x:g}: {sum(1 for c, v in cells.items() if c[0] == m and c[3] / (2 * c[1]) == x and marks.mark(*v[:2]))}"
+        f"/{sum(1 for c in cells if c[0] == m and c[3] / (2 * c[1]) == x)}" for x in ratio[m]) for m in IH_SHIFT)
     caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over "
                f"{'-'.join(str(c) for c in sorted({counts[0], counts[-1]}))} seeds a cell; filled "
                f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. "
                f"{SCALE_NOTE} Marked cells: {_mark_counts(cells, IH_SHIFT)}"
-               f"{' (' + where + ')' if where else ''}; runs solved: "
+               f"{' (' + where + ')' if where else ''}. Cells at >= 99.99% (solved or not) / cells, per d / 2|V|: "
+               f"{high}; runs solved: "
                + ", ".join(f"{MIXER_TITLE[m]} {sum(r['result']['solved'] for r in recs if r['spec']['mixer'] == m)}"
                            for m in IH_SHIFT)
                + f". {_meta(recs)}. {paper_note}")
@@ -381,8 +387,8 @@ def figure1(results: Path) -> Rendered:
                          + f"), so no {MIXER_TITLE[m]} histogram is drawn")
     pooled = [r for _, recs, _ in found.values() for r in recs]
     caption = ("Figure 1: distribution of the decay factors e^(-lambda Delta_t) of every (channel, state) of trained "
-               "KEEP FIFTH models that solved the task (100% test accuracy; no conv, no gate, |V| = 128; the keepnth-pe "
-               "grids feed the position, the keepnth-nope grids do not), on 64 "
+               "KEEP FIFTH models that solved the task (100% test accuracy; no conv, no gate, |V| = 128; the "
+               "keepnth-pe grids feed the position, the keepnth-nope grids do not), on 64 "
                "test sequences each; left per T (pooled over positions), right split into positions t < n (dashed) "
                f"and t >= n (solid) at the largest T. Solved runs pooled: {'; '.join(parts)}. {_meta(pooled)}. Paper: "
                "histograms of models that solved; Mamba's factors go to about 1 as T grows, about 0 before n and "
@@ -514,8 +520,8 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
               and KEEP_PE.get(mixer, {}).get(c[:2], {}).get(30, (0,))[0] == KEEP_PE[mixer][c[:2]].get(20, (1,))[0]]
     if copies:
         out.append(f"{len(copies)} of the ≠ cells ({where(copies)}) are T = 30 cells whose paper value repeats its "
-                   f"T = 20 value exactly, which may be a copy error in the paper: there the paper's value itself is in "
-                   f"doubt (claim), not decided")
+                   f"T = 20 value exactly, which may be a copy error in the paper: there the paper's value itself "
+                   f"is in doubt (claim), not decided")
     if found["spread"]:
         cs = found["spread"]
         out.append(f"? means more than {SPREAD_TOL} apart while the ±2 standard error intervals overlap "
@@ -657,7 +663,7 @@ def tightness_table(results: Path) -> Rendered:
             ds = sorted(accs, key=int)
             at = [next((d for d in ds if accs[d] >= x), None) for x in (0.99, 0.9999)]
             rep = spec[cell_key(r, r["protocol"])]
-            params = [kilo(spec_params(rep, d_model=int(d))) if d else "" for d in (at[1], r["smallest_solved"])]
+            params = [str(spec_params(rep, d_model=int(d))) if d else "" for d in (at[1], r["smallest_solved"])]
             rows.append([g, MIXER_TITLE.get(r["mixer"], r["mixer"]), r["vocab"], r["kappa"] if r["kappa"] != "0" else "",
                          r["d_state"], ", ".join(str(d) for d in ds), f"{accs[top]:.4f} (d={top})",
                          *(str(d or "none") for d in at),
@@ -672,9 +678,9 @@ def tightness_table(results: Path) -> Rendered:
            "stopping rule and stopped early (budgeted: 100% validation accuracy on 1,000 sequences, after which it trains no "
            "further, so it may still miss a few of the 10,000 test sequences' queries; budgeted-loss and reference: "
            "validation loss < 1e-6), the smallest d where some run solved the task "
-           "(100% test recall, the paper's criterion) and its ratio to the construction's d bound (verify/train/sweep.py "
-           "convention), and the trained parameters of our model at the smallest d reaching 99.99% and at the smallest "
-           "solved d (embedding, block and readout entries training changes; the paper prints no parameter counts for "
+           "(100% test recall, the paper's criterion) and its ratio to the construction's d bound "
+           "(verify/train/sweep.py convention), and the trained parameters of our model at the smallest d reaching "
+           "99.99% and at the smallest solved d (embedding, block and readout entries training changes; the paper prints no parameter counts for "
            "Figures 2, 3 and A.2-A.4, so there is nothing to set beside them). Grids: " + ", ".join(grids) + ".")
     headers = ["grid", "mixer", "|V|", "kappa", "N", "d trained", "best acc (largest d)", "smallest d at >= 99%", "smallest d at >= 99.99%",
                "smallest d stopped early", "smallest solved d",

@@ -235,8 +235,12 @@ def test_tightness_table_reads_the_smallest_solved_d(results):
 
     md = paper_figures.make("tightness", results).markdown
     b = d_bound("mamba", 4, 128)
-    assert f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | 16 | 16 | {b} | {16 / b:.2f} | 4 |" in md
-    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | none | 10 |  | 1 |" in md
+    # Mamba at d = 16, N = 4, |V| = 128, kappa = 4, gate off, counted by hand: embedding (4 + 128 + 1) x 16, readout
+    # 128 x 16, in_proj x rows 16 x 16 + their bias 16 (the gate rows are frozen), conv 16 x 4 + 16, x_proj
+    # (1 + 2 x 4) x 16, dt_proj 16 x 1 + 16, A_log 16 x 4, D 16, out_proj 16 x 16 + 16 = 5056
+    assert (f"| fig2 | Mamba | 128 | 4 | 4 | 8, 16 | 1.0000 (d=16) | 16 | 16 | 16 | 16 | {b} | {16 / b:.2f} | 5056 | "
+            f"5056 | 4 |") in md
+    assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | none | 10 |  |  |  | 1 |" in md
 
 
 def test_checkpoint_evaluation_equals_the_runs_own_test_at_that_step(tmp_path, one_thread):
