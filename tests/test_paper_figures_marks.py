@@ -43,6 +43,14 @@ def _at(x, accs):
     return {(round(x, 9), _d(ACCS.index(a))) for a in accs}
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def stores(tmp_path):
     t = tmp_path / "train"
