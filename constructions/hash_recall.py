@@ -18,6 +18,11 @@ P_out       [0, I_D]; D-skip 0
 
 so logit_u(t) = sum_{tau <= t} <F e_{x_t}, F e_{x_{tau-1}}> <e_u, e_{x_tau}>.
 
+**Several layers** (``build_residual_stack``): the paper's residual form h <- h + layer(h) with N_eff = Lambda N
+exactly: model width 2D (embedding subspace read by every B, C and value; output subspace written by every layer and
+read by an untied readout), hashes from disjoint row blocks of one orthogonal matrix. ``build_analysis(n_layers > 1)``
+is the paper's layer stacked as it is, which loses recall with depth (its docstring says why).
+
 **Real block** (``build_mamba_block``; ``mamba_ssm.Mamba(d_model=D, d_state=N, d_conv=2, expand=4, bias=True)``).
 The paper never put its circuit into the real block. What the real block adds, and what we do about it:
 

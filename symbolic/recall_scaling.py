@@ -50,6 +50,12 @@ independent of the retrieved vector y (|y|^2 ~ D sigma^2), i.e. |y| times a sphe
 exactly the law. The per-query counts come from the generator's own sequences
 (``collision_profile``), so fillers on/off, AR/MQAR and L change it correctly.
 
+**Several layers.** Lambda hashes averaged in one layer overlap through the shared embedding:
+N_eff = Lambda N D / (D + (Lambda - 1) N) (``averaged_hash_moments``). Disjoint row blocks of one orthogonal matrix
+give N_eff = Lambda N exactly (``stacked_hash_moments``): the designed residual stack. The paper's layer stacked as
+it is feeds each layer the earlier retrievals, whose off-fact power is n_w / (Lambda^2 N), and its tied readout sees
+the residual e_q with the fact's own weight (``naive_stack_moments``).
+
 **Bounds.** ``gaussian_union_bound``: P(fail) <= min_theta V exp(-theta^2/(2 sigma^2)) + exp(-(1-theta)^2/(2
 sigma_s^2)) (the notes' union bound with Gaussian tails; rigorous only if the logits were Gaussian).
 ``rigorous_failure_bound`` (ours, rigorous for the designed circuit's random codes): a union bound over three events

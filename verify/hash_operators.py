@@ -101,9 +101,8 @@ def features(con: Construction, hidden: torch.Tensor, layer: int = 0) -> Feature
         return Features(x, bc[..., :n], bc[..., n:], None, None, x)
     xz = Fn.linear(hidden, p["in_proj.weight"], p.get("in_proj.bias"))
     x, z = xz.chunk(2, dim=-1)
-    w = p["conv1d.weight"]
-    x = Fn.conv1d(x.transpose(-1, -2), w, p.get("conv1d.bias"), padding=w.shape[-1] - 1, groups=w.shape[0])
-    x = Fn.silu(x[..., :hidden.shape[-2]]).transpose(-1, -2)
+    x = _conv(x, p["conv1d.weight"])
+    x = Fn.silu(x + p["conv1d.bias"] if "conv1d.bias" in p else x)
     r = con.config.rank
     dt, B, C = torch.split(Fn.linear(x, p["x_proj.weight"]), [r, n, n], dim=-1)
     delta = Fn.softplus(Fn.linear(dt, p["dt_proj.weight"]) + p["dt_proj.bias"])
@@ -229,12 +228,12 @@ def state_at(con: Construction, tokens: torch.Tensor, t: int, layer: int = 0) ->
     """The layer's state after position t (batch, d_inner, N): sum over tau <= t of x_tau B_tau^T, each write decayed
     by prod_{s = tau+1..t} exp(Delta_s A) in the Mamba block."""
     f = features(con, layer_input(con, tokens, layer), layer)
-    A = -torch.exp(con.mixer["A_log"].double()) if f.delta is not None else None
+    if f.delta is None:
+        return torch.einsum("bsd,bsn->bdn", f.x[:, :t + 1], f.B[:, :t + 1])
+    A = -torch.exp(con.mixer["A_log"].double())
     h = torch.zeros(tokens.shape[0], f.x.shape[-1], f.B.shape[-1], dtype=torch.float64)
     for s in range(t + 1):
-        if A is not None:
-            h = torch.exp(f.delta[:, s, :, None] * A) * h
-        h = h + f.x[:, s, :, None] * f.B[:, s, None, :]
+        h = torch.exp(f.delta[:, s, :, None] * A) * h + f.x[:, s, :, None] * f.B[:, s, None, :]
     return h
 
 
@@ -326,11 +325,13 @@ def attention_metrics(con: Construction, tokens: np.ndarray, labels: np.ndarray,
 
 def query_logits(con: Construction, tokens: np.ndarray, labels: np.ndarray):
     """The model's logits (queries, V) at the labelled positions, the targets, and per query the tokens seen so far
-    (queries, V; True = occurs in x_0..x_t)."""
+    (queries, V; True = occurs in x_0..x_t). The reference engine runs the linear model in float64 and the Mamba block
+    in float32 (its float64 depthwise conv is orders of magnitude slower on CPU; float32 moves a logit by ~1e-6)."""
     from verify.engines import make_engine
 
     tok = torch.from_numpy(np.asarray(tokens))
-    hidden = make_engine("reference", "float64").hidden(con, tok)
+    dtype = "float64" if con.config.kind == "linear-mamba" else "float32"
+    hidden = make_engine("reference", dtype).hidden(con, tok).double()
     b, t = np.nonzero(np.asarray(labels) != IGNORE)
     logits = (hidden[b, t] @ con.readout.double().T).numpy()
     V = logits.shape[1]
