@@ -21,30 +21,11 @@ MIXER_TITLE = {"s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "delta
 
 
 def sweep_cmd(grid: str) -> str:
-    return f"python -m verify_constructions sweep --grid {grid} --device cuda --minutes 7 (repeat until done)"
+    return f"python -m verify_constructions sweep --grid {grid} --device cuda"
 
 
 def _store(results: Path, grid: str) -> list[dict]:
     return load_store(results, f"train/{grid}.jsonl", sweep_cmd(grid))
-
-
-def cut_records(results: Path, grid: str) -> list[dict]:
-    """Runs of ``grid`` whose pack a device call cut before the step budget, evaluated from the pack's checkpoint
-    (``<results>/train/<grid>-cut.json``, written by ``tools/eval_pack_checkpoints.py``), as store-like records with
-    ``cut`` = the step reached; [] where there is no such file. A run that has since finished (its key is in the
-    grid's store: the cut pack was resumed) is left out: the finished record supersedes it. Figures draw cut runs
-    apart (triangles)."""
-    p = Path(results) / f"train/{grid}-cut.json"
-    if not p.exists():
-        return []
-    d = json.loads(p.read_text())
-    store = Path(results) / f"train/{grid}.jsonl"
-    from verify.train.store import ResultStore
-
-    finished = {r["key"] for r in ResultStore(store).records()} if store.exists() else set()
-    return [{"spec": r["spec"], "result": {"test_acc": r["test_acc"], "solved": r["test_correct"] == r["test_queries"]},
-             "device": d["trained_on"], "mamba_ssm": d["mamba_ssm"], "cut": r["step"]} for r in d["runs"]
-            if r["key"] not in finished]
 
 
 def best_cells(records: list[dict], keys=("mixer", "vocab", "kappa", "d_model", "d_state")) -> dict:
@@ -73,19 +54,15 @@ def _acc_scatter(ax, xs, ys, accs, solved, filled=True, marker="o"):
     return sc
 
 
-def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks=True, n_filter=None, cut_cells=frozenset()):
-    """One Fig. 2-style panel: x = kappa, y = d, colour = best accuracy, bound line, our construction sizes; the cells
-    in ``cut_cells`` (only cut runs, see ``cut_records``) as triangles."""
+def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks=True, n_filter=None):
+    """One Fig. 2-style panel: x = kappa, y = d, colour = best accuracy, bound line, our construction sizes."""
     from verify.train.sweep import d_bound
 
     sel = [(c, v) for c, v in cells.items() if c[0] == mixer and c[1] == vocab and (n_filter is None or n_filter(c))]
     if not sel:
         return None
-    sc = None
-    for marker, part in (("o", [x for x in sel if x[0] not in cut_cells]), ("^", [x for x in sel if x[0] in cut_cells])):
-        if part:
-            sc = _acc_scatter(ax, [c[2] for c, _ in part], [c[3] for c, _ in part], [v[0] for _, v in part],
-                              [v[1] for _, v in part], marker=marker)
+    sc = _acc_scatter(ax, [c[2] for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
+                      [v[1] for _, v in sel])
     ks = sorted({c[2] for c, _ in sel})
     ax.plot(ks, [d_bound(mixer, k, vocab) for k in ks], "k--", lw=1, label="bound (our convention)")
     if marks:
@@ -118,9 +95,7 @@ def _stores(results: Path, grids) -> tuple[list[dict], list]:
 
 def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
     recs, missing = _stores(results, grids)
-    cut = [r for g in grids for r in cut_records(results, g)]
-    cells = best_cells(recs + cut)
-    cut_cells = set(best_cells(cut)) - set(best_cells(recs))
+    cells = best_cells(recs)
     mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained")
@@ -128,7 +103,7 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
     for i, v in enumerate(vocabs):
         for j, m in enumerate(mixers):
             ax = axes[i, j]
-            got = mqar_panel(ax, cells, m, v, cut_cells=cut_cells)
+            got = mqar_panel(ax, cells, m, v)
             if got is None:
                 ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
                 ax.set_xticks([]), ax.set_yticks([])
@@ -142,9 +117,6 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
                f"y = d; black-edged markers solved the task (100% test recall); dashed: the construction's d bound in "
                f"our convention (verify/train/sweep.py; the paper's constants are lost); red x: our construction's "
                f"exact d (JL variant). {_meta(recs)}. {paper_note}"
-               + (f" Triangles: {len(cut)} runs whose packs were cut at step {min(r['cut'] for r in cut)}-"
-                  f"{max(r['cut'] for r in cut)} of {cut[0]['spec']['protocol']['max_steps']} (trained on "
-                  f"{cut[0]['device']}), test accuracy of the checkpoint on the CPU reference." if cut else "")
                + (f" Missing stores: {'; '.join(str(e) for e in missing)}." if missing else ""))
     return Rendered(caption, figure=fig)
 
@@ -527,7 +499,7 @@ def tightness_table(results: Path) -> Rendered:
 
     rows, grids = [], []
     stores = [(g, ResultStore(Path(results) / f"train/{g}.jsonl").records()) for g in TIGHTNESS_GRIDS]
-    for g, recs in stores + [(f"{g} (cut)", cut_records(results, g)) for g in TIGHTNESS_GRIDS]:
+    for g, recs in stores:
         if not recs:
             continue
         grids.append(f"{g} ({len(recs)} runs)")
@@ -551,7 +523,6 @@ def tightness_table(results: Path) -> Rendered:
            "further, so it may still miss a few of the 10,000 test sequences' queries; budgeted-loss and reference: "
            "validation loss < 1e-6), the smallest d where some run solved the task "
            "(100% test recall, the paper's criterion) and its ratio to the construction's d bound (verify/train/sweep.py convention). "
-           "'(cut)': packs a device call cut before the step budget, evaluated from their checkpoints (cut_records). "
            "Grids: " + ", ".join(grids) + ".")
     headers = ["grid", "mixer", "|V|", "kappa", "N", "d trained", "best acc (largest d)", "smallest d at >= 99%", "smallest d at >= 99.99%",
                "smallest d stopped early", "smallest solved d",

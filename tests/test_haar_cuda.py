@@ -23,7 +23,10 @@ def test_mamba_ssm_haar_within_the_derived_bound(p):
           f"max normalised error {r.max_error:.4e} (kernel {r.info['kernel_max_error']:.4e}, signals "
           f"{r.info['signal_max_error']:.4e}) vs bound {r.error_bound:.4e} (eps {r.info['eps']:.4e}) + rounding "
           f"allowance {r.allowance:.2e}" + (f"; time error {r.info['time_max_error']:.3e}" if p.time == "prop1" else ""))
-    assert r.passed and r.correct == r.queries
+    # float32's worst-case rounding allowance can exceed Theorem 1's tight bound: then the claim is undecidable in
+    # float32 (UNPROVEN, never PASS); the float64 reference engine is the proof check
+    assert r.correct == r.queries and r.max_error <= r.error_bound + r.allowance
+    assert r.passed or (r.verdict == "UNPROVEN" and r.reasons[0].startswith("undecidable in float32"))
 
 
 @pytest.mark.parametrize("levels, T", [(3, 128), (6, 1024)])

@@ -198,7 +198,7 @@ def test_missing_results_one_line(tmp_path, capsys):
 def test_unknown_name(tmp_path, capsys):
     assert main(["figures", "--out", str(tmp_path), "--only", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown figure 'nope'" in err[0]
+    assert len(err) == 1 and "--only nope: unknown figure" in err[0]
     with pytest.raises(RequirementError):
         paper_figures.render(tmp_path, tmp_path, "nope")
 
@@ -223,54 +223,18 @@ def test_tightness_table_reads_the_smallest_solved_d(results):
     assert "| fig3 | Mamba-Δ⊤ | 5 |  | 20 | 10 | 0.7000 (d=10) | none | none | none | none | 10 |  | 1 |" in md
 
 
-def _cut_file(path: Path, runs: list[tuple[dict, int, int]]) -> None:
-    path.write_text(json.dumps({"grid": "fig2", "trained_on": "cuda (fixture)", "mamba_ssm": "x", "runs": [
-        {"key": r["key"], "spec": r["spec"], "step": 2900, "test_acc": c / q, "test_correct": c, "test_queries": q}
-        for r, c, q in runs]}))
-
-
-def test_cut_packs_drawn_apart_and_solved_only_at_full_recall(results, tmp_path):
-    (tmp_path / "train").mkdir()
-    shutil.copy(results / "train/fig2.jsonl", tmp_path / "train/fig2.jsonl")
-    spec = lambda d, s: _rec("mqar", "mamba2", 128, 16, d, 23, s, 0.0)  # noqa: E731  (a cell the store lacks)
-    _cut_file(tmp_path / "train/fig2-cut.json", [(spec(8, 0), 9999, 10000), (spec(24, 0), 9999, 10000),
-                                                 (spec(24, 1), 10000, 10000)])
-    r = paper_figures.make("fig2", tmp_path)
-    assert "Triangles: 3 runs whose packs were cut at step 2900-2900 of 4000" in r.caption
-    ax = r.figure.axes[2]  # Mamba-2: the fixture's circles, then the cut cells as triangles
-    tri = ax.collections[-1]
-    assert sorted(map(tuple, tri.get_offsets().tolist())) == [(16, 8), (16, 24)]
-    assert sorted(tri.get_array()) == [0.9999, 1.0]
-    md = paper_figures.make("tightness", tmp_path).markdown
-    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8, 24 | 1.0000 (d=24) | 8 | 8 | none | 24 |" in md
-
-
-def test_cut_runs_that_finished_since_are_superseded(results, tmp_path):
-    """A cut run whose pack was resumed and finished (its key is now in the store) is no longer a cut record."""
-    from paper_figures.training import cut_records
-
-    (tmp_path / "train").mkdir()
-    spec = lambda d, s: _rec("mqar", "mamba2", 128, 16, d, 23, s, 0.0)  # noqa: E731
-    finished = {**spec(8, 0), "result": {"test_acc": 1.0, "solved": True, "epochs": 3.0, "steps": 4000}}
-    (tmp_path / "train/fig2.jsonl").write_text(json.dumps(finished) + "\n")
-    _cut_file(tmp_path / "train/fig2-cut.json", [(spec(8, 0), 9999, 10000), (spec(8, 1), 9998, 10000)])
-    assert [r["spec"]["seed"] for r in cut_records(tmp_path, "fig2")] == [1]
-    md = paper_figures.make("tightness", tmp_path).markdown
-    assert "| fig2 (cut) | Mamba-2 | 128 | 16 | 23 | 8 | 0.9998 (d=8) | 8 | none | none | none |" in md
-
-
 def test_checkpoint_evaluation_equals_the_runs_own_test_at_that_step(tmp_path, one_thread):
-    """tools/eval_pack_checkpoints.py on a pack cut after one step = the same pack trained for one step."""
+    """tools/eval_pack_checkpoints.py on a pack stopped after one step = the same pack trained for one step."""
     import importlib.util
     import time
 
     from verify.train.loop import train_pack
-    from verify.train.sweep import GRIDS
+    from verify.train.sweep import grid
 
     spec = importlib.util.spec_from_file_location("evalck", ROOT / "tools/eval_pack_checkpoints.py")
     evalck = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evalck)
-    runs = [s for s in GRIDS["smoke"].runs() if s.d_model == 8]
+    runs = [s for s in grid("smoke").runs() if s.d_model == 8]
     ck = tmp_path / "pack.pt"
     assert train_pack(runs, checkpoint=str(ck), deadline=time.time() - 1) is None and ck.exists()
     rows = evalck.evaluate_checkpoint({run_key(s): s for s in runs}, str(ck))
@@ -288,9 +252,9 @@ def test_trained_recall_grid_means_best_lr_per_seed_and_compares_with_the_law(tm
     import sympy as sp
 
     import symbolic.recall_scaling as rs
-    from verify.train.sweep import GRIDS
+    from verify.train.sweep import grid
 
-    g, rec = GRIDS["recall-regime0"], _recall_rec
+    g, rec = grid("recall-regime0"), _recall_rec
     (tmp_path / "train").mkdir()
     recs = [rec(8, 4, 0, 0.003, 0.2), rec(8, 4, 0, 0.03, 0.4), rec(8, 4, 1, 0.003, 0.6), rec(8, 4, 1, 0.03, 0.1),
             rec(16, 8, 0, 0.01, 0.9), rec(8, 16, 0, 0.01, 0.7), rec(64, 32, 0, 0.01, 0.995)]

@@ -1,8 +1,10 @@
-"""Issue 6 machinery: packed model, training loop, store/resume, sweeps, Ray path, CLI (CPU; CUDA tests marked)."""
+"""Training machinery: packed model, training loop, store/resume, sweeps, calibration (CPU; CUDA tests marked). The
+Ray scheduler, the command line and the grid files have their own test files (tests/test_sweep_*.py)."""
 from __future__ import annotations
 
 import json
 import math
+import signal
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from verify.train.loop import train_pack
 from verify.train.models import init_mamba, packed_mamba_forward
 from verify.train.spec import RunSpec, pack_key, protocol, run_key
 from verify.train.store import ResultStore
-from verify.train.sweep import grid, plan, run_local, tightness
+from verify.train.runner import Outcome, run_sweep
+from verify.train.sweep import grid, plan, tightness
 from verify_constructions.cli import main
 
 TINY = dict(task="mqar", mixer="mamba", kappa=2, vocab=4, seq_len=8, d_model=16, d_state=4)
@@ -189,7 +192,8 @@ def test_figA4_takes_the_runs_figure_3_finished(tmp_path):
     fig3 = grid("fig3").runs()
     assert grid("figA4").reuses == ("fig3",)
     assert {run_key(s) for s in fig3} <= {run_key(s) for s in grid("figA4").runs()}
-    rec = {"key": run_key(fig3[0]), "spec": fig3[0].as_dict(), "result": {"solved": True, "test_acc": 1.0}}
+    rec = {"key": run_key(fig3[0]), "spec": fig3[0].as_dict(), "result": {"solved": True, "test_acc": 1.0},
+           "device": "cpu"}
     ResultStore(tmp_path / "fig3.jsonl").append([rec, {**rec, "key": "not-a-figA4-run"}])
     for _ in range(2):  # --minutes 0: adopt, then train nothing
         assert main(["sweep", "--grid", "figA4", "--store", str(tmp_path / "figA4.jsonl"), "--mixers", fig3[0].mixer,
@@ -197,27 +201,49 @@ def test_figA4_takes_the_runs_figure_3_finished(tmp_path):
     assert ResultStore(tmp_path / "figA4.jsonl").keys() == {rec["key"]}
 
 
-def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path):
+def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
+    """A sweep stopped by an interrupt while training its second pack keeps the first pack's runs; the rerun trains
+    only the rest, and a third run trains nothing (packs one after another in this process: no Ray)."""
+    from verify.train import runner
+
     specs = grid("smoke").runs()
     store = ResultStore(tmp_path / "smoke.jsonl")
-    calls = []
+    calls, train_one = [], runner.train_one
 
-    def crashing(pack, **kw):
+    def interrupted_on_the_second_pack(*args):
         if len(calls) == 1:
-            raise KeyboardInterrupt  # killed while training the second pack
-        calls.append(pack)
-        return train_pack(pack, **kw)
+            raise KeyboardInterrupt
+        calls.append(args)
+        return train_one(*args)
 
-    with pytest.raises(KeyboardInterrupt):
-        run_local(specs, store, pack_size=2, train=crashing)
-    assert len(store.records()) == 2
-    counts = run_local(specs, store, pack_size=2)
-    assert counts == {"finished_now": 2, "remaining": 0, "total": 4}
+    monkeypatch.setattr(runner, "train_one", interrupted_on_the_second_pack)
+    res = run_sweep(specs, store, pack_size=2, executor="inline")
+    assert res.interrupted == signal.SIGINT and len(store.records()) == 2
+    monkeypatch.setattr(runner, "train_one", train_one)
+    res = run_sweep(specs, store, pack_size=2, executor="inline")
+    assert res.counts() == {"finished_now": 2, "remaining": 0, "total": 4, "checkpointed": 0, "failed": 0}
     keys = [r["key"] for r in store.records()]
     assert sorted(keys) == sorted(run_key(s) for s in specs) and len(set(keys)) == len(keys)
-    assert run_local(specs, store, pack_size=2)["finished_now"] == 0
+    assert run_sweep(specs, store, pack_size=2, executor="inline").finished_now == 0
     rows = tightness(store.records())
     assert {r["smallest_solved"] for r in rows} <= {8, 16, None} and all(r["bound"] == 4 for r in rows)
+
+
+def test_a_failing_pack_is_reported_and_the_others_are_stored(tmp_path, monkeypatch):
+    from verify.train import runner
+
+    specs = grid("smoke").runs()
+    train_one = runner.train_one
+
+    def fails_at_d16(spec_dicts, *args):
+        if spec_dicts[0]["d_model"] == 16:
+            raise RuntimeError("out of memory\nsecond line: the last line is reported")
+        return train_one(spec_dicts, *args)
+
+    monkeypatch.setattr(runner, "train_one", fails_at_d16)
+    res = run_sweep(specs, ResultStore(tmp_path / "s.jsonl"), pack_size=2, executor="inline")
+    assert res.finished_now == 2 and res.remaining == 2 and len(res.failed) == 1
+    assert res.failed[0].startswith("mamba d=16 ") and res.failed[0].endswith("second line: the last line is reported")
 
 
 def test_plan_groups_by_shape_and_skips_done():
@@ -253,40 +279,16 @@ def test_plan_cuts_packs_whose_scan_tensors_would_not_fit():
     assert small and all(len(p) == 15 for p in small)
 
 
-def test_ray_sweep_with_cpu_workers(tmp_path):
-    pytest.importorskip("ray", reason="ray not installed (optional extra: pip install 'mamba-constructions[sweep]')")
-    import ray
+def test_cli_train_prints_one_record():
+    import contextlib
+    import io
 
-    from verify.train.ray_sweep import run_ray
-
-    specs = grid("smoke").runs()
-    store = ResultStore(tmp_path / "ray.jsonl")
-    store.append([{"key": run_key(specs[0]), "spec": specs[0].as_dict(), "result": {}}])  # already done
-    try:
-        counts = run_ray(specs, store, device="cpu", pack_size=1, num_cpus=2)
-    finally:
-        ray.shutdown()
-    assert counts == {"finished_now": 3, "remaining": 0, "total": 4}
-    keys = [r["key"] for r in store.records()]
-    assert len(keys) == len(set(keys)) == 4
-
-
-def test_cli_train_and_bad_input(capsys):
-    assert main(["train", "--kappa", "2", "--vocab", "4", "--seq-len", "8", "--d-state", "4", "--max-steps", "20",
-                 "--json"]) == 0
-    rec = json.loads(capsys.readouterr().out)
-    assert rec["spec"]["mixer"] == "mamba" and "_weights" not in rec
-    assert main(["train", "--mixer", "nope"]) == 2
-    assert main(["sweep", "--grid", "nope"]) == 2
-    assert main(["sweep"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 3 and "unknown mixer" in err
-    assert main(["sweep", "--grid", "fig2", "--kappas", "0/2"]) == 2  # a shard where the kappas go: no traceback
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--kappas: expected a comma-separated list of int, got '0/2'" in err
-    assert main(["sweep", "--grid", "smoke", "--claim", "--ray"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "sweep --claim is for local processes" in err
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["train", "--kappa", "2", "--vocab", "4", "--seq-len", "8", "--d-state", "4", "--max-steps", "20",
+                     "--json"]) == 0
+    rec = json.loads(buf.getvalue())
+    assert rec["spec"]["mixer"] == "mamba" and rec["spec"]["schema"] == 2 and "_weights" not in rec
 
 
 @pytest.mark.cuda
@@ -385,33 +387,7 @@ def test_induction_heads_trains_with_the_blank_class():
     assert rec["result"]["test_queries"] == 128 * 12 and hist[-1][1] < hist[0][1], hist
 
 
-def test_every_predefined_grid_is_registered():
-    from verify.train import registry
-    from verify.train.sweep import GRIDS
-
-    for g in GRIDS.values():
-        seen = set()
-        for s in g.runs():
-            if (s.mixer, s.task, s.task_args, s.gate, s.conv) not in seen:
-                seen.add((s.mixer, s.task, s.task_args, s.gate, s.conv))
-                registry.validate(s)
-
-
-def test_sweep_shards_split_packs_without_overlap(tmp_path, capsys):
-    """--shard I/N: the shards of a grid are disjoint, cover it, and never split a pack."""
-    from verify.train.spec import pack_key
-
-    keys = []
-    for i in range(3):
-        store = tmp_path / f"s{i}.jsonl"
-        assert main(["sweep", "--grid", "smoke", "--store", str(store), "--shard", f"{i}/3"]) == 0
-        keys.append({r["key"] for r in ResultStore(store).records()})
-    assert sum(map(len, keys)) == len(set().union(*keys)) == len(grid("smoke").runs())
-    packs = [{pack_key(RunSpec.from_dict(r["spec"])) for r in ResultStore(tmp_path / f"s{i}.jsonl").records()}
-             for i in range(3)]
-    assert not (packs[0] & packs[1]) and not (packs[1] & packs[2]) and not (packs[0] & packs[2])
-    assert main(["sweep", "--grid", "smoke", "--store", str(tmp_path / "x.jsonl"), "--shard", "3/3"]) == 2
-    assert "--shard needs I/N" in capsys.readouterr().err
+_NOTHING = Outcome(0, 0, 0, 0, [])  # the outcome of a sweep with nothing to train
 
 
 def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
@@ -419,12 +395,12 @@ def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
     from verify.train import calibrate
 
     spec = calibrate.grids(8)["budgeted"].runs()[0]
-    rec = {"key": run_key(spec), "spec": spec.as_dict(),
+    rec = {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu",
            "result": {"solved": True, "test_acc": 1.0, "steps": 400, "epochs": 0.3, "early_stopped": True}}
     ResultStore(tmp_path / "fig2.jsonl").append([rec, {**rec, "key": "not-a-calibration-run"}])
     seen = {}
-    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: seen.update(keys=store.keys()) or {})
-    assert calibrate.main(["--out", str(tmp_path), "--only", "budgeted", "--minutes", "0"]) == 0
+    monkeypatch.setattr(calibrate, "run_sweep", lambda specs, store, **kw: seen.update(keys=store.keys()) or _NOTHING)
+    assert calibrate.main(["--out", str(tmp_path), "--only", "budgeted", "--minutes", "0", "--device", "cpu"]) == 0
     assert seen["keys"] == {run_key(spec)}
     out = json.loads((tmp_path / "calibration.json").read_text())
     assert out["rows"][0]["budgeted"]["solved"] and out["rows"][0]["kappa"] == spec.kappa
@@ -440,9 +416,9 @@ def test_calibration_verdicts_take_the_reference_of_the_epochs_asked_for(tmp_pat
 
     one, eight = (calibrate.grids(e, kappas=(4,), d_multipliers=(0.5,))["reference"].runs()[0] for e in (1, 8))
     ResultStore(tmp_path / "calibration.jsonl").append([rec(one, 1.0), rec(eight, 0.25)])
-    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: {})
+    monkeypatch.setattr(calibrate, "run_sweep", lambda specs, store, **kw: _NOTHING)
     assert calibrate.main(["--out", str(tmp_path), "--only", "reference", "--kappas", "4", "--d-multipliers", "0.5",
-                           "--minutes", "0"]) == 0
+                           "--minutes", "0", "--device", "cpu"]) == 0
     (row,) = json.loads((tmp_path / "calibration.json").read_text())["rows"]
     assert row["reference"]["runs"] == 1 and row["reference"]["best_test_acc"] == 0.25
     assert not row["reference"]["solved"]
@@ -453,15 +429,14 @@ def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
     from verify.train import calibrate
 
     seen = {}
-    monkeypatch.setattr(calibrate, "run_local", lambda specs, store, **kw: seen.update(specs=specs) or {})
+    monkeypatch.setattr(calibrate, "run_sweep", lambda specs, store, **kw: seen.update(specs=specs) or _NOTHING)
     assert calibrate.main(["--out", str(tmp_path), "--epochs", "1", "--kappas", "4", "--d-multipliers", "0.5",
-                           "--minutes", "0"]) == 0
+                           "--minutes", "0", "--device", "cpu"]) == 0
     full = {run_key(s): s for g in calibrate.grids(1).values() for s in g.runs()}
     got = seen["specs"]
     assert {(s.kappa, s.d_model, s.protocol.name) for s in got} == {(4, 6, "reference"), (4, 6, "budgeted"),
                                                                      (4, 6, "budgeted-loss")}
     assert all(run_key(s) in full for s in got) and len(got) == 7 + 21 + 21
-    assert [s.protocol.name for s in got].index("reference") == 42  # the cheap budgeted variants first
     with pytest.raises(SystemExit) as e:  # a malformed list is argparse's one-line error, exit 2
         calibrate.main(["--out", str(tmp_path), "--kappas", "four"])
     assert e.value.code == 2
@@ -524,13 +499,12 @@ def test_status_counts_a_grids_stored_runs_by_mixer_and_seed():
 def test_projections_off_is_the_papers_keep_nth_model(mixer):
     """proj=False (the paper's KEEP n-TH models, embedding -> SSM -> linear output): in_proj's x rows and out_proj
     stay the identity through training, and the trainable parameters are the embedding, the SSM and the readout
-    (Mamba: x_proj, dt_proj, A, D; Mamba-S4D: dt_bias, A, B, C, D). The default (proj=True) keeps the run keys of
-    runs stored before the setting existed."""
+    (Mamba: x_proj, dt_proj, A, D; Mamba-S4D: dt_bias, A, B, C, D). The two are different runs (keys)."""
     proto = protocol("smoke", max_steps=60, eval_every=30, train_samples=256, val_samples=64, test_samples=64)
     kw = dict(task="keep-nth", mixer=mixer, vocab=4, seq_len=8, d_model=8, d_state=4, conv=False, seed=0, lr=0.03,
               protocol=proto, task_args=(("n", 2), ("pe", True)))
     spec = RunSpec(proj=False, **kw)
-    assert "proj" not in RunSpec(**kw).as_dict() and run_key(spec) != run_key(RunSpec(**kw))
+    assert RunSpec(**kw).as_dict()["proj"] is True and run_key(spec) != run_key(RunSpec(**kw))
     from verify.train.loop import build_model
 
     model = build_model([spec], "cpu")
@@ -543,25 +517,3 @@ def test_projections_off_is_the_papers_keep_nth_model(mixer):
     w = rec["_weights"]
     assert torch.equal(w["mixer.out_proj.weight"], torch.eye(d, dtype=w["mixer.out_proj.weight"].dtype))
     assert torch.equal(w["mixer.in_proj.weight"][:d], torch.eye(d, dtype=w["mixer.in_proj.weight"].dtype))
-
-
-def test_a_running_sweep_prints_its_stacks_on_sigusr1_and_goes_on(tmp_path):
-    """tools/gpu_pool.sh asks a sweep that leaves the GPU idle where it waits (kill -USR1): the sweep prints every
-    thread's stack to stderr and keeps training (SIGUSR1's default action would end it)."""
-    import signal
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "verify_constructions", "sweep", "--grid", "smoke", "--device",
-                             "cpu", "--store", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:  # the first validation line: training has begun, the handler is registered
-            if line.startswith("step "):
-                break
-        proc.send_signal(signal.SIGUSR1)
-        out, err = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert "most recent call first" in err and "train_pack" in err
-    assert proc.returncode == 0 and len(ResultStore(tmp_path / "s.jsonl").records()) == len(grid("smoke").runs())

@@ -131,7 +131,7 @@ def test_cuda_a_step_that_cannot_be_captured_trains_eagerly():
 
 
 @pytest.mark.parametrize("name,tf32", [("budgeted-loss", False), ("budgeted-loss-tf32", True)])
-def test_the_protocol_sets_the_matmul_precision_and_float32_keys_stay(name, tf32):
+def test_the_protocol_sets_the_matmul_precision_and_is_in_the_run_key(name, tf32):
     from verify.train.loop import train_pack
 
     proto = protocol(name, max_steps=2, eval_every=1, train_samples=64, val_samples=8, test_samples=8)
@@ -141,4 +141,5 @@ def test_the_protocol_sets_the_matmul_precision_and_float32_keys_stay(name, tf32
         assert torch.backends.cuda.matmul.allow_tf32 == tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
-    assert ("matmul" in RunSpec(seed=0, lr=0.01, protocol=proto, **SHAPE).as_dict()["protocol"]) == tf32
+    assert RunSpec(seed=0, lr=0.01, protocol=proto, **SHAPE).as_dict()["protocol"]["matmul"] == \
+        ("tf32" if tf32 else "float32")

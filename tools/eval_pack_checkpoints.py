@@ -1,11 +1,11 @@
-"""Test accuracy of cut packs from their checkpoints (the params at the step the cut left them), on the CPU reference.
+"""Test accuracy of packs that stopped before their step budget, from their checkpoints, on the CPU reference.
 
 Usage: python3 tools/eval_pack_checkpoints.py GRID OUT.json TRAINED_ON MAMBA_SSM CKPT.pt [...] (TRAINED_ON: where the
-checkpoints were trained, for example "cuda (H100)"; MAMBA_SSM: its mamba_ssm version). For packs a device call could not finish
-(for example fig2's Mamba-2 packs, whose final test evaluation faulted in mamba_ssm's Triton SSD kernels, see
-results/train/README.md): each run's spec, the step it reached, its last validation accuracy and its accuracy on the
-run's full test set through the packed reference forward (the exact sequential SSD scan; CPU, float32). These are
-truncated runs, not store lines: the output is a separate file, written atomically.
+checkpoints were trained, for example "cuda (H100)"; MAMBA_SSM: its mamba_ssm version). For packs that cannot be
+finished where they were trained (for example Mamba-2 packs whose final test evaluation faulted in mamba_ssm's Triton
+SSD kernels, results/train/README.md, fig2-cut.json): each run's spec, the step it reached, its last validation
+accuracy and its accuracy on the run's full test set through the packed reference forward (the exact sequential SSD
+scan; CPU, float32). These are truncated runs, not store lines: the output is a separate file, written atomically.
 """
 import os
 import sys
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from constructions.export import write_json_atomic  # noqa: E402
 from verify.train import loop  # noqa: E402
 from verify.train.spec import run_key  # noqa: E402
-from verify.train.sweep import GRIDS  # noqa: E402
+from verify.train.sweep import grid as load_grid  # noqa: E402
 
 
 def evaluate_checkpoint(specs: dict, path: str) -> list[dict]:
@@ -35,7 +35,7 @@ def evaluate_checkpoint(specs: dict, path: str) -> list[dict]:
 
 
 def main(grid: str, out: str, trained_on: str, mamba_ssm: str, paths: list[str]) -> None:
-    specs = {run_key(s): s for s in GRIDS[grid].runs()}
+    specs = {run_key(s): s for s in load_grid(grid).runs()}
     rows = [r for p in paths for r in evaluate_checkpoint(specs, p)]
     write_json_atomic(out, {"grid": grid, "trained_on": trained_on, "mamba_ssm": mamba_ssm,
                             "evaluated_on": "cpu reference (packed forward, float32)", "torch": torch.__version__,

@@ -1,12 +1,12 @@
-"""GPU time of a grid trained across several device calls, from the calls' step timings (OUT/steps.jsonl of
-tools/gpu_session.sh, one line per step with its start and end).
+"""GPU time of a grid trained in one or several jobs on a GPU machine, from the jobs' step timings (each job's
+steps.jsonl written by tools/gpu_session.sh: one line per step with its start and end).
 
 Usage: python3 tools/grid_gpu_minutes.py GRID STEPS.jsonl [...] --store STORE.jsonl [--out SUMMARY.json]
 
-A call held the whole GPU while any of the grid's sweep steps ran, so its GPU time is the span from the first such
-step's start to the last one's end; the grid's GPU time is the sum over calls. Installing the wheels and writing the
-bundle are outside every step and are not counted. Work lost to a pack restarted from scratch (its checkpoint was
-left behind) is counted, as it was spent.
+A job held the whole GPU while any of the grid's sweep steps ran, so its GPU time is the span from the first such
+step's start to the last one's end; the grid's GPU time is the sum over jobs. Installing packages and bundling the
+outputs are outside every step and are not counted. Work lost to a pack restarted from scratch (its checkpoint was
+not kept) is counted, as it was spent.
 """
 import argparse
 import json
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from verify.train.store import ResultStore  # noqa: E402
 
 
-def call_span(path: Path, grid: str) -> dict:
+def job_span(path: Path, grid: str) -> dict:
     steps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     mine = [s for s in steps if s["step"].startswith(f"sweep@{grid}@") or s["step"] == f"sweep@{grid}"]
     if not mine:
@@ -37,13 +37,13 @@ def main() -> None:
     from verify.train.spec import run_key
     from verify.train.sweep import grid
 
-    calls = [call_span(p, a.grid) for p in a.steps]
+    jobs = [job_span(p, a.grid) for p in a.steps]
     specs = grid(a.grid).runs()
     keys = {run_key(s) for s in specs}
     recs = [r for r in ResultStore(a.store).records() if r.get("key") in keys]
     done, steps = len(recs), sum(r["result"]["steps"] for r in recs)
-    total = sum(c["seconds"] for c in calls)
-    out = {"grid": a.grid, "runs_of_grid": len(specs), "runs_stored": done, "calls": calls,
+    total = sum(c["seconds"] for c in jobs)
+    out = {"grid": a.grid, "runs_of_grid": len(specs), "runs_stored": done, "jobs": jobs,
            "gpu_seconds": round(total, 1), "gpu_minutes": round(total / 60, 1), "model_steps": steps,
            "model_steps_per_gpu_second": round(steps / total, 1)}
     text = json.dumps(out, indent=1)

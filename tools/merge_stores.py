@@ -1,29 +1,64 @@
-"""Merge training stores fetched from a GPU run (OUT/GRID[__MIXERS].jsonl) into results/train/GRID.jsonl.
+"""Merge results stores trained elsewhere (another machine, a copy of the repository) into the stores here.
 
-Usage: python3 tools/merge_stores.py FILE.jsonl [...]. Lines whose run key is already in the target are skipped, so
-merging twice (or merging a store that was seeded from the target) adds nothing; cut lines are dropped. The checkpoint
-of a pack cut at the run's deadline (FILE.jsonl.ckpt/) replaces .sweep-ckpt/FILE.jsonl.ckpt/ (a folder git ignores;
-name it in the next call's carry and tools/gpu_session.sh resumes the pack from it); a store without one drops its
-old checkpoint, whose pack has finished.
+Usage: python3 tools/merge_stores.py [--into results/train] [--allow-mixed-devices] FILE.jsonl [...]
+
+FILE's grid is its name up to the first "__" (GRID.jsonl, GRID__anything.jsonl); its runs go to INTO/GRID.jsonl.
+Runs whose key the target holds are skipped (merging twice adds nothing), lines cut short are dropped, and a
+target holding runs of another device type is refused unless --allow-mixed-devices. The pack checkpoints beside
+FILE (FILE.ckpt/, a sweep's packs cut by its time budget or an interrupt) are copied beside the target
+(INTO/GRID.jsonl.ckpt/, ignored by git), so that a sweep into the target resumes those packs; checkpoints there
+whose runs the target now holds are deleted.
 """
+import argparse
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from verify.train.store import ResultStore  # noqa: E402
+from constructions.errors import RequirementError  # noqa: E402
+from verify.train.store import ResultStore, check_target  # noqa: E402
 
-for f in sys.argv[1:]:
-    grid = Path(f).name.removesuffix(".jsonl").split("__")[0]
-    target = ResultStore(f"results/train/{grid}.jsonl")
-    n = target.append(ResultStore(f).records())  # only the keys the target does not hold
-    print(f"{f} -> {target.path}: +{n} runs ({len(target.keys())} in all)")
-    ckpt, kept = Path(f + ".ckpt"), Path(".sweep-ckpt") / (Path(f).name + ".ckpt")
-    shutil.rmtree(kept, ignore_errors=True)
-    if ckpt.is_dir() and any(ckpt.iterdir()):
-        shutil.copytree(ckpt, kept)
-        print(f"  pack checkpoint kept in {kept}")
 
-total = sum(p.stat().st_size for p in Path(".sweep-ckpt").rglob("*") if p.is_file())
-print(f".sweep-ckpt holds {total / 2 ** 20:.1f} MiB of pack checkpoints (the next call carries them with the wheels "
-      f"and the tree, 64 MiB in all)")
+def merge(src: Path, into: Path, allow_mixed: bool) -> str:
+    grid = src.name.removesuffix(".jsonl").split("__")[0]
+    target = ResultStore(into / f"{grid}.jsonl")
+    records = ResultStore(src).records()
+    for device in sorted({str(r.get("device", "")).split(":")[0] for r in records} - {""}):
+        check_target(target.path, device, str(target.path), allow_mixed)
+    n = target.append(records)  # only the keys the target does not hold
+    lines = [f"{src} -> {target.path}: +{n} runs ({len(target.keys())} in all)"]
+    ckpt, kept = Path(f"{src}.ckpt"), Path(f"{target.path}.ckpt")
+    if ckpt.is_dir():
+        kept.mkdir(parents=True, exist_ok=True)
+        for f in ckpt.glob("*.pt"):
+            shutil.copy2(f, kept / f.name)
+            lines.append(f"  pack checkpoint {f.name} -> {kept}")
+    if kept.is_dir():
+        import torch
+
+        stored = target.keys()
+        for f in kept.glob("*.pt"):
+            if set(torch.load(f, map_location="cpu", weights_only=False)["keys"]) <= stored:
+                f.unlink()
+                lines.append(f"  {f.name}: its runs are stored, checkpoint deleted")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stores", nargs="+", type=Path, help="results stores to merge (GRID[__anything].jsonl)")
+    ap.add_argument("--into", type=Path, default=Path("results/train"), help="folder of the target stores")
+    ap.add_argument("--allow-mixed-devices", action="store_true",
+                    help="let runs of one device type into a target holding runs of another")
+    a = ap.parse_args(argv)
+    try:
+        for src in a.stores:
+            print(merge(src, a.into, a.allow_mixed_devices))
+    except RequirementError as e:
+        print(f"merge_stores: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

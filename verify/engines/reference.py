@@ -43,17 +43,27 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         delta = F.softplus(delta)
     batch, d, L = u.shape
     du = delta * u
+    step_B = (lambda t: B[None]) if B.dim() == 2 else (lambda t: B[:, None, :, t] if B.dim() == 3 else B[..., t])
+    step_C = (lambda t: C[None]) if C.dim() == 2 else (lambda t: C[:, None, :, t] if C.dim() == 3 else C[..., t])
+    if _tracks_grad(u, delta, A, B, C):  # training: out-of-place, so autograd can differentiate every step
+        h, ys = u.new_zeros(batch, d, A.shape[1]), []
+        for t in range(L):
+            h = torch.exp(delta[:, :, t, None] * A) * h + du[:, :, t, None] * step_B(t)
+            ys.append((h * step_C(t)).sum(-1))
+        return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
     h = u.new_zeros(batch, d, A.shape[1])
     decay, write = torch.empty_like(h), torch.empty_like(h)
     y = u.new_empty(batch, d, L)
-    for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is; in place into two buffers
-        Bt = B[None] if B.dim() == 2 else (B[:, None, :, t] if B.dim() == 3 else B[..., t])
+    for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is; in place: the same operations in the
+        # same order as the branch above (bitwise the same result), without allocating per step
         torch.exp(torch.mul(delta[:, :, t, None], A, out=decay), out=decay)
-        torch.mul(du[:, :, t, None], Bt, out=write)
-        h.mul_(decay).add_(write)  # h_t = exp(delta A) h_{t-1} + delta B_t u_t
-        Ct = C[None] if C.dim() == 2 else (C[:, None, :, t] if C.dim() == 3 else C[..., t])
-        torch.sum(torch.mul(h, Ct, out=write), dim=-1, out=y[:, :, t])
+        h.mul_(decay).add_(torch.mul(du[:, :, t, None], step_B(t), out=write))  # h_t = exp(delta A) h + delta B u
+        torch.sum(torch.mul(h, step_C(t), out=write), dim=-1, out=y[:, :, t])
     return _skip_gate(y, u, D, z, dtype_in)
+
+
+def _tracks_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def mamba_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
@@ -87,6 +97,12 @@ def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=Non
     if delta_softplus:
         delta = F.softplus(delta)
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    if _tracks_grad(u, delta, A, B, C):  # training: out-of-place, as selective_scan_ref
+        ys = []
+        for t in range(u.shape[2]):
+            h = torch.exp(delta[:, None, :, t] * A) * h + u[:, :, t, None] * B[:, None, :, t]
+            ys.append((h * C[:, None, :, t]).sum(-1))
+        return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
     decay, write = torch.empty_like(h), torch.empty_like(h)
     y = u.new_empty(u.shape)
     for t in range(u.shape[2]):  # in place, as selective_scan_ref

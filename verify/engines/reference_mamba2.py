@@ -40,13 +40,17 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
         dt = F.softplus(dt)
     dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
     state = x.new_zeros(batch, nheads, headdim, B.shape[-1])
-    write = torch.empty_like(state)
-    y = x.new_empty(batch, L, nheads, headdim)
-    for t in range(L):  # memory stays (batch, nheads, headdim, d_state) whatever L is; in place
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C))
+    write, ys = torch.empty_like(state), []
+    for t in range(L):  # memory stays (batch, nheads, headdim, d_state) whatever L is; in place unless training
         decay = torch.exp(dt[:, t] * A)[:, :, None, None]
-        torch.mul((dt[:, t, :, None] * x[:, t])[..., None], B[:, t, :, None, :], out=write)
-        state.mul_(decay).add_(write)
-        y[:, t] = torch.einsum("bhpn,bhn->bhp", state, C[:, t])
+        if grad:
+            state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        else:
+            state.mul_(decay).add_(torch.mul((dt[:, t, :, None] * x[:, t])[..., None], B[:, t, :, None, :],
+                                             out=write))
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+    y = torch.stack(ys, dim=1)
     if D is not None:
         D = D.to(work)
         y = y + x * (D[:, None] if D.dim() == 1 else D)

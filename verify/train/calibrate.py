@@ -5,16 +5,18 @@ bound kappa + ceil(log2 |V|); 7 seeds. The reference protocol (lr 0.03, batch 16
 loss < 1e-6) is truncated after ``--epochs`` epochs (``Protocol.cap_steps``; the schedule still spans 600 epochs, so
 the run is the reference run's prefix); the budgeted ones (``budgeted``: stop at 100% validation accuracy;
 ``budgeted-loss``: stop at validation loss < 1e-6, the reference's rule) run in full (3 lrs x 7 seeds). All go to one
-store; every call trains what is missing until ``--minutes`` and then prints and writes the verdict table
+store; every run trains what is missing (within ``--minutes`` where given) and then prints and writes the verdict table
 (``calibration.json``): per cell, solved (best of seeds [x lrs], 100% test accuracy) under each protocol, and
 whether they agree. A truncated reference that solves is a valid verdict; one that fails only says "not within E
 epochs" (``reference.truncated`` in the table), so widen ``--epochs`` on the disagreeing cells before concluding.
 
-    python -m verify.train.calibrate --device cuda --minutes 7 --out results/train
+    python -m verify.train.calibrate --device cuda --out results/train
+
+Packs run on Ray as in ``verify-constructions sweep`` (``--no-ray``: one after another in this process); runs of
+another device type than the store's need ``--allow-mixed-devices``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from dataclasses import replace
@@ -23,10 +25,12 @@ from pathlib import Path
 import torch
 
 from constructions.export import write_json_atomic
-from verify.train.cli import csv_of
+from constructions.errors import RequirementError
+from verify.train.cli import HelpWithDefaults, OneLineParser, csv_of, device_arg, finite, int_at_least, require_device
+from verify.train.runner import _ray, run_sweep
 from verify.train.spec import run_key
-from verify.train.store import ResultStore
-from verify.train.sweep import Grid, adopt, calibration_reference, run_local
+from verify.train.store import ResultStore, check_target
+from verify.train.sweep import Grid, adopt, calibration_reference
 
 
 BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the (truncated) reference
@@ -63,27 +67,49 @@ def verdicts(records: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--epochs", type=int, default=8, help="reference protocol truncated after this many epochs")
-    ap.add_argument("--minutes", type=float, default=7.0, help="stop (checkpointing) after this long")
-    ap.add_argument("--only", choices=("reference", *BUDGETED_ARMS), default=None)
-    ap.add_argument("--kappas", type=csv_of(int), default=(4, 8), help="comma-separated subset of the cells' kappas")
-    ap.add_argument("--d-multipliers", type=csv_of(float), default=(0.5, 1, 2),
+    ap = OneLineParser(description=__doc__.split("\n")[0], formatter_class=HelpWithDefaults,
+                       allow_abbrev=False)
+    ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu, cuda or cuda:N")
+    ap.add_argument("--epochs", type=int_at_least(1), default=8,
+                    help="reference protocol truncated after this many epochs")
+    ap.add_argument("--minutes", type=finite(0, False), default=None,
+                    help="time budget: checkpoint the packs in flight after this many minutes (default: none)")
+    ap.add_argument("--only", choices=("reference", *BUDGETED_ARMS), default=None, help="train one arm only")
+    ap.add_argument("--kappas", type=csv_of(int, 1), default=(4, 8), help="comma-separated subset of the cells' kappas")
+    ap.add_argument("--d-multipliers", type=csv_of(float, 0), default=(0.5, 1, 2),
                     help="comma-separated subset of the cells' d / bound")
-    ap.add_argument("--pack-size", type=int, default=64)
+    ap.add_argument("--pack-size", type=int_at_least(1), default=64, help="at most this many runs trained as one pack")
     ap.add_argument("--out", default="results/train", help="directory of calibration.jsonl / calibration.json")
+    ap.add_argument("--no-ray", action="store_true", help="train the packs one after another in this process")
+    ap.add_argument("--allow-mixed-devices", action="store_true",
+                    help="let runs of this device type go into a store that holds runs of another")
     args = ap.parse_args(argv)
+    try:
+        return _calibrate(args, argv)
+    except RequirementError as e:
+        ap.error(str(e))
+
+
+def _calibrate(args, argv) -> int:
     out = Path(args.out)
     store = ResultStore(out / "calibration.jsonl")
     specs = [s for name, g in grids(args.epochs, args.kappas, args.d_multipliers).items() if args.only in (None, name)
              for s in g.runs()]
-    adopt(specs, store, [out / "fig2.jsonl"])  # the budgeted cells are fig2 cells: the runs fig2 already finished
     want = {run_key(s) for s in specs}
-    # the budgeted variants first: they are cheap and give the first half of every comparison
-    specs.sort(key=lambda s: s.protocol.name == "reference")
-    counts = run_local(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
-                       log=lambda m: print(m, flush=True))
+    training = args.minutes != 0 and bool(want - store.keys())
+    if training:
+        require_device(args.device)
+        if not args.no_ray:
+            _ray()
+    check_target(store.path, args.device if training else None, "--out", args.allow_mixed_devices)
+    adopt(specs, store, [out / "fig2.jsonl"], device=args.device)  # the budgeted cells are fig2 cells
+    res = run_sweep(specs, store, device=args.device, pack_size=args.pack_size, minutes=args.minutes,
+                    executor="inline" if args.no_ray else "ray", report=lambda m: print(m, flush=True))
+    if res.interrupted:
+        print("calibrate: interrupted; run the same command again to resume", file=sys.stderr)
+        return 128 + res.interrupted
+    counts = res.counts()
     rows = verdicts([r for r in store.records() if r["key"] in want])  # this --epochs's reference, not another's
     for r in rows:
         print(r, flush=True)

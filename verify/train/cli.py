@@ -1,58 +1,177 @@
-"""``verify-constructions train`` / ``sweep``: one training run, or a grid into a results store."""
+"""``verify-constructions train`` / ``sweep``: one training run, or a grid into a results store.
+
+Bad values exit 2 with one line naming the flag as typed; ``--store`` is checked before any training (a writable
+results file, not a folder or another kind of file, holding runs of the sweep's device type unless
+``--allow-mixed-devices``). SIGINT and SIGTERM checkpoint the packs in flight and exit 130 / 143 with one line; the
+same command run again resumes them.
+"""
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import json
+import math
 import signal
 import sys
 import time
+from pathlib import Path
 
 from constructions.errors import require
 from verify.train.spec import PROTOCOLS, RunSpec, protocol
 
+IMPLS = ("packed", "module")
+STORE_DIR = Path("results/train")
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help states it itself."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _arg_type(name: str, check, what: str, cast):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def int_at_least(lo: int):
+    return _arg_type(f"int>={lo}", lambda v: v >= lo, f"an integer >= {lo}", int)
+
+
+def finite(lo: float, strict: bool):
+    """argparse type: a finite float > lo (``strict``) or >= lo; NaN and inf are refused."""
+    return _arg_type("number", lambda v: math.isfinite(v) and (v > lo if strict else v >= lo),
+                     f"a finite number {'>' if strict else '>='} {lo:g}", float)
+
+
+def one_of(names, what: str):
+    return _arg_type(what, lambda v: v in names, f"a known {what} ({', '.join(names)})", str)
+
+
+def device_arg(text: str) -> str:
+    """argparse type: 'cpu', 'cuda' or 'cuda:N' (whether CUDA is there is checked where the work runs)."""
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and not index or kind == "cuda" and (not index or index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}")
+
+
+def csv_of(cast, lo: int | None = None):
+    """argparse type: a comma-separated list of ``cast`` values (at least ``lo`` each, for ints), as a tuple; a
+    malformed item is argparse's one-line usage error (exit 2)."""
+    def parse(text: str) -> tuple:
+        try:
+            out = tuple(cast(v) for v in text.split(","))
+        except ValueError:
+            out = None
+        if out is None or (lo is not None and min(out) < lo) or any(isinstance(v, float) and not math.isfinite(v)
+                                                                    for v in out):
+            at_least = f" >= {lo}" if lo is not None else ""
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {cast.__name__}{at_least}, "
+                                             f"got {text!r}")
+        return out
+    return parse
+
+
+def require_device(device: str, flag: str = "--device") -> None:
+    """Exit 2 where ``device`` is CUDA and this machine has none."""
+    if device.startswith("cuda"):
+        import torch
+
+        require(torch.cuda.is_available(), f"{flag} {device}: CUDA is not available on this machine")
+        index = int(device.partition(":")[2] or 0)
+        require(index < torch.cuda.device_count(), f"{flag} {device}: this machine has "
+                                                   f"{torch.cuda.device_count()} CUDA device(s)")
+
 
 def add_parsers(sub) -> None:
-    t = sub.add_parser("train", help="train one one-layer model (issue 6) and print its result")
-    t.add_argument("--task", default="mqar")
-    t.add_argument("--mixer", default="mamba")
-    t.add_argument("--kappa", type=int, default=4)
-    t.add_argument("--vocab", type=int, default=16)
-    t.add_argument("--seq-len", type=int, default=32)
-    t.add_argument("--d-model", type=int, default=16)
-    t.add_argument("--d-state", type=int, default=8)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=0.03)
-    t.add_argument("--gate", action="store_true", help="keep the gate (default: off, z held constant)")
+    from verify.train import registry
+
+    fmt = HelpWithDefaults
+    t = sub.add_parser("train", help="train one one-layer model and print its result", formatter_class=fmt,
+                       allow_abbrev=False, description="Train one one-layer model (embedding -> mixer -> readout) "
+                                                       "on a task and print its test accuracy.")
+    t.add_argument("--task", default="mqar", type=one_of(tuple(registry.TASKS), "task"),
+                   help=f"task: {', '.join(registry.TASKS)}")
+    t.add_argument("--mixer", default="mamba", type=one_of(tuple(registry.MIXERS), "mixer"),
+                   help=f"mixer: {', '.join(registry.MIXERS)}")
+    t.add_argument("--kappa", type=int_at_least(0), default=4,
+                   help="MQAR keys per sequence (0 where the task has none)")
+    t.add_argument("--vocab", type=int_at_least(1), default=16, help="vocabulary size |V|")
+    t.add_argument("--seq-len", type=int_at_least(1), default=32, help="sequence length T")
+    t.add_argument("--d-model", type=int_at_least(1), default=16, help="model dimension d")
+    t.add_argument("--d-state", type=int_at_least(1), default=8, help="state size N")
+    t.add_argument("--seed", type=int_at_least(0), default=0, help="initialization and batch-order seed")
+    t.add_argument("--lr", type=finite(0, True), default=0.03, help="peak learning rate (cosine to the protocol's end)")
+    t.add_argument("--gate", action="store_true", help="keep the gate (else z is held constant)")
     t.add_argument("--no-conv", action="store_true", help="freeze the conv at the identity (KEEP n-TH's 'no conv')")
     t.add_argument("--task-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads)")
-    t.add_argument("--protocol", default="smoke", help=f"one of: {', '.join(PROTOCOLS)}")
-    t.add_argument("--max-steps", type=int, default=None, help="override the protocol's step budget")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--impl", default="packed", help="packed (any device) or module (mamba_ssm, CUDA)")
-    t.add_argument("--json", action="store_true")
-    s = sub.add_parser("sweep", help="train a predefined grid into an append-only JSONL store (resumable)")
-    s.add_argument("--grid", default=None, help="grid name (--list shows them)")
+                   help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads) "
+                        "(default: none, the task's defaults)")
+    t.add_argument("--protocol", default="smoke", type=one_of(tuple(PROTOCOLS), "protocol"),
+                   help=f"optimizer, data and stopping rule: {', '.join(PROTOCOLS)}")
+    t.add_argument("--max-steps", type=int_at_least(1), default=None,
+                   help="override the protocol's step budget (default: the protocol's)")
+    t.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
+    t.add_argument("--impl", default="packed", type=one_of(IMPLS, "impl"),
+                   help="packed (any device) or module (one mamba_ssm module, CUDA)")
+    t.add_argument("--json", action="store_true", help="print the run's record as one JSON object")
+
+    s = sub.add_parser("sweep", help="train a grid (experiments/grids) into an append-only results store, on Ray",
+                       formatter_class=fmt, allow_abbrev=False,
+                       description="Train the runs of a grid that its store does not hold yet, packs of runs side by "
+                                   "side as Ray tasks (local unless --address). Reruns resume: finished runs are "
+                                   "skipped, cut packs continue from their checkpoints (STORE.ckpt/).")
+    s.add_argument("--grid", default=None,
+                   help="grid name (--list shows them) or a grid file NAME.toml (default: none)")
     s.add_argument("--list", action="store_true", help="list the grids and their run counts")
-    s.add_argument("--store", default=None, help="JSONL results file (default results/train/<grid>.jsonl)")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--impl", default="packed")
-    s.add_argument("--pack-size", type=int, default=64)
-    s.add_argument("--minutes", type=float, default=None, help="stop (checkpointing) after this long")
-    s.add_argument("--mixers", type=csv_of(str), default=None, help="comma-separated subset")
-    s.add_argument("--kappas", type=csv_of(int), default=None, help="comma-separated subset")
-    s.add_argument("--vocabs", type=csv_of(int), default=None, help="comma-separated subset")
-    s.add_argument("--seeds", type=int, default=None, help="only the first this many seeds")
-    s.add_argument("--shard", default=None, metavar="I/N",
-                   help="only the packs whose pack key falls in shard I of N (parallel processes on one store)")
-    s.add_argument("--claim", action="store_true",
-                   help="several processes run this sweep on one store: each claims its packs, largest first")
-    s.add_argument("--ray", action="store_true", help="run on Ray (local unless --address)")
-    s.add_argument("--address", default=None, help="Ray cluster address (implies --ray)")
-    s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
     s.add_argument("--status", action="store_true",
-                   help="print what every grid has stored in results/train (with --seeds S: of seeds 0..S-1; default 3)")
+                   help=f"print what every grid has stored in {STORE_DIR} (with --seeds S: of seeds 0..S-1, else 3)")
+    s.add_argument("--tightness", action="store_true", help="only print the tightness table of the store")
+    s.add_argument("--store", default=None, help=f"JSONL results file (default: {STORE_DIR}/GRID.jsonl)")
+    s.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N")
+    s.add_argument("--impl", default="packed", type=one_of(IMPLS, "impl"),
+                   help="packed (any device) or module (one mamba_ssm module per run, CUDA)")
+    s.add_argument("--pack-size", type=int_at_least(1), default=64, help="at most this many runs trained as one pack")
+    s.add_argument("--minutes", type=finite(0, False), default=None,
+                   help="time budget: after this many minutes the packs in flight are checkpointed and the sweep "
+                        "ends; run it again to resume (default: none, no budget)")
+    s.add_argument("--mixers", type=csv_of(str), default=None,
+                   help="comma-separated subset of the grid's mixers (default: all)")
+    s.add_argument("--kappas", type=csv_of(int, 0), default=None,
+                   help="comma-separated subset of the grid's kappas (default: all)")
+    s.add_argument("--vocabs", type=csv_of(int, 1), default=None,
+                   help="comma-separated subset of the grid's |V| (default: all)")
+    s.add_argument("--seeds", type=int_at_least(1), default=None, help="only the first this many seeds (default: all)")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster to join, 'auto' or 'ray://HOST:10001' (default: none, a local Ray instance)")
+    s.add_argument("--gpus-per-pack", type=finite(0, True), default=0.1,
+                   help="GPUs each pack asks Ray for with --device cuda: 0.1 trains ten packs side by side on a GPU")
+    s.add_argument("--cpus-per-pack", type=finite(0, True), default=1.0,
+                   help="CPUs each pack asks Ray for (and its torch threads on --device cpu)")
+    s.add_argument("--mps", action="store_true",
+                   help="start the CUDA MPS daemon first (local GPU), so that the packs' kernels share the GPU "
+                        "instead of taking turns")
+    s.add_argument("--no-ray", action="store_true",
+                   help="train the packs one after another in this process (no Ray: no parallel packs)")
+    s.add_argument("--allow-mixed-devices", action="store_true",
+                   help="let runs of this device type go into a store that holds runs of another")
+    s.add_argument("--quiet", action="store_true", help="no progress lines (the final counts are still printed)")
 
 
 def _task_args(items) -> tuple:
@@ -64,87 +183,127 @@ def _task_args(items) -> tuple:
             out[name] = json.loads(value)
         except ValueError:
             out[name] = value
+        try:
+            finite_value = math.isfinite(float(out[name]))
+        except (TypeError, ValueError):
+            finite_value = True  # not a number
+        require(finite_value, f"--task-arg {item}: a number must be finite")
     return tuple(sorted(out.items()))
 
 
-def csv_of(cast):
-    """argparse type: a comma-separated list of ``cast`` values, as a tuple; a malformed item is argparse's one-line
-    usage error (exit 2)."""
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {cast.__name__}, got {text!r}")
-    return parse
-
-
 def cmd_train(args, out) -> int:
+    from verify.train import registry
     from verify.train.loop import train_pack
 
-    spec = RunSpec(conv=not args.no_conv, task_args=_task_args(args.task_arg), task=args.task, mixer=args.mixer, kappa=args.kappa, vocab=args.vocab, seq_len=args.seq_len,
-                   d_model=args.d_model, d_state=args.d_state, seed=args.seed, lr=args.lr, gate=args.gate,
+    require_device(args.device)
+    require(args.impl != "module" or args.device.startswith("cuda"), "--impl module needs --device cuda")
+    spec = RunSpec(conv=not args.no_conv, task_args=_task_args(args.task_arg), task=args.task, mixer=args.mixer,
+                   kappa=args.kappa, vocab=args.vocab, seq_len=args.seq_len, d_model=args.d_model,
+                   d_state=args.d_state, seed=args.seed, lr=args.lr, gate=args.gate,
                    protocol=protocol(args.protocol, max_steps=args.max_steps))
+    registry.validate(spec)
     t0 = time.time()
-    rec = train_pack([spec], device=args.device, impl=args.impl)[0]
+    try:
+        rec = train_pack([spec], device=args.device, impl=args.impl)[0]
+    except KeyboardInterrupt as e:
+        return _interrupted(e, "train: interrupted")
     rec.pop("_weights", None)
     r = rec["result"]
     if args.json:
         print(json.dumps(rec, default=float))
     else:
-        out.print(f"{spec.mixer} on {spec.task}: test acc {r['test_acc']:.4f} ({'solved' if r['solved'] else 'not solved'})"
-                  f", {r['steps']} steps, {time.time() - t0:.1f}s")
+        verdict = "solved" if r["solved"] else "not solved"
+        out.print(f"{spec.mixer} on {spec.task}: test acc {r['test_acc']:.4f} ({verdict}), {r['steps']} steps, "
+                  f"{time.time() - t0:.1f}s")
     return 0
 
 
-def cmd_sweep(args, out) -> int:
-    from verify.train.store import ResultStore
-    from verify.train.sweep import GRIDS, adopt, grid, run_local, tightness
+def _interrupted(e: BaseException, what: str) -> int:
+    signum = getattr(e, "signum", signal.SIGINT)
+    print(f"{what} by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + signum
 
-    if args.list:
-        for name, g in GRIDS.items():
-            out.print(f"{name}: {len(g.runs())} runs, {g.protocol} protocol. {g.note}")
-        return 0
-    if args.status:
-        from pathlib import Path
 
-        from verify.train.status import table
-        print(table(Path("results/train"), args.seeds or 3))
-        return 0
-    require(args.grid is not None, f"sweep needs --grid NAME; known: {', '.join(GRIDS)}")
-    g = grid(args.grid)
-    store = ResultStore(args.store or f"results/train/{g.name}.jsonl")
-    if args.tightness:
-        for row in tightness(store.records()):
-            print(json.dumps(row))
-        return 0
+def _select(g, args) -> list[RunSpec]:
+    """The grid's runs that the filters keep; a filter value the grid does not have is bad input."""
+    for flag, values, have in (("--mixers", args.mixers, g.mixers), ("--kappas", args.kappas, g.kappas),
+                               ("--vocabs", args.vocabs, g.vocabs)):
+        for v in values or ():
+            require(v in have, f"{flag} {v}: grid {g.name} has {', '.join(map(str, have))}")
     specs = [s for s in g.runs() if (args.mixers is None or s.mixer in args.mixers)
              and (args.kappas is None or s.kappa in args.kappas) and (args.vocabs is None or s.vocab in args.vocabs)
              and (args.seeds is None or s.seed < args.seeds)]
     require(specs, "the filters leave no runs of this grid")
-    if args.shard is not None:  # a shard may be empty: nothing to do
-        from verify.train.spec import pack_key
+    return specs
 
-        try:
-            i, n = (int(x) for x in args.shard.split("/"))
-        except ValueError:
-            i = n = -1
-        require(0 <= i < n, f"--shard needs I/N with 0 <= I < N, got {args.shard!r}")
-        specs = [s for s in specs if int(pack_key(s), 16) % n == i]
-    require(not (args.claim and (args.ray or args.address)),
-            "sweep --claim is for local processes sharing a store; Ray schedules the packs itself (drop one of them)")
-    log = lambda m: out.print(m)  # noqa: E731
+
+def cmd_sweep(args, out) -> int:
+    try:
+        return _sweep(args, out)
+    except KeyboardInterrupt as e:  # before or after the training loop, which reports its own interrupts
+        return _interrupted(e, "sweep: interrupted")
+
+
+def _sweep(args, out) -> int:
+    from verify.train.store import ResultStore, check_target
+    from verify.train.sweep import adopt, grid, grids, tightness
+
+    if args.list:
+        for name, g in grids().items():
+            print(f"{name}: {len(g.runs())} runs, {g.protocol} protocol. {g.note}")
+        return 0
+    if args.status:
+        from verify.train.status import table
+
+        print(table(STORE_DIR, args.seeds or 3))
+        return 0
+    require(args.grid is not None, f"sweep needs --grid NAME; known: {', '.join(grids())}")
+    g = grid(args.grid)
+    path = args.store or str(STORE_DIR / f"{g.name}.jsonl")
+    flag = "--store" if args.store else "the default store"
+    if args.tightness:
+        require(Path(path).is_file(), f"{flag} {path}: no such results file")
+        for row in tightness(ResultStore(path).records()):
+            print(json.dumps(row))
+        return 0
+    specs = _select(g, args)
+    if args.address is None:
+        require_device(args.device)
+    require(args.impl != "module" or args.device.startswith("cuda"), "--impl module needs --device cuda")
+    if not args.no_ray:
+        from verify.train.runner import _ray
+
+        require(":" not in args.device, f"--device {args.device}: Ray assigns each pack its GPU, pass --device cuda "
+                                        f"(or --no-ray to train on this one)")
+        _ray()  # not installed: exit 2 now, before any work
+    check_target(path, args.device, flag, args.allow_mixed_devices)
+    store = ResultStore(path)
+    report = None if args.quiet else (lambda line: print(line, flush=True))
     if g.reuses:
-        n = adopt(specs, store, [store.path.parent / f"{other}.jsonl" for other in g.reuses])
-        log(f"{n} runs copied from {', '.join(g.reuses)} (same run keys)")
-    # `kill -USR1`: where a stalled sweep waits (gpu_pool.sh); fd 2 itself, as a captured sys.stderr has no fd
-    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
-    if args.ray or args.address:
-        from verify.train.ray_sweep import run_ray
+        n = adopt(specs, store, [store.path.parent / f"{other}.jsonl" for other in g.reuses], device=args.device)
+        if report:
+            report(f"{n} runs copied from {', '.join(g.reuses)} (same run keys)")
+    return _run(specs, store, args, report)
 
-        counts = run_ray(specs, store, device=args.device, impl=args.impl, pack_size=args.pack_size,
-                         address=args.address, log=log)
-    else:
-        counts = run_local(specs, store, device=args.device, impl=args.impl, pack_size=args.pack_size,
-                           minutes=args.minutes, log=log, claim=args.claim)
-    out.print(json.dumps(counts))
+
+def _run(specs, store, args, report) -> int:
+    from verify.train.runner import run_sweep
+
+    res = run_sweep(specs, store, device=args.device, impl=args.impl, pack_size=args.pack_size, minutes=args.minutes,
+                    executor="inline" if args.no_ray else "ray", address=args.address,
+                    gpus_per_pack=args.gpus_per_pack, cpus_per_pack=args.cpus_per_pack, mps=args.mps, report=report)
+    where = f"{store.path}.ckpt"
+    if res.interrupted:
+        print(f"sweep: interrupted by {signal.Signals(res.interrupted).name}: {res.finished_now} runs stored, "
+              f"{res.checkpointed} packs checkpointed in {where}; run the same command again to resume",
+              file=sys.stderr)
+        return 128 + res.interrupted
+    print(json.dumps(res.counts()), flush=True)
+    for line in res.failed:
+        print(f"sweep: pack failed: {line}", file=sys.stderr)
+    if res.failed:
+        return 3
+    if res.remaining and report:
+        report(f"sweep: {res.remaining} runs left ({res.checkpointed} packs checkpointed in {where}); "
+               f"run the same command again to resume")
     return 0

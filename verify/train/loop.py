@@ -7,11 +7,14 @@ betas 0.9/0.999, eps 1e-8, no weight decay); a model that meets its stopping rul
 (Adam's update is then exactly zero) and its result is taken at that point.
 
 ``train_pack`` returns one result record per run, or None when it stopped at ``deadline`` (after writing
-``checkpoint``, from which a rerun continues).
+``checkpoint``, from which a rerun continues). SIGINT or SIGTERM while it trains writes ``checkpoint`` at the next
+step boundary and raises ``Interrupted`` (a KeyboardInterrupt).
 """
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 
@@ -146,6 +149,39 @@ def _evaluate_chunk(model, tok, lab, chunk: int, device, loss, correct):
     return loss, correct
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``signum``) stopped the work."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+@contextmanager
+def _interrupts_between_steps():
+    """Yield a function that returns the number of the SIGINT or SIGTERM that arrived (0: none). While it is active
+    (in the main thread only), the first such signal is held until the step loop reads it, so a pack is checkpointed
+    between two steps, never in the middle of an Adam update; a second signal interrupts at once. A Ray task
+    cancelled by ``ray.cancel`` receives SIGINT's handler call (``_thread.interrupt_main``), so it stops the same
+    way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: 0
+        return
+    got = []
+
+    def hold(signum, frame):
+        if got:
+            raise Interrupted(signum)
+        got.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: got[0] if got else 0
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 @torch.no_grad()
 def load_params(model, params: dict) -> None:
     """Copy a checkpoint's stacked parameters into a freshly built pack."""
@@ -182,7 +218,6 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
             if log:
                 log(f"resumed {K} runs at step {st['step']}")
     total = min(proto.max_steps, proto.cap_steps or proto.max_steps, max_steps or proto.max_steps)
-    last_ck = time.time()
     stepper = Stepper(model, opt, (tr_tok, tr_lab), [s.seed for s in specs], proto, [s.lr for s in specs],
                       st["step"], graph=impl == "packed" and registry.mixer(specs[0].mixer).graph_safe)
     stepper.set_active(st["done"])
@@ -196,29 +231,34 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
                     "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}, tmp)
         os.replace(tmp, checkpoint)
 
-    while st["step"] < total and not all(st["done"]):
-        per = stepper(st["step"])
-        st["step"] += 1
-        if st["step"] % proto.eval_every == 0 or st["step"] == total:
-            vl, va, _, _ = evaluate(model, *data["val"], dev, proto.batch_size)
-            st["train_loss"] = [float(x) for x in per.detach().cpu()]
-            for k in range(K):
-                if st["done"][k]:
-                    continue
-                st["history"][k].append([st["step"], float(vl[k]), float(va[k])])
-                st["best_val_acc"][k] = max(st["best_val_acc"][k], float(va[k]))
-                hit = vl[k] < proto.stop_value if proto.stop == "val_loss" else va[k] >= proto.stop_value
-                if hit:
-                    st["done"][k], st["stop_step"][k] = True, st["step"]
-            stepper.set_active(st["done"])
-            if log:
-                log(f"step {st['step']}: val acc {[round(float(a), 4) for a in va]}")
-        if checkpoint and (time.time() - last_ck > checkpoint_every_s):
-            save_checkpoint()
-            last_ck = time.time()
-        if deadline is not None and time.time() > deadline and st["step"] < total and not all(st["done"]):
-            save_checkpoint()
-            return None
+    with _interrupts_between_steps() as interrupted:
+        last_ck = time.time()
+        while st["step"] < total and not all(st["done"]):
+            if interrupted():
+                save_checkpoint()
+                raise Interrupted(interrupted())
+            per = stepper(st["step"])
+            st["step"] += 1
+            if st["step"] % proto.eval_every == 0 or st["step"] == total:
+                vl, va, _, _ = evaluate(model, *data["val"], dev, proto.batch_size)
+                st["train_loss"] = [float(x) for x in per.detach().cpu()]
+                for k in range(K):
+                    if st["done"][k]:
+                        continue
+                    st["history"][k].append([st["step"], float(vl[k]), float(va[k])])
+                    st["best_val_acc"][k] = max(st["best_val_acc"][k], float(va[k]))
+                    hit = vl[k] < proto.stop_value if proto.stop == "val_loss" else va[k] >= proto.stop_value
+                    if hit:
+                        st["done"][k], st["stop_step"][k] = True, st["step"]
+                stepper.set_active(st["done"])
+                if log:
+                    log(f"step {st['step']}: val acc {[round(float(a), 4) for a in va]}")
+            if checkpoint and (time.time() - last_ck > checkpoint_every_s):
+                save_checkpoint()
+                last_ck = time.time()
+            if deadline is not None and time.time() > deadline and st["step"] < total and not all(st["done"]):
+                save_checkpoint()
+                return None
     tl, ta, tc, tq = evaluate(model, *data["test"], dev, proto.batch_size)
     seconds = st["seconds"] + time.time() - t_start
     sds = model.state_dicts()
@@ -241,6 +281,8 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     if checkpoint and os.path.exists(checkpoint):
         os.unlink(checkpoint)
     return out
+
+
 
 
 def record(spec: RunSpec, result: dict, impl: str, device: str, pack_size: int, seconds: float,

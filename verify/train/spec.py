@@ -1,16 +1,24 @@
 """What one training run is: ``RunSpec`` (task, mixer, sizes, seed, lr) and its ``Protocol``; a run's key.
 
-A ``RunSpec`` is frozen and JSON-able; ``run_key`` hashes all of it (protocol included), so a store never confuses two
-runs that differ in anything. ``pack_key`` drops seed and lr: runs with the same pack key have the same shapes and
-data and can be trained together in one packed model.
+A ``RunSpec`` is frozen and JSON-able; ``run_key`` hashes all of it (protocol included) together with the key schema
+``SCHEMA``, so a store never confuses two runs that differ in anything. ``pack_key`` drops seed and lr: runs with the
+same pack key have the same shapes and data and can be trained together in one packed model.
+
+Key schemas. A spec dict carries ``"schema": SCHEMA`` and every field, defaults included. Schema 1 (dicts without a
+``schema`` field) left out ``proj`` when True and ``protocol.matmul`` when "float32"; ``upgrade`` checks such a
+record's key against its spec as written and re-keys it under the current schema, so every stored run keeps its
+identity (``verify.train.store`` upgrades records as it reads them). A field added later gets a default equal to the
+behaviour before it existed, and the schema number goes up with a rule in ``upgrade`` for the older dicts.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from constructions.errors import require
+
+SCHEMA = 2  # the run-key schema of this code (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -88,17 +96,18 @@ class RunSpec:
     task_args: tuple = ()
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["protocol"] = {f.name: getattr(self.protocol, f.name) for f in fields(Protocol)}
         d["task_args"] = [list(kv) for kv in self.task_args]
-        if self.proj:  # the default is left out, so the run keys of runs stored before the field existed stay valid
-            del d["proj"]
-        if self.protocol.matmul == "float32":  # likewise
-            del d["protocol"]["matmul"]
+        d["schema"] = SCHEMA
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "RunSpec":
+        """The spec of a dict of any schema up to ``SCHEMA`` (fields a schema-1 dict left out take their defaults)."""
         d = dict(d)
+        schema = d.pop("schema", 1)
+        require(schema in (1, SCHEMA), f"run spec of key schema {schema!r}; this code reads schemas 1 and {SCHEMA}")
         d["protocol"] = Protocol(**{**d["protocol"], "lrs": tuple(d["protocol"]["lrs"])})
         d["task_args"] = tuple(tuple(kv) for kv in d.get("task_args", ()))
         return RunSpec(**d)
@@ -113,6 +122,21 @@ def _hash(obj) -> str:
 
 def run_key(spec: RunSpec) -> str:
     return _hash(spec.as_dict())
+
+
+def upgrade(record: dict) -> dict:
+    """A stored record under the current key schema. A schema-1 record (its spec has no ``schema`` field) whose key is
+    the hash of its spec as written gets the spec's full current dict and its current key (``_key_schema1``, in
+    memory only, keeps the stored one); a record of the current schema, or one that is not a run (no key or spec),
+    comes back as it is. A schema-1 record whose key does not match its spec is left alone: it is no run this code
+    can vouch for."""
+    spec = record.get("spec")
+    if not isinstance(spec, dict) or "key" not in record or spec.get("schema", 1) == SCHEMA:
+        return record
+    if _hash(spec) != record["key"]:
+        return record
+    current = RunSpec.from_dict(spec).as_dict()
+    return {**record, "key": _hash(current), "spec": current, "_key_schema1": record["key"]}
 
 
 def pack_key(spec: RunSpec) -> str:

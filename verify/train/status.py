@@ -5,7 +5,7 @@ are stored, the full grid's size, and how many stored runs solved their task (10
 
 prints the markdown table that ``results/train/README.md`` quotes. A stored run counts toward a grid iff its key is
 one of the grid's run keys (so runs of an older grid definition, or of another protocol, count as stored but not as
-the grid's).
+the grid's); keys stored under an older key schema are read under the current one (``verify.train.spec.upgrade``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
-from verify.train.sweep import GRIDS
+from verify.train.sweep import grids
 
 
 def grid_status(grid, records: list[dict], seeds: int) -> dict[str, dict]:
@@ -41,7 +41,7 @@ def table(directory: Path, seeds: int) -> str:
     mixers = ["mamba", "s4d", "mamba2", "delta-top"]
     rows = [f"runs stored / runs of seeds 0-{seeds - 1} stored of the grid's / runs of the full grid; solved = 100% "
             "test accuracy", "", f"| grid | {' | '.join(mixers)} |", "|---" * (len(mixers) + 1) + "|"]
-    for name, grid in GRIDS.items():
+    for name, grid in grids().items():
         path = directory / f"{name}.jsonl"
         if not path.exists():
             continue

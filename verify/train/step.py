@@ -5,8 +5,8 @@ permutation of every model, a step counter that the step itself increments), so 
 CUDA, is captured once as a CUDA graph and replayed, which removes the host's launch work and its
 synchronisations from every step. Measured on the H100 (``results/train/bench_h100_graph.json``, one process, 21
 models): 3116 -> 3265 model-steps/s (Mamba, d = 39, N = 64) and 3563 -> 4663 (S4D, d = 112): a pack of this size is
-mostly GPU-bound, so the gain alone is modest; the pools of ``tools/gpu_pool.sh`` run 10-12 such processes side by
-side.
+mostly GPU-bound, so the gain alone is modest; a sweep runs about ten such packs side by side on one GPU
+(``verify.train.runner``).
 
 What the step computes is ``loop.train_pack``'s definition of training, unchanged: model k's batch at step s is rows
 [i b, (i+1) b) of the permutation of epoch s // steps_per_epoch drawn from default_rng((seed_k, 17, epoch)), its

@@ -1,4 +1,4 @@
-"""Sweeps: typed grids of runs, the predefined grids of the papers, a resumable local runner, tightness tables.
+"""Sweeps: typed grids of runs loaded from data files, packs of runs to train together, tightness tables.
 
 **Bound convention** (the paper's bound lines cannot be recovered, selectivity.md §9.1; logs base 2, rounded up):
 
@@ -15,29 +15,27 @@ The d grid around a bound b is ``ceil(m b)`` for m in ``D_MULTIPLIERS`` (a facto
 least 2, rounded up to a multiple of ``D_MULTIPLE[mixer]`` (Mamba-2's heads need it). A cell's verdict is the best
 over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induction heads; mean of 3 for KEEP n-TH).
 
-Running: ``run_local`` trains the missing runs of a grid pack by pack (runs that differ only in seed and lr share a
-pack, at most ``pack_size`` each, fewer where a mixer's scan tensors would pass ``PACK_BYTES``), appends each
-finished pack to the store, and stops at ``minutes``, leaving a checkpoint next to the store (``<store>.ckpt/``) that
-the next call resumes. With ``claim=True`` several processes share one store, each taking the next unclaimed pack,
-largest first (``verify.train.claims``).
+Grids are data: one TOML file per figure or table in ``experiments/grids/`` (``verify.train.grids`` validates them),
+loaded here as ``Grid``. Running: ``plan`` groups the missing runs of a grid into packs (runs that differ only in
+seed and lr share a pack, at most ``pack_size`` each, fewer where a mixer's scan tensors would pass ``PACK_BYTES``);
+``verify.train.runner`` trains them.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import os
-import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from constructions.errors import require
+from constructions.errors import RequirementError, require
 from verify.train import registry
 from verify.train.spec import RunSpec, pack_key, protocol, run_key
-from verify.train.store import ResultStore
+from verify.train.store import ResultStore, device_type
 
 D_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
-PACK_BYTES = 4 << 30  # a pack's scan tensors (registry.Mixer.scan_bytes) stay below this: a pool of ten fits an H100
+PACK_BYTES = 4 << 30  # a pack's scan tensors (registry.Mixer.scan_bytes) stay below this: ten packs fit an H100
 D_MULTIPLE = {"mamba2": 8}
 GATE_DEFAULT = {"mamba": False, "mamba2": False, "s4d": True, "delta-top": False, "mamba-delta-t": False}
 
@@ -135,80 +133,60 @@ class Grid:
         return out
 
 
-_MQAR = dict(task="mqar", kappas=(4, 8, 16, 32), seq_lens=(100,))
-def _keepnth(name: str, pe: bool, proj: bool, note: str) -> Grid:
-    """A KEEP FIFTH grid of Tables 1 and A.1-A.4: |V| 128, T in 10..50, d and N in {8, 32, 64}, 3 seeds, no conv, no
-    gate, with or without PE, with trainable or identity in/out projections."""
-    return Grid(name, task="keep-nth", mixers=("mamba", "s4d"), vocabs=(128,), seq_lens=(50, 40, 30, 20, 10),
-                d_models=(8, 32, 64), d_states=(8, 32, 64), seeds=(0, 1, 2), gate=False, conv=False, proj=proj,
-                task_args=((("n", 5), ("pe", pe)),), note=note)
+GRID_DIR = Path(__file__).resolve().parents[2] / "experiments" / "grids"
 
 
-def calibration_reference(epochs: int = 8, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> Grid:
-    """The reference arm of the calibration (``verify.train.calibrate``): Mamba cells of Fig. 2 (|V| 128, kappa 4 and
-    8, d at 0.5, 1 and 2 times the bound), 7 seeds, the reference protocol truncated after ``epochs`` epochs of 6250
-    steps (its schedule still spans 600 epochs). Named "calibration": its store is calibration.jsonl."""
-    return Grid("calibration", task="mqar", mixers=("mamba",), vocabs=(128,), kappas=kappas,
-                d_multipliers=d_multipliers, protocol="reference", protocol_overrides=(("cap_steps", epochs * 6250),),
-                note=f"the calibration's reference arm, {epochs} epochs (verify.train.calibrate compares the arms)")
+def load_grid(path: str | os.PathLike) -> Grid:
+    """The grid of the data file ``path`` (``verify.train.grids``), each of its (mixer, task variant) combinations
+    checked against the registry; a problem is one RequirementError naming the file."""
+    from verify.train import grids as files
+
+    g = Grid(**files.read(path))
+    seen = set()
+    try:
+        for s in g.runs():
+            combo = (s.mixer, s.task_args, s.gate, s.conv, s.proj, s.d_conv, s.expand)
+            if combo not in seen:
+                seen.add(combo)
+                registry.validate(s)
+    except (RequirementError, ValueError) as e:
+        raise RequirementError(f"{files.display(Path(path))}: a run of this grid is invalid: {e}") from None
+    return g
 
 
-GRIDS: dict[str, Grid] = {g.name: g for g in (
-    Grid("fig2", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), **_MQAR,
-         note="Figure 2: |V| = 128, N as in the figure (S4D 4, Mamba 2 kappa, Mamba-2 8 ln kappa)"),
-    Grid("fig2-loss", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), protocol="budgeted-loss", **_MQAR,
-         note="Figure 2 under the budgeted-loss protocol (the budget of 4000 steps, the reference's stop at validation "
-              "loss < 1e-6), all 7 seeds: the grid of the 20-GPU-minute measurement"),
-    Grid("fig2-tf32", mixers=("s4d", "mamba", "mamba2"), vocabs=(128,), protocol="budgeted-loss-tf32", **_MQAR,
-         note="Figure 2 as fig2-loss with TF32 matrix products on CUDA (the S4D projections of d up to 896 are most "
-              "of the grid's arithmetic): the 20-GPU-minute measurement, its verdicts compared with fig2-loss's"),
-    Grid("figA2", mixers=("s4d", "mamba", "mamba2"), vocabs=(256, 512), **_MQAR, note="Figure A.2"),
-    Grid("figA3-s4d", mixers=("s4d",), vocabs=(256,), n_rule="a3", n_multipliers=(1, 2, 4, 8), d_multipliers=(1, 2),
-         **_MQAR, note="Figure A.3, S4D: N in {1, 2, 4, 8}"),
-    Grid("figA3-mamba", mixers=("mamba",), vocabs=(512,), n_rule="a3", n_multipliers=(0.5, 1, 2, 4),
-         d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba: N in {0.5, 1, 2, 4} kappa"),
-    Grid("figA3-mamba2", mixers=("mamba2",), vocabs=(512,), n_rule="a3", n_multipliers=(1, 2, 4, 8),
-         d_multipliers=(1, 2), **_MQAR, note="Figure A.3, Mamba-2: N in {1, 2, 4, 8} ln kappa"),
-    _keepnth("keepnth-pe", pe=True, proj=True, note="Tables A.1/A.2 (and Table 1 at T=50, d=32, N=8): KEEP FIFTH, "
-                                                    "+PE, no conv, no gate; mean of 3 seeds"),
-    _keepnth("keepnth-nope", pe=False, proj=True, note="Tables A.3/A.4: as above without PE"),
-    _keepnth("keepnth-pe-bare", pe=True, proj=False, note="Tables A.1/A.2 with the paper's architecture: embedding -> "
-                                                          "SSM -> readout (in/out projections frozen at the identity)"),
-    _keepnth("keepnth-nope-bare", pe=False, proj=False, note="Tables A.3/A.4 with the paper's architecture"),
-    Grid("fig3", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
-         n_rule="fig2", seeds=tuple(range(5)), gate=False, task_args=((("gamma", 0.1), ("p", 0.75)),),
-         note="Figure 3: induction heads, N = 4|V|, d grid around 2|V|, best of 5 seeds"),
-    Grid("figA4", task="induction-heads", mixers=("mamba", "delta-top"), vocabs=(5, 10, 20, 40), seq_lens=(100,),
-         n_rule="vocab", n_multipliers=(1, 2, 4), seeds=tuple(range(5)), gate=False,
-         task_args=((("gamma", 0.1), ("p", 0.75)),), reuses=("fig3",),
-         note="Figure A.4: N in {1, 2, 4} |V| (N = 4|V| is Figure 3's grid)"),
-    Grid("recall-regime0", task="mqar-zoology", mixers=("mamba",), vocabs=(512,), kappas=(16,), seq_lens=(64,),
-         d_models=tuple(range(8, 65, 8)), d_states=(2, 4, 8, 16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
-         expand=2, note="Koren et al. regime_0 (V=512, L=64, N_f=16), full Mamba-1 block (gate on, expand 2, "
-                        "d_conv 2) in our one-layer model (no norm, no residual, untied readout)"),
-    Grid("recall-vocab", task="mqar-zoology", mixers=("mamba",), vocabs=tuple(2 ** k for k in range(7, 15)),
-         kappas=(16,), seq_lens=(64,), d_models=(32, 64), d_states=(16, 32), seeds=(0, 1, 2), gate=True, d_conv=2,
-         expand=2, reuses=("recall-regime0",),
-         note="Koren et al.'s recall vs vocabulary: regime_0's model and task (L=64, N_f=16) at V = 128..16384 "
-              "(zoology needs V > L), D in {32, 64}, N in {16, 32}; its V = 512 cells are recall-regime0's"),
-    calibration_reference(),
-    Grid("smoke", mixers=("mamba",), vocabs=(4,), task="mqar", kappas=(2,), seq_lens=(8,), d_models=(8, 16),
-         d_states=(4,), seeds=(0, 1), lrs=(0.03,), protocol="smoke", note="CPU smoke sweep"),
-)}
+def grids(directory: str | os.PathLike = GRID_DIR) -> dict[str, Grid]:
+    """Every grid file of ``directory`` by name, in name order."""
+    return {p.stem: load_grid(p) for p in sorted(Path(directory).glob("*.toml"))}
 
 
 def grid(name: str) -> Grid:
-    require(name in GRIDS, f"unknown grid {name!r}; known: {', '.join(GRIDS)}")
-    return GRIDS[name]
+    """The grid ``name`` of ``GRID_DIR``, or of the file ``name`` where it ends in .toml."""
+    if name.endswith(".toml"):
+        return load_grid(name)
+    known = sorted(p.stem for p in GRID_DIR.glob("*.toml"))
+    require(name in known, f"unknown grid {name!r}; known: {', '.join(known) or f'none (no grid files in {GRID_DIR})'}")
+    return load_grid(GRID_DIR / f"{name}.toml")
 
 
-def adopt(specs: list[RunSpec], store: ResultStore, sources) -> int:
+def calibration_reference(epochs: int = 8, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> Grid:
+    """The reference arm of the calibration (``verify.train.calibrate``): the grid ``calibration`` (Mamba cells of
+    Fig. 2, 7 seeds, the reference protocol) truncated after ``epochs`` epochs of 6250 steps (its schedule still
+    spans 600 epochs), on the cells of ``kappas`` and ``d_multipliers``. Its store is calibration.jsonl."""
+    g = grid("calibration")
+    return replace(g, kappas=tuple(kappas), d_multipliers=tuple(d_multipliers),
+                   protocol_overrides=(("cap_steps", epochs * 6250),),
+                   note=f"the calibration's reference arm, {epochs} epochs (verify.train.calibrate compares the arms)")
+
+
+def adopt(specs: list[RunSpec], store: ResultStore, sources, device: str | None = None) -> int:
     """Copy into ``store`` the runs of ``specs`` that the stores ``sources`` finished (same run key: the same spec,
-    data, initialization and protocol, so training them again would only replicate them); returns how many. Figure
-    A.4's N = 4|V| column is Figure 3's grid, and the calibration's budgeted arms are Figure 2 cells."""
+    data, initialization and protocol, so training them again would only replicate them), only those trained on
+    ``device``'s type where it is given; returns how many. Figure A.4's N = 4|V| column is Figure 3's grid, and the
+    calibration's budgeted arms are Figure 2 cells."""
     want = {run_key(s) for s in specs}  # append itself skips the keys the store holds
     return store.append([r for src in sources if Path(src).exists() for r in ResultStore(src).records()
-                         if r.get("key") in want])
+                         if r.get("key") in want
+                         and (device is None or device_type(r.get("device", "")) == device_type(device))])
 
 
 def pack_limit(spec: RunSpec, pack_size: int) -> int:
@@ -236,42 +214,17 @@ def pack_id(pack: list[RunSpec]) -> str:
     return hashlib.sha256(",".join(run_key(s) for s in pack).encode()).hexdigest()[:20]
 
 
-def run_local(specs: list[RunSpec], store: ResultStore, device: str = "cpu", impl: str = "packed",
-              pack_size: int = 64, minutes: float | None = None, log=None, train=None, claim: bool = False) -> dict:
-    """Train the runs of ``specs`` missing from ``store``; returns counts. ``train`` replaces ``train_pack``
-    (tests use it to simulate a crash). ``claim``: other processes share the store (``verify.train.claims``): take
-    the packs largest first and train only those this process claims."""
-    from verify.train.claims import claim as take, pack_cost
-    from verify.train.loop import train_pack
+# Per-token cost a mixer has whatever d is, in units of d^2: Mamba-2's SSD kernels took as long for fig2 packs of
+# d = 8-48 as Mamba's largest (d = 156, N = 64: d (d + N) = 34k) on the H100.
+MIXER_OVERHEAD = {"mamba2": 2 ** 15}
 
-    train = train or train_pack
-    deadline = None if minutes is None else time.time() + 60 * minutes
-    packs = plan(specs, store.keys(), 1 if impl == "module" else pack_size)
-    if claim:
-        packs.sort(key=pack_cost, reverse=True)
-    ckdir = f"{store.path}.ckpt"
-    finished = 0
-    for i, pack in enumerate(packs):
-        if deadline is not None and time.time() > deadline:
-            break
-        pid = pack_id(pack)
-        if claim and (not take(store.path, pid) or {run_key(s) for s in pack} <= store.keys()):
-            continue  # held by another process, or finished by one (whose claim went stale when it exited)
-        res = train(pack, device=device, impl=impl, checkpoint=os.path.join(ckdir, pid + ".pt"),
-                    deadline=deadline, log=log)  # a line per validation: a pool's logs show where each pack is
-        if res is None:
-            if log:
-                log(f"deadline: pack {i + 1}/{len(packs)} checkpointed, rerun to resume")
-            break
-        store.append(res)
-        finished += len(res)
-        if log:
-            solved = sum(r["result"]["solved"] for r in res)
-            log(f"pack {i + 1}/{len(packs)}: {len(res)} runs ({pack[0].mixer} d={pack[0].d_model} "
-                f"N={pack[0].d_state} kappa={pack[0].kappa} |V|={pack[0].vocab}), {solved} solved, "
-                f"{res[0]['pack_seconds']:.1f}s")
-    remaining = sum(len(p) for p in plan(specs, store.keys(), pack_size))
-    return {"finished_now": finished, "remaining": remaining, "total": len(specs)}
+
+def pack_cost(pack: list[RunSpec]) -> int:
+    """A proxy of a pack's GPU time, to start the largest packs first (so that none is left to run alone at the
+    end): models x steps x tokens x (d^2 of the projections + d N of the scan + the mixer's fixed overhead)."""
+    s, p = pack[0], pack[0].protocol
+    steps = min(p.max_steps, p.cap_steps or p.max_steps)
+    return len(pack) * steps * s.seq_len * (s.d_model * (s.d_model + s.d_state) + MIXER_OVERHEAD.get(s.mixer, 0))
 
 
 CELL_AXES = ("task", "mixer", "vocab", "kappa", "seq_len", "gate", "conv", "d_conv", "expand", "task_args")

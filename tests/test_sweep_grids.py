@@ -1,0 +1,97 @@
+"""Grids as data files (experiments/grids/*.toml): every file loads, bad files are refused with one line naming the
+file and the key, and the grids' runs are the ones the committed stores hold."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from constructions.errors import RequirementError
+from verify.train.spec import run_key
+from verify.train.store import ResultStore
+from verify.train.sweep import GRID_DIR, grid, grids, load_grid
+from verify_constructions.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = (GRID_DIR / "smoke.toml").read_text()
+
+
+def test_every_grid_file_loads_and_names_its_grid():
+    gs = grids()
+    assert set(gs) == {p.stem for p in GRID_DIR.glob("*.toml")} and len(gs) >= 17
+    for name, g in gs.items():
+        assert g.name == name and g.note and g.runs()
+        for other in g.reuses:
+            assert other in gs
+
+
+@pytest.mark.parametrize("name,complete", [("fig2-loss", 1176), ("fig2-tf32", 1176), ("keepnth-pe-bare", 810),
+                                           ("recall-vocab", 288), ("fig3", 600)])
+def test_grid_files_expand_to_the_runs_the_committed_stores_hold(name, complete):
+    """Grids stored complete (results/train/README.md's status table): the data file's runs are exactly the stored
+    ones, key for key (fig2-tf32: TF32 protocol; keepnth-pe-bare: projections off)."""
+    keys = {run_key(s) for s in grid(name).runs()}
+    stored = ResultStore(ROOT / f"results/train/{name}.jsonl").keys()
+    assert len(keys) == complete and keys <= stored
+
+
+def test_calibration_grid_is_the_reference_arm_of_8_epochs():
+    from verify.train.sweep import calibration_reference
+
+    assert {run_key(s) for s in grid("calibration").runs()} == {run_key(s) for s in calibration_reference(8).runs()}
+    assert {s.protocol.cap_steps for s in calibration_reference(1).runs()} == {6250}
+
+
+def _write(tmp_path, text: str, name: str = "g") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t + 'mixer = "mamba"\n', "unknown key 'mixer'"),
+    (lambda t: t.replace('task = "mqar"\n', ""), "missing key 'task'"),
+    (lambda t: t.replace("vocabs = [4]", 'vocabs = ["4"]'), "key 'vocabs' must be a non-empty list of integers >= 1"),
+    (lambda t: t.replace("vocabs = [4]", "vocabs = [-4]"), "key 'vocabs' must be a non-empty list of integers >= 1"),
+    (lambda t: t.replace("vocabs = [4]", "vocabs = []"), "key 'vocabs' must be a non-empty list"),
+    (lambda t: t.replace("seeds = [0, 1]", "seeds = [0, 0]"), "key 'seeds' has a seed twice"),
+    (lambda t: t.replace("seeds = [0, 1]", "seeds = [true]"), "key 'seeds' must be a non-empty list of integers"),
+    (lambda t: t.replace("lrs = [0.03]", "lrs = [nan]"), "key 'lrs' must be a list of finite numbers > 0"),
+    (lambda t: t.replace("lrs = [0.03]", "lrs = [inf]"), "key 'lrs' must be a list of finite numbers > 0"),
+    (lambda t: t.replace("lrs = [0.03]", "lrs = [0]"), "key 'lrs' must be a list of finite numbers > 0"),
+    (lambda t: t.replace('mixers = ["mamba"]', 'mixers = ["mamba3"]'), "key 'mixers': unknown mixer 'mamba3'"),
+    (lambda t: t.replace('task = "mqar"', 'task = "mqar2"'), "key 'task': unknown task 'mqar2'"),
+    (lambda t: t.replace('protocol = "smoke"', 'protocol = "fast"'), "key 'protocol': unknown protocol 'fast'"),
+    (lambda t: t + "d_multipliers = [1, 2]\n", "keys 'd_models' and 'd_multipliers' exclude each other"),
+    (lambda t: t + 'n_rule = "fig2"\n', "key 'd_states' excludes 'n_rule'"),
+    (lambda t: t + "gate = 1\n", "key 'gate' must be true or false, got 1"),
+    (lambda t: t + "protocol_overrides = {max_step = 10}\n", "unknown or non-scalar protocol field 'max_step'"),
+    (lambda t: t + 'protocol_overrides = {max_steps = "10"}\n', "max_steps must be of the type of 400, got '10'"),
+    (lambda t: t + "protocol_overrides = {max_steps = 0}\n", "sizes and step counts must be >= 1"),
+    (lambda t: t + 'reuses = ["nope"]\n', "key 'reuses': no grid 'nope' beside this file"),
+    (lambda t: t + "vocabs = [5]\n", "not valid TOML"),
+    (lambda t: t.replace("kappas = [2]", "kappas = [0]"), "a run of this grid is invalid: MQAR needs kappa >= 1"),
+])
+def test_a_bad_grid_file_is_one_line_naming_the_file_and_the_key(tmp_path, edit, message):
+    p = _write(tmp_path, edit(SMOKE))
+    with pytest.raises(RequirementError) as e:
+        load_grid(p)
+    text = str(e.value)
+    assert message in text and "\n" not in text and text.startswith(str(p)), text
+
+
+def test_the_smoke_file_itself_is_valid(tmp_path):
+    assert len(load_grid(_write(tmp_path, SMOKE)).runs()) == 4
+
+
+def test_sweep_takes_a_grid_file_and_refuses_a_bad_one_with_exit_2(tmp_path, capsys):
+    good = _write(tmp_path, SMOKE, "mine")
+    assert main(["sweep", "--grid", str(good), "--store", str(tmp_path / "s.jsonl"), "--minutes", "0",
+                 "--quiet"]) == 0
+    assert '"total": 4' in capsys.readouterr().out
+    bad = _write(tmp_path, SMOKE + "colour = 1\n", "bad")
+    assert main(["sweep", "--grid", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.toml: unknown key 'colour'" in err
+    assert main(["sweep", "--grid", "no-such-grid"]) == 2
+    assert "unknown grid 'no-such-grid'; known: calibration, fig2" in capsys.readouterr().err
