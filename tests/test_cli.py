@@ -224,3 +224,21 @@ def test_every_flag_has_help_text():
     missing = [(p.prog, a.option_strings) for p in walk(parser()) for a in p._actions
                if a.option_strings and a.help in (None, "") and a.dest != "help"]
     assert not missing, missing
+
+
+def test_another_engine_is_compared_with_the_float64_reference(capsys, monkeypatch):
+    """check on a third-party engine prints and asserts its largest logit difference from the float64 reference;
+    an engine that disagrees beyond the rounding bound FAILS even when it recalls every query."""
+    pytest.importorskip("transformers")
+    code, out, _ = cli(capsys, "check", "mqar-mamba", "--kappa", "4", "--vocab", "16", "--samples", "8",
+                       "--engine", "transformers", "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 0 and 0 <= body["reference_difference"] <= body["reference_bound"] < 1e-2
+    from verify.engines.hf import TransformersEngine
+
+    hidden = TransformersEngine.hidden
+    monkeypatch.setattr(TransformersEngine, "hidden", lambda self, con, tokens: hidden(self, con, tokens) + 1e-2)
+    code, out, _ = cli(capsys, "check", "mqar-mamba", "--kappa", "4", "--vocab", "16", "--samples", "8",
+                       "--engine", "transformers", "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 1 and any("disagrees with the float64 reference" in r for r in body["reasons"])

@@ -15,7 +15,8 @@ from constructions.layout import MambaConfig, embed
 from verify.checks import check_mqar, query_positions
 from verify.engines import make_engine
 from verify.engines.query_only import at_positions
-from verify.engines.reference import mamba_forward, selective_scan_ref
+from verify.engines.reference import mamba_forward
+from verify.engines.scan import selective_scan_ref
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 pytestmark = pytest.mark.cuda

@@ -9,7 +9,7 @@ import torch
 from constructions import induction_heads
 from verify.engines import make_engine
 from verify.engines.delta_t import selective_scan_delta_t_via_s6
-from verify.engines.reference import selective_scan_delta_t_ref
+from verify.engines.scan import selective_scan_delta_t_ref
 from verify.specs.induction_heads import InductionHeadsParams, build, check
 from verify.tasks.induction_heads import InductionHeadsConfig, generate
 

@@ -19,7 +19,7 @@ from symbolic.blocks import silu
 from verify.checks import check_labelled
 from verify.engines import make_engine
 from verify.engines.delta_t import MambaDeltaT, selective_scan_delta_t_via_s6
-from verify.engines.reference import selective_scan_delta_t_ref, selective_scan_ref
+from verify.engines.scan import selective_scan_delta_t_ref, selective_scan_ref
 from verify.specs.induction_heads import InductionHeadsParams, build, check
 from verify.tasks.induction_heads import InductionHeadsConfig, generate, labels_for
 from verify.tasks.mqar import IGNORE

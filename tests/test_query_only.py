@@ -11,7 +11,8 @@ from constructions import keep_nth, mqar_mamba
 from constructions.layout import embed
 from verify.engines import make_engine
 from verify.engines.query_only import at_positions, folded_xz, in_proj_table, mamba_forward_at
-from verify.engines.reference import mamba_forward, selective_scan_ref
+from verify.engines.reference import mamba_forward
+from verify.engines.scan import selective_scan_ref
 
 CONSTRUCTIONS = {  # the last one has a "+PE" position channel (embed writes t into it)
     "mqar one-hot": lambda: mqar_mamba.build(8, 128, "one-hot", seq_len=60),

@@ -332,7 +332,7 @@ def _engine_module(mixer, cfg):
     """The engines' own module of a registered mixer (pure torch), to load a trained state dict strictly."""
     from verify.engines.delta_t import MambaDeltaT
     from verify.engines.mamba_s4d import MambaS4D
-    from verify.engines.reference import selective_scan_ref
+    from verify.engines.scan import selective_scan_ref
 
     if mixer == "s4d":
         return MambaS4D(**cfg.mamba_kwargs(), dtype=torch.float64)

@@ -13,7 +13,8 @@ from torch.func import functional_call
 from constructions.layout import Mamba2Config
 from verify.engines.delta_t import MambaDeltaT
 from verify.engines.mamba_s4d import mamba_s4d_forward
-from verify.engines.reference import mamba_forward, selective_scan_delta_t_ref, selective_scan_ref
+from verify.engines.reference import mamba_forward
+from verify.engines.scan import selective_scan_delta_t_ref, selective_scan_ref
 from verify.engines.reference_mamba2 import mamba2_forward
 from verify.train import registry
 from verify.train.loop import build_model, initial_state, train_pack

@@ -61,6 +61,10 @@ class CheckResult:
     outside: str | None = None  # why the parameters are outside the proof (measured only)
     rule: str = ""  # the pass rule, in words
     weights_dtype: str = ""  # the coarsest dtype the weights were rounded to (stored file or engine)
+    # engines other than the float64 reference: the largest |logit difference| from it on random tokens, and the
+    # rounding model's bound on one logit (``compare_with_reference``); a difference above the bound FAILS
+    reference_difference: float | None = None
+    reference_bound: float | None = None
 
     @property
     def recall(self) -> float:
@@ -91,6 +95,9 @@ class CheckResult:
                            f"{self.allowance:.3g}: the proof claims more than the weights do")
         if self.outside:
             out.append(f"outside the proof: {self.outside}")
+        if self.reference_difference is not None and not self.reference_difference <= self.reference_bound:
+            out.append(f"engine {self.engine} disagrees with the float64 reference engine: max |logit difference| "
+                       f"{self.reference_difference:.3g} > rounding bound {self.reference_bound:.3g}")
         bound = self.error_bound if self.claim == "error" else self.proven_margin
         if self.claim in ("margin", "error") and bound is not None and not self.allowance < abs(bound):
             out.append(f"undecidable in {self.dtype} with {self.weights_dtype or self.dtype} weights: the rounding "
@@ -140,9 +147,33 @@ def proof_fields(con: Construction, engine, seq_len: int, logit_bound: float) ->
     if proof.claim == "error":
         allowance = 0.0  # the check computes it from its outputs' scale (error_allowance)
     else:
-        allowance = rounding.margin_allowance(k, engine.dtype_name, weights, logit_bound)
+        allowance = rounding.margin_allowance(k, rounding_dtype(engine), weights, logit_bound)
     return {"claim": proof.claim, "obligations": obligations, "proven_margin": proof.margin, "allowance": allowance,
             "outside": proof.outside, "error_bound": proof.error_bound, "weights_dtype": weights}
+
+
+def rounding_dtype(engine) -> str:
+    """The dtype whose unit roundoff bounds the engine's arithmetic (coarser than its tensors for some engines)."""
+    return getattr(engine, "rounding_dtype", engine.dtype_name)
+
+
+def compare_with_reference(con: Construction, engine, seq_len: int, sequences: int = 4, seed: int = 0) -> dict:
+    """The largest |logit difference| between ``engine`` and the float64 reference engine at every position of
+    ``sequences`` random token sequences of length ``seq_len``, and the rounding model's bound on one logit there:
+    ``relative_error(chain_length, rounding dtype, weights dtype) * logit_bound`` of the reference's hidden state
+    (``verify.rounding``; the margin allowance is twice it)."""
+    from verify.engines import make_engine
+    from verify.engines.compare import max_logit_difference
+
+    reference = make_engine("reference", "float64")
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, con.embedding.shape[0], (sequences, seq_len), generator=g)
+    labels = torch.zeros_like(tokens)  # every position scored
+    diff = max_logit_difference(con, engine, reference, tokens, labels)
+    scale = float(logit_bound(con, reference.hidden(con, tokens)))
+    k = con.config.chain_length(seq_len)
+    bound = rounding.relative_error(k, rounding_dtype(engine), weights_dtype(con, engine)) * scale
+    return {"reference_difference": diff, "reference_bound": bound}
 
 
 def weights_dtype(con: Construction, engine) -> str:

@@ -292,6 +292,10 @@ def _report(results, args, out: Console, single: bool, title: str) -> int:
     out.print(table(results, title))
     for line in _reasons(results):
         out.print(line, markup=False, highlight=False)
+    for r in results:
+        if getattr(r, "reference_difference", None) is not None:
+            out.print(f"{_label(r)} on {r.engine}: max |logit difference| from the float64 reference engine "
+                      f"{r.reference_difference:.3g} (rounding bound {r.reference_bound:.3g})", highlight=False)
     n_pass = sum(getattr(r, "verdict", "") == "PASS" for r in results)
     summary = f"{n_pass}/{len(results)} checks passed"
     out.print(f"[green]{summary}[/green]" if code == 0 else f"[red]{summary}: exit {code}[/red]")
@@ -338,10 +342,11 @@ def cmd_list(args, out: Console) -> int:
 
 
 def _check_one(spec, params, constants, engine, progress: Progress, label: str):
+    """(construction, its CheckResult)."""
     con = _build(spec, params, constants, what=label)
     progress.begin(label)
     with checks.progress(progress.update):
-        return spec.check(con, params, engine)
+        return con, spec.check(con, params, engine)
 
 
 def cmd_check(args, out: Console) -> int:
@@ -349,11 +354,14 @@ def cmd_check(args, out: Console) -> int:
     progress = Progress(args.quiet)
     engine = _engine(args)
     if args.from_export:
-        result = exports.check_export(spec, args, engine, progress)
+        con, result = exports.check_export(spec, args, engine, progress)
     else:
         params = _params(spec, args)
         constants = _constants(spec, getattr(args, "constant", []))
-        result = _check_one(spec, params, constants, engine, progress, spec.name)
+        con, result = _check_one(spec, params, constants, engine, progress, spec.name)
+    if engine.name != "reference" and result.claim != "error":  # another engine against the float64 reference
+        length = min(256, int(result.config.get("seq_len", 64) or 64))
+        vars(result).update(checks.compare_with_reference(con, engine, length))
     return _report([result], args, out, single=True, title=_title(engine))
 
 
@@ -370,7 +378,7 @@ def cmd_all(args, out: Console) -> int:
     for i, (spec, params) in enumerate(todo, 1):
         label = f"[{i}/{len(todo)}] {spec.name}"
         try:
-            r = _check_one(spec, params, None, engine, progress, label)
+            _, r = _check_one(spec, params, None, engine, progress, label)
             progress.line(f"{label} {_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)")
         except RequirementError as e:
             r = Refusal(spec.name, f"refused: {e}", "REFUSED")

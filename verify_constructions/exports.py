@@ -97,7 +97,8 @@ def _first_difference(stored: dict, rebuilt: dict, dtype: torch.dtype) -> str | 
 
 
 def check_export(spec, args, engine, progress):
-    """Check the weights stored in ``args.from_export`` against the proof of the construction they record."""
+    """Check the weights stored in ``args.from_export`` against the proof of the construction they record:
+    (the stored construction, its CheckResult)."""
     from verify import checks
     from verify_constructions.cli import _build, _constants, _params
 
@@ -130,5 +131,5 @@ def check_export(spec, args, engine, progress):
     stored.info = {**stored.info, "from_export": str(folder)}
     progress.begin(f"{spec.name} from {folder}")
     with checks.progress(progress.update):
-        return spec.check(stored, params, engine)
+        return stored, spec.check(stored, params, engine)
 

@@ -1,6 +1,7 @@
-"""Engines: ``reference`` (pure PyTorch, mirrors mamba_ssm) and ``mamba_ssm`` (its CUDA modules).
+"""Engines: ``reference`` (pure PyTorch, mirrors mamba_ssm), ``mamba_ssm`` (its CUDA modules) and ``transformers``
+(Hugging Face transformers' Mamba / Mamba-2 mixers on the CPU, ``verify.engines.hf``).
 
-Both take a ``constructions.layout.Construction`` and token ids and return the mixer output (batch, L, d_model);
+All take a ``constructions.layout.Construction`` and token ids and return the mixer output (batch, L, d_model);
 the readout is applied by the checks, only at the positions they score.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from constructions.errors import RequirementError
 from verify.engines.reference import ReferenceEngine
 
 DTYPES = ("float64", "float32", "tfloat32", "bfloat16", "float16")  # tfloat32: float32 tensors, TF32 matmuls (GPU)
-ENGINES = ("reference", "mamba_ssm")
+ENGINES = ("reference", "mamba_ssm", "transformers")
 
 
 def make_engine(name: str, dtype: str = "float64", device: str | None = None):
@@ -25,4 +26,8 @@ def make_engine(name: str, dtype: str = "float64", device: str | None = None):
         from verify.engines.cuda import MambaSSMEngine
 
         return MambaSSMEngine(dtype)
+    if name == "transformers":
+        from verify.engines.hf import TransformersEngine
+
+        return TransformersEngine(dtype, device)
     raise RequirementError(f"engine must be one of {ENGINES}, got {name!r}")

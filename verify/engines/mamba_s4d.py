@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from verify.engines.scan import selective_scan_ref
+
 FLOAT32_PARAMS = frozenset({"dt_bias", "A_log", "B", "C", "D"})  # kept float32 whatever the module dtype
 
 
@@ -52,9 +54,7 @@ class MambaS4D(nn.Module):
         self.C = nn.Parameter(torch.zeros(di, d_state, **f32))
         self.D = nn.Parameter(torch.zeros(di, **f32))
         self.out_proj = nn.Linear(di, d_model, bias=bias, **kw)
-        if scan is None:
-            from verify.engines.reference import selective_scan_ref as scan
-        self.scan = scan
+        self.scan = selective_scan_ref if scan is None else scan
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return mamba_s4d_forward(dict(self.named_parameters()), hidden, self.config, self.scan)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from verify.engines.scan import tracks_grad
+
 RMSNORM_EPS = 1e-5  # Mamba2 builds RMSNormGated(d_ssm, eps=1e-5, ...)
 
 
@@ -40,7 +42,7 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
         dt = F.softplus(dt)
     dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
     state = x.new_zeros(batch, nheads, headdim, B.shape[-1])
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C))
+    grad = tracks_grad(x, dt, A, B, C)
     write, ys = torch.empty_like(state), []
     for t in range(L):  # memory stays (batch, nheads, headdim, d_state) whatever L is; in place unless training
         decay = torch.exp(dt[:, t] * A)[:, :, None, None]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
-from verify.engines.reference import selective_scan_ref
+from verify.engines.scan import selective_scan_ref
 from verify.engines.reference_mamba2 import _work_dtype  # float64 kept, float32 otherwise (A, B, C too)
 from verify.train import GATE_OFF_Z
 

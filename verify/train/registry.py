@@ -29,7 +29,7 @@ import torch
 from constructions.errors import RequirementError, require
 from constructions.layout import MambaConfig
 from constructions.layout import Mamba2Config, MambaDeltaTConfig, MambaS4DConfig
-from verify.engines.reference import selective_scan_ref
+from verify.engines.scan import selective_scan_ref
 from verify.tasks import induction_heads, keep_nth, mqar
 from verify.train.models import (conv_off, cuda_scan, cuda_ssd_scan, gate_off_rows, init_delta_t, init_mamba,
                                  init_mamba2, init_s4d, packed_delta_t_forward, packed_mamba2_forward,
