@@ -50,6 +50,12 @@ independent of the retrieved vector y (|y|^2 ~ D sigma^2), i.e. |y| times a sphe
 exactly the law. The per-query counts come from the generator's own sequences
 (``collision_profile``), so fillers on/off, AR/MQAR and L change it correctly.
 
+**Several layers.** Lambda hashes averaged in one layer overlap through the shared embedding:
+N_eff = Lambda N D / (D + (Lambda - 1) N) (``averaged_hash_moments``). Disjoint row blocks of one orthogonal matrix
+give N_eff = Lambda N exactly (``stacked_hash_moments``): the designed residual stack. The paper's layer stacked as
+it is feeds each layer the earlier retrievals, whose off-fact power is n_w / (Lambda^2 N), and its tied readout sees
+the residual e_q with the fact's own weight (``naive_stack_moments``).
+
 **Bounds.** ``gaussian_union_bound``: P(fail) <= min_theta V exp(-theta^2/(2 sigma^2)) + exp(-(1-theta)^2/(2
 sigma_s^2)) (the notes' union bound with Gaussian tails; rigorous only if the logits were Gaussian).
 ``rigorous_failure_bound`` (ours, rigorous for the designed circuit's random codes): a union bound over three events
@@ -170,6 +176,37 @@ def averaged_hash_moments():
     different = h["value_second"]  # E c_l c_m = E <e_w, e_q>^2 = 1/D
     cross = sp.simplify((Lam * same + Lam * (Lam - 1) * different) / Lam**2)
     return {"self_mean": h["self_mean"], "cross_second": cross, "N_eff": sp.simplify(1 / cross)}
+
+
+@lru_cache(maxsize=None)
+def stacked_hash_moments():
+    """The designed residual stack (``constructions.hash_recall.build_residual_stack``): layer l hashes with
+    F_l = sqrt(D/N) Q_l, the Q_l disjoint row blocks of one Haar orthogonal matrix, and writes 1/Lambda of its
+    retrieval, so the summed match is c = (1/Lambda) sum_l (D/N) sum_{i in block l} w_i w'_i
+    = (D/(Lambda N)) sum_{i <= Lambda N} w_i w'_i: the one-layer hash of Lambda N rows. Its moments, from the sphere:
+    self-match mean 1, collision E c^2 = 1/(Lambda N), so N_eff = 1 / E c^2 = Lambda N exactly (Lambda N <= D), and
+    the self-match variance is the one-layer one at N -> Lambda N (0 when Lambda N = D)."""
+    m = sphere_moments()
+    k, scale = Lam * N, D / (Lam * N)  # coordinates summed, and the 1/Lambda-weighted scale
+    self_mean = sp.simplify(scale * k * m["e2"])
+    self_second = sp.simplify(scale**2 * (k * m["e4"] + k * (k - 1) * m["e22"]))
+    cross = sp.simplify(scale**2 * k * m["e2"] ** 2)
+    return {"self_mean": self_mean, "self_var": sp.factor(sp.simplify(self_second - self_mean**2)),
+            "cross_second": cross, "N_eff": sp.simplify(1 / cross)}
+
+
+@lru_cache(maxsize=None)
+def naive_stack_moments():
+    """The paper's layer stacked as it is (``build_analysis(n_layers=Lambda)``: tied readout, independent F_l, each
+    layer writing g = 1/Lambda of its retrieval through the residual h <- h + y_l). Layer 1's output at a position
+    with n_w leaking writes is y_1 = g c(q,q) e_{v*} + g sum_{leaking} c(w, q) e_u: its off-fact part has power
+    g^2 n_w E c^2 = n_w / (Lambda^2 N) (uncorrelated terms, |e_u| = 1), added to the embedding (power 1) that layer 2
+    hashes and carries as its value ("pollution"). To first order (pollution ignored) the fact's logit at the readout
+    has mean Lambda g E c(q,q) = 1, and the residual e_q gives the query token the logit <e_q, e_q> = 1: a tie."""
+    h = hash_moments()
+    g = 1 / Lam
+    return {"pollution_power": sp.simplify(g**2 * n_w * h["cross_second"]),
+            "fact_logit_mean": sp.simplify(Lam * g * h["self_mean"]), "query_token_logit": sp.Integer(1)}
 
 
 def decayed_leak():
@@ -610,6 +647,15 @@ def obligations():
         Obligation("Lambda averaged hashes: N_eff = Lambda N D / (D + (Lambda - 1) N)",
                    "E c^2 = 1/(Lambda N) + (1 - 1/Lambda)/D",
                    zero(averaged_hash_moments()["N_eff"] - Lam * N * D / (D + (Lam - 1) * N))),
+        Obligation("residual stack of orthogonal hash blocks: N_eff = Lambda N", "E c^2 = 1/(Lambda N)",
+                   zero(stacked_hash_moments()["N_eff"] - Lam * N)),
+        Obligation("residual stack: self-match mean 1, variance at N -> Lambda N", "E c(q,q) = 1, Var = 2(D - "
+                   "Lambda N)/(Lambda N (D + 2))", zero(stacked_hash_moments()["self_mean"] - 1)
+                   and zero(stacked_hash_moments()["self_var"] - h["self_var"].subs(N, Lam * N))),
+        Obligation("naive stack: the residual e_q ties the fact's logit", "Lambda (1/Lambda) E c(q,q) = <e_q, e_q> = 1",
+                   zero(naive_stack_moments()["fact_logit_mean"] - naive_stack_moments()["query_token_logit"])),
+        Obligation("naive stack: pollution power n_w / (Lambda^2 N)", "g^2 n_w E c^2, g = 1/Lambda",
+                   zero(naive_stack_moments()["pollution_power"] - n_w / (Lam**2 * N))),
         Obligation("decay: n_w(rho) -> t - 1 as rho -> 1 (the undecayed count)", "lim_{rho->1} n_w(rho) = t - 1",
                    zero(decayed_leak()[1] - (sp.Symbol("t", positive=True, integer=True) - 1))),
         Obligation("folded value: E <fold u, fold x>^2 = 1/P", "P (k/D)^2 with D = k P",

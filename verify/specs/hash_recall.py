@@ -57,8 +57,8 @@ class HashRecallParams:
     block: str = field(default="analysis", metadata=_help("analysis (simplified linear Mamba) or mamba (mamba_ssm)"))
     layers: int = field(default=1, metadata=_help("layers Lambda (analysis block)"))
     composition: str = field(default="parallel", metadata=_help(
-        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the paper's residual "
-        "stack of designed layers; checked against N_eff = Lambda N, which it does not reach)"))
+        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the designed "
+        "residual stack: Lambda layers with orthogonal hashes, model width 2D; checked against N_eff = Lambda N)"))
     a_log: float = field(default=-100.0, metadata=_help("A_log of the mamba block (decay exp(-exp(A_log)) per step)"))
     samples: int = field(default=256, metadata=_help("number of sequences checked"))
     seed: int = field(default=0, metadata=_help("seed of the codes; the task uses seed + 1"))
@@ -92,6 +92,8 @@ def _build(p: HashRecallParams) -> Construction:
     if p.block == "analysis":
         if p.layers > 1 and p.composition == "parallel":
             return hash_recall.build_parallel(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
+        if p.layers > 1:
+            return hash_recall.build_residual_stack(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
         return hash_recall.build_analysis(p.vocab, p.d_model, p.d_state, p.seed, n_layers=p.layers)
     require(p.layers == 1, f"hash-recall in the mamba block is one layer, got layers={p.layers}")
     return hash_recall.build_mamba_block(p.vocab, p.d_model, p.d_state, p.seed, a_log=p.a_log)
@@ -179,8 +181,9 @@ def _threshold(predicted: float, queries: int, chance: float) -> tuple[str, floa
 
 def memory(p: HashRecallParams) -> int:
     expand = 4 if p.block == "mamba" else 2
-    return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=p.d_model,
-                                  d_inner=expand * p.d_model, d_state=p.d_state, seq_len=p.length,
+    width = 2 * p.d_model if p.layers > 1 and p.composition == "residual" else p.d_model  # the stack's 2D
+    return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=width,
+                                  d_inner=expand * width, d_state=p.d_state, seq_len=p.length,
                                   batch=min(256, p.samples), n_codes=p.vocab)
 
 
