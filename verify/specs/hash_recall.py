@@ -29,7 +29,7 @@ from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs
 from verify.api import Spec
 from verify.checks import CheckResult, proof_fields, report_progress, score_batch
-from verify.memory import check_bytes
+from verify.memory import TASK_BYTES, check_bytes
 from verify.tasks.mqar import MQARConfig, generate
 
 EXACT_DELTA = 1e-3
@@ -184,7 +184,8 @@ def memory(p: HashRecallParams) -> int:
     width = 2 * p.d_model if p.layers > 1 and p.composition == "residual" else p.d_model  # the stack's 2D
     return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=width,
                                   d_inner=expand * width, d_state=p.d_state, seq_len=p.length,
-                                  batch=min(256, p.samples), n_codes=p.vocab)
+                                  batch=min(256, p.samples), n_codes=p.vocab) + \
+        TASK_BYTES * p.samples * p.length * 2  # tokens and labels, and the collision profile over them
 
 
 DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),
