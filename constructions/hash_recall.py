@@ -4,7 +4,7 @@ Claim (the paper's Theorem 2 as the reviews describe it, and its law): with a JL
 columns), a key/query hash F with F F^T = (D/N) I_N and the value read back through the tied embedding, one layer
 solves MQAR with high probability at D, N = O(log V) scale, with per-query accuracy ~ Phi(1/sigma - m_V)
 (``symbolic.recall_scaling``). The claim is probabilistic: checks compare the measured accuracy with the law, and ask
-for exact recall only where ``symbolic.recall_scaling``'s rigorous bound or certificate says it must hold.
+for exact recall only where the rigorous bound or the certificate (``verify.recall_law``) says it must hold.
 
 **Analysis model** (``build_analysis``; ``LinearMambaConfig``, expand 2, d_conv 2; the paper's §2.5 table):
 

@@ -22,6 +22,7 @@ import torch
 from constructions import hash_recall
 from symbolic import recall_scaling as rs
 from verify import cli_support as cli
+from verify import recall_law as rl
 from verify.checks import score_queries
 from verify.engines import make_engine
 from verify.engines.linear import layer_forward, layer_params
@@ -53,7 +54,7 @@ def pollution(con, tokens: torch.Tensor, labels: torch.Tensor, lam: int) -> floa
 def table(n_values, lams, draws: int, seqs: int, seed: int, on_row=None) -> dict:
     regime = REGIMES["regime_0"]
     tokens, labels = generate(regime.task_config(seqs), seed)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rl.collision_profile(tokens, labels)
     tok, lab = torch.from_numpy(tokens), torch.from_numpy(labels)
     eng = make_engine("reference", "float64")
     V, nf, D = regime.vocab, regime.facts, D_MODEL
@@ -64,9 +65,9 @@ def table(n_values, lams, draws: int, seqs: int, seed: int, on_row=None) -> dict
             if lam * n > D:
                 continue
             n_par = lam * n * D / (D + (lam - 1) * n)
-            row = {"D": D, "N": n, "Lambda": lam, "law": float(rs.law_num(D, n, V, nf, 3.0, lam)),
-                   "corrected": rs.corrected_law_num(D, n, V, profile, lam),
-                   "corrected_independent_hashes": rs.corrected_law_num(D, n_par, V, profile)}
+            row = {"D": D, "N": n, "Lambda": lam, "law": float(rl.law_num(D, n, V, nf, 3.0, lam)),
+                   "corrected": rl.corrected_law_num(D, n, V, profile, lam),
+                   "corrected_independent_hashes": rl.corrected_law_num(D, n_par, V, profile)}
             designed, naive, power = [], {k: [] for k in REPAIRS}, []
             for k in range(draws):
                 s_ = cell_seed(seed, D, n, 100 * lam + k)

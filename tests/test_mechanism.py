@@ -17,6 +17,7 @@ from experiments import mechanism
 from symbolic import recall_scaling as rs
 from verify import cli_support as cli
 from verify import hash_operators as ho
+from verify import recall_law as rl
 from verify.recall_grid import REGIMES
 from verify.tasks.mqar import MQARConfig, generate
 
@@ -122,7 +123,7 @@ def test_effective_a_of_the_designed_circuit_is_3_minus_2_over_n_f():
     """At N = D (self-match exactly 1) the a measured on the logits is E[n_w]/N_f = 3 - 2/N_f (the generator's count,
     symbolic.recall_scaling.a_coefficient), up to the few exact collisions the profile counts."""
     tokens, labels = generate(R.task_config(32), 1)
-    prof = rs.collision_profile(tokens, labels)
+    prof = rl.collision_profile(tokens, labels)
     D = N = 64
     a = []
     for s in range(3):
@@ -208,10 +209,10 @@ def test_state_with_decay_gives_the_blocks_output():
 
 def test_a_from_recall_inverts_the_law_and_fit_a_recovers_it():
     for d, n, a in ((64, 32, 3.0), (32, 8, 1.25), (48, 16, 0.625)):
-        p = float(rs.law_num(d, n, 512, 16, a))
+        p = float(rl.law_num(d, n, 512, 16, a))
         assert abs(ho.a_from_recall(p, d, n, 512, 16) - a) < 1e-6
     assert np.isnan(ho.a_from_recall(1.0, 64, 32, 512, 16)) and np.isnan(ho.a_from_recall(0.0, 64, 32, 512, 16))
-    cells = [(float(rs.law_num(d, n, 1024, 16, 1.25)), d, n, 1024, 16) for d, n in ((16, 8), (32, 16), (64, 8))]
+    cells = [(float(rl.law_num(d, n, 1024, 16, 1.25)), d, n, 1024, 16) for d, n in ((16, 8), (32, 16), (64, 8))]
     assert abs(ho.fit_a(cells) - 1.25) < 1e-4
 
 

@@ -349,7 +349,7 @@ def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocab
     read per (D, N), and the law's largest V at 99% is the one largest_vocab_num solves."""
     from statistics import NormalDist
 
-    from symbolic.recall_scaling import largest_vocab_num, m_v_num
+    from verify.recall_law import largest_vocab_num, m_v_num
 
     c, vocabs = 5.2, [2 ** k for k in range(7, 15)]
     acc = {v: NormalDist().cdf(c - float(m_v_num(v))) for v in vocabs}

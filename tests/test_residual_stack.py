@@ -8,6 +8,7 @@ import torch
 
 from constructions import hash_recall
 from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.checks import score_queries
 from verify.engines import make_engine
 from verify.engines.linear import layer_forward, layer_params
@@ -24,7 +25,7 @@ R = REGIMES["regime_0"]  # V=512, N_f=16, L=64
 @pytest.fixture(scope="module")
 def seqs():
     tokens, labels = generate(R.task_config(48), 21)
-    return torch.from_numpy(tokens), torch.from_numpy(labels), rs.collision_profile(tokens, labels)
+    return torch.from_numpy(tokens), torch.from_numpy(labels), rl.collision_profile(tokens, labels)
 
 
 def _recall(con, hidden, labels):
@@ -64,7 +65,7 @@ def test_designed_stack_recall_grows_with_lambda_as_the_law_says(seqs):
     for lam in (1, 2, 3, 4):
         acc = np.mean([_recall(c, eng.hidden(c, tokens), labels) for c in
                        (hash_recall.build_residual_stack(R.vocab, D, N, lam, seed=s) for s in range(2))])
-        corrected = rs.corrected_law_num(D, N, R.vocab, prof, lam)
+        corrected = rl.corrected_law_num(D, N, R.vocab, prof, lam)
         assert abs(acc - corrected) < LAW_MODEL_ERROR, (lam, acc, corrected)
         measured.append(acc)
         errors.append(abs(acc - corrected))
@@ -119,7 +120,7 @@ def test_naive_stack_loses_recall_through_the_tie_and_the_pollution(seqs):
     r = {k: float(np.mean(v)) for k, v in res.items()}
     n_ind = float(rs.averaged_hash_moments()["N_eff"].subs({rs.D: D, rs.N: N, rs.Lam: lam}))
     assert r["built"] < 0.25
-    assert abs(r["all"] - rs.corrected_law_num(D, n_ind, R.vocab, prof)) < 0.07
+    assert abs(r["all"] - rl.corrected_law_num(D, n_ind, R.vocab, prof)) < 0.07
     assert 0.35 * r["all"] < r["clean"] < 0.65 * r["all"]  # the tie with e_q
     assert r["no_eq"] < r["built"] + 0.1 < r["all"] - 0.3  # e_q alone is not the loss
     predicted = float((rs.naive_stack_moments()["pollution_power"].subs({rs.n_w: prof.n_w.mean(), rs.N: N, rs.Lam: lam})

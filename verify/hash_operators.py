@@ -51,7 +51,7 @@ import torch.nn.functional as Fn
 
 from constructions.errors import require
 from constructions.layout import Construction
-from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.engines.linear import _conv, _lin, layer_forward, layer_params
 
 IGNORE = -100
@@ -364,7 +364,7 @@ def a_from_recall(recall: float, d: float, n_eff: float, vocab: int, facts: int)
 
     if not 0 < recall < 1:
         return float("nan")
-    inv_sigma = NormalDist().inv_cdf(recall) + float(rs.m_v_num(vocab))
+    inv_sigma = NormalDist().inv_cdf(recall) + float(rl.m_v_num(vocab))
     if inv_sigma <= 0:
         return float("nan")
     a = (1 / inv_sigma**2 - 1 / d) * n_eff * d / facts
@@ -379,7 +379,7 @@ def fit_a(cells) -> float:
     require(len(cells) >= 1, "fit_a needs at least one cell")
 
     def loss(a):
-        return sum((r - float(rs.law_num(d, n, v, nf, a))) ** 2 for r, d, n, v, nf in cells)
+        return sum((r - float(rl.law_num(d, n, v, nf, a))) ** 2 for r, d, n, v, nf in cells)
 
     return float(minimize_scalar(loss, bounds=(1e-6, 1e3), method="bounded", options={"xatol": 1e-6}).x)
 
