@@ -19,11 +19,10 @@ import math
 import sys
 import time
 import traceback
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
-import sympy as sp
 from rich.console import Console
 from rich.table import Table
 
@@ -31,9 +30,8 @@ from constructions.errors import RequirementError, require
 from verify import checks
 from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, real, run_main, strict
 from verify.engines import DTYPES, ENGINES, make_engine
-from verify.memory import require_memory
 from verify.registry import BROKEN, SPECS
-from verify_constructions import exports, scaling_law
+from verify_constructions import building, exports, scaling_law
 from verify.train import cli as train_cli
 
 RUN_OPTIONS = ("engine", "dtype", "json", "quiet")
@@ -142,30 +140,6 @@ def _merge_run_options(args) -> None:
             setattr(args, k, typed.get(k, False if k in ("json", "quiet") else None))
 
 
-def _params(spec, args, base=None):
-    names = {f.name for f in fields(spec.params)}
-    typed = {k: v for k, v in vars(args).items() if k in names}
-    return replace(base, **typed) if base is not None else spec.params(**typed)
-
-
-def _constants(spec, items: list[str]):
-    """The spec's proof constants with ``--constant NAME=VALUE`` overrides (exact rationals)."""
-    if not items:
-        return spec.constants
-    known = {f.name for f in fields(spec.constants)}
-    overrides = {}
-    for item in items:
-        require("=" in item, f"--constant {item}: expected NAME=VALUE")
-        name, value = (s.strip() for s in item.split("=", 1))
-        require(name in known, f"--constant {item}: unknown constant {name!r}; known: {', '.join(sorted(known))}")
-        try:
-            overrides[name] = sp.Rational(value)
-        except (TypeError, ValueError, SyntaxError):
-            raise RequirementError(f"--constant {item}: VALUE must be an exact number (integer, decimal or a/b), "
-                                   f"got {value!r}")
-    return replace(spec.constants, **overrides)
-
-
 def _spec(name: str | None):
     require(name is not None, f"name a construction; known: {', '.join(SPECS)}")
     require(name not in BROKEN, f"construction {name!r} is registered but cannot be loaded: {BROKEN.get(name)}")
@@ -177,26 +151,6 @@ def _engine(args):
     engine = args.engine or "reference"
     dtype = args.dtype or ("float64" if engine == "reference" else "float32")
     return make_engine(engine, dtype)
-
-
-def _build(spec, params, constants=None, what: str = ""):
-    """Estimate the memory first, then build (with the spec's constants, or overridden ones)."""
-    if spec.memory is not None:
-        try:
-            estimate = spec.memory(params)
-        except (ArithmeticError, ValueError):  # invalid sizes: the builder's own checks name the requirement
-            estimate = None
-        if estimate is not None:
-            require_memory(estimate, what or spec.name)
-    if constants is None or constants is spec.constants:
-        return spec.build(params)
-    try:
-        return spec.build(params, constants=constants)
-    except (TypeError, ValueError, ArithmeticError) as e:
-        if isinstance(e, RequirementError):
-            raise
-        raise RequirementError(f"--constant: {spec.name} cannot be built with these constants "
-                               f"({type(e).__name__}: {e})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,7 +297,7 @@ def cmd_list(args, out: Console) -> int:
 
 def _check_one(spec, params, constants, engine, progress: Progress, label: str):
     """(construction, its CheckResult)."""
-    con = _build(spec, params, constants, what=label)
+    con = building.build(spec, params, constants, what=label)
     progress.begin(label)
     with checks.progress(progress.update):
         return con, spec.check(con, params, engine)
@@ -356,8 +310,8 @@ def cmd_check(args, out: Console) -> int:
     if args.from_export:
         con, result = exports.check_export(spec, args, engine, progress)
     else:
-        params = _params(spec, args)
-        constants = _constants(spec, getattr(args, "constant", []))
+        params = building.params_of(spec, args)
+        constants = building.constants_of(spec, getattr(args, "constant", []))
         con, result = _check_one(spec, params, constants, engine, progress, spec.name)
     if engine.name != "reference" and result.claim != "error":  # another engine against the float64 reference
         length = min(256, int(result.config.get("seq_len", 64) or 64))
@@ -394,9 +348,9 @@ def cmd_all(args, out: Console) -> int:
 
 def cmd_export(args, out: Console) -> int:
     spec = _spec(args.construction)
-    params = _params(spec, args)
-    constants = _constants(spec, getattr(args, "constant", []))
-    return exports.cmd_export(spec, params, constants, args, out, lambda: _build(spec, params, constants))
+    params = building.params_of(spec, args)
+    constants = building.constants_of(spec, getattr(args, "constant", []))
+    return exports.cmd_export(spec, params, constants, args, out, lambda: building.build(spec, params, constants))
 
 
 def cmd_figures(args, out: Console) -> int:
