@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -82,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     _run_args(top, top=True)
     top.add_argument("--debug", action="store_true", help="print the traceback of an internal error (anywhere)")
+    top.add_argument("--jobs", type=int, default=None, help="bare run: checks run in this many processes (default: "
+                                                           "min(cores, 4) on the reference engine, 1 on a GPU engine)")
     sub = top.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     lst = sub.add_parser("list", help="constructions, theorems, size formulas, engines and concrete sizes")
     lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
@@ -323,27 +326,68 @@ def _title(engine) -> str:
     return f"Construction checks (engine {engine.name}, {engine.dtype_name})"
 
 
+def _default_check(name: str, index: int, engine_name: str | None, dtype: str | None, debug: bool):
+    """Default check ``index`` of construction ``name`` (in a worker process of the bare run): its CheckResult, or a
+    Refusal for bad input or an internal error; never raises, so one construction cannot stop the others."""
+    spec = SPECS[name]
+    try:
+        engine = make_engine(engine_name or "reference", dtype or ("float64" if engine_name in (None, "reference")
+                                                                  else "float32"))
+        return _check_one(spec, spec.defaults[index], None, engine, Progress(True), name)[1]
+    except RequirementError as e:
+        return Refusal(name, f"refused: {e}", "REFUSED")
+    except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
+        detail = traceback.format_exc() if debug else ""
+        return Refusal(name, f"internal error: {type(e).__name__}: {e}" + (f"\n{detail}" if detail else ""), "ERROR")
+
+
+def _worker_init(threads: int) -> None:
+    """A bare run's worker: the main process handles Ctrl-C (and stops the workers); torch gets its share of cores."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def _jobs(args) -> int:
+    if args.jobs is not None:
+        require(args.jobs >= 1, f"--jobs {args.jobs}: must be >= 1")
+        return args.jobs
+    cores = os.cpu_count() or 1
+    return 1 if (args.engine or "reference") != "reference" else max(1, min(cores, 4))  # a GPU engine: one process
+
+
 def cmd_all(args, out: Console) -> int:
-    """Every default check; each is reported on stderr as it finishes and a refusal does not stop the others."""
-    engine = _engine(args)
+    """Every default check, ``--jobs`` at a time in worker processes; each is reported on stderr as it finishes, and a
+    refusal or an error does not stop the others (the exit code says the worst)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    _engine(args)  # bad --engine / --dtype: refused before any work
     progress = Progress(args.quiet)
-    todo = [(s, p) for s in SPECS.values() for p in s.defaults]
-    results = []
-    for i, (spec, params) in enumerate(todo, 1):
-        label = f"[{i}/{len(todo)}] {spec.name}"
-        try:
-            _, r = _check_one(spec, params, None, engine, progress, label)
-            progress.line(f"{label} {_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)")
-        except RequirementError as e:
-            r = Refusal(spec.name, f"refused: {e}", "REFUSED")
-            progress.line(f"{label}: REFUSED: {e}")
-        except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
-            r = Refusal(spec.name, f"internal error: {type(e).__name__}: {e}", "ERROR")
-            progress.line(f"{label}: internal error: {type(e).__name__}: {e}")
-            if args.debug:
-                traceback.print_exc()
-        results.append(r)
-    return _report(results, args, out, single=False, title=_title(engine))
+    todo = [(s.name, i) for s in SPECS.values() for i in range(len(s.defaults))]
+    jobs = min(_jobs(args), len(todo))
+    results: list = [None] * len(todo)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(max(1, (os.cpu_count() or 1) // jobs),))
+    try:
+        futures = {pool.submit(_default_check, name, i, args.engine, args.dtype, args.debug): k
+                   for k, (name, i) in enumerate(todo)}
+        for done, future in enumerate(as_completed(futures), 1):
+            k = futures[future]
+            r = results[k] = future.result()
+            what = f"{_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)" if not isinstance(r, Refusal) else \
+                f"{r.name}: {r.message.splitlines()[0]}"
+            progress.line(f"[{done}/{len(todo)}] {what}")
+    except KeyboardInterrupt:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return _report(results, args, out, single=False, title=_title(_engine(args)))
 
 
 def cmd_export(args, out: Console) -> int:
