@@ -1,5 +1,5 @@
 """Lemma 3 (induction heads, Mamba-Delta-transpose) on mamba_ssm's CUDA ``selective_scan_fn`` via the exact reduction
-of ``verify.engines.delta_t``, against the reference engine.
+of ``verify.blocks.mamba_delta_t``, against the reference engine.
 
 Run on a GPU machine:  python -m pytest -q -s -m cuda tests/test_induction_heads_cuda.py
 """

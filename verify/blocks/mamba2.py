@@ -6,8 +6,7 @@ never imports mamba_ssm. Every op has the signature and semantics of the mamba_s
 
 * ``verify.engines.scan.ssd_scan_ref`` ~ ``mamba_chunk_scan_combined`` (see there; ``ssd_chunk_scan_ref`` below is it
   with the kernel's full signature, for the packed training forward);
-* ``rms_norm_gated_ref`` ~ ``layernorm_gated.rms_norm_ref``: ``norm(y * silu(z))`` (or ``norm(y) * silu(z)`` with
-  norm_before_gate), RMS taken per group of ``d_ssm / ngroups`` channels, eps 1e-5 (RMSNormGated's), no bias;
+* ``verify.engines.scan.rms_norm_gated_ref`` ~ ``layernorm_gated.rms_norm_ref`` (see there);
 * ``mamba2_forward``: in_proj rows [z0 | x0 | z | xBC | dt]; causal depthwise conv over xBC + SiLU; split x | B | C;
   A = -exp(A_log); the scan (gate inside it when rmsnorm is off); RMSNormGated when on; ``silu(z0) * x0`` prepended
   when d_ssm < d_inner; out_proj.
@@ -45,9 +44,8 @@ from constructions.errors import require
 from constructions.layout import Mamba2Config
 from verify.blocks import BlockKind, RealModule, Training
 from verify.blocks.common import causal_conv, cuda_ssd_scan, freezer, lg, log_uniform_dt, out_proj_packed, uniform
-from verify.engines.scan import ssd_scan_ref, work_dtype
+from verify.engines.scan import rms_norm_gated_ref, ssd_scan_ref, work_dtype
 
-RMSNORM_EPS = 1e-5  # Mamba2 builds RMSNormGated(d_ssm, eps=1e-5, ...)
 
 UPDATE_RULE = (
     "Mamba-2 (SSD), per head h < nheads (headdim channels each, B and C of group g = h // (nheads / ngroups)): "
@@ -64,21 +62,6 @@ NORM_EPS, NORM_WEIGHT = 2.0 ** 100, 2.0 ** 50
 # True: padded with zero rows up to transformers' intermediate size. mamba_ssm's gated-MLP rows are dropped.
 MAMBA2_IN_PROJ = (("z", True), ("x", True), ("B", False), ("C", False), ("dt", False))
 MAMBA2_DROPPED = ("z0", "x0")
-
-
-def rms_norm_gated_ref(y, weight, z=None, eps=RMSNORM_EPS, group_size=None, norm_before_gate=False):
-    """y, z: (..., d); weight: (d,). RMSNorm over groups of ``group_size`` channels, gated by silu(z)."""
-    dtype_in, work = y.dtype, work_dtype(y)
-    y, weight = y.to(work), weight.to(work)
-    z = z.to(work) if z is not None else None
-    if z is not None and not norm_before_gate:
-        y = y * F.silu(z)
-    g = y.shape[-1] if group_size is None else group_size
-    grouped = y.unflatten(-1, (-1, g))
-    out = (grouped * torch.rsqrt(grouped.square().mean(dim=-1, keepdim=True) + eps)).flatten(-2) * weight
-    if z is not None and norm_before_gate:
-        out = out * F.silu(z)
-    return out.to(dtype_in)
 
 
 def mamba2_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config) -> torch.Tensor:

@@ -14,6 +14,10 @@ per head h with group g = h // (nheads/ngroups): ``state_t = exp(dt_t A_h) state
 (headdim, d_state)), ``y_t = state_t C_t[g] + D x_t``, then ``y *= silu(z)`` when z is given. A sequential scan: exact
 (no chunking), float64 kept in float64, float32 and below scanned in float32 as the kernels do.
 
+``rms_norm_gated_ref`` mirrors ``layernorm_gated.rms_norm_ref`` (``mamba_ssm.Mamba2``'s RMSNormGated): ``norm(y *
+silu(z))`` (or ``norm(y) * silu(z)`` with norm_before_gate), RMS taken per group of ``d_ssm / ngroups`` channels,
+eps 1e-5 (RMSNormGated's), no bias.
+
 This module imports nothing of the project, so every block, engine and the training code can use it.
 """
 from __future__ import annotations
@@ -142,3 +146,21 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
     if z is not None:
         y = y * F.silu(z.to(work))
     return y.to(dtype_in)
+
+
+RMSNORM_EPS = 1e-5  # Mamba2 builds RMSNormGated(d_ssm, eps=1e-5, ...)
+
+
+def rms_norm_gated_ref(y, weight, z=None, eps=RMSNORM_EPS, group_size=None, norm_before_gate=False):
+    """y, z: (..., d); weight: (d,). RMSNorm over groups of ``group_size`` channels, gated by silu(z)."""
+    dtype_in, work = y.dtype, work_dtype(y)
+    y, weight = y.to(work), weight.to(work)
+    z = z.to(work) if z is not None else None
+    if z is not None and not norm_before_gate:
+        y = y * F.silu(z)
+    g = y.shape[-1] if group_size is None else group_size
+    grouped = y.unflatten(-1, (-1, g))
+    out = (grouped * torch.rsqrt(grouped.square().mean(dim=-1, keepdim=True) + eps)).flatten(-2) * weight
+    if z is not None and norm_before_gate:
+        out = out * F.silu(z)
+    return out.to(dtype_in)
