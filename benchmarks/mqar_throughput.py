@@ -84,7 +84,7 @@ def bare_kernel_qps(con, batch, T, kappa, dtype):
         return batch * kappa / _time(fn)
     d, n = cfg.d_inner, cfg.d_state
     u, delta, z = r(batch, d, T), r(batch, d, T), r(batch, d, T)
-    if cfg.kind == "mamba_s4d":
+    if cfg.kind == "mamba-s4d":
         B, C = r(d, n, dt=torch.float32), r(d, n, dt=torch.float32)
     else:
         B, C = r(batch, n, T), r(batch, n, T)

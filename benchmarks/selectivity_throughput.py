@@ -8,7 +8,7 @@ For each check and configuration it measures, on the same machine in one run:
 * ``bare kernel``: one ``selective_scan_fn`` call of the shapes the harness's module runs, per batch of sequences the
   harness pushes through the layer. S6 (keep-nth, haar): u, delta, z (B, d_inner, L); A (d_inner, N); B, C (B, N, L);
   D, delta_bias, softplus as mamba_ssm's slow path passes them. Mamba-Delta-transpose (induction-heads): the flattened
-  call ``verify.engines.delta_t.selective_scan_delta_t_via_s6`` makes: u, delta (B, N * d_inner, L); A (N * d_inner, 1);
+  call ``verify.blocks.mamba_delta_t.selective_scan_delta_t_via_s6`` makes: u, delta (B, N * d_inner, L); A (N * d_inner, 1);
   B, C (B, N, 1, L) (N groups of state size 1); no D, z, bias or softplus;
 * ``bare module``: the engine's module forward alone (``mamba_ssm.Mamba``, or ``MambaDeltaT`` on ``selective_scan_fn``)
   on an already-embedded batch of the same shape;
@@ -78,7 +78,7 @@ def bare_kernel_seconds(con, batch, T, dtype):
     cfg, dev = con.config, "cuda"
     r = lambda *shape, dt=dtype: torch.randn(*shape, device=dev, dtype=dt)  # noqa: E731
     d, n = cfg.d_inner, cfg.d_state
-    if cfg.kind == "mamba-delta-t":  # the flattened S6 call of verify.engines.delta_t
+    if cfg.kind == "mamba-delta-t":  # the flattened S6 call of verify.blocks.mamba_delta_t
         u, delta = r(batch, n * d, T), torch.rand(batch, n * d, T, device=dev, dtype=dtype) + 0.1
         A = -torch.rand(n * d, 1, device=dev)
         B, C = r(batch, n, 1, T), r(batch, n, 1, T)

@@ -1,10 +1,10 @@
-"""Write and read a construction as ``model.safetensors`` + ``config.json``.
+"""The export folder: ``model.safetensors`` and ``config.json`` written as one unit, and read back.
 
-The tensors use the flat names of ``constructions.layout`` (``embedding.weight``, ``mixer.<mamba_ssm name>``,
-``readout.weight``); strip ``mixer.`` to ``load_state_dict(strict=True)`` into the mamba_ssm module named by
-``config["block"]`` (``mamba`` -> ``mamba_ssm.Mamba``; ``mamba2`` -> ``mamba_ssm.Mamba2``, add
-``use_mem_eff_path=False`` without causal_conv1d; ``mamba_s4d`` -> ``verify.engines.mamba_s4d.MambaS4D``) built with
-``**config["mamba_kwargs"]``.
+What config.json says and how a folder loads into a construction or a real module is ``verify.export``'s (it needs
+the block kinds of ``verify.blocks``); this module is the file mechanics every export shares: ``write_folder`` writes
+the pair into a temporary folder beside the target (mode 0644) and renames it into place, so a reader sees either no
+export or a whole one; ``check_target`` refuses a target that is not new, empty or (with ``force``) an export;
+``read_folder`` returns the pair. ``write_json_atomic`` writes one JSON file the same way.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from constructions.errors import require
-from constructions.layout import Construction, MQARTokens, config_from_dict, config_to_dict, from_state_dict
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -41,40 +40,18 @@ def write_json_atomic(path: str | Path, obj, indent: int = 1) -> Path:
     return path
 
 
-def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.float32, *, record: dict | None = None,
-         force: bool = False) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``out_dir`` as one unit.
-
-    Both files are written into a temporary folder beside ``out_dir`` (mode 0644) and the folder is renamed into
-    place, so a reader sees either no export or a whole one. ``out_dir`` may be missing or an empty folder; an
-    existing export there is replaced only with ``force``. ``record`` (for example the parameters and constants the
-    construction was built from) is stored under ``config["record"]``.
-    """
+def write_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict, *, force: bool = False) -> Path:
+    """Write ``tensors`` as ``model.safetensors`` and ``config`` as ``config.json`` (strict JSON, UTF-8) into
+    ``out_dir`` as one unit. ``out_dir`` may be missing or an empty folder; an existing export there is replaced only
+    with ``force``."""
     out = Path(out_dir)
     check_target(out, force)
-    tensors = {k: v.detach().to(dtype, copy=True).contiguous() for k, v in con.state_dict().items()}  # untied
-    config = {
-        "construction": con.name,
-        "theorem": con.theorem,
-        "block": con.config.kind,
-        "block_config": config_to_dict(con.config),
-        "mamba_kwargs": con.config.mamba_kwargs(),
-        "sizes": con.sizes(),
-        "tokens": con.tokens.as_dict() if con.tokens else None,
-        "token_counts": vars(con.tokens) if con.tokens else None,
-        "n_classes": int(con.readout.shape[0]),
-        "channels": con.channels,
-        "info": con.info,
-        "proof": con.proof.as_dict() if con.proof else None,
-        "position_channel": con.position_channel,
-        "dtype": str(dtype).removeprefix("torch."),
-        "record": record or {},
-    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        save_file(tensors, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, allow_nan=False))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, allow_nan=False, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
         for f in tmp.iterdir():
             f.chmod(0o644)
         tmp.chmod(0o755)
@@ -83,6 +60,12 @@ def save(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.floa
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def read_folder(out_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config.json as a dict, the tensors of model.safetensors) of an export folder."""
+    out = Path(out_dir)
+    return json.loads((out / "config.json").read_text(encoding="utf-8")), load_file(str(out / "model.safetensors"))
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -102,13 +85,3 @@ def _swap_in(tmp: Path, out: Path) -> None:
     os.rename(out, old / "export")
     os.rename(tmp, out)
     shutil.rmtree(old)
-
-
-def load(out_dir: str | Path) -> Construction:
-    out = Path(out_dir)
-    config = json.loads((out / "config.json").read_text())
-    mc = config_from_dict(config["block"], config["block_config"])
-    tokens = MQARTokens(**config["token_counts"]) if config.get("token_counts") else None
-    return from_state_dict(load_file(str(out / "model.safetensors")), mc, name=config["construction"],
-                           theorem=config["theorem"], channels=config["channels"], tokens=tokens, info=config["info"],
-                           position_channel=config.get("position_channel"))

@@ -1,10 +1,15 @@
-"""The state-dict format every engine shares: mamba_ssm's own parameter names, plus embedding and readout.
+"""The state-dict format every engine shares: the block's own parameter names, plus embedding and readout.
 
 A model is ``logits = readout(mixer(embedding[tokens]))`` with no norm and no residual (the paper's one-layer model).
-Flat keys: ``embedding.weight`` (n_tokens, d_model), ``mixer.<name>`` with ``<name>`` exactly as in
-``mamba_ssm.Mamba(d_model, d_state, d_conv, expand, dt_rank, bias, conv_bias)`` (``in_proj.weight``,
+Flat keys: ``embedding.weight`` (n_tokens, d_model), ``mixer.<name>`` with ``<name>`` exactly as in the block's
+module (for ``mamba_ssm.Mamba(d_model, d_state, d_conv, expand, dt_rank, bias, conv_bias)``: ``in_proj.weight``,
 ``conv1d.weight``, ``x_proj.weight``, ``dt_proj.weight``, ``dt_proj.bias``, ``A_log``, ``D``, ``out_proj.weight``,
 and the biases), and ``readout.weight`` (n_classes, d_model).
+
+The config classes of the five block kinds are here, because the constructions build with them: each names its kind
+(``kind``, the name ``verify.blocks.KINDS`` knows it by), fixes the parameter shapes (``zeros``), gives the block's
+constructor arguments with every default resolved (``arguments``) and its rounding chain (``chain_length``).
+Everything else about a kind (forward, real modules, sizes, training) is its module in ``verify.blocks``.
 """
 from __future__ import annotations
 
@@ -80,7 +85,8 @@ class MambaConfig:
     def rank(self) -> int:
         return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
 
-    def mamba_kwargs(self) -> dict:
+    def arguments(self) -> dict:
+        """``mamba_ssm.Mamba``'s constructor arguments, dt_rank resolved."""
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
                 "dt_rank": self.rank, "bias": self.bias, "conv_bias": self.conv_bias}
 
@@ -152,7 +158,7 @@ class LinearMambaConfig:
     def head_dim(self) -> int:
         return self.d_inner // self.n_heads
 
-    def mamba_kwargs(self) -> dict:
+    def arguments(self) -> dict:
         return asdict(self)
 
     def chain_length(self, seq_len: int) -> int:
@@ -200,27 +206,13 @@ class MambaDeltaTConfig(MambaConfig):
         return sd
 
 
-# block kind -> config class; engines dispatch on kind
-CONFIG_KINDS: dict[str, type] = {"mamba": MambaConfig, "linear-mamba": LinearMambaConfig,
-                                 "mamba-delta-t": MambaDeltaTConfig}
-
-
-def config_from_dict(kind: str, fields: dict):
-    """Rebuild a block config from ``config_to_dict``'s output."""
-    return CONFIG_KINDS[kind](**fields)
-
-
-def config_to_dict(config) -> dict:
-    return asdict(config)
-
-
 @dataclass
 class Construction:
     """Hand-set weights of one model, with the names of its channels and what the proof says about it."""
 
     name: str
     theorem: str
-    config: MambaConfig  # or any class in CONFIG_KINDS (``config.kind`` names the block)
+    config: MambaConfig  # or any block kind's config (``config.kind`` names the block, ``verify.blocks``)
     embedding: torch.Tensor
     mixer: dict[str, torch.Tensor]
     readout: torch.Tensor
@@ -234,10 +226,6 @@ class Construction:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embedding.weight": self.embedding, **{f"mixer.{k}": v for k, v in self.mixer.items()},
                 "readout.weight": self.readout}
-
-    def sizes(self) -> dict:
-        return {"d_model": self.config.d_model, "d_state": self.config.d_state, "d_conv": self.config.d_conv,
-                "expand": self.config.expand}
 
 
 def embed(con: Construction, embedding: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -344,7 +332,8 @@ class Mamba2Config:
         return (2 * self.d_model + self.d_conv + 3 * seq_len + self.d_state + self.d_inner + norm
                 + 4 * NONLINEAR_OPS + 4)
 
-    def mamba_kwargs(self) -> dict:
+    def arguments(self) -> dict:
+        """``mamba_ssm.Mamba2``'s constructor arguments, headdim and d_ssm resolved."""
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "expand": self.expand,
                 "headdim": self.head_dim, "d_ssm": self.ssm_width, "ngroups": self.ngroups,
                 "D_has_hdim": self.D_has_hdim, "rmsnorm": self.rmsnorm, "norm_before_gate": self.norm_before_gate,
@@ -377,7 +366,7 @@ class MambaS4DConfig:
     Same in_proj (rows [x | z]), depthwise conv + SiLU, gate ``silu(z)`` and out_proj as ``mamba_ssm.Mamba``; the
     mixer's Delta, B and C are learned but input-independent. The mixer width ``d_inner`` is a field (default
     d_model) rather than an integer ``expand``, so in_proj may widen a small embedding to many mixer channels.
-    State-dict names (``verify.engines.mamba_s4d.MambaS4D``): ``in_proj.weight`` (2 d_inner, d_model),
+    State-dict names (``verify.blocks.mamba_s4d.MambaS4D``): ``in_proj.weight`` (2 d_inner, d_model),
     ``in_proj.bias``, ``conv1d.weight`` (d_inner, 1, d_conv), ``conv1d.bias``, ``dt_bias`` (d_inner,) with
     Delta = softplus(dt_bias), ``A_log`` (d_inner, d_state) with A = -exp(A_log), ``B`` and ``C`` (d_inner, d_state),
     ``D`` (d_inner,), ``out_proj.weight`` (d_model, d_inner), ``out_proj.bias``. ``dt_bias``, ``A_log``, ``B``, ``C``
@@ -385,7 +374,7 @@ class MambaS4DConfig:
     input-independent).
     """
 
-    kind: ClassVar[str] = "mamba_s4d"
+    kind: ClassVar[str] = "mamba-s4d"
     d_model: int
     d_state: int = 1
     d_conv: int = 4
@@ -398,16 +387,13 @@ class MambaS4DConfig:
         """The mixer width (number of S4D channels)."""
         return self.d_model if self.d_inner is None else self.d_inner
 
-    @property
-    def expand(self) -> float:
-        return self.width / self.d_model
-
     def chain_length(self, seq_len: int) -> int:
         """in_proj, conv, SiLU, softplus and exp, 3 per scan step, the read over d_state, skip and gate, out_proj over
         the mixer width, and a readout over d_model."""
         return 2 * self.d_model + self.d_conv + 3 * seq_len + self.d_state + self.width + 4 * NONLINEAR_OPS + 4
 
-    def mamba_kwargs(self) -> dict:
+    def arguments(self) -> dict:
+        """``MambaS4D``'s constructor arguments, d_inner resolved."""
         return {"d_model": self.d_model, "d_state": self.d_state, "d_conv": self.d_conv, "d_inner": self.width,
                 "bias": self.bias, "conv_bias": self.conv_bias}
 
@@ -424,16 +410,3 @@ class MambaS4DConfig:
             "out_proj.weight": torch.zeros(self.d_model, di, dtype=dtype),
         }
         return _with_biases(sd, self, di, dtype)
-
-
-CONFIG_KINDS.update({"mamba2": Mamba2Config, "mamba_s4d": MambaS4DConfig})
-
-
-def mixer_sizes(config) -> dict:
-    """d_model, the mixer width d_inner, d_state and the recurrent state size (entries per sequence) of any block."""
-    if config.kind == "mamba2":
-        width, state = config.d_inner, config.ssm_width * config.d_state  # nheads * headdim * d_state
-    else:
-        width = config.width if config.kind == "mamba_s4d" else config.d_inner
-        state = width * config.d_state
-    return {"d_model": config.d_model, "d_inner": width, "d_state": config.d_state, "state_size": state}

@@ -3,7 +3,7 @@
 Theorem: a one-layer Mamba block with the S4D mixer solves MQAR with kappa keys and |V| values with N = 1 and mixer
 width d = kappa |V| (step 1, ``variant="one-hot"``) or d = kappa p, p = O(log |V|) (step 2, ``variant="jl"``).
 
-Block: ``MambaS4D(d_model, d_state=1, d_conv, d_inner=kappa*S, bias=False)`` (``verify.engines.mamba_s4d``), S = |V|
+Block: ``MambaS4D(d_model, d_state=1, d_conv, d_inner=kappa*S, bias=False)`` (``verify.blocks.mamba_s4d``), S = |V|
 (step 1) or p (step 2). The paper's d is the mixer width d_inner: its blocks act on x_t in R^{kappa S} directly,
 while here in_proj widens a compact embedding (channels ``key[i]``, then ``value[j]`` or ``vcode[m]``, so
 d_model = kappa + S) to the kappa blocks of S mixer channels ``(i, s)``, each reading the key-i and the slot-s

@@ -123,13 +123,12 @@ def infer_config(sd: dict, typed: str):
 
 def load_checkpoint(typed: str) -> Construction:
     """The model a CHECKPOINT holds, in float64, its tensors checked against its config's names and shapes."""
-    from constructions.layout import config_from_dict
+    from verify.export import block_config
 
     sd, config = _tensors(Path(typed), typed)
-    if config and "block_config" in config:
-        kind = config.get("block")
-        require(kind in ho.KINDS, f"CHECKPOINT {typed}: block {kind!r}; the tool measures {ho.KINDS}")
-        cfg = config_from_dict(kind, config["block_config"])
+    if config and "block" in config:  # an export (verify.export, either format)
+        kind, cfg = block_config(config)
+        require(kind.name in ho.KINDS, f"CHECKPOINT {typed}: block {kind.name!r}; the tool measures {ho.KINDS}")
     else:
         cfg = infer_config(sd, typed)
     require(getattr(cfg, "n_heads", 1) == 1, f"CHECKPOINT {typed}: {getattr(cfg, 'n_heads', 1)} heads; the tool measures one")

@@ -37,12 +37,12 @@ _A2 = {  # S4D+PE: (mean, standard error) for T = 10 .. 50, 600 epochs each
     (64, 64): [(0.79, 0), (0.14, 0), (0.14, 0), (0.09, 0), (0.09, 0)],
 }
 KEEP_PE = {"mamba": {dn: dict(zip(KEEP_TS, v)) for dn, v in _A1.items()},
-           "s4d": {dn: {T: (m, se, 600) for T, (m, se) in zip(KEEP_TS, v)} for dn, v in _A2.items()}}
+           "mamba-s4d": {dn: {T: (m, se, 600) for T, (m, se) in zip(KEEP_TS, v)} for dn, v in _A2.items()}}
 
 _A3_A4 = {  # (low, high) over N for T = 10 .. 50; a single value is low = high
     "mamba": {8: [(0.17, 0.20), 0.05, 0.04, 0.04, 0.03], 32: [(0.21, 0.28), (0.10, 0.11), 0.09, 0.09, 0.08],
               64: [(0.19, 0.21), 0.11, 0.09, 0.09, 0.09]},
-    "s4d": {8: [0.08, 0.04, 0.03, 0.03, 0.03], 32: [0.20, 0.10, 0.08, 0.09, 0.09],
+    "mamba-s4d": {8: [0.08, 0.04, 0.03, 0.03, 0.03], 32: [0.20, 0.10, 0.08, 0.09, 0.09],
             64: [0.20, 0.11, 0.09, 0.09, 0.09]},
 }
 KEEP_NOPE = {m: {d: {T: (v if isinstance(v, tuple) else (v, v)) for T, v in zip(KEEP_TS, vs)} for d, vs in by.items()}
@@ -52,9 +52,9 @@ KEEP_NOPE = {m: {d: {T: (v if isinstance(v, tuple) else (v, v)) for T, v in zip(
 # and per model of Table 1 (T = 50, d = 32, N = 8; the Transformer: one layer, d = 16).
 _PARAMS = {  # mixer, pe -> counts for d = 8, 32, 64 (rows) and N = 8, 32, 64 (columns)
     ("mamba", True): [(2.2, 2.8, 3.5), (9.2, 11.5, 14.5), (18.7, 23.3, 29.4)],
-    ("s4d", True): [(2.1, 2.5, 3.0), (8.7, 10.3, 12.4), (17.5, 20.6, 24.8)],
+    ("mamba-s4d", True): [(2.1, 2.5, 3.0), (8.7, 10.3, 12.4), (17.5, 20.6, 24.8)],
     ("mamba", False): [(2.3, 2.9, 3.6), (9.3, 11.6, 14.7), (18.8, 23.4, 29.6)],
-    ("s4d", False): [(2.2, 2.6, 3.2), (8.8, 10.4, 12.5), (17.7, 20.8, 24.9)],
+    ("mamba-s4d", False): [(2.2, 2.6, 3.2), (8.8, 10.4, 12.5), (17.7, 20.8, 24.9)],
 }
 KEEP_PARAMS = {key: {(d, n): 1000 * k for d, row in zip((8, 32, 64), rows) for n, k in zip((8, 32, 64), row)}
                for key, rows in _PARAMS.items()}

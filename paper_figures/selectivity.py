@@ -204,7 +204,7 @@ def keep_nth(results: Path) -> Rendered:
 # MQAR construction sizes vs kappa (our exact sizes against the O(.) bound convention of Fig. 2)
 # ---------------------------------------------------------------------------------------------------------------
 
-MQAR_MIXERS = (("s4d", "mqar-s4d", "Mamba-S4D"), ("mamba", "mqar-mamba", "Mamba (S6)"),
+MQAR_MIXERS = (("mamba-s4d", "mqar-s4d", "Mamba-S4D"), ("mamba", "mqar-mamba", "Mamba (S6)"),
                ("mamba2", "mqar-mamba2", "Mamba-2"))
 KAPPAS = (4, 8, 16, 32)
 
@@ -212,7 +212,7 @@ KAPPAS = (4, 8, 16, 32)
 def construction_sizes(mixer: str, kappa: int, vocab: int) -> dict:
     """{variant: sizes} of our construction of ``mixer`` at (kappa, |V|); 'd' is the width the paper's d bounds
     (d_inner for Mamba-S4D, whose bound O(kappa log|V|) is on the SSM width; d_model otherwise)."""
-    from constructions.layout import mixer_sizes
+    from verify.blocks import mixer_sizes
     from verify.registry import SPECS
 
     name = dict((m, s) for m, s, _ in MQAR_MIXERS)[mixer]
@@ -221,7 +221,7 @@ def construction_sizes(mixer: str, kappa: int, vocab: int) -> dict:
     for variant in ("one-hot", "jl"):
         sizes = mixer_sizes(spec.build(replace(spec.params(), kappa=kappa, vocab=vocab, variant=variant,
                                                samples=1)).config)
-        sizes["d"] = sizes["d_inner"] if mixer == "s4d" else sizes["d_model"]
+        sizes["d"] = sizes["d_inner"] if mixer == "mamba-s4d" else sizes["d_model"]
         out[variant] = sizes
     return out
 
@@ -238,7 +238,7 @@ def mqar_sizes(results: Path, vocab: int = 128) -> Rendered:
         ax.plot(KAPPAS, [d_bound(mixer, k, vocab) for k in KAPPAS], "k--", lw=1, label="bound line (Fig. 2 conv.)")
         ax.set_title(title)
         ax.set_yscale("log")
-        ax.set_ylabel("d_inner (SSM width)" if mixer == "s4d" else "d_model")
+        ax.set_ylabel("d_inner (SSM width)" if mixer == "mamba-s4d" else "d_model")
         ax = axes[1, col]
         for v, mk in (("one-hot", "o"), ("jl", "^")):
             ax.plot(KAPPAS, [sizes[k][v]["d_state"] for k in KAPPAS], mk + "-", ms=4, label=f"ours, {v}")

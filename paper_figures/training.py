@@ -21,7 +21,7 @@ from paper_figures.common import COLUMN, MissingResults, Rendered, load_store, p
 from paper_figures.paper_values import KEEP_NOPE, KEEP_PARAMS, KEEP_PE, TABLE1
 from paper_figures.params import kilo, spec_params, versus
 
-MIXER_TITLE = {"s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "delta-top": "Mamba-Δ⊤"}
+MIXER_TITLE = {"mamba-s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "mamba-delta-t": "Mamba-Δ⊤"}
 
 
 def sweep_cmd(grid: str) -> str:
@@ -107,7 +107,7 @@ def _stores(results: Path, grids) -> tuple[list[dict], list]:
 def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
     recs, missing = _stores(results, grids)
     cells = best_cells(recs)
-    mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
+    mixers = [m for m in ("mamba-s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained")
     for i, v in enumerate(vocabs):
@@ -144,8 +144,8 @@ def figure_a2(results: Path) -> Rendered:
                         "not train well at large |V|; Mamba-2 at kappa = 4 solves below its curve.")
 
 
-A3_GRIDS = {"s4d": "figA3-s4d", "mamba": "figA3-mamba", "mamba2": "figA3-mamba2"}
-A3_RULE = {"s4d": lambda m: f"{m:g}", "mamba": lambda m: "κ/2" if m == 0.5 else ("κ" if m == 1 else f"{m:g}κ"),
+A3_GRIDS = {"mamba-s4d": "figA3-s4d", "mamba": "figA3-mamba", "mamba2": "figA3-mamba2"}
+A3_RULE = {"mamba-s4d": lambda m: f"{m:g}", "mamba": lambda m: "κ/2" if m == 0.5 else ("κ" if m == 1 else f"{m:g}κ"),
            "mamba2": lambda m: f"⌈{'' if m == 1 else f'{m:g} '}ln κ⌉"}
 
 
@@ -192,7 +192,7 @@ def figure_a3(results: Path) -> Rendered:
     return Rendered(caption, figure=fig)
 
 
-IH_SHIFT = {"mamba": 2 ** -0.12, "delta-top": 2 ** 0.12}  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
+IH_SHIFT = {"mamba": 2 ** -0.12, "mamba-delta-t": 2 ** 0.12}  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
 
 
 def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendered:
@@ -202,7 +202,7 @@ def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendere
     fig, axes = plt.subplots(1, len(ratios), figsize=(2 * COLUMN if len(ratios) > 1 else COLUMN * 1.3, 2.5),
                              squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], ratios):
-        for m, filled in (("mamba", True), ("delta-top", False)):
+        for m, filled in (("mamba", True), ("mamba-delta-t", False)):
             sel = [(c, v) for c, v in cells.items() if c[0] == m and c[4] / c[1] == r]
             if sel:
                 marks.scatter(ax, [c[1] * IH_SHIFT[m] for c, _ in sel], [c[3] for c, _ in sel],
@@ -266,16 +266,16 @@ def ih_mixers_table(results: Path) -> Rendered:
         by[(s["vocab"], s["d_state"], s["d_model"])][s["mixer"]].setdefault(s["seed"], []).append(r["result"])
     rows, below = [], []
     for (v, n, d), mixers in sorted(by.items()):
-        seeds = set(mixers["mamba"]) & set(mixers["delta-top"])
+        seeds = set(mixers["mamba"]) & set(mixers["mamba-delta-t"])
         if not seeds:
             continue
-        best = {m: [x for s in seeds for x in mixers[m][s]] for m in ("mamba", "delta-top")}
+        best = {m: [x for s in seeds for x in mixers[m][s]] for m in ("mamba", "mamba-delta-t")}
         acc = {m: max(x["test_acc"] for x in rs) for m, rs in best.items()}
-        diff = acc["delta-top"] - acc["mamba"]
+        diff = acc["mamba-delta-t"] - acc["mamba"]
         if diff < 0:
             below.append((d <= 2 * v, -diff, v, n, d))
         rows.append([v, f"{n // v}|V|" if n % v == 0 else n, d, f"{d / (2 * v):g}", len(seeds),
-                     *(f"{acc[m]:.5f} ({sum(x['solved'] for x in best[m])})" for m in ("mamba", "delta-top")),
+                     *(f"{acc[m]:.5f} ({sum(x['solved'] for x in best[m])})" for m in ("mamba", "mamba-delta-t")),
                      f"{diff:+.5f}"])
     if not rows:
         raise MissingResults(str(Path(results) / "train/figA4.jsonl") + " (cells trained with both mixers)",
@@ -335,7 +335,7 @@ def figure1(results: Path) -> Rendered:
     Left: the distribution of e^{-lambda Delta_t} over all (channel, state) factors and positions, per T, Mamba vs
     Mamba-S4D (violin-like: per T the pooled histogram drawn as a horizontal density). Right: the largest T with solved
     runs, split into positions t < n and t >= n."""
-    found = {m: _solved_decay_runs(results, m) for m in ("mamba", "s4d")}
+    found = {m: _solved_decay_runs(results, m) for m in ("mamba", "mamba-s4d")}
     if not any(g for g, _, _ in found.values()):
         raise MissingResults(str(Path(results) / f"train/{FIG1_GRIDS[0]}.jsonl") + " (solved runs with decay_hist)",
                              sweep_cmd(FIG1_GRIDS[0]))
@@ -347,7 +347,7 @@ def figure1(results: Path) -> Rendered:
     mids = (edges[:-1] + edges[1:]) / 2
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
     Ts = sorted({T for _, T in runs})
-    for m, colour, side in (("mamba", "C0", -1), ("s4d", "C3", 1)):
+    for m, colour, side in (("mamba", "C0", -1), ("mamba-s4d", "C3", 1)):
         for T in Ts:
             if (m, T) not in runs:
                 continue
@@ -507,7 +507,7 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
             text += (f"; with trainable in/out projections (grid {other_grid}, the same budget) {len(reach)} of them "
                      f"reach the paper's mean" + (f" ({where(reach)}), so that budget suffices for that larger model"
                                                   if reach else ""))
-        if pe and mixer == "s4d":
+        if pe and mixer == "mamba-s4d":
             text += ("; the keep-nth-memory figure argues that S4D+PE as the paper states it (linear and "
                      "time-invariant in the token embeddings) cannot reach the paper's T = 10 values at any budget, "
                      "which would leave model or claim, but no trained run tests that")
@@ -579,7 +579,7 @@ def table_a1(results):
 
 
 def table_a2(results):
-    return _keep_table(results, True, "s4d", "Table A.2 (S4D+PE)")
+    return _keep_table(results, True, "mamba-s4d", "Table A.2 (S4D+PE)")
 
 
 def table_a3(results):
@@ -587,13 +587,13 @@ def table_a3(results):
 
 
 def table_a4(results):
-    return _keep_table(results, False, "s4d", "Table A.4 (S4D, no PE)")
+    return _keep_table(results, False, "mamba-s4d", "Table A.4 (S4D, no PE)")
 
 
 def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
     """Table 1 (KEEP FIFTH at T = 50, d = 32, N = 8): per model our mean accuracy, the paper's, and the trained
     parameters of each, compared as Tables A.1-A.4 compare (the paper: standard error 0.00 for every model)."""
-    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "s4d"), ("S4D+PE", True, "s4d")]
+    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "mamba-s4d"), ("S4D+PE", True, "mamba-s4d")]
     acc, par, grids, notes = [], [], set(), []
     for name, pe, m in cols:
         p_acc, p_par = TABLE1[name]

@@ -33,7 +33,7 @@ factor >= r_min; everything written before it was wiped by a <= e^{-lam delta_lo
 **Exact reduction to mamba_ssm's kernel** (``flattening_obligations``): the Delta-transpose recurrence is elementwise
 in (c, k), so each pair is an S6 channel of state size 1 with delta = Delta[k], A = A[c, k], u = x^[c], and
 B' = B[k]/Delta[k]: the S6 write delta B' u equals B[k] x^[c] whenever Delta[k] > 0 (and B' = 0 where B = 0); the
-outputs sum over k. Proved by sympy for symbolic tensors (``verify.engines.delta_t`` implements it).
+outputs sum over k. Proved by sympy for symbolic tensors (``verify.blocks.mamba_delta_t`` implements it).
 """
 from __future__ import annotations
 

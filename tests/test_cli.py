@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from constructions import mqar_mamba
-from constructions.export import load
+from verify.export import load
 from verify.engines import make_engine
 from verify_constructions.cli import main
 
@@ -74,8 +74,8 @@ def test_export_round_trip_same_logits(tmp_path):
                  str(tmp_path), "--dtype", "float64"]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
     d = 3 + config["info"]["value_dim"]
-    assert config["mamba_kwargs"] == {"d_model": d, "d_state": 3, "d_conv": 4, "expand": 1,
-                                      "dt_rank": -(-d // 16), "bias": True, "conv_bias": True}
+    assert config["block"]["arguments"] == {"d_model": d, "d_state": 3, "d_conv": 4, "expand": 1,
+                                            "dt_rank": -(-d // 16), "bias": True, "conv_bias": True}
     assert config["tokens"]["keys"] == [0, 3] and config["tokens"]["values"] == [3, 10]
     back = load(tmp_path)
     assert set(back.mixer) == MAMBA_NAMES

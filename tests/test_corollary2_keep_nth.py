@@ -13,7 +13,7 @@ from profiles import examples
 
 from constructions import keep_nth
 from constructions.errors import RequirementError
-from constructions.export import load, save
+from verify.export import load, save
 from symbolic import corollary2 as c2
 from symbolic.blocks import silu
 from verify.checks import check_labelled

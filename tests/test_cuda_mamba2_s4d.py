@@ -23,7 +23,7 @@ from constructions import mqar_mamba2, mqar_s4d
 from constructions.layout import Mamba2Config, MambaS4DConfig
 from verify.checks import check_mqar
 from verify.engines import make_engine
-from verify.engines.reference import FORWARDS
+from verify.blocks import KINDS
 from verify.tasks.mqar import MQARConfig, generate
 
 pytestmark = pytest.mark.cuda
@@ -68,7 +68,7 @@ def test_mamba2_module_matches_reference_on_random_weights(config):
     u = torch.randn(3, 300, config.d_model, generator=gen, dtype=torch.float64).to(DEVICE)
     with torch.no_grad():
         got = m(u.float())
-    want = FORWARDS["mamba2"]({k: v.to(DEVICE) for k, v in sd.items()}, u, config)
+    want = KINDS["mamba2"].forward({k: v.to(DEVICE) for k, v in sd.items()}, u, config)
     err, scale = _compare(f"Mamba2 random G{config.ngroups} H{config.nheads} rmsnorm={config.rmsnorm} "
                           f"d_mlp={config.d_mlp}", got, want)
     assert err <= 5e-3 * max(scale, 1.0)
@@ -77,16 +77,16 @@ def test_mamba2_module_matches_reference_on_random_weights(config):
 def test_mamba_s4d_cuda_scan_matches_reference_on_random_weights():
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    from verify.engines.mamba_s4d import MambaS4D
+    from verify.blocks.mamba_s4d import MambaS4D
 
     config = MambaS4DConfig(d_model=24, d_state=4, d_inner=96)
     sd = _random_sd(config, 2)
-    m = MambaS4D(**config.mamba_kwargs(), scan=selective_scan_fn, device=DEVICE, dtype=torch.float32)
+    m = MambaS4D(**config.arguments(), scan=selective_scan_fn, device=DEVICE, dtype=torch.float32)
     m.load_state_dict(sd, strict=True)
     u = torch.randn(3, 200, 24, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(DEVICE)
     with torch.no_grad():
         got = m(u.float())
-    want = FORWARDS["mamba_s4d"]({k: v.to(DEVICE) for k, v in sd.items()}, u, config)
+    want = KINDS["mamba-s4d"].forward({k: v.to(DEVICE) for k, v in sd.items()}, u, config)
     err, scale = _compare("Mamba-S4D random", got, want)
     assert err <= 1e-3 * max(scale, 1.0)
 
@@ -133,29 +133,32 @@ def test_export_loads_strict_into_the_real_module(mod, tmp_path):
 
     import safetensors.torch as st
 
-    from constructions.export import save
+    from verify.export import mamba_ssm_mixer, save
 
     path = save(mod.build(8, 64, "jl", seq_len=64), tmp_path)
     cfg = json.loads((path / "config.json").read_text())
     sd = st.load_file(str(path / "model.safetensors"))
-    if cfg["block"] == "mamba2":
+    if cfg["block"]["kind"] == "mamba2":
         from mamba_ssm import Mamba2
 
         from verify.engines.cuda import _Mamba2
 
-        Mamba2(**cfg["mamba_kwargs"]).load_state_dict(  # the export loads strictly into mamba_ssm's own class
+        Mamba2(**cfg["block"]["arguments"]).load_state_dict(  # the export loads strictly into mamba_ssm's own class
             {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}, strict=True)
-        m = _Mamba2(**cfg["mamba_kwargs"], use_mem_eff_path=False).to(DEVICE)  # and runs with any causal_conv1d
+        m = _Mamba2(**cfg["block"]["arguments"], use_mem_eff_path=False).to(DEVICE)  # and runs with any causal_conv1d
     else:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        from verify.engines.mamba_s4d import MambaS4D
+        from verify.blocks.mamba_s4d import MambaS4D
 
-        m = MambaS4D(**cfg["mamba_kwargs"], scan=selective_scan_fn).to(DEVICE)
+        m = MambaS4D(**cfg["block"]["arguments"], scan=selective_scan_fn).to(DEVICE)
     m.load_state_dict({k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}, strict=True)
     tokens, labels = generate(MQARConfig(8, 64, 64, num_examples=32), seed=3)
-    with torch.no_grad():
-        hidden = m(sd["embedding.weight"].to(DEVICE)[torch.from_numpy(tokens).to(DEVICE)])
-        logits = hidden @ sd["readout.weight"].to(DEVICE).T
+    loaded = mamba_ssm_mixer(path, device=DEVICE)  # the export's own loader builds the same module
+    assert type(loaded) is type(m)
     mask = torch.from_numpy(labels).to(DEVICE) >= 0
-    assert torch.equal(logits[mask].argmax(-1), torch.from_numpy(labels).to(DEVICE)[mask])
+    for module in (m, loaded):
+        with torch.no_grad():
+            hidden = module(sd["embedding.weight"].to(DEVICE)[torch.from_numpy(tokens).to(DEVICE)])
+            logits = hidden @ sd["readout.weight"].to(DEVICE).T
+        assert torch.equal(logits[mask].argmax(-1), torch.from_numpy(labels).to(DEVICE)[mask])

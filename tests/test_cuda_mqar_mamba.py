@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from constructions import mqar_mamba
-from constructions.export import save
+from verify.export import save
 from constructions.layout import MambaConfig, embed
 from verify.checks import check_mqar, query_positions
 from verify.engines import make_engine
 from verify.engines.query_only import at_positions
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
 from verify.engines.scan import selective_scan_ref
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
@@ -45,7 +45,7 @@ def test_reference_block_matches_mamba_ssm_module_on_random_weights(d_conv, expa
     from mamba_ssm import Mamba
 
     cfg = MambaConfig(d_model=32, d_state=16, d_conv=d_conv, expand=expand)
-    m = Mamba(**cfg.mamba_kwargs(), device="cuda", dtype=torch.float32)
+    m = Mamba(**cfg.arguments(), device="cuda", dtype=torch.float32)
     torch.nn.init.normal_(m.conv1d.weight, std=0.3)
     x = torch.randn(4, 300, 32, device="cuda")
     with torch.no_grad():
@@ -122,20 +122,26 @@ def test_query_only_path_equals_mamba_forward_gathered(kappa, vocab, variant, T)
 
 
 def test_export_loads_strictly_into_mamba_ssm(tmp_path):
+    """The README's snippet (config.json's block arguments into mamba_ssm.Mamba, by hand) and the export's loader."""
     from mamba_ssm import Mamba
     from safetensors.torch import load_file
+
+    from verify.export import mamba_ssm_mixer
 
     con = mqar_mamba.build(6, 50, "jl", seq_len=100)
     save(con, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     sd = load_file(str(tmp_path / "model.safetensors"), device="cuda")
-    m = Mamba(**cfg["mamba_kwargs"], device="cuda")
+    m = Mamba(**cfg["block"]["arguments"], device="cuda")
     m.load_state_dict({k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}, strict=True)
     tokens, labels = (torch.from_numpy(a).cuda() for a in generate(MQARConfig(6, 50, 100, num_examples=200), 3))
-    with torch.no_grad():
-        logits = m(sd["embedding.weight"][tokens]) @ sd["readout.weight"].T
     mask = labels != IGNORE
-    assert torch.equal(logits[mask].argmax(-1), labels[mask])
+    loaded = mamba_ssm_mixer(tmp_path)  # the export's own loader: the same class, strictly loaded
+    assert type(loaded) is Mamba
+    for module in (m, loaded):
+        with torch.no_grad():
+            logits = module(sd["embedding.weight"][tokens]) @ sd["readout.weight"].T
+        assert torch.equal(logits[mask].argmax(-1), labels[mask])
 
 
 def test_tfloat32_precision_is_scoped():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from constructions import hash_recall
-from constructions.export import load, save
+from verify.export import load, save
 from verify.engines import make_engine
 from verify.recall_grid import REGIMES
 from verify.specs.hash_recall import HashRecallParams
@@ -54,7 +54,7 @@ def test_export_loads_into_mamba_ssm(tmp_path):
     con = hash_recall.build_mamba_block(64, 16, 8, seed=0)
     save(con, tmp_path)
     back = load(tmp_path)
-    m = mamba_ssm.Mamba(**back.config.mamba_kwargs()).cuda()
+    m = mamba_ssm.Mamba(**back.config.arguments()).cuda()
     m.load_state_dict(back.mixer, strict=True)
     tok = torch.randint(0, 64, (2, 12))
     with torch.no_grad():

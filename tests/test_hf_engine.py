@@ -24,14 +24,15 @@ import torch
 pytest.importorskip("transformers", reason="the transformers engine needs the 'transformers' extra")
 
 from constructions.errors import RequirementError  # noqa: E402
-from constructions.layout import CONFIG_KINDS, Construction, Mamba2Config, MambaConfig  # noqa: E402
+from constructions.layout import Construction, Mamba2Config, MambaConfig  # noqa: E402
 from verify import registry as R  # noqa: E402
 from verify.specs import mqar as M  # noqa: E402
 from verify.engines import make_engine  # noqa: E402
 from verify import rounding  # noqa: E402
 from verify.checks import logit_bound, weights_dtype  # noqa: E402
 from verify.engines.compare import max_logit_difference, scored_logits  # noqa: E402
-from verify.engines.hf import SUPPORTED, UNSUPPORTED, TransformersEngine  # noqa: E402
+from verify.blocks import KINDS  # noqa: E402
+from verify.engines.hf import TransformersEngine  # noqa: E402
 from verify.engines.reference import ReferenceEngine  # noqa: E402
 from verify.specs.hash_recall import HashRecallParams  # noqa: E402
 from verify.specs.keep_nth import KeepNthParams  # noqa: E402
@@ -135,7 +136,7 @@ def test_one_weight_perturbed_is_detected(case):
 
 
 UNSUPPORTED_CASES = {
-    "mamba_s4d": ("mqar-s4d", M.MQARParams(kappa=2, vocab=4, seq_len=8, samples=2)),
+    "mamba-s4d": ("mqar-s4d", M.MQARParams(kappa=2, vocab=4, seq_len=8, samples=2)),
     "linear-mamba": ("hash-recall", HashRecallParams(vocab=16, facts=2, d_model=8, d_state=4, samples=2)),
     "mamba-delta-t": ("induction-heads", None),
 }
@@ -149,12 +150,13 @@ def test_unsupported_block_raises_with_reason(kind):
     assert con.config.kind == kind
     with pytest.raises(RequirementError, match="engine transformers cannot run block") as err:
         TransformersEngine("float32").hidden(con, torch.zeros(1, 4, dtype=torch.long))
-    assert repr(kind) in str(err.value) and UNSUPPORTED[kind] in str(err.value)
+    reason = KINDS[kind].transformers
+    assert isinstance(reason, str) and repr(kind) in str(err.value) and reason in str(err.value)
 
 
-def test_every_block_kind_is_classified():
-    assert set(SUPPORTED) | set(UNSUPPORTED) == set(CONFIG_KINDS)
-    assert not set(SUPPORTED) & set(UNSUPPORTED)
+def test_the_kinds_transformers_has_are_mamba_and_mamba2():
+    has = {name for name, k in KINDS.items() if not isinstance(k.transformers, str)}
+    assert has == {"mamba", "mamba2"} and set(UNSUPPORTED_CASES) == set(KINDS) - has
 
 
 def test_bad_dtype_and_device_are_requirement_errors():

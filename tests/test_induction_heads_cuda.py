@@ -1,5 +1,5 @@
 """Lemma 3 (induction heads, Mamba-Delta-transpose) on mamba_ssm's CUDA ``selective_scan_fn`` via the exact reduction
-of ``verify.engines.delta_t``, against the reference engine.
+of ``verify.blocks.mamba_delta_t``, against the reference engine.
 
 Run on a GPU machine:  python -m pytest -q -s -m cuda tests/test_induction_heads_cuda.py
 """
@@ -8,7 +8,7 @@ import torch
 
 from constructions import induction_heads
 from verify.engines import make_engine
-from verify.engines.delta_t import selective_scan_delta_t_via_s6
+from verify.blocks.mamba_delta_t import selective_scan_delta_t_via_s6
 from verify.engines.scan import selective_scan_delta_t_ref
 from verify.specs.induction_heads import InductionHeadsParams, build, check
 from verify.tasks.induction_heads import InductionHeadsConfig, generate

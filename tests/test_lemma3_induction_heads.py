@@ -13,12 +13,12 @@ from profiles import examples
 
 from constructions import induction_heads
 from constructions.errors import RequirementError
-from constructions.export import load, save
+from verify.export import load, save
 from symbolic import lemma3 as l3
 from symbolic.blocks import silu
 from verify.checks import check_labelled
 from verify.engines import make_engine
-from verify.engines.delta_t import MambaDeltaT, selective_scan_delta_t_via_s6
+from verify.blocks.mamba_delta_t import MambaDeltaT, selective_scan_delta_t_via_s6
 from verify.engines.scan import selective_scan_delta_t_ref, selective_scan_ref
 from verify.specs.induction_heads import InductionHeadsParams, build, check
 from verify.tasks.induction_heads import InductionHeadsConfig, generate, labels_for
@@ -139,7 +139,7 @@ def test_delta_t_scan_equals_flattened_s6_scan(d, N, L, seed):
 @given(limit=st.integers(1, 40), G=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**31))
 def test_scan_in_pieces_of_whole_groups_equals_one_scan(limit, G, seed):
     """CUDA's 65535-channel launch limit (lowered here): the scan in pieces of whole S6 groups equals one scan."""
-    from verify.engines import delta_t
+    from verify.blocks import mamba_delta_t as delta_t
 
     g = torch.Generator().manual_seed(seed)
     b, d, N, L = 2, 2 * G, 5, 7

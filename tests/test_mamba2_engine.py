@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from constructions.layout import Mamba2Config, MambaS4DConfig
-from verify.engines.mamba_s4d import MambaS4D
-from verify.engines.reference import FORWARDS
+from verify.blocks.mamba_s4d import MambaS4D
+from verify.blocks import KINDS
 
 
 def silu(v: float) -> float:
@@ -125,7 +125,7 @@ MAMBA2_CONFIGS = [
 def test_reference_mamba2_matches_naive_loop(config):
     sd = _random_sd(config, seed=MAMBA2_CONFIGS.index(config))
     u = torch.randn(2, 7, config.d_model, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = FORWARDS["mamba2"](sd, u, config)
+    got = KINDS["mamba2"].forward(sd, u, config)
     want = torch.tensor([naive_mamba2(sd, seq.tolist(), config) for seq in u], dtype=torch.float64)
     err = (got - want).abs().max().item()
     assert err < 1e-12, f"reference Mamba2 vs naive loop: max abs diff {err:.3e}"
@@ -136,7 +136,7 @@ def test_reference_mamba2_matches_naive_loop(config):
 def test_reference_mamba_s4d_matches_naive_loop(config):
     sd = _random_sd(config, seed=7)
     u = torch.randn(2, 6, config.d_model, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    got = FORWARDS["mamba_s4d"](sd, u, config)
+    got = KINDS["mamba-s4d"].forward(sd, u, config)
     want = torch.tensor([naive_mamba_s4d(sd, seq.tolist(), config) for seq in u], dtype=torch.float64)
     err = (got - want).abs().max().item()
     assert err < 1e-12, f"reference Mamba-S4D vs naive loop: max abs diff {err:.3e}"
@@ -147,21 +147,21 @@ def test_reference_mamba2_single_head_matches_naive_loop_property(d_model, d_sta
     config = Mamba2Config(d_model=d_model, d_state=d_state)
     sd = _random_sd(config, seed)
     u = torch.randn(1, 5, d_model, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    got = FORWARDS["mamba2"](sd, u, config)
+    got = KINDS["mamba2"].forward(sd, u, config)
     want = torch.tensor([naive_mamba2(sd, u[0].tolist(), config)], dtype=torch.float64)
     assert (got - want).abs().max().item() < 1e-12
 
 
 def test_mamba_s4d_module_has_config_names_and_loads_strict():
     config = MambaS4DConfig(d_model=6, d_state=2)
-    m = MambaS4D(**config.mamba_kwargs())
+    m = MambaS4D(**config.arguments())
     sd = _random_sd(config, 3)
     assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
     m.load_state_dict(sd, strict=True)
     u = torch.randn(2, 5, 6, dtype=torch.float32)
     with torch.no_grad():
         got = m(u)
-    want = FORWARDS["mamba_s4d"]({k: v.float() for k, v in sd.items()}, u, config)
+    want = KINDS["mamba-s4d"].forward({k: v.float() for k, v in sd.items()}, u, config)
     assert (got - want).abs().max().item() < 1e-6
 
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from constructions import export, hash_recall
+from constructions import hash_recall
 from constructions.layout import Construction, LinearMambaConfig
 from experiments import mechanism
 from symbolic import recall_scaling as rs
+from verify import export
 from verify import cli_support as cli
 from verify import hash_operators as ho
 from verify import recall_law as rl
@@ -242,7 +243,7 @@ def test_command_on_an_export_and_on_bare_state_dicts(tmp_path, capsys):
 
     blk = hash_recall.build_mamba_block(V, D, N, seed=0)
     save_file({k: v.clone() for k, v in blk.state_dict().items()}, str(tmp_path / "blk.safetensors"))
-    assert mechanism.load_checkpoint(str(tmp_path / "blk.safetensors")).config.mamba_kwargs() == blk.config.mamba_kwargs()
+    assert mechanism.load_checkpoint(str(tmp_path / "blk.safetensors")).config.arguments() == blk.config.arguments()
     lin = hash_recall.build_analysis(V, D, N, seed=0)
     torch.save(lin.state_dict(), tmp_path / "lin.pt")
     assert mechanism.load_checkpoint(str(tmp_path / "lin.pt")).config == lin.config

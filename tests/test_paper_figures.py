@@ -55,7 +55,7 @@ def results(tmp_path_factory) -> Path:
         shutil.copy(ROOT / "results/recall_scaling" / f, r / "recall_scaling" / f)
     t = r / "train"
     recs = [_rec("mqar", m, 128, k, d, 4, s, 1.0 if d >= 16 else 0.4)
-            for m in ("s4d", "mamba", "mamba2") for k in (4, 8) for d in (8, 16) for s in (0, 1)]
+            for m in ("mamba-s4d", "mamba", "mamba2") for k in (4, 8) for d in (8, 16) for s in (0, 1)]
     ResultStore(t / "fig2.jsonl").append(recs)
     ResultStore(t / "calibration.jsonl").append([dict(recs[0], finished="retrained",  # a replicate of one fig2 run
                                                       result=dict(recs[0]["result"], test_acc=0.5, solved=False))])
@@ -64,13 +64,13 @@ def results(tmp_path_factory) -> Path:
                                                  for n in (2, 4)])
     ih = (("gamma", 0.1), ("p", 0.75))
     ResultStore(t / "fig3.jsonl").append([_rec("induction-heads", m, v, 0, 2 * v, 4 * v, 0, 0.7, task_args=ih)
-                                          for m in ("mamba", "delta-top") for v in (5, 10)])
-    ResultStore(t / "figA4.jsonl").append([_rec("induction-heads", "delta-top", 5, 0, 10, n, 0, 1.0, task_args=ih)
+                                          for m in ("mamba", "mamba-delta-t") for v in (5, 10)])
+    ResultStore(t / "figA4.jsonl").append([_rec("induction-heads", "mamba-delta-t", 5, 0, 10, n, 0, 1.0, task_args=ih)
                                            for n in (5, 10, 20)])
     for grid, pe in (("keepnth-pe", True), ("keepnth-nope", False)):
         ta = (("n", 5), ("pe", pe))
         recs = [_rec("keep-nth", m, 128, 0, 32, 8, s, 1.0 if pe and m == "mamba" else 0.08 + 0.01 * s, T=T,
-                     task_args=ta) for m in ("mamba", "s4d") for T in (10, 50) for s in (0, 1, 2)]
+                     task_args=ta) for m in ("mamba", "mamba-s4d") for T in (10, 50) for s in (0, 1, 2)]
         for rec in recs:
             rec["result"]["decay_hist"] = _decay_hist(rec["spec"]["mixer"])
         ResultStore(t / f"{grid}.jsonl").append(recs)
@@ -221,8 +221,8 @@ def test_figure1_pools_the_stored_decay_histograms_of_solved_runs_only(results, 
     assert "keepnth-nope 6 runs" in r.caption and "so no Mamba-S4D histogram is drawn" in r.caption
 
     shutil.copytree(results, tmp_path / "r")
-    rec = _rec("keep-nth", "s4d", 128, 0, 32, 8, 7, 1.0, T=50, task_args=(("n", 5), ("pe", True)))
-    rec["result"]["decay_hist"] = dict(_decay_hist("s4d"), before_n=[0, 0, 0, 1], from_n=[0, 0, 0, 1])
+    rec = _rec("keep-nth", "mamba-s4d", 128, 0, 32, 8, 7, 1.0, T=50, task_args=(("n", 5), ("pe", True)))
+    rec["result"]["decay_hist"] = dict(_decay_hist("mamba-s4d"), before_n=[0, 0, 0, 1], from_n=[0, 0, 0, 1])
     ResultStore(tmp_path / "r/train/keepnth-pe.jsonl").append([rec])
     r = paper_figures.make("fig1", tmp_path / "r")
     steps = {ln.get_label(): ln for ln in r.figure.axes[1].get_lines()}
@@ -327,12 +327,12 @@ def test_ih_mixers_table_compares_over_the_seeds_both_mixers_hold(tmp_path):
     ih = (("gamma", 0.1), ("p", 0.75))
     recs = [_rec("induction-heads", "mamba", 5, 0, 10, 20, 0, 0.9, task_args=ih),
             _rec("induction-heads", "mamba", 5, 0, 10, 20, 1, 0.99, task_args=ih),
-            _rec("induction-heads", "delta-top", 5, 0, 10, 20, 0, 0.95, task_args=ih),
+            _rec("induction-heads", "mamba-delta-t", 5, 0, 10, 20, 0, 0.95, task_args=ih),
             _rec("induction-heads", "mamba", 5, 0, 40, 20, 0, 1.0, task_args=ih),
-            _rec("induction-heads", "delta-top", 5, 0, 40, 20, 0, 0.8, task_args=ih),
+            _rec("induction-heads", "mamba-delta-t", 5, 0, 40, 20, 0, 0.8, task_args=ih),
             _rec("induction-heads", "mamba", 5, 0, 5, 5, 0, 0.7, task_args=ih),
-            _rec("induction-heads", "delta-top", 5, 0, 5, 5, 0, 0.6, task_args=ih),
-            _rec("induction-heads", "delta-top", 10, 0, 20, 40, 0, 1.0, task_args=ih)]  # no Mamba run: no row
+            _rec("induction-heads", "mamba-delta-t", 5, 0, 5, 5, 0, 0.6, task_args=ih),
+            _rec("induction-heads", "mamba-delta-t", 10, 0, 20, 40, 0, 1.0, task_args=ih)]  # no Mamba run: no row
     ResultStore(tmp_path / "train/figA4.jsonl").append(recs)
     r = paper_figures.make("ih-mixers", tmp_path)
     assert "| 5 | 4|V| | 10 | 1 | 1 | 0.90000 (0) | 0.95000 (0) | +0.05000 |" in r.markdown

@@ -54,7 +54,7 @@ def _close_figures():
 @pytest.fixture
 def stores(tmp_path):
     t = tmp_path / "train"
-    ih = [_rec("induction-heads", m, 5, 0, _d(i), 5 * k, a, IH) for m in ("mamba", "delta-top") for k in (1, 4)
+    ih = [_rec("induction-heads", m, 5, 0, _d(i), 5 * k, a, IH) for m in ("mamba", "mamba-delta-t") for k in (1, 4)
           for i, a in enumerate(ACCS)]
     ResultStore(t / "figA4.jsonl").append(ih)
     ResultStore(t / "fig3.jsonl").append([r for r in ih if r["spec"]["d_state"] == 20])
@@ -72,7 +72,7 @@ def test_induction_heads_figures_ring_both_mixers(stores, name):
     panels = [ax for ax in fig.axes if ax.get_title().startswith("N = ")]
     assert [ax.get_title() for ax in panels] == (["N = 4 |V|"] if name == "fig3" else ["N = 1 |V|", "N = 4 |V|"])
     for ax in panels:
-        for mixer, x in (("mamba", 5 * 2 ** -0.12), ("delta-top", 5 * 2 ** 0.12)):
+        for mixer, x in (("mamba", 5 * 2 ** -0.12), ("mamba-delta-t", 5 * 2 ** 0.12)):
             assert _points(ax, "solved", mixer) == _at(x, SOLVED), (ax.get_title(), mixer)
             assert _points(ax, "near", mixer) == _at(x, NEAR), (ax.get_title(), mixer)
     r = paper_figures.make(name, stores)
@@ -91,7 +91,7 @@ def test_colour_scale_separates_099_0999_and_1(stores):
     want = {_d(i): min(6.0, -math.log10(1 - a)) if a < 1 else 6.0 for i, a in enumerate(ACCS)}
     assert by_d == pytest.approx(want, abs=1e-6)
     assert by_d[_d(ACCS.index(0.99))] == pytest.approx(2) and by_d[_d(ACCS.index(0.999))] == pytest.approx(3)
-    outlined = next(c for c in ax.collections if c.get_gid() == "acc:delta-top")
+    outlined = next(c for c in ax.collections if c.get_gid() == "acc:mamba-delta-t")
     edges = dict(zip(outlined.get_offsets()[:, 1].tolist(), outlined.get_edgecolors().tolist()))
     for d, v in want.items():
         assert edges[d] == pytest.approx(list(CMAP(NORM(v))))

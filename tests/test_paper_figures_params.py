@@ -47,12 +47,12 @@ def _gradient_count(spec: RunSpec) -> int:
 
 SPECS = [
     _spec(mixer="mamba", d_model=8, d_state=4, task_args=(("n", 5), ("pe", True)), **KEEP),   # Table A.1
-    _spec(mixer="s4d", d_model=8, d_state=4, task_args=(("n", 5), ("pe", True)), **KEEP),     # Table A.2
+    _spec(mixer="mamba-s4d", d_model=8, d_state=4, task_args=(("n", 5), ("pe", True)), **KEEP),     # Table A.2
     _spec(mixer="mamba", d_model=8, d_state=4, task_args=(("n", 5), ("pe", False)), **KEEP),  # Table A.3
-    _spec(task="mqar", mixer="s4d", vocab=16, kappa=4, seq_len=24, d_model=12, d_state=2, gate=True),  # Figure 2
+    _spec(task="mqar", mixer="mamba-s4d", vocab=16, kappa=4, seq_len=24, d_model=12, d_state=2, gate=True),  # Figure 2
     _spec(task="mqar", mixer="mamba", vocab=16, kappa=4, seq_len=24, d_model=10, d_state=4),
     _spec(task="mqar", mixer="mamba2", vocab=16, kappa=4, seq_len=24, d_model=16, d_state=4),
-    _spec(task="induction-heads", mixer="delta-top", vocab=5, seq_len=16, d_model=10, d_state=5,
+    _spec(task="induction-heads", mixer="mamba-delta-t", vocab=5, seq_len=16, d_model=10, d_state=5,
           task_args=(("gamma", 0.1), ("p", 0.75))),                                         # Figures 3 / A.4
 ]
 
@@ -86,11 +86,11 @@ def test_tables_print_our_count_beside_the_papers(tmp_path):
     ours = 2 * 128 * 32 - 128 + 18 * 32 + 32 * 2 + 32 + 32 * 8 + 32
     t = tmp_path / "train"
     ResultStore(t / "keepnth-pe-bare.jsonl").append([_keep_rec("mamba", True, 32, 8, 50, s, 1.0) for s in range(3)])
-    ResultStore(t / "keepnth-nope-bare.jsonl").append([_keep_rec("s4d", False, 64, 64, 50, s, 0.09) for s in range(3)])
+    ResultStore(t / "keepnth-nope-bare.jsonl").append([_keep_rec("mamba-s4d", False, 64, 64, 50, s, 0.09) for s in range(3)])
     row = f"{ours / 1000:.1f}k / 9.2k ({ours / 9200:.2f}) |"
     assert f"| 32,8 | 1.00 (2 ep) / 1.00 (241 ep) | {row}" in paper_figures.make("tableA1", tmp_path).markdown
     assert f"| params | {row}" in paper_figures.make("table1", tmp_path).markdown
-    s4d = trained_params(RunSpec.from_dict(_keep_rec("s4d", False, 64, 64, 50, 0, 0.09)["spec"]))
+    s4d = trained_params(RunSpec.from_dict(_keep_rec("mamba-s4d", False, 64, 64, 50, 0, 0.09)["spec"]))
     assert s4d == 2 * 128 * 64 + 64 + 3 * 64 * 64 + 64  # embedding, readout, dt_bias, A_log / B / C, D
     assert f"| {s4d / 1000:.1f}k / 24.9k ({s4d / 24900:.2f}) |" in paper_figures.make("tableA4", tmp_path).markdown
 
@@ -101,14 +101,14 @@ def test_verdict_markers_and_captions(tmp_path):
     0.0 / 0.3 / 0.0 against 0.08 (means 0.02 apart: agree); (8, 8) T = 30 with seeds 0.0 / 0.6 / 0.0 against 0.14
     (intervals overlap, means 0.06 apart: "?")."""
     t = tmp_path / "train"
-    recs = [_keep_rec("s4d", True, 32, 8, 10, s, 0.2) for s in range(3)]
-    recs += [_keep_rec("s4d", True, 32, 8, 30, s, 0.1) for s in range(3)]
-    recs += [_keep_rec("s4d", True, 32, 8, 40, s, 0.3) for s in range(3)]
-    recs += [_keep_rec("s4d", True, 32, 8, 50, s, a) for s, a in enumerate((0.0, 0.3, 0.0))]
-    recs += [_keep_rec("s4d", True, 8, 8, 30, s, a) for s, a in enumerate((0.0, 0.6, 0.0))]
+    recs = [_keep_rec("mamba-s4d", True, 32, 8, 10, s, 0.2) for s in range(3)]
+    recs += [_keep_rec("mamba-s4d", True, 32, 8, 30, s, 0.1) for s in range(3)]
+    recs += [_keep_rec("mamba-s4d", True, 32, 8, 40, s, 0.3) for s in range(3)]
+    recs += [_keep_rec("mamba-s4d", True, 32, 8, 50, s, a) for s, a in enumerate((0.0, 0.3, 0.0))]
+    recs += [_keep_rec("mamba-s4d", True, 8, 8, 30, s, a) for s, a in enumerate((0.0, 0.6, 0.0))]
     ResultStore(t / "keepnth-pe-bare.jsonl").append(recs)
     # the same (32, 8) T = 10 cell with trainable projections reaches the paper's 0.94
-    ResultStore(t / "keepnth-pe.jsonl").append([_keep_rec("s4d", True, 32, 8, 10, s, 0.95, bare=False)
+    ResultStore(t / "keepnth-pe.jsonl").append([_keep_rec("mamba-s4d", True, 32, 8, 10, s, 0.95, bare=False)
                                                 for s in range(3)])
     r = paper_figures.make("tableA2", tmp_path)
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in r.markdown.splitlines()[2:]}

@@ -11,7 +11,7 @@ from constructions import keep_nth, mqar_mamba
 from constructions.layout import embed
 from verify.engines import make_engine
 from verify.engines.query_only import at_positions, folded_xz, in_proj_table, mamba_forward_at
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
 from verify.engines.scan import selective_scan_ref
 
 CONSTRUCTIONS = {  # the last one has a "+PE" position channel (embed writes t into it)

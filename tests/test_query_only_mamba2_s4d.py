@@ -13,7 +13,7 @@ from verify.engines import make_engine
 from verify.engines.query_only import at_positions, in_proj_table, mamba2_forward_at, mamba_s4d_forward_at
 from verify.engines.scan import selective_scan_ref
 from verify.tasks.mqar import MQARConfig, generate
-from verify.train.models import ssd_chunk_scan_ref
+from verify.blocks.mamba2 import ssd_chunk_scan_ref
 
 REF = make_engine("reference", "float64")
 

@@ -13,7 +13,7 @@ import torch
 from constructions import mqar_mamba
 from constructions.layout import MambaConfig
 from symbolic import theorem2 as th
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
 
 
 def _naive_mamba(sd, x, cfg):

@@ -15,7 +15,7 @@ from profiles import examples
 
 from constructions import haar
 from constructions.errors import RequirementError
-from constructions.export import load, save
+from verify.export import load, save
 from symbolic import theorem1 as t1
 from verify.engines import make_engine
 from verify.specs.haar import HaarParams, build, check, outputs, prop1_time

@@ -152,11 +152,13 @@ def test_key_dim_requirements():
 
 
 def test_export_round_trip(tmp_path):
-    from constructions.export import load, save
+    from verify.export import load, save
 
     con = mqar_mamba2.build(5, 12, "jl", seq_len=30)
     loaded = load(save(con, tmp_path, dtype=torch.float64))
-    assert loaded.config == con.config and loaded.info == con.info
+    # the export records the block's arguments resolved (headdim, d_ssm): the same block, each default spelled out
+    assert loaded.config.arguments() == con.config.arguments() and loaded.info == con.info
+    assert con.config.headdim is None and loaded.config.headdim == con.config.head_dim
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in con.state_dict().items())
     r = check_mqar(loaded, MQARConfig(5, 12, 30, num_examples=8), make_engine("reference"), seed=1)
     assert r.correct == r.queries

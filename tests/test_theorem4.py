@@ -16,7 +16,7 @@ from constructions.errors import RequirementError
 from symbolic import theorem4 as th
 from verify.checks import check_mqar
 from verify.engines import make_engine
-from verify.engines.mamba_s4d import MambaS4D
+from verify.blocks.mamba_s4d import MambaS4D
 from verify.tasks.mqar import MQARConfig
 
 TOL = {"float64": 1e-9, "float32": 1e-4}
@@ -116,13 +116,13 @@ def test_requirements():
 
 
 def test_export_round_trip_and_strict_load_into_the_block(tmp_path):
-    from constructions.export import load, save
+    from verify.export import load, save
 
     con = mqar_s4d.build(4, 10, "jl", seq_len=30)
     path = save(con, tmp_path, dtype=torch.float32)
     loaded = load(path)
     assert loaded.config == con.config and loaded.info == con.info
-    block = MambaS4D(**loaded.config.mamba_kwargs())
+    block = MambaS4D(**loaded.config.arguments())
     block.load_state_dict(loaded.mixer, strict=True)
     tokens, labels = sequence(con, [(0, 3), (1, 9), (2, 3), (3, 0)], [2, 0, 3, None, 1])
     with torch.no_grad():

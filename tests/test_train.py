@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from constructions.layout import MambaConfig
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
 from verify.train.loop import train_pack
-from verify.train.models import init_mamba, packed_mamba_forward
-from verify.train.spec import RunSpec, pack_key, protocol, run_key
+from verify.blocks.mamba import init_mamba, packed_mamba_forward
+from verify.train.spec import SCHEMA, RunSpec, pack_key, protocol, run_key
 from verify.train.store import ResultStore
 from verify.train.runner import Outcome, run_sweep
 from verify.train.sweep import grid, plan, tightness
@@ -87,7 +87,7 @@ def _rows_per_forward(model, tok, lab, batch, **kw):
     return rows
 
 
-@pytest.mark.parametrize("mixer,impl", [("delta-top", "packed"), ("delta-top", "module"), ("mamba", "packed")])
+@pytest.mark.parametrize("mixer,impl", [("mamba-delta-t", "packed"), ("mamba-delta-t", "module"), ("mamba", "packed")])
 def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward(mixer, impl):
     """Mamba-Delta-top's scan memory grows with N x d_inner: its evaluation forwards take the training batch, not
     the larger chunks other mixers evaluate in (which ran an H100 out of memory at |V| = 40, d 320, N 160). Packed
@@ -106,7 +106,7 @@ def test_evaluation_of_a_memory_capped_mixer_runs_one_training_batch_per_forward
         stand_in = dataclasses.replace(m, cuda_module=lambda cfg, device, dtype: _engine_module("mamba-delta-t", cfg))
         model = ModuleModel(stand_in, m.block_config(specs[0]), *initial_state(specs[0]), "cpu", torch.float64)
     tok, lab = datasets(specs[0])["val"]
-    assert _rows_per_forward(model, tok[:40], lab[:40], batch=8) == ([8] * 5 if mixer == "delta-top" else [40])
+    assert _rows_per_forward(model, tok[:40], lab[:40], batch=8) == ([8] * 5 if mixer == "mamba-delta-t" else [40])
 
 
 def test_evaluation_chunks_are_sized_by_the_logits_where_the_classes_outnumber_d():
@@ -273,9 +273,9 @@ def test_plan_cuts_packs_whose_scan_tensors_would_not_fit():
             assert len(p) == 1 or len(p) * fits(p[0]) <= sweep.PACK_BYTES
             limit = min(15, max(1, sweep.PACK_BYTES // fits(p[0])))  # as large as fits, up to the cell's 15
             assert len(per_cell[pack_key(p[0])]) == -(-15 // limit)
-    big = [p for p in packs if p[0].mixer == "delta-top" and p[0].vocab == 40 and p[0].d_model == 320]
+    big = [p for p in packs if p[0].mixer == "mamba-delta-t" and p[0].vocab == 40 and p[0].d_model == 320]
     assert big and all(len(p) == 1 for p in big)
-    small = [p for p in packs if p[0].mixer == "delta-top" and p[0].vocab == 5]
+    small = [p for p in packs if p[0].mixer == "mamba-delta-t" and p[0].vocab == 5]
     assert small and all(len(p) == 15 for p in small)
 
 
@@ -288,14 +288,14 @@ def test_cli_train_prints_one_record():
         assert main(["train", "--kappa", "2", "--vocab", "4", "--seq-len", "8", "--d-state", "4", "--max-steps", "20",
                      "--json"]) == 0
     rec = json.loads(buf.getvalue())
-    assert rec["spec"]["mixer"] == "mamba" and rec["spec"]["schema"] == 2 and "_weights" not in rec
+    assert rec["spec"]["mixer"] == "mamba" and rec["spec"]["schema"] == SCHEMA and "_weights" not in rec
 
 
 @pytest.mark.cuda
 def test_cuda_packed_kernel_matches_reference_and_module():
     from mamba_ssm import Mamba
 
-    from verify.train.models import cuda_scan
+    from verify.blocks.common import cuda_scan
 
     cfg = MambaConfig(d_model=16, d_state=8)
     sds = [init_mamba(cfg, torch.Generator().manual_seed(s)) for s in range(4)]
@@ -305,7 +305,7 @@ def test_cuda_packed_kernel_matches_reference_and_module():
     ref = packed_mamba_forward(packed, h, cfg)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for k in range(4):
-        m = Mamba(**cfg.mamba_kwargs(), device="cuda", dtype=torch.float32)
+        m = Mamba(**cfg.arguments(), device="cuda", dtype=torch.float32)
         m.load_state_dict({n: v.float() for n, v in sds[k].items()}, strict=True)
         with torch.no_grad():
             torch.testing.assert_close(out[k], m(h[k]), rtol=1e-4, atol=1e-4)
@@ -330,18 +330,18 @@ SHORT = dict(max_steps=60, eval_every=20, train_samples=512, val_samples=128, te
 
 def _engine_module(mixer, cfg):
     """The engines' own module of a registered mixer (pure torch), to load a trained state dict strictly."""
-    from verify.engines.delta_t import MambaDeltaT
-    from verify.engines.mamba_s4d import MambaS4D
+    from verify.blocks.mamba_delta_t import MambaDeltaT
+    from verify.blocks.mamba_s4d import MambaS4D
     from verify.engines.scan import selective_scan_ref
 
-    if mixer == "s4d":
-        return MambaS4D(**cfg.mamba_kwargs(), dtype=torch.float64)
+    if mixer == "mamba-s4d":
+        return MambaS4D(**cfg.arguments(), dtype=torch.float64)
     if mixer == "mamba-delta-t":
         return MambaDeltaT(cfg, scan_fn=selective_scan_ref, dtype=torch.float64)
     return None
 
 
-@pytest.mark.parametrize("mixer,gate", [("mamba2", False), ("s4d", True), ("s4d", False), ("mamba-delta-t", False)])
+@pytest.mark.parametrize("mixer,gate", [("mamba2", False), ("mamba-s4d", True), ("mamba-s4d", False), ("mamba-delta-t", False)])
 def test_other_mixers_train_on_mqar_and_export(mixer, gate):
     from verify.train import registry
 
@@ -356,7 +356,7 @@ def test_other_mixers_train_on_mqar_and_export(mixer, gate):
         assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in cfg.zeros().items()}
         z = cfg.in_proj_rows()["z"]
     else:
-        z = slice(cfg.width if mixer == "s4d" else cfg.d_inner, None)
+        z = slice(cfg.width if mixer == "mamba-s4d" else cfg.d_inner, None)
         module = _engine_module(mixer, cfg)
         module.load_state_dict({k: v.double() for k, v in sd.items()}, strict=True)
         h = torch.randn(2, 7, spec.d_model, dtype=torch.float64)
@@ -379,7 +379,7 @@ def test_keep_nth_with_pe_learns_and_scores_positions_from_n():
 
 
 def test_induction_heads_trains_with_the_blank_class():
-    spec = RunSpec(task="induction-heads", mixer="delta-top", vocab=3, seq_len=12, d_model=8, d_state=6, seed=0,
+    spec = RunSpec(task="induction-heads", mixer="mamba-delta-t", vocab=3, seq_len=12, d_model=8, d_state=6, seed=0,
                    lr=0.03, protocol=protocol("smoke", **SHORT), task_args=(("gamma", 0.1), ("p", 0.75)))
     (rec,) = train_pack([spec])
     hist = rec["result"]["history"]
@@ -492,10 +492,10 @@ def test_status_counts_a_grids_stored_runs_by_mixer_and_seed():
     st = grid_status(g, records, seeds=1)
     assert st["mamba"] == {"stored": 4, "solved": 1, "first_stored": 3, "full": len(mamba),
                            "first": sum(s.seed == 0 for s in mamba)}
-    assert st["s4d"]["stored"] == 0 and st["s4d"]["full"] == sum(s.mixer == "s4d" for s in runs)
+    assert st["mamba-s4d"]["stored"] == 0 and st["mamba-s4d"]["full"] == sum(s.mixer == "mamba-s4d" for s in runs)
 
 
-@pytest.mark.parametrize("mixer", ["mamba", "s4d"])
+@pytest.mark.parametrize("mixer", ["mamba", "mamba-s4d"])
 def test_projections_off_is_the_papers_keep_nth_model(mixer):
     """proj=False (the paper's KEEP n-TH models, embedding -> SSM -> linear output): in_proj's x rows and out_proj
     stay the identity through training, and the trainable parameters are the embedding, the SSM and the readout

@@ -18,7 +18,7 @@ def _decay_by_hand(mixer, sd, tokens, config):
     p = {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}
     lam = torch.exp(p["A_log"])
     b, L = tokens.shape
-    if mixer == "s4d":
+    if mixer == "mamba-s4d":
         return torch.exp(-F.softplus(p["dt_bias"]).expand(b, L, -1)[..., None] * lam)
     x = with_position(sd["embedding.weight"][tokens], True)
     u = (x @ p["in_proj.weight"].T + p["in_proj.bias"])[..., :config.d_inner]  # (b, L, d_inner)
@@ -29,22 +29,30 @@ def _decay_by_hand(mixer, sd, tokens, config):
     return torch.exp(-F.softplus(dt)[..., None] * lam)
 
 
+HISTOGRAM_MIXERS = ("mamba", "mamba-s4d")  # the paper's Fig. 1 compares these two
+
+
+def test_the_histogram_is_stored_for_the_figures_mixers_only():
+    assert [m for m in ("mamba", "mamba2", "mamba-delta-t", "mamba-s4d", "linear-mamba", "s4d")
+            if decay.has_histogram(m)] == list(HISTOGRAM_MIXERS)
+
+
 def test_decay_factors_are_the_block_formulas():
     tokens = torch.randint(0, 6, (5, 9))
-    for mixer in decay.MIXERS:
+    for mixer in HISTOGRAM_MIXERS:
         spec = RunSpec(mixer=mixer, seed=1, **KEEP)
         sd, _ = initial_state(spec)
         config = build_model([spec], "cpu").config
         want = _decay_by_hand(mixer, sd, tokens, config)
         got = decay.decay_factors(mixer, sd, tokens, True, config)
         assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-12, atol=1e-14), mixer
-        if mixer == "s4d":  # input-independent Delta: every position has the same factors
+        if mixer == "mamba-s4d":  # input-independent Delta: every position has the same factors
             assert torch.equal(got, got[:1, :1].expand_as(got))
 
 
 def test_keep_nth_runs_store_the_histogram_before_and_from_n():
     proto = protocol("smoke", max_steps=40, eval_every=20, train_samples=256, val_samples=64, test_samples=64)
-    for mixer in decay.MIXERS:
+    for mixer in HISTOGRAM_MIXERS:
         (rec,) = train_pack([RunSpec(mixer=mixer, seed=0, protocol=proto, conv=False, **KEEP)])
         h = rec["result"]["decay_hist"]
         assert len(h["edges"]) == decay.BINS + 1 and h["n"] == 3 and h["sequences"] == 64

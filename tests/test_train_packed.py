@@ -11,15 +11,13 @@ import torch
 from torch.func import functional_call
 
 from constructions.layout import Mamba2Config
-from verify.engines.delta_t import MambaDeltaT
-from verify.engines.mamba_s4d import mamba_s4d_forward
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
+from verify.blocks.mamba2 import init_mamba2, mamba2_forward, packed_mamba2_forward, ssd_chunk_scan_ref
+from verify.blocks.mamba_delta_t import MambaDeltaT, packed_delta_t_forward
+from verify.blocks.mamba_s4d import mamba_s4d_forward, packed_s4d_forward
 from verify.engines.scan import selective_scan_delta_t_ref, selective_scan_ref
-from verify.engines.reference_mamba2 import mamba2_forward
 from verify.train import registry
 from verify.train.loop import build_model, initial_state, train_pack
-from verify.train.models import (init_mamba2, packed_delta_t_forward, packed_mamba2_forward, packed_s4d_forward,
-                                 ssd_chunk_scan_ref)
 from verify.train.spec import RunSpec, protocol
 
 SHAPE = dict(task="mqar", kappa=2, vocab=4, seq_len=8, d_model=8, d_state=3)
@@ -30,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only 
 
 def _single(mixer, cfg):
     """The engines' own single-block forward of a mixer: (params, hidden (b, L, d)) -> (b, L, d)."""
-    if mixer == "s4d":
+    if mixer == "mamba-s4d":
         return lambda p, h: mamba_s4d_forward(p, h, cfg, selective_scan_ref)
     if mixer == "mamba-delta-t":
         module = MambaDeltaT(cfg, scan_fn=selective_scan_ref, device="meta")
@@ -67,7 +65,7 @@ def _check_packed_against_single(packed_forward, single, p: dict, d_model: int, 
                                                          for i in range(K)]), rtol=0, atol=1e-10)
 
 
-CASES = [("s4d", True, True, ()), ("s4d", False, False, ()),
+CASES = [("mamba-s4d", True, True, ()), ("mamba-s4d", False, False, ()),
          ("mamba-delta-t", False, True, ()), ("mamba-delta-t", True, False, ()),
          ("mamba2", False, True, (("headdim", 2),)), ("mamba2", True, False, (("headdim", 4),)),
          ("mamba2", False, True, ())]
@@ -118,13 +116,13 @@ def test_each_mixer_packs_with_its_own_scans():
     spec = RunSpec(mixer="mamba2", seed=0, lr=0.01, task_args=(("headdim", 4),), **SHAPE)
     assert build_model([spec], "cpu").scan is ssd_chunk_scan_ref
     assert registry.mixer("mamba2").packed_cuda_scan.__name__ == "cuda_ssd_scan"
-    for name, fwd in (("s4d", packed_s4d_forward), ("mamba-delta-t", packed_delta_t_forward)):
+    for name, fwd in (("mamba-s4d", packed_s4d_forward), ("mamba-delta-t", packed_delta_t_forward)):
         assert registry.mixer(name).packed_forward is fwd
         assert build_model([RunSpec(mixer=name, seed=0, lr=0.01, **SHAPE)], "cpu").scan is selective_scan_ref
         assert registry.mixer(name).packed_cuda_scan.__name__ == "cuda_scan"
 
 
-@pytest.mark.parametrize("mixer,task_args", [("s4d", ()), ("mamba-delta-t", ()), ("mamba2", (("headdim", 4),))])
+@pytest.mark.parametrize("mixer,task_args", [("mamba-s4d", ()), ("mamba-delta-t", ()), ("mamba2", (("headdim", 4),))])
 def test_packing_trains_each_model_as_if_alone(mixer, task_args):
     proto = protocol("smoke", max_steps=8, eval_every=4, train_samples=256, val_samples=64, test_samples=64,
                      stop_value=2.0)
@@ -149,7 +147,7 @@ def _rel_err(got, want):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("mixer,task_args", [("s4d", ()), ("mamba-delta-t", ()), ("mamba2", (("headdim", 4),))])
+@pytest.mark.parametrize("mixer,task_args", [("mamba-s4d", ()), ("mamba-delta-t", ()), ("mamba2", (("headdim", 4),))])
 def test_cuda_packed_kernels_match_the_packed_reference(mixer, task_args):
     """Float32 on the kernel vs float64 on the reference (same device): outputs and every parameter gradient."""
     specs = [RunSpec(mixer=mixer, seed=s, lr=0.01, task_args=task_args, **{**SHAPE, "d_model": 16, "d_state": 8})
@@ -175,7 +173,7 @@ def test_cuda_packed_mamba2_is_the_mamba_ssm_module_per_model():
     from mamba_ssm import Mamba2
 
     from verify.engines.cuda import mamba2_module
-    from verify.train.models import cuda_ssd_scan
+    from verify.blocks.common import cuda_ssd_scan
 
     cfg = Mamba2Config(d_model=32, d_state=8, headdim=8, ngroups=2, rmsnorm=True)
     sds = [init_mamba2(cfg, torch.Generator().manual_seed(s)) for s in range(3)]

@@ -81,7 +81,7 @@ def test_training_needs_equal_scored_positions_per_sequence():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("mixer,kw", [("mamba", {}), ("s4d", {}), ("mamba2", {"task_args": (("headdim", 4),),
+@pytest.mark.parametrize("mixer,kw", [("mamba", {}), ("mamba-s4d", {}), ("mamba2", {"task_args": (("headdim", 4),),
                                                                              "d_model": 16})])
 def test_cuda_graph_replay_trains_as_the_eager_step(mixer, kw):
     """Replayed steps = eager steps. Mamba-2's Triton kernels compute in TF32 and pick their configurations per

@@ -17,6 +17,7 @@ import torch
 from constructions.errors import require
 from constructions.layout import Construction
 from verify import fused_readout, rounding
+from verify.blocks import mixer_sizes
 from verify.cli_support import strict
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
@@ -342,9 +343,9 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
-                       correct, min_margin, seconds=seconds, config=config, info=dict(con.info), summary=summary,
-                       rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], bound))
+    return CheckResult(con.name, con.theorem, mixer_sizes(con.config), engine.name, engine.dtype_name, len(tokens),
+                       queries, correct, min_margin, seconds=seconds, config=config, info=dict(con.info),
+                       summary=summary, rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], bound))
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
@@ -380,8 +381,8 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     seconds = time.perf_counter() - start
     summary = (f"k={task.kappa} |V|={task.vocab_size} T={task.seq_len} d={con.config.d_model} "
                f"N={con.config.d_state}")
-    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, sequences, queries,
-                       correct, min_margin, seconds=seconds, config={**asdict(task), "seed": seed},
+    return CheckResult(con.name, con.theorem, mixer_sizes(con.config), engine.name, engine.dtype_name, sequences,
+                       queries, correct, min_margin, seconds=seconds, config={**asdict(task), "seed": seed},
                        info=dict(con.info), summary=summary, rule=MARGIN_RULE,
                        **proof_fields(con, engine, task.seq_len, bound))
 

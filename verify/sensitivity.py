@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from constructions import keep_nth
 from constructions.layout import embed
 from symbolic import corollary2 as c2
-from verify.engines.reference import mamba_forward
+from verify.blocks.mamba import mamba_forward
 from verify.engines.scan import selective_scan_ref
 from verify.tasks.keep_nth import KeepNthConfig, generate
 

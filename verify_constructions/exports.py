@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from constructions import export as store
 from constructions.errors import RequirementError, require
+from constructions.export import check_target
 from constructions.layout import Construction
 from symbolic.proofs import Obligation
+from verify import export as store
 from verify_constructions import building
 
 FILE_DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -40,7 +41,7 @@ def require_writable_folder(path: str, flag: str) -> Path:
 def cmd_export(spec, params, constants, args, out, build) -> int:
     require(args.dtype in FILE_DTYPES, f"--dtype {args.dtype}: the file dtype must be one of {FILE_DTYPES}")
     target = require_writable_folder(args.out, "--out")
-    store.check_target(target, args.force)  # before any work
+    check_target(target, args.force)  # before any work
     con = build()
     record = {"construction": spec.name, "params": asdict(params), "constants": _overrides(spec, constants)}
     if con.proof is not None and con.proof.outside:

@@ -7,23 +7,16 @@ from dataclasses import fields, replace
 from rich.console import Console
 from rich.table import Table
 
-from constructions.layout import mixer_sizes
+from verify.blocks import KINDS, mixer_sizes
 from verify.registry import BROKEN, SPECS
 from verify_constructions import building
 
 
 def engine_support(kind: str) -> dict[str, str | None]:
-    """engine -> None if it runs block ``kind``, else the reason it does not."""
-    from verify.engines import cuda
-
-    out: dict[str, str | None] = {"reference": None,
-                                  "mamba_ssm": None if kind in cuda.MODULES else "mamba_ssm has no such module"}
-    try:
-        from verify.engines import hf
-    except ImportError:
-        return out
-    out["transformers"] = None if kind in hf.SUPPORTED else hf.UNSUPPORTED.get(kind, "transformers has no such block")
-    return out
+    """engine -> None if it runs block ``kind``, else the reason it does not (the kind's, ``verify.blocks``)."""
+    k = KINDS[kind]
+    return {"reference": None, **{where: getattr(k, where) if isinstance(getattr(k, where), str) else None
+                                  for where in ("mamba_ssm", "transformers")}}
 
 
 def _kind(spec) -> str:

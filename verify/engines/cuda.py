@@ -1,4 +1,6 @@
-"""The ``mamba_ssm`` engine: loads a construction's state dict into ``mamba_ssm.Mamba`` on CUDA and runs its kernels.
+"""The ``mamba_ssm`` engine: loads a construction's state dict into the mamba_ssm module of its block kind (the kind's
+``mamba_ssm`` entry, ``verify.blocks``: ``mamba_ssm.Mamba``, ``mamba_ssm.Mamba2``, or this project's Mamba-S4D and
+Mamba-Delta-transpose modules on mamba_ssm's selective scan) on CUDA and runs its kernels.
 
 ``mamba_ssm`` is optional (``pip install 'mamba-constructions[gpu]'``); it is imported here only, inside
 try/except, as mamba_ssm itself does with causal_conv1d. With causal_conv1d installed ``Mamba`` takes its fused
@@ -14,7 +16,7 @@ import torch
 
 from constructions.errors import require
 from constructions.layout import Construction, embed
-from verify.engines.delta_t import MambaDeltaT
+from verify import blocks
 from verify.engines.query_only import at_positions, in_proj_table, mamba_forward_at, silu_conv
 
 try:
@@ -25,20 +27,8 @@ except ImportError:  # no wheel, or no compiled extension on this machine
     Mamba = causal_conv1d_fn = selective_scan_fn = None
 
 
-def _mamba(config, device, dtype):
-    return Mamba(**config.mamba_kwargs(), device=device, dtype=dtype)
-
-
-def _mamba_delta_t(config, device, dtype):
-    return MambaDeltaT(config, scan_fn=selective_scan_fn, device=device, dtype=dtype)
-
-
-# block kind -> factory(config, device, dtype) of the module that runs it on mamba_ssm's kernels
-MODULES = {"mamba": _mamba, "mamba-delta-t": _mamba_delta_t}
-
-
 class MambaSSMEngine:
-    """Runs a construction on ``mamba_ssm``'s module for its block kind (``MODULES``), strictly loaded, on CUDA.
+    """Runs a construction on its block kind's mamba_ssm module (``BlockKind.mamba_ssm``), strictly loaded, on CUDA.
 
     ``hidden`` is the module's forward over every position; ``hidden_at`` the query-only form of the same forward
     (exact in real arithmetic, see its docstring), which is what the MQAR check times."""
@@ -70,12 +60,13 @@ class MambaSSMEngine:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
     def module(self, con: Construction):
-        """A ``mamba_ssm.Mamba`` with the construction's weights, loaded with ``load_state_dict(strict=True)``."""
+        """The block's mamba_ssm module with the construction's weights (``load_state_dict(strict=True)``)."""
         if self._cache is None or self._cache[0] is not con:
-            require(con.config.kind in MODULES, f"engine mamba_ssm has no module for block kind {con.config.kind!r} "
-                                                f"(it runs: {', '.join(MODULES)}); use --engine reference")
-            m = MODULES[con.config.kind](con.config, self.device, self.dtype)
-            m.load_state_dict(con.mixer, strict=True)
+            kind = blocks.of(con.config)
+            runs = [k.name for k in blocks.KINDS.values() if not isinstance(k.mamba_ssm, str)]
+            require(not isinstance(kind.mamba_ssm, str), f"engine mamba_ssm has no module for block kind {kind.name!r} "
+                                                         f"(it runs: {', '.join(runs)}); use --engine reference")
+            m = kind.mamba_ssm.load(con.config, con.mixer, self.device, self.dtype)
             self._cache = (con, m.eval(), con.embedding.to(self.device, self.dtype))
         return self._cache[1], self._cache[2]
 
@@ -129,8 +120,8 @@ except ImportError:
 def mamba2_module(config, device, dtype):
     """``mamba_ssm.Mamba2`` on its unfused path (``use_mem_eff_path=False``: conv, then the Triton SSD scan
     ``mamba_chunk_scan_combined``, then RMSNormGated), with its torch conv (``_Mamba2``); the check engine and the
-    training registry build Mamba-2 with it."""
-    return _Mamba2(**config.mamba_kwargs(), use_mem_eff_path=False, device=device, dtype=dtype)
+    training build Mamba-2 with it (``verify.blocks.mamba2``)."""
+    return _Mamba2(**config.arguments(), use_mem_eff_path=False, device=device, dtype=dtype)
 
 
 class _Mamba2(Mamba2 or object):
@@ -148,13 +139,3 @@ class _Mamba2(Mamba2 or object):
             return super().forward(u, *args, **kwargs)
         finally:
             mod.causal_conv1d_fn = saved
-
-
-def _mamba_s4d(config, device, dtype):
-    """The project's Mamba-S4D block running mamba_ssm's CUDA ``selective_scan_fn`` (input-independent B, C)."""
-    from verify.engines.mamba_s4d import MambaS4D
-
-    return MambaS4D(**config.mamba_kwargs(), scan=selective_scan_fn, device=device, dtype=dtype)
-
-
-MODULES.update({"mamba2": mamba2_module, "mamba_s4d": _mamba_s4d})

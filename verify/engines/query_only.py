@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from constructions.layout import Construction
+from verify.engines.scan import rms_norm_gated_ref
 
 
 def at_positions(hidden: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -102,8 +103,6 @@ def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con:
     y = at_positions(y.flatten(-2), pos)  # (b, q, d_ssm): what follows acts per position
     z_at = at_positions(z, pos)
     if c.rmsnorm:
-        from verify.engines.reference_mamba2 import rms_norm_gated_ref
-
         y = rms_norm_gated_ref(y, params["norm.weight"], z_at, group_size=c.ssm_width // c.ngroups,
                                norm_before_gate=c.norm_before_gate)
     if c.d_mlp > 0:
@@ -114,7 +113,7 @@ def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con:
 
 def mamba_s4d_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction,
                          tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
-    """The Mamba-S4D block (``verify.engines.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
+    """The Mamba-S4D block (``verify.blocks.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
     in_proj from ``in_proj_table``, the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan`` has
     ``selective_scan_fn``'s signature) over every position, out_proj at the scored positions only."""
     x, z = folded_xz(con, table, params["in_proj.weight"], tokens).chunk(2, dim=1)

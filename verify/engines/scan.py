@@ -1,12 +1,24 @@
-"""The reference selective scans, in plain PyTorch: the S6 scan with ``mamba_ssm.selective_scan_fn``'s signature and
-the Mamba-Delta-transpose scan (Huang et al. eq. 15).
+"""The reference selective scans, in plain PyTorch: the S6 scan with ``mamba_ssm.selective_scan_fn``'s signature, the
+Mamba-Delta-transpose scan (Huang et al. eq. 15) and Mamba-2's SSD scan (``ssd_scan_ref``).
 
 ``selective_scan_ref`` computes what mamba_ssm's kernel computes: ``delta = softplus(delta + delta_bias)`` (torch's
 softplus, threshold 20, as the kernel), ``h_t = exp(delta A) h_{t-1} + delta B_t u_t`` (ZOH on A, Euler on B),
 ``y_t = C_t h_t + D u_t``, ``y *= silu(z)``. Unlike mamba_ssm's reference it keeps float64 when given float64; for
 float32 and below it scans in float32 as the CUDA kernel does. Without autograd the loop runs in place into two
 buffers (the same operations in the same order as the out-of-place loop that autograd differentiates: bitwise the
-same result). It imports nothing of the project, so every engine and the training code can use it.
+same result).
+
+``ssd_scan_ref`` mirrors ``mamba_chunk_scan_combined`` (the Triton kernels of ``mamba_ssm.Mamba2``): ``dt =
+clamp(softplus(dt + dt_bias))`` (torch's softplus, threshold 20, as the kernel's ``where(dt <= 20, softplus(dt), dt)``),
+per head h with group g = h // (nheads/ngroups): ``state_t = exp(dt_t A_h) state_{t-1} + dt_t x_t (x) B_t[g]`` (state
+(headdim, d_state)), ``y_t = state_t C_t[g] + D x_t``, then ``y *= silu(z)`` when z is given. A sequential scan: exact
+(no chunking), float64 kept in float64, float32 and below scanned in float32 as the kernels do.
+
+``rms_norm_gated_ref`` mirrors ``layernorm_gated.rms_norm_ref`` (``mamba_ssm.Mamba2``'s RMSNormGated): ``norm(y *
+silu(z))`` (or ``norm(y) * silu(z)`` with norm_before_gate), RMS taken per group of ``d_ssm / ngroups`` channels,
+eps 1e-5 (RMSNormGated's), no bias.
+
+This module imports nothing of the project, so every block, engine and the training code can use it.
 """
 from __future__ import annotations
 
@@ -95,3 +107,60 @@ def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=Non
         h.mul_(decay).add_(torch.mul(u[:, :, t, None], B[:, None, :, t], out=write))
         torch.sum(torch.mul(h, C[:, None, :, t], out=write), dim=-1, out=y[:, :, t])
     return _skip_gate(y, u, D, z, dtype_in)
+
+
+def work_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype the scans compute in: float64 kept, float32 for every other dtype (as mamba_ssm's kernels)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, dt_limit=(0.0, float("inf"))):
+    """x, z: (batch, L, nheads, headdim); dt: (batch, L, nheads); A: (nheads,); B, C: (batch, L, ngroups, d_state);
+    D: (nheads,) or (nheads, headdim); dt_bias: (nheads,). Returns y (batch, L, nheads, headdim) in x's dtype."""
+    dtype_in, work = x.dtype, work_dtype(x)
+    batch, L, nheads, headdim = x.shape
+    heads_per_group = nheads // B.shape[2]
+    x, dt, A = x.to(work), dt.to(work), A.to(work)
+    B = B.to(work).repeat_interleave(heads_per_group, dim=2)  # (batch, L, nheads, d_state)
+    C = C.to(work).repeat_interleave(heads_per_group, dim=2)
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(work)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
+    state = x.new_zeros(batch, nheads, headdim, B.shape[-1])
+    grad = tracks_grad(x, dt, A, B, C)
+    write, ys = torch.empty_like(state), []
+    for t in range(L):  # memory stays (batch, nheads, headdim, d_state) whatever L is; in place unless training
+        decay = torch.exp(dt[:, t] * A)[:, :, None, None]
+        if grad:
+            state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        else:
+            state.mul_(decay).add_(torch.mul((dt[:, t, :, None] * x[:, t])[..., None], B[:, t, :, None, :],
+                                             out=write))
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+    y = torch.stack(ys, dim=1)
+    if D is not None:
+        D = D.to(work)
+        y = y + x * (D[:, None] if D.dim() == 1 else D)
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype_in)
+
+
+RMSNORM_EPS = 1e-5  # Mamba2 builds RMSNormGated(d_ssm, eps=1e-5, ...)
+
+
+def rms_norm_gated_ref(y, weight, z=None, eps=RMSNORM_EPS, group_size=None, norm_before_gate=False):
+    """y, z: (..., d); weight: (d,). RMSNorm over groups of ``group_size`` channels, gated by silu(z)."""
+    dtype_in, work = y.dtype, work_dtype(y)
+    y, weight = y.to(work), weight.to(work)
+    z = z.to(work) if z is not None else None
+    if z is not None and not norm_before_gate:
+        y = y * F.silu(z)
+    g = y.shape[-1] if group_size is None else group_size
+    grouped = y.unflatten(-1, (-1, g))
+    out = (grouped * torch.rsqrt(grouped.square().mean(dim=-1, keepdim=True) + eps)).flatten(-2) * weight
+    if z is not None and norm_before_gate:
+        out = out * F.silu(z)
+    return out.to(dtype_in)

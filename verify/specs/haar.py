@@ -15,6 +15,7 @@ from constructions.errors import require
 from symbolic import theorem1 as t1
 from constructions.layout import Construction
 from verify.api import Spec
+from verify.blocks import mixer_sizes
 from verify.checks import CheckResult, proof_fields, weights_dtype
 from verify.memory import check_bytes
 from verify.rounding import error_allowance
@@ -109,7 +110,7 @@ def check(con: Construction, p: HaarParams, engine) -> CheckResult:
     info = {**con.info, **extra, "kernel_max_error": float(k_err.max()),
             "signal_max_error": float(s_err.max()), "normalisation": "error / (2^{j/2} c_w [mean|x|])"}
     fields.update(error_bound=bound, allowance=allowance)
-    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(signals),
+    return CheckResult(con.name, con.theorem, mixer_sizes(con.config), engine.name, engine.dtype_name, len(signals),
                        len(errors), int((errors <= bound + allowance).sum()), float(bound + allowance - errors.max()),
                        seconds=seconds, config={**asdict(p.task()), "seed": p.seed, "levels": p.levels}, info=info,
                        summary=summary, max_error=float(errors.max()),

@@ -30,6 +30,7 @@ from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs
 from verify import recall_law as rl
 from verify.api import Spec
+from verify.blocks import mixer_sizes
 from verify.checks import CheckResult, proof_fields, report_progress, score_batch
 from verify.memory import TASK_BYTES, check_bytes
 from verify.tasks.mqar import MQARConfig, generate
@@ -164,9 +165,9 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
         fields.update(claim="margin", proven_margin=certificate)
     else:
         fields.update(claim="probabilistic", proven_margin=None, allowance=0.0)
-    return CheckResult(con.name, con.theorem, con.sizes(), engine.name, engine.dtype_name, len(tokens), queries,
-                       correct, min_margin, seconds=seconds, config={**asdict(task), "seed": p.seed + 1}, info=info,
-                       summary=summary, required_recall=required, rule=rule, **fields)
+    return CheckResult(con.name, con.theorem, mixer_sizes(con.config), engine.name, engine.dtype_name, len(tokens),
+                       queries, correct, min_margin, seconds=seconds, config={**asdict(task), "seed": p.seed + 1},
+                       info=info, summary=summary, required_recall=required, rule=rule, **fields)
 
 
 def _threshold(predicted: float, queries: int, chance: float) -> tuple[str, float | None, list[float]]:

@@ -1,8 +1,9 @@
 """Training one-layer Mamba-family models on the papers' tasks, for the tightness experiments (issue 6).
 
 The model is the one every construction uses (``constructions.layout``): ``logits = readout(mixer(embedding[x]))``,
-one block, no norm, no residual, parameters under mamba_ssm's names. Each (mixer, task) pair is an entry of
-``verify.train.registry`` (``MIXERS``, ``TASKS``); a run is a ``RunSpec`` (``verify.train.spec``).
+one block, no norm, no residual, parameters under mamba_ssm's names. A mixer is a block kind that trains
+(``verify.blocks``, its ``training`` entry), a task an entry of ``verify.train.registry.TASKS``; a run is a ``RunSpec``
+(``verify.train.spec``).
 
 Implementations (``verify.train.models``):
 
@@ -16,8 +17,8 @@ Implementations (``verify.train.models``):
   trains what mamba_ssm trains.
 
 Gate off (Mamba / Mamba-2 on MQAR, as in the paper): the z rows of ``in_proj`` are frozen at weight 0 and bias
-``GATE_OFF_Z``, so ``silu(z)`` is the same constant at every position, and the exported state dict runs unchanged in a
-real ``mamba_ssm.Mamba`` (the constant is absorbed by ``out_proj``). Frozen entries get zero gradient, so Adam never
+``verify.blocks.common.GATE_OFF_Z``, so ``silu(z)`` is the same constant at every position, and the exported state
+dict runs unchanged in a real ``mamba_ssm.Mamba`` (the constant is absorbed by ``out_proj``). Frozen entries get zero gradient, so Adam never
 moves them. This needs ``bias=True`` (``MambaConfig``'s default).
 
 Protocols (``verify.train.spec.PROTOCOLS``):
@@ -47,5 +48,3 @@ A verdict per run: ``solved`` iff every query of the test set is recalled (argma
 constructions' checks demand.
 """
 from __future__ import annotations
-
-GATE_OFF_Z = 1.0  # frozen z pre-activation when the gate is off: silu(1) ~ 0.731 everywhere

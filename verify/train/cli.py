@@ -100,6 +100,7 @@ def require_device(device: str, flag: str = "--device") -> None:
 
 
 def add_parsers(sub) -> None:
+    from verify.blocks import trainable
     from verify.train import registry
 
     fmt = HelpWithDefaults
@@ -108,8 +109,8 @@ def add_parsers(sub) -> None:
                                                        "on a task and print its test accuracy.")
     t.add_argument("--task", default="mqar", type=one_of(tuple(registry.TASKS), "task"),
                    help=f"task: {', '.join(registry.TASKS)}")
-    t.add_argument("--mixer", default="mamba", type=one_of(tuple(registry.MIXERS), "mixer"),
-                   help=f"mixer: {', '.join(registry.MIXERS)}")
+    t.add_argument("--mixer", default="mamba", type=one_of(tuple(trainable()), "mixer"),
+                   help=f"mixer: {', '.join(trainable())}")
     t.add_argument("--kappa", type=int_at_least(0), default=4,
                    help="MQAR keys per sequence (0 where the task has none)")
     t.add_argument("--vocab", type=int_at_least(1), default=16, help="vocabulary size |V|")

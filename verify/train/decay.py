@@ -2,9 +2,11 @@
 
 For a one-layer model with an S6 mixer (``mamba``) the decay factor of state (c, k) at step t is
 ``exp(Delta_t[c] A[c, k]) = e^{-lambda_{c,k} Delta_t[c]}`` with ``Delta_t = softplus(dt_proj(x_proj(x_t)) + dt_bias)``,
-read off the scan call of ``verify.engines.reference.mamba_forward``; for Mamba-S4D (``s4d``) Delta = softplus(dt_bias)
-is input-independent, so every position has the same factors. The paper's reading of Fig. 1: Mamba drives the factor
-to about 0 before position n (forget) and to about 1 from n on (keep), S4D cannot depend on the position.
+read off the scan call of ``verify.blocks.mamba.mamba_forward``; for Mamba-S4D (``mamba-s4d``) Delta =
+softplus(dt_bias) is input-independent, so every position has the same factors. The forward each kind's histogram
+runs is its ``Training.decay_forward`` (``verify.blocks``; kinds without one get no histogram). The paper's reading of
+Fig. 1: Mamba drives the factor to about 0 before position n (forget) and to about 1 from n on (keep), S4D cannot
+depend on the position.
 
 ``decay_histogram`` returns fractions of all (channel, state) factors in ``BINS`` equal bins of [0, 1], split into
 positions t < n and t >= n (1-based t), over the first ``sequences`` test sequences, in float64 on the CPU. The
@@ -15,18 +17,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from verify import blocks
 from verify.train.models import with_position
 
 BINS = 20
-MIXERS = ("mamba", "s4d")
+
+
+def has_histogram(mixer: str) -> bool:
+    """Whether the mixer's training runs store a decay histogram (its kind has a ``decay_forward``)."""
+    kind = blocks.KINDS.get(mixer)
+    return kind is not None and kind.training is not None and kind.training.decay_forward is not None
 
 
 def decay_factors(mixer: str, sd: dict, tokens: torch.Tensor, position: bool, config) -> torch.Tensor:
-    """e^{-lambda Delta_t} of every (channel, state), shape (batch, L, d_inner, N), float64: the engine's own block
-    forward (``mamba_forward`` / ``mamba_s4d_forward``) run up to its scan, whose Delta and A are read off."""
-    from verify.engines.mamba_s4d import mamba_s4d_forward
-    from verify.engines.reference import mamba_forward
-
+    """e^{-lambda Delta_t} of every (channel, state), shape (batch, L, d_inner, N), float64: the kind's own block
+    forward (``Training.decay_forward``: ``mamba_forward`` / ``mamba_s4d_forward``) run up to its scan, whose Delta
+    and A are read off."""
     seen = {}
 
     def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -36,7 +42,7 @@ def decay_factors(mixer: str, sd: dict, tokens: torch.Tensor, position: bool, co
 
     p = {k[len("mixer."):]: v.to(torch.float64) for k, v in sd.items() if k.startswith("mixer.")}
     x = with_position(sd["embedding.weight"].to(torch.float64)[tokens], position)
-    {"mamba": mamba_forward, "s4d": mamba_s4d_forward}[mixer](p, x, config, scan)
+    blocks.KINDS[mixer].training.decay_forward(p, x, config, scan)
     return seen["f"]
 
 

@@ -10,7 +10,7 @@ Keys (``GRID_KEYS``; the required ones first):
 key                 type                    meaning (default)
 =================== ======================= ==============================================================
 task                string                  a registered task (``verify.train.registry.TASKS``)
-mixers              list of strings         registered mixers
+mixers              list of strings         mixers (block kinds that train, ``verify.blocks``)
 vocabs              list of ints >= 1       |V|
 seeds               list of ints >= 0       seeds (distinct)
 protocol            string                  a protocol of ``verify.train.spec.PROTOCOLS``
@@ -24,14 +24,16 @@ n_rule              string                  "fig2", "a3" or "vocab": the base N 
 n_multipliers       list of floats > 0      N = ceil(m * base) ([1.0])
 lrs                 list of floats > 0      learning rates ([]: the protocol's)
 protocol_overrides  table                   protocol fields to change (e.g. {cap_steps = 50000})
-gate                bool                    the gate on or off (absent: per mixer, sweep.GATE_DEFAULT)
+gate                bool                    the gate on or off (absent: per mixer, its Training.gate_default)
 conv, proj          bool                    conv and in/out projections trained (true)
 d_conv, expand      int >= 1                conv width (4), inner width factor (1)
 task_args           list of tables          task variants, e.g. [{n = 5, pe = true}] ([{}])
 reuses              list of grid names      grids whose stores may hold runs of this one ([])
 =================== ======================= ==============================================================
 
-``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``.
+``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``. A mixer
+named by an old name (``s4d``, ``delta-top``: a grid file written before the block kinds had one name each) is read as
+the kind's name (``verify.blocks.canonical``).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from constructions.errors import RequirementError
+from verify.blocks import canonical
 
 try:
     import tomllib
@@ -128,6 +131,7 @@ def read(path: str | os.PathLike) -> dict:
             fail(f"key {key!r} must be {what}, got {value!r}")
     _check_values(data, path, fail)
     out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k != "protocol_overrides"}
+    out["mixers"] = tuple(canonical(m) for m in data["mixers"])
     if "task_args" in data:
         out["task_args"] = tuple(tuple(sorted(t.items())) for t in data["task_args"])
     if "protocol_overrides" in data:
@@ -136,14 +140,17 @@ def read(path: str | os.PathLike) -> dict:
 
 
 def _check_values(data: dict, path: Path, fail) -> None:
+    from verify.blocks import trainable
     from verify.train import registry
     from verify.train.spec import PROTOCOLS, Protocol, protocol
 
     if data["task"] not in registry.TASKS:
         fail(f"key 'task': unknown task {data['task']!r}; known: {', '.join(registry.TASKS)}")
     for m in data["mixers"]:
-        if m not in registry.MIXERS:
-            fail(f"key 'mixers': unknown mixer {m!r}; known: {', '.join(registry.MIXERS)}")
+        if canonical(m) not in trainable():
+            fail(f"key 'mixers': unknown mixer {m!r}; known: {', '.join(trainable())}")
+    if len({canonical(m) for m in data["mixers"]}) != len(data["mixers"]):
+        fail(f"key 'mixers' names a mixer twice: {data['mixers']}")
     if data["protocol"] not in PROTOCOLS:
         fail(f"key 'protocol': unknown protocol {data['protocol']!r}; known: {', '.join(PROTOCOLS)}")
     if data.get("n_rule", "fig2") not in N_RULES:

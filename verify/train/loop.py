@@ -70,11 +70,13 @@ def build_model(specs: list[RunSpec], device, impl: str = "packed"):
     states = [initial_state(s) for s in specs]
     cuda = torch.device(device).type == "cuda"
     if impl == "module":
-        require(cuda and m.cuda_module is not None, f"impl module needs CUDA and a mamba_ssm module for {m.name}")
+        require(cuda and m.cuda_module is not None,
+                f"impl module needs CUDA and a mamba_ssm module for {specs[0].mixer}")
         require(len(specs) == 1, "impl module trains one model at a time")
         model = ModuleModel(m, cfg, states[0][0], states[0][1], device)
     else:
-        require(m.packed_forward is not None, f"mixer {m.name} has no packed forward here (impl module on CUDA)")
+        require(m.packed_forward is not None,
+                f"mixer {specs[0].mixer} has no packed forward here (impl module on CUDA)")
         scan = m.packed_cuda_scan() if (cuda and m.packed_cuda_scan) else None
         model = PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
     model.position = registry.task(specs[0].task).position(specs[0])
@@ -93,7 +95,7 @@ def _scored_logits(model, tokens: torch.Tensor, labels: torch.Tensor):
 
 @contextmanager
 def _evaluation_scan(model):
-    """While evaluating, a packed model whose mixer asks for it (``Mixer.evaluate_on_reference``: Mamba-2) scans with
+    """While evaluating, a packed model whose mixer asks for it (``Training.evaluate_on_reference``: Mamba-2) scans with
     the mixer's exact pure-torch reference scan instead of its CUDA kernel."""
     scan = getattr(model, "scan", None)
     if scan is not None and model.mixer.evaluate_on_reference:
@@ -113,7 +115,7 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     chunk padded with copies of a row labelled IGNORE (scored nowhere): on CUDA, evaluation then runs batch sizes of
     the divisibility training ran (Triton specialises kernels on integer arguments divisible by 16), one candidate
     cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same.
-    A mixer whose scan memory ``sweep.plan`` caps (``Mixer.scan_bytes``: Mamba-Delta-top, N x d_inner channels a
+    A mixer whose scan memory ``sweep.plan`` caps (``Training.scan_bytes``: Mamba-Delta-top, N x d_inner channels a
     model) evaluates one training batch per forward, so evaluation never holds more scan memory than a step: at
     |V| = 40, d 320, N 160 a chunk of 1024 sequences asked for 19.5 GiB a tensor and ran an H100 pool out of memory.
     Chunks hold at most ``max_elems`` hidden values or logits: sized by d alone, recall-vocab's |V| = 16384, d = 32
@@ -266,7 +268,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     for k, s in enumerate(specs):
         steps = st["stop_step"][k] or st["step"]
         extra = {}
-        if s.task == "keep-nth" and s.mixer in decay.MIXERS:  # Fig. 1: e^(-lambda Delta_t) before / from n
+        if s.task == "keep-nth" and decay.has_histogram(s.mixer):  # Fig. 1: e^(-lambda Delta_t) before / from n
             extra["decay_hist"] = decay.decay_histogram(s.mixer, sds[k], data["test"][0], s.arg("n", 5),
                                                         model.position, model.config)
         out.append(record(s, {

@@ -5,10 +5,12 @@ A ``RunSpec`` is frozen and JSON-able; ``run_key`` hashes all of it (protocol in
 same pack key have the same shapes and data and can be trained together in one packed model.
 
 Key schemas. A spec dict carries ``"schema": SCHEMA`` and every field, defaults included. Schema 1 (dicts without a
-``schema`` field) left out ``proj`` when True and ``protocol.matmul`` when "float32"; ``upgrade`` checks such a
-record's key against its spec as written and re-keys it under the current schema, so every stored run keeps its
-identity (``verify.train.store`` upgrades records as it reads them). A field added later gets a default equal to the
-behaviour before it existed, and the schema number goes up with a rule in ``upgrade`` for the older dicts.
+``schema`` field) left out ``proj`` when True and ``protocol.matmul`` when "float32"; schemas 1 and 2 named two mixers
+by their old names (``s4d``, ``delta-top``), schema 3 by the block kind's one name (``mamba-s4d``,
+``mamba-delta-t``; ``verify.blocks.ALIASES`` maps them). ``upgrade`` checks an older record's key against its spec
+as written and re-keys it under the current schema, so every stored run keeps its identity (``verify.train.store``
+upgrades records as it reads them). A field added later gets a default equal to the behaviour before it existed, and
+the schema number goes up with a rule in ``upgrade`` for the older dicts.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from constructions.errors import require
 
-SCHEMA = 2  # the run-key schema of this code (see the module docstring)
+SCHEMA = 3  # the run-key schema of this code (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,15 @@ class RunSpec:
 
     @staticmethod
     def from_dict(d: dict) -> "RunSpec":
-        """The spec of a dict of any schema up to ``SCHEMA`` (fields a schema-1 dict left out take their defaults)."""
+        """The spec of a dict of any schema up to ``SCHEMA`` (fields a schema-1 dict left out take their defaults; the
+        mixer's old name of a schema 1 or 2 dict mapped to the kind's name)."""
         d = dict(d)
         schema = d.pop("schema", 1)
-        require(schema in (1, SCHEMA), f"run spec of key schema {schema!r}; this code reads schemas 1 and {SCHEMA}")
+        require(schema in (1, 2, SCHEMA), f"run spec of key schema {schema!r}; this code reads schemas 1 to {SCHEMA}")
+        if schema < 3:
+            from verify.blocks import canonical
+
+            d["mixer"] = canonical(d["mixer"])
         d["protocol"] = Protocol(**{**d["protocol"], "lrs": tuple(d["protocol"]["lrs"])})
         d["task_args"] = tuple(tuple(kv) for kv in d.get("task_args", ()))
         return RunSpec(**d)
@@ -125,18 +132,18 @@ def run_key(spec: RunSpec) -> str:
 
 
 def upgrade(record: dict) -> dict:
-    """A stored record under the current key schema. A schema-1 record (its spec has no ``schema`` field) whose key is
-    the hash of its spec as written gets the spec's full current dict and its current key (``_key_schema1``, in
-    memory only, keeps the stored one); a record of the current schema, or one that is not a run (no key or spec),
-    comes back as it is. A schema-1 record whose key does not match its spec is left alone: it is no run this code
-    can vouch for."""
+    """A stored record under the current key schema. An older record (its spec has no ``schema`` field, or schema 2)
+    whose key is the hash of its spec as written gets the spec's full current dict and its current key
+    (``_key_stored``, in memory only, keeps the stored one); a record of the current schema, or one that is not a run
+    (no key or spec), comes back as it is. An older record whose key does not match its spec is left alone: it is no
+    run this code can vouch for."""
     spec = record.get("spec")
     if not isinstance(spec, dict) or "key" not in record or spec.get("schema", 1) == SCHEMA:
         return record
     if _hash(spec) != record["key"]:
         return record
     current = RunSpec.from_dict(spec).as_dict()
-    return {**record, "key": _hash(current), "spec": current, "_key_schema1": record["key"]}
+    return {**record, "key": _hash(current), "spec": current, "_key_stored": record["key"]}
 
 
 def pack_key(spec: RunSpec) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from verify import blocks
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import grids
@@ -38,7 +39,7 @@ def _cell(c: dict) -> str:
 
 def table(directory: Path, seeds: int) -> str:
     """The table over every grid with a store ``directory/<grid>.jsonl``."""
-    mixers = ["mamba", "s4d", "mamba2", "delta-top"]
+    mixers = blocks.trainable()
     rows = [f"runs stored / runs of seeds 0-{seeds - 1} stored of the grid's / runs of the full grid; solved = 100% "
             "test accuracy", "", f"| grid | {' | '.join(mixers)} |", "|---" * (len(mixers) + 1) + "|"]
     for name, grid in grids().items():

@@ -15,7 +15,7 @@ per-model loss is computed as a sum over the pack's (equal) scored positions ins
 results were bitwise the earlier loop's, weights and histories, in a check of five mixer/task cases).
 
 The capture needs a step without host synchronisation, so it is used only where the step has none: on CUDA, for a
-mixer whose scan kernels are capturable (``registry.Mixer.graph_safe``: not Mamba-Delta-top, whose S6 reduction
+mixer whose scan kernels are capturable (``verify.blocks.Training.graph_safe``: not Mamba-Delta-top, whose S6 reduction
 checks Delta > 0 on the host), and when every training sequence scores the same number of positions (every task
 registered here). Everything else runs the same step eagerly, as does a step whose capture fails (with a warning).
 """

@@ -1,19 +1,20 @@
 """Sweeps: typed grids of runs loaded from data files, packs of runs to train together, tightness tables.
 
-**Bound convention** (the paper's bound lines cannot be recovered, selectivity.md §9.1; logs base 2, rounded up):
+**Bound convention** (the paper's bound lines cannot be recovered, selectivity.md §9.1; logs base 2, rounded up), each
+block kind's ``Training.d_bound`` and ``Training.n_base`` (``verify.blocks``):
 
-=========== ============================== =====================  =================================
-mixer       d bound                        N of the theorem       N in Fig. 2 / 3
-=========== ============================== =====================  =================================
-mamba       kappa + ceil(log2 |V|)         kappa                  2 kappa
-mamba2      ceil(log2 kappa)+ceil(log2|V|) ceil(log2 kappa)       ceil(8 ln kappa)
-s4d         kappa ceil(log2 |V|)           1                      4
-delta-top   2 |V|                          |V|                    4 |V|  (induction heads)
-=========== ============================== =====================  =================================
+============= ============================== =====================  =================================
+mixer         d bound                        N of the theorem       N in Fig. 2 / 3
+============= ============================== =====================  =================================
+mamba         kappa + ceil(log2 |V|)         kappa                  2 kappa
+mamba2        ceil(log2 kappa)+ceil(log2|V|) ceil(log2 kappa)       ceil(8 ln kappa)
+mamba-s4d     kappa ceil(log2 |V|)           1                      4
+mamba-delta-t 2 |V|                          |V|                    4 |V|  (induction heads)
+============= ============================== =====================  =================================
 
 The d grid around a bound b is ``ceil(m b)`` for m in ``D_MULTIPLIERS`` (a factor 2 apart, b itself included), at
-least 2, rounded up to a multiple of ``D_MULTIPLE[mixer]`` (Mamba-2's heads need it). A cell's verdict is the best
-over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induction heads; mean of 3 for KEEP n-TH).
+least 2, rounded up to a multiple of the kind's ``Training.d_multiple`` (Mamba-2's heads need 8). A cell's verdict is
+the best over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induction heads; mean of 3 for KEEP n-TH).
 
 Grids are data: one TOML file per figure or table in ``experiments/grids/`` (``verify.train.grids`` validates them),
 loaded here as ``Grid``. Running: ``plan`` groups the missing runs of a grid into packs (runs that differ only in
@@ -30,18 +31,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from constructions.errors import RequirementError, require
+from verify import blocks
 from verify.train import registry
 from verify.train.spec import RunSpec, pack_key, protocol, run_key
 from verify.train.store import ResultStore, device_type
 
 D_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
-PACK_BYTES = 4 << 30  # a pack's scan tensors (registry.Mixer.scan_bytes) stay below this: ten packs fit an H100
-D_MULTIPLE = {"mamba2": 8}
-GATE_DEFAULT = {"mamba": False, "mamba2": False, "s4d": True, "delta-top": False, "mamba-delta-t": False}
+PACK_BYTES = 4 << 30  # a pack's scan tensors (Training.scan_bytes) stay below this: ten packs fit an H100
 
 
-def _lg(x: float) -> int:
-    return max(1, math.ceil(math.log2(x)))
+def _training(mixer: str) -> blocks.Training:
+    """The mixer's ``Training``; ValueError where it has none (no bound for it)."""
+    kind = blocks.KINDS.get(mixer)
+    if kind is None or kind.training is None:
+        raise ValueError(f"no training entry for mixer {mixer!r}")
+    return kind.training
 
 
 def d_bound(mixer: str, kappa: int, vocab: int, task: str = "mqar") -> int:
@@ -51,15 +55,10 @@ def d_bound(mixer: str, kappa: int, vocab: int, task: str = "mqar") -> int:
         return 2 * vocab
     if task != "mqar":
         raise ValueError(f"no d bound for task {task!r}")
-    if mixer == "mamba":
-        return kappa + _lg(vocab)
-    if mixer == "mamba2":
-        return _lg(kappa) + _lg(vocab)
-    if mixer == "s4d":
-        return kappa * _lg(vocab)
-    if mixer in ("delta-top", "mamba-delta-t"):
-        return 2 * vocab
-    raise ValueError(f"no d bound for mixer {mixer!r}")
+    bound = _training(mixer).d_bound
+    if bound is None:
+        raise ValueError(f"no d bound for mixer {mixer!r}")
+    return bound(kappa, vocab)
 
 
 def n_base(mixer: str, kappa: int, vocab: int, rule: str, task: str = "mqar") -> float:
@@ -68,15 +67,16 @@ def n_base(mixer: str, kappa: int, vocab: int, rule: str, task: str = "mqar") ->
         return 4 * vocab
     if rule == "vocab":
         return vocab
-    if rule == "fig2":
-        return {"mamba": 2 * kappa, "mamba2": 8 * math.log(kappa), "s4d": 4, "delta-top": 4 * vocab, "mamba-delta-t": 4 * vocab}[mixer]
-    if rule == "a3":
-        return {"mamba": kappa, "mamba2": math.log(kappa), "s4d": 1, "delta-top": vocab, "mamba-delta-t": vocab}[mixer]
+    if rule in ("fig2", "a3"):
+        base = _training(mixer).n_base.get(rule)
+        if base is None:
+            raise ValueError(f"no state rule {rule!r} for mixer {mixer!r}")
+        return base(kappa, vocab)
     raise ValueError(f"unknown state rule {rule!r}")
 
 
 def d_grid(mixer: str, kappa: int, vocab: int, multipliers=D_MULTIPLIERS, task: str = "mqar") -> list[int]:
-    b, q = d_bound(mixer, kappa, vocab, task), D_MULTIPLE.get(mixer, 1)
+    b, q = d_bound(mixer, kappa, vocab, task), _training(mixer).d_multiple
     return sorted({max(2, q * math.ceil(math.ceil(m * b) / q)) for m in multipliers})
 
 
@@ -98,7 +98,7 @@ class Grid:
     seeds: tuple[int, ...] = tuple(range(7))
     lrs: tuple[float, ...] = ()  # empty: the protocol's lrs
     protocol: str = "budgeted"
-    gate: bool | None = None  # None: GATE_DEFAULT per mixer
+    gate: bool | None = None  # None: the mixer's Training.gate_default
     conv: bool = True
     proj: bool = True  # False: in/out projections frozen at the identity (the paper's KEEP n-TH models)
     d_conv: int = 4
@@ -113,6 +113,7 @@ class Grid:
         lrs = self.lrs or proto.lrs
         out = []
         for mixer in self.mixers:
+            gate = registry.mixer(mixer).gate_default if self.gate is None else self.gate
             for vocab in self.vocabs:
                 for kappa in self.kappas:
                     ds = self.d_models or d_grid(mixer, kappa, vocab, self.d_multipliers, self.task)
@@ -126,8 +127,7 @@ class Grid:
                                         for seed in self.seeds:
                                             out.append(RunSpec(
                                                 task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
-                                                d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto,
-                                                gate=GATE_DEFAULT.get(mixer, False) if self.gate is None else self.gate,
+                                                d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
                                                 conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
                                                 task_args=tuple(sorted(targs))))
         return out
@@ -214,17 +214,15 @@ def pack_id(pack: list[RunSpec]) -> str:
     return hashlib.sha256(",".join(run_key(s) for s in pack).encode()).hexdigest()[:20]
 
 
-# Per-token cost a mixer has whatever d is, in units of d^2: Mamba-2's SSD kernels took as long for fig2 packs of
-# d = 8-48 as Mamba's largest (d = 156, N = 64: d (d + N) = 34k) on the H100.
-MIXER_OVERHEAD = {"mamba2": 2 ** 15}
-
-
 def pack_cost(pack: list[RunSpec]) -> int:
     """A proxy of a pack's GPU time, to start the largest packs first (so that none is left to run alone at the
-    end): models x steps x tokens x (d^2 of the projections + d N of the scan + the mixer's fixed overhead)."""
+    end): models x steps x tokens x (d^2 of the projections + d N of the scan + the mixer's fixed overhead,
+    ``Training.pack_overhead``: Mamba-2's SSD kernels took as long for fig2 packs of d = 8-48 as Mamba's largest
+    (d = 156, N = 64: d (d + N) = 34k) on the H100)."""
     s, p = pack[0], pack[0].protocol
     steps = min(p.max_steps, p.cap_steps or p.max_steps)
-    return len(pack) * steps * s.seq_len * (s.d_model * (s.d_model + s.d_state) + MIXER_OVERHEAD.get(s.mixer, 0))
+    overhead = registry.mixer(s.mixer).pack_overhead
+    return len(pack) * steps * s.seq_len * (s.d_model * (s.d_model + s.d_state) + overhead)
 
 
 CELL_AXES = ("task", "mixer", "vocab", "kappa", "seq_len", "gate", "conv", "d_conv", "expand", "task_args")

@@ -1,6 +1,10 @@
-"""Mamba-Delta-transpose (Huang et al. eq. 15) on an ordinary S6 selective scan, e.g. mamba_ssm's CUDA ``selective_scan_fn``.
+"""Block kind ``mamba-delta-t``: Mamba-Delta-transpose (Huang et al. eq. 15), and its run on an ordinary S6 selective
+scan, e.g. mamba_ssm's CUDA ``selective_scan_fn``.
 
-mamba_ssm has no Delta-transpose kernel. ``selective_scan_delta_t_via_s6`` runs the Delta-transpose recurrence
+The block is ``mamba_ssm.Mamba`` with Delta along the state axis (``constructions.layout.MambaDeltaTConfig``); its
+reference forward is ``verify.blocks.mamba.mamba_forward`` on ``verify.engines.scan.selective_scan_delta_t_ref``.
+mamba_ssm and transformers have no such block (``MambaDeltaT`` here is its module), and mamba_ssm has no
+Delta-transpose kernel. ``selective_scan_delta_t_via_s6`` runs the Delta-transpose recurrence
 
     h_t[c, k] = exp(Delta_t[k] A[c, k]) h_{t-1}[c, k] + B_t[k] u_t[c],     y_t[c] = sum_k C_t[k] h_t[c, k]
 
@@ -34,11 +38,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from constructions.errors import RequirementError
+from constructions.layout import MambaDeltaTConfig
+from verify.blocks import BlockKind, RealModule, Training
+from verify.blocks.common import cuda_scan, freezer, log_uniform_dt, mamba_front, out_proj_packed, uniform
+from verify.blocks.mamba import init_mamba, mamba_forward
+from verify.engines.scan import selective_scan_delta_t_ref, selective_scan_ref, work_dtype
+
+UPDATE_RULE = (
+    "Mamba-Delta-transpose, per channel c < d_inner and state k < d_state: h_t[c,k] = exp(Delta_t[k] A[c,k]) "
+    "h_{t-1}[c,k] + B_t[k] x_t[c] (Delta along the state axis, shared by every channel, and Delta-free writes: no "
+    "Delta on B), y_t[c] = sum_k C_t[k] h_t[c,k] + D[c] x_t[c], out = out_proj(y * silu(z)). Here [x | z] = "
+    "in_proj(u), x = silu(causal depthwise conv1d(x)), [dt | B | C] = x_proj(x) (rows dt_rank, d_state, d_state), "
+    "Delta = softplus(dt_proj.weight dt + dt_proj.bias) in R^d_state (dt_proj maps to d_state), A = -exp(A_log).")
+
+
+def delta_t_forward(params: dict[str, torch.Tensor], hidden: torch.Tensor, config) -> torch.Tensor:
+    """The block on hidden (batch, L, d_model): ``mamba_forward`` with the Delta-transpose reference scan."""
+    return mamba_forward(params, hidden, config, scan=selective_scan_delta_t_ref)
 
 
 def selective_scan_delta_t_via_s6(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                                   scan_fn):
-    """Same arguments and result as ``verify.engines.reference.selective_scan_delta_t_ref``, computed by ``scan_fn``.
+    """Same arguments and result as ``verify.engines.scan.selective_scan_delta_t_ref``, computed by ``scan_fn``.
 
     u, z: (batch, d, L); delta: (batch, N, L); A: (d, N); B, C: (batch, N, L); D: (d,); delta_bias: (N,).
     Grouped (see the module docstring): delta, B, C (batch, G, N, L), delta_bias (G, N) or (N,), G dividing d.
@@ -94,7 +115,8 @@ def _scan_in_pieces(scan_fn, u, delta, A, B, C, group: int):
 
 class MambaDeltaT(nn.Module):
     """A Mamba block with the Delta-transpose mixer, parameter names and layout as ``mamba_ssm.Mamba`` except
-    ``dt_proj`` (d_state outputs); see ``constructions.layout.MambaDeltaTConfig``. The scan is ``scan_fn``."""
+    ``dt_proj`` (d_state outputs); see ``constructions.layout.MambaDeltaTConfig``. The scan is ``scan_fn`` (an S6 scan
+    with mamba_ssm's signature, run through ``selective_scan_delta_t_via_s6``)."""
 
     def __init__(self, config, scan_fn, device=None, dtype=None):
         super().__init__()
@@ -120,3 +142,73 @@ class MambaDeltaT(nn.Module):
                                           self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
                                           scan_fn=self.scan_fn)
         return self.out_proj(y.transpose(1, 2))
+
+
+def packed_delta_t_forward(p: dict, hidden: torch.Tensor, config, scan=selective_scan_ref) -> torch.Tensor:
+    """K Mamba-Delta-top blocks (``MambaDeltaT``) at once: one S6 ``scan`` call through
+    ``selective_scan_delta_t_via_s6``'s grouped form (group = model; K*N*d_inner channels of state size 1, B/C in
+    K*N groups)."""
+    K, b, L, _ = hidden.shape
+    di, n, r = config.d_inner, config.d_state, config.rank
+    x, z = mamba_front(p, hidden, di)
+    x_dbl = torch.einsum("bkil,kri->bkrl", x.view(b, K, di, L), p["x_proj.weight"])  # (b, K, r + 2N, L)
+    dt, B, C = torch.split(x_dbl, [r, n, n], dim=2)
+    dt = torch.einsum("bkrl,knr->bknl", dt, p["dt_proj.weight"])  # (b, K, N, L)
+    A = -torch.exp(p["A_log"].to(work_dtype(hidden))).reshape(K * di, n)
+    y = selective_scan_delta_t_via_s6(x, dt, A, B, C, p["D"].reshape(K * di), z, delta_bias=p["dt_proj.bias"],
+                                      delta_softplus=True, scan_fn=scan)
+    return out_proj_packed(y.view(b, K, di, L), p)
+
+
+def init_delta_t(config, gen: torch.Generator) -> dict:
+    """``init_mamba`` with dt_proj of Mamba-Delta-top's shape: weight (d_state, dt_rank) U(+-dt_rank^-1/2), bias
+    softplus^-1(dt) of d_state log-uniform draws."""
+    sd = init_mamba(config, gen)
+    sd["dt_proj.weight"] = uniform(gen, (config.d_state, config.rank), config.rank ** -0.5)
+    sd["dt_proj.bias"] = log_uniform_dt(gen, config.d_state)
+    return sd
+
+
+def delta_t_scan_bytes(s) -> int:
+    """The S6 reduction's flattened channels (N * d_inner per model, above): about 8 float32 tensors
+    of batch x L x N x d_inner in the step (forward inputs and output, backward gradients). Measured on the H100: a
+    pack of 15 at |V| = 20, d 160 took 39 GB (2.6 GB a model here), one of 9 at |V| = 40, d 320 asked for 11 GB per
+    tensor."""
+    return 8 * 4 * s.protocol.batch_size * s.seq_len * s.d_state * s.d_model * s.expand
+
+
+def _mamba_ssm_module(config: MambaDeltaTConfig, device, dtype):
+    from mamba_ssm.modules.mamba_simple import selective_scan_fn
+
+    return MambaDeltaT(config, scan_fn=selective_scan_fn, device=device, dtype=dtype)
+
+
+def _training_module(config: MambaDeltaTConfig, device, dtype):
+    return MambaDeltaT(config, scan_fn=cuda_scan(), device=device, dtype=dtype)
+
+
+def _run_config(s) -> MambaDeltaTConfig:
+    return MambaDeltaTConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand)
+
+
+KIND = BlockKind(
+    name="mamba-delta-t", title="Mamba-Δ⊤", config=MambaDeltaTConfig,
+    update_rule=UPDATE_RULE, forward=delta_t_forward, width=lambda c: c.d_inner,
+    state_size=lambda c: c.d_inner * c.d_state, float32_params=frozenset({"A_log", "D", "dt_proj.bias"}),
+    mamba_ssm=RealModule(_mamba_ssm_module, "mamba_ssm has no Mamba-Delta-transpose module (mamba_ssm.Mamba would "
+                                            "refuse dt_proj's shape in a strict load): this project's "
+                                            "verify.blocks.mamba_delta_t.MambaDeltaT(constructions.layout.MambaDeltaTConfig(**arguments), "
+                                            "scan_fn=mamba_ssm's selective_scan_fn) runs it on mamba_ssm's CUDA "
+                                            "selective scan through the exact reduction of symbolic.lemma3 (any S6 "
+                                            "scan with that signature works, e.g. verify.engines.scan."
+                                            "selective_scan_ref on the CPU); the same parameter names and shapes"),
+    transformers="Mamba-Delta-transpose (Delta along the state axis, Huang et al. eq. 15) is this project's block; "
+                 "transformers' MambaMixer has Delta along the channels only",
+    training=Training(
+        _run_config, init_delta_t, freezer(lambda c: slice(c.d_inner, 2 * c.d_inner)),
+        packed_forward=packed_delta_t_forward, cuda_module=_training_module, packed_cuda_scan=cuda_scan,
+        graph_safe=False, scan_bytes=delta_t_scan_bytes, gate_default=False,
+        d_bound=lambda kappa, vocab: 2 * vocab,
+        n_base={"fig2": lambda kappa, vocab: 4 * vocab, "a3": lambda kappa, vocab: vocab},
+        note="Mamba-Delta-top (verify.blocks.mamba_delta_t); gate off in the paper's induction heads"),
+)
