@@ -1,0 +1,382 @@
+"""A construction as a whole language model: ``transformers.MambaForCausalLM`` and ``mamba_ssm``'s ``MambaLMHeadModel``.
+
+The construction (``logits = readout(mixer(embedding[tokens]))``, no norm, no residual) is placed inside the real
+model's one block: token embedding, pre-norm RMSNorm, the mixer on the residual stream, the final RMSNorm and an untied
+LM head over every token. ``symbolic.language_model`` states the wrapping and proves each step; in short (d' = d + 4):
+
+==================  ===========================================================================================
+embedding           token x -> [E[x] ; P[x]]: the construction's row, then 4 integer pads with |row|^2 = 256 d'
+                    for every token (Lagrange: a sum of four squares), so RMSNorm divides every token by
+                    sqrt(256 + eps)
+pre-norm weight     sqrt(256 + eps) on the construction's d coordinates, 0 on the pads: the mixer's input is
+                    [E[x] ; 0], the construction's own (float32: sqrt(256 + 1e-5) rounds to 16 and 256 + 1e-5 to
+                    256, so the pre-norm returns E[x] bit for bit)
+mixer               the construction's, padded with zeros to width d' (expand 1: 4 inert channels; the mixer
+                    reads and writes the construction's coordinates only); the residual carries E'[x] past it
+final norm          weight ``FINAL_WEIGHT`` = 2^10 everywhere: the logits are f_t times the construction's, and the
+                    factor 2^10 (exact) makes the softmax, not only the argmax, answer a query
+LM head             row of value token v = [readout row of class v ; 0]; keys' and noise tokens' rows 0 (blind to
+                    the residual at a query key: H E'[key] = 0); untied (``tie_word_embeddings`` / ``tie_embeddings``
+                    false in each config)
+==================  ===========================================================================================
+
+At a query the LM's logits are f_t times the construction's on the value tokens and 0 on every other token, with
+f_t = 2^10 / sqrt(|h1_t|^2 / d' + eps) > 0: greedy decoding emits the queried value, and the margin is at least
+f_min * min(margin, target_logit) (``symbolic.language_model.margin_after_norm``), with the construction's bounds from
+its theorem's module (``BOUNDS``). Both ecosystems use eps = 1e-5 (mamba_ssm's ``MambaLMHeadModel`` has no other).
+
+An export is one folder (written into a temporary folder and renamed into place):
+
+* ``config.json`` + ``model.safetensors``: ``MambaForCausalLM.from_pretrained(DIR)``; ``config.json`` also holds
+  ``"construction"``: what was built, the token ranges, the layout and the proof (obligations, bounds, the margin after
+  the norm);
+* ``mamba_ssm/config.json`` (mamba_ssm's ``MambaConfig`` fields only: it refuses any other key) +
+  ``mamba_ssm/pytorch_model.bin``: ``MambaLMHeadModel.from_pretrained(DIR + "/mamba_ssm")``; ``mamba_ssm/proof.json``
+  holds the same proof.
+
+The prompt a query is asked with: the sequence up to and including the query key; the next token is the answer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import sympy as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from constructions.errors import require
+from constructions.export import _swap_in, check_target
+from constructions.layout import Construction, MambaConfig
+from symbolic import language_model as lm_proof
+from symbolic.proofs import Obligation
+
+PADS = 4
+MEAN_SQUARE = 256
+EPS = sp.Rational(1, 100000)
+FINAL_WEIGHT = 2**10
+MAMBA_SSM_FOLDER = "mamba_ssm"
+WIRING = ("h0 = embedding[x]; h1 = h0 + mixer(rmsnorm(h0) * norm.weight); logits = lm_head(rmsnorm(h1) * "
+          "norm_f.weight), rmsnorm(h) = h / sqrt(mean(h^2) + eps) (one layer, pre-norm, residual, untied head)")
+
+
+def _theorem2_bounds(con: Construction, constants) -> dict:
+    from symbolic import theorem2 as th
+
+    c = constants if constants is not None else th.DEFAULT
+    variant, p, T = con.info["variant"], sp.Integer(con.info["value_dim"]), con.info["seq_len"]
+    mu = sp.nsimplify(con.info["coherence"]) if variant == "jl" else None
+    p_ = p if variant == "jl" else None
+    return {"margin": th.margin_lower_bound(c, variant, p_, mu),
+            "target_logit": th.target_logit_lower_bound(c, variant, p_, mu),
+            "output_bound": th.mixer_output_bound(c, variant, p_, T),
+            "obligations": lambda: th.lm_obligations(c, variant, p_, mu)}
+
+
+# construction name -> its theorem's bounds at the construction's parameters (margin, target_logit, output_bound and
+# the obligations they rest on), exact.
+BOUNDS: dict[str, Callable] = {"mqar-mamba": _theorem2_bounds}
+SUPPORTED = tuple(BOUNDS)
+
+
+@dataclass
+class LanguageModel:
+    """A construction wrapped as a one-layer language model (module docstring), in exact values.
+
+    Tensors are float64 and integer-valued where the proof reads them (embedding, LM head); ``prenorm`` and
+    ``final_norm`` are the exact (sympy) norm weights, every coordinate; ``mixer`` is the padded state dict in
+    mamba_ssm's names; ``config`` the padded block's.
+    """
+
+    con: Construction
+    config: MambaConfig
+    embedding: torch.Tensor
+    prenorm: tuple
+    mixer: dict[str, torch.Tensor]
+    final_norm: tuple
+    lm_head: torch.Tensor
+    bounds: dict
+    eps: sp.Expr = EPS
+    mean_square: int = MEAN_SQUARE
+    _decided: tuple | None = field(default=None, repr=False)
+
+    @property
+    def d(self) -> int:
+        return self.con.config.d_model
+
+    @property
+    def d_lm(self) -> int:
+        return self.config.d_model
+
+    def scored_tokens(self) -> range:
+        """The tokens at whose positions the construction's claim is made: the MQAR keys (queries)."""
+        return range(self.con.tokens.kappa)
+
+    def wrapping(self) -> lm_proof.Wrapping:
+        emb, head = _integers(self.embedding), _integers(self.lm_head)
+        scored = list(self.scored_tokens())
+        support = tuple(int(k) for k in head.abs().sum(0).nonzero().flatten())
+        pads = emb[scored, self.d:]
+        return lm_proof.Wrapping(
+            d=self.d, d_lm=self.d_lm, eps=self.eps, mean_square=sp.Integer(self.mean_square),
+            row_sq_norms=tuple(sp.Integer(int(n)) for n in (emb * emb).sum(1)),
+            prenorm=self.prenorm, final_norm=tuple(self.final_norm[k] for k in support), head_support=support,
+            head_on_scored=tuple(sp.Integer(int(v)) for v in (head @ emb[scored].T).flatten()),
+            pad_sq_min=sp.Integer(int((pads * pads).sum(1).min())),
+            margin=self.bounds["margin"], target_logit=self.bounds["target_logit"],
+            output_bound=self.bounds["output_bound"])
+
+    def decide(self) -> tuple[Obligation, ...]:
+        """Every obligation of the wrapped model: the construction's own, its bounds', the tensor layout's and the
+        wrapping's (``symbolic.language_model``); decided once."""
+        if self._decided is None:
+            own = self.con.proof.decide() if self.con.proof is not None else ()
+            self._decided = (*own, *self.bounds["obligations"](), *self._layout_obligations(),
+                             *lm_proof.obligations(self.wrapping()))
+        return self._decided
+
+    def _layout_obligations(self) -> list[Obligation]:
+        padded = _pad_mixer(self.con.mixer, self.con.config, self.config)
+        differing = [k for k in padded if not torch.equal(padded[k], self.mixer[k])] + sorted(
+            set(self.mixer) ^ set(padded))
+        tokens = self.con.tokens
+        want = torch.zeros_like(self.lm_head)
+        want[tokens.values_start:tokens.noise_start, :self.d] = self.con.readout
+        return [Obligation("the LM's mixer is the construction's padded with zeros",
+                           f"reads and writes the first d = {self.d} coordinates only (tensors differing: "
+                           f"{differing or 'none'})", not differing),
+                Obligation("LM head: value tokens' rows are the construction's readout, every other row 0",
+                           f"rows {tokens.values_start}..{tokens.noise_start - 1} = readout, others 0",
+                           torch.equal(want, self.lm_head))]
+
+    def margin_after_norm(self):
+        return lm_proof.margin_after_norm(self.wrapping())
+
+    def state_dict(self, names: str = "transformers", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The model's weights in ``transformers``' or ``mamba_ssm``'s parameter names, in ``dtype``."""
+        require(names in ("transformers", "mamba_ssm"), f"names must be transformers or mamba_ssm, got {names!r}")
+        emb = "backbone.embeddings.weight" if names == "transformers" else "backbone.embedding.weight"
+        sd = {emb: self.embedding, "backbone.layers.0.norm.weight": _tensor(self.prenorm),
+              **{f"backbone.layers.0.mixer.{k}": v for k, v in self.mixer.items()},
+              "backbone.norm_f.weight": _tensor(self.final_norm), "lm_head.weight": self.lm_head}
+        return {k: v.detach().to(dtype, copy=True).contiguous() for k, v in sd.items()}
+
+
+def _integers(t: torch.Tensor) -> torch.Tensor:
+    require(bool((t == t.round()).all()), "a language-model export needs an integer-valued embedding and readout "
+                                          "(the pads make every row's squared norm the same integer)")
+    return t.round().to(torch.int64)
+
+
+def _tensor(values: tuple) -> torch.Tensor:
+    return torch.tensor([float(sp.N(v, 30)) for v in values], dtype=torch.float64)
+
+
+def four_squares(n: int) -> tuple[int, int, int, int]:
+    """Integers a >= b >= c >= e >= 0 with a^2 + b^2 + c^2 + e^2 = n (Lagrange: one exists for every n >= 0)."""
+    require(n >= 0, f"four_squares needs n >= 0, got {n}")
+    for a in range(math.isqrt(n), -1, -1):
+        for b in range(min(a, math.isqrt(n - a * a)), -1, -1):
+            rest = n - a * a - b * b
+            for c in range(min(b, math.isqrt(rest)), -1, -1):
+                e = math.isqrt(rest - c * c)
+                if e * e == rest - c * c and e <= c:
+                    return a, b, c, e
+                if 2 * c * c < rest:
+                    break
+    raise AssertionError(f"no four squares for {n}")  # unreachable (Lagrange's four-square theorem)
+
+
+def _pad_mixer(sd: dict[str, torch.Tensor], small: MambaConfig, big: MambaConfig) -> dict[str, torch.Tensor]:
+    """mamba_ssm.Mamba's state dict of width ``small`` placed in a zero one of width ``big`` (same d_state, d_conv,
+    dt_rank, expand): in_proj x and z rows, conv, dt_proj, A_log and D per inner channel, x_proj's and out_proj's
+    columns per inner channel, in_proj's columns and out_proj's rows per model coordinate."""
+    out = big.zeros(dtype=torch.float64)
+    di, Di, d = small.d_inner, big.d_inner, small.d_model
+    for k, v in sd.items():
+        if k.startswith("in_proj."):  # rows [x | z], each d_inner
+            for half in (0, 1):
+                rows = out[k][half * Di:half * Di + di]
+                (rows[:, :d] if v.dim() == 2 else rows)[:] = v[half * di:(half + 1) * di]
+        elif k == "x_proj.weight":
+            out[k][:, :di] = v
+        elif k == "out_proj.weight":
+            out[k][:d, :di] = v
+        elif k == "out_proj.bias":
+            out[k][:d] = v
+        else:  # conv1d.weight / .bias, dt_proj.weight / .bias, A_log, D: per inner channel
+            out[k][:di] = v
+    return out
+
+
+def wrap(con: Construction, constants=None) -> LanguageModel:
+    """The construction inside the one-layer language model (module docstring), exactly."""
+    require(con.name in BOUNDS, f"a language-model export is proven for {', '.join(SUPPORTED)}, not {con.name}")
+    require(con.config.kind == "mamba" and con.tokens is not None and con.position_channel is None,
+            f"{con.name}: a language-model export needs a mamba_ssm.Mamba block and an MQAR vocabulary")
+    bounds = BOUNDS[con.name](con, constants)
+    if con.proof is not None and con.proof.margin is not None:
+        built = float(bounds["margin"])
+        require(math.isclose(built, con.proof.margin, rel_tol=1e-12),
+                f"{con.name}: the constants given to the export (margin {built:.9g}) are not those the construction "
+                f"was built with (margin {con.proof.margin:.9g})")
+    d, d_lm, tokens = con.config.d_model, con.config.d_model + PADS, con.tokens
+    emb = _integers(con.embedding)
+    embedding = torch.zeros(tokens.n_tokens, d_lm, dtype=torch.float64)
+    embedding[:, :d] = con.embedding
+    for x, n in enumerate((emb * emb).sum(1).tolist()):
+        require(n < MEAN_SQUARE * d_lm, f"{con.name}: token {x}'s embedding has squared norm {n}, not below "
+                                        f"{MEAN_SQUARE} d' = {MEAN_SQUARE * d_lm}")
+        embedding[x, d:] = torch.tensor(four_squares(MEAN_SQUARE * d_lm - n), dtype=torch.float64)
+    config = MambaConfig(d_model=d_lm, d_state=con.config.d_state, d_conv=con.config.d_conv,
+                         expand=con.config.expand, dt_rank=con.config.rank, bias=con.config.bias,
+                         conv_bias=con.config.conv_bias)
+    head = torch.zeros(tokens.n_tokens, d_lm, dtype=torch.float64)
+    head[tokens.values_start:tokens.noise_start, :d] = con.readout
+    scale = sp.sqrt(MEAN_SQUARE + EPS)
+    return LanguageModel(con, config, embedding, (scale,) * d + (sp.Integer(0),) * PADS,
+                         _pad_mixer(con.mixer, con.config, config), (sp.Integer(FINAL_WEIGHT),) * d_lm, head, bounds)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def transformers_config(lm: LanguageModel, dtype: torch.dtype) -> dict:
+    c = lm.config
+    return {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": lm.con.tokens.n_tokens,
+            "hidden_size": c.d_model, "state_size": c.d_state, "num_hidden_layers": 1,
+            "layer_norm_epsilon": float(lm.eps), "expand": c.expand, "conv_kernel": c.d_conv, "use_bias": c.bias,
+            "use_conv_bias": c.conv_bias, "hidden_act": "silu", "residual_in_fp32": True, "time_step_rank": c.rank,
+            "tie_word_embeddings": False, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
+            "use_cache": True, "dtype": str(dtype).removeprefix("torch.")}
+
+
+def mamba_ssm_config(lm: LanguageModel) -> dict:
+    c = lm.config
+    return {"d_model": c.d_model, "d_intermediate": 0, "n_layer": 1, "vocab_size": lm.con.tokens.n_tokens,
+            "ssm_cfg": {"layer": "Mamba1", "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand,
+                        "dt_rank": c.rank, "bias": c.bias, "conv_bias": c.conv_bias},
+            "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True,
+            "fused_add_norm": True, "pad_vocab_size_multiple": 1, "tie_embeddings": False}
+
+
+def proof_record(lm: LanguageModel) -> dict:
+    """The proof as stored in the export: every obligation and the bounds (exact expressions and their values)."""
+    obs = lm.decide()
+    w = lm.wrapping()
+    f_min, f_max = lm_proof.factor_bounds(w)
+    num = lambda e: float(sp.N(e, 17))  # noqa: E731
+    after = lm.margin_after_norm()
+    return {
+        "claim": "at every query of every MQAR sequence of length <= seq_len, the next-token argmax is the queried "
+                 "value's token, with logit margin >= margin_after_norm over every other token",
+        "holds": all(o.holds for o in obs), "held": sum(o.holds for o in obs), "total": len(obs),
+        "construction_margin": num(lm.bounds["margin"]), "target_logit": num(lm.bounds["target_logit"]),
+        "output_bound": num(lm.bounds["output_bound"]), "final_factor": [num(f_min), num(f_max)],
+        "margin_after_norm": num(after), "margin_after_norm_exact": str(after),
+        "obligations": [{"name": o.name, "statement": o.statement, "holds": bool(o.holds)} for o in obs],
+    }
+
+
+def describe(lm: LanguageModel, record: dict | None) -> dict:
+    con, tokens = lm.con, lm.con.tokens
+    return {"name": con.name, "theorem": con.theorem, "record": record or {}, "wiring": WIRING,
+            "tokens": tokens.as_dict(), "scored_tokens": [0, tokens.kappa],
+            "coordinates": con.channels + [f"pad[{k}]" for k in range(PADS)],
+            "layout": {"d": lm.d, "d_lm": lm.d_lm, "mean_square": lm.mean_square, "eps": str(lm.eps),
+                       "final_norm_weight": FINAL_WEIGHT, "mamba_ssm_folder": MAMBA_SSM_FOLDER},
+            "info": con.info, "proof": proof_record(lm)}
+
+
+def save_lm(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.float32, *, constants=None,
+            record: dict | None = None, force: bool = False) -> Path:
+    """Write ``con`` as a language model into ``out_dir`` (module docstring): the transformers checkpoint, the
+    mamba_ssm one in ``out_dir/mamba_ssm``, and the proof in both. ``constants``: the proof constants the
+    construction was built with (default: its theorem's). As ``constructions.export.save``: ``out_dir`` new or empty,
+    or an export replaced only with ``force``; written into a temporary folder renamed into place (files 0644)."""
+    out = Path(out_dir)
+    check_target(out, force)
+    lm = wrap(con, constants)
+    about = describe(lm, record)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        save_file(lm.state_dict("transformers", dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _write_json(tmp / "config.json", {**transformers_config(lm, dtype), "construction": about})
+        sub = tmp / MAMBA_SSM_FOLDER
+        sub.mkdir()
+        torch.save(lm.state_dict("mamba_ssm", dtype), sub / "pytorch_model.bin")
+        _write_json(sub / "config.json", mamba_ssm_config(lm))
+        _write_json(sub / "proof.json", about)
+        for f in (*tmp.iterdir(), *sub.iterdir()):
+            f.chmod(0o755 if f.is_dir() else 0o644)
+        tmp.chmod(0o755)
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, allow_nan=False))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loaders and the check of a stored export
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_config(folder: str | Path) -> dict:
+    """The export's ``config.json`` (transformers' fields and ``"construction"``)."""
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def load_transformers(folder: str | Path):
+    """``transformers.MambaForCausalLM.from_pretrained(folder)``, refusing any missing, unexpected or mismatched key."""
+    from transformers import MambaForCausalLM
+
+    model, info = MambaForCausalLM.from_pretrained(str(folder), output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v}
+    require(not bad, f"{folder}: transformers loaded the checkpoint with {bad}")
+    return model.eval()
+
+
+def load_mamba_ssm(folder: str | Path, device: str = "cuda", dtype: torch.dtype = torch.float32):
+    """``mamba_ssm``'s ``MambaLMHeadModel.from_pretrained(folder/mamba_ssm)`` (its ``load_state_dict`` is strict)."""
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    return MambaLMHeadModel.from_pretrained(str(Path(folder) / MAMBA_SSM_FOLDER), device=device, dtype=dtype).eval()
+
+
+def stored_obligation(folder: str | Path, lm: LanguageModel) -> Obligation:
+    """Both checkpoints in ``folder`` hold exactly ``lm``'s weights rounded to the file's dtype (the proof covers
+    the stored weights only then)."""
+    folder = Path(folder)
+    dtype = getattr(torch, read_config(folder)["dtype"])
+    stored = {"transformers": load_file(str(folder / "model.safetensors")),
+              "mamba_ssm": torch.load(folder / MAMBA_SSM_FOLDER / "pytorch_model.bin", weights_only=True)}
+    difference = next((d for names, sd in stored.items()
+                       if (d := _first_difference(sd, lm.state_dict(names, dtype), names))), None)
+    return Obligation(f"stored weights are the language model's, rounded to {dtype}".replace("torch.", ""),
+                      difference or "every tensor of both checkpoints equal", difference is None)
+
+
+def _first_difference(stored: dict, want: dict, where: str) -> str | None:
+    if set(stored) != set(want):
+        return f"{where}: tensor names differ: {sorted(set(stored) ^ set(want))}"
+    for k in sorted(want):
+        if stored[k].shape != want[k].shape:
+            return f"{where} {k}: shape {tuple(stored[k].shape)} != {tuple(want[k].shape)}"
+        diff = stored[k].double() != want[k].double()
+        if diff.any():
+            idx = tuple(int(i) for i in diff.nonzero()[0])
+            return f"{where} {k}{list(idx)}: stored {float(stored[k][idx]):.9g}, the model's {float(want[k][idx]):.9g}"
+    return None
