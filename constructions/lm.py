@@ -52,7 +52,7 @@ from safetensors.torch import load_file, save_file
 
 from constructions.errors import require
 from constructions.export import _swap_in, check_target
-from constructions.layout import Construction, MambaConfig
+from constructions.layout import Construction, Mamba2Config, MambaConfig
 from symbolic import language_model as lm_proof
 from symbolic.proofs import Obligation
 
@@ -60,6 +60,7 @@ PADS = 4
 MEAN_SQUARE = 256
 EPS = sp.Rational(1, 100000)
 FINAL_WEIGHT = 2**10
+GATED_WEIGHT = 1  # Mamba-2's gated RMSNorm weight (transformers always applies that norm)
 MAMBA_SSM_FOLDER = "mamba_ssm"
 WIRING = ("h0 = embedding[x]; h1 = h0 + mixer(rmsnorm(h0) * norm.weight); logits = lm_head(rmsnorm(h1) * "
           "norm_f.weight), rmsnorm(h) = h / sqrt(mean(h^2) + eps) (one layer, pre-norm, residual, untied head)")
@@ -78,9 +79,24 @@ def _theorem2_bounds(con: Construction, constants) -> dict:
             "obligations": lambda: th.lm_obligations(c, variant, p_, mu)}
 
 
+def _theorem3_bounds(con: Construction, constants) -> dict:
+    from symbolic import theorem3 as th
+
+    c = constants if constants is not None else th.DEFAULT
+    T = con.info["seq_len"]
+    if con.info["variant"] == "one-hot":
+        args = (c, 1)
+    else:
+        args = (c, 2, sp.Integer(con.info["key_dim"]), sp.Integer(con.info["value_dim"]),
+                sp.nsimplify(con.info["coherence"]), sp.nsimplify(con.info["key_interference"]))
+    return {"margin": th.margin_lower_bound(*args), "target_logit": th.target_logit_lower_bound(*args),
+            "gated_input_bound": th.gated_output_bound(*args[:4], seq_len=T),
+            "obligations": lambda: th.lm_obligations(*args)}
+
+
 # construction name -> its theorem's bounds at the construction's parameters (margin, target_logit, output_bound and
-# the obligations they rest on), exact.
-BOUNDS: dict[str, Callable] = {"mqar-mamba": _theorem2_bounds}
+# the obligations they rest on; Mamba-2: the bound on the gated SSM output instead of the mixer output), exact.
+BOUNDS: dict[str, Callable] = {"mqar-mamba": _theorem2_bounds, "mqar-mamba2": _theorem3_bounds}
 SUPPORTED = tuple(BOUNDS)
 
 
@@ -88,19 +104,21 @@ SUPPORTED = tuple(BOUNDS)
 class LanguageModel:
     """A construction wrapped as a one-layer language model (module docstring), in exact values.
 
-    Tensors are float64 and integer-valued where the proof reads them (embedding, LM head); ``prenorm`` and
-    ``final_norm`` are the exact (sympy) norm weights, every coordinate; ``mixer`` is the padded state dict in
-    mamba_ssm's names; ``config`` the padded block's.
+    Tensors are float64 and integer-valued where the proof reads them (embedding, LM head); ``prenorm``,
+    ``final_norm`` and (Mamba-2) ``gated``, the mixer's gated RMSNorm, are the exact (sympy) norm weights, every
+    coordinate; ``mixer`` is the padded state dict (mamba_ssm's names, which transformers shares for these blocks);
+    ``config`` the padded block's (Mamba-2: ``d_ssm = d_inner``, one head, the layout of transformers' Mamba2Mixer).
     """
 
     con: Construction
-    config: MambaConfig
+    config: MambaConfig | Mamba2Config
     embedding: torch.Tensor
     prenorm: tuple
     mixer: dict[str, torch.Tensor]
     final_norm: tuple
     lm_head: torch.Tensor
     bounds: dict
+    gated: tuple = ()
     eps: sp.Expr = EPS
     mean_square: int = MEAN_SQUARE
     _decided: tuple | None = field(default=None, repr=False)
@@ -128,8 +146,17 @@ class LanguageModel:
             prenorm=self.prenorm, final_norm=tuple(self.final_norm[k] for k in support), head_support=support,
             head_on_scored=tuple(sp.Integer(int(v)) for v in (head @ emb[scored].T).flatten()),
             pad_sq_min=sp.Integer(int((pads * pads).sum(1).min())),
-            margin=self.bounds["margin"], target_logit=self.bounds["target_logit"],
-            output_bound=self.bounds["output_bound"])
+            margin=self.bounds["margin"], target_logit=self.bounds["target_logit"], **self._mixer_bounds())
+
+    def _mixer_bounds(self) -> dict:
+        if not self.gated:
+            return {"output_bound": self.bounds["output_bound"]}
+        out = self.mixer["out_proj.weight"]
+        read = [int(k) for k in out.abs().sum(0).nonzero().flatten()]
+        exact = lambda t: [sum(sp.Rational(float(v)) for v in row if v) for row in t.abs()]  # noqa: E731
+        return {"gated": tuple(self.gated[k] for k in read), "gated_group": self.config.ssm_width // self.config.ngroups,
+                "gated_input_bound": self.bounds["gated_input_bound"],
+                "out_proj_norm": sp.sqrt(max(exact(out)) * max(exact(out.T)))}  # Schur: |A|_2^2 <= |A|_1 |A|_inf
 
     def decide(self) -> tuple[Obligation, ...]:
         """Every obligation of the wrapped model: the construction's own, its bounds', the tensor layout's and the
@@ -141,13 +168,14 @@ class LanguageModel:
         return self._decided
 
     def _layout_obligations(self) -> list[Obligation]:
-        padded = _pad_mixer(self.con.mixer, self.con.config, self.config)
+        padded = _padded_mixer(self.con, self.config, self.gated)
         differing = [k for k in padded if not torch.equal(padded[k], self.mixer[k])] + sorted(
             set(self.mixer) ^ set(padded))
         tokens = self.con.tokens
         want = torch.zeros_like(self.lm_head)
         want[tokens.values_start:tokens.noise_start, :self.d] = self.con.readout
-        return [Obligation("the LM's mixer is the construction's padded with zeros",
+        return [Obligation("the LM's mixer is the construction's padded with zeros" + (
+                           ", with a gated norm" if self.gated else ""),
                            f"reads and writes the first d = {self.d} coordinates only (tensors differing: "
                            f"{differing or 'none'})", not differing),
                 Obligation("LM head: value tokens' rows are the construction's readout, every other row 0",
@@ -192,7 +220,7 @@ def four_squares(n: int) -> tuple[int, int, int, int]:
     raise AssertionError(f"no four squares for {n}")  # unreachable (Lagrange's four-square theorem)
 
 
-def _pad_mixer(sd: dict[str, torch.Tensor], small: MambaConfig, big: MambaConfig) -> dict[str, torch.Tensor]:
+def _pad_mamba(sd: dict[str, torch.Tensor], small: MambaConfig, big: MambaConfig) -> dict[str, torch.Tensor]:
     """mamba_ssm.Mamba's state dict of width ``small`` placed in a zero one of width ``big`` (same d_state, d_conv,
     dt_rank, expand): in_proj x and z rows, conv, dt_proj, A_log and D per inner channel, x_proj's and out_proj's
     columns per inner channel, in_proj's columns and out_proj's rows per model coordinate."""
@@ -214,17 +242,66 @@ def _pad_mixer(sd: dict[str, torch.Tensor], small: MambaConfig, big: MambaConfig
     return out
 
 
+def _pad_mamba2(sd: dict[str, torch.Tensor], small: Mamba2Config, big: Mamba2Config) -> dict[str, torch.Tensor]:
+    """mamba_ssm.Mamba2's state dict (one head, one group, a zero gated MLP) placed in a zero one of ``big``
+    (``d_ssm = d_inner = d'``, one head): each in_proj row block z / x / B / C / dt and conv channel block x / B / C at
+    the start of its block, out_proj's SSM columns first; the gated-MLP rows z0, x0 (zero) are dropped, as is
+    out_proj's gated-MLP part (it multiplies silu(0) * 0)."""
+    rows, big_rows, d = small.in_proj_rows(), big.in_proj_rows(), small.d_model
+    for key in ("in_proj.weight", "in_proj.bias"):
+        require(key not in sd or not sd[key][rows["z0"]].any() and not sd[key][rows["x0"]].any(),
+                "a Mamba-2 language-model export needs the gated-MLP rows z0, x0 of in_proj to be zero")
+    out = big.zeros(dtype=torch.float64)
+    for key in ("in_proj.weight", "in_proj.bias"):
+        for block in ("z", "x", "B", "C", "dt"):
+            src = sd[key][rows[block]]
+            dst = out[key][big_rows[block].start:big_rows[block].start + src.shape[0]]
+            (dst[:, :d] if src.dim() == 2 else dst)[:] = src
+    ch, big_ch = small.conv_channels(), big.conv_channels()
+    for key in ("conv1d.weight", "conv1d.bias"):
+        for block in ("x", "B", "C"):
+            src = sd[key][ch[block]]
+            out[key][big_ch[block].start:big_ch[block].start + src.shape[0]] = src
+    out["out_proj.weight"][:d, :small.ssm_width] = sd["out_proj.weight"][:, small.d_mlp:]
+    out["out_proj.bias"][:d] = sd["out_proj.bias"]
+    for key in ("dt_bias", "A_log", "D"):
+        out[key][:] = sd[key]
+    return out
+
+
+def _padded_mixer(con: Construction, big, gated: tuple) -> dict[str, torch.Tensor]:
+    if big.kind == "mamba":
+        return _pad_mamba(con.mixer, con.config, big)
+    return {**_pad_mamba2(con.mixer, con.config, big), "norm.weight": _tensor(gated)}
+
+
+def _lm_block(con: Construction, d_lm: int):
+    """The LM's block config at width d_lm, and the exact gated-norm weights (Mamba-2; empty for Mamba)."""
+    c = con.config
+    if c.kind == "mamba":
+        return MambaConfig(d_model=d_lm, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand, dt_rank=c.rank,
+                           bias=c.bias, conv_bias=c.conv_bias), ()
+    require(c.nheads == 1 and c.ngroups == 1 and not c.D_has_hdim and not c.rmsnorm and c.bias and c.expand == 1,
+            f"{con.name}: a Mamba-2 language-model export needs one head, one group, D per head, rmsnorm=False, "
+            f"bias=True and expand=1")
+    big = Mamba2Config(d_model=d_lm, d_state=c.d_state, d_conv=c.d_conv, expand=1, headdim=d_lm, ngroups=1,
+                       rmsnorm=True, bias=True, conv_bias=c.conv_bias, chunk_size=c.chunk_size)
+    return big, (sp.Integer(GATED_WEIGHT),) * d_lm
+
+
 def wrap(con: Construction, constants=None) -> LanguageModel:
     """The construction inside the one-layer language model (module docstring), exactly."""
     require(con.name in BOUNDS, f"a language-model export is proven for {', '.join(SUPPORTED)}, not {con.name}")
-    require(con.config.kind == "mamba" and con.tokens is not None and con.position_channel is None,
-            f"{con.name}: a language-model export needs a mamba_ssm.Mamba block and an MQAR vocabulary")
+    require(con.config.kind in ("mamba", "mamba2") and con.tokens is not None and con.position_channel is None,
+            f"{con.name}: a language-model export needs a Mamba or Mamba-2 block and an MQAR vocabulary")
+    require(con.proof is not None and con.proof.margin is not None and not con.proof.outside,
+            f"{con.name}: these parameters are outside the construction's proof, so no language model can be proven "
+            f"({con.proof.outside if con.proof is not None else 'no proof'})")
     bounds = BOUNDS[con.name](con, constants)
-    if con.proof is not None and con.proof.margin is not None:
-        built = float(bounds["margin"])
-        require(math.isclose(built, con.proof.margin, rel_tol=1e-12),
-                f"{con.name}: the constants given to the export (margin {built:.9g}) are not those the construction "
-                f"was built with (margin {con.proof.margin:.9g})")
+    built = float(bounds["margin"])
+    require(math.isclose(built, con.proof.margin, rel_tol=1e-12),
+            f"{con.name}: the constants given to the export (margin {built:.9g}) are not those the construction "
+            f"was built with (margin {con.proof.margin:.9g})")
     d, d_lm, tokens = con.config.d_model, con.config.d_model + PADS, con.tokens
     emb = _integers(con.embedding)
     embedding = torch.zeros(tokens.n_tokens, d_lm, dtype=torch.float64)
@@ -233,14 +310,12 @@ def wrap(con: Construction, constants=None) -> LanguageModel:
         require(n < MEAN_SQUARE * d_lm, f"{con.name}: token {x}'s embedding has squared norm {n}, not below "
                                         f"{MEAN_SQUARE} d' = {MEAN_SQUARE * d_lm}")
         embedding[x, d:] = torch.tensor(four_squares(MEAN_SQUARE * d_lm - n), dtype=torch.float64)
-    config = MambaConfig(d_model=d_lm, d_state=con.config.d_state, d_conv=con.config.d_conv,
-                         expand=con.config.expand, dt_rank=con.config.rank, bias=con.config.bias,
-                         conv_bias=con.config.conv_bias)
+    config, gated = _lm_block(con, d_lm)
     head = torch.zeros(tokens.n_tokens, d_lm, dtype=torch.float64)
     head[tokens.values_start:tokens.noise_start, :d] = con.readout
     scale = sp.sqrt(MEAN_SQUARE + EPS)
     return LanguageModel(con, config, embedding, (scale,) * d + (sp.Integer(0),) * PADS,
-                         _pad_mixer(con.mixer, con.config, config), (sp.Integer(FINAL_WEIGHT),) * d_lm, head, bounds)
+                         _padded_mixer(con, config, gated), (sp.Integer(FINAL_WEIGHT),) * d_lm, head, bounds, gated)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,13 +324,18 @@ def wrap(con: Construction, constants=None) -> LanguageModel:
 
 
 def transformers_config(lm: LanguageModel, dtype: torch.dtype) -> dict:
+    """config.json for ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` (no pad, bos or eos token: noise tokens are
+    content, and a pad id would make ``generate`` mask them)."""
     c = lm.config
-    return {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": lm.con.tokens.n_tokens,
-            "hidden_size": c.d_model, "state_size": c.d_state, "num_hidden_layers": 1,
-            "layer_norm_epsilon": float(lm.eps), "expand": c.expand, "conv_kernel": c.d_conv, "use_bias": c.bias,
-            "use_conv_bias": c.conv_bias, "hidden_act": "silu", "residual_in_fp32": True, "time_step_rank": c.rank,
-            "tie_word_embeddings": False, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
-            "use_cache": True, "dtype": str(dtype).removeprefix("torch.")}
+    common = {"vocab_size": lm.con.tokens.n_tokens, "hidden_size": c.d_model, "state_size": c.d_state,
+              "num_hidden_layers": 1, "layer_norm_epsilon": float(lm.eps), "expand": c.expand, "conv_kernel": c.d_conv,
+              "use_bias": c.bias, "use_conv_bias": c.conv_bias, "hidden_act": "silu", "residual_in_fp32": True,
+              "tie_word_embeddings": False, "pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
+              "use_cache": True, "dtype": str(dtype).removeprefix("torch.")}
+    if c.kind == "mamba":
+        return {"architectures": ["MambaForCausalLM"], "model_type": "mamba", **common, "time_step_rank": c.rank}
+    return {"architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", **common, "num_heads": c.nheads,
+            "head_dim": c.head_dim, "n_groups": c.ngroups, "chunk_size": c.chunk_size}
 
 
 def mamba_ssm_config(lm: LanguageModel) -> dict:
@@ -279,7 +359,8 @@ def proof_record(lm: LanguageModel) -> dict:
                  "value's token, with logit margin >= margin_after_norm over every other token",
         "holds": all(o.holds for o in obs), "held": sum(o.holds for o in obs), "total": len(obs),
         "construction_margin": num(lm.bounds["margin"]), "target_logit": num(lm.bounds["target_logit"]),
-        "output_bound": num(lm.bounds["output_bound"]), "final_factor": [num(f_min), num(f_max)],
+        "mixer_output_bound": num(lm_proof.mixer_output_bound(w)), "gated_factor_min": num(lm_proof.gated_factor_min(w)),
+        "final_factor": [num(f_min), num(f_max)],
         "margin_after_norm": num(after), "margin_after_norm_exact": str(after),
         "obligations": [{"name": o.name, "statement": o.statement, "holds": bool(o.holds)} for o in obs],
     }
@@ -291,7 +372,8 @@ def describe(lm: LanguageModel, record: dict | None) -> dict:
             "tokens": tokens.as_dict(), "scored_tokens": [0, tokens.kappa],
             "coordinates": con.channels + [f"pad[{k}]" for k in range(PADS)],
             "layout": {"d": lm.d, "d_lm": lm.d_lm, "mean_square": lm.mean_square, "eps": str(lm.eps),
-                       "final_norm_weight": FINAL_WEIGHT, "mamba_ssm_folder": MAMBA_SSM_FOLDER},
+                       "final_norm_weight": FINAL_WEIGHT, "gated_norm_weight": GATED_WEIGHT if lm.gated else None,
+                       "mamba_ssm_folder": MAMBA_SSM_FOLDER if lm.config.kind == "mamba" else None},
             "info": con.info, "proof": proof_record(lm)}
 
 
@@ -310,12 +392,13 @@ def save_lm(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.f
     try:
         save_file(lm.state_dict("transformers", dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _write_json(tmp / "config.json", {**transformers_config(lm, dtype), "construction": about})
-        sub = tmp / MAMBA_SSM_FOLDER
-        sub.mkdir()
-        torch.save(lm.state_dict("mamba_ssm", dtype), sub / "pytorch_model.bin")
-        _write_json(sub / "config.json", mamba_ssm_config(lm))
-        _write_json(sub / "proof.json", about)
-        for f in (*tmp.iterdir(), *sub.iterdir()):
+        if lm.config.kind == "mamba":
+            sub = tmp / MAMBA_SSM_FOLDER
+            sub.mkdir()
+            torch.save(lm.state_dict("mamba_ssm", dtype), sub / "pytorch_model.bin")
+            _write_json(sub / "config.json", mamba_ssm_config(lm))
+            _write_json(sub / "proof.json", about)
+        for f in tmp.rglob("*"):
             f.chmod(0o755 if f.is_dir() else 0o644)
         tmp.chmod(0o755)
         _swap_in(tmp, out)
@@ -340,10 +423,12 @@ def read_config(folder: str | Path) -> dict:
 
 
 def load_transformers(folder: str | Path):
-    """``transformers.MambaForCausalLM.from_pretrained(folder)``, refusing any missing, unexpected or mismatched key."""
-    from transformers import MambaForCausalLM
+    """``transformers.MambaForCausalLM`` (or ``Mamba2ForCausalLM``, as config.json says) ``.from_pretrained(folder)``,
+    refusing any missing, unexpected or mismatched key."""
+    import transformers
 
-    model, info = MambaForCausalLM.from_pretrained(str(folder), output_loading_info=True)
+    cls = getattr(transformers, read_config(folder)["architectures"][0])
+    model, info = cls.from_pretrained(str(folder), output_loading_info=True)
     bad = {k: v for k, v in info.items() if v}
     require(not bad, f"{folder}: transformers loaded the checkpoint with {bad}")
     return model.eval()
@@ -361,8 +446,9 @@ def stored_obligation(folder: str | Path, lm: LanguageModel) -> Obligation:
     the stored weights only then)."""
     folder = Path(folder)
     dtype = getattr(torch, read_config(folder)["dtype"])
-    stored = {"transformers": load_file(str(folder / "model.safetensors")),
-              "mamba_ssm": torch.load(folder / MAMBA_SSM_FOLDER / "pytorch_model.bin", weights_only=True)}
+    stored = {"transformers": load_file(str(folder / "model.safetensors"))}
+    if lm.config.kind == "mamba":
+        stored["mamba_ssm"] = torch.load(folder / MAMBA_SSM_FOLDER / "pytorch_model.bin", weights_only=True)
     difference = next((d for names, sd in stored.items()
                        if (d := _first_difference(sd, lm.state_dict(names, dtype), names))), None)
     return Obligation(f"stored weights are the language model's, rounded to {dtype}".replace("torch.", ""),

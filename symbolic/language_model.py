@@ -23,10 +23,17 @@ width d' = d + pads, RMSNorm ``N_w(h) = w * h / sqrt(|h|^2 / d' + eps)``::
    (``final_norm_lemma``).
 5. ``f_t > 0``: the argmax is the construction's (class tokens), and the other tokens' logit 0 lies below
    ``f_t z_t[target]``; the LM's margin at t is at least ``f_t min(margin, target_logit)``.
+**Mamba-2's gated norm.** transformers' ``Mamba2Mixer`` always normalizes the gated SSM output g_t = y_t * silu(z_t)
+before out_proj (``w_g * g / sqrt(|g|^2 / D_g + eps)`` over groups of D_g channels; one group here). With ``w_g`` one
+positive constant on the channels out_proj reads, the mixer's output is ``phi_t`` times the construction's,
+``phi_t = w_g / sqrt(|g_t|^2 / D_g + eps) >= phi_min = w_g / sqrt(G^2 / D_g + eps)`` for a bound G on |g_t|
+(``gated_lemma``): the logits become ``f_t phi_t [z_t ; 0]``, the argmax is the same and the margin keeps the factor
+``phi_min``. The same norm bounds the mixer's output for step 6: ``|out_proj(phi_t g_t)| <= |out_proj| w_g sqrt(D_g)``.
+
 6. ``f_t`` is bounded: ``|h1_t| <= |E'[x_t]| + |y_t| <= sqrt(d' m) + output_bound`` gives
    ``f_t >= f_min = c_f / sqrt((sqrt(d' m) + output_bound)^2 / d' + eps)``, and the pads, which the mixer never
    writes, give ``|h1_t| >= |P[x_t]|`` and ``f_t <= f_max = c_f / sqrt(min |P|^2 / d' + eps)``. The margin the LM keeps
-   is ``margin_after_norm = f_min min(margin, target_logit)``.
+   is ``margin_after_norm = f_min phi_min min(margin, target_logit)`` (phi_min = 1 without a gated norm).
 
 ``Wrapping`` holds the exact numbers of one wrapped construction; ``obligations`` decides each step at them.
 """
@@ -46,7 +53,10 @@ class Wrapping:
     d, d_lm: the construction's width and the LM's (d' = d + pads); eps: both RMSNorms' epsilon; mean_square: m;
     row_sq_norms: |E'[x]|^2 for every token x; prenorm: w, every coordinate; final_norm: w_f on ``head_support``, the
     coordinates some head row reads; head_on_scored: every entry of H E'[x] for every scored token x; pad_sq_min:
-    min |P[x]|^2 over the scored tokens; margin, target_logit, output_bound: the construction's proven bounds.
+    min |P[x]|^2 over the scored tokens; margin, target_logit: the construction's proven bounds; output_bound: a bound
+    on the construction's mixer output |y_t|. Mamba-2 (``gated`` not empty): ``gated`` is w_g on the channels out_proj
+    reads, ``gated_group`` D_g, ``gated_input_bound`` G >= |g_t| and ``out_proj_norm`` a bound on out_proj's spectral
+    norm; the mixer output is then bounded through the gated norm instead of by ``output_bound``.
     """
 
     d: int
@@ -61,7 +71,11 @@ class Wrapping:
     pad_sq_min: sp.Expr
     margin: sp.Expr
     target_logit: sp.Expr
-    output_bound: sp.Expr
+    output_bound: sp.Expr = sp.Integer(0)
+    gated: tuple = ()
+    gated_group: int = 0
+    gated_input_bound: sp.Expr = sp.Integer(0)
+    out_proj_norm: sp.Expr = sp.Integer(1)
 
     @property
     def final_weight(self):
@@ -94,10 +108,35 @@ def final_norm_lemma() -> Obligation:
                       "sum_k R_k (c_f h_k / s) = (c_f / s) sum_k R_k h_k", holds)
 
 
+def gated_lemma() -> Obligation:
+    """For every r = |g| >= 0, D >= 1, eps > 0, w > 0: |w g / sqrt(r^2 / D + eps)| <= w sqrt(D) (the gated norm
+    bounds the mixer's output whatever g is)."""
+    r = sp.Symbol("r", nonnegative=True)
+    dg, w, eps = sp.symbols("D_g w eps", positive=True)
+    slack = sp.simplify((w * sp.sqrt(dg)) ** 2 - (w * r) ** 2 / (r**2 / dg + eps))
+    return Obligation("lemma: the gated norm's output has norm at most w_g sqrt(D_g)",
+                      "w^2 D - w^2 r^2 / (r^2 / D + eps) >= 0 for all r >= 0, D, w, eps > 0",
+                      bool(slack.is_nonnegative))
+
+
+def gated_factor_min(w: Wrapping):
+    """phi_min: the gated norm's per-position factor is at least this (1 without a gated norm)."""
+    if not w.gated:
+        return sp.Integer(1)
+    return w.gated[0] / sp.sqrt(w.gated_input_bound**2 / w.gated_group + w.eps)
+
+
+def mixer_output_bound(w: Wrapping):
+    """A bound on the LM mixer's output |M'(...)_t|: the construction's, or through the gated norm."""
+    if not w.gated:
+        return w.output_bound
+    return w.out_proj_norm * w.gated[0] * sp.sqrt(w.gated_group)
+
+
 def factor_bounds(w: Wrapping):
     """(f_min, f_max): the final norm's per-position factor f_t = c_f / sqrt(|h1_t|^2 / d' + eps) lies in between."""
     c_f, d_lm = w.final_weight, sp.Integer(w.d_lm)
-    top = (sp.sqrt(d_lm * w.mean_square) + w.output_bound) ** 2
+    top = (sp.sqrt(d_lm * w.mean_square) + mixer_output_bound(w)) ** 2
     f_min = c_f / sp.sqrt(top / d_lm + w.eps)
     low = w.pad_sq_min / d_lm + w.eps
     f_max = c_f / sp.sqrt(low) if positive(low) else sp.oo  # no pads and eps = 0: h1_t = 0 is possible (0 / 0)
@@ -105,8 +144,8 @@ def factor_bounds(w: Wrapping):
 
 
 def margin_after_norm(w: Wrapping):
-    """The margin the LM keeps at every scored position: f_min * min(margin, target_logit)."""
-    return factor_bounds(w)[0] * sp.Min(w.margin, w.target_logit)
+    """The margin the LM keeps at every scored position: f_min * phi_min * min(margin, target_logit)."""
+    return factor_bounds(w)[0] * gated_factor_min(w) * sp.Min(w.margin, w.target_logit)
 
 
 def obligations(w: Wrapping) -> list[Obligation]:
@@ -122,7 +161,19 @@ def obligations(w: Wrapping) -> list[Obligation]:
     uneven = [k for k, v in zip(w.head_support, w.final_norm) if not identity(v, c_f)]
     f_min, f_max = factor_bounds(w)
     bound = margin_after_norm(w)
-    return [
+    gated = []
+    if w.gated:
+        phi, w_g = gated_factor_min(w), w.gated[0]
+        gated = [
+            gated_lemma(),
+            Obligation("gated norm weight is one positive constant on the channels out_proj reads",
+                       f"w_g = {sp.N(w_g, 8)} > 0 on {len(w.gated)} channels, one group of D_g = {w.gated_group}, "
+                       f"eps > 0", positive(w_g) and all(identity(v, w_g) for v in w.gated) and w.gated_group >= 1
+                       and positive(w.eps)),
+            Obligation("gated norm factor positive", f"phi_t >= phi_min = w_g / sqrt(G^2 / D_g + eps) = "
+                       f"{sp.N(phi, 8)} > 0 (G = {sp.N(w.gated_input_bound, 8)})", positive(phi)),
+        ]
+    return [*gated,
         prenorm_lemma(),
         final_norm_lemma(),
         Obligation("RMSNorm is one scale for every token: embedding rows of equal norm",
@@ -145,5 +196,5 @@ def obligations(w: Wrapping) -> list[Obligation]:
                    f"{sp.N(f_min, 8)} <= f_t <= {sp.N(f_max, 8)}",
                    positive(f_min) and f_max != sp.oo),
         Obligation("margin after the norm > 0",
-                   f"f_min * min(margin, target logit) = {sp.N(bound, 8)} > 0", positive(bound)),
+                   f"f_min * phi_min * min(margin, target logit) = {sp.N(bound, 8)} > 0", positive(bound)),
     ]
