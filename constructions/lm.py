@@ -1,4 +1,5 @@
-"""A construction as a whole language model: ``transformers.MambaForCausalLM`` and ``mamba_ssm``'s ``MambaLMHeadModel``.
+"""A construction as a whole language model: transformers' ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` and
+``mamba_ssm``'s ``MambaLMHeadModel``.
 
 The construction (``logits = readout(mixer(embedding[tokens]))``, no norm, no residual) is placed inside the real
 model's one block: token embedding, pre-norm RMSNorm, the mixer on the residual stream, the final RMSNorm and an untied
@@ -12,7 +13,10 @@ pre-norm weight     sqrt(256 + eps) on the construction's d coordinates, 0 on th
                     [E[x] ; 0], the construction's own (float32: sqrt(256 + 1e-5) rounds to 16 and 256 + 1e-5 to
                     256, so the pre-norm returns E[x] bit for bit)
 mixer               the construction's, padded with zeros to width d' (expand 1: 4 inert channels; the mixer
-                    reads and writes the construction's coordinates only); the residual carries E'[x] past it
+                    reads and writes the construction's coordinates only); the residual carries E'[x] past it.
+                    Mamba-2: transformers' layout (in_proj rows [z | x | B | C | dt], no gated-MLP part, one head of
+                    d' channels), and its gated RMSNorm, which transformers always applies, with weight
+                    ``GATED_WEIGHT``: a positive factor per position on the mixer's output
 final norm          weight ``FINAL_WEIGHT`` = 2^10 everywhere: the logits are f_t times the construction's, and the
                     factor 2^10 (exact) makes the softmax, not only the argmax, answer a query
 LM head             row of value token v = [readout row of class v ; 0]; keys' and noise tokens' rows 0 (blind to
@@ -20,19 +24,20 @@ LM head             row of value token v = [readout row of class v ; 0]; keys' a
                     false in each config)
 ==================  ===========================================================================================
 
-At a query the LM's logits are f_t times the construction's on the value tokens and 0 on every other token, with
-f_t = 2^10 / sqrt(|h1_t|^2 / d' + eps) > 0: greedy decoding emits the queried value, and the margin is at least
-f_min * min(margin, target_logit) (``symbolic.language_model.margin_after_norm``), with the construction's bounds from
-its theorem's module (``BOUNDS``). Both ecosystems use eps = 1e-5 (mamba_ssm's ``MambaLMHeadModel`` has no other).
+At a query the LM's logits are f_t (Mamba-2: f_t phi_t) times the construction's on the value tokens and 0 on every
+other token, with f_t = 2^10 / sqrt(|h1_t|^2 / d' + eps) > 0: greedy decoding emits the queried value, and the margin
+is at least f_min phi_min min(margin, target_logit) (``symbolic.language_model.margin_after_norm``), with the
+construction's bounds from its theorem's module (``BOUNDS``). Every norm uses eps = 1e-5 (mamba_ssm's
+``MambaLMHeadModel`` has no other).
 
 An export is one folder (written into a temporary folder and renamed into place):
 
-* ``config.json`` + ``model.safetensors``: ``MambaForCausalLM.from_pretrained(DIR)``; ``config.json`` also holds
-  ``"construction"``: what was built, the token ranges, the layout and the proof (obligations, bounds, the margin after
-  the norm);
-* ``mamba_ssm/config.json`` (mamba_ssm's ``MambaConfig`` fields only: it refuses any other key) +
+* ``config.json`` + ``model.safetensors``: ``MambaForCausalLM`` (``Mamba2ForCausalLM``) ``.from_pretrained(DIR)``;
+  ``config.json`` also holds ``"construction"``: what was built, the token ranges, the layout and the proof (every
+  obligation, the bounds, the margin after the norms);
+* Mamba only, ``mamba_ssm/config.json`` (mamba_ssm's ``MambaConfig`` fields only: it refuses any other key) +
   ``mamba_ssm/pytorch_model.bin``: ``MambaLMHeadModel.from_pretrained(DIR + "/mamba_ssm")``; ``mamba_ssm/proof.json``
-  holds the same proof.
+  holds the same proof. (No mamba_ssm checkpoint is written for the Mamba-2 model.)
 
 The prompt a query is asked with: the sequence up to and including the query key; the next token is the answer.
 """
@@ -154,7 +159,8 @@ class LanguageModel:
         out = self.mixer["out_proj.weight"]
         read = [int(k) for k in out.abs().sum(0).nonzero().flatten()]
         exact = lambda t: [sum(sp.Rational(float(v)) for v in row if v) for row in t.abs()]  # noqa: E731
-        return {"gated": tuple(self.gated[k] for k in read), "gated_group": self.config.ssm_width // self.config.ngroups,
+        return {"gated": tuple(self.gated[k] for k in read),
+                "gated_group": self.config.ssm_width // self.config.ngroups,
                 "gated_input_bound": self.bounds["gated_input_bound"],
                 "out_proj_norm": sp.sqrt(max(exact(out)) * max(exact(out.T)))}  # Schur: |A|_2^2 <= |A|_1 |A|_inf
 
@@ -169,7 +175,7 @@ class LanguageModel:
 
     def _layout_obligations(self) -> list[Obligation]:
         padded = _padded_mixer(self.con, self.config, self.gated)
-        differing = [k for k in padded if not torch.equal(padded[k], self.mixer[k])] + sorted(
+        differing = [k for k in padded if k in self.mixer and not torch.equal(padded[k], self.mixer[k])] + sorted(
             set(self.mixer) ^ set(padded))
         tokens = self.con.tokens
         want = torch.zeros_like(self.lm_head)
@@ -359,7 +365,8 @@ def proof_record(lm: LanguageModel) -> dict:
                  "value's token, with logit margin >= margin_after_norm over every other token",
         "holds": all(o.holds for o in obs), "held": sum(o.holds for o in obs), "total": len(obs),
         "construction_margin": num(lm.bounds["margin"]), "target_logit": num(lm.bounds["target_logit"]),
-        "mixer_output_bound": num(lm_proof.mixer_output_bound(w)), "gated_factor_min": num(lm_proof.gated_factor_min(w)),
+        "mixer_output_bound": num(lm_proof.mixer_output_bound(w)),
+        "gated_factor_min": num(lm_proof.gated_factor_min(w)),
         "final_factor": [num(f_min), num(f_max)],
         "margin_after_norm": num(after), "margin_after_norm_exact": str(after),
         "obligations": [{"name": o.name, "statement": o.statement, "holds": bool(o.holds)} for o in obs],
@@ -428,7 +435,8 @@ def load_transformers(folder: str | Path):
     import transformers
 
     cls = getattr(transformers, read_config(folder)["architectures"][0])
-    model, info = cls.from_pretrained(str(folder), output_loading_info=True)
+    with torch.random.fork_rng():  # the model draws initial weights before loading: the caller's seed stays put
+        model, info = cls.from_pretrained(str(folder), output_loading_info=True)
     bad = {k: v for k, v in info.items() if v}
     require(not bad, f"{folder}: transformers loaded the checkpoint with {bad}")
     return model.eval()
@@ -438,7 +446,9 @@ def load_mamba_ssm(folder: str | Path, device: str = "cuda", dtype: torch.dtype 
     """``mamba_ssm``'s ``MambaLMHeadModel.from_pretrained(folder/mamba_ssm)`` (its ``load_state_dict`` is strict)."""
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    return MambaLMHeadModel.from_pretrained(str(Path(folder) / MAMBA_SSM_FOLDER), device=device, dtype=dtype).eval()
+    with torch.random.fork_rng(devices=[] if device == "cpu" else None):  # initial weights drawn before the load
+        model = MambaLMHeadModel.from_pretrained(str(Path(folder) / MAMBA_SSM_FOLDER), device=device, dtype=dtype)
+    return model.eval()
 
 
 def stored_obligation(folder: str | Path, lm: LanguageModel) -> Obligation:

@@ -5,8 +5,8 @@ The same export as ``tests/test_lm_export.py`` (``export mqar-mamba --format lm`
 ways: the whole-sequence forward (fused add + RMSNorm Triton kernels, and separately the unfused norms; the mixer's
 fast path ``mamba_inner_fn`` where causal_conv1d is installed, and the slow path with ``selective_scan_fn``), greedy
 ``generate`` of one token per query, and the recurrent decoding path (``Mamba.step``: one token at a time,
-``selective_state_update``) fed the sequence by ``decode``'s ``teacher_outputs``. Every query's next-token argmax must be
-its value's token, with margin at least the proof's margin after the norm.
+``selective_state_update``) fed the sequence by ``decode``'s ``teacher_outputs``. Every query's next-token argmax must
+be its value's token, with margin at least the proof's margin after the norm.
 
 Run on a machine with a GPU and mamba_ssm: ``python3 -m pytest -m cuda -s tests/test_lm_export_cuda.py``.
 """
