@@ -4,7 +4,7 @@ Claim (the paper's Theorem 2 as the reviews describe it, and its law): with a JL
 columns), a key/query hash F with F F^T = (D/N) I_N and the value read back through the tied embedding, one layer
 solves MQAR with high probability at D, N = O(log V) scale, with per-query accuracy ~ Phi(1/sigma - m_V)
 (``symbolic.recall_scaling``). The claim is probabilistic: checks compare the measured accuracy with the law, and ask
-for exact recall only where ``symbolic.recall_scaling``'s rigorous bound or certificate says it must hold.
+for exact recall only where the rigorous bound or the certificate (``verify.recall_law``) says it must hold.
 
 **Analysis model** (``build_analysis``; ``LinearMambaConfig``, expand 2, d_conv 2; the paper's §2.5 table):
 
@@ -17,6 +17,11 @@ P_out       [0, I_D]; D-skip 0
 ==========  =====================================================================================================
 
 so logit_u(t) = sum_{tau <= t} <F e_{x_t}, F e_{x_{tau-1}}> <e_u, e_{x_tau}>.
+
+**Several layers** (``build_residual_stack``): the paper's residual form h <- h + layer(h) with N_eff = Lambda N
+exactly: model width 2D (embedding subspace read by every B, C and value; output subspace written by every layer and
+read by an untied readout), hashes from disjoint row blocks of one orthogonal matrix. ``build_analysis(n_layers > 1)``
+is the paper's layer stacked as it is, which loses recall with depth (its docstring says why).
 
 **Real block** (``build_mamba_block``; ``mamba_ssm.Mamba(d_model=D, d_state=N, d_conv=2, expand=4, bias=True)``).
 The paper never put its circuit into the real block. What the real block adds, and what we do about it:
@@ -94,13 +99,16 @@ def analysis_layer(F: np.ndarray, d_model: int, out_gain: float = 1.0) -> dict[s
 
 
 def build_analysis(vocab: int, d_model: int, d_state: int, seed: int = 0, n_layers: int = 1) -> Construction:
-    """The designed circuit in the simplified linear Mamba; ``n_layers`` > 1 stacks independent hashes F_l with the
-    residual connection (the paper's multi-layer model), each layer writing 1/Lambda of its retrieval.
+    """The designed circuit in the simplified linear Mamba; ``n_layers`` > 1 stacks the paper's layer as it is
+    (independent hashes F_l, each writing 1/Lambda of its retrieval) with the residual connection: the *naive*
+    stack, kept as the measured counter-example (``build_residual_stack`` is the designed one).
 
-    Measured (``verify.recall_grid.multilayer_table``): this naive residual stack does *not* realise
-    N_eff = Lambda N. Layer l > 1 reads e_x plus the earlier layers' retrievals, whose norm^2 ~ 1 + n_w/N pollutes its
-    keys, queries and values, and the readout sees the residual e_q (logit 1 for the query token itself).
-    ``build_parallel`` is the composition the law's N_eff = Lambda N describes."""
+    Why it loses recall with depth (``verify.hash_operators.stack_ablation``, ``symbolic.recall_scaling.
+    naive_stack_moments``; ``python -m experiments.residual_stack``): (1) layer l > 1 reads e_x plus the earlier
+    layers' retrievals, whose off-fact part has power n_w / (Lambda^2 N) against the embedding's 1 (> 1 at the end
+    of an MQAR sequence when N is small), and the queries sit at the end: their polluted hashes dominate at small N;
+    (2) the tied readout sees the residual e_q with weight 1, as large as the retrieved fact's (Lambda layers of
+    1/Lambda), so the query token ties with the answer: it dominates once N is large enough for the hashes to work."""
     require(n_layers >= 1, f"hash-recall needs n_layers >= 1, got {n_layers}")
     E, Fs = draw_codes(vocab, d_model, d_state, seed, n_hashes=n_layers)
     cfg = LinearMambaConfig(d_model=d_model, d_state=d_state, n_layers=n_layers, residual=n_layers > 1)
@@ -112,6 +120,68 @@ def build_analysis(vocab: int, d_model: int, d_state: int, seed: int = 0, n_laye
     info = {"block": "analysis", "seed": seed, "vocab": vocab, "n_layers": n_layers}
     con = Construction(NAME, THEOREM, cfg, emb, mixer, emb, channels, None, info)
     con.hashes = Fs  # numpy F's, for the mechanistic tools and bounds (not exported)
+    return con
+
+
+def stack_layer(F: np.ndarray, d_embed: int, gain: float) -> dict[str, torch.Tensor]:
+    """One layer of ``build_residual_stack`` (``LinearMambaConfig`` names, d_model = 2 d_embed, expand 2).
+
+    The residual stream is [embedding subspace (d_embed) | output subspace (d_embed)]. in_proj copies the embedding
+    subspace into channels 0..d-1 and d..2d-1 (channels 2d..4d-1 unused), the conv makes them [u_{t-1}; u_t],
+    B = F u_{t-1}, C = F u_t, and out_proj writes gain * (the retrieved current half) into the output subspace. No
+    weight reads the output subspace, so no layer sees another's retrieval."""
+    d, n = d_embed, F.shape[0]
+    eye = torch.eye(d, dtype=torch.float64)
+    Ft = torch.from_numpy(np.ascontiguousarray(F)).double()
+    in_proj = torch.zeros(4 * d, 2 * d, dtype=torch.float64)
+    in_proj[:d, :d] = eye
+    in_proj[d:2 * d, :d] = eye
+    conv = torch.zeros(4 * d, 1, 2, dtype=torch.float64)
+    conv[:d, 0, 0] = 1  # previous token
+    conv[d:2 * d, 0, 1] = 1  # current token
+    x_proj = torch.zeros(2 * n, 4 * d, dtype=torch.float64)
+    x_proj[:n, :d] = Ft  # B = F u_{t-1}
+    x_proj[n:, d:2 * d] = Ft  # C = F u_t
+    out = torch.zeros(2 * d, 4 * d, dtype=torch.float64)
+    out[d:, d:2 * d] = gain * eye
+    return {"in_proj.weight": in_proj, "conv1d.weight": conv, "x_proj.weight": x_proj,
+            "D": torch.zeros(4 * d, dtype=torch.float64), "out_proj.weight": out}
+
+
+def build_residual_stack(vocab: int, d_model: int, d_state: int, n_layers: int, seed: int = 0) -> Construction:
+    """The designed Lambda-layer circuit in the paper's residual form h <- h + layer(h), realising N_eff = Lambda N.
+
+    ``d_model`` is the embedding dimension D of the law; the model's width is 2D (``stack_layer``): the embedding
+    e_x in the first D coordinates, every layer's retrieval written into the other D, which no layer's B, C or value
+    reads, and an untied readout [0, E] that reads only them, so it is blind to the residual e_q (the paper ties the
+    readout to the embedding; a tied readout would see e_q). Layer l hashes with F_l = sqrt(D/N) Q_l, Q_l the rows
+    lN..(l+1)N-1 of one Haar orthogonal matrix (Lambda N <= D), and writes 1/Lambda of its retrieval, so
+
+        logit_u(t) = sum_{tau <= t} (1/Lambda) sum_l <F_l e_{x_t}, F_l e_{x_{tau-1}}> <e_u, e_{x_tau}>
+                   = sum_{tau <= t} <F e_{x_t}, F e_{x_{tau-1}}> <e_u, e_{x_tau}>,   F = sqrt(D/(Lambda N)) Q_{1..Lambda N}:
+
+    the one-layer circuit with state Lambda N (the same logits as ``build_analysis(vocab, D, Lambda N, seed)``),
+    hence exactly the law at N_eff = Lambda N (``symbolic.recall_scaling.stacked_hash_moments``). Independent draws
+    F_l would overlap through the shared embedding and give N_eff = Lambda N D / (D + (Lambda - 1) N) instead
+    (``build_parallel``). Total state Lambda x N x d_inner, as the paper counts it."""
+    require(n_layers >= 1, f"hash-recall needs n_layers >= 1, got {n_layers}")
+    require(n_layers * d_state <= d_model, f"the residual stack's orthogonal hashes need Lambda N <= D, got "
+                                           f"Lambda={n_layers}, N={d_state}, D={d_model}")
+    E, (F,) = draw_codes(vocab, d_model, n_layers * d_state, seed)
+    blocks = [math.sqrt(n_layers) * F[l * d_state:(l + 1) * d_state] for l in range(n_layers)]  # sqrt(D/N) Q_l
+    cfg = LinearMambaConfig(d_model=2 * d_model, d_state=d_state, n_layers=n_layers, residual=True)
+    mixer = {}
+    for l, Fl in enumerate(blocks):
+        mixer.update({f"layers.{l}.{k}": v for k, v in stack_layer(Fl, d_model, 1.0 / n_layers).items()})
+    zeros = torch.zeros(vocab, d_model, dtype=torch.float64)
+    emb = torch.from_numpy(E).double()
+    channels = ([f"prev[{i}]" for i in range(d_model)] + [f"cur[{i}]" for i in range(d_model)]
+                + [f"unused[{i}]" for i in range(2 * d_model)])
+    info = {"block": "analysis-residual-stack", "seed": seed, "vocab": vocab, "n_layers": n_layers,
+            "d_embed": d_model}
+    con = Construction(NAME, THEOREM, cfg, torch.cat([emb, zeros], 1), mixer, torch.cat([zeros, emb], 1), channels,
+                       None, info)
+    con.hashes = blocks
     return con
 
 

@@ -19,6 +19,7 @@ import torch
 from constructions.errors import RequirementError
 from symbolic import recall_scaling as rs
 from verify import cli_support as cli
+from verify import recall_law as rl
 from verify.recall_grid import (MULTIHEAD_PATTERNS, PAPER_N, PREDICTIONS_VERSION, PROFILE_SEQS, REGIMES,
                                 add_predictions, designed_accuracy, designed_accuracy_bytes, multihead_table,
                                 multilayer_table, summarize)
@@ -43,7 +44,7 @@ def run_grid(regime, out_path: Path, d_values, draws: int, seqs: int, seed: int,
     data = json.loads(out_path.read_text()) if resume else {"settings": settings, "command": command, "cells": [],
                                                               "done_d": []}
     tokens, labels = generate(regime.task_config(draws * seqs), seed)
-    profile = rs.collision_profile(tokens[:PROFILE_SEQS], labels[:PROFILE_SEQS])
+    profile = rl.collision_profile(tokens[:PROFILE_SEQS], labels[:PROFILE_SEQS])
     nf = regime.facts
     header = {"a_paper": float(rs.PAPER_A[("designed", regime.task)]),
               "a_generator": float(rs.a_coefficient("designed", regime.task, nf=nf, seq_len=None if regime.task == "ar"

@@ -23,6 +23,7 @@ import torch
 from constructions.errors import RequirementError
 from symbolic import recall_scaling as rs
 from verify import cli_support as cli
+from verify import recall_law as rl
 from verify.engines import make_engine
 from verify.recall_grid import PAPER_N, REGIMES, designed_accuracy_bytes, mamba_block_accuracy, summarize
 from verify.tasks.mqar import generate
@@ -77,7 +78,7 @@ def run(regime, out_path: Path, draws: int, seqs: int, seed: int, engine, engine
             break
         for n in [n for n in PAPER_N if n <= d]:
             c = mamba_block_accuracy(regime, d, n, draws, seqs, seed, engine, tokens, labels, engine.device)
-            c["law"] = float(rs.law_num(d, n, regime.vocab, regime.facts, a_paper))
+            c["law"] = float(rl.law_num(d, n, regime.vocab, regime.facts, a_paper))
             if (d, n) in cpu:
                 c.update({"corrected": cpu[(d, n)]["corrected"], "measured_cpu": cpu[(d, n)]["measured"]})
             data["cells"].append(c)

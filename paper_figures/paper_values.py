@@ -1,12 +1,14 @@
 """The paper's published numbers that our trained results are compared with (Huang et al., ICML 2025, App. D.2),
-transcribed from ``../shared/papers/selectivity.md`` section 3.4. Figures 2, 3 and A.2-A.4 are not here: their
-per-cell accuracies are not recoverable from the paper (notes, section 8, item 1).
+transcribed from the paper's App. D.2 and Table 1. Figures 2, 3 and A.2-A.4 are not here: their
+per-cell accuracies cannot be read from the paper.
 
 KEEP FIFTH (|V| = 128, n = 5), mean accuracy over 3 seeds, per (d, N) and T = 10, 20, 30, 40, 50:
 - ``KEEP_PE[mixer][(d, N)]``: Tables A.1 (Mamba+PE) and A.2 (S4D+PE), (mean, standard error, epochs) per T; a
   standard error the paper omits is 0 (it prints none when it rounds to 0.00); S4D+PE always ran 600 epochs.
 - ``KEEP_NOPE[mixer][d]``: Tables A.3 (Mamba) and A.4 (S4D), the range (low, high) of the mean over N in {8, 32, 64}
-  per T, as the notes give it (all runs 600 epochs).
+  per T, as the paper prints it (all runs 600 epochs).
+- ``KEEP_PARAMS[(mixer, pe)][(d, N)]``: the parameter counts of Tables A.1-A.4 (printed to 0.1k); ``TABLE1``: Table 1's
+  accuracy and parameter count per model.
 """
 from __future__ import annotations
 
@@ -45,3 +47,17 @@ _A3_A4 = {  # (low, high) over N for T = 10 .. 50; a single value is low = high
 }
 KEEP_NOPE = {m: {d: {T: (v if isinstance(v, tuple) else (v, v)) for T, v in zip(KEEP_TS, vs)} for d, vs in by.items()}
              for m, by in _A3_A4.items()}
+
+# Trained-parameter counts the paper prints (thousands), per (d, N) of Tables A.1-A.4 (the same count at every T),
+# and per model of Table 1 (T = 50, d = 32, N = 8; the Transformer: one layer, d = 16).
+_PARAMS = {  # mixer, pe -> counts for d = 8, 32, 64 (rows) and N = 8, 32, 64 (columns)
+    ("mamba", True): [(2.2, 2.8, 3.5), (9.2, 11.5, 14.5), (18.7, 23.3, 29.4)],
+    ("s4d", True): [(2.1, 2.5, 3.0), (8.7, 10.3, 12.4), (17.5, 20.6, 24.8)],
+    ("mamba", False): [(2.3, 2.9, 3.6), (9.3, 11.6, 14.7), (18.8, 23.4, 29.6)],
+    ("s4d", False): [(2.2, 2.6, 3.2), (8.8, 10.4, 12.5), (17.7, 20.8, 24.9)],
+}
+KEEP_PARAMS = {key: {(d, n): 1000 * k for d, row in zip((8, 32, 64), rows) for n, k in zip((8, 32, 64), row)}
+               for key, rows in _PARAMS.items()}
+TABLE1 = {  # column -> (accuracy, parameters)
+    "MAMBA+PE": (1.00, 9200), "MAMBA": (0.08, 9300), "S4D": (0.09, 8800), "S4D+PE": (0.08, 8700),
+    "TRANSFORMER": (1.0, 6400)}

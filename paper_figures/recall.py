@@ -21,7 +21,7 @@ def _grid(cells, key, ds, ns):
 
 
 def recall_grid(results: Path, regime: str) -> Rendered:
-    from symbolic.recall_scaling import m_v_num, phi_num, sigma2_num
+    from verify.recall_law import m_v_num, phi_num, sigma2_num
 
     d = load_json(results, f"recall_scaling/{regime}.json", GRID_CMD)
     reg, cells = d["settings"]["regime"], d["cells"]
@@ -67,7 +67,7 @@ def recall_grid(results: Path, regime: str) -> Rendered:
 
 def required_sizes(results: Path) -> Rendered:
     """D_min and the N = D point of the law vs |V| and vs N_f; a from the stored regime_0 result (designed circuit)."""
-    from symbolic.recall_scaling import required_sizes_num
+    from verify.recall_law import required_sizes_num
 
     d = load_json(results, "recall_scaling/regime_0.json", GRID_CMD)
     reg = d["settings"]["regime"]
@@ -103,7 +103,7 @@ def required_sizes(results: Path) -> Rendered:
         ax.grid(alpha=0.3, which="both", lw=0.4)
         ax.legend(frameon=False, fontsize=5.5)
     fig.tight_layout()
-    caption = (f"Sizes the recall law requires for per-query recall p (symbolic.recall_scaling.required_sizes_num: "
+    caption = (f"Sizes the recall law requires for per-query recall p (verify.recall_law.required_sizes_num: "
                f"D_min = (m_V + z_p)^2, N_min(D) = a N_f k / (D - k), and the N = D point), with the designed-circuit "
                f"coefficient a = {a:g} of the stored {reg['name']} result. D grows like 2 ln|V| (log-x axis), the state "
                f"linearly in N_f. The paper gives these only as formulas; no figure of theirs to compare with.")
@@ -134,7 +134,7 @@ def multihead(results: Path) -> Rendered:
             for r in d["rows"]]
     reg, s = d["regime"], d["summary"]
     cap = (f"Multi-head recall ({reg['name']}: V = {reg['vocab']}, N_f = {reg['facts']}) per head pattern (MQA, MKA, "
-           f"MVA, MHA): Monte-Carlo recall against our prediction (symbolic.recall_scaling.multihead_effective); "
+           f"MVA, MHA): Monte-Carlo recall against our prediction (verify.recall_law.multihead_effective); "
            f"mean |error| {s['mean_abs_error']:.3f}, max {s['max_abs_error']:.3f}. The paper has no closed form here. "
            f"Command: {d['command']}.")
     tex, md = table(heads, rows, cap)
@@ -164,7 +164,8 @@ def recall_trained(results: Path) -> Rendered:
     on the D-N grid, next to the law with the paper's full-model coefficient a = 5/8, and the collapse onto
     Phi(1/sigma - m_V)."""
     from paper_figures.training import _meta, sweep_cmd
-    from symbolic.recall_scaling import PAPER_A, law_num, m_v_num, phi_num, sigma2_num
+    from symbolic.recall_scaling import PAPER_A
+    from verify.recall_law import law_num, m_v_num, phi_num, sigma2_num
     from verify.train.sweep import grid
 
     g = grid("recall-regime0")
@@ -232,7 +233,8 @@ def recall_vocab(results: Path) -> Rendered:
     from statistics import NormalDist
 
     from paper_figures.training import _meta, sweep_cmd
-    from symbolic.recall_scaling import PAPER_A, law_num, m_v_num
+    from symbolic.recall_scaling import PAPER_A
+    from verify.recall_law import law_num, m_v_num
     from verify.train.sweep import grid
 
     g = grid("recall-vocab")
@@ -282,7 +284,7 @@ def recall_vocab(results: Path) -> Rendered:
 
 def _vocab_row(d, n, nf, a_, vocabs, acc, slope, intercept, fitted) -> list:
     """One (D, N) row of recall_vocab's table."""
-    from symbolic.recall_scaling import largest_vocab_num, sigma2_num
+    from verify.recall_law import largest_vocab_num, sigma2_num
 
     ok = [v for v, a in zip(vocabs, acc) if a >= 0.99]
     chance = [v for v, a in zip(vocabs, acc) if a < CHANCE * 2 / v]
@@ -294,7 +296,7 @@ def _vocab_row(d, n, nf, a_, vocabs, acc, slope, intercept, fitted) -> list:
 
 def _d99_rows(cells: dict, ns: list[int], vocab: int, nf: int, a_: float) -> list[list]:
     """Per N: the law's smallest integer D >= N with recall >= 0.99, the smallest trained D whose cell reached 0.99."""
-    from symbolic.recall_scaling import law_num
+    from verify.recall_law import law_num
 
     rows = []
     for n in ns:

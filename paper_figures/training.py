@@ -2,7 +2,9 @@
 
 Each store is ``<results>/train/<grid>.jsonl`` as written by ``verify-constructions sweep --grid <grid>``; a cell's
 value is the best test accuracy over seeds and learning rates (the paper: best of 7 seeds for MQAR, 5 for induction
-heads) or, for KEEP n-TH, the mean and standard error over seeds.
+heads) or, for KEEP n-TH, the mean and standard error over seeds. The accuracy figures colour a cell by its accuracy
+in nines and ring the solved and >= 99.99% cells (``paper_figures.marks``); the tables put our models' trained-parameter
+counts (``paper_figures.params``) beside the paper's.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from paper_figures import marks
 from paper_figures.common import COLUMN, MissingResults, Rendered, load_store, plt, table
-from paper_figures.paper_values import KEEP_NOPE, KEEP_PE
+from paper_figures.paper_values import KEEP_NOPE, KEEP_PARAMS, KEEP_PE, TABLE1
+from paper_figures.params import kilo, spec_params, versus
 
 MIXER_TITLE = {"s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "delta-top": "Mamba-Δ⊤"}
 
@@ -43,29 +47,34 @@ def _meta(records: list[dict]) -> str:
     return f"{len(records)} runs; device {', '.join(devs)}; protocol {', '.join(protos)}; mamba_ssm {', '.join(mv)}"
 
 
-def _acc_scatter(ax, xs, ys, accs, solved, filled=True, marker="o"):
-    sc = ax.scatter(xs, ys, c=accs, cmap="viridis", vmin=0, vmax=1, s=28, marker=marker,
-                    edgecolors=["k" if s else "none" for s in solved] if filled else None,
-                    linewidths=0.8)
-    if not filled:
-        sc.set_facecolors("none")
-        sc.set_edgecolors(plt.cm.viridis(np.asarray(accs, float)))
-        sc.set_linewidths(1.4)
-    return sc
+def _mark_counts(cells: dict, mixers) -> str:
+    """"Mamba: 3 solved, 4 at >= 99.99%; ..." over the cells of a figure, per mixer."""
+    out = []
+    for m in mixers:
+        got = [marks.mark(v[0], v[1]) for c, v in cells.items() if c[0] == m]
+        out.append(f"{MIXER_TITLE[m]} {got.count('solved')} solved, {got.count('near')} at >= 99.99% "
+                   f"(of {len(got)} cells)")
+    return "; ".join(out)
 
 
-def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks=True, n_filter=None):
-    """One Fig. 2-style panel: x = kappa, y = d, colour = best accuracy, bound line, our construction sizes."""
+SCALE_NOTE = ("Colour: best test accuracy on a nines scale, -log10(1 - acc), clipped at 6 (0.99, 0.999 and 1.0 sit at "
+              "2, 3 and 6); solid black ring: solved (some run at 100% test accuracy, the paper's criterion); dashed "
+              "ring: best accuracy >= 99.99%, not solved.")
+
+
+def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks_on=True, n_filter=None):
+    """One Fig. 2-style panel: x = kappa, y = d, colour = best accuracy, rings = solved / >= 99.99%, bound line, our
+    construction sizes."""
     from verify.train.sweep import d_bound
 
     sel = [(c, v) for c, v in cells.items() if c[0] == mixer and c[1] == vocab and (n_filter is None or n_filter(c))]
     if not sel:
         return None
-    sc = _acc_scatter(ax, [c[2] for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
-                      [v[1] for _, v in sel])
+    sc = marks.scatter(ax, [c[2] for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
+                       [v[1] for _, v in sel], tag=mixer)
     ks = sorted({c[2] for c, _ in sel})
     ax.plot(ks, [d_bound(mixer, k, vocab) for k in ks], "k--", lw=1, label="bound (our convention)")
-    if marks:
+    if marks_on:
         from paper_figures.selectivity import construction_sizes
 
         try:
@@ -76,6 +85,8 @@ def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks=True, n_filter=Non
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.margins(0.12)
     ax.set_xlabel(r"$\kappa$")
     return sc
 
@@ -99,24 +110,20 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
     mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained")
-    sc = None
     for i, v in enumerate(vocabs):
         for j, m in enumerate(mixers):
             ax = axes[i, j]
-            got = mqar_panel(ax, cells, m, v)
-            if got is None:
+            if mqar_panel(ax, cells, m, v) is None:
                 ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
                 ax.set_xticks([]), ax.set_yticks([])
-            sc = got or sc
             ax.set_title(f"{MIXER_TITLE[m]}, |V| = {v}")
             ax.set_ylabel("d (model dimension)")
-    axes[0, 0].legend(frameon=False, fontsize=5.5)
-    if sc is not None:
-        fig.colorbar(sc, ax=axes, fraction=0.03, label="best test accuracy")
+    marks.legend(fig, axes[0, -1])
+    marks.colourbar(fig, axes, fraction=0.03)
     caption = (f"{title}: MQAR accuracy (best over seeds and learning rates) of trained one-layer models, x = kappa, "
-               f"y = d; black-edged markers solved the task (100% test recall); dashed: the construction's d bound in "
-               f"our convention (verify/train/sweep.py; the paper's constants are lost); red x: our construction's "
-               f"exact d (JL variant). {_meta(recs)}. {paper_note}"
+               f"y = d. {SCALE_NOTE} Marked cells: {_mark_counts(cells, mixers)}. Dashed line: the construction's d "
+               f"bound in our convention (verify/train/sweep.py; the paper's constants are lost); red x: our "
+               f"construction's exact d (JL variant). {_meta(recs)}. {paper_note}"
                + (f" Missing stores: {'; '.join(str(e) for e in missing)}." if missing else ""))
     return Rendered(caption, figure=fig)
 
@@ -137,72 +144,104 @@ def figure_a2(results: Path) -> Rendered:
                         "not train well at large |V|; Mamba-2 at kappa = 4 solves below its curve.")
 
 
+A3_GRIDS = {"s4d": "figA3-s4d", "mamba": "figA3-mamba", "mamba2": "figA3-mamba2"}
+A3_RULE = {"s4d": lambda m: f"{m:g}", "mamba": lambda m: "κ/2" if m == 0.5 else ("κ" if m == 1 else f"{m:g}κ"),
+           "mamba2": lambda m: f"⌈{'' if m == 1 else f'{m:g} '}ln κ⌉"}
+
+
+def a3_state(mixer: str, kappa: int, vocab: int, m: float) -> int:
+    """Figure A.3's N for multiplier m: ceil(m x the theorem's N), as the figA3 grids draw it."""
+    from verify.train.sweep import n_base
+
+    return max(1, math.ceil(m * n_base(mixer, kappa, vocab, "a3")))
+
+
 def figure_a3(results: Path) -> Rendered:
-    recs, missing = _stores(results, ("figA3-s4d", "figA3-mamba", "figA3-mamba2"))
+    """The paper's layout: per mixer one row of four panels, one per N rule (S4D N = 1, 2, 4, 8; Mamba N = kappa/2 ..
+    4 kappa; Mamba-2 N = ceil(m ln kappa), m = 1, 2, 4, 8), x = kappa (tick labels give the N drawn), y = d."""
+    from verify.train.sweep import grid
+
+    recs, missing = _stores(results, A3_GRIDS.values())
     cells = best_cells(recs)
-    mixers = [m for m in ("s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
-    fig, axes = plt.subplots(len(mixers), 1, figsize=(2 * COLUMN, 1.9 * len(mixers) + 0.3), squeeze=False,
+    mixers = [m for m in A3_GRIDS if any(c[0] == m for c in cells)]
+    fig, axes = plt.subplots(len(mixers), 4, figsize=(2 * COLUMN, 1.75 * len(mixers) + 0.3), squeeze=False,
                              layout="constrained")
-    for i, m in enumerate(mixers):
-        ax = axes[i, 0]
-        sel = sorted((c, v) for c, v in cells.items() if c[0] == m)
-        # x: kappa with a small offset per N (the N values differ per kappa); y: d
-        ns = sorted({c[4] for c, _ in sel})
-        xs = [c[2] * 2 ** (0.12 * (sorted({cc[4] for cc, _ in sel if cc[2] == c[2]}).index(c[4]) - 1.5)) for c, _ in sel]
-        sc = _acc_scatter(ax, xs, [c[3] for c, _ in sel], [v[0] for _, v in sel], [v[1] for _, v in sel])
-        for c, v in sel:
-            ax.annotate(f"N={c[4]}", (xs[sel.index((c, v))], c[3]), fontsize=4, xytext=(0, 4),
-                        textcoords="offset points", ha="center")
-        ks = sorted({c[2] for c, _ in sel})
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_xlabel(r"$\kappa$ (markers offset by N)")
-        ax.set_ylabel("d")
-        ax.set_title(f"{MIXER_TITLE[m]}, |V| = {sel[0][0][1]}, N swept ({len(ns)} values)")
-    fig.colorbar(sc, ax=axes, fraction=0.03, label="best test accuracy")
-    caption = (f"Figure A.3: MQAR with the state size N swept (S4D N in {{1,2,4,8}}, Mamba {{0.5,1,2,4}} kappa, "
-               f"Mamba-2 {{1,2,4,8}} ln kappa, rounded up), d at 1x and 2x the bound. {_meta(recs)}. Paper: Mamba "
-               f"fails for N < kappa, Mamba-2 for N < 4 ln kappa; N has no visible effect on S4D."
-               + (f" Missing stores: {'; '.join(str(e) for e in missing)}." if missing else ""))
+    for i, mx in enumerate(mixers):
+        vocab = next(c[1] for c in cells if c[0] == mx)
+        mults = grid(A3_GRIDS[mx]).n_multipliers
+        for j, m in enumerate(mults[:4]):
+            ax = axes[i, j]
+            ax.set_title(f"{MIXER_TITLE[mx]}, N = {A3_RULE[mx](m)}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"d (|V| = {vocab})")
+            if mqar_panel(ax, cells, mx, vocab, marks_on=False,
+                          n_filter=lambda c, m=m: c[4] == a3_state(c[0], c[2], c[1], m)) is None:
+                ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+                ax.set_xticks([]), ax.set_yticks([])
+                continue
+            ks = [int(t) for t in ax.get_xticks()]
+            ax.set_xticks(ks, [f"{k}\n{a3_state(mx, k, vocab, m)}" for k in ks])
+            ax.set_xlabel(r"$\kappa$ / N", labelpad=1)
+    marks.legend(fig, axes[0, 0], ncol=3)
+    marks.colourbar(fig, axes, fraction=0.03)
+    caption = (f"Figure A.3: MQAR with the state size N swept, one panel per N (S4D N in {{1, 2, 4, 8}}, Mamba "
+               f"{{1/2, 1, 2, 4}} kappa, Mamba-2 ceil({{1, 2, 4, 8}} ln kappa)); x = kappa with the N drawn under "
+               f"it, y = d at 1x and 2x the bound (dashed). {SCALE_NOTE} Marked cells: {_mark_counts(cells, mixers)}. "
+               f"{_meta(recs)}. Paper: Mamba fails for N < kappa, Mamba-2 for N < 4 ln kappa; N has no visible effect "
+               f"on S4D." + (f" Missing stores: {'; '.join(str(e) for e in missing)}." if missing else ""))
     return Rendered(caption, figure=fig)
+
+
+IH_SHIFT = {"mamba": 2 ** -0.12, "delta-top": 2 ** 0.12}  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
 
 
 def _ih_figure(results: Path, grid: str, title: str, paper_note: str) -> Rendered:
     recs = _store(results, grid)
     cells = best_cells(recs)
     ratios = sorted({c[4] / c[1] for c in cells})
-    fig, axes = plt.subplots(1, len(ratios), figsize=(2 * COLUMN if len(ratios) > 1 else COLUMN, 2.3), squeeze=False,
-                             layout="constrained")
-    sc = None
+    fig, axes = plt.subplots(1, len(ratios), figsize=(2 * COLUMN if len(ratios) > 1 else COLUMN * 1.3, 2.5),
+                             squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], ratios):
         for m, filled in (("mamba", True), ("delta-top", False)):
             sel = [(c, v) for c, v in cells.items() if c[0] == m and c[4] / c[1] == r]
             if sel:
-                shift = 2 ** (-0.12 if filled else 0.12)  # side by side at each |V|: Mamba left, Mamba-Δ⊤ right
-                sc = _acc_scatter(ax, [c[1] * shift for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
-                                  [v[1] for _, v in sel], filled=filled, marker="o")
+                marks.scatter(ax, [c[1] * IH_SHIFT[m] for c, _ in sel], [c[3] for c, _ in sel],
+                              [v[0] for _, v in sel], [v[1] for _, v in sel], tag=m, filled=filled)
                 ax.scatter([], [], marker="o", facecolors="0.5" if filled else "none", edgecolors="0.5",
-                           label=MIXER_TITLE[m] + (" (filled)" if filled else " (outlined)"))
+                           linewidths=1.4, label=MIXER_TITLE[m] + (" (filled)" if filled else " (outlined)"))
         vs = sorted({c[1] for c in cells})
         ax.plot(vs, [2 * v for v in vs], "k-", lw=1, label="d = 2|V| (Lemma 3)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xticks(vs, [str(v) for v in vs])
-        ax.set_xlabel("|V| (Mamba left, Mamba-Δ⊤ right)")
+        ax.minorticks_off()
+        ax.margins(0.1)
+        ax.set_xlabel("|V|")
         ax.set_ylabel("d")
         ax.set_title(f"N = {r:g} |V|")
-    axes[0, 0].legend(frameon=False, fontsize=5.5)
-    if sc is not None:
-        fig.colorbar(sc, ax=axes, fraction=0.04, label="best test accuracy")
+    marks.legend(fig, axes[0, 0], ncol=3 if len(ratios) == 1 else 5)
+    marks.colourbar(fig, axes, fraction=0.04)
     seeds = defaultdict(set)
     for r in recs:
         seeds[tuple(r["spec"][k] for k in ("mixer", "vocab", "d_model", "d_state"))].add(r["spec"]["seed"])
     counts = sorted({len(x) for x in seeds.values()})
+    solved = {m: sorted((c[1], c[4], c[3]) for c, v in cells.items() if c[0] == m and v[1]) for m in IH_SHIFT}
+    where = "; ".join(f"{MIXER_TITLE[m]} solves at " + ", ".join(f"(|V| {v}, N {n}, d {d} = {d / (2 * v):g} x 2|V|)"
+                                                               for v, n, d in solved[m])
+                      for m in IH_SHIFT if solved[m])
+    ratio = {m: sorted({c[3] / (2 * c[1]) for c in cells if c[0] == m}) for m in IH_SHIFT}
+    high = "; ".join(f"{MIXER_TITLE[m]} " + ", ".join(
+        f"{x:g}: {sum(1 for c, v in cells.items() if c[0] == m and c[3] / (2 * c[1]) == x and marks.mark(*v[:2]))}"
+        f"/{sum(1 for c in cells if c[0] == m and c[3] / (2 * c[1]) == x)}" for x in ratio[m]) for m in IH_SHIFT)
     caption = (f"{title}: induction heads (T = 100, p = 0.75, gamma = 0.1), best test accuracy over "
                f"{'-'.join(str(c) for c in sorted({counts[0], counts[-1]}))} seeds a cell; filled "
                f"markers Mamba (gate off, left of each |V|), outlined Mamba-Δ⊤ (right); black line d = 2|V|. "
-               f"{_meta(recs)}. {paper_note}")
+               f"{SCALE_NOTE} Marked cells: {_mark_counts(cells, IH_SHIFT)}"
+               f"{' (' + where + ')' if where else ''}. Cells at >= 99.99% (solved or not) / cells, per d / 2|V|: "
+               f"{high}; runs solved: "
+               + ", ".join(f"{MIXER_TITLE[m]} {sum(r['result']['solved'] for r in recs if r['spec']['mixer'] == m)}"
+                           for m in IH_SHIFT)
+               + f". {_meta(recs)}. {paper_note}")
     return Rendered(caption, figure=fig)
 
 
@@ -255,20 +294,24 @@ def ih_mixers_table(results: Path) -> Rendered:
     return Rendered(cap, latex=latex, markdown=md)
 
 
-def _decay_runs(recs: list[dict]) -> tuple[dict, bool]:
-    """{(mixer, T): [decay_hist, ...]} of the solved KEEP n-TH runs (all runs with a histogram where a (mixer, T)
-    has no solved run), and the set of those fallback (mixer, T)."""
-    by, solved_by = defaultdict(list), defaultdict(list)
-    for r in recs:
-        h = r["result"].get("decay_hist")
-        if h is None:
+FIG1_GRIDS = ("keepnth-pe-bare", "keepnth-pe", "keepnth-nope-bare", "keepnth-nope")  # every KEEP FIFTH store
+
+
+def _solved_decay_runs(results: Path, mixer: str) -> tuple[str | None, list[dict], dict]:
+    """(grid, its solved runs of ``mixer`` that hold a decay_hist, {grid: (runs of ``mixer``, best test acc)} of every
+    KEEP FIFTH store looked at): the first of ``FIG1_GRIDS`` with such runs, grid None where no store has one."""
+    looked = {}
+    for grid in FIG1_GRIDS:
+        try:
+            recs = [r for r in _store(results, grid) if r["spec"]["mixer"] == mixer]
+        except MissingResults:
             continue
-        key = (r["spec"]["mixer"], r["spec"]["seq_len"])
-        by[key].append(h)
-        if r["result"]["solved"]:
-            solved_by[key].append(h)
-    out = {k: solved_by.get(k) or v for k, v in by.items()}
-    return out, {k for k in by if not solved_by.get(k)}
+        if recs:
+            looked[grid] = (len(recs), max(r["result"]["test_acc"] for r in recs))
+        solved = [r for r in recs if r["result"]["solved"] and r["result"].get("decay_hist")]
+        if solved:
+            return grid, solved, looked
+    return None, [], looked
 
 
 def _pooled(hists: list[dict], part: str | None, T: int) -> np.ndarray:
@@ -284,23 +327,27 @@ def _pooled(hists: list[dict], part: str | None, T: int) -> np.ndarray:
 
 
 def figure1(results: Path) -> Rendered:
-    """Huang et al. Fig. 1 from the ``decay_hist`` that training stores for KEEP n-TH runs (``verify.train.decay``).
+    """Huang et al. Fig. 1 from the ``decay_hist`` that training stores for KEEP n-TH runs (``verify.train.decay``),
+    of trained models that SOLVED the task, as the paper's: per mixer the solved runs of the first KEEP FIFTH store
+    holding any (``FIG1_GRIDS``: the paper's architecture with +PE first), every d and N. A mixer no stored run solves
+    gets no histogram, and the caption says so with the runs looked at.
 
     Left: the distribution of e^{-lambda Delta_t} over all (channel, state) factors and positions, per T, Mamba vs
-    Mamba-S4D (violin-like: per T the pooled histogram drawn as a horizontal density). Right: the largest T with runs,
-    split into positions t < n and t >= n. Pools the solved runs of ``keepnth-pe-bare`` where it holds runs (the paper's
-    architecture, as the tables), else ``keepnth-pe`` (the Table 1 setup: +PE, no conv, no gate), every d and N; a
-    (mixer, T) without a solved run pools all its runs (said in the caption)."""
-    grid, recs = _preferred(results, ("keepnth-pe-bare", "keepnth-pe"))
-    recs = [r for r in recs if r["result"].get("decay_hist")]
-    if not recs:
-        raise MissingResults(str(Path(results) / f"train/{grid}.jsonl") + " (runs with decay_hist)", sweep_cmd(grid))
-    runs, fallback = _decay_runs(recs)
-    edges = np.asarray(recs[0]["result"]["decay_hist"]["edges"])
+    Mamba-S4D (violin-like: per T the pooled histogram drawn as a horizontal density). Right: the largest T with solved
+    runs, split into positions t < n and t >= n."""
+    found = {m: _solved_decay_runs(results, m) for m in ("mamba", "s4d")}
+    if not any(g for g, _, _ in found.values()):
+        raise MissingResults(str(Path(results) / f"train/{FIG1_GRIDS[0]}.jsonl") + " (solved runs with decay_hist)",
+                             sweep_cmd(FIG1_GRIDS[0]))
+    runs = defaultdict(list)
+    for m, (_, recs, _) in found.items():
+        for r in recs:
+            runs[(m, r["spec"]["seq_len"])].append(r["result"]["decay_hist"])
+    edges = np.asarray(next(iter(runs.values()))[0]["edges"])
     mids = (edges[:-1] + edges[1:]) / 2
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
     Ts = sorted({T for _, T in runs})
-    for i, (m, colour, side) in enumerate((("mamba", "C0", -1), ("s4d", "C3", 1))):
+    for m, colour, side in (("mamba", "C0", -1), ("s4d", "C3", 1)):
         for T in Ts:
             if (m, T) not in runs:
                 continue
@@ -311,6 +358,7 @@ def figure1(results: Path) -> Rendered:
                              label=f"{MIXER_TITLE[m]}" if T == min(t for mm, t in runs if mm == m) else None)
         last = max((T for mm, T in runs if mm == m), default=None)
         if last is None:
+            ax.plot([], [], color=colour, lw=0, label=f"{MIXER_TITLE[m]}: no solved run")
             continue
         for part, style in (("before_n", "--"), ("from_n", "-")):
             hs = [h for h in runs[(m, last)] if h[part] is not None]
@@ -326,15 +374,25 @@ def figure1(results: Path) -> Rendered:
     bx.set_ylabel("fraction of factors")
     bx.set_yscale("log")
     bx.legend(frameon=False, fontsize=5.5)
-    counts = ", ".join(f"{MIXER_TITLE[m]} T={T}: {len(v)}{' (none solved: all runs)' if (m, T) in fallback else ''}"
-                       for (m, T), v in sorted(runs.items()))
+    parts = []
+    for m, (grid, recs, looked) in found.items():
+        if grid:
+            per_T = ", ".join(f"T={T}: {len(runs[(m, T)])}" for T in Ts if (m, T) in runs)
+            parts.append(f"{MIXER_TITLE[m]}: the {len(recs)} solved runs of grid {grid} ({per_T})")
+        else:
+            n = sum(c for c, _ in looked.values())
+            parts.append(f"{MIXER_TITLE[m]}: none, because no stored {MIXER_TITLE[m]} run solves KEEP FIFTH (0 solved "
+                         f"of the {n} runs looked at: " + ", ".join(f"{g} {c} runs, best test accuracy {a:.4f}"
+                                                                     for g, (c, a) in looked.items())
+                         + f"), so no {MIXER_TITLE[m]} histogram is drawn")
+    pooled = [r for _, recs, _ in found.values() for r in recs]
     caption = ("Figure 1: distribution of the decay factors e^(-lambda Delta_t) of every (channel, state) of trained "
-               f"KEEP FIFTH models (grid {grid}: +PE, no conv, no gate; |V| = 128), on 64 test sequences each; left "
-               "per T (pooled "
-               "over positions), right split into positions t < n (dashed) and t >= n (solid) at the largest T. "
-               f"Solved runs pooled: {counts}. S4D's two curves coincide (its Delta is input-independent). "
-               f"{_meta(recs)}. Paper: Mamba's factors go to about 1 as T grows, about 0 before n and about 1 from n "
-               "on; S4D's cannot depend on the position.")
+               "KEEP FIFTH models that solved the task (100% test accuracy; no conv, no gate, |V| = 128; the "
+               "keepnth-pe grids feed the position, the keepnth-nope grids do not), on 64 "
+               "test sequences each; left per T (pooled over positions), right split into positions t < n (dashed) "
+               f"and t >= n (solid) at the largest T. Solved runs pooled: {'; '.join(parts)}. {_meta(pooled)}. Paper: "
+               "histograms of models that solved; Mamba's factors go to about 1 as T grows, about 0 before n and "
+               "about 1 from n on; S4D's cannot depend on the position.")
     return Rendered(caption, figure=fig)
 
 
@@ -364,19 +422,35 @@ def _acc_cell(st):
 
 AGREE_TOL = 0.02  # ours and the paper's differ when their +-2 standard error intervals (the paper's widened by its
 # rounding to 0.01) are more than this apart
+SPREAD_TOL = 0.05  # intervals that overlap while the means are more than this apart: the seeds cannot tell
 
 
 def _paper_keep(mixer: str, pe: bool, d: int, n: int, T: int):
-    """The paper's value of a KEEP FIFTH cell: (interval low, high, its text), or None where it has none."""
+    """The paper's value of a KEEP FIFTH cell: (interval low, high, its text, mean, epochs), or None where it has
+    none (Tables A.3/A.4 give a range over N: its mean is the middle)."""
     if pe:
         m, se, ep = KEEP_PE.get(mixer, {}).get((d, n), {}).get(T, (None, 0, 0))
         if m is None:
             return None
-        return m - 2 * se - 0.005, m + 2 * se + 0.005, f"{m:.2f}" + (f"±{se:.2f}" if se else "") + f" ({ep} ep)"
+        return m - 2 * se - 0.005, m + 2 * se + 0.005, f"{m:.2f}" + (f"±{se:.2f}" if se else "") + f" ({ep} ep)", m, ep
     lo, hi = KEEP_NOPE.get(mixer, {}).get(d, {}).get(T, (None, None))
     if lo is None:
         return None
-    return lo - 0.005, hi + 0.005, f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}"
+    return lo - 0.005, hi + 0.005, f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}", (lo + hi) / 2, 600
+
+
+def _compare(mean: float, se: float, paper) -> str | None:
+    """"lower" / "higher" (ours and the paper's +-2 SE intervals more than AGREE_TOL apart), "spread" (they overlap
+    but the means are more than SPREAD_TOL apart: too few seeds to tell), or None (they agree)."""
+    lo, hi, _, pm, _ = paper
+    if mean - 2 * se > hi + AGREE_TOL:
+        return "higher"
+    if mean + 2 * se < lo - AGREE_TOL:
+        return "lower"
+    return "spread" if abs(mean - pm) > SPREAD_TOL else None
+
+
+FLAG = {"lower": "≠↓ ", "higher": "≠↑ ", "spread": "? ", None: ""}
 
 
 ARCHITECTURE = {False: "the paper's architecture, embedding -> SSM -> readout (in/out projections frozen at the "
@@ -406,41 +480,97 @@ def _keep_records(results: Path, pe: bool, mixer: str) -> tuple[str, list[dict]]
     return _preferred(results, (f"{base}-bare", base), mixer)
 
 
+def _params_by_dn(recs: list[dict]) -> dict:
+    """{(d, N): trained parameters} of the runs' models (``paper_figures.params``; the same at every T)."""
+    specs = {(r["spec"]["d_model"], r["spec"]["d_state"]): r["spec"] for r in recs}
+    return {dn: spec_params(s) for dn, s in specs.items()}
+
+
+def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid: str, ratios: list[float]) -> str:
+    """The caption's reading of the cells that differ from the paper's (``found``: kind -> [(d, N, T, paper's
+    mean, paper's epochs, our mean epochs)]): what the committed runs can and cannot tell per kind."""
+    where = lambda cs: ", ".join(f"({d},{n}) T={T}" for d, n, T, *_ in cs)  # noqa: E731
+    out = []
+    spread = max(abs(r - 1) for r in ratios) > 0.05
+    model = (f"our trained-parameter counts are {min(ratios):.2f}-{max(ratios):.2f} x the paper's"
+             + (", so our model is not exactly the paper's" if spread else ""))
+    if found["lower"]:
+        cs = found["lower"]
+        eps = sorted({c[4] for c in cs})
+        text = (f"≠↓ ours lower ({len(cs)}: {where(cs)}): our runs stopped within {max(c[5] for c in cs):.1f} epochs "
+                f"(4000 steps of 64), the paper's ran {eps[0]}" + (f"-{eps[-1]}" if len(eps) > 1 else "")
+                + f"; no committed run trains these cells longer, or with the paper's exact model ({model}), so "
+                f"budget or model: not decided")
+        if other is not None:
+            reach = [c for c in cs if (mixer, c[0], c[1], c[2]) in other and other[(mixer, c[0], c[1], c[2])][0] >=
+                     c[3] - AGREE_TOL]
+            text += (f"; with trainable in/out projections (grid {other_grid}, the same budget) {len(reach)} of them "
+                     f"reach the paper's mean" + (f" ({where(reach)}), so that budget suffices for that larger model"
+                                                  if reach else ""))
+        if pe and mixer == "s4d":
+            text += ("; the keep-nth-memory figure argues that S4D+PE as the paper states it (linear and "
+                     "time-invariant in the token embeddings) cannot reach the paper's T = 10 values at any budget, "
+                     "which would leave model or claim, but no trained run tests that")
+        out.append(text)
+    if found["higher"]:
+        cs = found["higher"]
+        out.append(f"≠↑ ours higher ({len(cs)}: {where(cs)}): ours trained fewer epochs than the paper's, so the "
+                   f"budget does not explain the gap; model ({model}) or claim (the paper's value): not decided")
+    copies = [c for c in found["lower"] + found["higher"] if pe and c[2] == 30
+              and KEEP_PE.get(mixer, {}).get(c[:2], {}).get(30, (0,))[0] == KEEP_PE[mixer][c[:2]].get(20, (1,))[0]]
+    if copies:
+        out.append(f"{len(copies)} of the ≠ cells ({where(copies)}) are T = 30 cells whose paper value repeats its "
+                   f"T = 20 value exactly, which may be a copy error in the paper: there the paper's value itself "
+                   f"is in doubt (claim), not decided")
+    if found["spread"]:
+        cs = found["spread"]
+        out.append(f"? means more than {SPREAD_TOL} apart while the ±2 standard error intervals overlap "
+                   f"({len(cs)}: {where(cs)}): 3 seeds a side cannot tell, not decided")
+    return ". ".join(out)
+
+
 def _keep_table(results: Path, pe: bool, mixer: str, title: str) -> Rendered:
     grid, recs = _keep_records(results, pe, mixer)
     proj = not grid.endswith("-bare")
     st = _keep_stats(recs)
+    other_grid, other = grid.removesuffix("-bare"), None
+    if not proj:
+        try:
+            other = _keep_stats([r for r in _store(results, other_grid) if r["spec"]["mixer"] == mixer])
+        except MissingResults:
+            pass
+    params = _params_by_dn(recs)
+    paper_params = KEEP_PARAMS.get((mixer, pe), {})
     Ts = sorted({c[3] for c in st})
     dn = sorted({(c[1], c[2]) for c in st})
-    higher, lower, compared = [], [], []
+    found = {"lower": [], "higher": [], "spread": []}
+    compared = []
 
     def cell(d, n, T):
         if (mixer, d, n, T) not in st:
             return ""
-        m, se = st[(mixer, d, n, T)][:2]
+        m, se, ep, _ = st[(mixer, d, n, T)]
         paper = _paper_keep(mixer, pe, d, n, T)
         if paper is None:
             return _acc_cell(st[(mixer, d, n, T)])
-        lo, hi, text = paper
-        where = f"({d},{n}) T={T}"
-        compared.append(where)
-        if m - 2 * se > hi + AGREE_TOL:
-            higher.append(where)
-        elif m + 2 * se < lo - AGREE_TOL:
-            lower.append(where)
-        flag = "≠ " if where in higher + lower else ""
-        return f"{flag}{_acc_cell(st[(mixer, d, n, T)])} / {text}"
+        compared.append((d, n, T))
+        kind = _compare(m, se, paper)
+        if kind:
+            found[kind].append((d, n, T, paper[3], paper[4], ep))
+        return f"{FLAG[kind]}{_acc_cell(st[(mixer, d, n, T)])} / {paper[2]}"
 
-    rows = [[f"{d},{n}"] + [cell(d, n, T) for T in Ts] for d, n in dn]
-    differ = len(higher) + len(lower)
+    rows = [[f"{d},{n}"] + [cell(d, n, T) for T in Ts] + [versus(params[(d, n)], paper_params.get((d, n)))]
+            for d, n in dn]
+    ratios = [params[k] / paper_params[k] for k in params if k in paper_params] or [1.0]
+    differ = len(found["lower"]) + len(found["higher"])
     cap = (f"{title}: KEEP FIFTH (|V| = 128), {MIXER_TITLE[mixer]}, mean ± standard error over seeds (best lr per "
-           f"seed) and mean epochs, then the paper's value; {ARCHITECTURE[proj]} "
-           f"(grid {grid}). {_meta(recs)}. Against the paper: {differ} of {len(compared)} "
-           f"cells differ (≠: the ±2 standard error intervals, the paper's widened by its rounding, more than "
-           f"{AGREE_TOL} apart)" + (f"; ours higher at {', '.join(higher)}" if higher else "")
-           + (f"; ours lower at {', '.join(lower)}" if lower else "") + ". Ours trains at most 4000 steps of 64 "
-           "(2.6 epochs of 10^5 samples, best of 3 learning rates per seed); the paper up to 600 epochs at lr 0.03.")
-    tex, md = table(["d,N"] + [f"T={T}" for T in Ts], rows, cap)
+           f"seed) and mean epochs, then the paper's value; last column: trained parameters, ours / the paper's "
+           f"(ratio); {ARCHITECTURE[proj]} (grid {grid}). {_meta(recs)}. Ours trains at most 4000 steps of 64 (2.6 "
+           f"epochs of 10^5 samples, best of 3 learning rates per seed); the paper up to 600 epochs at lr 0.03. "
+           f"Against the paper: {differ} of {len(compared)} cells differ (≠: the ±2 standard error intervals, the "
+           f"paper's widened by its rounding, more than {AGREE_TOL} apart), {len(found['spread'])} cannot be told "
+           f"(?). " + (_verdicts(found, pe, mixer, other, other_grid, ratios) or "Every compared cell agrees") + ".")
+    tex, md = table(["d,N"] + [f"T={T}" for T in Ts] + ["params ours / paper"], rows, cap)
     return Rendered(cap, latex=tex, markdown=md)
 
 
@@ -461,25 +591,43 @@ def table_a4(results):
 
 
 def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
+    """Table 1 (KEEP FIFTH at T = 50, d = 32, N = 8): per model our mean accuracy, the paper's, and the trained
+    parameters of each, compared as Tables A.1-A.4 compare (the paper: standard error 0.00 for every model)."""
     cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "s4d"), ("S4D+PE", True, "s4d")]
-    row, grids = [], set()
-    for _, pe, m in cols:
+    acc, par, grids, notes = [], [], set(), []
+    for name, pe, m in cols:
+        p_acc, p_par = TABLE1[name]
         try:
             grid, recs = _keep_records(results, pe, m)
         except MissingResults as e:
             missing = e
-            row.append("not run")
+            acc.append(f"not run / {p_acc:.2f}")
+            par.append(f"not run / {kilo(p_par)}")
             continue
-        st = _keep_stats(recs)
-        row.append(f"{st[(m, d, n, T)][0]:.2f}" if (m, d, n, T) in st else "not run")
         grids.add(grid)
+        st = _keep_stats(recs).get((m, d, n, T))
+        ours = [r for r in recs if (r["spec"]["d_model"], r["spec"]["d_state"]) == (d, n)]
+        par.append(versus(spec_params(ours[0]["spec"]), p_par) if ours else f"not run / {kilo(p_par)}")
+        if st is None:
+            acc.append(f"not run / {p_acc:.2f}")
+            continue
+        kind = _compare(st[0], st[1], (p_acc - 0.005, p_acc + 0.005, "", p_acc, 600))
+        acc.append(f"{FLAG[kind]}{st[0]:.2f}" + (f"±{st[1]:.2f}" if round(st[1], 2) > 0 else "") + f" / {p_acc:.2f}")
+        if kind:
+            notes.append(f"{name} ({kind})")
     if not grids:
         raise missing
-    cap = (f"Table 1: KEEP FIFTH at T = {T}, d = {d}, N = {n}, mean test accuracy over seeds (grids "
-           f"{', '.join(sorted(grids))}; the -bare grids are the paper's architecture, embedding -> SSM -> readout). "
-           f"Paper: MAMBA+PE 1.00, MAMBA 0.08, S4D 0.09, S4D+PE 0.08, Transformer 1.0 (the Transformer is not trained "
-           f"here).")
-    tex, md = table(["", *[c[0] for c in cols]], [["accuracy", *row]], cap)
+    acc.append(f"not trained here / {TABLE1['TRANSFORMER'][0]:.1f}")
+    par.append(f"not trained here / {kilo(TABLE1['TRANSFORMER'][1])}")
+    cap = (f"Table 1: KEEP FIFTH at T = {T}, d = {d}, N = {n}: mean test accuracy over seeds, ours / the paper's "
+           f"(standard error 0.00 for every model there), and trained parameters, ours / the paper's (ratio); grids "
+           f"{', '.join(sorted(grids))} (the -bare grids are the paper's architecture, embedding -> SSM -> readout; "
+           f"ours trained at most 2.6 epochs, the paper's up to 600). "
+           + (f"Cells that differ ({', '.join(notes)}; markers as in Tables A.1-A.4): their reading is that of the "
+              f"same cell in Tables A.1-A.4." if notes else "Every trained model agrees with the paper's accuracy "
+              f"(±2 standard errors, the paper's widened by its rounding, within {AGREE_TOL}).")
+           + " The one-layer Transformer is not trained here.")
+    tex, md = table(["", *[c[0] for c in cols], "TRANSFORMER"], [["accuracy", *acc], ["params", *par]], cap)
     return Rendered(cap, latex=tex, markdown=md)
 
 
@@ -493,9 +641,13 @@ TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2", "figA2",
 def tightness_table(results: Path) -> Rendered:
     """Per cell of every stored MQAR / induction-heads grid (``verify.train.sweep.tightness``): the d values trained,
     the best accuracy at the largest d, the smallest d where a run solved the task (100% test recall), the
-    construction's d bound and their ratio."""
+    construction's d bound and their ratio, and the trained parameters of the model at the smallest d reaching
+    99.99% and at the smallest solved d (``paper_figures.params``; the paper prints no counts for these figures)."""
     from verify.train.store import ResultStore
-    from verify.train.sweep import tightness
+    from verify.train.sweep import CELL_AXES, tightness
+
+    def cell_key(s: dict, protocol: str) -> tuple:
+        return tuple(str(s[a]) for a in (*CELL_AXES, "d_state")) + (protocol,)
 
     rows, grids = [], []
     stores = [(g, ResultStore(Path(results) / f"train/{g}.jsonl").records()) for g in TIGHTNESS_GRIDS]
@@ -503,17 +655,21 @@ def tightness_table(results: Path) -> Rendered:
         if not recs:
             continue
         grids.append(f"{g} ({len(recs)} runs)")
+        spec = {cell_key(r["spec"], r["spec"]["protocol"]["name"]): r["spec"] for r in recs}
         for r in sorted(tightness(recs), key=lambda r: (r["mixer"], int(r["vocab"]), int(r["kappa"]),
                                                          int(r["d_state"]))):
             accs = r["best_test_acc"]
             top = max(accs, key=int)
             ds = sorted(accs, key=int)
+            at = [next((d for d in ds if accs[d] >= x), None) for x in (0.99, 0.9999)]
+            rep = spec[cell_key(r, r["protocol"])]
+            params = [str(spec_params(rep, d_model=int(d))) if d else "" for d in (at[1], r["smallest_solved"])]
             rows.append([g, MIXER_TITLE.get(r["mixer"], r["mixer"]), r["vocab"], r["kappa"] if r["kappa"] != "0" else "",
                          r["d_state"], ", ".join(str(d) for d in ds), f"{accs[top]:.4f} (d={top})",
-                         *(next((str(d) for d in ds if accs[d] >= x), "none") for x in (0.99, 0.9999)),
+                         *(str(d or "none") for d in at),
                          str(r["smallest_stopped"] or "none"),
                          str(r["smallest_solved"] or "none"), str(r.get("bound") or ""),
-                         f"{r['ratio']:.2f}" if r.get("ratio") else "", r["runs"]])
+                         f"{r['ratio']:.2f}" if r.get("ratio") else "", *params, r["runs"]])
     if not rows:
         raise MissingResults(str(Path(results) / "train/fig2.jsonl"), sweep_cmd("fig2"))
     cap = ("Tightness: per cell, the d values trained, the best test accuracy (over seeds and learning rates) at the "
@@ -522,11 +678,13 @@ def tightness_table(results: Path) -> Rendered:
            "stopping rule and stopped early (budgeted: 100% validation accuracy on 1,000 sequences, after which it trains no "
            "further, so it may still miss a few of the 10,000 test sequences' queries; budgeted-loss and reference: "
            "validation loss < 1e-6), the smallest d where some run solved the task "
-           "(100% test recall, the paper's criterion) and its ratio to the construction's d bound (verify/train/sweep.py convention). "
-           "Grids: " + ", ".join(grids) + ".")
+           "(100% test recall, the paper's criterion) and its ratio to the construction's d bound "
+           "(verify/train/sweep.py convention), and the trained parameters of our model at the smallest d reaching "
+           "99.99% and at the smallest solved d (embedding, block and readout entries training changes; the paper prints no parameter counts for "
+           "Figures 2, 3 and A.2-A.4, so there is nothing to set beside them). Grids: " + ", ".join(grids) + ".")
     headers = ["grid", "mixer", "|V|", "kappa", "N", "d trained", "best acc (largest d)", "smallest d at >= 99%", "smallest d at >= 99.99%",
                "smallest d stopped early", "smallest solved d",
-               "d bound", "ratio", "runs"]
+               "d bound", "ratio", "params at >= 99.99%", "params solved", "runs"]
     latex, md = table(headers, rows, cap)
     return Rendered(cap, latex=latex, markdown=md)
 

@@ -242,3 +242,8 @@ def test_another_engine_is_compared_with_the_float64_reference(capsys, monkeypat
                        "--engine", "transformers", "--json", "--quiet")
     body = json.loads(out)
     assert code == 1 and any("disagrees with the float64 reference" in r for r in body["reasons"])
+
+
+def test_jobs_must_be_positive(capsys):
+    code, _, err = cli(capsys, "--jobs", "0")
+    assert code == 2 and "--jobs 0: must be >= 1" in err

@@ -14,6 +14,7 @@ from profiles import examples
 from constructions import hash_recall
 from symbolic import recall_scaling as rs
 from verify import hash_operators as ho
+from verify import recall_law as rl
 from verify.engines import make_engine
 from verify.recall_grid import REGIMES, designed_accuracy
 from verify.registry import SPECS
@@ -28,7 +29,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "recall_scaling"
 def regime0():
     r = REGIMES["regime_0"]
     tokens, labels = generate(r.task_config(4 * 48), 11)
-    prof = rs.collision_profile(tokens[:64], labels[:64])
+    prof = rl.collision_profile(tokens[:64], labels[:64])
     return r, tokens, labels, prof
 
 
@@ -41,8 +42,8 @@ def test_small_n_over_prediction_is_corrected(regime0):
         ns = [n for dd, n in cells if dd == d]
         acc = designed_accuracy(r, d, ns, draws=4, seqs=48, seed=11, tokens=tokens, labels=labels)
         for n in ns:
-            law = float(rs.law_num(d, n, r.vocab, r.facts, 3.0))
-            corr = rs.corrected_law_num(d, n, r.vocab, prof)
+            law = float(rl.law_num(d, n, r.vocab, r.facts, 3.0))
+            corr = rl.corrected_law_num(d, n, r.vocab, prof)
             assert law - acc[n] > 0.06  # the law over-predicts here (measured with 3072 queries, s.e. <= 0.01)
             law_err.append(abs(law - acc[n]))
             corr_err.append(abs(corr - acc[n]))
@@ -54,16 +55,16 @@ def test_small_n_over_prediction_is_corrected(regime0):
 def test_law_and_corrected_law_track_monte_carlo(regime0, d, n):
     r, tokens, labels, prof = regime0
     acc = designed_accuracy(r, d, [n], draws=4, seqs=48, seed=11, tokens=tokens, labels=labels)[n]
-    assert abs(rs.corrected_law_num(d, n, r.vocab, prof) - acc) < 0.06
-    assert abs(float(rs.law_num(d, n, r.vocab, r.facts, 3.0)) - acc) < 0.13
+    assert abs(rl.corrected_law_num(d, n, r.vocab, prof) - acc) < 0.06
+    assert abs(float(rl.law_num(d, n, r.vocab, r.facts, 3.0)) - acc) < 0.13
 
 
 def test_known_misfit_at_n_equal_d(regime0):
     """At N = D (F exactly orthogonal, self-match exactly 1) both laws under-predict: reported, not hidden."""
     r, tokens, labels, prof = regime0
     acc = designed_accuracy(r, 32, [32], draws=4, seqs=48, seed=11, tokens=tokens, labels=labels)[32]
-    assert acc - float(rs.law_num(32, 32, r.vocab, r.facts, 3.0)) > 0.05
-    assert acc - rs.corrected_law_num(32, 32, r.vocab, prof) > 0.03
+    assert acc - float(rl.law_num(32, 32, r.vocab, r.facts, 3.0)) > 0.05
+    assert acc - rl.corrected_law_num(32, 32, r.vocab, prof) > 0.03
 
 
 @pytest.mark.skipif(not RESULTS.exists(), reason="no committed grid results")
@@ -139,8 +140,8 @@ def test_cli_scaling_law(capsys):
     assert r["N_min"]["64"] if isinstance(next(iter(r["N_min"])), str) else r["N_min"][64] == 18
     assert main(["scaling-law", "--vocab", "512", "--facts", "16", "--d-model", "64", "--d-state", "32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert abs(r["a"] - 2.875) < 1e-12 and abs(r["law"] - float(rs.law_num(64, 32, 512, 16, 2.875))) < 1e-12
-    assert abs(float(rs.law_num(64, 32, r["largest_vocab_at_target"], 16, 2.875)) - 0.99) < 1e-6
+    assert abs(r["a"] - 2.875) < 1e-12 and abs(r["law"] - float(rl.law_num(64, 32, 512, 16, 2.875))) < 1e-12
+    assert abs(float(rl.law_num(64, 32, r["largest_vocab_at_target"], 16, 2.875)) - 0.99) < 1e-6
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -170,7 +171,7 @@ def test_multilayer_n_eff():
 
     r = REGIMES["regime_0"]
     tokens, labels = generate(r.task_config(64), 5)
-    prof = rs.collision_profile(tokens, labels)
+    prof = rl.collision_profile(tokens, labels)
     eng = make_engine("reference", "float32")
     from verify.checks import score_queries
 
@@ -181,8 +182,8 @@ def test_multilayer_n_eff():
     D, N, lam = 64, 8, 4
     par = np.mean([acc(build_parallel(r.vocab, D, N, lam, seed=s)) for s in range(3)])
     n_par = float(rs.averaged_hash_moments()["N_eff"].subs({rs.D: D, rs.N: N, rs.Lam: lam}))
-    assert abs(par - rs.corrected_law_num(D, n_par, r.vocab, prof)) < 0.05
-    assert rs.corrected_law_num(D, lam * N, r.vocab, prof) - par > 0.03  # N_eff = Lambda N over-predicts
+    assert abs(par - rl.corrected_law_num(D, n_par, r.vocab, prof)) < 0.05
+    assert rl.corrected_law_num(D, lam * N, r.vocab, prof) - par > 0.03  # N_eff = Lambda N over-predicts
     res = np.mean([acc(build_analysis(r.vocab, D, N, seed=s, n_layers=lam)) for s in range(2)])
     assert res < 0.3 < par
 
@@ -195,7 +196,7 @@ def test_head_patterns_at_fixed_total_state():
 
     r = REGIMES["regime_0"]
     tokens, labels = generate(r.task_config(48), 9)
-    prof = rs.collision_profile(tokens, labels)
+    prof = rl.collision_profile(tokens, labels)
     eng = make_engine("reference", "float64")
     tok = torch.from_numpy(tokens)
     one = build_analysis(r.vocab, 60, 8, seed=3)
@@ -212,7 +213,7 @@ def test_head_patterns_at_fixed_total_state():
 
     measured = {(p, m): acc(p, m) for p, m in (("MHA", 6), ("MQA", 4), ("MKA", 6))}
     for (p, m), a in measured.items():
-        pred = rs.corrected_law_num(60, 8, r.vocab, prof, **rs.multihead_effective(p, 60, 8, m))
+        pred = rl.corrected_law_num(60, 8, r.vocab, prof, **rl.multihead_effective(p, 60, 8, m))
         assert abs(a - pred) < 0.06, (p, m, a, pred)
-    single = rs.corrected_law_num(60, 8, r.vocab, prof)
+    single = rl.corrected_law_num(60, 8, r.vocab, prof)
     assert measured[("MHA", 6)] > single - 0.02 and measured[("MQA", 4)] < single - 0.1

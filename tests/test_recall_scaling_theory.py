@@ -12,6 +12,7 @@ from profiles import examples
 
 from constructions.errors import RequirementError
 from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.tasks.mqar import MQARConfig, generate
 
 
@@ -85,10 +86,20 @@ def test_a_from_the_generator(circuit, task, nf, L, fillers):
     cfg = MQARConfig(nf, V, 2 * nf + 1 if ar else L, num_examples=400, layout="zoology", random_fillers=fillers,
                      reduce_to_ar=ar)
     tokens, labels = generate(cfg, 3)
-    prof = rs.collision_profile(tokens, labels, circuit=circuit, key_range=(1, V // 2), value_range=(V // 2, V))
+    prof = rl.collision_profile(tokens, labels, circuit=circuit, key_range=(1, V // 2), value_range=(V // 2, V))
     counted = prof.n_w + prof.exact  # exact collisions are leaking writes too (rare: a filler equal to the query)
     predicted = float(rs.leaking_writes(circuit, task, nf, None if ar or L == 4 * nf else L, fillers, V))
     assert abs(counted.mean() - predicted) < 4 * counted.std() / math.sqrt(len(counted)) + 0.02
+
+
+def test_unknown_circuit_or_task_is_refused_by_name():
+    """symbolic raises a plain ValueError naming the requirement; the numeric layer a RequirementError (exit 2)."""
+    with pytest.raises(ValueError, match="circuit must be one of .*got 'trained'"):
+        rs.leaking_writes("trained", "mqar")
+    with pytest.raises(ValueError, match="task must be one of .*got 'mqa'"):
+        rs.a_coefficient("designed", "mqa")
+    with pytest.raises(RequirementError, match="circuit must be one of"):
+        rl.collision_profile(np.zeros((1, 4), np.int64), np.full((1, 4), -100), circuit="trained")
 
 
 def test_paper_a_and_filler_dependence():
@@ -110,42 +121,42 @@ def test_sympy_law_matches_plain_numeric(d, n, v, nf, a, lam):
     m = math.sqrt(2 * lv) - (math.log(lv) + math.log(4 * math.pi)) / (2 * math.sqrt(2 * lv)) if v > 2 else None
     plain = 0.5 * math.erfc(-(1 / math.sqrt(s2) - m) / math.sqrt(2))
     assert abs(float(expr.evalf(20)) - plain) < 1e-12
-    assert abs(float(rs.law_num(d, n, v, nf, a, lam)) - plain) < 1e-6
+    assert abs(float(rl.law_num(d, n, v, nf, a, lam)) - plain) < 1e-6
 
 
 def test_m_v_values_of_the_notes():
     for v, m in [(128, 2.455), (256, 2.693), (512, 2.915), (1024, 3.123), (4096, 3.509), (50000, 4.124)]:
-        assert abs(float(rs.m_v_num(v)) - m) < 1e-3
+        assert abs(float(rl.m_v_num(v)) - m) < 1e-3
 
 
 def test_required_sizes_and_largest_vocab():
     """The notes' worked numbers, and that the law equals the target exactly at the computed sizes."""
-    req = rs.required_sizes_num(1024, 16, 1.25, 0.99)
+    req = rl.required_sizes_num(1024, 16, 1.25, 0.99)
     assert [math.ceil(req["N_min"](d)) for d in (44, 48, 64)] == [42, 33, 18]
     for d in (40, 64, 200):
-        assert abs(float(rs.law_num(d, req["N_min"](d), 1024, 16, 1.25)) - 0.99) < 1e-6
+        assert abs(float(rl.law_num(d, req["N_min"](d), 1024, 16, 1.25)) - 0.99) < 1e-6
     assert req["N_min"](20) == math.inf  # D below D_min: no N suffices
-    vmax = rs.largest_vocab_num(64, 32, 16, 1.25, 0.5)
-    assert 5.0e9 < vmax < 6.0e9 and 2.0e4 < rs.largest_vocab_num(64, 32, 16, 1.25, 0.99) < 2.8e4
-    assert abs(float(rs.law_num(64, 32, vmax, 16, 1.25)) - 0.5) < 1e-6
+    vmax = rl.largest_vocab_num(64, 32, 16, 1.25, 0.5)
+    assert 5.0e9 < vmax < 6.0e9 and 2.0e4 < rl.largest_vocab_num(64, 32, 16, 1.25, 0.99) < 2.8e4
+    assert abs(float(rl.law_num(64, 32, vmax, 16, 1.25)) - 0.5) < 1e-6
     with pytest.raises(RequirementError):
-        rs.z_of(1.0)
+        rl.z_of(1.0)
 
 
 def test_bounds_are_ordered_and_monotone():
     """The rigorous bound is never below the Gaussian-tail union bound's scale of validity at large sizes, shrinks
     with D, and certifies exactness only where the margin algebra allows it."""
-    b1 = rs.rigorous_failure_bound(512, 512, 16, 3, 5, 1)["bound"]
-    b2 = rs.rigorous_failure_bound(2048, 2048, 16, 3, 5, 1)["bound"]
+    b1 = rl.rigorous_failure_bound(512, 512, 16, 3, 5, 1)["bound"]
+    b2 = rl.rigorous_failure_bound(2048, 2048, 16, 3, 5, 1)["bound"]
     assert b2 < b1 < 1 and b2 < 1e-9
-    assert rs.rigorous_failure_bound(64, 32, 512, 47, 64, 2)["bound"] == 1.0  # paper-size cells: no guarantee
-    assert rs.gaussian_union_bound(2048, 1024, 512, 47) < rs.gaussian_union_bound(256, 128, 512, 47) < 1
+    assert rl.rigorous_failure_bound(64, 32, 512, 47, 64, 2)["bound"] == 1.0  # paper-size cells: no guarantee
+    assert rl.gaussian_union_bound(2048, 1024, 512, 47) < rl.gaussian_union_bound(256, 128, 512, 47) < 1
 
 
 def test_sphere_tail_exact_cases():
-    assert abs(float(rs.sphere_tail(0.5, 3)) - 0.25) < 1e-7  # uniform on [-1, 1] in R^3
-    assert abs(float(rs.sphere_tail(0.0, 17)) - 0.5) < 1e-7
+    assert abs(float(rl.sphere_tail(0.5, 3)) - 0.25) < 1e-7  # uniform on [-1, 1] in R^3
+    assert abs(float(rl.sphere_tail(0.0, 17)) - 0.5) < 1e-7
     rng = np.random.default_rng(0)
     x = _sphere(rng, 200000, 16)[:, 0]
     for t in (0.3, 0.6):
-        assert abs(float(rs.sphere_tail(t, 16)) - (x > t).mean()) < 3e-3
+        assert abs(float(rl.sphere_tail(t, 16)) - (x > t).mean()) < 3e-3

@@ -56,7 +56,7 @@ one() {
   local start; start=$(date +%s.%N)
   local minutes=""; [ -n "$BUDGET" ] && minutes="--minutes $(awk -v l="$left" 'BEGIN { print (l - 45) / 60 }')"
   case $name in
-    tests) timeout "$left" python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
+    tests) timeout "$left" env MC_REQUIRE_CUDA=1 python3 -m pytest -m cuda -q -p no:cacheprovider ${a:-${TESTS:-tests/}} ;;
     bench) timeout "$left" python3 benchmarks/mqar_throughput.py ${BENCH_ARGS:-} --out "$OUT/mqar_throughput.json" ;;
     selbench) timeout "$left" python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) timeout "$left" python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;

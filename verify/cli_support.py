@@ -54,6 +54,9 @@ def run_main(main, argv=None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return EXIT_INTERRUPTED
+    except MemoryError:  # an allocation an estimate did not foresee: the input was too large for this machine
+        say("error: out of memory: the sizes asked for do not fit in this machine's memory; lower them")
+        return EXIT_BAD_INPUT
     except BrokenPipeError:  # the reader went away (``| head``): nothing left to say to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -14,6 +14,7 @@ import os
 from constructions.errors import require
 
 FLOAT_BYTES = 8
+TASK_BYTES = 16  # per token of a task generated whole: int64 token ids and int64 labels
 READOUT_CHUNK_BYTES = 2 ** 25 * 4
 
 

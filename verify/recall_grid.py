@@ -1,6 +1,7 @@
 """Monte-Carlo recall of the designed hashing circuit over Koren et al.'s D-N grids, next to the law and our
-corrected law (``symbolic.recall_scaling``): the measurement functions. The grid's command line, its result files and
-their resumption are ``experiments.recall_grid`` (CPU) and ``experiments.recall_grid_gpu`` (``mamba_ssm``).
+corrected law (``verify.recall_law``; the derivation is ``symbolic.recall_scaling``): the measurement functions. The
+grid's command line, its result files and their resumption are ``experiments.recall_grid`` (CPU) and
+``experiments.recall_grid_gpu`` (``mamba_ssm``).
 
 Every cell (D, N) draws ``draws`` independent code sets (E, F) and runs ``seqs`` zoology-style sequences per draw
 through the reference engine's ``linear_mamba_forward``. Cells of one D run in one call: their parameters are
@@ -19,7 +20,7 @@ import torch
 from constructions.errors import require
 from constructions.hash_recall import analysis_layer, draw_codes, mamba_block_weights
 from constructions.layout import Construction, LinearMambaConfig
-from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.engines.linear import linear_mamba_forward
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
@@ -138,16 +139,16 @@ PREDICTIONS_VERSION = 2  # bump when a prediction changes: stored cells are re-p
 PROFILE_SEQS = 64
 
 
-def add_predictions(data: dict, regime: Regime, profile: rs.CollisionProfile) -> None:
+def add_predictions(data: dict, regime: Regime, profile: rl.CollisionProfile) -> None:
     """Fill in (or refresh) the law, the law with a from the generator and the corrected law of every cell."""
     nf, V = regime.facts, regime.vocab
     for c in data["cells"]:
         if c.get("v") == PREDICTIONS_VERSION:
             continue
         d, n = c["D"], c["N"]
-        c.update({"law": float(rs.law_num(d, n, V, nf, data["a_paper"])),
-                  "law_a_generator": float(rs.law_num(d, n, V, nf, data["a_generator"])),
-                  "corrected": rs.corrected_law_num(d, n, V, profile), "v": PREDICTIONS_VERSION})
+        c.update({"law": float(rl.law_num(d, n, V, nf, data["a_paper"])),
+                  "law_a_generator": float(rl.law_num(d, n, V, nf, data["a_generator"])),
+                  "corrected": rl.corrected_law_num(d, n, V, profile), "v": PREDICTIONS_VERSION})
 
 
 def multilayer_table(d_model: int, n_values, lams, draws: int, seqs: int, seed: int = 0, on_row=None) -> dict:
@@ -161,7 +162,7 @@ def multilayer_table(d_model: int, n_values, lams, draws: int, seqs: int, seed: 
 
     regime = REGIMES["regime_0"]
     tokens, labels = generate(regime.task_config(seqs), seed)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rl.collision_profile(tokens, labels)
     eng = make_engine("reference", "float32")
     rows = []
     for lam in lams:
@@ -170,11 +171,11 @@ def multilayer_table(d_model: int, n_values, lams, draws: int, seqs: int, seed: 
                 continue
             n_par = lam * n * d_model / (d_model + (lam - 1) * n)  # averaged_hash_moments()["N_eff"]
             row = {"D": d_model, "N": n, "Lambda": lam,
-                   "law": float(rs.law_num(d_model, n, regime.vocab, regime.facts, 3.0, lam)),
-                   "corrected": rs.corrected_law_num(d_model, n, regime.vocab, profile, lam),
+                   "law": float(rl.law_num(d_model, n, regime.vocab, regime.facts, 3.0, lam)),
+                   "corrected": rl.corrected_law_num(d_model, n, regime.vocab, profile, lam),
                    "N_eff_parallel": n_par,
-                   "law_parallel": float(rs.law_num(d_model, n_par, regime.vocab, regime.facts, 3.0)),
-                   "corrected_parallel": rs.corrected_law_num(d_model, n_par, regime.vocab, profile)}
+                   "law_parallel": float(rl.law_num(d_model, n_par, regime.vocab, regime.facts, 3.0)),
+                   "corrected_parallel": rl.corrected_law_num(d_model, n_par, regime.vocab, profile)}
             for kind, build in (("parallel", build_parallel), ("residual_stack", build_analysis)):
                 right = total = 0
                 for k in range(draws):
@@ -196,7 +197,7 @@ MULTIHEAD_PATTERNS = ("MHA", "MQA", "MKA", "MVA")
 def multihead_table(d_model: int, n_values, m_values, draws: int, seqs: int, seed: int = 0, on_row=None) -> dict:
     """The N x M grid on regime_0 (V=512, N_f=16, L=64; the paper's D=60) for the designed circuit of each head
     pattern (``MULTIHEAD_PATTERNS``), measured
-    next to ``symbolic.recall_scaling.multihead_effective``'s prediction (corrected law). ``on_row(row)`` is
+    next to ``verify.recall_law.multihead_effective``'s prediction (corrected law). ``on_row(row)`` is
     called after each row (progress)."""
     from constructions.hash_recall import build_analysis, build_multihead
     from verify.checks import score_queries
@@ -204,7 +205,7 @@ def multihead_table(d_model: int, n_values, m_values, draws: int, seqs: int, see
 
     regime = REGIMES["regime_0"]
     tokens, labels = generate(regime.task_config(seqs), seed)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rl.collision_profile(tokens, labels)
     eng = make_engine("reference", "float32")
     rows = []
     for pattern in MULTIHEAD_PATTERNS:
@@ -217,10 +218,10 @@ def multihead_table(d_model: int, n_values, m_values, draws: int, seqs: int, see
                         build_multihead(regime.vocab, d_model, n, m, pattern, s_)
                     q, c, _ = score_queries(con, eng.hidden(con, torch.from_numpy(tokens)), torch.from_numpy(labels))
                     right, total = right + c, total + q
-                eff = rs.multihead_effective(pattern, d_model, n, m)
+                eff = rl.multihead_effective(pattern, d_model, n, m)
                 rows.append({"pattern": pattern, "M": m, "N": n, "D": d_model, "measured": right / total, **eff,
-                             "predicted": rs.corrected_law_num(d_model, n, regime.vocab, profile, **eff),
-                             "law_single_head": float(rs.law_num(d_model, n, regime.vocab, regime.facts, 3.0))})
+                             "predicted": rl.corrected_law_num(d_model, n, regime.vocab, profile, **eff),
+                             "law_single_head": float(rl.law_num(d_model, n, regime.vocab, regime.facts, 3.0))})
                 if on_row:
                     on_row(rows[-1])
     err = np.array([r["predicted"] - r["measured"] for r in rows])

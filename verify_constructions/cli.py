@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
-import sympy as sp
 from rich.console import Console
 from rich.table import Table
 
@@ -31,9 +31,8 @@ from constructions.errors import RequirementError, require
 from verify import checks
 from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, real, run_main, strict
 from verify.engines import DTYPES, ENGINES, make_engine
-from verify.memory import require_memory
 from verify.registry import BROKEN, SPECS
-from verify_constructions import exports, scaling_law
+from verify_constructions import building, exports, scaling_law
 from verify.train import cli as train_cli
 
 RUN_OPTIONS = ("engine", "dtype", "json", "quiet")
@@ -84,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     _run_args(top, top=True)
     top.add_argument("--debug", action="store_true", help="print the traceback of an internal error (anywhere)")
+    top.add_argument("--jobs", type=int, default=None, help="bare run: checks run in this many processes (default: "
+                                                           "min(cores, 4) on the reference engine, 1 on a GPU engine)")
     sub = top.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     lst = sub.add_parser("list", help="constructions, theorems, size formulas, engines and concrete sizes")
     lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
@@ -145,30 +146,6 @@ def _merge_run_options(args) -> None:
             setattr(args, k, typed.get(k, False if k in ("json", "quiet") else None))
 
 
-def _params(spec, args, base=None):
-    names = {f.name for f in fields(spec.params)}
-    typed = {k: v for k, v in vars(args).items() if k in names}
-    return replace(base, **typed) if base is not None else spec.params(**typed)
-
-
-def _constants(spec, items: list[str]):
-    """The spec's proof constants with ``--constant NAME=VALUE`` overrides (exact rationals)."""
-    if not items:
-        return spec.constants
-    known = {f.name for f in fields(spec.constants)}
-    overrides = {}
-    for item in items:
-        require("=" in item, f"--constant {item}: expected NAME=VALUE")
-        name, value = (s.strip() for s in item.split("=", 1))
-        require(name in known, f"--constant {item}: unknown constant {name!r}; known: {', '.join(sorted(known))}")
-        try:
-            overrides[name] = sp.Rational(value)
-        except (TypeError, ValueError, SyntaxError):
-            raise RequirementError(f"--constant {item}: VALUE must be an exact number (integer, decimal or a/b), "
-                                   f"got {value!r}")
-    return replace(spec.constants, **overrides)
-
-
 def _spec(name: str | None):
     require(name is not None, f"name a construction; known: {', '.join(SPECS)}")
     require(name not in BROKEN, f"construction {name!r} is registered but cannot be loaded: {BROKEN.get(name)}")
@@ -180,26 +157,6 @@ def _engine(args):
     engine = args.engine or "reference"
     dtype = args.dtype or ("float64" if engine == "reference" else "float32")
     return make_engine(engine, dtype)
-
-
-def _build(spec, params, constants=None, what: str = ""):
-    """Estimate the memory first, then build (with the spec's constants, or overridden ones)."""
-    if spec.memory is not None:
-        try:
-            estimate = spec.memory(params)
-        except (ArithmeticError, ValueError):  # invalid sizes: the builder's own checks name the requirement
-            estimate = None
-        if estimate is not None:
-            require_memory(estimate, what or spec.name)
-    if constants is None or constants is spec.constants:
-        return spec.build(params)
-    try:
-        return spec.build(params, constants=constants)
-    except (TypeError, ValueError, ArithmeticError) as e:
-        if isinstance(e, RequirementError):
-            raise
-        raise RequirementError(f"--constant: {spec.name} cannot be built with these constants "
-                               f"({type(e).__name__}: {e})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,7 +303,7 @@ def cmd_list(args, out: Console) -> int:
 
 def _check_one(spec, params, constants, engine, progress: Progress, label: str):
     """(construction, its CheckResult)."""
-    con = _build(spec, params, constants, what=label)
+    con = building.build(spec, params, constants, what=label)
     progress.begin(label)
     with checks.progress(progress.update):
         return con, spec.check(con, params, engine)
@@ -359,8 +316,8 @@ def cmd_check(args, out: Console) -> int:
     if args.from_export:
         con, result = exports.check_export(spec, args, engine, progress)
     else:
-        params = _params(spec, args)
-        constants = _constants(spec, getattr(args, "constant", []))
+        params = building.params_of(spec, args)
+        constants = building.constants_of(spec, getattr(args, "constant", []))
         con, result = _check_one(spec, params, constants, engine, progress, spec.name)
     if engine.name != "reference" and result.claim != "error":  # another engine against the float64 reference
         length = min(256, int(result.config.get("seq_len", 64) or 64))
@@ -372,34 +329,75 @@ def _title(engine) -> str:
     return f"Construction checks (engine {engine.name}, {engine.dtype_name})"
 
 
+def _default_check(name: str, index: int, engine_name: str | None, dtype: str | None, debug: bool):
+    """Default check ``index`` of construction ``name`` (in a worker process of the bare run): its CheckResult, or a
+    Refusal for bad input or an internal error; never raises, so one construction cannot stop the others."""
+    spec = SPECS[name]
+    try:
+        engine = make_engine(engine_name or "reference", dtype or ("float64" if engine_name in (None, "reference")
+                                                                  else "float32"))
+        return _check_one(spec, spec.defaults[index], None, engine, Progress(True), name)[1]
+    except RequirementError as e:
+        return Refusal(name, f"refused: {e}", "REFUSED")
+    except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
+        detail = traceback.format_exc() if debug else ""
+        return Refusal(name, f"internal error: {type(e).__name__}: {e}" + (f"\n{detail}" if detail else ""), "ERROR")
+
+
+def _worker_init(threads: int) -> None:
+    """A bare run's worker: the main process handles Ctrl-C (and stops the workers); torch gets its share of cores."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def _jobs(args) -> int:
+    if args.jobs is not None:
+        require(args.jobs >= 1, f"--jobs {args.jobs}: must be >= 1")
+        return args.jobs
+    cores = os.cpu_count() or 1
+    return 1 if (args.engine or "reference") != "reference" else max(1, min(cores, 4))  # a GPU engine: one process
+
+
 def cmd_all(args, out: Console) -> int:
-    """Every default check; each is reported on stderr as it finishes and a refusal does not stop the others."""
-    engine = _engine(args)
+    """Every default check, ``--jobs`` at a time in worker processes; each is reported on stderr as it finishes, and a
+    refusal or an error does not stop the others (the exit code says the worst)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    _engine(args)  # bad --engine / --dtype: refused before any work
     progress = Progress(args.quiet)
-    todo = [(s, p) for s in SPECS.values() for p in s.defaults]
-    results = []
-    for i, (spec, params) in enumerate(todo, 1):
-        label = f"[{i}/{len(todo)}] {spec.name}"
-        try:
-            _, r = _check_one(spec, params, None, engine, progress, label)
-            progress.line(f"{label} {_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)")
-        except RequirementError as e:
-            r = Refusal(spec.name, f"refused: {e}", "REFUSED")
-            progress.line(f"{label}: REFUSED: {e}")
-        except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
-            r = Refusal(spec.name, f"internal error: {type(e).__name__}: {e}", "ERROR")
-            progress.line(f"{label}: internal error: {type(e).__name__}: {e}")
-            if args.debug:
-                traceback.print_exc()
-        results.append(r)
-    return _report(results, args, out, single=False, title=_title(engine))
+    todo = [(s.name, i) for s in SPECS.values() for i in range(len(s.defaults))]
+    jobs = min(_jobs(args), len(todo))
+    results: list = [None] * len(todo)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(max(1, (os.cpu_count() or 1) // jobs),))
+    try:
+        futures = {pool.submit(_default_check, name, i, args.engine, args.dtype, args.debug): k
+                   for k, (name, i) in enumerate(todo)}
+        for done, future in enumerate(as_completed(futures), 1):
+            k = futures[future]
+            r = results[k] = future.result()
+            what = f"{_label(r)} {r.summary}: {r.verdict} ({r.seconds:.1f} s)" if not isinstance(r, Refusal) else \
+                f"{r.name}: {r.message.splitlines()[0]}"
+            progress.line(f"[{done}/{len(todo)}] {what}")
+    except KeyboardInterrupt:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return _report(results, args, out, single=False, title=_title(_engine(args)))
 
 
 def cmd_export(args, out: Console) -> int:
     spec = _spec(args.construction)
-    params = _params(spec, args)
-    constants = _constants(spec, getattr(args, "constant", []))
-    return exports.cmd_export(spec, params, constants, args, out, lambda: _build(spec, params, constants))
+    params = building.params_of(spec, args)
+    constants = building.constants_of(spec, getattr(args, "constant", []))
+    return exports.cmd_export(spec, params, constants, args, out, lambda: building.build(spec, params, constants))
 
 
 def cmd_figures(args, out: Console) -> int:

@@ -22,6 +22,7 @@ from constructions import lm
 from constructions.errors import RequirementError, require
 from constructions.layout import Construction
 from symbolic.proofs import Obligation
+from verify_constructions import building
 
 FILE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 FORMATS = ("mixer", "lm")
@@ -125,7 +126,6 @@ def check_export(spec, args, engine, progress):
     """Check the weights stored in ``args.from_export`` against the proof of the construction they record:
     (the stored construction, its CheckResult)."""
     from verify import checks
-    from verify_constructions.cli import _build, _constants, _params
 
     folder = Path(args.from_export)
     config, stored = _read(folder)
@@ -142,8 +142,8 @@ def check_export(spec, args, engine, progress):
                                                              else {}))
     except TypeError as e:
         raise RequirementError(f"--from-export {folder}: recorded parameters do not fit {spec.name}: {e}")
-    constants = _constants(spec, [f"{k}={v}" for k, v in record.get("constants", {}).items()])
-    rebuilt = _build(spec, params, constants)
+    constants = building.constants_of(spec, [f"{k}={v}" for k, v in record.get("constants", {}).items()])
+    rebuilt = building.build(spec, params, constants)
     file_dtype = getattr(torch, config.get("dtype", "float32"))
     difference = _first_difference(stored.state_dict(), rebuilt.state_dict(), file_dtype)
     same = Obligation(f"stored weights are the construction's, rounded to {config.get('dtype')}",

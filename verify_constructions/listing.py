@@ -9,6 +9,7 @@ from rich.table import Table
 
 from constructions.layout import mixer_sizes
 from verify.registry import BROKEN, SPECS
+from verify_constructions import building
 
 
 def engine_support(kind: str) -> dict[str, str | None]:
@@ -33,12 +34,10 @@ def concrete_sizes(spec, kappa: int, vocab: int) -> dict:
     """The sizes each variant's construction actually uses at (kappa, |V|), from the built block."""
     if not {"kappa", "vocab", "variant"} <= {f.name for f in fields(spec.params)}:
         return {}  # not an MQAR construction: its formulas say it all
-    from verify_constructions.cli import _build  # memory estimated first, as for a check
-
     out = {}
     for variant in ("one-hot", "jl"):
         params = replace(spec.params(), kappa=kappa, vocab=vocab, variant=variant, samples=1)
-        out[variant] = mixer_sizes(_build(spec, params, what=f"list --kappa {kappa} --vocab {vocab}").config)
+        out[variant] = mixer_sizes(building.build(spec, params, what=f"list --kappa {kappa} --vocab {vocab}").config)
     return out
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from constructions.errors import require
 from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.cli_support import real, strict
 from verify.tasks.mqar import MQARConfig, generate
 
@@ -56,11 +57,11 @@ def compute(args) -> dict:
     task.validate()  # V > L, L >= 4 N_f, ... (the paper's generator constraints)
     a = args.a if args.a is not None else coefficient(args.model, args.task, nf, args.seq_len, args.fillers, V)
     require(a > 0, f"a must be > 0, got {a}")
-    z = rs.z_of(p)
-    req = rs.required_sizes_num(V, nf, a, p, lam)
+    z = rl.z_of(p)
+    req = rl.required_sizes_num(V, nf, a, p, lam)
     out = {"vocab": V, "facts": nf, "seq_len": L, "task": args.task, "model": args.model, "layers": lam, "a": a,
            "a_paper": float(rs.PAPER_A.get((args.model, args.task), float("nan"))), "target_accuracy": p,
-           "m_V": float(rs.m_v_num(V)), "z": z, "k": req["k"], "D_min": req["D_min"], "D_at_N_equal_D": req["D_square"]}
+           "m_V": float(rl.m_v_num(V)), "z": z, "k": req["k"], "D_min": req["D_min"], "D_at_N_equal_D": req["D_square"]}
     if args.d_model is None and args.d_state is None:
         ds = sorted({math.ceil(req["D_square"]), *[d for d in (16, 32, 64, 128, 256, 512, 1024) if d > req["k"]]})
         out["N_min"] = {d: math.ceil(req["N_min"](d)) for d in ds}
@@ -70,16 +71,16 @@ def compute(args) -> dict:
     require(D >= 2 and N >= 1, f"need D >= 2 and N >= 1, got D={D}, N={N}")
     require(N <= D, f"the hashing circuit needs N <= D (F F^T = (D/N) I_N), got N={N} > D={D}")
     tokens, labels = generate(task, 0)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rl.collision_profile(tokens, labels)
     n_w = int(profile.n_w.max())
     out.update({
         "d_model": D, "d_state": N,
-        "law": float(rs.law_num(D, N, V, nf, a, lam)),
-        "corrected_law_designed": rs.corrected_law_num(D, N, V, profile, lam) if args.model == "designed" else None,
-        "largest_vocab_at_target": rs.largest_vocab_num(D, N, nf, a, p, lam),
-        "largest_vocab_at_50pct": rs.largest_vocab_num(D, N, nf, a, 0.5, lam),
-        "gaussian_union_bound_per_query": rs.gaussian_union_bound(D, N, V, n_w, lam),
-        "rigorous_bound_per_query": rs.rigorous_failure_bound(D, N, V, n_w, int(profile.context.max()),
+        "law": float(rl.law_num(D, N, V, nf, a, lam)),
+        "corrected_law_designed": rl.corrected_law_num(D, N, V, profile, lam) if args.model == "designed" else None,
+        "largest_vocab_at_target": rl.largest_vocab_num(D, N, nf, a, p, lam),
+        "largest_vocab_at_50pct": rl.largest_vocab_num(D, N, nf, a, 0.5, lam),
+        "gaussian_union_bound_per_query": rl.gaussian_union_bound(D, N, V, n_w, lam),
+        "rigorous_bound_per_query": rl.rigorous_failure_bound(D, N, V, n_w, int(profile.context.max()),
                                                               max(int(profile.multiplicity.max()), 1))["bound"]
         if lam == 1 and args.model == "designed" else None,
     })

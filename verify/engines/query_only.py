@@ -73,3 +73,54 @@ def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: 
     y = scan(x, dt, -torch.exp(params["A_log"].to(f32)), B, C, params["D"].to(f32), z=z,
              delta_bias=params["dt_proj.bias"].to(f32), delta_softplus=True)
     return F.linear(at_positions(y.transpose(1, 2), pos), params["out_proj.weight"], params.get("out_proj.bias"))
+
+
+def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
+                      pos: torch.Tensor, chunk_scan, conv=silu_conv) -> torch.Tensor:
+    """``mamba_ssm.Mamba2.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
+
+    Mamba2's unfused path (``use_mem_eff_path=False``) with the same two folds as ``mamba_forward_at``: in_proj of every
+    token from ``in_proj_table`` (rows [z0 | x0 | z | x | B | C | dt]), and everything after the scan (the gated
+    RMSNorm, which acts per position, the gated MLP z0/x0 and out_proj) at the scored positions only. chunk_scan has
+    ``mamba_chunk_scan_combined``'s signature (x (b, l, h, p), dt (b, l, h), A (h,), B, C (b, l, g, n), chunk_size,
+    D, z, dt_bias, dt_softplus) -> (b, l, h, p); the reference passes ``ssd_chunk_scan_ref``."""
+    c, L = con.config, tokens.shape[1]
+    zxbcdt = folded_xz(con, table, params["in_proj.weight"], tokens).transpose(1, 2)  # (b, l, d_in_proj)
+    rows, ch = c.in_proj_rows(), c.conv_channels()
+    xbc = conv(zxbcdt[..., rows["x"].start:rows["C"].stop].transpose(1, 2).contiguous(), params["conv1d.weight"],
+               params.get("conv1d.bias")).transpose(1, 2)
+    x, B, C = (xbc[..., ch[k]] for k in ("x", "B", "C"))
+    heads, groups = (c.nheads, c.head_dim), (c.ngroups, c.d_state)
+    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
+    D = params["D"].view(heads) if c.D_has_hdim else params["D"]
+    z = zxbcdt[..., rows["z"]]
+    y = chunk_scan(x.unflatten(-1, heads).contiguous(), zxbcdt[..., rows["dt"]].contiguous(),
+                   -torch.exp(params["A_log"].to(f32)), B.unflatten(-1, groups).contiguous(),
+                   C.unflatten(-1, groups).contiguous(), c.chunk_size, D=D,
+                   z=None if c.rmsnorm else z.unflatten(-1, heads).contiguous(), dt_bias=params["dt_bias"],
+                   dt_softplus=True)
+    y = at_positions(y.flatten(-2), pos)  # (b, q, d_ssm): what follows acts per position
+    z_at = at_positions(z, pos)
+    if c.rmsnorm:
+        from verify.engines.reference_mamba2 import rms_norm_gated_ref
+
+        y = rms_norm_gated_ref(y, params["norm.weight"], z_at, group_size=c.ssm_width // c.ngroups,
+                               norm_before_gate=c.norm_before_gate)
+    if c.d_mlp > 0:
+        z0, x0 = (at_positions(zxbcdt[..., rows[k]], pos) for k in ("z0", "x0"))
+        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+    return F.linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
+
+
+def mamba_s4d_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction,
+                         tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
+    """The Mamba-S4D block (``verify.engines.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
+    in_proj from ``in_proj_table``, the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan`` has
+    ``selective_scan_fn``'s signature) over every position, out_proj at the scored positions only."""
+    x, z = folded_xz(con, table, params["in_proj.weight"], tokens).chunk(2, dim=1)
+    x = conv(x.contiguous(), params["conv1d.weight"], params.get("conv1d.bias"))
+    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
+    y = scan(x.contiguous(), torch.zeros_like(x), -torch.exp(params["A_log"].to(f32)), params["B"].to(f32),
+             params["C"].to(f32), params["D"].to(f32), z=z.contiguous(), delta_bias=params["dt_bias"].to(f32),
+             delta_softplus=True)
+    return F.linear(at_positions(y.transpose(1, 2), pos), params["out_proj.weight"], params.get("out_proj.bias"))

@@ -2,14 +2,15 @@
 
 The claim is probabilistic, so the verdict depends on what the theory guarantees at the given sizes:
 
-* **exact** when ``symbolic.recall_scaling.certificate_margin`` of the drawn codes is positive (a deterministic
+* **exact** when ``verify.recall_law.certificate_margin`` of the drawn codes is positive (a deterministic
   guarantee for every query whose sequence meets its preconditions, checked on the generated sequences), or when the
   rigorous bound times the number of queries is <= ``EXACT_DELTA`` (then a miss has probability <= 1e-3);
 * **threshold** otherwise: recall >= corrected law - ``LAW_MODEL_ERROR`` - 4 binomial standard errors, where the
-  corrected law is evaluated on the very sequences checked (``collision_profile``). ``LAW_MODEL_ERROR`` is not a
-  flag: it is the corrected law's largest |measured - predicted| recall over the 3 x 752 designed-circuit cells
-  stored in ``results/recall_scaling`` (0.089, README), rounded up. When that threshold is at or below chance
-  (1 / number of values) the law predicts nothing checkable at these sizes and the check is UNPROVEN, never PASS.
+  corrected law is evaluated on the very sequences checked (``verify.recall_law.collision_profile``).
+  ``LAW_MODEL_ERROR`` is not a flag: it is the corrected law's largest |measured - predicted| recall over the 3 x 752
+  designed-circuit cells stored in ``results/recall_scaling`` (0.089, README), rounded up. When that threshold is at
+  or below chance (1 / number of values) the law predicts nothing checkable at these sizes and the check is
+  UNPROVEN, never PASS.
 
 Reported in ``info``: the law with the paper's a and with a from the generator, the corrected law, the rigorous
 bound, the certificate margin, and which verdict rule applied.
@@ -27,9 +28,10 @@ from constructions.errors import require
 from constructions.layout import Construction
 from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs
+from verify import recall_law as rl
 from verify.api import Spec
 from verify.checks import CheckResult, proof_fields, report_progress, score_batch
-from verify.memory import check_bytes
+from verify.memory import TASK_BYTES, check_bytes
 from verify.tasks.mqar import MQARConfig, generate
 
 EXACT_DELTA = 1e-3
@@ -57,8 +59,8 @@ class HashRecallParams:
     block: str = field(default="analysis", metadata=_help("analysis (simplified linear Mamba) or mamba (mamba_ssm)"))
     layers: int = field(default=1, metadata=_help("layers Lambda (analysis block)"))
     composition: str = field(default="parallel", metadata=_help(
-        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the paper's residual "
-        "stack of designed layers; checked against N_eff = Lambda N, which it does not reach)"))
+        "Lambda > 1: parallel (Lambda hashes averaged, one layer of state Lambda N) or residual (the designed "
+        "residual stack: Lambda layers with orthogonal hashes, model width 2D; checked against N_eff = Lambda N)"))
     a_log: float = field(default=-100.0, metadata=_help("A_log of the mamba block (decay exp(-exp(A_log)) per step)"))
     samples: int = field(default=256, metadata=_help("number of sequences checked"))
     seed: int = field(default=0, metadata=_help("seed of the codes; the task uses seed + 1"))
@@ -92,12 +94,14 @@ def _build(p: HashRecallParams) -> Construction:
     if p.block == "analysis":
         if p.layers > 1 and p.composition == "parallel":
             return hash_recall.build_parallel(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
+        if p.layers > 1:
+            return hash_recall.build_residual_stack(p.vocab, p.d_model, p.d_state, p.layers, p.seed)
         return hash_recall.build_analysis(p.vocab, p.d_model, p.d_state, p.seed, n_layers=p.layers)
     require(p.layers == 1, f"hash-recall in the mamba block is one layer, got layers={p.layers}")
     return hash_recall.build_mamba_block(p.vocab, p.d_model, p.d_state, p.seed, a_log=p.a_log)
 
 
-def predictions(p: HashRecallParams, profile: rs.CollisionProfile) -> dict:
+def predictions(p: HashRecallParams, profile: rl.CollisionProfile) -> dict:
     """The law (paper a, generator a), the corrected law, and the rigorous bound at the check's sizes."""
     task = p.task
     a_paper = float(rs.PAPER_A[("designed", task)])
@@ -107,12 +111,12 @@ def predictions(p: HashRecallParams, profile: rs.CollisionProfile) -> dict:
     # parallel hashes: derived N_eff = Lambda N D / (D + (Lambda - 1) N); residual: the paper's N_eff = Lambda N
     n_eff = lam * N * D / (D + (lam - 1) * N) if p.composition == "parallel" else float(lam * N)
     n_w, ctx, mult = int(profile.n_w.max()), int(profile.context.max()), int(profile.multiplicity.max())
-    bound = rs.rigorous_failure_bound(D, N, p.vocab, n_w, ctx, max(mult, 1)) if lam == 1 \
+    bound = rl.rigorous_failure_bound(D, N, p.vocab, n_w, ctx, max(mult, 1)) if lam == 1 \
         else {"bound": 1.0}  # the rigorous bound is for one layer
     return {"a_paper": a_paper, "a_generator": a_gen, "N_eff": n_eff,
-            "law": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_paper)),
-            "law_a_generator": float(rs.law_num(D, n_eff, p.vocab, p.facts, a_gen)),
-            "corrected_law": rs.corrected_law_num(D, n_eff, p.vocab, profile),
+            "law": float(rl.law_num(D, n_eff, p.vocab, p.facts, a_paper)),
+            "law_a_generator": float(rl.law_num(D, n_eff, p.vocab, p.facts, a_gen)),
+            "corrected_law": rl.corrected_law_num(D, n_eff, p.vocab, profile),
             "rigorous_bound_per_query": bound["bound"], "rigorous_bound_args": bound,
             "max_leaking_writes": n_w, "max_multiplicity": mult, "max_context": ctx,
             "exact_collisions": int(profile.exact.sum())}
@@ -121,7 +125,7 @@ def predictions(p: HashRecallParams, profile: rs.CollisionProfile) -> dict:
 def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256) -> CheckResult:
     task = p.task_config()
     tokens, labels = generate(task, p.seed + 1)
-    profile = rs.collision_profile(tokens, labels)
+    profile = rl.collision_profile(tokens, labels)
     start = time.perf_counter()
     queries = correct = 0
     min_margin, bound = float("inf"), 0.0
@@ -139,7 +143,7 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
     certificate = None
     if (p.layers == 1 or p.composition == "parallel") and getattr(con, "hashes", None):
         E = con.embedding.double().numpy()
-        certificate = rs.certificate_margin(E, E @ con.hashes[0].T, pred["max_leaking_writes"],
+        certificate = rl.certificate_margin(E, E @ con.hashes[0].T, pred["max_leaking_writes"],
                                             max(pred["max_multiplicity"], 1))
     if p.block == "mamba" and con.info.get("decay_per_step", 1.0) < 1.0 - 1e-12:
         certificate = None  # the certificate is for the undecayed circuit
@@ -179,9 +183,11 @@ def _threshold(predicted: float, queries: int, chance: float) -> tuple[str, floa
 
 def memory(p: HashRecallParams) -> int:
     expand = 4 if p.block == "mamba" else 2
-    return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=p.d_model,
-                                  d_inner=expand * p.d_model, d_state=p.d_state, seq_len=p.length,
-                                  batch=min(256, p.samples), n_codes=p.vocab)
+    width = 2 * p.d_model if p.layers > 1 and p.composition == "residual" else p.d_model  # the stack's 2D
+    return p.layers * check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=width,
+                                  d_inner=expand * width, d_state=p.d_state, seq_len=p.length,
+                                  batch=min(256, p.samples), n_codes=p.vocab) + \
+        TASK_BYTES * p.samples * p.length * 2  # tokens and labels, and the collision profile over them
 
 
 DEFAULTS = (HashRecallParams(samples=64), HashRecallParams(block="mamba", samples=32),

@@ -9,7 +9,7 @@ from constructions.layout import Construction
 from symbolic import lemma3
 from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
-from verify.memory import check_bytes
+from verify.memory import TASK_BYTES, check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.induction_heads import InductionHeadsConfig, generate
 
@@ -52,7 +52,8 @@ def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
 def memory(p: InductionHeadsParams) -> int:
     d = 2 * p.vocab
     return check_bytes(n_tokens=p.vocab, n_classes=p.vocab + 1, d_model=d, d_inner=d, d_state=p.vocab,
-                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab)))
+                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab))) + \
+        TASK_BYTES * p.num_examples * p.seq_len
 
 
 SPEC = Spec(

@@ -8,7 +8,7 @@ from constructions.layout import Construction
 from symbolic import corollary2
 from verify.api import Spec
 from verify.checks import CheckResult, check_labelled
-from verify.memory import check_bytes
+from verify.memory import TASK_BYTES, check_bytes
 from verify.specs import batch_for, help_
 from verify.tasks.keep_nth import KeepNthConfig, generate
 
@@ -48,7 +48,7 @@ def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
 def memory(p: KeepNthParams) -> int:
     d = p.vocab + 1
     return check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=d, d_inner=d, d_state=1, seq_len=p.seq_len,
-                       batch=min(p.num_examples, batch_for(p.seq_len, d)))
+                       batch=min(p.num_examples, batch_for(p.seq_len, d))) + TASK_BYTES * p.num_examples * p.seq_len
 
 
 SPEC = Spec(
