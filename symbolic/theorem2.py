@@ -285,3 +285,80 @@ def obligations(c: Theorem2Constants = DEFAULT, mu=None, p_=None):
             )
         )
     return obs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the construction gives a language model around it (symbolic.language_model)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def target_logit_lower_bound(c: Theorem2Constants = DEFAULT, variant="one-hot", p_=None, mu=None):
+    """Lower bound on the queried value's own logit at any query (not a difference): the wrapped LM gives every
+    non-value token the logit 0, which this bound keeps below the target.
+
+    one-hot: silu(value_gain) (own + [j(l) = j(i)] other) >= silu(value_gain) own, as other >= 0.
+    jl: alpha (own p + other <q_j(i), q_j(l)>) >= alpha p (own - mu other) (the gamma 1_p term is cancelled by the
+    balanced row). Worst case as in ``margin_lower_bound``: own decayed to r_min, other not decayed.
+    """
+    read = query_read(c, "key", rho_i=c.r_min, rho_l=1)
+    own, other = read["j(i)"], read["j(l)"]
+    if variant == "one-hot":
+        return c.onehot_value * own
+    return c.jl_alpha * p_ * (own - mu * other)
+
+
+def _conv_bounds(c: Theorem2Constants, variant, p_):
+    """(beta, c_sum, u_sq): the largest key-channel conv output, the largest sum of a conv output's key entries, and
+    an upper bound on any conv output's squared norm (the value part of a balanced code: p/2 entries silu(g), p/2
+    entries silu(-g))."""
+    beta = silu(c.key_prev + c.key_cur)
+    c_sum = sp.Max(c.s_prev + c.s_cur, beta)
+    g = c.value_gain
+    value_sq = c.onehot_value**2 if variant == "one-hot" else p_ / 2 * (silu(g) ** 2 + silu(-g) ** 2)
+    return beta, c_sum, sp.Max(c.s_prev**2 + c.s_cur**2, beta**2) + value_sq
+
+
+def mixer_output_bound(c: Theorem2Constants = DEFAULT, variant="one-hot", p_=None, seq_len=T):
+    """Upper bound on |y_t| (the mixer output's 2-norm) at every position of every MQAR sequence of length <= T.
+
+    y_t = gate * sum_n C_t[n] h_t[:, n] (out_proj the identity, D = 0), h_t[:, n] = sum_{s <= t} delta B_s[n]
+    (rho_s * u_s) with decay factors rho in (0, 1] per channel; B_s and C_s are the key entries of the conv output
+    u_s. So |y_t| <= gate * max_t sum_n |C_t[n]| * T * delta * max |B_s[n]| * max |u_s|.
+    """
+    beta, c_sum, u_sq = _conv_bounds(c, variant, p_)
+    return c.gate * c_sum * seq_len * c.delta * beta * sp.sqrt(u_sq)
+
+
+def _is_nonnegative(expr) -> bool:
+    """True only if sympy proves expr >= 0 (an undecided sign is False)."""
+    return bool(sp.sympify(expr).is_nonnegative)
+
+
+def lm_obligations(c: Theorem2Constants = DEFAULT, variant="one-hot", p_=None, mu=None):
+    """The facts ``mixer_output_bound`` and ``target_logit_lower_bound`` rest on, decided on ``conv_table``."""
+    beta, c_sum, u_sq = _conv_bounds(c, variant, p_)
+    tables = {code: conv_table(c, sp.Integer(code)) for code in (1, -1)}
+    rows = [row for table in tables.values() for row in table.values()]
+    keys = [[v for k, v in row.items() if k.startswith("key")] for row in rows]
+    if variant == "one-hot":
+        value_sq = tables[1][("blank", "value")]["value[cur]"] ** 2
+    else:  # a balanced code: p/2 coordinates +1, p/2 coordinates -1
+        value_sq = p_ / 2 * sum(t[("blank", "value")]["value[cur]"] ** 2 for t in tables.values())
+    norms = [sum(v**2 for v in ks) + (value_sq if "value[cur]" in row else 0) for ks, row in zip(keys, rows)]
+    margin = margin_lower_bound(c, variant, p_, mu)
+    return [
+        Obligation("B_t and C_t entries lie in [0, beta]",
+                   "0 <= every key entry of the conv table <= beta = silu(key_prev + key_cur)",
+                   all(_is_nonnegative(v) and _is_nonnegative(beta - v) for k in keys for v in k)),
+        Obligation("sum_n |C_t[n]| <= c_sum", "every conv-table row's key entries sum to at most "
+                   "c_sum = max(silu(key_prev) + silu(key_cur), beta)",
+                   all(_is_nonnegative(c_sum - sum(k)) for k in keys)),
+        Obligation("|u_t|^2 <= u_sq", "every conv-table row: key entries squared plus the value part's squared norm "
+                   "(one-hot: one entry; jl: p/2 entries each of silu(g) and silu(-g)) <= u_sq",
+                   all(_is_nonnegative(u_sq - n) for n in norms)),
+        Obligation("decay factors in (0, 1], step delta > 0", "delta > 0 and delta |A| = budget / T > 0",
+                   _is_true(c.delta) and _is_true(c.decay_budget) and _is_true(c.gate)),
+        Obligation("the queried value's logit >= the margin bound",
+                   "target_logit_lower_bound - margin_lower_bound >= 0",
+                   _is_nonnegative(target_logit_lower_bound(c, variant, p_, mu) - margin)),
+    ]

@@ -230,3 +230,71 @@ def obligations(c: Theorem3Constants = DEFAULT, n=None, p_v=None, mu_v=None, sig
         obs.append(Obligation("step 2 margin > 0 for the drawn codes",
                               f"K N p_v (r_min (1 - {mu}) - {sig} (1 + {mu})) > 0", _is_true(bound)))
     return obs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the construction gives a language model around it (symbolic.language_model)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def target_logit_lower_bound(c: Theorem3Constants = DEFAULT, step: int = 1, n=None, p_v=None, mu_v=0, sigma_k=0):
+    """Lower bound on the queried value's own logit at every query (the wrapped LM gives non-value tokens 0).
+
+    Step 1: the read is gate delta silu(b1) silu(c1) silu(g) rho e_{j(i)} alone: the margin bound itself.
+    Step 2: K (rho_i N p_v + sum_{l != i} rho_l <k_l, k_i> <v_{j(l)}, v_{j(i)}>) >= K N p_v (r_min - sigma_k)
+    (|<v, v'>| <= p_v, rho in [r_min, 1]).
+    """
+    if step == 1:
+        return margin_lower_bound(c, 1)
+    return c.gate * c.delta * c.value_gain / 2 * c.key_scale(n) * n * p_v * (c.r_min - sigma_k)
+
+
+def _read_and_write_bounds(c: Theorem3Constants, step: int, n=None, p_v=None):
+    """(read, x_sq): a bound on |<B_s, C_t>| and on |x_s|^2 (the x conv output; nonzero only at value tokens)."""
+    g = c.value_gain
+    if step == 1:
+        return silu(c.onehot_b) * silu(c.onehot_c), silu(g) ** 2
+    return c.key_scale(n) * n, p_v / 2 * (silu(g) ** 2 + silu(-g) ** 2)
+
+
+def gated_output_bound(c: Theorem3Constants = DEFAULT, step: int = 1, n=None, p_v=None, seq_len=None):
+    """Upper bound on |y_t * silu(z_t)| (the gated SSM output, before out_proj) at every position of every MQAR
+    sequence of length <= T: y_t = sum_{s <= t} rho delta x_s <B_s, C_t> with rho in (0, 1], so
+    |y_t| <= T delta max |x_s| max |<B_s, C_t>| (step 2: <B_s, C_t> = alpha_b alpha_c <k_l, k_i>, ``read_identity``,
+    at most alpha_b alpha_c N), times the gate."""
+    read, x_sq = _read_and_write_bounds(c, step, n, p_v)
+    return c.gate * seq_len * c.delta * read * sp.sqrt(x_sq)
+
+
+def _nonneg(expr) -> bool:
+    return bool(sp.sympify(expr).is_nonnegative)
+
+
+def lm_obligations(c: Theorem3Constants = DEFAULT, step: int = 1, n=None, p_v=None, mu_v=0, sigma_k=0):
+    """The facts ``gated_output_bound`` and ``target_logit_lower_bound`` rest on, decided on ``conv_table``."""
+    read, x_sq = _read_and_write_bounds(c, step, n, p_v)
+    tables = [conv_table(c, step, n if n is not None else N_sym, sp.Integer(q), sp.Integer(qp))
+              for q in (1, -1) for qp in (1, -1)]
+    xs = [e["x[value]" if step == 1 else "x[code]"] for t in tables for e in t.values()
+          if ("x[value]" if step == 1 else "x[code]") in e]
+    if step == 1:
+        products = [e["B[key]"] * e2["C[key]"] for t in tables for e in t.values() for e2 in t.values()
+                    if "B[key]" in e and "C[key]" in e2]
+        x_ok = all(_nonneg(x_sq - x**2) for x in xs)
+    else:  # <B_s, C_t> = alpha_b alpha_c <k_l, k_i> (read_identity), |<k_l, k_i>| <= N for ±1 codes, alpha's > 0
+        products = [c.key_scale(n) * n] if _is_true(c.key_scale(n)) else [sp.oo]
+        by_sign = [t[("blank", "value")]["x[code]"] ** 2 for t in (tables[0], tables[2])]  # q = +1, q = -1
+        x_ok = _nonneg(x_sq - p_v / 2 * sum(by_sign))
+    margin = margin_lower_bound(c, step, n, p_v, mu_v, sigma_k)
+    return [
+        Obligation("|<B_s, C_t>| <= the read bound", "every B-entry times C-entry of the conv table (step 2: the "
+                   "linear-attention read of codes of dimension N) is at most the bound",
+                   all(_nonneg(read - abs(v)) for v in products)),
+        Obligation("|x_s|^2 <= the write bound", "the x conv output's squared norm at a value token (one-hot: one "
+                   "entry; codes: p_v/2 entries each of silu(g), silu(-g)) is at most the bound", x_ok),
+        Obligation("decay factors in (0, 1], step delta > 0, gate > 0", "delta, budget and silu(gate_pre) > 0",
+                   _is_true(c.delta) and _is_true(c.decay_budget) and _is_true(c.gate)),
+        Obligation("the queried value's logit >= the margin bound",
+                   "target_logit_lower_bound - margin_lower_bound >= 0",
+                   _nonneg(sp.simplify(target_logit_lower_bound(c, step, n, p_v, mu_v, sigma_k) - margin))),
+    ]

@@ -115,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
         e.add_argument("--dtype", default="float32", help=f"tensor dtype in the file, one of: "
                                                           f"{', '.join(exports.FILE_DTYPES)} (default: float32)")
         e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+        e.add_argument("--format", default="mixer", help="mixer (embedding, mixer, readout; default) or lm (a whole "
+                                                         "language model: transformers' MambaForCausalLM and, in "
+                                                         "OUT/mamba_ssm, mamba_ssm's MambaLMHeadModel)")
         e.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no lines on stderr")
     return top
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from constructions import lm
 from constructions.errors import RequirementError, require
 from constructions.export import check_target
 from constructions.layout import Construction
@@ -25,6 +26,7 @@ from verify import export as store
 from verify_constructions import building
 
 FILE_DTYPES = ("float64", "float32", "bfloat16", "float16")
+FORMATS = ("mixer", "lm")
 
 
 def require_writable_folder(path: str, flag: str) -> Path:
@@ -40,6 +42,9 @@ def require_writable_folder(path: str, flag: str) -> Path:
 
 def cmd_export(spec, params, constants, args, out, build) -> int:
     require(args.dtype in FILE_DTYPES, f"--dtype {args.dtype}: the file dtype must be one of {FILE_DTYPES}")
+    require(args.format in FORMATS, f"--format {args.format}: one of {', '.join(FORMATS)}")
+    require(args.format != "lm" or spec.name in lm.SUPPORTED,
+            f"--format lm: a language-model export is proven for {', '.join(lm.SUPPORTED)}, not {spec.name}")
     target = require_writable_folder(args.out, "--out")
     check_target(target, args.force)  # before any work
     con = build()
@@ -47,9 +52,26 @@ def cmd_export(spec, params, constants, args, out, build) -> int:
     if con.proof is not None and con.proof.outside:
         print(f"warning: {spec.name} at these parameters is outside its proof ({con.proof.outside}); the export "
               f"records it as measured only", file=sys.stderr)
+    if args.format == "lm":
+        return _export_lm(con, target, args, record, constants, out)
     path = store.save(con, target, dtype=getattr(torch, args.dtype), record=record, force=args.force)
     if not getattr(args, "quiet", False):
         out.print(f"wrote {path / 'model.safetensors'} and {path / 'config.json'}")
+    return 0
+
+
+def _export_lm(con, target: Path, args, record: dict, constants, out) -> int:
+    """``--format lm``: the construction as a language model (``constructions.lm``), its proof in config.json."""
+    path = lm.save_lm(con, target, dtype=getattr(torch, args.dtype), constants=constants, record=record,
+                      force=args.force)
+    proof = lm.read_config(path)["construction"]["proof"]
+    if not proof["holds"]:
+        failed = [o["name"] for o in proof["obligations"] if not o["holds"]]
+        print(f"warning: {len(failed)} obligation(s) of the language model fail: {'; '.join(failed)}", file=sys.stderr)
+    if not getattr(args, "quiet", False):
+        out.print(f"wrote {path / 'model.safetensors'}, {path / 'config.json'} (transformers) and "
+                  f"{path / lm.MAMBA_SSM_FOLDER} (mamba_ssm); obligations {proof['held']}/{proof['total']} hold, "
+                  f"margin after the norm >= {proof['margin_after_norm']:.6g}")
     return 0
 
 
@@ -70,6 +92,9 @@ def _read(folder: Path) -> tuple[dict, Construction]:
         config = json.loads((folder / "config.json").read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise RequirementError(f"--from-export {folder}: config.json is not valid JSON ({e})")
+    require(not (isinstance(config, dict) and "construction" in config and "model_type" in config),
+            f"--from-export {folder}: holds a language-model export (--format lm); load it with transformers' "
+            f"MambaForCausalLM or mamba_ssm's MambaLMHeadModel (constructions.lm)")
     require(isinstance(config, dict) and isinstance(config.get("record"), dict) and "params" in config["record"],
             f"--from-export {folder}: config.json has no 'record' of how the export was built (written by an older "
             f"version?): export it again")
