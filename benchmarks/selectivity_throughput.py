@@ -1,4 +1,4 @@
-"""Throughput of the issue-4 check harnesses (``keep-nth``, ``induction-heads``, ``haar``): scored positions per second.
+"""Throughput of the selectivity checks (``keep-nth``, ``induction-heads``, ``haar``): scored positions per second.
 
 For each check and configuration it measures, on the same machine in one run:
 * ``harness``: the whole check through ``verify.registry.SPECS[name].check`` (generate the task, embed, run the engine,

@@ -6,8 +6,8 @@ so one layer can output <x, psi_{j,k}> for every wavelet up to level J (plus the
 Input (batch, T, d_model): coordinate 0 is the signal x_i, coordinate 1 the raw time i = 1..T (Theorem 1's
 x~ = [x; s]); cell i is [(i-1)/T, i/T) and T must be a multiple of 2^{J+1}. Output at the last step, coordinate
 ``w``: the projection onto wavelet w (``outputs``: ``phi``, then ``psi[j,k]`` by level). Every jump of every wavelet is
-one of the 2^{J+1} breakpoints q = m / 2^{J+1}; each breakpoint gets three channels (the issue's "three channels per
-wavelet", shared between wavelets with a common jump; Delta is per channel, so each jump needs its own):
+one of the 2^{J+1} breakpoints q = m / 2^{J+1}; each breakpoint gets three channels (Theorem 1's three bases per wavelet,
+shared between wavelets with a common jump; Delta is per channel, so each jump needs its own):
 
 ==================  =========================================================================================
 ``step[m]+/-``      in_proj: +-value_gain on x; Delta from feat[m]; they store sum_i K_i silu(+-g x_i)

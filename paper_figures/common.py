@@ -43,7 +43,7 @@ class Entry:
     title: str
     make: Callable[[Path], Rendered]
     needs: tuple[str, ...] = field(default=())  # result files (relative to the results dir)
-    training: bool = False  # True: needs training results not yet on main
+    training: bool = False  # True: drawn from training stores (results/train/*.jsonl), which a checkout may lack
 
 
 def load_json(results: Path, rel: str, command: str) -> dict:

@@ -1,4 +1,4 @@
-"""The command lines of ``experiments/`` and ``benchmarks/`` (issue 21): exit codes, one-line refusals of bad input
+"""The command lines of ``experiments/`` and ``benchmarks/``: exit codes, one-line refusals of bad input
 before any work, stored results never replaced silently, resumption, progress, strict JSON."""
 from __future__ import annotations
 

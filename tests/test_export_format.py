@@ -180,6 +180,6 @@ def test_an_export_of_format_1_still_loads(folder):
 
 @pytest.mark.parametrize("folder", ["mqar-mamba", "mqar-mamba2", "mqar-s4d", "induction-heads", "keep-nth"])
 def test_an_export_of_format_1_still_checks(folder, capsys):
-    """``check --from-export`` rebuilds the construction from the old file's record and finds the stored weights
+    """``check --from-export`` rebuilds the construction from the format-1 file's record and finds the stored weights
     equal to it (mqar-s4d: the block stored as ``mamba_s4d``)."""
     assert main(["check", folder, "--from-export", str(OLD / folder), "--samples", "8", "--quiet"]) == 0

@@ -1,4 +1,4 @@
-"""The zoology-style MQAR / AR options of verify.tasks.mqar (Koren et al. 2026), and the unchanged default."""
+"""The zoology-style MQAR / AR options of verify.tasks.mqar (Koren et al. 2026), and the default layout pinned."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 
 def test_default_layout_unchanged():
-    """Snapshots taken from main's generator before the zoology option existed."""
+    """Pinned outputs of the default layout: the stored results and the checks' sequences depend on them."""
     t, l = generate(MQARConfig(3, 5, 12, num_examples=2, noise_vocab=2), 7)
     assert t.tolist() == [[0, 7, 2, 5, 1, 3, 0, 8, 2, 1, 8, 8], [0, 7, 1, 3, 2, 6, 9, 8, 9, 2, 0, 1]]
     assert l.tolist() == [[-100, -100, -100, -100, -100, -100, 4, -100, 2, 0, -100, -100],

@@ -77,8 +77,8 @@ def test_every_stored_line_is_read_under_the_current_schema_with_the_identity_it
 
 def test_each_grid_recognises_in_its_store_the_runs_schema_1_recognised(stored):
     """Per grid, the runs whose key its store holds: the same count read under the current schema (the grid files
-    naming the kinds by their one name) as under schema 1 (the old names); the counts ``sweep --status`` showed
-    before the rename, grid by grid."""
+    naming the kinds by their one name) as under schema 1 (the aliases ``s4d``, ``delta-top``); the counts are those
+    of the committed stores, grid by grid."""
     recognised = {}
     for name, g in grids().items():
         if name not in stored:
@@ -112,7 +112,7 @@ def test_a_run_stored_under_schema_1_is_not_trained_again(tmp_path):
 
 @pytest.mark.parametrize("grid_name, kind", [("figA3-s4d", "mamba-s4d"), ("fig3", "mamba-delta-t")])
 def test_a_run_stored_under_schema_2_with_the_old_name_is_not_trained_again(tmp_path, grid_name, kind):
-    """A line as the code before the rename wrote it (schema 2: every field, the old mixer name) is recognised."""
+    """A schema-2 line (every field, the mixer under its alias ``s4d`` / ``delta-top``) is recognised."""
     from verify.train.sweep import grid, plan
 
     spec = next(s for s in grid(grid_name).runs() if s.mixer == kind)

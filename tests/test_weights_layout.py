@@ -1,5 +1,5 @@
 """Weights as named blocks (constructions.weights): the names address mamba_ssm's layouts, mean what they say in
-the real forward, and the constructions written with them are bitwise the weights they were before."""
+the real forward, and every construction written with them is bitwise its pinned weights (sha256 per case)."""
 import hashlib
 import json
 from pathlib import Path
@@ -13,7 +13,7 @@ from constructions.layout import Mamba2Config, MambaConfig, MambaS4DConfig
 from constructions.weights import Basis, Mamba2Weights, MambaS4DWeights, MambaWeights
 from verify.engines.query_only import silu_conv
 
-# sha256 of each state dict as built before the constructions used named blocks
+# sha256 of each case's state dict, pinned: a change of layout or constants that moves any weight fails
 STORED = json.loads((Path(__file__).parent / "data" / "construction_weights.sha256.json").read_text())
 
 CASES = {

@@ -1,4 +1,4 @@
-"""Training one-layer Mamba-family models on the papers' tasks, for the tightness experiments (issue 6).
+"""Training one-layer Mamba-family models on the papers' tasks, for the tightness experiments.
 
 The model is the one every construction uses (``constructions.layout``): ``logits = readout(mixer(embedding[x]))``,
 one block, no norm, no residual, parameters under mamba_ssm's names. A mixer is a block kind that trains

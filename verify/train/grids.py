@@ -32,7 +32,7 @@ reuses              list of grid names      grids whose stores may hold runs of 
 =================== ======================= ==============================================================
 
 ``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``. A mixer
-named by an old name (``s4d``, ``delta-top``: a grid file written before the block kinds had one name each) is read as
+named by an alias (``s4d``, ``delta-top``: the names run-key schemas 1 and 2 use, ``verify.train.spec``) is read as
 the kind's name (``verify.blocks.canonical``).
 """
 from __future__ import annotations

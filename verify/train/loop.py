@@ -116,10 +116,11 @@ def evaluate(model, tokens: torch.Tensor, labels: torch.Tensor, device, batch: i
     the divisibility training ran (Triton specialises kernels on integer arguments divisible by 16), one candidate
     cause of the Mamba-2 fault in results/train/README.md. Sequences are independent, so the result is the same.
     A mixer whose scan memory ``sweep.plan`` caps (``Training.scan_bytes``: Mamba-Delta-top, N x d_inner channels a
-    model) evaluates one training batch per forward, so evaluation never holds more scan memory than a step: at
-    |V| = 40, d 320, N 160 a chunk of 1024 sequences asked for 19.5 GiB a tensor and ran an H100 pool out of memory.
-    Chunks hold at most ``max_elems`` hidden values or logits: sized by d alone, recall-vocab's |V| = 16384, d = 32
-    packs evaluated 1792 sequences at once, whose logits asked for 15.75 GiB (an H100 pool ran out of memory)."""
+    model) evaluates one training batch per forward, so evaluation never holds more scan memory than a step (at
+    |V| = 40, d 320, N 160 a chunk of 1024 sequences would need 19.5 GiB a tensor, more than an H100 pool leaves a
+    process). Chunks hold at most ``max_elems`` hidden values or logits, so the number of classes counts as well as d:
+    sized by d alone, recall-vocab's |V| = 16384, d = 32 packs would evaluate 1792 sequences at once, whose logits
+    need 15.75 GiB."""
     K, (S, L) = model.K, tokens.shape
     if model.mixer.scan_bytes is not None:
         chunk = batch
