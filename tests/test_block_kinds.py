@@ -109,7 +109,7 @@ def test_the_engine_runs_the_kinds_own_forward(toy_kinds):
 def test_register_refuses_a_taken_name_an_old_name_and_a_config_of_another_kind(toy_kinds):
     with pytest.raises(RequirementError, match="registered already"):
         register(_twin("mamba-twin", TwinConfig, KINDS["mamba"].forward))
-    with pytest.raises(RequirementError, match="is an old name of 'mamba-s4d'"):
+    with pytest.raises(RequirementError, match="is an alias of 'mamba-s4d'"):
         register(_twin("s4d", TwinConfig, KINDS["mamba"].forward))
     with pytest.raises(RequirementError, match="config class TwinConfig has kind 'mamba-twin'"):
         register(_twin("mamba-other", TwinConfig, KINDS["mamba"].forward))
@@ -123,7 +123,7 @@ def test_one_name_per_kind_and_old_names_only_through_the_alias_table():
     assert set(blocks.trainable()) == {"mamba", "mamba2", "mamba-s4d", "mamba-delta-t"}
     for old, new in ALIASES.items():
         assert blocks.canonical(old) == new and old not in KINDS
-        with pytest.raises(RequirementError, match=f"'{old}' is the old name of '{new}'"):
+        with pytest.raises(RequirementError, match=f"'{old}' is an alias of '{new}'"):
             blocks.kind(old)
     assert blocks.canonical("mamba2") == "mamba2"
 

@@ -132,7 +132,7 @@ def test_a_current_spec_takes_the_kinds_name_only():
     spec = RunSpec(task="mqar", mixer="mamba-s4d", vocab=4, d_model=8, d_state=4, seed=0, lr=0.03, kappa=2)
     d = {**spec.as_dict(), "mixer": "s4d"}
     assert RunSpec.from_dict(d).mixer == "s4d"
-    with pytest.raises(RequirementError, match="'s4d' is the old name of 'mamba-s4d'"):
+    with pytest.raises(RequirementError, match="'s4d' is an alias of 'mamba-s4d'"):
         registry.validate(RunSpec.from_dict(d))
 
 

@@ -7,7 +7,7 @@ how an export describes it, and how it trains. The kinds: ``mamba`` (S6, ``mamba
 ``mamba_ssm.Mamba2``), ``mamba-s4d`` (Huang et al.'s Mamba-S4D), ``mamba-delta-t`` (Huang et al.'s
 Mamba-Delta-transpose), ``linear-mamba`` (Koren et al.'s simplified linear Mamba, an analysis model).
 
-Names. Each kind has one name, the one above. ``ALIASES`` maps the names that stored data and older files use
+Names. Each kind has one name, the one above. ``ALIASES`` maps the aliases that stored data and format-1 files use
 (``mamba_s4d`` in exports, ``s4d`` and ``delta-top`` in stored training runs and grid files) to it; ``canonical`` is
 applied where such data is read (``verify.train.spec`` for stored runs, ``verify.train.grids`` for grid files,
 ``verify.export`` for exports) and nowhere else: everything else takes the one name only.
@@ -51,12 +51,12 @@ from verify.engines.scan import selective_scan_ref
 
 KINDS: dict[str, "BlockKind"] = {}  # name -> kind, filled below (defined first: modules importing it mid-way see it)
 
-# Old names, as stored data and older files use them -> the kind's one name (read sites only, see the docstring).
+# Aliases, as stored data and format-1 files use them -> the kind's one name (read sites only, see the docstring).
 ALIASES = {"mamba_s4d": "mamba-s4d", "s4d": "mamba-s4d", "delta-top": "mamba-delta-t"}
 
 
 def canonical(name: str) -> str:
-    """The kind's name for a name read from stored data or an older file (an old name mapped, any other unchanged)."""
+    """The kind's name for a name read from stored data or a format-1 file (an alias mapped, any other unchanged)."""
     return ALIASES.get(name, name)
 
 
@@ -149,9 +149,9 @@ class BlockKind:
 
 
 def register(kind: BlockKind) -> BlockKind:
-    """Add ``kind`` to ``KINDS`` (its name new, not an old name, and the name its config class carries)."""
+    """Add ``kind`` to ``KINDS`` (its name new, not an alias, and the name its config class carries)."""
     require(kind.name not in KINDS or KINDS[kind.name] is kind, f"block kind {kind.name!r} is registered already")
-    require(kind.name not in ALIASES, f"block kind name {kind.name!r} is an old name of {ALIASES.get(kind.name)!r}")
+    require(kind.name not in ALIASES, f"block kind name {kind.name!r} is an alias of {ALIASES.get(kind.name)!r}")
     require(getattr(kind.config, "kind", None) == kind.name,
             f"block kind {kind.name!r}: its config class {kind.config.__name__} has kind "
             f"{getattr(kind.config, 'kind', None)!r}")
@@ -160,9 +160,9 @@ def register(kind: BlockKind) -> BlockKind:
 
 
 def kind(name: str) -> BlockKind:
-    """``KINDS[name]``, or a RequirementError naming the kinds (and the new name, for an old one)."""
+    """``KINDS[name]``, or a RequirementError naming the kinds (and the kind's name, for an alias)."""
     if name not in KINDS:
-        hint = f" ({name!r} is the old name of {ALIASES[name]!r})" if name in ALIASES else ""
+        hint = f" ({name!r} is an alias of {ALIASES[name]!r}, accepted only in stored data)" if name in ALIASES else ""
         raise RequirementError(f"unknown block kind {name!r}{hint}; known: {', '.join(KINDS)}")
     return KINDS[name]
 

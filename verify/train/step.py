@@ -11,8 +11,8 @@ mostly GPU-bound, so the gain alone is modest; a sweep runs about ten such packs
 What the step computes is ``loop.train_pack``'s definition of training, unchanged: model k's batch at step s is rows
 [i b, (i+1) b) of the permutation of epoch s // steps_per_epoch drawn from default_rng((seed_k, 17, epoch)), its
 learning rate the cosine schedule times 0 once the model stopped, and its update torch.optim.Adam's. Only the
-per-model loss is computed as a sum over the pack's (equal) scored positions instead of a scatter-add (on the CPU the
-results were bitwise the earlier loop's, weights and histories, in a check of five mixer/task cases).
+per-model loss is computed as a sum over the pack's (equal) scored positions instead of a scatter-add (on the CPU
+both give bitwise equal weights and histories, checked in five mixer/task cases).
 
 The capture needs a step without host synchronisation, so it is used only where the step has none: on CUDA, for a
 mixer whose scan kernels are capturable (``verify.blocks.Training.graph_safe``: not Mamba-Delta-top, whose S6 reduction
