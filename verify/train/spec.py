@@ -6,7 +6,7 @@ same pack key have the same shapes and data and can be trained together in one p
 
 Key schemas. A spec dict carries ``"schema": SCHEMA`` and every field, defaults included. Schema 1 (dicts without a
 ``schema`` field) left out ``proj`` when True and ``protocol.matmul`` when "float32"; schemas 1 and 2 named two mixers
-by their old names (``s4d``, ``delta-top``), schema 3 by the block kind's one name (``mamba-s4d``,
+by their aliases (``s4d``, ``delta-top``), schema 3 by the block kind's one name (``mamba-s4d``,
 ``mamba-delta-t``; ``verify.blocks.ALIASES`` maps them). ``upgrade`` checks an older record's key against its spec
 as written and re-keys it under the current schema, so every stored run keeps its identity (``verify.train.store``
 upgrades records as it reads them). A field added later gets a default equal to the behaviour before it existed, and
@@ -107,7 +107,7 @@ class RunSpec:
     @staticmethod
     def from_dict(d: dict) -> "RunSpec":
         """The spec of a dict of any schema up to ``SCHEMA`` (fields a schema-1 dict left out take their defaults; the
-        mixer's old name of a schema 1 or 2 dict mapped to the kind's name)."""
+        mixer's alias in a schema 1 or 2 dict mapped to the kind's name)."""
         d = dict(d)
         schema = d.pop("schema", 1)
         require(schema in (1, 2, SCHEMA), f"run spec of key schema {schema!r}; this code reads schemas 1 to {SCHEMA}")
