@@ -76,7 +76,8 @@ def mixer(name: str) -> blocks.Training:
     """The ``Training`` of the block kind ``name``; RequirementError for a kind that is unknown or does not train."""
     kinds = blocks.trainable()
     if name not in kinds:
-        hint = f" ({name!r} is an alias of {blocks.ALIASES[name]!r}, accepted only in stored data)" if name in blocks.ALIASES else ""
+        alias = blocks.ALIASES.get(name)
+        hint = f" ({name!r} is an alias of {alias!r}, accepted only in stored data)" if alias else ""
         raise RequirementError(f"unknown mixer {name!r}{hint}; trainable here: {', '.join(kinds)}")
     return blocks.KINDS[name].training
 
