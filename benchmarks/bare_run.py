@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from constructions.export import write_json_atomic  # noqa: E402
+from common.io import write_json_atomic  # noqa: E402
 
 
 def one_run() -> dict:

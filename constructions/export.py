@@ -4,12 +4,11 @@ What config.json says and how a folder loads into a construction or a real modul
 the block kinds of ``verify.blocks``); this module is the file mechanics every export shares: ``write_folder`` writes
 the pair into a temporary folder beside the target (mode 0644) and renames it into place, so a reader sees either no
 export or a whole one; ``check_target`` refuses a target that is not new, empty or (with ``force``) an export;
-``read_folder`` returns the pair. ``write_json_atomic`` writes one JSON file the same way.
+``read_folder`` returns the pair (the atomic mechanics are ``common.io``'s).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,27 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from constructions.errors import require
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(path: str | Path, obj, indent: int = 1) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + rename; parents created; mode 0644)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=indent)))
-    path.chmod(0o644)
-    return path
+from common.errors import require
+from common.io import swap_folder
 
 
 def write_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict, *, force: bool = False) -> Path:
@@ -55,7 +35,7 @@ def write_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: 
         for f in tmp.iterdir():
             f.chmod(0o644)
         tmp.chmod(0o755)
-        _swap_in(tmp, out)
+        swap_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -74,14 +54,3 @@ def check_target(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         require((out / "config.json").exists(), f"{out} is not empty and holds no export: choose a new folder")
         require(force, f"{out} already holds an export: pass --force to replace it")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.rename(out, old / "export")
-    os.rename(tmp, out)
-    shutil.rmtree(old)

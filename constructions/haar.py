@@ -33,7 +33,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction, MambaConfig
 from constructions.proof import Proof, obligations_of
 from constructions.weights import MambaWeights

@@ -47,7 +47,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.weights import MambaWeights
 from constructions.layout import Construction, LinearMambaConfig, MambaConfig
 from symbolic.blocks import silu, softplus_inverse

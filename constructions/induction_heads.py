@@ -28,7 +28,7 @@ from __future__ import annotations
 import sympy as sp
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction, MambaDeltaTConfig
 from constructions.proof import Proof, margin_obligation, obligations_of
 from constructions.weights import MambaWeights

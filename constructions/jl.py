@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from constructions.errors import require
+from common.errors import require
 
 
 def jl_dim(vocab_size: int, eps: float) -> int:
@@ -45,7 +45,7 @@ def draw_codes(p: int, n: int, seed: int, mu_max: float, what: str, draws: int =
 
     Returns (codes, coherence, seed used); raises RequirementError naming ``what`` if no draw qualifies.
     """
-    from constructions.errors import RequirementError
+    from common.errors import RequirementError
 
     for draw in range(draws):
         codes = balanced_codes(p, n, seed + draw)

@@ -143,7 +143,7 @@ class LinearMambaConfig:
         return self.expand * self.d_model
 
     def __post_init__(self):
-        from constructions.errors import require
+        from common.errors import require
 
         require(self.d_model >= 1 and self.d_state >= 1 and self.d_conv >= 1 and self.expand >= 1,
                 f"linear Mamba needs positive sizes, got d_model={self.d_model}, d_state={self.d_state}, "
@@ -269,7 +269,7 @@ class Mamba2Config:
     chunk_size: int = 256
 
     def __post_init__(self):
-        from constructions.errors import require
+        from common.errors import require
 
         require(self.d_conv >= 2, f"Mamba2 needs d_conv >= 2 (mamba_ssm slices the conv output by d_conv - 1), "
                                   f"got d_conv={self.d_conv}")

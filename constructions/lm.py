@@ -55,8 +55,9 @@ import sympy as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from constructions.errors import require
-from constructions.export import _swap_in, check_target
+from common.errors import require
+from common.io import swap_folder
+from constructions.export import check_target
 from constructions.layout import Construction, Mamba2Config, MambaConfig
 from symbolic import language_model as lm_proof
 from symbolic.proofs import Obligation
@@ -408,7 +409,7 @@ def save_lm(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.f
         for f in tmp.rglob("*"):
             f.chmod(0o755 if f.is_dir() else 0o644)
         tmp.chmod(0o755)
-        _swap_in(tmp, out)
+        swap_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

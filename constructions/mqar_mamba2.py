@@ -49,7 +49,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.jl import coherence, draw_codes, hadamard_codes, hadamard_dim, jl_dim, low_coherence_codes
 from constructions.proof import Proof, margin_obligation, obligations_of
 from constructions.weights import Mamba2Weights

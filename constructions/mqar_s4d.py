@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.jl import draw_codes, jl_dim
 from constructions.proof import Proof, obligations_of
 from constructions.weights import MambaS4DWeights

@@ -12,7 +12,7 @@ import math
 import sys
 
 from constructions import mqar_mamba2
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify import cli_support as cli
 from verify.key_dim import empirical_key_dim
 from verify.tasks.mqar import MQARConfig

@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
+from common.io import atomic_write
 from constructions.layout import Construction, LinearMambaConfig, MambaConfig
 from verify import cli_support as cli
 from verify import hash_operators as ho
@@ -228,19 +229,7 @@ def main(argv) -> int:
 
 def _write_npz(path: Path, maps: dict) -> None:
     """The maps, written atomically (a temporary file renamed into place)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **maps)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **maps), suffix=".npz")
 
 if __name__ == "__main__":
     sys.exit(cli.run_main(main))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from symbolic import recall_scaling as rs
 from verify import cli_support as cli
 from verify import recall_law as rl

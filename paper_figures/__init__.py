@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from paper_figures import recall, selectivity, training
 from paper_figures.common import Entry, MissingResults, Rendered
 

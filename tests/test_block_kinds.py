@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.layout import MambaConfig
 from verify import blocks
 from verify.blocks import ALIASES, KINDS, BlockKind, register

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from constructions import keep_nth
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.export import load, save
 from symbolic import corollary2 as c2
 from symbolic.blocks import silu

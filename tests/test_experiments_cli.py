@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from experiments import haar_rates, key_dim, recall_grid, recall_grid_gpu, sensitivity
 from verify import cli_support as cli
 

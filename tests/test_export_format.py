@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.layout import MambaDeltaTConfig
 from verify import blocks
 from verify.blocks.mamba_delta_t import MambaDeltaT

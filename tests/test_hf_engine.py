@@ -23,7 +23,7 @@ import torch
 
 pytest.importorskip("transformers", reason="the transformers engine needs the 'transformers' extra")
 
-from constructions.errors import RequirementError  # noqa: E402
+from common.errors import RequirementError  # noqa: E402
 from constructions.layout import Construction, Mamba2Config, MambaConfig  # noqa: E402
 from verify import registry as R  # noqa: E402
 from verify.specs import mqar as M  # noqa: E402

@@ -1,6 +1,7 @@
 """The import structure the project promises: ``symbolic/`` is sympy and the standard library only, imports flow one way
-(symbolic <- constructions <- verify <- verify_constructions / paper_figures / experiments), and no module imports
-itself back through others. Imports are read from the source (``ast``), so an import inside a function counts like
+(symbolic <- constructions <- verify <- verify_constructions / paper_figures / experiments), ``common/`` (errors,
+atomic writes) sits below them all and imports nothing of the project, and no module imports itself back through
+others. Imports are read from the source (``ast``), so an import inside a function counts like
 one at the top of a module."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"symbolic": 0, "constructions": 1, "verify": 2, "verify_constructions": 3, "paper_figures": 3,
+LAYERS = {"common": -1, "symbolic": 0, "constructions": 1, "verify": 2, "verify_constructions": 3, "paper_figures": 3,
           "experiments": 3}
 SYMBOLIC_MAY_IMPORT = set(sys.stdlib_module_names) | {"sympy", "symbolic"}
 
@@ -167,8 +168,8 @@ def test_no_import_cycle():
 
 def test_foreign_imports_are_found_at_any_depth():
     source = ("import math\nimport sympy as sp\nfrom symbolic.blocks import silu\nimport numpy as np\n"
-              "def f():\n    from constructions.errors import require\n    import torch.nn\n")
-    assert foreign_imports("symbolic.x", source) == ["line 4: numpy", "line 6: constructions.errors.require",
+              "def f():\n    from common.errors import require\n    import torch.nn\n")
+    assert foreign_imports("symbolic.x", source) == ["line 4: numpy", "line 6: common.errors.require",
                                                      "line 7: torch.nn"]
     assert foreign_imports("symbolic.x", "import math\nfrom sympy import Rational\n") == []
 

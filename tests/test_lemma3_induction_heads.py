@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from constructions import induction_heads
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.export import load, save
 from symbolic import lemma3 as l3
 from symbolic.blocks import silu

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from constructions import hash_recall
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.layout import HEAD_PATTERNS, LinearMambaConfig
 from verify.engines import make_engine
 from verify.engines.linear import layer_params, linear_mamba_forward

@@ -245,14 +245,14 @@ def test_broken_theorem_bounds_fail_their_obligation():
 
 
 def test_constants_the_construction_was_not_built_with_are_refused(wrapped):
-    from constructions.errors import RequirementError
+    from common.errors import RequirementError
 
     with pytest.raises(RequirementError, match="not those the construction was built with"):
         lm.wrap(wrapped.con, th.Theorem2Constants(key_cur=sp.Integer(9)))
 
 
 def test_parameters_outside_the_proof_are_refused():
-    from constructions.errors import RequirementError
+    from common.errors import RequirementError
 
     con = mqar_mamba2.build(KAPPA, VOCAB, "jl", seq_len=T, key_dim=6)  # key_dim < kappa: no proof for every sequence
     with pytest.raises(RequirementError, match="outside the construction's proof"):

@@ -166,7 +166,7 @@ def test_mamba_s4d_module_has_config_names_and_loads_strict():
 
 
 def test_mamba2_config_rejects_bad_shapes():
-    from constructions.errors import RequirementError
+    from common.errors import RequirementError
 
     with pytest.raises(RequirementError, match="headdim to divide d_ssm"):
         Mamba2Config(d_model=6, d_state=2, headdim=4)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 

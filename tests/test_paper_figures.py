@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import paper_figures  # noqa: E402
-from constructions.errors import RequirementError  # noqa: E402
+from common.errors import RequirementError  # noqa: E402
 from paper_figures.common import MissingResults  # noqa: E402
 from verify.train.spec import BUDGETED, RunSpec, run_key  # noqa: E402
 from verify.train.store import ResultStore  # noqa: E402

@@ -10,7 +10,7 @@ import sympy as sp
 from hypothesis import given, settings, strategies as st
 from profiles import examples
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from symbolic import recall_scaling as rs
 from verify import recall_law as rl
 from verify.tasks.mqar import MQARConfig, generate

@@ -97,7 +97,7 @@ def test_readout_in_chunks_scores_like_one_block(monkeypatch):
 def test_tfloat32_is_a_gpu_precision_only():
     import pytest
 
-    from constructions.errors import RequirementError
+    from common.errors import RequirementError
     from verify.engines import make_engine
 
     with pytest.raises(RequirementError, match="tfloat32.*mamba_ssm engine"):

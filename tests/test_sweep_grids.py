@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import GRID_DIR, grid, grids, load_grid

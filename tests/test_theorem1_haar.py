@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from constructions import haar
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.export import load, save
 from symbolic import theorem1 as t1
 from verify.engines import make_engine

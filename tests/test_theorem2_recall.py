@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from constructions import mqar_mamba
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.checks import check_mqar
 from verify.engines import make_engine
 from verify.tasks.mqar import MQARConfig

@@ -12,7 +12,7 @@ from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_mamba2
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.jl import coherence, hadamard_codes
 from symbolic import theorem3 as th
 from verify.checks import check_mqar

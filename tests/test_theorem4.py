@@ -12,7 +12,7 @@ from profiles import examples
 from mqar_helpers import logits_at, run, sequence, single_thread  # noqa: F401 (autouse fixture)
 
 from constructions import mqar_s4d
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from symbolic import theorem4 as th
 from verify.checks import check_mqar
 from verify.engines import make_engine

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.train.spec import SCHEMA, RunSpec, protocol, run_key, upgrade
 from verify.train.store import ResultStore
 from verify.train.sweep import grids

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.tasks.mqar import IGNORE
 from verify.train.loop import build_model, datasets
 from verify.train.spec import RunSpec, protocol

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from constructions.export import write_json_atomic  # noqa: E402
+from common.io import write_json_atomic  # noqa: E402
 from verify.train import loop  # noqa: E402
 from verify.train.spec import run_key  # noqa: E402
 from verify.train.sweep import grid as load_grid  # noqa: E402

@@ -10,11 +10,11 @@ not kept) is counted, as it was spent.
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.io import write_text_atomic  # noqa: E402
 from verify.train.store import ResultStore  # noqa: E402
 
 
@@ -49,9 +49,7 @@ def main() -> None:
     text = json.dumps(out, indent=1)
     print(text)
     if a.out:
-        tmp = f"{a.out}.tmp"
-        Path(tmp).write_text(text + "\n")
-        os.replace(tmp, a.out)
+        write_text_atomic(a.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from constructions.errors import RequirementError  # noqa: E402
+from common.errors import RequirementError  # noqa: E402
 from verify.train.store import ResultStore, check_target  # noqa: E402
 
 

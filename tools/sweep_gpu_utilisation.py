@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from constructions.export import write_json_atomic  # noqa: E402
+from common.io import write_json_atomic  # noqa: E402
 
 
 def sample(interval: float, stop: threading.Event, rows: list, errors: list) -> None:

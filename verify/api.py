@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from constructions.layout import Construction, MambaConfig, Mamba2Config
 from constructions.proof import Proof, margin_obligation, obligations_of
 from constructions.weights import Basis, Mamba2Weights, MambaWeights

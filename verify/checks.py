@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction
 from verify import fused_readout, rounding
 from verify.blocks import mixer_sizes

@@ -19,7 +19,8 @@ import time
 import traceback
 from pathlib import Path
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
+from common.io import write_json_atomic
 from verify import memory
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -276,8 +277,6 @@ def dumps(obj, **kwargs) -> str:
 
 def write_json(path: Path, obj, indent: int = 1) -> Path:
     """Strict JSON, written atomically."""
-    from constructions.export import write_json_atomic
-
     return write_json_atomic(path, json.loads(dumps(obj)), indent=indent)
 
 

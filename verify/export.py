@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.export import read_folder, write_folder
 from constructions.layout import Construction, MQARTokens, from_state_dict
 from verify import blocks

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction
 from verify import recall_law as rl
 from verify.engines.linear import _conv, _lin, layer_forward, layer_params

@@ -9,7 +9,7 @@ proof; ``python -m experiments.key_dim`` prints it next to the paper's N for sev
 from __future__ import annotations
 
 from constructions import mqar_mamba2
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.checks import check_mqar
 from verify.engines import make_engine
 from verify.tasks.mqar import MQARConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from constructions.errors import require
+from common.errors import require
 
 FLOAT_BYTES = 8
 TASK_BYTES = 16  # per token of a task generated whole: int64 token ids and int64 labels

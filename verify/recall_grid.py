@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.hash_recall import analysis_layer, draw_codes, mamba_block_weights
 from constructions.layout import Construction, LinearMambaConfig
 from verify import recall_law as rl

@@ -39,7 +39,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from constructions.errors import require
+from common.errors import require
 from symbolic.recall_scaling import CIRCUITS
 
 

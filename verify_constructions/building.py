@@ -6,7 +6,7 @@ from dataclasses import fields, replace
 
 import sympy as sp
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify.memory import require_memory
 
 

@@ -27,7 +27,7 @@ from typing import get_args, get_type_hints
 from rich.console import Console
 from rich.table import Table
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify import checks
 from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, real, run_main, strict
 from verify.engines import DTYPES, ENGINES, make_engine

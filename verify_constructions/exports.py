@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from constructions import lm
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from constructions.export import check_target
 from constructions.layout import Construction
 from symbolic.proofs import Obligation

@@ -13,7 +13,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from constructions.errors import require
+from common.errors import require
 from symbolic import recall_scaling as rs
 from verify import recall_law as rl
 from verify.cli_support import real, strict

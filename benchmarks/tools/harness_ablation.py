@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import verify.checks as checks  # noqa: E402
 from verify import fused_readout  # noqa: E402
-from constructions.errors import RequirementError  # noqa: E402
+from common.errors import RequirementError  # noqa: E402
 from verify import cli_support as cli  # noqa: E402
 from mqar_throughput import CONFIGS, _time, bare_kernel_qps, steady_qps  # noqa: E402
 from verify.engines import make_engine  # noqa: E402

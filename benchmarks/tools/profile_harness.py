@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from constructions import mqar_mamba  # noqa: E402
-from constructions.errors import RequirementError  # noqa: E402
+from common.errors import RequirementError  # noqa: E402
 from constructions.layout import embed  # noqa: E402
 from verify import cli_support as cli  # noqa: E402
 from verify.checks import check_mqar, query_positions  # noqa: E402

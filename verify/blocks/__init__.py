@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import torch
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify.engines.scan import selective_scan_ref
 
 KINDS: dict[str, "BlockKind"] = {}  # name -> kind, filled below (defined first: modules importing it mid-way see it)

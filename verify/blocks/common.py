@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 
 GATE_OFF_Z = 1.0  # frozen z pre-activation when the gate is off: silu(1) ~ 0.731 everywhere
 

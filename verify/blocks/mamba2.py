@@ -40,7 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Mamba2Config
 from verify.blocks import BlockKind, RealModule, Training
 from verify.blocks.common import causal_conv, cuda_ssd_scan, freezer, lg, log_uniform_dt, out_proj_packed, uniform

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from constructions.layout import MambaDeltaTConfig
 from verify.blocks import BlockKind, RealModule, Training
 from verify.blocks.common import cuda_scan, freezer, log_uniform_dt, mamba_front, out_proj_packed, uniform

@@ -7,7 +7,7 @@ the readout is applied by the checks, only at the positions they score. Each ask
 """
 from __future__ import annotations
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 
 DTYPES = ("float64", "float32", "tfloat32", "bfloat16", "float16")  # tfloat32: float32 tensors, TF32 matmuls (GPU)
 ENGINES = ("reference", "mamba_ssm", "transformers")

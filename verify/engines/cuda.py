@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction, embed
 from verify import blocks
 from verify.engines.query_only import at_positions, in_proj_table, mamba_forward_at, silu_conv

@@ -24,7 +24,7 @@ import contextlib
 
 import torch
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from constructions.layout import Construction, embed
 from verify import blocks
 from verify.engines.query_only import at_positions

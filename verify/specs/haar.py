@@ -11,7 +11,7 @@ import sympy as sp
 import torch
 
 from constructions import haar
-from constructions.errors import require
+from common.errors import require
 from symbolic import theorem1 as t1
 from constructions.layout import Construction
 from verify.api import Spec

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from constructions import hash_recall
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import Construction
 from constructions.proof import Proof, obligations_of
 from symbolic import recall_scaling as rs

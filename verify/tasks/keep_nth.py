@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from constructions.errors import require
+from common.errors import require
 
 from verify.tasks.mqar import IGNORE  # noqa: E402  (one ignore label for every task)
 

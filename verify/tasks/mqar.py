@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from constructions.errors import require
+from common.errors import require
 from constructions.layout import MQARTokens
 
 IGNORE = -100

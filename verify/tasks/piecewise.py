@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from constructions.errors import require
+from common.errors import require
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from constructions.export import write_json_atomic
+from common.io import write_json_atomic
 from verify.train.loop import build_model, datasets
 from verify.train.spec import RunSpec, protocol
 from verify.train.step import WARMUP_STEPS, Adam, Stepper

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from constructions.export import write_json_atomic
-from constructions.errors import RequirementError
+from common.io import write_json_atomic
+from common.errors import RequirementError
 from verify.train.cli import HelpWithDefaults, OneLineParser, csv_of, device_arg, finite, int_at_least, require_device
 from verify.train.runner import _ray, run_sweep
 from verify.train.spec import run_key

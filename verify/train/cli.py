@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from constructions.errors import require
+from common.errors import require
 from verify.train.spec import PROTOCOLS, RunSpec, protocol
 
 IMPLS = ("packed", "module")

@@ -42,7 +42,7 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from verify.blocks import canonical
 
 try:

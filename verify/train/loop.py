@@ -21,7 +21,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import require
+from common.errors import require
+from common.io import atomic_write
 from verify.tasks.mqar import IGNORE
 from verify.train import decay, registry
 from verify.train.models import ModuleModel, PackedModel
@@ -228,11 +229,9 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     def save_checkpoint():
         if not checkpoint:
             return
-        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
-        tmp = f"{checkpoint}.tmp{os.getpid()}"
-        torch.save({"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
-                    "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}, tmp)
-        os.replace(tmp, checkpoint)
+        state = {"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
+                 "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}
+        atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
 
     with _interrupts_between_steps() as interrupted:
         last_ck = time.time()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify import blocks
 from verify.tasks import induction_heads, keep_nth, mqar
 from verify.train.spec import RunSpec

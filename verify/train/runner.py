@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify.train.spec import RunSpec, run_key
 from verify.train.store import ResultStore
 from verify.train.sweep import pack_cost, pack_id, plan

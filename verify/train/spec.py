@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields, replace
 
-from constructions.errors import require
+from common.errors import require
 
 SCHEMA = 3  # the run-key schema of this code (see the module docstring)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import require
+from common.errors import require
 from verify.tasks.mqar import IGNORE
 
 WARMUP_STEPS = 3  # eager steps (on a side stream) before the capture: lazy initialisation and Triton autotuning

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify.train.spec import upgrade
 
 

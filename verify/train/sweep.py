@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from constructions.errors import RequirementError, require
+from common.errors import RequirementError, require
 from verify import blocks
 from verify.train import registry
 from verify.train.spec import RunSpec, pack_key, protocol, run_key

@@ -1,4 +1,5 @@
-"""The one error type a construction or task raises for bad parameters: its message names the requirement."""
+"""The one error type a construction, task or tool raises for bad input: its message names the requirement (and the
+flag as the user typed it, where there is one); the command lines answer it with exit 2 and that one line."""
 
 
 class RequirementError(ValueError):
