@@ -54,6 +54,10 @@ SPECS = [
     _spec(task="mqar", mixer="mamba2", vocab=16, kappa=4, seq_len=24, d_model=16, d_state=4),
     _spec(task="induction-heads", mixer="mamba-delta-t", vocab=5, seq_len=16, d_model=10, d_state=5,
           task_args=(("gamma", 0.1), ("p", 0.75))),                                         # Figures 3 / A.4
+    _spec(mixer="mamba-s4d-complex", d_model=8, d_state=4, task_args=(("n", 5), ("pe", True)), **KEEP),  # A.2
+    _spec(task="mqar", mixer="mamba-s4d-complex", vocab=16, kappa=4, seq_len=24, d_model=12, d_state=4, gate=True),
+    _spec(mixer="transformer", d_model=8, d_state=2, task_args=(("n", 5), ("pe", False)),
+          **{**KEEP, "conv": True, "proj": True}),                                           # Tables A.1/A.2, Table 1
 ]
 
 
