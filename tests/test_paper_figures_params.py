@@ -25,9 +25,14 @@ def _spec(**kw) -> RunSpec:
 
 def _gradient_count(spec: RunSpec) -> int:
     """Entries whose masked gradient is nonzero after one backward pass over sequences holding every token id, with
-    a cross-entropy on every position (so every readout row and every used embedding entry gets a gradient)."""
+    a cross-entropy on every position (so every readout row and every used embedding entry gets a gradient). The
+    trainable entries are first moved by N(0, 0.01^2), off the symmetric points of an initialisation (S4D-Lin's first
+    mode is real, A_imag = 0 and B real, so the imaginary part of its C gets no gradient until they move)."""
     torch.manual_seed(0)
     model = build_model([spec], "cpu")
+    with torch.no_grad():
+        for k, p in model.params.items():
+            p += 0.01 * torch.randn_like(p) * model.masks.get(k, torch.ones_like(p))
     t = registry.task(spec.task)
     n_tok, n_cls = t.n_tokens(spec), t.n_classes(spec)
     L = spec.seq_len
