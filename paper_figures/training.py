@@ -18,10 +18,12 @@ import numpy as np
 
 from paper_figures import marks
 from paper_figures.common import COLUMN, MissingResults, Rendered, load_store, plt, table
-from paper_figures.paper_values import KEEP_NOPE, KEEP_PARAMS, KEEP_PE, TABLE1
+from paper_figures.paper_values import (KEEP_NOPE, KEEP_PARAMS, KEEP_PE, KEEP_TS, TABLE1, TRANSFORMER_ACC,
+                                        TRANSFORMER_EPOCHS, TRANSFORMER_PARAMS)
 from paper_figures.params import kilo, spec_params, versus
 
-MIXER_TITLE = {"mamba-s4d": "Mamba-S4D", "mamba": "Mamba", "mamba2": "Mamba-2", "mamba-delta-t": "Mamba-Δ⊤"}
+MIXER_TITLE = {"mamba-s4d": "Mamba-S4D", "mamba-s4d-complex": "Mamba-S4D (complex S4D)", "mamba": "Mamba",
+               "mamba2": "Mamba-2", "mamba-delta-t": "Mamba-Δ⊤", "transformer": "Transformer"}
 
 
 def sweep_cmd(grid: str) -> str:
@@ -107,7 +109,7 @@ def _stores(results: Path, grids) -> tuple[list[dict], list]:
 def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str, paper_note: str) -> Rendered:
     recs, missing = _stores(results, grids)
     cells = best_cells(recs)
-    mixers = [m for m in ("mamba-s4d", "mamba", "mamba2") if any(c[0] == m for c in cells)]
+    mixers = [m for m in ("mamba-s4d", "mamba-s4d-complex", "mamba", "mamba2") if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained")
     for i, v in enumerate(vocabs):
@@ -142,6 +144,23 @@ def figure2(results: Path) -> Rendered:
 def figure_a2(results: Path) -> Rendered:
     return _mqar_figure(results, ["figA2"], [256, 512], "Figure A.2", "Paper: bounds reasonably tight; S4D does "
                         "not train well at large |V|; Mamba-2 at kappa = 4 solves below its curve.")
+
+
+def figure2_complex(results: Path) -> Rendered:
+    """Figure 2's Mamba-S4D panel with S4D as the S4D paper defines it (grid fig2-s4d-complex), beside the
+    real-diagonal ablation's panel where fig2-loss holds it (the same protocol)."""
+    recs, _ = _stores(results, ["fig2-s4d-complex"])
+    grids = ["fig2-s4d-complex"] + (["fig2-loss"] if (Path(results) / "train/fig2-loss.jsonl").exists() else [])
+    return _mqar_figure(results, grids, [128], "Figure 2, Mamba-S4D with the complex S4D mixer",
+                        f"Grids {', '.join(grids)}. Paper: S4D N = 4, 100% above the line; the complex S4D mixer "
+                        "(verify/blocks/mamba_s4d_complex.py) is the paper's S4D, the real-diagonal Mamba-S4D its "
+                        "ablation.")
+
+
+def figure_a2_complex(results: Path) -> Rendered:
+    recs, _ = _stores(results, ["figA2-s4d-complex"])
+    return _mqar_figure(results, ["figA2-s4d-complex"], [256, 512], "Figure A.2, Mamba-S4D with the complex S4D "
+                        "mixer", "Paper: S4D does not train well at large |V| in the d range tested.")
 
 
 A3_GRIDS = {"mamba-s4d": "figA3-s4d", "mamba": "figA3-mamba", "mamba2": "figA3-mamba2"}
@@ -477,6 +496,8 @@ def _keep_records(results: Path, pe: bool, mixer: str) -> tuple[str, list[dict]]
     """(grid, runs of ``mixer``) of the KEEP n-TH grid with or without PE: the paper's architecture (``-bare``) where
     stored, else the runs with in/out projections."""
     base = "keepnth-pe" if pe else "keepnth-nope"
+    if mixer == "mamba-s4d-complex":  # trained in the paper's architecture only
+        return _preferred(results, (f"{base}-bare-complex",), mixer)
     return _preferred(results, (f"{base}-bare", base), mixer)
 
 
@@ -531,10 +552,10 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
 
 def _keep_table(results: Path, pe: bool, mixer: str, title: str) -> Rendered:
     grid, recs = _keep_records(results, pe, mixer)
-    proj = not grid.endswith("-bare")
+    proj = "-bare" not in grid
     st = _keep_stats(recs)
     other_grid, other = grid.removesuffix("-bare"), None
-    if not proj:
+    if grid.endswith("-bare"):
         try:
             other = _keep_stats([r for r in _store(results, other_grid) if r["spec"]["mixer"] == mixer])
         except MissingResults:
@@ -582,6 +603,49 @@ def table_a2(results):
     return _keep_table(results, True, "mamba-s4d", "Table A.2 (S4D+PE)")
 
 
+def table_a2_complex(results):
+    return _keep_table(results, True, "mamba-s4d-complex", "Table A.2 (S4D+PE), complex S4D")
+
+
+def table_a4_complex(results):
+    return _keep_table(results, False, "mamba-s4d-complex", "Table A.4 (S4D, no PE), complex S4D")
+
+
+def transformer_table(results: Path) -> Rendered:
+    """The Transformer rows of Tables A.1/A.2 (grid keepnth-transformer): per d and T our mean accuracy over seeds
+    (best lr per seed) and epochs, the paper's (1.00 everywhere, early-stopped within 9-23 epochs), and the trained
+    parameters, ours / the paper's."""
+    recs = _store(results, "keepnth-transformer")
+    st = _keep_stats(recs)
+    ds = sorted({c[1] for c in st})
+    specs = {(r["spec"]["d_model"], r["spec"]["seq_len"]): r["spec"] for r in recs}
+    paper = (TRANSFORMER_ACC - 0.005, TRANSFORMER_ACC + 0.005, "", TRANSFORMER_ACC, TRANSFORMER_EPOCHS[1])
+    rows, differ = [], []
+    for d in ds:
+        row = [str(d)]
+        for T in KEEP_TS:
+            cells = [v for c, v in st.items() if c[1] == d and c[3] == T]
+            if not cells:
+                row.append("")
+                continue
+            kind = _compare(cells[0][0], cells[0][1], paper)
+            if kind:
+                differ.append(f"d={d} T={T} ({kind})")
+            row.append(f"{FLAG[kind]}{_acc_cell(cells[0])} / {TRANSFORMER_ACC:.2f}; "
+                       + (versus(spec_params(specs[(d, T)]), TRANSFORMER_PARAMS.get((d, T))) if (d, T) in specs
+                          else ""))
+        rows.append(row)
+    cap = (f"Tables A.1/A.2, Transformer rows: KEEP FIFTH (|V| = 128), a one-layer Transformer "
+           f"(verify/blocks/transformer.py: learned position embedding, one pre-norm attention layer with one head, an "
+           f"MLP of width d), mean ± standard error over seeds (best lr per seed) and mean epochs / the paper's accuracy, "
+           f"then trained parameters ours / the paper's (ratio). {_meta(recs)}. The paper: 1.00 in every cell, "
+           f"early-stopped within {TRANSFORMER_EPOCHS[0]}-{TRANSFORMER_EPOCHS[1]} epochs; its T = 30 counts repeat "
+           f"T = 10 (a copy error). " + (f"Cells that differ: {', '.join(differ)}." if differ else
+                                          "Every trained cell agrees with the paper's 1.00."))
+    tex, md = table(["d"] + [f"T={T}: accuracy; params" for T in KEEP_TS], rows, cap)
+    return Rendered(cap, latex=tex, markdown=md)
+
+
 def table_a3(results):
     return _keep_table(results, False, "mamba", "Table A.3 (Mamba, no PE)")
 
@@ -593,10 +657,11 @@ def table_a4(results):
 def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
     """Table 1 (KEEP FIFTH at T = 50, d = 32, N = 8): per model our mean accuracy, the paper's, and the trained
     parameters of each, compared as Tables A.1-A.4 compare (the paper: standard error 0.00 for every model)."""
-    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "mamba-s4d"), ("S4D+PE", True, "mamba-s4d")]
+    cols = [("MAMBA+PE", True, "mamba"), ("MAMBA", False, "mamba"), ("S4D", False, "mamba-s4d"), ("S4D+PE", True, "mamba-s4d"),
+            ("S4D (complex)", False, "mamba-s4d-complex"), ("S4D+PE (complex)", True, "mamba-s4d-complex")]
     acc, par, grids, notes = [], [], set(), []
     for name, pe, m in cols:
-        p_acc, p_par = TABLE1[name]
+        p_acc, p_par = TABLE1[name.removesuffix(" (complex)")]
         try:
             grid, recs = _keep_records(results, pe, m)
         except MissingResults as e:
@@ -617,8 +682,7 @@ def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
             notes.append(f"{name} ({kind})")
     if not grids:
         raise missing
-    acc.append(f"not trained here / {TABLE1['TRANSFORMER'][0]:.1f}")
-    par.append(f"not trained here / {kilo(TABLE1['TRANSFORMER'][1])}")
+    _table1_transformer(results, T, acc, par, grids, notes)
     cap = (f"Table 1: KEEP FIFTH at T = {T}, d = {d}, N = {n}: mean test accuracy over seeds, ours / the paper's "
            f"(standard error 0.00 for every model there), and trained parameters, ours / the paper's (ratio); grids "
            f"{', '.join(sorted(grids))} (the -bare grids are the paper's architecture, embedding -> SSM -> readout; "
@@ -626,16 +690,37 @@ def table1(results: Path, T: int = 50, d: int = 32, n: int = 8) -> Rendered:
            + (f"Cells that differ ({', '.join(notes)}; markers as in Tables A.1-A.4): their reading is that of the "
               f"same cell in Tables A.1-A.4." if notes else "Every trained model agrees with the paper's accuracy "
               f"(±2 standard errors, the paper's widened by its rounding, within {AGREE_TOL}).")
-           + " The one-layer Transformer is not trained here.")
+           + " S4D (complex): the paper's S4D (complex diagonal, verify/blocks/mamba_s4d_complex.py); S4D: our "
+           "real-diagonal ablation. TRANSFORMER: one layer at d = 16 (grid keepnth-transformer).")
     tex, md = table(["", *[c[0] for c in cols], "TRANSFORMER"], [["accuracy", *acc], ["params", *par]], cap)
     return Rendered(cap, latex=tex, markdown=md)
+
+
+def _table1_transformer(results: Path, T: int, acc: list, par: list, grids: set, notes: list, d: int = 16) -> None:
+    """Table 1's Transformer column (d = 16, the paper's 6.4k) from grid keepnth-transformer, or "not run"."""
+    p_acc, p_par = TABLE1["TRANSFORMER"]
+    try:
+        recs = [r for r in _store(results, "keepnth-transformer") if r["spec"]["d_model"] == d]
+    except MissingResults:
+        recs = []
+    st = _keep_stats(recs).get(("transformer", d, 1, T)) if recs else None
+    ours = [r for r in recs if r["spec"]["seq_len"] == T]
+    par.append(versus(spec_params(ours[0]["spec"]), p_par) if ours else f"not run / {kilo(p_par)}")
+    if st is None:
+        acc.append(f"not run / {p_acc:.2f}")
+        return
+    grids.add("keepnth-transformer")
+    kind = _compare(st[0], st[1], (p_acc - 0.005, p_acc + 0.005, "", p_acc, 600))
+    acc.append(f"{FLAG[kind]}{st[0]:.2f}" + (f"±{st[1]:.2f}" if round(st[1], 2) > 0 else "") + f" / {p_acc:.2f}")
+    if kind:
+        notes.append(f"TRANSFORMER ({kind})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tightness: where training first solved the task vs the construction's bound
 # ---------------------------------------------------------------------------------------------------------------
 
-TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2", "figA2", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
+TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2", "fig2-s4d-complex", "figA2", "figA2-s4d-complex", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
 
 
 def tightness_table(results: Path) -> Rendered:

@@ -20,9 +20,9 @@ from verify_constructions.cli import main  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rec(task, mixer, vocab, kappa, d, n, seed, acc, T=100, task_args=()):
+def _rec(task, mixer, vocab, kappa, d, n, seed, acc, T=100, task_args=(), **kw):
     spec = RunSpec(task=task, mixer=mixer, vocab=vocab, d_model=d, d_state=n, seed=seed, lr=0.01, kappa=kappa,
-                   seq_len=T, protocol=BUDGETED, task_args=task_args)
+                   seq_len=T, protocol=BUDGETED, task_args=task_args, **kw)
     return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu", "mamba_ssm": None,
             "result": {"test_acc": acc, "solved": acc == 1.0, "epochs": 3.0, "steps": 100, "early_stopped": acc == 1.0}}
 
@@ -60,6 +60,18 @@ def results(tmp_path_factory) -> Path:
     ResultStore(t / "calibration.jsonl").append([dict(recs[0], finished="retrained",  # a replicate of one fig2 run
                                                       result=dict(recs[0]["result"], test_acc=0.5, solved=False))])
     ResultStore(t / "figA2.jsonl").append([_rec("mqar", "mamba", v, 4, 16, 8, 0, 0.9) for v in (256, 512)])
+    ResultStore(t / "fig2-s4d-complex.jsonl").append([_rec("mqar", "mamba-s4d-complex", 128, k, d, 4, s,
+                                                           1.0 if d >= 16 else 0.4)
+                                                      for k in (4, 8) for d in (8, 16) for s in (0, 1)])
+    ResultStore(t / "figA2-s4d-complex.jsonl").append([_rec("mqar", "mamba-s4d-complex", v, 4, 16, 4, 0, 0.9)
+                                                       for v in (256, 512)])
+    for grid, pe in (("keepnth-pe-bare-complex", True), ("keepnth-nope-bare-complex", False)):
+        ResultStore(t / f"{grid}.jsonl").append([_rec("keep-nth", "mamba-s4d-complex", 128, 0, 32, 8, s, 0.1, T=T,
+                                                      task_args=(("n", 5), ("pe", pe)), conv=False, proj=False)
+                                                 for T in (10, 50) for s in (0, 1, 2)])
+    ResultStore(t / "keepnth-transformer.jsonl").append([_rec("keep-nth", "transformer", 128, 0, d, 1, s, 1.0, T=T,
+                                                              task_args=(("n", 5), ("pe", False)))
+                                                         for d in (16, 32) for T in (10, 50) for s in (0, 1, 2)])
     ResultStore(t / "figA3-mamba.jsonl").append([_rec("mqar", "mamba", 512, 4, 16, n, 0, 0.5 + 0.1 * n)
                                                  for n in (2, 4)])
     ih = (("gamma", 0.1), ("p", 0.75))
@@ -186,7 +198,8 @@ def test_keep_tables_prefer_the_papers_architecture(tmp_path):
     a1 = paper_figures.make("tableA1", tmp_path)
     assert "| 32,8 | ≠↓ 0.50 (3 ep) / 1.00 (241 ep) |" in a1.markdown and "grid keepnth-pe-bare" in a1.caption
     t1 = paper_figures.make("table1", tmp_path).markdown
-    assert "| accuracy | ≠↓ 0.50 / 1.00 | not run / 0.08 | not run / 0.09 | not run / 0.08 | not trained here / 1.0 |" in t1
+    assert ("| accuracy | ≠↓ 0.50 / 1.00 | not run / 0.08 | not run / 0.09 | not run / 0.08 | not run / 0.09 | "
+            "not run / 0.08 | not run / 1.00 |") in t1
 
 
 def test_missing_results_one_line(tmp_path, capsys):
@@ -368,3 +381,18 @@ def test_recall_vocab_fits_the_probit_slope_and_reads_the_largest_recalled_vocab
     assert cols[5] == "32768"
     assert (cols[6], cols[7]) == ("-1.00", "5.20")
     assert int(cols[9]) == sum(0.02 <= a <= 0.98 for a in acc.values()) >= 3
+
+
+def test_transformer_and_complex_s4d_counts_sit_beside_the_papers(results):
+    """The Transformer at d = 16, T = 50: 2 |V| d + T d + 6 d^2 + 12 d = 6624 by hand against the paper's 6.4k (Table 1
+    and the Transformer rows); the complex S4D at d = 32, N = 8 with PE: 2 |V| d - |V| + 2 d N + N + 2 d = 8776 against
+    Table A.2's 8.7k."""
+    ours = 2 * 128 * 16 + 50 * 16 + 6 * 16 * 16 + 12 * 16
+    row = f"{ours / 1000:.1f}k / 6.4k ({ours / 6400:.2f})"
+    t1 = paper_figures.make("table1", results).markdown
+    assert row in t1.splitlines()[-1] and "1.00 / 1.00" in t1.splitlines()[-2]
+    assert row in paper_figures.make("tableA12-transformer", results).markdown
+    s4d = 2 * 128 * 32 - 128 + 2 * 32 * 8 + 8 + 2 * 32
+    a2 = paper_figures.make("tableA2-s4d-complex", results)
+    assert f"| {s4d / 1000:.1f}k / 8.7k ({s4d / 8700:.2f}) |" in a2.markdown
+    assert "Mamba-S4D (complex S4D)" in a2.caption and "grid keepnth-pe-bare-complex" in a2.caption

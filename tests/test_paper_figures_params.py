@@ -25,9 +25,14 @@ def _spec(**kw) -> RunSpec:
 
 def _gradient_count(spec: RunSpec) -> int:
     """Entries whose masked gradient is nonzero after one backward pass over sequences holding every token id, with
-    a cross-entropy on every position (so every readout row and every used embedding entry gets a gradient)."""
+    a cross-entropy on every position (so every readout row and every used embedding entry gets a gradient). The
+    trainable entries are first moved by N(0, 0.01^2), off the symmetric points of an initialisation (S4D-Lin's first
+    mode is real, A_imag = 0 and B real, so the imaginary part of its C gets no gradient until they move)."""
     torch.manual_seed(0)
     model = build_model([spec], "cpu")
+    with torch.no_grad():
+        for k, p in model.params.items():
+            p += 0.01 * torch.randn_like(p) * model.masks.get(k, torch.ones_like(p))
     t = registry.task(spec.task)
     n_tok, n_cls = t.n_tokens(spec), t.n_classes(spec)
     L = spec.seq_len
@@ -54,6 +59,10 @@ SPECS = [
     _spec(task="mqar", mixer="mamba2", vocab=16, kappa=4, seq_len=24, d_model=16, d_state=4),
     _spec(task="induction-heads", mixer="mamba-delta-t", vocab=5, seq_len=16, d_model=10, d_state=5,
           task_args=(("gamma", 0.1), ("p", 0.75))),                                         # Figures 3 / A.4
+    _spec(mixer="mamba-s4d-complex", d_model=8, d_state=4, task_args=(("n", 5), ("pe", True)), **KEEP),  # A.2
+    _spec(task="mqar", mixer="mamba-s4d-complex", vocab=16, kappa=4, seq_len=24, d_model=12, d_state=4, gate=True),
+    _spec(mixer="transformer", d_model=8, d_state=2, task_args=(("n", 5), ("pe", False)),
+          **{**KEEP, "conv": True, "proj": True}),                                           # Tables A.1/A.2, Table 1
 ]
 
 

@@ -4,8 +4,11 @@ A construction names its block by ``config.kind`` (the config classes of the kin
 ``constructions.layout``, which builds with them); ``KINDS[config.kind]`` is everything the project knows about that
 block: the reference engine's forward and dtype rules, the modules of other code bases that run it, its size formulas,
 how an export describes it, and how it trains. The kinds: ``mamba`` (S6, ``mamba_ssm.Mamba``), ``mamba2`` (SSD,
-``mamba_ssm.Mamba2``), ``mamba-s4d`` (Huang et al.'s Mamba-S4D), ``mamba-delta-t`` (Huang et al.'s
-Mamba-Delta-transpose), ``linear-mamba`` (Koren et al.'s simplified linear Mamba, an analysis model).
+``mamba_ssm.Mamba2``), ``mamba-s4d`` (Huang et al.'s Mamba-S4D with a real diagonal S4D mixer: the ablation),
+``mamba-s4d-complex`` (the same block with S4D's complex diagonal mixer, as the S4D paper defines it and Huang et
+al.'s counts imply), ``mamba-delta-t`` (Huang et al.'s Mamba-Delta-transpose), ``linear-mamba`` (Koren et al.'s
+simplified linear Mamba, an analysis model), ``transformer`` (the one-layer Transformer baseline of Huang et al.'s
+KEEP n-TH; trained only).
 
 Names. Each kind has one name, the one above. ``ALIASES`` maps the aliases that stored data and format-1 files use
 (``mamba_s4d`` in exports, ``s4d`` and ``delta-top`` in stored training runs and grid files) to it; ``canonical`` is

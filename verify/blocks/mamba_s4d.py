@@ -1,6 +1,10 @@
 """Block kind ``mamba-s4d``: the Mamba-S4D block (Huang et al. §4.6), ``mamba_ssm.Mamba`` with its S6 mixer replaced
 by S4D. mamba_ssm and transformers have no such block: ``MambaS4D`` here is its module.
 
+Its S4D is real and diagonal (A, B and C real, each (d_inner, d_state): 3 d N trained numbers per block), the mixer
+the constructions of Theorem 4 write. As a trained model it is an ablation: the paper's S4D, whose parameter counts
+fit S4D's complex diagonal mixer (2 d N + N), is ``mamba-s4d-complex`` (``verify.blocks.mamba_s4d_complex``).
+
 ``in_proj`` (rows [x | z]) -> causal depthwise ``conv1d`` + SiLU on x -> S4D scan with input-independent
 Delta = softplus(dt_bias), A = -exp(A_log), B and C (each (d_inner, d_state)) -> ``y + D x`` -> gate ``y * silu(z)``
 -> ``out_proj``. Parameter names and shapes: ``constructions.layout.MambaS4DConfig``.

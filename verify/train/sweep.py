@@ -9,6 +9,7 @@ mixer         d bound                        N of the theorem       N in Fig. 2 
 mamba         kappa + ceil(log2 |V|)         kappa                  2 kappa
 mamba2        ceil(log2 kappa)+ceil(log2|V|) ceil(log2 kappa)       ceil(8 ln kappa)
 mamba-s4d     kappa ceil(log2 |V|)           1                      4
+mamba-s4d-c.. kappa ceil(log2 |V|)           1 (A.3 rule: 2)        4  (two complex modes)
 mamba-delta-t 2 |V|                          |V|                    4 |V|  (induction heads)
 ============= ============================== =====================  =================================
 
