@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from paper_figures.params import trained_params
 from verify.blocks import KINDS
 from verify.blocks.mamba_s4d_complex import MambaS4DComplex, MambaS4DComplexConfig

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from paper_figures.params import trained_params
 from verify.train import registry
 from verify.train.loop import initial_state, train_pack

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from constructions.errors import require
+from common.errors import require
 from verify.blocks import BlockKind, Training
 from verify.blocks.common import add_biases, freezer, lg, mamba_front, out_proj_packed, uniform
 

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from constructions.errors import require
+from common.errors import require
 from verify.blocks import BlockKind, Training
 from verify.blocks.common import uniform
 
