@@ -102,9 +102,10 @@ def test_low_precision_recall(dtype, kappa, vocab, variant, T):
 
 @pytest.mark.parametrize("kappa, vocab, variant, T", [(8, 128, "one-hot", 100), (32, 2048, "jl", 512)])
 def test_query_only_path_equals_mamba_forward_gathered(kappa, vocab, variant, T):
-    """The engine's hidden_at (Mamba's slow path on mamba_ssm's kernels, in_proj folded into a token table, out_proj
-    at the query positions only) == mamba_ssm.Mamba.forward(embed(tokens)) gathered at the query positions, for the
-    construction and with random in_proj / out_proj biases; then exact recall through it in float32 and tfloat32."""
+    """The engine's hidden_at (Mamba's slow path on mamba_ssm's kernels, in_proj folded into a token table, the gate
+    and out_proj at the query positions only) == mamba_ssm.Mamba.forward(embed(tokens)) gathered at the query
+    positions within float32 rounding, for the construction and with random in_proj / out_proj biases; then exact
+    recall through it in float32 and tfloat32."""
     con = _build(kappa, vocab, variant, T)
     g = torch.Generator().manual_seed(0)
     biased = replace(con, mixer={**con.mixer, "in_proj.bias": 0.1 * torch.randn(2 * con.config.d_inner, generator=g),
