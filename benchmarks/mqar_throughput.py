@@ -2,16 +2,18 @@
 
 For each configuration it measures, on the same machine in one run:
 * ``harness``: the whole check, ``check_mqar`` (generate tokens, run the engine's ``hidden_at``, read out at query
-  positions, compare argmax with labels) on the ``mamba_ssm`` engine (GPU) or the reference engine (CPU), in queries
-  per second. On mamba_ssm ``hidden_at`` is the query-only form of ``Mamba.forward`` (``verify.engines.query_only``:
-  embedding + in_proj folded into a token table, the slow path's conv, x_proj, dt_proj and scan, out_proj at the
-  query positions only);
+  positions, compare argmax with labels) on the ``mamba_ssm`` engine (GPU; tokens drawn on the GPU,
+  ``verify.tasks.mqar.generate_torch``) or the reference engine (CPU), in queries per second. On mamba_ssm
+  ``hidden_at`` is the query-only form of the block's forward (``verify.engines.query_only``, Mamba, Mamba-2 and
+  Mamba-S4D alike: embedding + in_proj folded into a token table; the conv, Mamba's x_proj and dt_proj and the scan,
+  without its gate, over every position; the gate (Mamba-2: or gated RMSNorm, gated MLP) and out_proj at the query
+  positions only);
 * ``harness steady``: the harness's rate once its pipeline is full (``steady_qps``: extra queries per extra second
   from the configuration's batches to 4x as many);
 * ``bare kernel``: one ``selective_scan_fn`` call of the same shapes (u, delta: (B, d, L); A: (d, N); B, C: (B, N, L);
   D, z, delta_bias, softplus as mamba_ssm's slow path passes them), in queries per second of the same batch;
-* ``bare module``: ``mamba_ssm.Mamba.forward`` alone on an already-embedded batch (in_proj, conv, x_proj, dt_proj,
-  the same scan, out_proj over every position);
+* ``bare module``: the block's module forward alone on an already-embedded batch (``mamba_ssm.Mamba``: in_proj,
+  conv, x_proj, dt_proj, the same scan, out_proj over every position; ``mamba_ssm.Mamba2``; the Mamba-S4D block);
 * ``query-only``: the engine's ``hidden_at`` alone on an already-generated batch (what the harness runs per batch
   before the readout);
 and the ratios harness / bare kernel, harness steady / bare kernel and harness / bare module, in float32, tfloat32 (float32 tensors, TF32
@@ -24,8 +26,10 @@ Without a CUDA GPU (or with ``--cpu-only``) only the reference-engine rows are m
 harness check failed (the rates of a failing check are not throughput), 2 bad input, 3 internal error, 130
 interrupted.
 
-The bare kernel is the scan each block runs: ``selective_scan_fn`` for Mamba (input-dependent B, C) and Mamba-S4D
-(input-independent B, C of shape (d_inner, N)), ``mamba_chunk_scan_combined`` (Triton SSD) for Mamba-2.
+The bare kernel is the scan each block's module runs, gate z included: ``selective_scan_fn`` for Mamba
+(input-dependent B, C) and Mamba-S4D (input-independent B, C of shape (d_inner, N)), ``mamba_chunk_scan_combined``
+(Triton SSD) for Mamba-2. The harness's scan leaves the gate to the query positions (and Mamba-S4D's zero Delta input
+is one broadcast row), so its scan reads and writes less than the bare kernel's.
 """
 from __future__ import annotations
 

@@ -4,6 +4,14 @@
   (and reported as skipped, never as passed). With ``MC_REQUIRE_CUDA=1`` in the environment (GPU runs), a cuda test
   never skips: one that would (no GPU, no mamba_ssm, a ``skipif`` mark, or ``pytest.skip`` / ``importorskip`` in its
   fixtures or body) FAILS with the skip's reason, and a cuda-marked module that skips at import is a collection error.
+* GPU runs: mamba_ssm's SSD kernels (Mamba-2) autotune over 9-11 tile configurations per kernel for every new
+  (chunk_size, headdim, d_state, dtype), compiling each one, in every xdist worker: 40-65 s per Mamba-2 test on the
+  H100, the bulk of the ``-m cuda`` run. ``MAMBA_DETERMINISTIC=1`` (set here unless the environment sets it, before
+  mamba_ssm is imported; read by mamba_ssm at import) makes mamba_ssm run the cheapest configuration of each kernel
+  instead, and its backward reductions deterministic. The tests assert the same with it; the kernels' numbers differ
+  from an autotuned run's only by the tiles' summation order. The benchmarks run the autotuned kernels.
+  ``MAMBA_DETERMINISTIC=0`` restores the autotuning here (``TRITON_CACHE_AUTOTUNING=1`` with Triton >= 3.4 also does,
+  and caches the timings in Triton's cache directory, which every worker shares).
 * hypothesis profiles (``tests/profiles.py``): ``ci`` (default: 200 examples, new ones every run, a failure prints its
   reproduction blob) and ``long`` (every test's count times ``profiles.LONG_FACTOR``). Choose with
   ``MC_HYPOTHESIS_PROFILE=long pytest`` or ``pytest --hypothesis-profile=long``. A test that sets its own count uses
@@ -20,6 +28,7 @@ from hypothesis import settings
 import profiles  # noqa: F401 (registers the profiles, loads MC_HYPOTHESIS_PROFILE's)
 
 REQUIRE_CUDA = os.environ.get("MC_REQUIRE_CUDA") == "1"
+os.environ.setdefault("MAMBA_DETERMINISTIC", "1")  # one tile configuration per SSD kernel (docstring)
 
 
 @pytest.fixture
@@ -44,7 +53,8 @@ def _cuda_ready() -> str | None:
 def pytest_report_header(config):
     reason = _cuda_ready()
     state = "run" if reason is None else ("FAIL" if REQUIRE_CUDA else "skipped") + f" ({reason})"
-    return [f"cuda tests: {state}; MC_REQUIRE_CUDA={'1' if REQUIRE_CUDA else 'unset'}",
+    return [f"cuda tests: {state}; MC_REQUIRE_CUDA={'1' if REQUIRE_CUDA else 'unset'}; "
+            f"MAMBA_DETERMINISTIC={os.environ['MAMBA_DETERMINISTIC']}",
             f"hypothesis profile: {settings.get_current_profile_name()} ({settings.default.max_examples} examples "
             "for a test that sets no count)"]
 

@@ -16,6 +16,8 @@ the proven margin of the float64 reference, so no argmax can flip.
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -95,6 +97,12 @@ CASES = [(mod, variant, k, v, t) for mod in (mqar_mamba2, mqar_s4d) for variant 
          for k, v, t in ((8, 128, 100), (32, 512, 256))]
 
 
+@functools.cache
+def _build(mod, kappa, vocab, variant, T):
+    """One construction per case and worker, shared by the tests of that case (read-only)."""
+    return mod.build(kappa, vocab, variant, seq_len=T)
+
+
 def _ids(case):
     mod, variant, k, v, t = case
     return f"{mod.NAME}-{variant}-k{k}-V{v}-T{t}"
@@ -103,7 +111,7 @@ def _ids(case):
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_construction_engines_agree(case):
     mod, variant, kappa, vocab, T = case
-    con = mod.build(kappa, vocab, variant, seq_len=T)
+    con = _build(mod, kappa, vocab, variant, T)
     tokens, labels = generate(MQARConfig(kappa, vocab, T, num_examples=16, query_passes=2), seed=11)
     tokens = torch.from_numpy(tokens)
     want = make_engine("reference", "float64", device=DEVICE).hidden(con, tokens)
@@ -118,7 +126,7 @@ def test_construction_engines_agree(case):
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_construction_recalls_exactly_on_mamba_ssm(case, dtype):
     mod, variant, kappa, vocab, T = case
-    con = mod.build(kappa, vocab, variant, seq_len=T)
+    con = _build(mod, kappa, vocab, variant, T)
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=1024, query_passes=2),
                    make_engine("mamba_ssm", dtype), seed=7, batch_size=64)
     print(f"\n[{_ids(case)} {dtype}] recall {r.correct}/{r.queries}, min margin {r.min_margin:.5g}, "

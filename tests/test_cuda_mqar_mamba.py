@@ -3,6 +3,7 @@
 Run on a machine with a GPU and mamba_ssm: ``python3 -m pytest -m cuda -s tests/test_cuda_mqar_mamba.py``.
 Measured differences are printed (``-s``) so they can be quoted.
 """
+import functools
 import json
 from dataclasses import replace
 
@@ -58,13 +59,19 @@ def test_reference_block_matches_mamba_ssm_module_on_random_weights(d_conv, expa
     assert diff < 1e-4 * max(1.0, theirs.abs().max().item())
 
 
+@functools.cache
+def _build(kappa, vocab, variant, T):
+    """One construction per size and worker, shared by the tests of that size (read-only)."""
+    return mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+
+
 CASES = [(4, 64, "one-hot", 100), (16, 512, "one-hot", 256), (8, 128, "jl", 100), (32, 2048, "jl", 512),
          (64, 8192, "jl", 1024)]
 
 
 @pytest.mark.parametrize("kappa, vocab, variant, T", CASES)
 def test_engines_agree_and_recall_is_exact_in_float32(kappa, vocab, variant, T):
-    con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+    con = _build(kappa, vocab, variant, T)
     task = MQARConfig(kappa, vocab, T, num_examples=64)
     tokens, labels = (torch.from_numpy(a) for a in generate(task, 0))
     ref = make_engine("reference", "float64", device="cuda").hidden(con, tokens)
@@ -86,7 +93,7 @@ def test_engines_agree_and_recall_is_exact_in_float32(kappa, vocab, variant, T):
 @pytest.mark.parametrize("kappa, vocab, variant, T", CASES)
 def test_low_precision_recall(dtype, kappa, vocab, variant, T):
     """The margins are >= 30% of the recalled logit, far above bf16's 2^-8 rounding: recall stays exact."""
-    con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+    con = _build(kappa, vocab, variant, T)
     r = check_mqar(con, MQARConfig(kappa, vocab, T, num_examples=512), make_engine("mamba_ssm", dtype), seed=2)
     print(f"\n{dtype} {variant} k={kappa} |V|={vocab} T={T}: recall {r.correct}/{r.queries}, "
           f"min margin {r.min_margin:.4g} (proven {con.proof.margin:.4g})")
@@ -95,10 +102,11 @@ def test_low_precision_recall(dtype, kappa, vocab, variant, T):
 
 @pytest.mark.parametrize("kappa, vocab, variant, T", [(8, 128, "one-hot", 100), (32, 2048, "jl", 512)])
 def test_query_only_path_equals_mamba_forward_gathered(kappa, vocab, variant, T):
-    """The engine's hidden_at (Mamba's slow path on mamba_ssm's kernels, in_proj folded into a token table, out_proj
-    at the query positions only) == mamba_ssm.Mamba.forward(embed(tokens)) gathered at the query positions, for the
-    construction and with random in_proj / out_proj biases; then exact recall through it in float32 and tfloat32."""
-    con = mqar_mamba.build(kappa, vocab, variant, seq_len=T)
+    """The engine's hidden_at (Mamba's slow path on mamba_ssm's kernels, in_proj folded into a token table, the gate
+    and out_proj at the query positions only) == mamba_ssm.Mamba.forward(embed(tokens)) gathered at the query
+    positions within float32 rounding, for the construction and with random in_proj / out_proj biases; then exact
+    recall through it in float32 and tfloat32."""
+    con = _build(kappa, vocab, variant, T)
     g = torch.Generator().manual_seed(0)
     biased = replace(con, mixer={**con.mixer, "in_proj.bias": 0.1 * torch.randn(2 * con.config.d_inner, generator=g),
                                  "out_proj.bias": torch.randn(con.config.d_model, generator=g)})

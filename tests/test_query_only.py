@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from constructions import keep_nth, mqar_mamba
 from constructions.layout import embed
 from verify.engines import make_engine
-from verify.engines.query_only import at_positions, folded_xz, in_proj_table, mamba_forward_at
+from verify.engines.query_only import at_positions, gathered, in_proj_table, mamba_forward_at, queried
 from verify.blocks.mamba import mamba_forward
 from verify.engines.scan import selective_scan_ref
 
@@ -38,20 +38,22 @@ def _tokens_and_positions(con, g, batch=5, L=40, q=7):
 
 @pytest.mark.parametrize("name", CONSTRUCTIONS)
 def test_token_table_fold_equals_embedding_then_in_proj(name):
-    """folded_xz(in_proj_table) == in_proj(embed(tokens)) + bias, (batch, 2 d_inner, L), on a random embedding (its
-    position column too), in Mamba's layout (L fastest, then batch: the "d (b l) -> b d l" view)."""
+    """gathered(in_proj_table) == in_proj(embed(tokens)) + bias for a block of rows, (batch, rows, L) contiguous, and
+    queried == the same rows at the query positions, on a random embedding (its position column too)."""
     g = torch.Generator().manual_seed(0)
     con = CONSTRUCTIONS[name]()
     E = torch.randn(con.embedding.shape, generator=g, dtype=torch.float64)
     W, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in (con.mixer["in_proj.weight"].shape,
                                                                         con.mixer["in_proj.bias"].shape))
-    tokens, _ = _tokens_and_positions(con, g)
-    xz = folded_xz(con, in_proj_table(con, E, W, b), W, tokens)
-    want = F.linear(embed(con, E, tokens), W, b).transpose(1, 2)
-    torch.testing.assert_close(xz, want, rtol=1e-12, atol=1e-12)
-    if con.position_channel is None:
-        batch, L = tokens.shape
-        assert xz.stride() == (L, batch * L, 1)
+    tokens, pos = _tokens_and_positions(con, g)
+    table = in_proj_table(con, E, W, b)
+    want = F.linear(embed(con, E, tokens), W, b)  # (batch, L, 2 d_inner)
+    for rows in (slice(0, con.config.d_inner), slice(3, 2 * con.config.d_inner)):
+        got = gathered(con, table, W, rows, tokens)
+        torch.testing.assert_close(got, want[..., rows].transpose(1, 2), rtol=1e-12, atol=1e-12)
+        assert got.is_contiguous()
+        torch.testing.assert_close(queried(con, table, W, rows, tokens, pos), at_positions(want[..., rows], pos),
+                                   rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

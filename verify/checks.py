@@ -19,7 +19,7 @@ from constructions.layout import Construction
 from verify import fused_readout, rounding
 from verify.blocks import mixer_sizes
 from verify.cli_support import strict
-from verify.tasks.mqar import IGNORE, MQARConfig, generate
+from verify.tasks.mqar import IGNORE, MQARConfig, device_batches, generate
 
 
 @dataclass
@@ -352,8 +352,10 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     """Generate ``task.num_examples`` sequences in batches, run them, score every query.
 
     The engine computes its mixer output at the query positions only (``engine.hidden_at``; on mamba_ssm a
-    query-only form of ``Mamba.forward``), and no host sync happens inside the batch loop: a batch's readout is
-    finished (``_recall_later``) once the next batch is enqueued."""
+    query-only form of the block's forward), and no host sync happens inside the batch loop: a batch's readout is
+    finished (``_recall_later``) once the next batch is enqueued. On a CUDA engine the sequences are drawn on the GPU
+    (``verify.tasks.mqar.device_batches``: other numbers than numpy's ``generate`` for the same seed, the same
+    distribution; the zoology layout is drawn on the host)."""
     require(con.tokens == task.tokens, f"construction {con.name} was built for tokens {con.tokens}, "
                                        f"but the task uses {task.tokens}")
     task.validate()
@@ -362,8 +364,11 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     scored, tops = [], []
     with engine.precision():
         pending = None  # the previous batch's readout, finished once this batch is enqueued
-        for tokens, pos, target in _batches(task, seed, batch_size):  # no host sync inside: the GPU runs ahead
-            tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
+        on_gpu = torch.device(engine.device).type == "cuda" and task.layout == "disjoint"
+        batches = device_batches(task, seed, batch_size, engine.device) if on_gpu else _batches(task, seed, batch_size)
+        for tokens, pos, target in batches:  # no host sync inside: the GPU runs ahead
+            if not on_gpu:
+                tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
             h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
             tops.append(logit_bound(con, h))
             if pending is not None:

@@ -5,8 +5,10 @@ Mamba-Delta-transpose modules on mamba_ssm's selective scan) on CUDA and runs it
 ``mamba_ssm`` is optional (``pip install 'mamba-constructions[gpu]'``); it is imported here only, inside
 try/except, as mamba_ssm itself does with causal_conv1d. With causal_conv1d installed ``Mamba`` takes its fused
 path (``mamba_inner_fn``); without it, the slow path, which still runs the CUDA ``selective_scan_fn``.
-``MambaSSMEngine.hidden_at`` (what ``check_mqar`` calls) runs Mamba's slow path on the same module and kernels with
-embedding + in_proj folded into a token table and out_proj only at the scored positions (``verify.engines.query_only``).
+``MambaSSMEngine.hidden_at`` (what ``check_mqar`` calls) runs the query-only form of the block's forward
+(``verify.engines.query_only``) on the loaded module's parameters and mamba_ssm's kernels, for the kinds ``mamba``,
+``mamba2`` and ``mamba-s4d``: embedding + in_proj folded into a token table, the conv and the scan over every position,
+the gate (Mamba-2: gate or gated RMSNorm, gated MLP) and out_proj only at the scored positions.
 """
 from __future__ import annotations
 
@@ -17,14 +19,16 @@ import torch
 from common.errors import require
 from constructions.layout import Construction, embed
 from verify import blocks
-from verify.engines.query_only import at_positions, in_proj_table, mamba_forward_at, silu_conv
+from verify.engines.query_only import (at_positions, in_proj_table, mamba2_forward_at, mamba_forward_at,
+                                      mamba_s4d_forward_at, silu_conv)
 
 try:
     from mamba_ssm import Mamba
     # what Mamba.forward calls; causal_conv1d_fn is None without causal_conv1d (Mamba then takes its slow path)
     from mamba_ssm.modules.mamba_simple import causal_conv1d_fn, selective_scan_fn
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # what Mamba2.forward's unfused path calls
 except ImportError:  # no wheel, or no compiled extension on this machine
-    Mamba = causal_conv1d_fn = selective_scan_fn = None
+    Mamba = causal_conv1d_fn = selective_scan_fn = mamba_chunk_scan_combined = None
 
 
 class MambaSSMEngine:
@@ -83,22 +87,29 @@ class MambaSSMEngine:
     def hidden_at(self, con: Construction, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Mixer output (batch, q, d_model) at positions pos (batch, q) of token ids (batch, L).
 
-        Block kind "mamba": ``verify.engines.query_only.mamba_forward_at`` on the loaded module's parameters with
-        mamba_ssm's ``selective_scan_fn`` and, as ``Mamba.forward`` picks it, causal_conv1d's kernel or the module's
-        conv1d + SiLU: Mamba's slow path with embedding + in_proj folded into a token table and out_proj applied at
-        the scored positions only. Exact in real arithmetic; in floating point it differs from ``Mamba.forward``
-        (either path) gathered at pos only by the summation order of in_proj and out_proj. Other kinds: ``hidden``
-        gathered."""
+        Block kinds "mamba", "mamba2", "mamba-s4d": the kind's query-only form (``verify.engines.query_only``) on the
+        loaded module's parameters with mamba_ssm's scan (``selective_scan_fn``; Mamba-2: ``mamba_chunk_scan_combined``
+        and the module's RMSNormGated) and the conv + SiLU of causal_conv1d where installed (its channel-first kernel,
+        d_conv <= 4), else torch's conv1d + SiLU as the modules' own conv branch. Exact in real arithmetic; in floating
+        point it differs from the module's forward gathered at pos by the summation order of in_proj, the conv and
+        out_proj and the rounding of the gate (``verify.engines.query_only``). Other kinds: ``hidden`` gathered."""
         tokens, pos = tokens.to(self.device), pos.to(self.device)
-        if con.config.kind != "mamba":
+        kind = con.config.kind
+        if kind not in ("mamba", "mamba2", "mamba-s4d"):
             return at_positions(self.hidden(con, tokens), pos)
         m, _ = self.module(con)
+        params, table = dict(m.named_parameters()), self.table(con)
+        conv = _causal_conv1d_silu if self.fused and m.conv1d.weight.shape[-1] <= 4 else silu_conv
         with torch.no_grad(), self.precision():
-            return mamba_forward_at(dict(m.named_parameters()), self.table(con), con, tokens, pos, selective_scan_fn,
-                                    conv=_causal_conv1d_silu if self.fused else silu_conv)
+            if kind == "mamba":
+                return mamba_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv=conv)
+            if kind == "mamba2":
+                return mamba2_forward_at(params, table, con, tokens, pos, mamba_chunk_scan_combined, conv=conv,
+                                         norm=m.norm if con.config.rmsnorm else None)
+            return mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv=conv)
 
     def table(self, con: Construction) -> torch.Tensor:
-        """``in_proj_table`` of the loaded module (kind "mamba"), computed once per construction."""
+        """``in_proj_table`` of the loaded module, computed once per construction."""
         if self._table is None or self._table[0] is not con:
             m, emb = self.module(con)
             with torch.no_grad(), self.precision():

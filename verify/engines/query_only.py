@@ -1,19 +1,24 @@
-"""``mamba_ssm.Mamba.forward`` evaluated only at the positions a check scores (the MQAR query positions).
+"""The blocks' forwards evaluated only at the positions a check scores (the MQAR query positions): Mamba
+(``mamba_ssm.Mamba``), Mamba-2 (``mamba_ssm.Mamba2``) and Mamba-S4D (``verify.blocks.mamba_s4d``).
 
-Pure PyTorch (no mamba_ssm import): the mamba_ssm engine runs ``mamba_forward_at`` with mamba_ssm's kernels, the CPU
-tests with the reference scan. It is Mamba's slow path (``mamba_simple.Mamba.forward``, ``else:`` branch: conv + SiLU,
-x_proj, ``dt_proj.weight @ dt``, the selective scan with z, D, delta_bias, delta_softplus=True, out_proj), in Mamba's
-layouts, with two folds that are exact in real arithmetic:
+Pure PyTorch (no mamba_ssm import): the mamba_ssm engine runs these forms with mamba_ssm's kernels, the CPU tests with
+the reference scans. Each is its block's forward (Mamba's slow path, Mamba2's unfused path, the Mamba-S4D block), in
+the block's layouts, with three folds that are exact in real arithmetic:
 
 1. ``embed`` then in_proj (+ bias) is a per-token linear map, so ``in_proj_table`` precomputes
-   ``in_proj.weight @ E^T + in_proj.bias`` once per construction and ``folded_xz`` builds xz (batch, 2 d_inner, L) by
-   one column gather (d slow, L fastest, as Mamba lays it out). A "+PE" position channel p (``embed`` writes t there)
-   is zeroed in the table and its term ``in_proj.weight[:, p] t`` added per position.
-2. out_proj acts per position, so the scan output is gathered at the scored positions first and out_proj applied to
-   (batch, q, d_inner) only.
+   ``in_proj.weight @ E^T + in_proj.bias`` once per construction, and the in_proj rows a block needs at every
+   position (the conv's input; Mamba-2's dt) are one gather of table rows (``gathered``). A "+PE" position channel p
+   (``embed`` writes t there) is zeroed in the table and its term ``in_proj.weight[:, p] t`` added per position.
+2. Everything after the scan acts per position: the gate ``y * silu(z)``, Mamba-2's gated RMSNorm and gated MLP
+   ``silu(z0) * x0``, and out_proj. The scan runs without its gate, its output is gathered at the scored positions,
+   and the rows z (z0, x0) are read from the table at the scored tokens only (``queried``).
+3. Mamba-S4D's Delta is input-independent (``softplus(0 + dt_bias)``): its zero input is one length-L row broadcast
+   over batch and channels (stride 0), not a tensor of the input's size.
 
-In floating point the result differs from ``Mamba.forward`` gathered at the same positions only by the summation order
-of the in_proj and out_proj products (GEMMs of other shapes); everything between runs on the same values.
+In floating point the result differs from the block's forward gathered at the same positions by the summation order
+of the in_proj and out_proj products (GEMMs of other shapes) and, where the block's scan kernel applies the gate in
+float32 before rounding its output to a lower dtype, by that one rounding (the gate is applied here in float32 to the
+scan's rounded output). Everything else runs on the same values.
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ def silu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
 
 def in_proj_table(con: Construction, embedding: torch.Tensor, weight: torch.Tensor,
                   bias: torch.Tensor | None) -> torch.Tensor:
-    """(2 d_inner, n_tokens): ``weight @ embedding^T + bias``, in_proj of every token's embedding (fold 1), with
-    ``con.position_channel`` (if any) zeroed (``folded_xz`` adds its term)."""
+    """(d_in_proj, n_tokens): ``weight @ embedding^T + bias``, in_proj of every token's embedding (fold 1), with
+    ``con.position_channel`` (if any) zeroed (``gathered`` and ``queried`` add its term)."""
     if con.position_channel is not None:
         embedding = embedding.clone()
         embedding[:, con.position_channel] = 0
@@ -46,80 +51,110 @@ def in_proj_table(con: Construction, embedding: torch.Tensor, weight: torch.Tens
     return table if bias is None else table + bias[:, None]
 
 
-def folded_xz(con: Construction, table: torch.Tensor, weight: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """in_proj(embed(con, E, tokens)) as xz (batch, 2 d_inner, L) for token ids (batch, L), from ``in_proj_table``:
-    one gather giving (2 d_inner, batch L), viewed "d (b l) -> b d l" as ``Mamba.forward`` does."""
+def gathered(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows: slice,
+             tokens: torch.Tensor) -> torch.Tensor:
+    """in_proj rows ``rows`` of ``embed(con, E, tokens)`` for token ids (batch, L): (batch, len(rows), L), contiguous
+    (the channel-first layout of Mamba's conv input), one gather of ``table`` (``in_proj_table``) rows."""
+    part = table[rows]
     batch, L = tokens.shape
-    xz = table.index_select(1, tokens.flatten()).unflatten(1, (batch, L)).transpose(0, 1)
+    out = torch.gather(part.expand(batch, -1, -1), 2, tokens[:, None, :].expand(-1, part.shape[0], -1))
     if con.position_channel is not None:
-        t = torch.arange(1, L + 1, device=xz.device, dtype=xz.dtype)
-        xz = xz + weight[:, con.position_channel, None] * t
-    return xz
+        t = torch.arange(1, L + 1, device=out.device, dtype=out.dtype)
+        out = out + weight[rows, con.position_channel, None] * t
+    return out
+
+
+def queried(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows: slice, tokens: torch.Tensor,
+            pos: torch.Tensor) -> torch.Tensor:
+    """in_proj rows ``rows`` of ``embed(con, E, tokens)`` at positions pos (batch, q) only: (batch, q, len(rows))."""
+    out = table[rows].T[tokens.gather(1, pos)]
+    if con.position_channel is not None:
+        out = out + weight[rows, con.position_channel] * (pos[..., None] + 1).to(out.dtype)
+    return out
+
+
+def gate(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``y * silu(z)`` in float32 (float64 kept), rounded to y's dtype: the scan kernels' gate."""
+    work = torch.float64 if y.dtype == torch.float64 else torch.float32
+    return (y.to(work) * F.silu(z.to(work))).to(y.dtype)
+
+
+def _f32(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """t in the scans' float32 (float64 kept where the input is float64: the CPU tests)."""
+    return t.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
+
+
+def _out_proj(params: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    return F.linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
 
 
 def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
                      pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
     """``Mamba.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
 
-    params: the block's parameters by mamba_ssm's names; table: ``in_proj_table``; scan: ``selective_scan_fn`` or its
-    reference; conv(x, conv1d.weight, conv1d.bias): the conv + SiLU (``silu_conv`` or causal_conv1d's kernel)."""
-    cfg, L = con.config, tokens.shape[1]
-    x, z = folded_xz(con, table, params["in_proj.weight"], tokens).chunk(2, dim=1)
-    x = conv(x, params["conv1d.weight"], params.get("conv1d.bias"))
-    x_dbl = F.linear(x.transpose(1, 2).reshape(-1, x.shape[1]), params["x_proj.weight"])  # (b l, r + 2N)
+    params: the block's parameters by mamba_ssm's names; table: ``in_proj_table`` (rows [x | z]); scan:
+    ``selective_scan_fn`` or its reference; conv(x, conv1d.weight, conv1d.bias): the conv + SiLU (``silu_conv`` or
+    causal_conv1d's kernel). Mamba's slow path: conv + SiLU, x_proj, ``dt_proj.weight @ dt``, the selective scan with
+    D, delta_bias, delta_softplus=True; the gate and out_proj at pos."""
+    cfg, L, di = con.config, tokens.shape[1], con.config.d_inner
+    W = params["in_proj.weight"]
+    x = conv(gathered(con, table, W, slice(0, di), tokens), params["conv1d.weight"], params.get("conv1d.bias"))
+    x_dbl = F.linear(x.transpose(1, 2).reshape(-1, di), params["x_proj.weight"])  # (b l, r + 2N)
     dt, B, C = torch.split(x_dbl, [cfg.rank, cfg.d_state, cfg.d_state], dim=-1)
     dt = (params["dt_proj.weight"] @ dt.t()).unflatten(1, (-1, L)).transpose(0, 1)  # "d (b l) -> b d l"
     B, C = (M.unflatten(0, (-1, L)).transpose(1, 2).contiguous() for M in (B, C))  # "(b l) n -> b n l"
-    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32  # Mamba's .float(); float64 kept (CPU tests)
-    y = scan(x, dt, -torch.exp(params["A_log"].to(f32)), B, C, params["D"].to(f32), z=z,
-             delta_bias=params["dt_proj.bias"].to(f32), delta_softplus=True)
-    return F.linear(at_positions(y.transpose(1, 2), pos), params["out_proj.weight"], params.get("out_proj.bias"))
+    y = scan(x, dt, -torch.exp(_f32(params["A_log"], x)), B, C, _f32(params["D"], x), z=None,
+             delta_bias=_f32(params["dt_proj.bias"], x), delta_softplus=True)
+    z = queried(con, table, W, slice(di, 2 * di), tokens, pos)
+    return _out_proj(params, gate(at_positions(y.transpose(1, 2), pos), z))
 
 
 def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
-                      pos: torch.Tensor, chunk_scan, conv=silu_conv) -> torch.Tensor:
+                      pos: torch.Tensor, chunk_scan, conv=silu_conv, norm=None) -> torch.Tensor:
     """``mamba_ssm.Mamba2.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
 
-    Mamba2's unfused path (``use_mem_eff_path=False``) with the same two folds as ``mamba_forward_at``: in_proj of every
-    token from ``in_proj_table`` (rows [z0 | x0 | z | x | B | C | dt]), and everything after the scan (the gated
-    RMSNorm, which acts per position, the gated MLP z0/x0 and out_proj) at the scored positions only. chunk_scan has
-    ``mamba_chunk_scan_combined``'s signature (x (b, l, h, p), dt (b, l, h), A (h,), B, C (b, l, g, n), chunk_size,
-    D, z, dt_bias, dt_softplus) -> (b, l, h, p); the reference passes ``ssd_chunk_scan_ref``."""
-    c, L = con.config, tokens.shape[1]
-    zxbcdt = folded_xz(con, table, params["in_proj.weight"], tokens).transpose(1, 2)  # (b, l, d_in_proj)
+    Mamba2's unfused path (``use_mem_eff_path=False``). table: ``in_proj_table`` (rows [z0 | x0 | z | x | B | C |
+    dt]); at every position only the rows x, B, C (through the conv + SiLU) and dt, and the scan (without z); the gate
+    or the gated RMSNorm, the gated MLP z0/x0 and out_proj at pos. chunk_scan has ``mamba_chunk_scan_combined``'s
+    signature (x (b, l, h, p), dt (b, l, h), A (h,), B, C (b, l, g, n), chunk_size, D, z, dt_bias, dt_softplus) ->
+    (b, l, h, p); the reference passes ``ssd_chunk_scan_ref``. x, B, C are views of the conv's (b, channels, l) output
+    with unit stride along l, as Mamba2's torch conv branch gives them. norm(y, z): the module's RMSNormGated (default:
+    ``rms_norm_gated_ref`` with the config's group size and gate order)."""
+    c, W = con.config, params["in_proj.weight"]
     rows, ch = c.in_proj_rows(), c.conv_channels()
-    xbc = conv(zxbcdt[..., rows["x"].start:rows["C"].stop].transpose(1, 2).contiguous(), params["conv1d.weight"],
-               params.get("conv1d.bias")).transpose(1, 2)
+    xbc = conv(gathered(con, table, W, slice(rows["x"].start, rows["C"].stop), tokens), params["conv1d.weight"],
+               params.get("conv1d.bias")).transpose(1, 2)  # (b, l, conv_dim)
     x, B, C = (xbc[..., ch[k]] for k in ("x", "B", "C"))
+    dt = gathered(con, table, W, rows["dt"], tokens).transpose(1, 2)  # (b, l, h)
     heads, groups = (c.nheads, c.head_dim), (c.ngroups, c.d_state)
-    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
     D = params["D"].view(heads) if c.D_has_hdim else params["D"]
-    z = zxbcdt[..., rows["z"]]
-    y = chunk_scan(x.unflatten(-1, heads).contiguous(), zxbcdt[..., rows["dt"]].contiguous(),
-                   -torch.exp(params["A_log"].to(f32)), B.unflatten(-1, groups).contiguous(),
-                   C.unflatten(-1, groups).contiguous(), c.chunk_size, D=D,
-                   z=None if c.rmsnorm else z.unflatten(-1, heads).contiguous(), dt_bias=params["dt_bias"],
-                   dt_softplus=True)
-    y = at_positions(y.flatten(-2), pos)  # (b, q, d_ssm): what follows acts per position
-    z_at = at_positions(z, pos)
-    if c.rmsnorm:
-        y = rms_norm_gated_ref(y, params["norm.weight"], z_at, group_size=c.ssm_width // c.ngroups,
+    y = chunk_scan(x.unflatten(-1, heads), dt, -torch.exp(_f32(params["A_log"], x)), B.unflatten(-1, groups),
+                   C.unflatten(-1, groups), c.chunk_size, D=D, z=None, dt_bias=params["dt_bias"], dt_softplus=True)
+    y = at_positions(y.flatten(-2), pos)  # (b, q, d_ssm)
+    z = queried(con, table, W, rows["z"], tokens, pos)
+    if not c.rmsnorm:
+        y = gate(y, z)
+    elif norm is not None:
+        y = norm(y, z)
+    else:
+        y = rms_norm_gated_ref(y, params["norm.weight"], z, group_size=c.ssm_width // c.ngroups,
                                norm_before_gate=c.norm_before_gate)
     if c.d_mlp > 0:
-        z0, x0 = (at_positions(zxbcdt[..., rows[k]], pos) for k in ("z0", "x0"))
+        z0, x0 = (queried(con, table, W, rows[k], tokens, pos) for k in ("z0", "x0"))
         y = torch.cat([F.silu(z0) * x0, y], dim=-1)
-    return F.linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
+    return _out_proj(params, y)
 
 
 def mamba_s4d_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction,
                          tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
     """The Mamba-S4D block (``verify.blocks.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
-    in_proj from ``in_proj_table``, the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan`` has
-    ``selective_scan_fn``'s signature) over every position, out_proj at the scored positions only."""
-    x, z = folded_xz(con, table, params["in_proj.weight"], tokens).chunk(2, dim=1)
-    x = conv(x.contiguous(), params["conv1d.weight"], params.get("conv1d.bias"))
-    f32 = torch.float64 if x.dtype == torch.float64 else torch.float32
-    y = scan(x.contiguous(), torch.zeros_like(x), -torch.exp(params["A_log"].to(f32)), params["B"].to(f32),
-             params["C"].to(f32), params["D"].to(f32), z=z.contiguous(), delta_bias=params["dt_bias"].to(f32),
-             delta_softplus=True)
-    return F.linear(at_positions(y.transpose(1, 2), pos), params["out_proj.weight"], params.get("out_proj.bias"))
+    table: ``in_proj_table`` (rows [x | z]); the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan``
+    has ``selective_scan_fn``'s signature) over every position, its zero Delta input one broadcast row (fold 3); the
+    gate and out_proj at pos."""
+    di, W = con.config.width, params["in_proj.weight"]
+    x = conv(gathered(con, table, W, slice(0, di), tokens), params["conv1d.weight"], params.get("conv1d.bias"))
+    delta = x.new_zeros(x.shape[-1]).expand_as(x)  # softplus(0 + dt_bias): strides (0, 0, 1)
+    y = scan(x, delta, -torch.exp(_f32(params["A_log"], x)), _f32(params["B"], x), _f32(params["C"], x),
+             _f32(params["D"], x), z=None, delta_bias=_f32(params["dt_bias"], x), delta_softplus=True)
+    z = queried(con, table, W, slice(di, 2 * di), tokens, pos)
+    return _out_proj(params, gate(at_positions(y.transpose(1, 2), pos), z))

@@ -10,6 +10,12 @@ as in zoology.
 Choices for the paper's gaps (§4.1): keys are a permutation (iid keys would make the task ill-posed); queries and
 noise positions are uniform over the query region (so adjacent queries happen); ids are disjoint.
 
+``generate_torch`` draws the same distribution (disjoint layout) with torch integer operations on any device, so a
+check on the GPU never waits for the host: a counter-based hash of (seed, stream, element index) replaces numpy's
+generator, so its sequences differ from ``generate``'s for the same seed, but they are a pure function of
+(config, seed), the same on every device (integer arithmetic is exact), and ``device_batches`` cuts a check into
+batches as ``verify.checks`` does.
+
 ``layout="zoology"`` gives instead the MQAR and AR variants of Koren et al. 2026 (zoology's ``multiquery_ar``, see
 ``_generate_zoology``): one vocabulary of ``vocab_size`` tokens split in halves, labels that are token ids, the query
 section fully packed when ``seq_len = 4 kappa``, random fillers on or off, and ``reduce_to_ar`` for AR. The default
@@ -17,9 +23,10 @@ section fully packed when ``seq_len = 4 kappa``, random fillers on or off, and `
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from common.errors import require
 from constructions.layout import MQARTokens
@@ -90,6 +97,79 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
     labels = np.full((S, T), IGNORE, dtype=np.int64)
     labels[rows, slots] = value_of_key[rows, queried]
     return tokens, labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The same task drawn on a device (torch): a counter-based hash, identical on every device
+# ----------------------------------------------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2^32 for int64 tensors of 32-bit values, in two 16-bit halves of c (no int64 product overflows)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons' 32-bit integer hash): a bijection of 32-bit values with full avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _entropy(seed, *more: int) -> tuple[int, ...]:
+    return (*(seed if isinstance(seed, tuple) else (seed,)), *more)
+
+
+def _bits(seed, stream: int, shape: tuple[int, ...], device) -> torch.Tensor:
+    """62 pseudo-random bits (int64 >= 0) per element of ``shape``: two chains of ``_mix`` over the element's index,
+    keyed by four 32-bit words of numpy's SeedSequence of (seed, stream). Each chain is a bijection of the index, so
+    the values of one draw are distinct (no ties when sorted); the numbers depend on (seed, stream, index) only."""
+    w = [int(v) for v in np.random.SeedSequence(_entropy(seed, stream)).generate_state(4, np.uint32)]
+    n = int(np.prod(shape))
+    require(n <= 2 ** 32, f"a device MQAR draw holds at most 2^32 tokens per batch, got {n}")
+    e = torch.arange(n, dtype=torch.int64, device=device).view(shape)
+    hi, lo = _mix(_mix(e ^ w[0]) ^ w[1]), _mix(_mix(e ^ w[2]) ^ w[3])
+    return (hi << 30) | (lo >> 2)
+
+
+def _permutations(seed, stream: int, rows: int, n: int, device) -> torch.Tensor:
+    """(rows, n): a uniform random permutation of 0..n-1 per row (argsort of distinct random keys)."""
+    return _bits(seed, stream, (rows, n), device).argsort(dim=1, stable=True)
+
+
+def generate_torch(config: MQARConfig, seed, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (num_examples, seq_len), query positions and their value labels (num_examples, num_queries) in
+    increasing position order, int64 tensors on ``device``: ``generate``'s distribution (disjoint layout), labels as
+    ``verify.checks.query_positions`` returns them, drawn by torch integer operations (no host work but the seed).
+
+    A pure function of (config, seed), the same on every device; sequence i depends on (seed, i) and the task's sizes
+    but not on num_examples (a longer draw extends a shorter one); not ``generate``'s numbers for the same seed."""
+    config.validate()
+    require(config.layout == "disjoint", f"generate_torch draws the disjoint layout, got layout={config.layout!r}")
+    S, K, T, ids = config.num_examples, config.kappa, config.seq_len, config.tokens
+    Q, nq = T - 2 * K, config.num_queries
+    order = _permutations(seed, 0, S, K, device)  # keys of the KV section, in order
+    value_of_key = _bits(seed, 1, (S, K), device) % config.vocab_size
+    tokens = torch.empty((S, T), dtype=torch.int64, device=device)
+    tokens[:, 0:2 * K:2] = order
+    tokens[:, 1:2 * K:2] = ids.values_start + value_of_key.gather(1, order)
+    tokens[:, 2 * K:] = ids.noise_start + _bits(seed, 2, (S, Q), device) % config.noise_vocab
+    queried = torch.cat([_permutations(seed, 4 + p, S, K, device) for p in range(config.query_passes)], dim=1)
+    slots = 2 * K + _permutations(seed, 3, S, Q, device)[:, :nq].sort(dim=1).values  # nq distinct uniform slots
+    tokens.scatter_(1, slots, queried)
+    return tokens, slots, value_of_key.gather(1, queried)
+
+
+def device_batches(task: MQARConfig, seed, batch_size: int, device):
+    """(tokens, positions, labels) of the check's batches of at most ``batch_size`` sequences, batch i being
+    ``generate_torch(task with num_examples=its size, seed=(seed, i), device)``."""
+    for i, start in enumerate(range(0, task.num_examples, batch_size)):
+        size = min(batch_size, task.num_examples - start)
+        yield generate_torch(replace(task, num_examples=size), _entropy(seed, i), device)
 
 
 # ----------------------------------------------------------------------------------------------------------------
