@@ -56,7 +56,7 @@ class Adam:
         grads = {k: (p.grad * self.masks[k] if k in self.masks else p.grad)
                  for k, p in self.params.items() if p.grad is not None}
         if self.clip > 0 and grads:
-            sq = sum((g.float() ** 2).flatten(1).sum(1) if self.stacked else (g.float() ** 2).sum()[None]
+            sq = sum((g ** 2).flatten(1).sum(1) if self.stacked else (g ** 2).sum()[None]
                      for g in grads.values())
             scale = torch.clamp(self.clip / (sq.sqrt() + 1e-6), max=1.0)
             grads = {k: g * self._per_model(scale, g).to(g.dtype) for k, g in grads.items()}
