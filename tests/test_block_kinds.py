@@ -120,7 +120,7 @@ def test_register_refuses_a_taken_name_an_old_name_and_a_config_of_another_kind(
 def test_one_name_per_kind_and_old_names_only_through_the_alias_table():
     assert set(KINDS) == {"mamba", "mamba2", "mamba-s4d", "mamba-delta-t", "linear-mamba"}
     assert ALIASES == {"mamba_s4d": "mamba-s4d", "s4d": "mamba-s4d", "delta-top": "mamba-delta-t"}
-    assert set(blocks.trainable()) == {"mamba", "mamba2", "mamba-s4d", "mamba-delta-t"}
+    assert set(blocks.trainable()) == {"mamba", "mamba2", "mamba-s4d", "mamba-delta-t", "linear-mamba"}
     for old, new in ALIASES.items():
         assert blocks.canonical(old) == new and old not in KINDS
         with pytest.raises(RequirementError, match=f"'{old}' is the old name of '{new}'"):

@@ -59,6 +59,11 @@ class Protocol:
 
     def validate(self) -> None:
         require(self.stop in STOPS, f"protocol stop must be one of {', '.join(STOPS)}, got {self.stop!r}")
+        require(self.matmul in ("float32", "tf32"), f"protocol matmul must be float32 or tf32, got {self.matmul!r}")
+        require(min(self.batch_size, self.train_samples, self.val_samples, self.test_samples, self.max_steps,
+                    self.eval_every) >= 1, f"protocol {self.name}: sizes and step counts must be >= 1")
+        require(self.train_samples >= self.batch_size,
+                f"protocol {self.name}: train_samples ({self.train_samples}) < batch_size ({self.batch_size})")
         require(self.select in ("last", "best_val"), f"protocol select must be last or best_val, got {self.select!r}")
         require(0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.clip >= 0 and 0 <= self.label_smoothing < 1,
                 f"protocol {self.name}: needs 0 <= beta2 < 1, weight_decay >= 0, clip >= 0, 0 <= label_smoothing < 1")
@@ -66,11 +71,6 @@ class Protocol:
                 and self.warmup_steps + self.flat_steps < self.max_steps,
                 f"protocol {self.name}: warmup_steps + flat_steps ({self.warmup_steps} + {self.flat_steps}) must be "
                 f">= 0 and below max_steps ({self.max_steps})")
-        require(self.matmul in ("float32", "tf32"), f"protocol matmul must be float32 or tf32, got {self.matmul!r}")
-        require(min(self.batch_size, self.train_samples, self.val_samples, self.test_samples, self.max_steps,
-                    self.eval_every) >= 1, f"protocol {self.name}: sizes and step counts must be >= 1")
-        require(self.train_samples >= self.batch_size,
-                f"protocol {self.name}: train_samples ({self.train_samples}) < batch_size ({self.batch_size})")
 
     @property
     def steps_per_epoch(self) -> int:
