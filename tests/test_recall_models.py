@@ -151,7 +151,7 @@ def test_recipe_optimizer_is_torch_adamw_with_clipping():
         torch.optim.AdamW(list(q.values()), lr=float(lr[i]), betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8).step()
         torch.testing.assert_close(p["a"][i].detach(), q["a"].detach(), rtol=0, atol=1e-12)
         torch.testing.assert_close(p["b"][i, 1:].detach(), q["b"][1:].detach(), rtol=0, atol=1e-12)
-        assert float(p["b"][i, 0]) == float(params["b"][i, 0])  # frozen: no update, no decay
+        assert float(p["b"][i, 0].detach()) == float(params["b"][i, 0])  # frozen: no update, no decay
 
 
 def test_recipe_schedule_is_warmup_flat_cosine_to_zero():
@@ -281,3 +281,31 @@ def test_a_cpu_slice_of_each_recall_grid_trains(name, tmp_path):
     if path.exists():
         sd, spec = read_weights(path)
         assert spec == rec["spec"] and torch.equal(sd["readout.weight"], sd["embedding.weight"])
+
+
+def test_cells_take_the_best_of_seeds_with_the_mean_beside_it():
+    def rec(d, n, seed, acc):
+        return {"spec": linear_spec(d_model=d, d_state=n, seed=seed).as_dict(),
+                "result": {"best_val_acc": acc, "test_acc": acc / 2}}
+
+    cells = rm.cell_accuracy([rec(8, 4, 0, 0.5), rec(8, 4, 1, 0.9), rec(8, 4, 2, 0.1), rec(16, 4, 0, 0.7)])
+    key = ("linear-mamba", 32, 4, 16, 8, 4, (("wiring", "tied"),))
+    assert cells[key] == {"best": 0.9, "mean": pytest.approx(0.5), "runs": 3}
+    assert cells[key[:4] + (16,) + key[5:]]["best"] == 0.7
+    assert rm.cell_accuracy([rec(8, 4, 0, 0.5)], "test_acc")[key]["best"] == 0.25
+
+
+def test_cli_train_takes_the_model_and_refuses_a_bad_one(capsys):
+    import json
+
+    from verify_constructions.cli import main
+
+    args = ["train", "--task", "mqar-zoology", "--mixer", "linear-mamba", "--vocab", "32", "--kappa", "4",
+            "--seq-len", "16", "--d-model", "8", "--d-state", "4", "--d-conv", "2", "--expand", "2",
+            "--protocol", "koren-smoke", "--max-steps", "20", "--json"]
+    assert main([*args, "--model-arg", "wiring=tied", "--model-arg", "layers=2"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["spec"]["model"] == [["layers", 2], ["wiring", "tied"]] and rec["spec"]["d_conv"] == 2
+    assert main([*args, "--model-arg", "wiring=lm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "takes wiring 'tied'" in err

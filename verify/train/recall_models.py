@@ -166,3 +166,17 @@ def logits(spec, state_dict: dict, tokens: torch.Tensor, dtype=torch.float64) ->
     with torch.no_grad():
         h = model.hidden(tokens[None])
         return torch.einsum("kbld,kvd->kblv", h, model.readout)[0]
+
+
+def cell_accuracy(records: list[dict], value: str = "best_val_acc") -> dict[tuple, dict]:
+    """Per grid cell (everything of the spec but seed and lr): the paper's aggregation, the best over seeds (and lrs)
+    of ``value`` (default the best validation accuracy over the run's evaluations, the paper's logger value; or
+    "test_acc", the tested state's), with the mean and the count of runs beside it. Keys: (mixer, vocab, kappa,
+    seq_len, d_model, d_state, model)."""
+    cells: dict[tuple, list[float]] = {}
+    for r in records:
+        s = r["spec"]
+        key = (s["mixer"], s["vocab"], s["kappa"], s["seq_len"], s["d_model"], s["d_state"],
+               tuple(tuple(kv) for kv in s.get("model", ())))
+        cells.setdefault(key, []).append(float(r["result"][value]))
+    return {k: {"best": max(v), "mean": sum(v) / len(v), "runs": len(v)} for k, v in cells.items()}
