@@ -19,7 +19,12 @@ seed ``--seed``), and reports them as numbers:
   effective a of the law at D = the embedding width and N_eff = Lambda N; ``pair_additivity_error`` and
   ``constant_part`` say how well the additive pair operators describe a nonlinear (Mamba block) model.
 
-**What CHECKPOINT must contain.** A folder written by ``verify-constructions export`` (``model.safetensors`` and
+**What CHECKPOINT must contain.** A trained run's kept weights (``results/train/<grid>.jsonl.weights/<run key>
+.safetensors``, written by a sweep whose protocol keeps weights, e.g. the grid ``recall-mechinterp``): the run's spec
+in the file's metadata says the model, Koren et al.'s simplified linear Mamba (tied head) or their full model
+(MambaLMHeadModel, one layer: measured on its block, the embedding folded through the first RMSNorm and the readout
+through the final norm's weight, the logits and recall the whole model's; ``verify.hash_operators.trained_model``).
+Or a folder written by ``verify-constructions export`` (``model.safetensors`` and
 ``config.json``), or a folder holding ``model.safetensors`` alone, a ``.safetensors`` file, or a ``.pt`` file of a
 state dict (``torch.save``; a dict under ``state_dict`` is taken). The tensors are named as in
 ``constructions.layout``: ``embedding.weight`` (V, d_model), ``readout.weight`` (V, d_model; the paper ties it to
@@ -122,6 +127,53 @@ def infer_config(sd: dict, typed: str):
                            f"(mixer.A_log) state dict")
 
 
+def _run_spec(path: Path, typed: str):
+    """The run spec in a safetensors file's metadata (kept training weights), or None."""
+    from safetensors import safe_open
+
+    from verify.train.spec import RunSpec
+
+    if not (path.is_file() and path.suffix == ".safetensors"):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 -- any unreadable file is bad input, named
+        raise RequirementError(f"CHECKPOINT {typed}: not a readable safetensors file ({type(e).__name__}: {e})") \
+            from None
+    if "spec" not in meta:
+        return None
+    try:
+        return RunSpec.from_dict(json.loads(meta["spec"]))
+    except (ValueError, TypeError, KeyError, RequirementError) as e:
+        raise RequirementError(f"CHECKPOINT {typed}: the run spec in its metadata cannot be read ({e})") from None
+
+
+def load(typed: str):
+    """(the model a CHECKPOINT holds as the tools measure it, the logits function of a trained wired model or None)."""
+    spec = _run_spec(Path(typed), typed)
+    if spec is None or not spec.model:
+        return load_checkpoint(typed), None
+    sd, _ = _tensors(Path(typed), typed)
+    from verify.train import recall_models as rm
+
+    require(rm.wiring(spec) == "tied" or rm.layers(spec) == 1,
+            f"CHECKPOINT {typed}: a full model of {rm.layers(spec)} layers; the tool measures one layer's block")
+    require(spec.model_arg("heads", 1) == 1, f"CHECKPOINT {typed}: {spec.model_arg('heads')} heads; the tool "
+                                             f"measures one")
+    try:
+        model, fn = ho.trained_model(spec, sd)
+        expected = {k: tuple(v.shape) for k, v in rm.initial_state(spec, torch.Generator(), sd["embedding.weight"]
+                                                                   .shape[0])[0].items()}
+    except (KeyError, RequirementError) as e:
+        raise RequirementError(f"CHECKPOINT {typed}: not the weights of its run spec ({e})") from None
+    expected["readout.weight"] = expected["embedding.weight"]
+    require(set(sd) == set(expected) and all(tuple(sd[k].shape) == expected[k] for k in sd),
+            f"CHECKPOINT {typed}: its tensors are not those of its run spec's model")
+    require(all(bool(torch.isfinite(v).all()) for v in sd.values()), f"CHECKPOINT {typed}: non-finite values")
+    return model, fn
+
+
 def load_checkpoint(typed: str) -> Construction:
     """The model a CHECKPOINT holds, in float64, its tensors checked against its config's names and shapes."""
     from verify.export import block_config
@@ -198,7 +250,7 @@ def main(argv) -> int:
     args = parser().parse_args(argv)
     out = cli.output_file(args.out, "--out", args.overwrite) if args.out else None
     arrays = cli.output_file(args.arrays, "--arrays", args.overwrite) if args.arrays else None
-    con = load_checkpoint(args.checkpoint)
+    con, logits_fn = load(args.checkpoint)
     V, cfg = con.embedding.shape[0], con.config
     layers = getattr(cfg, "n_layers", 1)
     require(args.layer < layers, f"--layer {args.layer}: the model has {layers} layer(s)")
@@ -213,9 +265,10 @@ def main(argv) -> int:
     tokens, labels = generate(task, args.seed)
     with cli.Progress(len(STEPS), "mechanism", args.quiet) as progress:
         rep = ho.mechanism_report(con, tokens, labels, args.facts, args.layer,
-                                  on_step=lambda name: progress.advance(status=name))
+                                  on_step=lambda name: progress.advance(status=name), logits_fn=logits_fn)
     rep = {"checkpoint": args.checkpoint, "command": cli.command_line(MODULE, argv), "layer": args.layer,
-           "model": {"kind": cfg.kind, "vocab": V, "d_model": cfg.d_model, "d_state": cfg.d_state, "layers": layers},
+           "model": {"kind": cfg.kind, "vocab": V, "d_model": cfg.d_model, "d_state": cfg.d_state, "layers": layers,
+                     **({"run": con.info["run"]} if "run" in con.info else {})},
            "task": {"facts": args.facts, "seq_len": L, "samples": args.samples, "seed": args.seed,
                     "queries": int((labels != ho.IGNORE).sum())}, **rep}
     maps = rep.pop("maps")

@@ -122,7 +122,7 @@ def test_one_name_per_kind_and_old_names_only_through_the_alias_table():
                           "transformer"}
     assert ALIASES == {"mamba_s4d": "mamba-s4d", "s4d": "mamba-s4d", "delta-top": "mamba-delta-t"}
     assert set(blocks.trainable()) == {"mamba", "mamba2", "mamba-s4d", "mamba-delta-t", "mamba-s4d-complex",
-                                       "transformer"}
+                                       "transformer", "linear-mamba"}
     for old, new in ALIASES.items():
         assert blocks.canonical(old) == new and old not in KINDS
         with pytest.raises(RequirementError, match=f"'{old}' is an alias of '{new}'"):

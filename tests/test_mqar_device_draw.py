@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from constructions.errors import RequirementError
+from common.errors import RequirementError
 from profiles import examples
 from verify.tasks import mqar
 from verify.tasks.mqar import IGNORE, MQARConfig, device_batches, generate_torch

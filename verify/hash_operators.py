@@ -38,6 +38,14 @@ value block sqrt((n - 1)/D) and D. The effective a: the law's sigma^2 = a N_f/(N
 sigma^2 measured on the logits (variance of the competitors that are not in the context, relative to the squared
 mean signal) or from the recall (inverting Phi(1/sigma - m_V)).
 
+**Trained checkpoints** (``trained_model``): a run of ``verify.train`` under one of Koren et al.'s wirings
+(``verify.train.recall_models``), from its spec and state dict. The tied linear model is measured as it is (readout =
+E). The full model (wiring lm, one layer) is measured on its block as the block sees it: the embedding folded through
+the first RMSNorm (row x: w_0 * e_x / rms(e_x), exactly the block's input) and the readout E diag(w_f) (the final
+norm's weight); the operators, G_kq, G_vv, H'' and alpha are those of this folded model, which leaves out the final
+norm's positive per-position scale and the residual's own token e_{x_t}; the logits, the recall and the effective a
+are the whole model's (``logits_fn``).
+
 ``stack_ablation`` runs a residual stack with chosen paths fed the clean embedding, to measure what makes the naive
 stack (``constructions.hash_recall.build_analysis(n_layers > 1)``) lose recall with depth.
 """
@@ -308,32 +316,41 @@ def decoded_metrics(con: Construction, tokens: np.ndarray, facts: int, layer: in
 def attention_metrics(con: Construction, tokens: np.ndarray, labels: np.ndarray, layer: int = 0) -> dict[str, float]:
     """At the query rows of alpha: the mean match at ideal positions (x_{tau-1} = x_t), the RMS elsewhere
     (1 <= tau <= t), their squared ratio (an effective hash dimension: N for the designed circuit) and the fraction of
-    query rows whose largest alpha is at an ideal position."""
+    query rows whose largest alpha is at an ideal position. alpha is first oriented by the sign of its mean match
+    (``alpha_sign``): flipping B (or C) together with the value path (E_in or P_out) is a symmetry of the model that
+    flips alpha, and trained models land on either sign."""
     alpha = attention_map(con, torch.from_numpy(np.asarray(tokens)), layer)
     ideal = ideal_attention(tokens)
     b, t = np.nonzero(np.asarray(labels) != IGNORE)
     A, I = alpha[b, t], ideal[b, t]
+    sign = -1.0 if A[I == 1].mean() < 0 else 1.0
+    A = sign * A
     L = A.shape[-1]
     allowed = (np.arange(L)[None, :] <= t[:, None]) & (np.arange(L)[None, :] >= 1)
     match = A[I == 1].mean()
     leak = np.sqrt(np.mean(A[(I == 0) & allowed] ** 2))
     best = np.where(allowed, A, -np.inf).argmax(1)
-    return {"alpha_match": float(match), "alpha_leak_rms": float(leak),
+    return {"alpha_sign": sign, "alpha_match": float(match), "alpha_leak_rms": float(leak),
             "effective_hash_dim": float((match / leak) ** 2) if leak > 0 else float("inf"),
             "argmax_at_ideal": float(np.mean(I[np.arange(len(b)), best] == 1))}
 
 
-def query_logits(con: Construction, tokens: np.ndarray, labels: np.ndarray):
+def query_logits(con: Construction, tokens: np.ndarray, labels: np.ndarray, logits_fn=None):
     """The model's logits (queries, V) at the labelled positions, the targets, and per query the tokens seen so far
     (queries, V; True = occurs in x_0..x_t). The reference engine runs the linear model in float64 and the Mamba block
-    in float32 (its float64 depthwise conv is orders of magnitude slower on CPU; float32 moves a logit by ~1e-6)."""
+    in float32 (its float64 depthwise conv is orders of magnitude slower on CPU; float32 moves a logit by ~1e-6).
+    ``logits_fn`` (tokens (b, L) -> logits (b, L, V)) replaces the construction's own forward (a trained wired
+    model: ``trained_model``)."""
     from verify.engines import make_engine
 
     tok = torch.from_numpy(np.asarray(tokens))
-    dtype = "float64" if con.config.kind == "linear-mamba" else "float32"
-    hidden = make_engine("reference", dtype).hidden(con, tok).double()
     b, t = np.nonzero(np.asarray(labels) != IGNORE)
-    logits = (hidden[b, t] @ con.readout.double().T).numpy()
+    if logits_fn is not None:
+        logits = logits_fn(tok).double()[b, t].numpy()
+    else:
+        dtype = "float64" if con.config.kind == "linear-mamba" else "float32"
+        hidden = make_engine("reference", dtype).hidden(con, tok).double()
+        logits = (hidden[b, t] @ con.readout.double().T).numpy()
     V = logits.shape[1]
     seen = np.zeros((len(b), V), dtype=bool)
     L = tokens.shape[1]
@@ -393,10 +410,11 @@ def law_sizes(con: Construction) -> tuple[float, float]:
 
 
 def mechanism_report(con: Construction, tokens: np.ndarray, labels: np.ndarray, facts: int, layer: int = 0,
-                     on_step=None) -> dict:
+                     on_step=None, logits_fn=None) -> dict:
     """Every number of the module docstring for one model on MQAR sequences of the zoology layout (keys 1..V/2-1,
     values V/2..V-1), and under ``maps`` the maps themselves (the key and value blocks, and for the first sequence
-    H'' and H on values x keys at the end of the context, alpha and its ideal). ``on_step(name)`` after each step."""
+    H'' and H on values x keys at the end of the context, alpha and its ideal). ``on_step(name)`` after each step;
+    ``logits_fn``: the whole model's logits where the construction is a folded view of it (``trained_model``)."""
     step = on_step or (lambda name: None)
     tokens, labels = np.asarray(tokens), np.asarray(labels)
     V = con.embedding.shape[0]
@@ -404,7 +422,7 @@ def mechanism_report(con: Construction, tokens: np.ndarray, labels: np.ndarray, 
     ops = effective_operators(con, layer, key_tokens=keys)
     G = invariant_operators(ops)
     step("operators")
-    logits, targets, seen = query_logits(con, tokens, labels)
+    logits, targets, seen = query_logits(con, tokens, labels, logits_fn)
     recall = float(np.mean(logits.argmax(1) == targets))
     d, n_eff = law_sizes(con)
     step("logits")
@@ -429,6 +447,35 @@ def mechanism_report(con: Construction, tokens: np.ndarray, labels: np.ndarray, 
                  "alpha": attention_map(con, torch.from_numpy(tokens[:1]), layer)[0],
                  "alpha_ideal": ideal_attention(tokens[:1])[0], "tokens": tokens[0]},
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Trained checkpoints (Koren et al.'s wirings, verify.train.recall_models)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def trained_model(spec, state_dict: dict) -> tuple[Construction, object]:
+    """(the construction the tools measure, the whole model's logits function) of a trained wired run (``spec`` a
+    ``RunSpec``; see the module docstring): the tied linear model as it is, the full model (lm, one layer) folded."""
+    from verify.train import recall_models as rm
+
+    w = rm.wiring(spec)
+    require(w in rm.WIRINGS, f"a trained checkpoint of the hash operators has one of the wirings {rm.WIRINGS}, "
+                             f"got model {spec.model!r}")
+    sd = {k: v.double() for k, v in state_dict.items()}
+    cfg, E = rm.block_config(spec), sd["embedding.weight"]
+
+    def logits_fn(tokens):
+        return rm.logits(spec, sd, tokens)
+
+    info = {"run": spec.as_dict()}
+    if w == "tied":
+        mixer = {k[len("mixer."):]: v for k, v in sd.items() if k.startswith("mixer.")}
+        return Construction("trained", "", cfg, E, mixer, E, [], None, info), logits_fn
+    require(rm.layers(spec) == 1, f"the full model is measured with one layer, this one has {rm.layers(spec)}")
+    folded = rm.rms_norm(E, sd["layers.0.norm.weight"])
+    mixer = {k[len("layers.0.mixer."):]: v for k, v in sd.items() if k.startswith("layers.0.mixer.")}
+    return Construction("trained", "", cfg, folded, mixer, E * sd["norm_f.weight"], [], None, info), logits_fn
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ Protocols (``verify.train.spec.PROTOCOLS``):
   size, decides many "not solved" verdicts. A run under ``budgeted-loss`` trains on after 100% accuracy until its loss
   is that small or the budget ends.
 * ``smoke``: tiny, for CPU tests.
+* ``koren-linear``, ``koren-full``, ``koren-mech``, ``koren-layers``, ``koren-heads`` (and ``koren-smoke``, the same
+  rules at a test size): Koren et al. 2026's recipes for their recall models (AdamW betas 0.9/0.95, linear warm-up,
+  flat phase and cosine decay to 0, label smoothing 0.1, per-model gradient clipping, batch 128, a fresh batch every
+  step, 10^4 validation and test sequences, the best-validation state tested, early stop above a validation
+  threshold; ``verify.train.spec`` has the numbers). Their models are ``verify.train.recall_models``'s wirings (a
+  run's ``model``): the simplified linear Mamba with a tied head, and the full model, mamba_ssm's MambaLMHeadModel.
 
 Calibration (``python -m verify.train.calibrate``): the protocols on the same few MQAR cells (Mamba, |V| = 128,
 kappa in {4, 8}, d at half, once and twice the bound), the reference truncated at a stated number of epochs. The

@@ -117,6 +117,8 @@ def add_parsers(sub) -> None:
     t.add_argument("--seq-len", type=int_at_least(1), default=32, help="sequence length T")
     t.add_argument("--d-model", type=int_at_least(1), default=16, help="model dimension d")
     t.add_argument("--d-state", type=int_at_least(1), default=8, help="state size N")
+    t.add_argument("--d-conv", type=int_at_least(1), default=4, help="conv width (Koren et al.'s models: 2)")
+    t.add_argument("--expand", type=int_at_least(1), default=1, help="inner width factor (Koren et al.'s models: 2)")
     t.add_argument("--seed", type=int_at_least(0), default=0, help="initialization and batch-order seed")
     t.add_argument("--lr", type=finite(0, True), default=0.03, help="peak learning rate (cosine to the protocol's end)")
     t.add_argument("--gate", action="store_true", help="keep the gate (else z is held constant)")
@@ -124,6 +126,10 @@ def add_parsers(sub) -> None:
     t.add_argument("--task-arg", action="append", default=[], metavar="NAME=VALUE",
                    help="task setting, repeatable: n=5, pe=true (keep-nth); p=0.75, gamma=0.1 (induction-heads) "
                         "(default: none, the task's defaults)")
+    t.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="the model around the mixer, repeatable (verify.train.recall_models): wiring=tied (mixer "
+                        "linear-mamba) or wiring=lm (the full model), layers=2, heads=4, head_pattern=MQA (default: "
+                        "none, the one-layer model)")
     t.add_argument("--protocol", default="smoke", type=one_of(tuple(PROTOCOLS), "protocol"),
                    help=f"optimizer, data and stopping rule: {', '.join(PROTOCOLS)}")
     t.add_argument("--max-steps", type=int_at_least(1), default=None,
@@ -175,10 +181,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress lines (the final counts are still printed)")
 
 
-def _task_args(items) -> tuple:
+def _task_args(items, flag: str = "--task-arg") -> tuple:
     out = {}
     for item in items:
-        require("=" in item, f"--task-arg needs NAME=VALUE, got {item!r}")
+        require("=" in item, f"{flag} needs NAME=VALUE, got {item!r}")
         name, value = item.split("=", 1)
         try:
             out[name] = json.loads(value)
@@ -188,8 +194,19 @@ def _task_args(items) -> tuple:
             finite_value = math.isfinite(float(out[name]))
         except (TypeError, ValueError):
             finite_value = True  # not a number
-        require(finite_value, f"--task-arg {item}: a number must be finite")
+        require(finite_value, f"{flag} {item}: a number must be finite")
     return tuple(sorted(out.items()))
+
+
+def _protocol(name: str, max_steps: int | None):
+    """The protocol, its step budget replaced by ``max_steps`` where given (a warm-up and flat phase scaled with it,
+    at least one step of decay left)."""
+    p = PROTOCOLS[name]
+    if max_steps is None or not (p.warmup_steps or p.flat_steps):
+        return protocol(name, max_steps=max_steps)
+    warm = min(max_steps - 1, max(1, round(p.warmup_steps * max_steps / p.max_steps))) if p.warmup_steps else 0
+    flat = min(max_steps - 1 - warm, round(p.flat_steps * max_steps / p.max_steps))
+    return protocol(name, max_steps=max_steps, warmup_steps=warm, flat_steps=flat)
 
 
 def cmd_train(args, out) -> int:
@@ -198,10 +215,12 @@ def cmd_train(args, out) -> int:
 
     require_device(args.device)
     require(args.impl != "module" or args.device.startswith("cuda"), "--impl module needs --device cuda")
-    spec = RunSpec(conv=not args.no_conv, task_args=_task_args(args.task_arg), task=args.task, mixer=args.mixer,
+    spec = RunSpec(conv=not args.no_conv, task_args=_task_args(args.task_arg), model=_task_args(args.model_arg, "--model-arg"),
+                   task=args.task, mixer=args.mixer,
                    kappa=args.kappa, vocab=args.vocab, seq_len=args.seq_len, d_model=args.d_model,
-                   d_state=args.d_state, seed=args.seed, lr=args.lr, gate=args.gate,
-                   protocol=protocol(args.protocol, max_steps=args.max_steps))
+                   d_state=args.d_state, seed=args.seed, lr=args.lr, gate=args.gate, d_conv=args.d_conv,
+                   expand=args.expand,
+                   protocol=_protocol(args.protocol, args.max_steps))
     registry.validate(spec)
     t0 = time.time()
     try:

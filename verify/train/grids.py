@@ -29,6 +29,9 @@ conv, proj          bool                    conv and in/out projections trained 
 d_conv, expand      int >= 1                conv width (4), inner width factor (1)
 task_args           list of tables          task variants, e.g. [{n = 5, pe = true}] ([{}])
 reuses              list of grid names      grids whose stores may hold runs of this one ([])
+model               table                   the model around the mixer (verify.train.recall_models: wiring,
+                                            layers, heads, head_pattern, residual) ({}: the one-layer model)
+n_at_most_d         bool                    only cells with N <= d (Koren et al.'s D-N grids) (false)
 =================== ======================= ==============================================================
 
 ``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``. A mixer
@@ -94,6 +97,7 @@ GRID_KEYS = {
     "task_args": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v),
                   "a non-empty list of tables"),
     "reuses": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of grid names"),
+    "model": _is(dict, "a table"), "n_at_most_d": _is(bool, "true or false"),
 }
 
 
@@ -130,7 +134,10 @@ def read(path: str | os.PathLike) -> dict:
         if not ok(value):
             fail(f"key {key!r} must be {what}, got {value!r}")
     _check_values(data, path, fail)
-    out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k != "protocol_overrides"}
+    out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+           if k not in ("protocol_overrides", "model")}
+    if "model" in data:
+        out["model"] = tuple(sorted(data["model"].items()))
     out["mixers"] = tuple(canonical(m) for m in data["mixers"])
     if "task_args" in data:
         out["task_args"] = tuple(tuple(sorted(t.items())) for t in data["task_args"])
@@ -168,7 +175,8 @@ def _check_values(data: dict, path: Path, fail) -> None:
         if k not in names:
             fail(f"key 'protocol_overrides': unknown or non-scalar protocol field {k!r}; known: {', '.join(names)}")
         default = getattr(base, k)
-        ok = isinstance(v, str) if isinstance(default, str) else _int(v) if isinstance(default, int) else _num(v)
+        ok = (isinstance(v, str) if isinstance(default, str) else isinstance(v, bool) if isinstance(default, bool)
+              else _int(v) if isinstance(default, int) else _num(v))
         if not ok:
             fail(f"key 'protocol_overrides': {k} must be of the type of {default!r}, got {v!r}")
     try:

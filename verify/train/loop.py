@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from common.errors import require
 from common.io import atomic_write
 from verify.tasks.mqar import IGNORE
-from verify.train import decay, registry
+from verify.train import decay, recall_models, registry
 from verify.train.models import ModuleModel, PackedModel
 from verify.train.spec import RunSpec, pack_key, run_key
 from verify.train.step import Adam, Stepper
@@ -36,7 +36,9 @@ _DATA_CACHE: dict = {}
 def datasets(spec: RunSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """train / val / test (tokens, labels) of a run: generate(config, (data_seed, 0 / 1 / 2)); cached per process."""
     t, p = registry.task(spec.task), spec.protocol
-    key = (pack_key(spec), spec.data_seed)
+    # the data's identity: the task's generator configs and the seed (runs of other shapes share it)
+    key = (spec.task, spec.data_seed, tuple(repr(t.config(spec, n)) for n in
+                                            (p.train_samples, p.val_samples, p.test_samples)))
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         out = {}
@@ -51,8 +53,10 @@ def initial_state(spec: RunSpec) -> tuple[dict, dict]:
     """(state dict, masks) of run ``spec`` before training: embedding N(0, 1), mixer as mamba_ssm initializes it,
     readout U(+-1/sqrt(d)); the mixer's frozen entries set and masked."""
     m, t = registry.mixer(spec.mixer), registry.task(spec.task)
-    cfg = m.block_config(spec)
     gen = torch.Generator().manual_seed(int(spec.seed))
+    if spec.model:  # Koren et al.'s wirings
+        return recall_models.initial_state(spec, gen, t.n_tokens(spec))
+    cfg = m.block_config(spec)
     emb = torch.randn(t.n_tokens(spec), spec.d_model, generator=gen, dtype=torch.float64)
     mix = m.init(cfg, gen)
     masks = m.freeze(cfg, spec, mix)
@@ -67,19 +71,22 @@ def build_model(specs: list[RunSpec], device, impl: str = "packed"):
     require(len({pack_key(s) for s in specs}) == 1, "a pack needs runs of one shape, task and protocol "
                                                     "(they may differ in seed and lr only)")
     m = registry.mixer(specs[0].mixer)
-    cfg = m.block_config(specs[0])
+    cfg = recall_models.block_config(specs[0]) if specs[0].model else m.block_config(specs[0])
     states = [initial_state(s) for s in specs]
     cuda = torch.device(device).type == "cuda"
     if impl == "module":
         require(cuda and m.cuda_module is not None,
                 f"impl module needs CUDA and a mamba_ssm module for {specs[0].mixer}")
         require(len(specs) == 1, "impl module trains one model at a time")
+        require(not specs[0].model, "impl module trains the one-layer model (a wired model trains packed)")
         model = ModuleModel(m, cfg, states[0][0], states[0][1], device)
     else:
         require(m.packed_forward is not None,
                 f"mixer {specs[0].mixer} has no packed forward here (impl module on CUDA)")
         scan = m.packed_cuda_scan() if (cuda and m.packed_cuda_scan) else None
-        model = PackedModel(m, cfg, [s for s, _ in states], states[0][1], device, scan=scan)
+        inits, masks = [s for s, _ in states], states[0][1]
+        model = (recall_models.WiredModel(specs[0], m, cfg, inits, masks, device, scan=scan) if specs[0].model
+                 else PackedModel(m, cfg, inits, masks, device, scan=scan))
     model.position = registry.task(specs[0].task).position(specs[0])
     return model
 
@@ -186,6 +193,23 @@ def _interrupts_between_steps():
             signal.signal(s, h)
 
 
+class _Rows:
+    """A dict of stacked tensors seen as a model's ``params`` (for ``load_params``)."""
+
+    def __init__(self, params: dict):
+        self.params = params
+
+
+@torch.no_grad()
+def _copy_row(dst: dict, src: dict, k: int, stacked: bool) -> None:
+    """Model k's parameters of ``src`` into ``dst`` (row k of stacked tensors, the whole tensor otherwise)."""
+    for name, v in src.items():
+        if stacked:
+            dst[name][k].copy_(v[k])
+        else:
+            dst[name].copy_(v)
+
+
 @torch.no_grad()
 def load_params(model, params: dict) -> None:
     """Copy a checkpoint's stacked parameters into a freshly built pack."""
@@ -209,16 +233,23 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     data = datasets(specs[0])
     tr_tok, tr_lab = (x.to(dev) for x in data["train"])
     model = build_model(specs, dev, impl)
-    opt = Adam(model.params, model.masks, model.stacked)
+    opt = Adam(model.params, model.masks, model.stacked, betas=(0.9, proto.beta2), weight_decay=proto.weight_decay,
+               clip=proto.clip)
     st = {"step": 0, "done": [False] * K, "stop_step": [None] * K, "history": [[] for _ in range(K)],
           "best_val_acc": [0.0] * K, "train_loss": [None] * K, "seconds": 0.0}
     keys = [run_key(s) for s in specs]
+    # select = best_val: the first state of each model's best validation accuracy (rows of a stacked copy)
+    best = {k: v.detach().clone() for k, v in model.params.items()} if proto.select == "best_val" else None
+    st["best_step"] = [None] * K
     if checkpoint and os.path.exists(checkpoint):
         ck = torch.load(checkpoint, map_location=dev, weights_only=False)
         if ck["keys"] == keys and ck["impl"] == impl:
             load_params(model, ck["params"])
             opt.load(ck["adam"])
             st = ck["state"]
+            st.setdefault("best_step", [None] * K)
+            if best is not None and ck.get("best") is not None:
+                load_params(_Rows(best), ck["best"])
             if log:
                 log(f"resumed {K} runs at step {st['step']}")
     total = min(proto.max_steps, proto.cap_steps or proto.max_steps, max_steps or proto.max_steps)
@@ -229,9 +260,18 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     def save_checkpoint():
         if not checkpoint:
             return
+<<<<<<< HEAD
         state = {"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
                  "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}
         atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
+=======
+        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
+        tmp = f"{checkpoint}.tmp{os.getpid()}"
+        torch.save({"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
+                    "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start},
+                    "best": best}, tmp)
+        os.replace(tmp, checkpoint)
+>>>>>>> recall-models
 
     with _interrupts_between_steps() as interrupted:
         last_ck = time.time()
@@ -248,8 +288,13 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
                     if st["done"][k]:
                         continue
                     st["history"][k].append([st["step"], float(vl[k]), float(va[k])])
+                    if st["best_step"][k] is None or float(va[k]) > st["best_val_acc"][k]:
+                        st["best_step"][k] = st["step"]
+                        if best is not None:
+                            _copy_row(best, model.params, k, model.stacked)
                     st["best_val_acc"][k] = max(st["best_val_acc"][k], float(va[k]))
-                    hit = vl[k] < proto.stop_value if proto.stop == "val_loss" else va[k] >= proto.stop_value
+                    hit = (vl[k] < proto.stop_value if proto.stop == "val_loss" else
+                           va[k] > proto.stop_value if proto.stop == "val_acc_above" else va[k] >= proto.stop_value)
                     if hit:
                         st["done"][k], st["stop_step"][k] = True, st["step"]
                 stepper.set_active(st["done"])
@@ -261,6 +306,8 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
             if deadline is not None and time.time() > deadline and st["step"] < total and not all(st["done"]):
                 save_checkpoint()
                 return None
+    if best is not None and any(b is not None for b in st["best_step"]):
+        load_params(model, best)  # the tested (and returned) state is each model's best-validation state
     tl, ta, tc, tq = evaluate(model, *data["test"], dev, proto.batch_size)
     seconds = st["seconds"] + time.time() - t_start
     sds = model.state_dicts()
@@ -278,6 +325,7 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
             "val_acc": st["history"][k][-1][2] if st["history"][k] else None,
             "best_val_acc": st["best_val_acc"][k], "steps": steps, "epochs": steps / proto.steps_per_epoch,
             "early_stopped": st["stop_step"][k] is not None, "truncated_at": max_steps,
+            **({"tested_step": st["best_step"][k]} if best is not None else {}),
             "history": st["history"][k], "train_loss": st["train_loss"][k], **extra},
             impl=impl, device=str(dev), pack_size=K, seconds=seconds, state_dict=sds[k]))
     if checkpoint and os.path.exists(checkpoint):

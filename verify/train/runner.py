@@ -15,7 +15,8 @@ Workers return their records and the driver appends them (``ResultStore.append``
 run is trained twice into the store. A pack is checkpointed (``<store>.ckpt/<pack id>.pt``) every two minutes, when
 the time budget ``minutes`` runs out, and when the sweep is interrupted (SIGINT, SIGTERM: the driver cancels the Ray
 tasks, and each pack's training loop stops at its next step boundary, ``loop.train_pack``); the same command run
-again resumes every cut pack from its checkpoint.
+again resumes every cut pack from its checkpoint. A run whose protocol keeps its weights (``keep_weights``) has its
+tested state written to ``<store>.weights/<run key>.safetensors`` (``store.write_weights``) before its record.
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def train_one(spec_dicts: list[dict], device: str, impl: str, checkpoint: str, d
         torch.set_num_threads(threads)
     res = train_pack([RunSpec.from_dict(d) for d in spec_dicts], device=device, impl=impl, checkpoint=checkpoint,
                      deadline=deadline)
-    return None if res is None else [{k: v for k, v in r.items() if not k.startswith("_")} for r in res]
+    keep = [bool(d["protocol"].get("keep_weights")) for d in spec_dicts]  # the weights travel to the driver
+    return None if res is None else [{k: v for k, v in r.items() if not k.startswith("_") or (k == "_weights" and kp)}
+                                     for r, kp in zip(res, keep)]
 
 
 @dataclass
@@ -288,6 +291,11 @@ def _collect(pack, res, store, prog, out) -> None:
         out.failed.append(f"{pack[0].mixer} d={pack[0].d_model} N={pack[0].d_state} kappa={pack[0].kappa} "
                           f"|V|={pack[0].vocab} ({len(pack)} runs): {first}")
     elif res is not None:
+        from verify.train.store import write_weights
+
+        for r in res:
+            if "_weights" in r:  # protocol keep_weights: the file first, then the record that promises it
+                write_weights(store.path, r)
         store.append(res)
         prog.packs_done += 1
         prog.runs_done += len(res)

@@ -10,7 +10,9 @@ by their aliases (``s4d``, ``delta-top``), schema 3 by the block kind's one name
 ``mamba-delta-t``; ``verify.blocks.ALIASES`` maps them). ``upgrade`` checks an older record's key against its spec
 as written and re-keys it under the current schema, so every stored run keeps its identity (``verify.train.store``
 upgrades records as it reads them). A field added later gets a default equal to the behaviour before it existed, and
-the schema number goes up with a rule in ``upgrade`` for the older dicts.
+the schema number goes up with a rule in ``upgrade`` for the older dicts. The exception, so that no stored key moves:
+the fields added within schema 3 for Koren et al.'s models and recipes (``RunSpec.model`` and the protocol fields of
+``ADDED``) are written only where they differ from their defaults, which are the behaviour before they existed.
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ class Protocol:
     test_samples: int
     max_steps: int
     eval_every: int  # steps between validations
-    stop: str  # "val_loss" (stop when val loss < stop_value) or "val_acc" (stop when val accuracy >= stop_value)
+    # "val_loss" (stop when val loss < stop_value), "val_acc" (stop when val accuracy >= stop_value) or "val_acc_above"
+    # (stop when val accuracy > stop_value: Koren et al.'s threshold rule, 1 = never)
+    stop: str
     stop_value: float
     lr_final: float = 1e-6  # cosine annealing from the run's lr to this over max_steps
     lrs: tuple[float, ...] = (0.03,)  # the learning-rate sweep a grid uses by default
@@ -43,14 +47,30 @@ class Protocol:
     # float32 matrix products on CUDA: "float32" (full precision, torch's default) or "tf32" (the tensor cores'
     # 10-bit-mantissa mode, as mamba_ssm's Mamba-2 kernels use for their own products), for the projections
     matmul: str = "float32"
+    # Koren et al.'s recipe (verify.train.recall_models); the defaults are the behaviour of the protocols above
+    beta2: float = 0.999  # Adam's second-moment decay (beta1 is 0.9)
+    weight_decay: float = 0.0  # decoupled (AdamW), on trainable entries
+    warmup_steps: int = 0  # > 0 or flat_steps > 0: lr rises linearly over warmup_steps ((s+1)/warmup of the peak),
+    flat_steps: int = 0  # stays at the peak for flat_steps, then cosine-decays to lr_final at max_steps
+    label_smoothing: float = 0.0  # of the training loss (validation and test losses are plain cross-entropy)
+    clip: float = 0.0  # > 0: each model's gradient clipped to this global norm (torch's clip_grad_norm_ rule)
+    select: str = "last"  # the state tested: "last" or "best_val" (the first state of the best validation accuracy)
+    keep_weights: bool = False  # the tested state written beside the store (verify.train.runner)
 
     def validate(self) -> None:
-        require(self.stop in ("val_loss", "val_acc"), f"protocol stop must be val_loss or val_acc, got {self.stop!r}")
+        require(self.stop in STOPS, f"protocol stop must be one of {', '.join(STOPS)}, got {self.stop!r}")
         require(self.matmul in ("float32", "tf32"), f"protocol matmul must be float32 or tf32, got {self.matmul!r}")
         require(min(self.batch_size, self.train_samples, self.val_samples, self.test_samples, self.max_steps,
                     self.eval_every) >= 1, f"protocol {self.name}: sizes and step counts must be >= 1")
         require(self.train_samples >= self.batch_size,
                 f"protocol {self.name}: train_samples ({self.train_samples}) < batch_size ({self.batch_size})")
+        require(self.select in ("last", "best_val"), f"protocol select must be last or best_val, got {self.select!r}")
+        require(0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.clip >= 0 and 0 <= self.label_smoothing < 1,
+                f"protocol {self.name}: needs 0 <= beta2 < 1, weight_decay >= 0, clip >= 0, 0 <= label_smoothing < 1")
+        require(self.warmup_steps >= 0 and self.flat_steps >= 0
+                and self.warmup_steps + self.flat_steps < self.max_steps,
+                f"protocol {self.name}: warmup_steps + flat_steps ({self.warmup_steps} + {self.flat_steps}) must be "
+                f">= 0 and below max_steps ({self.max_steps})")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -65,7 +85,30 @@ BUDGETED_LOSS = replace(BUDGETED, name="budgeted-loss", stop="val_loss", stop_va
 BUDGETED_LOSS_TF32 = replace(BUDGETED_LOSS, name="budgeted-loss-tf32", matmul="tf32")
 SMOKE = Protocol("smoke", batch_size=32, train_samples=4096, val_samples=256, test_samples=512, max_steps=400,
                  eval_every=25, stop="val_acc", stop_value=1.0, lrs=(0.03,), n_seeds=1)
-PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, BUDGETED_LOSS_TF32, SMOKE)}
+# Koren et al. 2026's recipes (their configs): AdamW (0.9, 0.95), linear warm-up / flat / cosine to 0, label smoothing
+# 0.1, gradient clipping, batch 128, a fresh batch every step (train set = steps x batch, one epoch), validation and
+# test on 10^4 sequences, the best-validation state tested, early stop when val accuracy exceeds the threshold (1:
+# never); a cell is the best of its seeds. Validation every 100 steps (linear) / 500 (full) is our choice: the configs'
+# evaluate_any_num_steps is not in the notes.
+KOREN_LINEAR = Protocol("koren-linear", batch_size=128, train_samples=2000 * 128, val_samples=10_000,
+                        test_samples=10_000, max_steps=2000, eval_every=100, stop="val_acc_above", stop_value=1.0,
+                        lr_final=0.0, lrs=(1e-2,), n_seeds=3, beta2=0.95, warmup_steps=100, flat_steps=400,
+                        label_smoothing=0.1, clip=1.5, select="best_val")
+KOREN_FULL = replace(KOREN_LINEAR, name="koren-full", train_samples=20_000 * 128, max_steps=20_000, eval_every=500,
+                     stop_value=0.999, n_seeds=5, flat_steps=5900, clip=0.75)
+# the mech-interp grid: the linear recipe, one seed, the best state of each cell kept
+KOREN_MECH = replace(KOREN_LINEAR, name="koren-mech", n_seeds=1, keep_weights=True)
+# N x Lambda and N x M grids: 4000 steps (100 / 1400 / 2500), clip 2.5 (layers) and 5 (heads)
+KOREN_LAYERS = replace(KOREN_LINEAR, name="koren-layers", train_samples=4000 * 128, max_steps=4000,
+                       flat_steps=1400, clip=2.5)
+KOREN_HEADS = replace(KOREN_LAYERS, name="koren-heads", clip=5.0)
+# the same rules at a CPU-test size
+KOREN_SMOKE = replace(KOREN_LINEAR, name="koren-smoke", batch_size=32, train_samples=300 * 32, val_samples=256,
+                      test_samples=256, max_steps=300, eval_every=50, warmup_steps=20, flat_steps=80, lrs=(1e-2,),
+                      n_seeds=1)
+PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, BUDGETED_LOSS_TF32, SMOKE, KOREN_LINEAR,
+                                 KOREN_FULL, KOREN_MECH, KOREN_LAYERS, KOREN_HEADS, KOREN_SMOKE)}
+STOPS = ("val_loss", "val_acc", "val_acc_above")
 
 
 def protocol(name: str, **overrides) -> Protocol:
@@ -96,11 +139,18 @@ class RunSpec:
     data_seed: int = 0  # train / val / test sets are generate(config, (data_seed, 0 / 1 / 2))
     protocol: Protocol = field(default=BUDGETED)
     task_args: tuple = ()
+    # the model around the mixer, sorted (name, value) pairs (verify.train.recall_models): () is the one-layer model
+    # of the constructions; Koren et al.'s wirings set "wiring" ("tied", "lm") and "layers", "heads", "head_pattern",
+    # "residual"
+    model: tuple = ()
 
     def as_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["protocol"] = {f.name: getattr(self.protocol, f.name) for f in fields(Protocol)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        d["protocol"] = {f.name: getattr(self.protocol, f.name) for f in fields(Protocol)
+                         if f.name not in ADDED or getattr(self.protocol, f.name) != ADDED[f.name]}
         d["task_args"] = [list(kv) for kv in self.task_args]
+        if self.model:
+            d["model"] = [list(kv) for kv in self.model]
         d["schema"] = SCHEMA
         return d
 
@@ -117,10 +167,19 @@ class RunSpec:
             d["mixer"] = canonical(d["mixer"])
         d["protocol"] = Protocol(**{**d["protocol"], "lrs": tuple(d["protocol"]["lrs"])})
         d["task_args"] = tuple(tuple(kv) for kv in d.get("task_args", ()))
+        d["model"] = tuple(tuple(kv) for kv in d.get("model", ()))
         return RunSpec(**d)
 
     def arg(self, name: str, default=None):
         return dict(self.task_args).get(name, default)
+
+    def model_arg(self, name: str, default=None):
+        return dict(self.model).get(name, default)
+
+
+# protocol fields added within schema 3 -> their defaults (written into a spec dict only where they differ)
+ADDED = {f.name: f.default for f in fields(Protocol) if f.name in (
+    "beta2", "weight_decay", "warmup_steps", "flat_steps", "label_smoothing", "clip", "select", "keep_weights")}
 
 
 def _hash(obj) -> str:

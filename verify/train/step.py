@@ -36,27 +36,48 @@ WARMUP_STEPS = 3  # eager steps (on a side stream) before the capture: lazy init
 
 class Adam:
     """torch.optim.Adam's update on (possibly stacked) parameters with a learning rate per model; the step count t
-    (for the bias corrections) is a tensor, so the update can run inside a CUDA graph."""
+    (for the bias corrections) is a tensor, so the update can run inside a CUDA graph. ``weight_decay`` > 0 adds
+    torch.optim.AdamW's decoupled decay (p <- p (1 - lr wd), trainable entries only) and ``clip`` > 0 scales each
+    model's masked gradient to at most that global norm first (``torch.nn.utils.clip_grad_norm_``'s rule, per model):
+    Koren et al.'s recipe. At 0 both are skipped, so the update is the one of the protocols without them."""
 
-    def __init__(self, params: dict, masks: dict, stacked: bool, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params: dict, masks: dict, stacked: bool, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay: float = 0.0, clip: float = 0.0):
         self.params, self.masks, self.stacked, self.betas, self.eps = params, masks, stacked, betas, eps
+        self.weight_decay, self.clip = weight_decay, clip
         self.m = {k: torch.zeros_like(p) for k, p in params.items()}
         self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+
+    def _per_model(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, *([1] * (p.dim() - 1))) if self.stacked else x[0]
+
+    def _grads(self) -> dict:
+        """The masked gradients, clipped per model where ``clip`` > 0."""
+        grads = {k: (p.grad * self.masks[k] if k in self.masks else p.grad)
+                 for k, p in self.params.items() if p.grad is not None}
+        if self.clip > 0 and grads:
+            sq = sum((g ** 2).flatten(1).sum(1) if self.stacked else (g ** 2).sum()[None]
+                     for g in grads.values())
+            scale = torch.clamp(self.clip / (sq.sqrt() + 1e-6), max=1.0)
+            grads = {k: g * self._per_model(scale, g).to(g.dtype) for k, g in grads.items()}
+        return grads
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, t: torch.Tensor) -> None:
         """One update with per-model learning rates ``lr`` (K,) at step count ``t`` (1 for the first update)."""
         b1, b2 = self.betas
         c1, c2 = 1 - b1 ** t, torch.sqrt(1 - b2 ** t)
+        grads = self._grads()
         for k, p in self.params.items():
-            g = p.grad
+            g = grads.get(k)
             if g is None:
                 continue
-            if k in self.masks:
-                g = g * self.masks[k]
+            step = self._per_model(lr, p)
+            if self.weight_decay > 0:
+                decay = step * self.weight_decay * p
+                p.sub_(decay * self.masks[k] if k in self.masks else decay)
             self.m[k].mul_(b1).add_(g, alpha=1 - b1)
             self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-            step = lr.view(-1, *([1] * (p.dim() - 1))) if self.stacked else lr[0]
             p.sub_(step / c1 * self.m[k] / (self.v[k].sqrt() / c2 + self.eps))
             p.grad = None
 
@@ -78,8 +99,10 @@ def scored_positions(labels: torch.Tensor) -> torch.Tensor:
     return mask.nonzero()[:, 1].view(labels.shape[0], -1)
 
 
-def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor):
-    """Per-model mean cross-entropy over the scored positions of rows ``idx`` (K, b) of (tokens, labels)."""
+def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor,
+              label_smoothing: float = 0.0):
+    """Per-model mean cross-entropy (with ``label_smoothing``) over the scored positions of rows ``idx`` (K, b) of
+    (tokens, labels)."""
     K, b = idx.shape
     L = tokens.shape[1]
     h = model.hidden(tokens[idx])  # (K, b, L, d)
@@ -87,8 +110,23 @@ def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Ten
     hq = h.reshape(K, b * L, h.shape[-1]).gather(1, flat[..., None].expand(-1, -1, h.shape[-1]))
     logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
     tgt = labels[idx].reshape(K, b * L).gather(1, flat)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none")
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
+                         label_smoothing=label_smoothing)
     return ce.view(K, -1).sum(1) / flat.shape[1]
+
+
+def learning_rate(p, lr0: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """The learning rate of 0-based step ``step`` (tensors, no host synchronisation): cosine annealing from ``lr0`` to
+    ``p.lr_final`` over ``p.max_steps``; with a warm-up or flat phase (Koren et al.), (s + 1)/warmup_steps of the peak
+    during the warm-up, the peak for flat_steps, then the cosine over the remaining steps."""
+    s = torch.clamp(step, max=p.max_steps)
+    if not (p.warmup_steps or p.flat_steps):
+        return p.lr_final + 0.5 * (lr0 - p.lr_final) * (1 + torch.cos(math.pi * s / p.max_steps))
+    w, f = p.warmup_steps, p.flat_steps
+    progress = torch.clamp((s - w - f) / (p.max_steps - w - f), min=0.0)
+    mult = torch.where(s < w, (s + 1) / max(w, 1), torch.where(s < w + f, torch.ones_like(s),
+                                                                0.5 * (1 + torch.cos(math.pi * progress))))
+    return p.lr_final + (lr0 - p.lr_final) * mult
 
 
 class Stepper:
@@ -124,11 +162,9 @@ class Stepper:
     def _step(self) -> torch.Tensor:
         i = torch.remainder(self.step_t, self.spe).long()
         idx = self.perm[:, i * self.b + self.rows]  # (K, b)
-        per = pack_loss(self.model, self.tokens, self.labels, self.qpos, idx)
+        per = pack_loss(self.model, self.tokens, self.labels, self.qpos, idx, self.proto.label_smoothing)
         per.sum().backward()
-        p = self.proto
-        s = torch.clamp(self.step_t, max=p.max_steps)
-        lr = (p.lr_final + 0.5 * (self.lr0 - p.lr_final) * (1 + torch.cos(math.pi * s / p.max_steps))) * self.active
+        lr = learning_rate(self.proto, self.lr0, self.step_t) * self.active
         self.opt.step(lr.float(), self.step_t + 1)
         self.step_t += 1
         return per.detach()

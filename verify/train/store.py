@@ -140,3 +140,45 @@ def check_target(path: str | os.PathLike, device: str | None, flag: str = "--sto
     else:
         require(_writable_dir(p.parent), f"{flag} {path}: its folder cannot be created or written")
     require(_writable_dir(Path(f"{p}.ckpt")), f"{flag} {path}: the checkpoint folder {p}.ckpt cannot be written")
+
+
+def weights_path(store_path: str | os.PathLike, key: str) -> Path:
+    """Where a run's kept weights lie (protocol ``keep_weights``): ``<store>.weights/<run key>.safetensors``."""
+    return Path(f"{store_path}.weights") / f"{key}.safetensors"
+
+
+def write_weights(store_path: str | os.PathLike, record: dict) -> Path:
+    """A record's in-memory ``_weights`` (its tested state) as float32 safetensors whose metadata holds the run's spec
+    (JSON under "spec"), written atomically before the record is stored: a stored record of a keep_weights run has
+    its file. A file already there has no record yet (a write cut off before the store line): it is the same run key,
+    so it is replaced."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    path = weights_path(store_path, record["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype=torch.float32).contiguous() for k, v in record["_weights"].items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"spec": json.dumps(record["spec"], sort_keys=True)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(state dict, spec dict) of a file ``write_weights`` wrote."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    require("spec" in meta, f"{path}: no run spec in its metadata (not a file of kept training weights)")
+    return sd, json.loads(meta["spec"])
+

@@ -108,6 +108,8 @@ class Grid:
     note: str = ""
     protocol_overrides: tuple = field(default=())  # (name, value) pairs passed to spec.protocol(...)
     reuses: tuple[str, ...] = ()  # grids whose stores hold some of these runs (same run keys): ``adopt`` copies them
+    model: tuple = ()  # sorted (name, value) pairs: the model around the mixer (verify.train.recall_models)
+    n_at_most_d: bool = False  # only cells with d_state <= d_model (Koren et al.'s D-N grids skip N > D)
 
     def runs(self) -> list[RunSpec]:
         proto = protocol(self.protocol, **dict(self.protocol_overrides))
@@ -124,13 +126,15 @@ class Grid:
                         for targs in self.task_args or ((),):
                             for d in ds:
                                 for n in ns:
+                                    if self.n_at_most_d and n > d:
+                                        continue
                                     for lr in lrs:
                                         for seed in self.seeds:
                                             out.append(RunSpec(
                                                 task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
                                                 d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
                                                 conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
-                                                task_args=tuple(sorted(targs))))
+                                                task_args=tuple(sorted(targs)), model=self.model))
         return out
 
 
@@ -146,7 +150,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     seen = set()
     try:
         for s in g.runs():
-            combo = (s.mixer, s.task_args, s.gate, s.conv, s.proj, s.d_conv, s.expand)
+            combo = (s.mixer, s.task_args, s.gate, s.conv, s.proj, s.d_conv, s.expand, s.model)
             if combo not in seen:
                 seen.add(combo)
                 registry.validate(s)
