@@ -260,18 +260,10 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     def save_checkpoint():
         if not checkpoint:
             return
-<<<<<<< HEAD
         state = {"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
-                 "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start}}
+                 "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start},
+                 "best": best}
         atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))
-=======
-        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
-        tmp = f"{checkpoint}.tmp{os.getpid()}"
-        torch.save({"keys": keys, "impl": impl, "params": {k: v.detach() for k, v in model.params.items()},
-                    "adam": opt.state(), "state": {**st, "seconds": st["seconds"] + time.time() - t_start},
-                    "best": best}, tmp)
-        os.replace(tmp, checkpoint)
->>>>>>> recall-models
 
     with _interrupts_between_steps() as interrupted:
         last_ck = time.time()

@@ -2,16 +2,12 @@
 
 Mixers: ``mamba`` (S6), ``mamba2`` (``mamba_ssm.Mamba2``, one head by default as the construction; task_args
 ``headdim`` for more), ``mamba-s4d`` (Mamba-S4D, ``verify.blocks.mamba_s4d``), ``mamba-delta-t``
-<<<<<<< HEAD
-(``verify.blocks.mamba_delta_t.MambaDeltaT``), ``mamba-s4d-complex`` (S4D's complex diagonal mixer,
+(``verify.blocks.mamba_delta_t.MambaDeltaT``), ``linear-mamba`` (Koren et al.'s simplified linear Mamba, under the
+model wiring "tied" of ``verify.train.recall_models``), ``mamba-s4d-complex`` (S4D's complex diagonal mixer,
 ``verify.blocks.mamba_s4d_complex``: a Vandermonde kernel and an FFT convolution, no scan kernel) and ``transformer``
 (``verify.blocks.transformer``: causal softmax attention). Every one has a packed forward that runs the whole pack of
-K models at once; the scanned ones through ONE scan call, the K models' channels (Mamba-2: heads and groups) folded together: ``selective_scan_ref`` /
-=======
-(``verify.blocks.mamba_delta_t.MambaDeltaT``), ``linear-mamba`` (Koren et al.'s simplified linear Mamba, under
-the model wiring "tied" of ``verify.train.recall_models``). Every one has a packed forward that runs the whole pack of K models
-through ONE scan call, the K models' channels (Mamba-2: heads and groups) folded together: ``selective_scan_ref`` /
->>>>>>> recall-models
+K models at once; the scanned ones through ONE scan call, the K models' channels (Mamba-2: heads and groups) folded
+together: ``selective_scan_ref`` /
 mamba_ssm's ``selective_scan_fn`` for ``mamba``, ``mamba-s4d`` and ``mamba-delta-t`` (the latter through the grouped
 S6 reduction of ``verify.blocks.mamba_delta_t``), the pure-torch SSD reference with ``mamba_chunk_scan_combined``'s
 signature / mamba_ssm's ``mamba_chunk_scan_combined`` for ``mamba2``. Adding a mixer is a block kind's ``Training``
