@@ -23,8 +23,10 @@ tensor-core matmuls; the scan kernel has no matmul, so its bare-kernel row is fl
         [--constructions mqar-mamba,mqar-mamba2,mqar-s4d] [--overwrite] [--quiet]
 
 Without a CUDA GPU (or with ``--cpu-only``) only the reference-engine rows are measured. Exit codes: 0 done, 1 a
-harness check failed (the rates of a failing check are not throughput), 2 bad input, 3 internal error, 130
-interrupted.
+harness check missed a query or FAILED (the rates of a failing check are not throughput), 2 bad input, 3 internal
+error, 130 interrupted. A check whose verdict is UNPROVEN with every query recalled (in bfloat16 the rounding
+allowance can exceed the proven margin: at kappa 64, |V| 8192 it is 132 against 59.3) is measured; each row records
+the verdict and its reasons.
 
 The bare kernel is the scan each block's module runs, gate z included: ``selective_scan_fn`` for Mamba
 (input-dependent B, C) and Mamba-S4D (input-independent B, C of shape (d_inner, N)), ``mamba_chunk_scan_combined``
@@ -119,9 +121,9 @@ def harness_qps(con, engine, task, batch_size):
     fn = lambda: box.update(r=check_mqar(con, task, engine, seed=1, batch_size=batch_size))  # noqa: E731
     seconds = _time(fn)
     r = box["r"]
-    if not r.passed:
-        raise cli.CheckFailed(f"{r.construction} {r.dtype}: recall {r.recall} on {r.queries} queries, min margin "
-                              f"{r.min_margin}")
+    if r.correct != r.queries or r.verdict == "FAIL":  # UNPROVEN (rounding allowance >= the bound) is recorded
+        raise cli.CheckFailed(f"{r.construction} {r.dtype}: {r.verdict}, recall {r.recall} on {r.queries} queries, "
+                              f"min margin {r.min_margin}: {'; '.join(r.reasons)}")
     return r.queries / seconds, r
 
 
@@ -168,7 +170,8 @@ def run_one(construction, name, cpu_only):
                           "bare_kernel_qps": kernel, "bare_module_qps": module,
                           "query_only_qps": query_only_qps(con, engine, task, batch),
                           "harness_over_kernel": qps / kernel, "harness_over_module": qps / module,
-                          "min_margin": r.min_margin, "recall": r.recall}
+                          "min_margin": r.min_margin, "recall": r.recall, "verdict": r.verdict,
+                          "reasons": r.reasons}
     print(cli.dumps(row), flush=True)
     return row
 
