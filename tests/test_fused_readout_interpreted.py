@@ -7,7 +7,12 @@ import torch
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run with TRITON_INTERPRET=1 (Triton's CPU interpreter)", allow_module_level=True)
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 9):
+    # Triton 3.6's interpreter raises TypeError on the kernel's `range(0, V, BLOCK_N)` (a loop bound passed as an
+    # argument); 3.9's runs it. The compiled kernel is checked on the GPU by the cuda tests of the MQAR checks.
+    pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run this kernel (3.9 or later can)",
+                allow_module_level=True)
 
 from verify import fused_readout  # noqa: E402
 
