@@ -3,8 +3,9 @@ so a reader (or a run cut by a signal or a crash) sees either the old content or
 
 ``atomic_write(path, write)`` is the one mechanism: ``write(tmp)`` fills a temporary file in the target's folder
 (same file system, so ``os.replace`` is atomic on POSIX), which then replaces ``path``; the temporary file is
-removed on any failure. ``write_json_atomic`` and ``write_text_atomic`` are its two common uses; ``swap_folder``
-puts a whole folder written elsewhere in place of another.
+removed on any failure. ``write_json_atomic`` and ``write_text_atomic`` are its two common uses. A folder is written
+the same way: ``write_folder_atomic(out, fill)`` has ``fill(tmp)`` write a temporary folder beside ``out`` (files
+0644, folders 0755), which ``swap_folder`` then puts in place of ``out``.
 """
 from __future__ import annotations
 
@@ -41,6 +42,25 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, obj, indent: int = 1) -> Path:
     """``obj`` as JSON into ``path``, atomically (mode 0644, parents created)."""
     return write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_folder_atomic(out: str | Path, fill: Callable[[Path], object]) -> Path:
+    """The folder ``out`` as ``fill(tmp)`` writes it into a temporary folder beside it (parents created; files 0644,
+    folders 0755), then renamed into place (``swap_folder``: an existing ``out`` is replaced). The caller decides
+    whether an existing ``out`` may be replaced before calling."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):
+            f.chmod(0o755 if f.is_dir() else 0o644)
+        tmp.chmod(0o755)
+        swap_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
 
 
 def swap_folder(tmp: Path, out: Path) -> None:

@@ -9,15 +9,13 @@ export or a whole one; ``check_target`` refuses a target that is not new, empty 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from common.errors import require
-from common.io import swap_folder
+from common.io import write_folder_atomic
 
 
 def write_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict, *, force: bool = False) -> Path:
@@ -26,20 +24,13 @@ def write_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: 
     with ``force``."""
     out = Path(out_dir)
     check_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, allow_nan=False, ensure_ascii=False) + "\n",
                                          encoding="utf-8")
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        tmp.chmod(0o755)
-        swap_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+
+    return write_folder_atomic(out, fill)
 
 
 def read_folder(out_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -56,7 +54,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.errors import require
-from common.io import swap_folder
+from common.io import write_folder_atomic
 from constructions.export import check_target
 from constructions.layout import Construction, Mamba2Config, MambaConfig
 from symbolic import language_model as lm_proof
@@ -395,9 +393,8 @@ def save_lm(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.f
     check_target(out, force)
     lm = wrap(con, constants)
     about = describe(lm, record)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         save_file(lm.state_dict("transformers", dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _write_json(tmp / "config.json", {**transformers_config(lm, dtype), "construction": about})
         if lm.config.kind == "mamba":
@@ -406,14 +403,8 @@ def save_lm(con: Construction, out_dir: str | Path, dtype: torch.dtype = torch.f
             torch.save(lm.state_dict("mamba_ssm", dtype), sub / "pytorch_model.bin")
             _write_json(sub / "config.json", mamba_ssm_config(lm))
             _write_json(sub / "proof.json", about)
-        for f in tmp.rglob("*"):
-            f.chmod(0o755 if f.is_dir() else 0o644)
-        tmp.chmod(0o755)
-        swap_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+
+    return write_folder_atomic(out, fill)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -144,18 +144,7 @@ def test_our_trained_count_is_the_papers_within_two_percent(pe, d, n, paper):
 
 # --- training ------------------------------------------------------------------------------------------------------
 
-def test_packing_trains_each_model_as_if_alone():
-    proto = protocol("smoke", max_steps=8, eval_every=4, train_samples=256, val_samples=64, test_samples=64,
-                     stop_value=2.0)
-    specs = [RunSpec(mixer=KIND, seed=s, lr=lr, protocol=proto, gate=True, **SHAPE)
-             for s, lr in ((0, 0.03), (1, 0.01), (2, 0.003))]
-    packed = train_pack(specs)
-    for spec, rec in zip(specs, packed):
-        (alone,) = train_pack([spec])
-        torch.testing.assert_close(torch.tensor(rec["result"]["history"]), torch.tensor(alone["result"]["history"]),
-                                   rtol=1e-4, atol=1e-5)
-        for k, v in rec["_weights"].items():
-            torch.testing.assert_close(v, alone["_weights"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+# packing trains each model as if alone: tests/test_train_packed.py (parametrised over the packed kinds)
 
 
 def test_a_short_cpu_run_learns_mqar_above_chance():

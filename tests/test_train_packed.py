@@ -122,11 +122,13 @@ def test_each_mixer_packs_with_its_own_scans():
         assert registry.mixer(name).packed_cuda_scan.__name__ == "cuda_scan"
 
 
-@pytest.mark.parametrize("mixer,task_args", [("mamba-s4d", ()), ("mamba-delta-t", ()), ("mamba2", (("headdim", 4),))])
-def test_packing_trains_each_model_as_if_alone(mixer, task_args):
+@pytest.mark.parametrize("mixer,task_args,extra", [("mamba-s4d", (), {}), ("mamba-delta-t", (), {}),
+                                                   ("mamba2", (("headdim", 4),), {}),
+                                                   ("mamba-s4d-complex", (), {"gate": True, "d_state": 4})])
+def test_packing_trains_each_model_as_if_alone(mixer, task_args, extra):
     proto = protocol("smoke", max_steps=8, eval_every=4, train_samples=256, val_samples=64, test_samples=64,
                      stop_value=2.0)
-    specs = [RunSpec(mixer=mixer, seed=s, lr=lr, protocol=proto, task_args=task_args, **SHAPE)
+    specs = [RunSpec(mixer=mixer, seed=s, lr=lr, protocol=proto, task_args=task_args, **{**SHAPE, **extra})
              for s, lr in ((0, 0.03), (1, 0.01), (2, 0.003))]
     packed = train_pack(specs)
     for spec, rec in zip(specs, packed):
