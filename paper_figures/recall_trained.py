@@ -4,7 +4,8 @@ Every entry reads the stores ``results/train/<grid>.jsonl`` of the grids in ``ex
 of the grid as it is defined now, by run key). A cell's value is the paper's logger value, the best validation
 accuracy over the run's evaluations (``best_val_acc``); cells aggregate their seeds as the paper does, the best of
 the seeds, with the mean of the seeds beside it. The law is p = Phi(1/sigma - m_V), sigma^2 = a N_f/(N_eff D) + 1/D
-(``verify.recall_law``); ``fit_a`` fits its one free coefficient a to a set of cells by least squares in accuracy.
+(``verify.recall_law``); ``fit_a`` fits its one free coefficient a to a set of cells by least squares in accuracy
+(``verify.hash_operators.fit_a``).
 An entry whose stores are all missing raises ``MissingResults`` naming the sweep command; an entry with some stores
 missing draws the rest and says in the panel and the caption which are missing and how to produce them.
 """
@@ -18,7 +19,6 @@ from paper_figures.common import COLUMN, MissingResults, Rendered, load_json, lo
 
 VALUE = "best_val_acc"  # the paper's logger value: a run's best validation accuracy over its evaluations
 CONVERGED = 0.1  # the paper's seed-reliability rule: a seed converged where its accuracy is >= 0.1
-A_RANGE = (0.02, 50.0)  # fit_a searches a in this range (log scale)
 REGIMES = {"regime_0": "regime0", "regime_1": "regime1", "regime_2": "regime2"}
 
 
@@ -74,18 +74,13 @@ def model_arg(cell: tuple, name: str, default=None):
 
 def fit_a(d, n, acc, vocab: int, nf: int, lam=1) -> tuple[float, float]:
     """(a, rmse): the coefficient a of the law that fits the accuracies ``acc`` of cells (d, n, lam) best in the
-    least-squares sense (bounded search over log a in ``A_RANGE``), and the root-mean-square error there."""
-    from scipy.optimize import minimize_scalar
-
+    least-squares sense (``verify.hash_operators.fit_a`` at N_eff = lam n), and the root-mean-square error there."""
+    from verify.hash_operators import fit_a as fit
     from verify.recall_law import law_num
 
-    d, n, acc, lam = (np.asarray(x, float) for x in (d, n, acc, lam))
-
-    def sse(log_a):
-        return float(np.sum((law_num(d, n, vocab, nf, np.exp(log_a), lam) - acc) ** 2))
-
-    r = minimize_scalar(sse, bounds=tuple(np.log(A_RANGE)), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(r.x)), float(np.sqrt(r.fun / len(acc)))
+    d, n, acc, lam = np.broadcast_arrays(*(np.asarray(x, float) for x in (d, n, acc, lam)))
+    a_ = fit(zip(acc, d, lam * n, [vocab] * len(acc), [nf] * len(acc)))
+    return a_, float(np.sqrt(np.mean((law_num(d, n, vocab, nf, a_, lam) - acc) ** 2)))
 
 
 def paper_a(model: str, task: str) -> float:
