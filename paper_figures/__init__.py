@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from common.errors import RequirementError
-from paper_figures import recall, selectivity, training
+from paper_figures import recall, recall_trained, selectivity, training
 from paper_figures.common import Entry, MissingResults, Rendered
 
 FIGURES: dict[str, Entry] = {e.name: e for e in (
@@ -50,6 +50,22 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           recall.recall_trained, training=True),
     Entry("recall-vocab", "recall", "Trained recall vs the vocabulary size, and the largest perfectly recalled V",
           recall.recall_vocab, training=True),
+    *(Entry(f"recall-fig1-{r}", "recall", f"Figure 1 at {r}: designed, law with the trained a, trained linear, "
+            f"trained full", partial(recall_trained.figure1, regime=r), training=True)
+      for r in ("regime_0", "regime_1", "regime_2")),
+    *(Entry(f"recall-collapse-{r}", "recall", f"Figure 4 at {r}: trained collapse curves (AR / MQAR, linear / full), "
+            f"a fitted per panel", partial(recall_trained.collapse, regime=r), training=True)
+      for r in ("regime_0", "regime_1", "regime_2")),
+    Entry("recall-layers", "recall", "Trained N x Lambda grid (MQAR) and its collapse with N_eff = Lambda N",
+          recall_trained.layers, training=True),
+    Entry("recall-layers-ar", "recall", "Trained N x Lambda grid (AR) and its collapse with N_eff = Lambda N",
+          partial(recall_trained.layers, name="recall-layers-ar"), training=True),
+    Entry("recall-heads", "recall", "Trained multi-head grids (MQA, MKA, MVA, MHA)", recall_trained.heads,
+          training=True),
+    Entry("recall-ablation", "recall", "Circuit-minimality ablation (Base, rows A-E)", recall_trained.ablation,
+          training=True),
+    Entry("recall-seeds", "recall", "Seed reliability of the trained full model (regime_0)",
+          recall_trained.seed_reliability, training=True),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),
     Entry("recall-multilayer", "recall", "Multi-layer table", recall.multilayer),
     Entry("recall-multihead", "recall", "Multi-head table", recall.multihead),

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import paper_figures  # noqa: E402
+import recall_trained_fixtures  # noqa: E402
 from common.errors import RequirementError  # noqa: E402
 from paper_figures.common import MissingResults  # noqa: E402
 from verify.train.spec import BUDGETED, RunSpec, run_key  # noqa: E402
@@ -88,6 +89,7 @@ def results(tmp_path_factory) -> Path:
         ResultStore(t / f"{grid}.jsonl").append(recs)
     ResultStore(t / "recall-regime0.jsonl").append([_recall_rec(d, 8, 0, 0.01, d / 64) for d in (8, 32)])
     ResultStore(t / "recall-vocab.jsonl").append([_recall_rec(32, 16, 0, 0.01, 0.5, v) for v in (128, 256)])
+    recall_trained_fixtures.write_all(r, every=11)  # Koren et al.'s trained grids (paper_figures.recall_trained)
     return r
 
 

@@ -30,11 +30,14 @@ d_conv, expand      int >= 1                conv width (4), inner width factor (
 task_args           list of tables          task variants, e.g. [{n = 5, pe = true}] ([{}])
 reuses              list of grid names      grids whose stores may hold runs of this one ([])
 model               table                   the model around the mixer (verify.train.recall_models: wiring,
-                                            layers, heads, head_pattern, residual) ({}: the one-layer model)
+                                            layers, heads, head_pattern, residual, norm) ({}: the one-layer model)
+models              list of tables          model variants, one grid axis (e.g. layers 1..5 of Koren et al.'s
+                                            N x Lambda grid, heads 1..6 of a multi-head grid) ([model])
 n_at_most_d         bool                    only cells with N <= d (Koren et al.'s D-N grids) (false)
 =================== ======================= ==============================================================
 
-``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``. A mixer
+``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``, and
+``model`` and ``models``. A mixer
 named by an alias (``s4d``, ``delta-top``: the names run-key schemas 1 and 2 use, ``verify.train.spec``) is read as
 the kind's name (``verify.blocks.canonical``).
 """
@@ -98,6 +101,8 @@ GRID_KEYS = {
                   "a non-empty list of tables"),
     "reuses": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of grid names"),
     "model": _is(dict, "a table"), "n_at_most_d": _is(bool, "true or false"),
+    "models": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v),
+               "a non-empty list of tables"),
 }
 
 
@@ -135,9 +140,11 @@ def read(path: str | os.PathLike) -> dict:
             fail(f"key {key!r} must be {what}, got {value!r}")
     _check_values(data, path, fail)
     out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
-           if k not in ("protocol_overrides", "model")}
+           if k not in ("protocol_overrides", "model", "models")}
     if "model" in data:
         out["model"] = tuple(sorted(data["model"].items()))
+    if "models" in data:
+        out["models"] = tuple(tuple(sorted(m.items())) for m in data["models"])
     out["mixers"] = tuple(canonical(m) for m in data["mixers"])
     if "task_args" in data:
         out["task_args"] = tuple(tuple(sorted(t.items())) for t in data["task_args"])
@@ -168,6 +175,8 @@ def _check_values(data: dict, path: Path, fail) -> None:
         fail("keys 'd_models' and 'd_multipliers' exclude each other (explicit d values, or d around the bound)")
     if "d_states" in data and ({"n_rule", "n_multipliers"} & set(data)):
         fail("key 'd_states' excludes 'n_rule' and 'n_multipliers' (explicit N values, or N by rule)")
+    if "model" in data and "models" in data:
+        fail("keys 'model' and 'models' exclude each other (one model, or a list of model variants)")
     base = PROTOCOLS[data["protocol"]]
     names = sorted(f.name for f in fields(Protocol) if isinstance(getattr(base, f.name), (int, float, str))
                    and f.name != "name")

@@ -13,6 +13,9 @@ selects one of the paper's wirings instead, trained by ``WiredModel`` (K models 
   h <- h + mixer(RMSNorm(h)), logits = E^T RMSNorm_f(h) (RMSNorm eps 1e-5 with a weight, the residual kept in float32
   as the model is, lm_head tied), ``layers`` Λ layers. The block is ``mamba_ssm.Mamba(d_model, d_state, d_conv,
   expand, bias=False)`` with every other default (dt_rank = ceil(d/16), conv bias on, S4D-real A, D = 1, SiLU, gate).
+  ``norm = false`` drops both RMSNorms (h <- h + mixer(h), logits = E^T h): the Base row of the paper's
+  circuit-minimality ablation (§4.4: residual kept, no norms), up to its full-rank Delta projection (ours is Mamba-1's
+  low-rank dt_proj).
 
 Names of a wired state dict: ``embedding.weight`` (V, d); tied: ``mixer.<LinearMambaConfig names>``; lm:
 ``layers.<l>.norm.weight``, ``layers.<l>.mixer.<MambaConfig names>``, ``norm_f.weight`` (MambaLMHeadModel's own names
@@ -36,7 +39,7 @@ from verify import blocks
 from verify.train.models import PackedModel, with_position
 
 WIRINGS = ("tied", "lm")
-MODEL_KEYS = ("wiring", "layers", "heads", "head_pattern", "residual")
+MODEL_KEYS = ("wiring", "layers", "heads", "head_pattern", "residual", "norm")
 NORM_EPS = 1e-5  # MambaLMHeadModel's norm_epsilon
 EMBED_STD_LM = 0.02  # MambaLMHeadModel's initializer_range
 
@@ -48,6 +51,11 @@ def wiring(spec) -> str | None:
 
 def layers(spec) -> int:
     return spec.model_arg("layers", 1)
+
+
+def normed(spec) -> bool:
+    """The lm wiring's RMSNorms on (the default, MambaLMHeadModel's) or off (``norm = false``)."""
+    return spec.model_arg("norm", True)
 
 
 def validate(spec) -> None:
@@ -63,11 +71,13 @@ def validate(spec) -> None:
         v = args.get(k, 1)
         require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"model: {k} must be an integer >= 1, "
                                                                            f"got {v!r}")
-    require(isinstance(args.get("residual", True), bool), f"model: residual must be true or false, "
-                                                          f"got {args.get('residual')!r}")
+    for k in ("residual", "norm"):
+        require(isinstance(args.get(k, True), bool), f"model: {k} must be true or false, got {args.get(k)!r}")
     if spec.mixer == "linear-mamba":
         require(w == "tied", "model: the simplified linear Mamba (mixer linear-mamba) takes wiring 'tied' (the "
                              "paper's linear models have no norms)")
+        require("norm" not in args, "model: norm is an option of the full model (wiring lm); the simplified linear "
+                                    "Mamba has no norms")
     else:
         require(w == "lm", f"model: mixer {spec.mixer} takes wiring 'lm' (the full model); 'tied' is the simplified "
                            f"linear Mamba's")
@@ -106,10 +116,12 @@ def initial_state(spec, gen: torch.Generator, n_tokens: int) -> tuple[dict, dict
                 mix[k].zero_()  # _init_weights zeroes nn.Linear biases (dt_proj's is exempt)
         mix["out_proj.weight"] /= math.sqrt(n)
         m = train.freeze(cfg, spec, mix)
-        sd[f"layers.{layer}.norm.weight"] = torch.ones(spec.d_model, dtype=torch.float64)
+        if normed(spec):
+            sd[f"layers.{layer}.norm.weight"] = torch.ones(spec.d_model, dtype=torch.float64)
         sd.update({f"layers.{layer}.mixer.{k}": v for k, v in mix.items()})
         masks.update({f"layers.{layer}.mixer.{k}": v for k, v in m.items()})
-    sd["norm_f.weight"] = torch.ones(spec.d_model, dtype=torch.float64)
+    if normed(spec):
+        sd["norm_f.weight"] = torch.ones(spec.d_model, dtype=torch.float64)
     return sd, masks
 
 
@@ -122,15 +134,21 @@ def _sub(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def wired_hidden(params: dict, hidden: torch.Tensor, spec_wiring: str, n_layers: int, mixer, config, scan):
-    """The last hidden state (before the tied head) of K wired models: hidden (K, b, L, d) = E[x] of each model."""
+def wired_hidden(params: dict, hidden: torch.Tensor, spec_wiring: str, n_layers: int, mixer, config, scan,
+                 norm_on: bool = True):
+    """The last hidden state (before the tied head) of K wired models: hidden (K, b, L, d) = E[x] of each model; the
+    lm wiring's RMSNorms applied where ``norm_on``."""
     if spec_wiring == "tied":
         return mixer.packed_forward(_sub(params, "mixer."), hidden, config, scan)
+
+    def norm(h, name):
+        return rms_norm(h, params[name][:, None, None, :]) if norm_on else h
+
     h = hidden
     for layer in range(n_layers):
-        w = params[f"layers.{layer}.norm.weight"][:, None, None, :]
-        h = h + mixer.packed_forward(_sub(params, f"layers.{layer}.mixer."), rms_norm(h, w), config, scan)
-    return rms_norm(h, params["norm_f.weight"][:, None, None, :])
+        h = h + mixer.packed_forward(_sub(params, f"layers.{layer}.mixer."), norm(h, f"layers.{layer}.norm.weight"),
+                                     config, scan)
+    return norm(h, "norm_f.weight")
 
 
 class WiredModel(PackedModel):
@@ -138,7 +156,7 @@ class WiredModel(PackedModel):
 
     def __init__(self, spec, mixer, config, inits: list[dict], masks: dict, device, dtype=torch.float32, scan=None):
         super().__init__(mixer, config, inits, masks, device, dtype, scan)
-        self.wiring, self.n_layers = wiring(spec), layers(spec)
+        self.wiring, self.n_layers, self.norm_on = wiring(spec), layers(spec), normed(spec)
 
     @property
     def readout(self) -> torch.Tensor:  # (K, V, d): the tied head
@@ -148,7 +166,8 @@ class WiredModel(PackedModel):
         emb = self.params["embedding.weight"]
         hidden = torch.gather(emb, 1, tokens.reshape(self.K, -1, 1).expand(-1, -1, emb.shape[-1]))
         hidden = with_position(hidden.view(*tokens.shape, emb.shape[-1]), self.position)
-        return wired_hidden(self.params, hidden, self.wiring, self.n_layers, self.mixer, self.config, self.scan)
+        return wired_hidden(self.params, hidden, self.wiring, self.n_layers, self.mixer, self.config, self.scan,
+                            self.norm_on)
 
     def state_dicts(self) -> list[dict]:
         return [{**sd, "readout.weight": sd["embedding.weight"].clone()} for sd in super().state_dicts()]

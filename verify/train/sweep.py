@@ -110,10 +110,12 @@ class Grid:
     reuses: tuple[str, ...] = ()  # grids whose stores hold some of these runs (same run keys): ``adopt`` copies them
     model: tuple = ()  # sorted (name, value) pairs: the model around the mixer (verify.train.recall_models)
     n_at_most_d: bool = False  # only cells with d_state <= d_model (Koren et al.'s D-N grids skip N > D)
+    models: tuple[tuple, ...] = ()  # model variants, one grid axis (each like ``model``); empty: (model,)
 
     def runs(self) -> list[RunSpec]:
         proto = protocol(self.protocol, **dict(self.protocol_overrides))
         lrs = self.lrs or proto.lrs
+        variants = [(t, m) for t in self.task_args or ((),) for m in self.models or (self.model,)]
         out = []
         for mixer in self.mixers:
             gate = registry.mixer(mixer).gate_default if self.gate is None else self.gate
@@ -123,7 +125,7 @@ class Grid:
                     ns = self.d_states or sorted({max(1, math.ceil(m * n_base(mixer, kappa, vocab, self.n_rule, self.task)))
                                                   for m in self.n_multipliers})
                     for T in self.seq_lens:
-                        for targs in self.task_args or ((),):
+                        for targs, model in variants:
                             for d in ds:
                                 for n in ns:
                                     if self.n_at_most_d and n > d:
@@ -134,7 +136,7 @@ class Grid:
                                                 task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
                                                 d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
                                                 conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
-                                                task_args=tuple(sorted(targs)), model=self.model))
+                                                task_args=tuple(sorted(targs)), model=model))
         return out
 
 

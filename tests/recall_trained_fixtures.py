@@ -1,0 +1,68 @@
+"""Synthetic stores of Koren et al.'s trained grids with known answers (for tests of paper_figures.recall_trained).
+
+A cell's best seed (seed 0) is the law Phi(1/sigma - m_V) at a known coefficient ``A_TRUE`` plus a small
+deterministic noise (sd ``NOISE``); seed s > 0 holds that value times (1 - 0.15 s), so the mean of the seeds is known
+in closed form. Head grids scale the law by a known factor per pattern and M. Ablation rows hold listed values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from verify.recall_law import law_num
+from verify.train.spec import run_key
+from verify.train.store import ResultStore
+from verify.train.sweep import grid
+
+NOISE = 0.01
+A_TRUE = {"linear": 1.25, "full": 0.625, "linear-ar": 1.0, "layers": 1.25, "layers-ar": 1.0}
+HEAD_FACTOR = {"MQA": lambda m: 1 - 0.05 * (m - 1), "MKA": lambda m: 1 - 0.04 * (m - 1), "MVA": lambda m: 1.0,
+               "MHA": lambda m: 1 + 0.0 * m}
+ABLATION = {"base": [0.9, 0.8, 1.0, 0.7, 0.6], "c": [0.5, 0.4, 0.6, 0.5, 0.5], "d": [0.9, 0.95, 1.0, 0.85, 0.9],
+            "e": [0.05, 0.06, 0.04, 0.05, 0.05]}
+
+
+def seed_factor(seed: int) -> float:
+    return 1 - 0.15 * seed
+
+
+def record(spec, acc: float) -> dict:
+    return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cuda", "mamba_ssm": "2.3.2",
+            "result": {"best_val_acc": float(acc), "test_acc": float(acc), "solved": acc == 1.0, "steps": 10}}
+
+
+def best_value(spec, a_: float, noise: float = NOISE) -> float:
+    """The best seed's value of a cell: the law at a_ (N_eff = layers N) plus the cell's fixed noise."""
+    lam = spec.model_arg("layers", 1)
+    law = float(law_num(spec.d_model, spec.d_state, spec.vocab, spec.kappa, a_, lam))
+    rng = np.random.default_rng(spec.d_model * 10_007 + spec.d_state * 101 + lam)
+    return float(np.clip(law + noise * rng.standard_normal(), 0, 1))
+
+
+def write_grid(results, name: str, value, keep=lambda s: True) -> int:
+    """Records of every run of grid ``name`` whose spec ``keep`` accepts: value(spec) at seed 0, times
+    ``seed_factor`` at the other seeds."""
+    recs = [record(s, value(s) * seed_factor(s.seed)) for s in grid(name).runs() if keep(s)]
+    return ResultStore(results / "train" / f"{name}.jsonl").append(recs)
+
+
+def thin(every: int):
+    return lambda s: (s.d_model // 2 + s.d_state) % every == 0
+
+
+def write_all(results, every: int = 5) -> None:
+    """Stores of every trained Koren grid under ``results/train`` (the D-N grids thinned to one cell in ``every``)."""
+    for tag in ("regime0", "regime1", "regime2"):
+        for kind, name in (("linear", f"recall-linear-{tag}"), ("full", f"recall-full-{tag}"),
+                           ("linear-ar", f"recall-linear-ar-{tag}")):
+            write_grid(results, name, lambda s, a_=A_TRUE[kind]: best_value(s, a_), thin(every))
+    write_grid(results, "recall-layers", lambda s: best_value(s, A_TRUE["layers"]))
+    write_grid(results, "recall-layers-ar", lambda s: best_value(s, A_TRUE["layers-ar"]))
+    for p, f in HEAD_FACTOR.items():
+        write_grid(results, f"recall-heads-{p.lower()}", lambda s, f=f: head_value(s, f))
+    for row, vals in ABLATION.items():
+        g = grid(f"recall-ablation-{row}")
+        ResultStore(results / "train" / f"{g.name}.jsonl").append([record(s, vals[s.seed]) for s in g.runs()])
+
+
+def head_value(spec, factor) -> float:
+    return min(1.0, best_value(spec, 1.25, noise=0.0) * factor(spec.model_arg("heads", 1)))

@@ -1,0 +1,224 @@
+"""paper_figures.recall_trained on synthetic stores with known answers (tests/recall_trained_fixtures.py): the fitted
+a comes back from accuracies drawn from the law; best of seeds and mean read back; N_eff = Lambda N; the ablation
+and seed-reliability numbers; a missing store is reported, a partial set of stores is drawn and named. The new grids
+load, expand to the paper's cells, and one tiny cell of each trains on the CPU; the lm wiring's norm = false."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import paper_figures
+import recall_trained_fixtures as fx
+from common.errors import RequirementError
+from paper_figures import recall_trained as rt
+from paper_figures.common import MissingResults
+from verify.recall_law import law_num
+from verify.train.sweep import grid
+
+ROOT = Path(__file__).resolve().parents[1]
+NEW_GRIDS = [p.stem for p in sorted((ROOT / "experiments/grids").glob("recall-*.toml"))
+             if p.stem.startswith(("recall-linear-regime1", "recall-linear-regime2", "recall-full-regime1",
+                                   "recall-full-regime2", "recall-linear-ar-", "recall-layers", "recall-heads-",
+                                   "recall-ablation-"))]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> Path:
+    r = tmp_path_factory.mktemp("results")
+    (r / "recall_scaling").mkdir()
+    for reg in ("regime_0", "regime_2"):
+        shutil.copy(ROOT / "results/recall_scaling" / f"{reg}.json", r / "recall_scaling")
+    fx.write_all(r, every=7)
+    return r
+
+
+@pytest.mark.parametrize("a_, lam", [(0.625, 1), (1.25, 1), (3.0, 1), (1.0, 3)])
+def test_fit_a_recovers_the_coefficient_of_law_drawn_accuracies(a_, lam):
+    rng = np.random.default_rng(0)
+    d, n = np.meshgrid(np.arange(4, 65, 4), np.arange(2, 33, 3))
+    keep = n <= d
+    d, n = d[keep], n[keep]
+    acc = np.clip(law_num(d, n, 512, 16, a_, lam) + 0.01 * rng.standard_normal(d.shape), 0, 1)
+    got, rmse = rt.fit_a(d, n, acc, 512, 16, lam)
+    assert abs(got / a_ - 1) < 0.05 and rmse < 0.015
+    wrong, _ = rt.fit_a(d, n, acc, 512, 16, 1 if lam > 1 else 2)  # the wrong N_eff gives another a
+    assert abs(wrong / a_ - 1) > 0.4
+
+
+def _md_rows(md: str) -> dict[str, list[str]]:
+    return {r.split(" | ")[0].strip("| "): [c.strip() for c in r.strip("| \n").split(" | ")]
+            for r in md.splitlines()[2:]}
+
+
+def test_figure1_fits_a_per_model_and_puts_the_mean_beside_the_best(stores):
+    out = paper_figures.make("recall-fig1-regime_0", stores)
+    rows = _md_rows(out.markdown)
+    lin, full = rows["trained linear"], rows["trained full"]
+    assert abs(float(lin[3]) / fx.A_TRUE["linear"] - 1) < 0.05 and abs(float(full[3]) / fx.A_TRUE["full"] - 1) < 0.05
+    # mean of seed means = mean best x mean seed factor (seeds 0-2 / 0-4 of the fixture)
+    for row, seeds in ((lin, 3), (full, 5)):
+        factor = np.mean([fx.seed_factor(s) for s in range(seeds)])
+        assert float(row[9]) == pytest.approx(float(row[8]) * factor, abs=2e-3)
+    assert f"a = {float(lin[3]):.3g}" in out.caption and "best of seeds" in out.caption
+    assert [ax.get_title() for ax in out.figure.axes[:4]][3].startswith("(d) trained full, best of 5")
+
+
+def test_cells_read_back_best_and_mean_of_the_seeds(stores):
+    g, recs = rt.grid_records(stores, "recall-full-regime0")
+    agg = rt.aggregate(recs)
+    cell = next(c for c in agg if c[:2] == (64, 24))  # (64 // 2 + 24) % 7 == 0: a fixture cell
+    best = fx.best_value(next(s for s in g.runs() if (s.d_model, s.d_state, s.seed) == (64, 24, 0)), fx.A_TRUE["full"])
+    assert agg[cell]["best"] == pytest.approx(best, abs=1e-12) and agg[cell]["seeds"] == 5
+    assert agg[cell]["mean"] == pytest.approx(best * np.mean([fx.seed_factor(s) for s in range(5)]), abs=1e-12)
+
+
+def test_collapse_fits_each_panel(stores):
+    rows = _md_rows(paper_figures.make("recall-collapse-regime_2", stores).markdown)
+    for panel, kind in (("AR, trained linear", "linear-ar"), ("MQAR, trained linear", "linear"),
+                        ("MQAR, trained full", "full")):
+        assert abs(float(rows[panel][3]) / fx.A_TRUE[kind] - 1) < 0.05, panel
+
+
+def test_layers_collapse_uses_n_eff_and_measures_equal_state_pairs(stores):
+    out = paper_figures.make("recall-layers", stores)
+    _, recs = rt.grid_records(stores, "recall-layers")
+    agg = rt.aggregate(recs)
+    gap, pairs = rt.equal_state_gap(agg)
+    one = {c[1]: v["best"] for c, v in agg.items() if rt._layers_of(c) == 1}
+    want = [abs(v["best"] - one[rt._layers_of(c) * c[1]]) for c, v in agg.items()
+            if rt._layers_of(c) > 1 and rt._layers_of(c) * c[1] <= 16]
+    assert pairs == len(want) == 16 and gap == pytest.approx(np.mean(want))
+    assert "a fitted = 1.2" in out.caption and f"{pairs} such pairs is {gap:.3f}" in out.caption
+    ar = paper_figures.make("recall-layers-ar", stores)
+    assert "a fitted = 1.0" in ar.caption or "a fitted = 0.99" in ar.caption
+
+
+def test_heads_table_reads_each_pattern_and_its_trend(stores):
+    out = paper_figures.make("recall-heads", stores)
+    assert "MVA +0.000" in out.caption and "MHA +0.000" in out.caption
+    g = grid("recall-heads-mqa")
+    ns = sorted(g.d_states)
+    want = np.mean([fx.head_value(replace(g.runs()[0], d_state=n), lambda m: 1.0) * (fx.HEAD_FACTOR["MQA"](6) - 1)
+                    for n in ns])
+    assert f"MQA {want:+.3f}" in out.caption
+
+
+def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(stores):
+    rows = _md_rows(paper_figures.make("recall-ablation", stores).markdown)
+    d = fx.ABLATION["d"]
+    assert rows["D"][2] == f"{np.mean(d):.3f} ± {np.std(d):.3f}" and rows["D"][3] == f"{max(d):.3f}"
+    assert rows["A"][2].startswith("not expressible") and rows["B"][2].startswith("not expressible")
+
+
+def test_seed_reliability_counts_holes_and_bins(tmp_path):
+    g = grid("recall-full-regime0")
+    vals = {(8, 4): [0.3, 0.0, 0.2, 0.25, 0.05], (16, 8): [0.9, 0.8, 0.85, 0.7, 0.95], (4, 2): [0.01] * 5}
+    from verify.train.store import ResultStore
+
+    ResultStore(tmp_path / "train/recall-full-regime0.jsonl").append(
+        [fx.record(s, vals[(s.d_model, s.d_state)][s.seed]) for s in g.runs() if (s.d_model, s.d_state) in vals])
+    seeds = {c[:2]: v for c, v in rt.per_seed(rt.grid_records(tmp_path, g.name)[1]).items()}
+    bins = {b: (r, n) for b, r, n in rt.convergence_by_bin(seeds)}
+    assert bins[(0.25, 0.5)] == (pytest.approx(0.6), 1) and bins[(0.75, 1.0)] == (1.0, 1) and bins[(0.1, 0.25)][1] == 0
+    cap = paper_figures.make("recall-seeds", tmp_path).caption
+    assert "Of 2 cells where some seed converged, 1 have a seed that did not" in cap
+
+
+def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
+    for name in ("recall-fig1-regime_1", "recall-collapse-regime_1", "recall-layers", "recall-heads",
+                 "recall-ablation", "recall-seeds"):
+        with pytest.raises(MissingResults, match="sweep --grid recall-"):
+            paper_figures.make(name, tmp_path)
+    lines = paper_figures.render(tmp_path, tmp_path / "out", "recall-fig1-regime_1")
+    assert lines[0].startswith("skipped recall-fig1-regime_1") and "recall-linear-regime1" in lines[0]
+    g = grid("recall-linear-regime1")
+    fx.write_grid(tmp_path, g.name, lambda s: fx.best_value(s, 1.25), fx.thin(9))
+    out = paper_figures.make("recall-fig1-regime_1", tmp_path)
+    assert "Not trained yet (blank panels): recall-full-regime1" in out.caption
+    assert "(a) missing" in out.caption and list(_md_rows(out.markdown)) == ["trained linear"]
+    # a store of runs of another definition holds none of the grid's: reported as missing, not drawn
+    other = tmp_path / "x"
+    fx.write_grid(other, "recall-smoke", lambda s: 0.5)
+    (other / "train/recall-smoke.jsonl").rename(other / "train/recall-layers.jsonl")
+    with pytest.raises(MissingResults, match="no run of the grid"):
+        paper_figures.make("recall-layers", other)
+
+
+def test_new_grids_expand_to_the_papers_cells():
+    assert len(NEW_GRIDS) == 17  # linear 2, full 2, AR 3, layers 2, heads 4, ablation 4
+    lay, heads = grid("recall-layers"), grid("recall-heads-mha")
+    assert {(s.d_state, s.model_arg("layers")) for s in lay.runs()} == {(n, x) for n in range(2, 17) for x in range(1, 6)}
+    assert all(s.model_arg("residual") and (s.vocab, s.kappa, s.seq_len, s.d_model) == (512, 80, 320, 64)
+               for s in lay.runs())
+    assert {(s.d_state, s.model_arg("heads")) for s in heads.runs()} == {(n, m) for n in range(2, 11) for m in range(1, 7)}
+    ar = grid("recall-layers-ar").runs()[0]
+    assert ar.arg("ar") and (ar.protocol.batch_size, ar.protocol.max_steps, ar.protocol.warmup_steps) == (750, 10_000, 250)
+    for row in ("base", "c", "d", "e"):
+        s = grid(f"recall-ablation-{row}").runs()
+        assert len(s) == 5 and (s[0].vocab, s[0].d_model, s[0].d_state, s[0].protocol.weight_decay) == (128, 64, 16, 0.1)
+    assert [grid(f"recall-ablation-{r}").d_conv for r in ("base", "c", "d", "e")] == [4, 4, 2, 1]
+    for name in ("recall-linear-regime2", "recall-full-regime1", "recall-linear-ar-regime1"):
+        assert len({(s.d_model, s.d_state) for s in grid(name).runs()}) == 752
+
+
+@pytest.mark.parametrize("name", NEW_GRIDS)
+def test_a_tiny_cell_of_each_new_grid_trains(name, tmp_path, one_thread):
+    from verify.train.runner import run_sweep
+    from verify.train.store import ResultStore
+
+    g = grid(name)
+    cut = (("max_steps", 4), ("train_samples", 4 * 8), ("batch_size", 8), ("val_samples", 16), ("test_samples", 16),
+           ("eval_every", 2), ("warmup_steps", 1), ("flat_steps", 1))
+    g = replace(g, d_models=(12,), d_states=(4,), seeds=(0,), models=g.models[-1:],  # 2 x 12 splits into 6 heads
+                protocol_overrides=tuple(kv for kv in g.protocol_overrides if kv[0] not in dict(cut)) + cut)
+    store = ResultStore(tmp_path / f"{name}.jsonl")
+    out = run_sweep(g.runs(), store, executor="inline")
+    assert out.counts()["finished_now"] == 1 and not out.failed
+    (rec,) = store.records()
+    assert rec["result"]["steps"] == 4 and dict(map(tuple, rec["spec"]["model"])) == dict(g.runs()[0].model)
+
+
+def test_grid_key_models_excludes_model(tmp_path):
+    from verify.train import grids
+
+    body = (ROOT / "experiments/grids/recall-heads-mqa.toml").read_text()
+    p = tmp_path / "g.toml"
+    p.write_text(body + 'model = {wiring = "tied"}\n')
+    with pytest.raises(RequirementError, match="'model' and 'models' exclude each other"):
+        grids.read(p)
+
+
+def test_lm_wiring_without_norms_is_the_residual_stream_read_by_the_tied_head():
+    """norm = false: logits = E^T (h + sum of the layers' mixer(h)), no RMSNorm weights in the state; the option is
+    refused on the simplified linear Mamba."""
+    from verify.blocks.mamba import mamba_forward
+    from verify.train import recall_models as rm
+    from verify.train import registry
+    from verify.train.loop import initial_state
+    from verify.train.spec import RunSpec, protocol
+
+    spec = RunSpec(task="mqar-zoology", mixer="mamba", gate=True, vocab=32, kappa=4, seq_len=16, d_model=8,
+                   d_state=4, d_conv=4, expand=2, seed=0, lr=1e-2, protocol=protocol("koren-smoke"),
+                   model=(("layers", 2), ("norm", False), ("wiring", "lm")))
+    registry.validate(spec)
+    sd, _ = initial_state(spec)
+    assert not [k for k in sd if "norm" in k]
+    tokens = torch.randint(0, 32, (2, 16), generator=torch.Generator().manual_seed(0))
+    cfg = rm.block_config(spec)
+    h = sd["embedding.weight"][tokens]
+    for layer in range(2):
+        h = h + mamba_forward({k.split("mixer.", 1)[1]: v for k, v in sd.items() if k.startswith(f"layers.{layer}.")},
+                              h, cfg)
+    torch.testing.assert_close(rm.logits(spec, sd, tokens), h @ sd["embedding.weight"].T, rtol=0, atol=1e-10)
+    normed = replace(spec, model=(("layers", 2), ("wiring", "lm")))
+    sd_n, _ = initial_state(normed)
+    assert not torch.allclose(rm.logits(normed, sd_n, tokens), h @ sd["embedding.weight"].T)
+    with pytest.raises(RequirementError, match="norm is an option of the full model"):
+        registry.validate(replace(spec, mixer="linear-mamba", gate=False, model=(("norm", False), ("wiring", "tied"))))
+    with pytest.raises(RequirementError, match="norm must be true or false"):
+        registry.validate(replace(spec, model=(("norm", 0), ("wiring", "lm"))))
