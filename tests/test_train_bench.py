@@ -207,3 +207,15 @@ def test_protocol_cost_command_line(tmp_path, capsys):
     rate.write_text(json.dumps({"device_name": "test GPU", "rows": rows}))
     assert cli.run_main(pc.main, ["--rate", str(rate), "--out", str(tmp_path / "o.json")]) == 2
     assert "timed at batch 64" in capsys.readouterr().err
+
+
+def test_minutes_starts_no_cell_after_the_budget(tmp_path, monkeypatch, capsys):
+    _fake_timings(monkeypatch, lambda k: 1.0)
+    clock = iter([0.0, 0.0, 100.0, 100.0, 100.0])  # the deadline is set at 0; the second cell starts at 100 s
+    monkeypatch.setattr(bench.time, "time", lambda: next(clock))
+    out = tmp_path / "b.json"
+    argv = ["--device", "cpu", "--models", "1", "--single-models", "1", "--cells",
+            "keep-nth:mamba:6:4:2,keep-nth:mamba:7:4:2", "--minutes", "1", "--out", str(out)]
+    assert bench.main(argv) == 0
+    assert [r["cell"] for r in json.loads(out.read_text())["rows"]] == ["keep-nth:mamba:6:4:2"]
+    assert "1 cells left" in capsys.readouterr().err

@@ -26,7 +26,8 @@ narrows. A cell's shape is its grid's; the protocol is ``--protocol``'s (its bat
 the rate does not depend on their number). The paper's protocol is ``--protocol reference`` (batch 16).
 
 Writes one JSON file (atomically) after every cell; a rerun with the same settings skips the cells the file holds
-(a file of other settings is refused unless ``--overwrite``), so a cut run resumes.
+(a file of other settings is refused unless ``--overwrite``), so a cut run resumes. ``--minutes M`` starts no cell
+after M minutes (a cell begun runs to its end).
 
     python -m verify.train.bench --device cuda --protocol reference --models 3,7,auto --grid keepnth-pe-bare \
         --where seq_len=10,30,50 --out results/train/bench_keepnth.json
@@ -286,6 +287,8 @@ def main(argv=None) -> int:
                                                   f"(without --grid: {','.join(DEFAULT_CELLS)})")
     ap.add_argument("--grid", action="append", help="a grid file's run shapes as cells (repeatable)")
     ap.add_argument("--where", action="append", type=_where, help="FIELD=V1,V2: only --grid cells with these values")
+    ap.add_argument("--minutes", type=cli.real(0, lo_open=True), default=None,
+                    help="start no cell after this many minutes (the cells left: the same command resumes them)")
     ap.add_argument("--out", default=None, help="JSON file to write (resumed where its settings match)")
     ap.add_argument("--overwrite", action="store_true", help="replace an --out file of other settings")
     args = ap.parse_args(argv)
@@ -306,9 +309,13 @@ def main(argv=None) -> int:
         rows = json.loads(out.read_text())["rows"]
     done = {r["cell"] for r in rows}
     command = "python -m verify.train.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    for spec in specs:
-        if describe(spec) in done:
-            continue
+    deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+    left = [s for s in specs if describe(s) not in done]
+    for i, spec in enumerate(left):
+        if deadline is not None and time.time() > deadline:
+            print(f"bench: --minutes {args.minutes:g} passed; {len(left) - i} cells left (the same command resumes "
+                  "them)", file=sys.stderr, flush=True)
+            break
         r = bench_cell(spec, args.models, args.steps, args.warmup, args.device, args.single_models, args.plateau,
                        args.max_models)
         print(json.dumps({k: r[k] for k in ("cell", "best", "stopped", "speedup")}), flush=True)
