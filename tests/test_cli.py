@@ -104,6 +104,8 @@ def cli(capsys, *argv):
     (["figures", "--results", "/nonexistent/results"], "no such folder"),
     (["figures", "--only", "nope"], "unknown figure"),
     (["check", "mqar-mamba", "--from-export", "/nonexistent/export"], "no such folder"),
+    (["check", "haar", "--seed", "5", "--seed", "-2"], "must be an integer >= 0"),
+    (["check", "copy-previous", "--seed", str(2**63)], "must be an integer"),
 ])
 def test_more_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     code, _, err = cli(capsys, *argv)

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from common.errors import RequirementError, require
 from verify import checks
-from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, real, run_main, strict
+from verify.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_OK, integer, real, run_main, strict
 from verify.engines import DTYPES, ENGINES, make_engine
 from verify.registry import BROKEN, SPECS
 from verify_constructions import building, exports, scaling_law
@@ -47,7 +47,16 @@ class _Parser(argparse.ArgumentParser):
         raise RequirementError(f"{self.prog}: {message}")
 
 
+SEED_MAX = 2**63 - 2
 finite_float = real()  # argparse type: a finite number (NaN and inf are refused, naming the value as typed)
+
+
+def _flag_type(name: str, t: type):
+    """argparse type of a params field: floats finite; a field named ``seed`` a seed, an integer in [0, SEED_MAX]
+    (numpy's generators take no negative seed, and a task may use seed + 1)."""
+    if name == "seed":
+        return integer(0, SEED_MAX)
+    return finite_float if t is float else t
 
 
 def _construction_args(p: argparse.ArgumentParser, spec) -> None:
@@ -57,7 +66,7 @@ def _construction_args(p: argparse.ArgumentParser, spec) -> None:
         hint = hints[f.name]
         t = next((a for a in (get_args(hint) or (hint,)) if a in (int, float, str)), str)
         default = None if f.default is MISSING else f.default
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=finite_float if t is float else t,
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.name, t),
                        default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default})")
     if spec.constants is not None:
         names = ", ".join(f.name for f in fields(spec.constants))
