@@ -106,6 +106,8 @@ def cli(capsys, *argv):
     (["check", "mqar-mamba", "--from-export", "/nonexistent/export"], "no such folder"),
     (["check", "haar", "--seed", "5", "--seed", "-2"], "must be an integer >= 0"),
     (["check", "copy-previous", "--seed", str(2**63)], "must be an integer"),
+    (["check", "copy-previous", "--samples", "-1"], "at least one sequence"),
+    (["check", "keep-nth", "--d-conv", "1000000000000"], "of memory, and"),
 ])
 def test_more_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     code, _, err = cli(capsys, *argv)
@@ -132,6 +134,27 @@ def test_internal_error_is_exit_3_one_line_and_debug_shows_the_traceback(capsys,
     assert code == 3 and err.count("\n") == 1 and "internal error: ZeroDivisionError: boom" in err
     code = main(["check", "haar", "--quiet", "--debug"])
     assert code == 3 and "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
+                                                                 "to allocate 1032000000000000 bytes"),
+                                   torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")])
+def test_an_allocation_that_fails_is_bad_input_exit_2(capsys, monkeypatch, error):
+    """An allocation no estimate foresaw means the sizes do not fit this machine: exit 2, one line; any other
+    RuntimeError stays an internal error (exit 3)."""
+    from dataclasses import replace as dc_replace
+
+    from verify.registry import SPECS
+
+    def raising(*a, **k):
+        raise error
+
+    monkeypatch.setitem(SPECS, "haar", dc_replace(SPECS["haar"], check=raising))
+    code, _, err = cli(capsys, "check", "haar", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "out of memory" in err
+    monkeypatch.setitem(SPECS, "haar", dc_replace(SPECS["haar"], check=lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("shape mismatch"))))
+    assert cli(capsys, "check", "haar", "--quiet")[0] == 3
 
 
 def test_interrupt_is_exit_130_one_line():

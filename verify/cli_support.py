@@ -34,6 +34,13 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation failure: Python's MemoryError, torch's CUDA OutOfMemoryError, or torch's CPU allocator refusing
+    (a RuntimeError "can't allocate memory")."""
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)))
+
+
 def run_main(main, argv=None) -> int:
     """Run ``main(argv)`` and map its outcome to the exit codes above (``--debug`` in argv: tracebacks too)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -55,13 +62,13 @@ def run_main(main, argv=None) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return EXIT_INTERRUPTED
-    except MemoryError:  # an allocation an estimate did not foresee: the input was too large for this machine
-        say("error: out of memory: the sizes asked for do not fit in this machine's memory; lower them")
-        return EXIT_BAD_INPUT
     except BrokenPipeError:  # the reader went away (``| head``): nothing left to say to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as e:  # noqa: BLE001 -- anything else is a bug of ours: one line, not a failed check
+        if out_of_memory(e):  # an allocation an estimate did not foresee: the input was too large for this machine
+            say("error: out of memory: the sizes asked for do not fit in this machine's memory; lower them")
+            return EXIT_BAD_INPUT
         say(f"internal error: {type(e).__name__}: {e}" + ("" if debug else " (--debug prints the traceback)"))
         return EXIT_INTERNAL
 

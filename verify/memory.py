@@ -31,11 +31,14 @@ def available_bytes() -> int:
 
 
 def check_bytes(*, n_tokens: int, n_classes: int, d_model: int, d_inner: int, d_state: int, seq_len: int,
-                batch: int, n_codes: int = 0) -> int:
-    """Bytes of one check's weights, one batch's activations, a readout chunk and a JL Gram matrix (float64)."""
+                batch: int, n_codes: int = 0, d_conv: int = 4) -> int:
+    """Bytes of one check's weights, one batch's activations, a readout chunk and a JL Gram matrix (float64). The
+    causal conv counts as torch's CPU convolution may run it: unfolded, d_conv values per channel and output position
+    over the padded length seq_len + d_conv - 1."""
     weights = (n_tokens * d_model + n_classes * d_model + 3 * d_inner * d_model
-               + d_inner * (3 * d_state + 16) + d_state * d_state)
-    activations = batch * seq_len * (12 * d_inner + 4 * d_state + 2 * d_model) + 3 * batch * d_inner * d_state
+               + d_inner * (3 * d_state + 16 + d_conv) + d_state * d_state)
+    conv = batch * d_inner * d_conv * (seq_len + d_conv - 1)
+    activations = batch * seq_len * (12 * d_inner + 4 * d_state + 2 * d_model) + 3 * batch * d_inner * d_state + conv
     return FLOAT_BYTES * (weights + activations + n_codes * n_codes) + READOUT_CHUNK_BYTES
 
 

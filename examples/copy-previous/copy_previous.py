@@ -52,6 +52,7 @@ def build(p: Params, constants: Constants = Constants()) -> Construction:
 
 
 def check(con: Construction, p: Params, engine):
+    require(p.samples >= 1, f"copy-previous checks at least one sequence, got --samples {p.samples}")
     tokens = np.random.default_rng(p.seed).integers(0, p.vocab, size=(p.samples, p.seq_len))
     labels = np.full_like(tokens, IGNORE)
     labels[:, 1:] = tokens[:, :-1]

@@ -124,7 +124,7 @@ def memory(p: HaarParams) -> int:
     di = -(-(3 * M + 1) // d) * d
     seqs = max(p.samples, p.seq_len)
     return check_bytes(n_tokens=1, n_classes=M, d_model=d, d_inner=di, d_state=1, seq_len=p.seq_len,
-                       batch=min(seqs, batch_for(p.seq_len, di))) + 8 * (seqs + M) * (p.seq_len + M)
+                       batch=min(seqs, batch_for(p.seq_len, di)), d_conv=p.d_conv) + 8 * (seqs + M) * (p.seq_len + M)
 
 
 SPEC = Spec(

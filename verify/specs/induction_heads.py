@@ -52,7 +52,7 @@ def check(con: Construction, p: InductionHeadsParams, engine) -> CheckResult:
 def memory(p: InductionHeadsParams) -> int:
     d = 2 * p.vocab
     return check_bytes(n_tokens=p.vocab, n_classes=p.vocab + 1, d_model=d, d_inner=d, d_state=p.vocab,
-                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab))) + \
+                       seq_len=p.seq_len, batch=min(p.num_examples, batch_for(p.seq_len, d * p.vocab)), d_conv=p.d_conv) + \
         TASK_BYTES * p.num_examples * p.seq_len
 
 

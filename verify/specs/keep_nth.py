@@ -48,7 +48,7 @@ def check(con: Construction, p: KeepNthParams, engine) -> CheckResult:
 def memory(p: KeepNthParams) -> int:
     d = p.vocab + 1
     return check_bytes(n_tokens=p.vocab, n_classes=p.vocab, d_model=d, d_inner=d, d_state=1, seq_len=p.seq_len,
-                       batch=min(p.num_examples, batch_for(p.seq_len, d))) + TASK_BYTES * p.num_examples * p.seq_len
+                       batch=min(p.num_examples, batch_for(p.seq_len, d)), d_conv=p.d_conv) + TASK_BYTES * p.num_examples * p.seq_len
 
 
 SPEC = Spec(
