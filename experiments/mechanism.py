@@ -275,14 +275,10 @@ def main(argv) -> int:
     if out:
         cli.write_json(out, rep)
     if arrays:
-        _write_npz(arrays, maps)
+        atomic_write(arrays, lambda tmp: np.savez_compressed(tmp, **maps), suffix=".npz")
     print(cli.dumps(rep) if args.json else "\n".join(_lines(rep)), flush=True)
     return 0
 
-
-def _write_npz(path: Path, maps: dict) -> None:
-    """The maps, written atomically (a temporary file renamed into place)."""
-    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **maps), suffix=".npz")
 
 if __name__ == "__main__":
     sys.exit(cli.run_main(main))

@@ -58,8 +58,7 @@ def _mqar_memory(sizes_fn):
         s = sizes_fn(p.kappa, p.vocab, p.variant, p.jl_eps, **kw)
         return check_bytes(n_tokens=p.kappa + p.vocab + p.noise_vocab, n_classes=p.vocab, d_model=s["d_model"],
                            d_inner=s.get("d_inner", s["d_model"]), d_state=s["d_state"], seq_len=p.length,
-                           batch=min(256, p.samples), n_codes=p.vocab if p.variant == "jl" else 0,
-                           d_conv=getattr(p, "d_conv", 4))
+                           batch=min(256, p.samples), n_codes=p.vocab if p.variant == "jl" else 0, d_conv=p.d_conv)
     return memory
 
 
