@@ -241,7 +241,8 @@ def markdown(out: dict) -> str:
     for t in out["tables"]:
         g, r = t["gpu_hours"], t["rates"]
         basis = ", ".join(f"{n} {b}" for b, n in t["epochs_estimate_bases"].items())
-        lines.append(f"| {t['table']} ({t['what']}) | {t['cells']} x {t['seeds']} | {t['model_steps_upper']:.3g} | "
+        what = t["what"].replace("|", "\\|")  # |V| inside a markdown cell
+        lines.append(f"| {t['table']} ({what}) | {t['cells']} x {t['seeds']} | {t['model_steps_upper']:.3g} | "
                      f"{_h(g['upper']['pack'])} / {_h(g['upper']['best'])} | {t['epochs_estimate_mean']:.0f}; "
                      f"{basis} | {_h(g['estimate']['pack'])} / {_h(g['estimate']['best'])} | {r['measured']} / "
                      f"{r['from_larger_cell']} / {len(r['missing'])} |")

@@ -720,7 +720,7 @@ def _table1_transformer(results: Path, T: int, acc: list, par: list, grids: set,
 # Tightness: where training first solved the task vs the construction's bound
 # ---------------------------------------------------------------------------------------------------------------
 
-TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2", "fig2-s4d-complex", "figA2", "figA2-s4d-complex", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
+TIGHTNESS_GRIDS = ("fig2-loss", "fig2-loss-rerun", "fig2-tf32", "fig2-tf32-ray", "fig2", "fig2-s4d-complex", "figA2", "figA2-s4d-complex", "figA3-s4d", "figA3-mamba", "figA3-mamba2", "fig3", "figA4")
 
 
 def tightness_table(results: Path) -> Rendered:
@@ -785,7 +785,7 @@ def replicates_table(results: Path) -> Rendered:
     """Runs trained twice: a run (``_replicate_key``: seed, data, initialization, protocol up to its name and
     precision) that two stores of ``<results>/train/`` both hold, per pair of stores and cell (mixer, |V|, kappa, d,
     N): how far the two test accuracies are apart and how many runs each copy solved. The calibration re-trains fig2
-    cells, fig2-loss-rerun all of fig2-loss, fig2-tf32 all of it in TF32."""
+    cells, fig2-loss-rerun all of fig2-loss, fig2-tf32 all of it in TF32, fig2-tf32-ray all of fig2-tf32."""
     from itertools import combinations
 
     from verify.train.store import ResultStore
@@ -815,7 +815,8 @@ def replicates_table(results: Path) -> Rendered:
            "median and largest |difference| of the two test accuracies, the runs whose two accuracies are equal, the "
            "best accuracy and the runs solved (100% test recall) in each copy, and the runs solved in both. The GPU kernels are not bitwise deterministic, "
            "so identical specs can train apart; a verdict that rests on one or two solved runs is a draw. fig2-tf32 "
-           "differs from its partner only in TF32 matrix products.")
+           "differs from its partner only in TF32 matrix products; fig2-tf32-ray retrains fig2-tf32's specs (TF32) "
+           "through the Ray scheduler.")
     headers = ["stores", "mixer", "|V|", "kappa", "d", "N", "runs", "median |diff| acc", "max |diff| acc",
                "equal", "best acc", "solved", "solved in both"]
     latex, md = table(headers, rows, cap)

@@ -267,6 +267,21 @@ def test_tables_refuse_an_existing_file(tmp_path, capsys):
 # --- cli_support ------------------------------------------------------------------------------------------------------
 
 
+def test_output_file_refuses_a_stored_result_and_replaces_it_with_overwrite(tmp_path):
+    """An existing result file is refused without --overwrite and accepted with it (its folder is what must be
+    writable, not the file); a folder, or a file where the folder should be, is refused either way."""
+    stored = tmp_path / "cost.json"
+    stored.write_text("{}")
+    with pytest.raises(RequirementError, match="a stored result exists"):
+        cli.output_file(str(stored))
+    assert cli.output_file(str(stored), overwrite=True) == stored
+    assert cli.output_file(str(tmp_path / "new.json")) == tmp_path / "new.json"
+    with pytest.raises(RequirementError, match="is a folder"):
+        cli.output_file(str(tmp_path), overwrite=True)
+    with pytest.raises(RequirementError, match="is a file, not a folder"):
+        cli.output_file(str(stored / "inner.json"), overwrite=True)
+
+
 def test_run_main_exit_codes(capsys):
     def boom(argv):
         raise ZeroDivisionError("x\ny")

@@ -53,13 +53,19 @@ def stored() -> dict:
 
 
 def test_every_stored_line_is_read_under_the_current_schema_with_the_identity_it_was_stored_with(stored):
-    """Every line of every committed store: its stored key is the hash of its spec as written (schema 1), and it is
+    """Every line of every committed store: its stored key is the hash of its spec as written. A schema-1 line is
     read back with that spec (the mixer under its kind's name) plus only the fields schema 1 left out at their
-    defaults (and the schema), keyed by the hash of that; no line is left unread."""
-    lines, renamed = 0, 0
+    defaults (and the schema), keyed by the hash of that; a line written under the current schema is read back as
+    written, under its own key; no line is left unread."""
+    lines, renamed, current = 0, 0, 0
     for raw, read in stored.values():
         assert len(raw) == len(read)
         for r, u in zip(raw, read):
+            if r["spec"].get("schema") == SCHEMA:
+                assert _hash(r["spec"]) == r["key"] == u["key"] == run_key(RunSpec.from_dict(r["spec"]))
+                assert json.loads(json.dumps(u["spec"])) == r["spec"]
+                current += 1
+                continue
             assert "schema" not in r["spec"] and _hash(r["spec"]) == r["key"] == u["_key_stored"]
             filled = json.loads(json.dumps(u["spec"]))  # tuples as the lists they are stored as
             assert STORED_NAME.get(filled["mixer"], filled["mixer"]) == r["spec"]["mixer"]
@@ -72,7 +78,7 @@ def test_every_stored_line_is_read_under_the_current_schema_with_the_identity_it
                                                      {"schema": SCHEMA, "proj": True, "matmul": "float32"})
             assert u["key"] == _hash(u["spec"]) != r["key"]
         lines += len(raw)
-    assert len(stored) >= 17 and lines >= 11_000 and renamed >= 4_000
+    assert len(stored) >= 18 and lines >= 12_000 and renamed >= 4_000 and current >= 1176  # fig2-tf32-ray.jsonl
 
 
 def test_each_grid_recognises_in_its_store_the_runs_schema_1_recognised(stored):

@@ -208,7 +208,7 @@ def output_file(typed: str, flag: str = "--out", overwrite: bool = False) -> Pat
     if path.exists() and not overwrite:
         raise RequirementError(f"{flag} {typed}: a stored result exists; pass --overwrite to replace it, or another "
                                f"{flag}")
-    _writable_ancestor(path, flag, typed)
+    _writable_ancestor(path.absolute().parent, flag, typed)  # the file's folder (the file itself may exist)
     return path
 
 
