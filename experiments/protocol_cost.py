@@ -19,7 +19,7 @@ and a table is the sum of its cells.
 d and N in {8, 32, 64}; the S4D tables with S4D as the S4D paper defines it, ``mamba-s4d-complex``), Figure 2's and
 Figure A.2's Mamba-S4D panels (MQAR, N = 4), and Figure 2's Mamba at kappa >= 16.
 
-**Rates** (``verify.train.bench`` rows at batch 16, ``--protocol reference``), two per cell:
+**Rates** (``experiments.train_bench`` rows at batch 16, ``--protocol reference``), two per cell:
 
 * ``pack``: one pack of the cell's seeds at a time, at the rate of the largest measured pack size not above the
   seeds (a smaller pack runs no faster, so this rate is at most the true one and the hours at least the true ones);
@@ -115,7 +115,8 @@ def load_rates(paths: list[str]) -> tuple[list[dict], str]:
             data = json.loads(Path(p).read_text())
             file_rows = data["rows"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RequirementError(f"--rate {p}: not a verify.train.bench result ({' '.join(str(e).split())})") from None
+            raise RequirementError(f"--rate {p}: not an experiments.train_bench result "
+                                   f"({' '.join(str(e).split())})") from None
         for r in file_rows:
             require("spec" in r and "sweep" in r, f"--rate {p}: row {r.get('cell')!r} has no spec and pack-size "
                                                   "sweep (a bench of this code writes them)")
@@ -251,7 +252,7 @@ def markdown(out: dict) -> str:
 
 def parser() -> cli.Parser:
     ap = cli.Parser(prog=f"python -m {MODULE}", description=__doc__, progress=False)
-    ap.add_argument("--rate", action="append", required=True, help="a verify.train.bench JSON at batch 16 "
+    ap.add_argument("--rate", action="append", required=True, help="an experiments.train_bench JSON at batch 16 "
                                                                    "(repeatable)")
     ap.add_argument("--results", default="results/train", help="folder of the grids' stores (the stored-run "
                                                                 "estimate of the epochs)")

@@ -802,7 +802,7 @@ def replicates_table(results: Path) -> Rendered:
                 cells[(ga, gb, s["mixer"], s["vocab"], s["kappa"], s["d_model"], s["d_state"])].append((a, b))
     if not cells:
         raise MissingResults(str(Path(results) / "train") + " (two stores holding the same run key)",
-                             "python -m verify.train.calibrate --device cuda")
+                             "python -m experiments.calibrate --device cuda")
     rows = []
     for (ga, gb, m, v, k, d, n), ab in sorted(cells.items()):
         diff = [abs(a["result"]["test_acc"] - b["result"]["test_acc"]) for a, b in ab]

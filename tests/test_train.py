@@ -392,7 +392,7 @@ _NOTHING = Outcome(0, 0, 0, 0, [])  # the outcome of a sweep with nothing to tra
 
 def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
     """The budgeted half of the calibration is made of fig2 cells: finished fig2 runs are taken, not retrained."""
-    from verify.train import calibrate
+    from experiments import calibrate
 
     spec = calibrate.grids(8)["budgeted"].runs()[0]
     rec = {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu",
@@ -400,15 +400,17 @@ def test_calibration_reuses_the_fig2_runs_it_shares(tmp_path, monkeypatch):
     ResultStore(tmp_path / "fig2.jsonl").append([rec, {**rec, "key": "not-a-calibration-run"}])
     seen = {}
     monkeypatch.setattr(calibrate, "run_sweep", lambda specs, store, **kw: seen.update(keys=store.keys()) or _NOTHING)
-    assert calibrate.main(["--out", str(tmp_path), "--only", "budgeted", "--minutes", "0", "--device", "cpu"]) == 0
+    argv = ["--out", str(tmp_path), "--only", "budgeted", "--minutes", "0", "--device", "cpu"]
+    assert calibrate.main(argv) == 0
     assert seen["keys"] == {run_key(spec)}
     out = json.loads((tmp_path / "calibration.json").read_text())
     assert out["rows"][0]["budgeted"]["solved"] and out["rows"][0]["kappa"] == spec.kappa
+    assert out["command"] == "python -m experiments.calibrate " + " ".join(argv)
 
 
 def test_calibration_verdicts_take_the_reference_of_the_epochs_asked_for(tmp_path, monkeypatch):
     """A store holding reference runs truncated at 1 and at 8 epochs: --epochs 8 judges by the 8-epoch runs only."""
-    from verify.train import calibrate
+    from experiments import calibrate
 
     def rec(spec, acc):
         return {"key": run_key(spec), "spec": spec.as_dict(), "result": {
@@ -426,7 +428,7 @@ def test_calibration_verdicts_take_the_reference_of_the_epochs_asked_for(tmp_pat
 
 def test_calibration_cells_can_be_narrowed(tmp_path, monkeypatch):
     """--kappas / --d-multipliers pick a subset of the calibration cells: the same run keys as the full grid's."""
-    from verify.train import calibrate
+    from experiments import calibrate
 
     seen = {}
     monkeypatch.setattr(calibrate, "run_sweep", lambda specs, store, **kw: seen.update(specs=specs) or _NOTHING)
@@ -462,7 +464,7 @@ def test_calibration_verdicts_per_budgeted_variant():
     solving is counted as such."""
     from dataclasses import replace
 
-    from verify.train import calibrate
+    from experiments import calibrate
 
     g = calibrate.grids(1)
     ref, bud, loss = (g[n].runs()[0] for n in ("reference", "budgeted", "budgeted-loss"))

@@ -1,16 +1,22 @@
-"""verify.train.bench's pack-size sweep and its JSON, and experiments.protocol_cost's arithmetic.
+"""The training throughput bench's pack-size sweep (``verify.train.throughput``) and its JSON
+(``experiments.train_bench``), and experiments.protocol_cost's arithmetic.
 
 The sweep logic runs on stand-in timings (seconds chosen per pack size), so where it stops and every rate are known
 by hand; one real CPU run at tiny sizes checks the file's fields against its own timings."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from experiments import protocol_cost as pc
-from verify.train import bench
+from experiments import train_bench as bench
+from verify.train import throughput
 from verify.train.spec import protocol
 
 REF = protocol("reference", train_samples=4096, val_samples=16, test_samples=16)
@@ -28,7 +34,7 @@ def _fake_timings(monkeypatch, seconds, oom_from=None):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return seconds(k)
 
-    monkeypatch.setattr(bench, "time_models", fake)
+    monkeypatch.setattr(throughput, "time_models", fake)
     return calls
 
 
@@ -37,7 +43,7 @@ def test_auto_doubles_while_the_rate_grows_and_stops_at_the_plateau(monkeypatch)
     # 128); 128 gains 75.3 / 71.1 = 1.059 < 1.1 over 64, so the sweep ends at 128, and 64 was the last to gain.
     _fake_timings(monkeypatch, lambda k: 1 + k / 8)
     spec = bench.parse_cell("keep-nth:mamba:10:8:8", REF)
-    row = bench.bench_cell(spec, ["auto"], steps=10, warmup=0, device="cpu", single_models=2, plateau=0.1)
+    row = throughput.bench_cell(spec, ["auto"], steps=10, warmup=0, device="cpu", single_models=2, plateau=0.1)
     assert [p["models"] for p in row["sweep"]] == [1, 2, 4, 8, 16, 32, 64, 128]
     assert row["stopped"].startswith("plateau: 128 models")
     for p in row["sweep"]:
@@ -54,19 +60,20 @@ def test_auto_doubles_while_the_rate_grows_and_stops_at_the_plateau(monkeypatch)
 def test_fixed_sizes_and_the_memory_bound(monkeypatch):
     calls = _fake_timings(monkeypatch, lambda k: 1.0, oom_from=8)
     spec = bench.parse_cell("mamba:4:128:11:8", REF)
-    points, stopped = bench.sweep_sizes(spec, [3, 7, "auto"], 5, 0, "cpu", 0.1, 1024)
+    points, stopped = throughput.sweep_sizes(spec, [3, 7, "auto"], 5, 0, "cpu", 0.1, 1024)
     # fixed 3 and 7, then doubling 1, 2, 4 (each gains x2 at 1 s a pack), 8 does not fit
     assert [p["models"] for p in points] == [1, 2, 3, 4, 7] and stopped == "out of memory at 8 models"
     assert [k for k, _, _ in calls] == [3, 7, 1, 2, 4, 8]
-    points, stopped = bench.sweep_sizes(spec, ["auto"], 5, 0, "cpu", 0.1, 4)
+    points, stopped = throughput.sweep_sizes(spec, ["auto"], 5, 0, "cpu", 0.1, 4)
     assert [p["models"] for p in points] == [1, 2, 4] and stopped == "--max-models 4"
 
 
 def test_a_constant_rate_stops_the_doubling_at_once(monkeypatch):
     _fake_timings(monkeypatch, lambda k: float(k))  # every pack runs 5 model-steps a second
-    points, stopped = bench.sweep_sizes(bench.parse_cell("mamba:4:128:11:8", REF), ["auto"], 5, 0, "cpu", 0.1, 64)
+    spec = bench.parse_cell("mamba:4:128:11:8", REF)
+    points, stopped = throughput.sweep_sizes(spec, ["auto"], 5, 0, "cpu", 0.1, 64)
     assert [p["models"] for p in points] == [1, 2] and stopped.startswith("plateau: 2 models")
-    assert bench.plateaued(100.0, 109.0, 0.1) and not bench.plateaued(100.0, 111.0, 0.1)
+    assert throughput.plateaued(100.0, 109.0, 0.1) and not throughput.plateaued(100.0, 111.0, 0.1)
 
 
 def test_a_tiny_cpu_bench_writes_rates_computed_from_its_timings_and_resumes(tmp_path, monkeypatch):
@@ -76,6 +83,7 @@ def test_a_tiny_cpu_bench_writes_rates_computed_from_its_timings_and_resumes(tmp
             "--where", "d_model=8", "--out", str(out)]
     assert bench.main(argv) == 0
     data = json.loads(out.read_text())
+    assert data["command"] == "python -m experiments.train_bench " + " ".join(argv)
     assert data["settings"]["batch"] == 16 and len(data["rows"]) >= 2
     for row in data["rows"]:
         assert [p["models"] for p in row["sweep"]] == [1, 2, 3] and row["stopped"] == "--max-models 2"
@@ -116,6 +124,23 @@ def test_bench_refuses_a_file_of_other_settings(tmp_path, monkeypatch, capsys):
     assert cli.run_main(bench.main, base) == 0
     assert cli.run_main(bench.main, [*base, "--steps", "7"]) == 2
     assert "holds a result of other settings" in capsys.readouterr().err
+
+
+def test_the_scripts_run_as_modules_and_refuse_bad_input_in_one_line(tmp_path):
+    """``python -m experiments.train_bench`` / ``experiments.calibrate`` as a user types them: bad input is exit 2 and
+    one stderr line naming the flag, before any work (nothing written)."""
+    root = Path(__file__).resolve().parents[1]
+    runs = {"experiments.train_bench": (["--models", "0", "--out", str(tmp_path / "b.json")], "--models"),
+            "experiments.calibrate": (["--kappas", "four", "--out", str(tmp_path)], "--kappas")}
+    env = dict(os.environ, PYTHONPATH=str(root))
+    procs = {m: subprocess.Popen([sys.executable, "-m", m, *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+             for m, (argv, _) in runs.items()}
+    for m, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and out == "", (m, proc.returncode, err)
+        assert len(err.strip().splitlines()) == 1 and runs[m][1] in err and "Traceback" not in err, (m, err)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the protocol's cost ----------------------------------------------------------------------------------------------

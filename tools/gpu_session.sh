@@ -20,9 +20,9 @@
 #   selbench         benchmarks/selectivity_throughput.py             (selectivity_throughput.json)
 #   profile@ARGS     benchmarks/tools/profile_harness.py ARGS (commas become spaces)
 #   ablation         benchmarks/tools/harness_ablation.py             (harness_ablation.json)
-#   trainbench       python -m verify.train.bench                     (train_bench.json)
+#   trainbench       python -m experiments.train_bench                (train_bench.json)
 #   grid             python -m experiments.recall_grid_gpu            (recall_grid_gpu/)
-#   calibrate[@ARM]  python -m verify.train.calibrate [--only ARM] ${CALIB_ARGS} into DIR/calib/, resuming from
+#   calibrate[@ARM]  python -m experiments.calibrate [--only ARM] ${CALIB_ARGS} into DIR/calib/, resuming from
 #                    results/train/calibration.jsonl and its checkpoints
 #   sweep@GRID[@MIXERS[@SEEDS]]  verify-constructions sweep --device cuda ${SWEEP_ARGS} into DIR/GRID.jsonl, which
 #                    starts as a copy of results/train/GRID.jsonl and its checkpoint folder GRID.jsonl.ckpt/, so
@@ -61,11 +61,11 @@ one() {
     selbench) timeout "$left" python3 benchmarks/selectivity_throughput.py --out "$OUT/selectivity_throughput.json" ;;
     profile) timeout "$left" python3 benchmarks/tools/profile_harness.py ${a//,/ } ;;
     ablation) timeout "$left" python3 benchmarks/tools/harness_ablation.py --out "$OUT/harness_ablation.json" ;;
-    trainbench) timeout "$left" python3 -m verify.train.bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
+    trainbench) timeout "$left" python3 -m experiments.train_bench --device cuda ${TRAINBENCH_ARGS:-} --out "$OUT/train_bench.json" ;;
     grid) timeout "$left" python3 -m experiments.recall_grid_gpu "$OUT/recall_grid_gpu" --max-minutes "${GRID_MINUTES:-4}" ;;
     calibrate) mkdir -p "$OUT/calib" && cp results/train/calibration.jsonl results/train/fig2.jsonl "$OUT/calib/"
            [ -d results/train/calibration.jsonl.ckpt ] && cp -r results/train/calibration.jsonl.ckpt "$OUT/calib/"
-           timeout "$left" python3 -m verify.train.calibrate --device cuda ${a:+--only $a} $minutes \
+           timeout "$left" python3 -m experiments.calibrate --device cuda ${a:+--only $a} $minutes \
              --out "$OUT/calib" ${CALIB_ARGS:-} ;;
     sweep) local store="$OUT/$a.jsonl"
            [ -f "$store" ] || { [ -f "results/train/$a.jsonl" ] && cp "results/train/$a.jsonl" "$store"; }

@@ -45,7 +45,7 @@ Protocols (``verify.train.spec.PROTOCOLS``):
   threshold; ``verify.train.spec`` has the numbers). Their models are ``verify.train.recall_models``'s wirings (a
   run's ``model``): the simplified linear Mamba with a tied head, and the full model, mamba_ssm's MambaLMHeadModel.
 
-Calibration (``python -m verify.train.calibrate``): the protocols on the same few MQAR cells (Mamba, |V| = 128,
+Calibration (``python -m experiments.calibrate``): the protocols on the same few MQAR cells (Mamba, |V| = 128,
 kappa in {4, 8}, d at half, once and twice the bound), the reference truncated at a stated number of epochs. The
 budgeted protocol is accepted where every cell gets the same verdict (solved = 100% test accuracy, best of seeds);
 the table it prints is the evidence, stored with the results.

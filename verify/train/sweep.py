@@ -176,13 +176,13 @@ def grid(name: str) -> Grid:
 
 
 def calibration_reference(epochs: int = 8, kappas=(4, 8), d_multipliers=(0.5, 1, 2)) -> Grid:
-    """The reference arm of the calibration (``verify.train.calibrate``): the grid ``calibration`` (Mamba cells of
+    """The reference arm of the calibration (``experiments.calibrate``): the grid ``calibration`` (Mamba cells of
     Fig. 2, 7 seeds, the reference protocol) truncated after ``epochs`` epochs of 6250 steps (its schedule still
     spans 600 epochs), on the cells of ``kappas`` and ``d_multipliers``. Its store is calibration.jsonl."""
     g = grid("calibration")
     return replace(g, kappas=tuple(kappas), d_multipliers=tuple(d_multipliers),
                    protocol_overrides=(("cap_steps", epochs * 6250),),
-                   note=f"the calibration's reference arm, {epochs} epochs (verify.train.calibrate compares the arms)")
+                   note=f"the calibration's reference arm, {epochs} epochs (experiments.calibrate compares the arms)")
 
 
 def adopt(specs: list[RunSpec], store: ResultStore, sources, device: str | None = None) -> int:

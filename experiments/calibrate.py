@@ -10,7 +10,7 @@ store; every run trains what is missing (within ``--minutes`` where given) and t
 whether they agree. A truncated reference that solves is a valid verdict; one that fails only says "not within E
 epochs" (``reference.truncated`` in the table), so widen ``--epochs`` on the disagreeing cells before concluding.
 
-    python -m verify.train.calibrate --device cuda --out results/train
+    python -m experiments.calibrate --device cuda --out results/train
 
 Packs run on Ray as in ``verify-constructions sweep`` (``--no-ray``: one after another in this process); runs of
 another device type than the store's need ``--allow-mixed-devices``.
@@ -33,6 +33,7 @@ from verify.train.store import ResultStore, check_target
 from verify.train.sweep import Grid, adopt, calibration_reference
 
 
+MODULE = "experiments.calibrate"
 BUDGETED_ARMS = ("budgeted", "budgeted-loss")  # the protocols compared with the (truncated) reference
 
 
@@ -114,7 +115,7 @@ def _calibrate(args, argv) -> int:
     for r in rows:
         print(r, flush=True)
     write_json_atomic(out / "calibration.json", {
-        "command": "python -m verify.train.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": f"python -m {MODULE} " + " ".join(argv if argv is not None else sys.argv[1:]),
         "counts": counts, "rows": rows,
         "agreement": {name: {"cells_compared": sum(name in r.get("agree", {}) for r in rows),
                              "cells_agreeing": sum(r.get("agree", {}).get(name, False) for r in rows)}
