@@ -434,6 +434,23 @@ def _keep_stats(records):
     return out
 
 
+def _reference_stats(results: Path, grid: str, mixer: str) -> dict:
+    """{(mixer, d, N, T): (mean acc, standard error, mean epochs, seeds, complete)} of ``mixer``'s runs in the store
+    ``<grid>-reference`` (the same cells trained with the paper's protocol, ``verify.train.spec.REFERENCE``: batch 16,
+    lr 0.03, up to 600 epochs, stop at validation loss < 1e-6); complete: every run reached the protocol's end (its
+    last step or its stopping rule, not a step cap). {} where no such store is committed."""
+    try:
+        recs = [r for r in _store(results, f"{grid}-reference") if r["spec"]["mixer"] == mixer]
+    except MissingResults:
+        return {}
+    done = defaultdict(list)
+    for r in recs:
+        s, res = r["spec"], r["result"]
+        done[(s["mixer"], s["d_model"], s["d_state"], s["seq_len"])].append(
+            not s["protocol"].get("cap_steps") and (res.get("early_stopped") or res["steps"] >= s["protocol"]["max_steps"]))
+    return {c: (*v, all(done[c])) for c, v in _keep_stats(recs).items()}
+
+
 def _acc_cell(st):
     m, se, ep, _ = st
     return f"{m:.2f}" + (f"±{se:.2f}" if round(se, 2) > 0 else "") + f" ({ep:.0f} ep)"
@@ -507,9 +524,44 @@ def _params_by_dn(recs: list[dict]) -> dict:
     return {dn: spec_params(s) for dn, s in specs.items()}
 
 
-def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid: str, ratios: list[float]) -> str:
+def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid: str) -> str:
+    """Per lower cell with runs under the paper's protocol (``_reference_stats``): budget (they reach the paper's
+    value: ``_compare`` no longer says lower), not the budget (complete runs still lower: model or claim), or not
+    decided (runs cut before the protocol's end)."""
+    if not reference:
+        return ""
+    reach, short, cut = [], [], []
+    for c in cells:
+        ref = reference.get((mixer, c[0], c[1], c[2]))
+        if ref is None:
+            continue
+        lower = _compare(ref[0], ref[1], _paper_keep(mixer, pe, c[0], c[1], c[2])) == "lower"
+        (short if lower and ref[4] else cut if lower else reach).append(c)
+    if not reach + short + cut:
+        return ""
+    got = lambda cs: ", ".join(f"({d},{n}) T={T}: {reference[(mixer, d, n, T)][0]:.2f} in "  # noqa: E731
+                               f"{reference[(mixer, d, n, T)][2]:.0f} ep" for d, n, T, *_ in cs)
+    out = f"; with the paper's protocol (grid {grid}-reference: batch 16, lr 0.03, up to 600 epochs)"
+    if reach:
+        out += f", {len(reach)} reach the paper's value ({got(reach)}): verdict budget"
+    if short:
+        out += (f", {len(short)} stay lower after the whole protocol ({got(short)}): verdict not the budget, so "
+                f"model or claim")
+    if cut:
+        out += f", {len(cut)} stay lower in runs cut before the protocol's end ({got(cut)}): not decided"
+    rest = [c for c in cells if c not in reach + short + cut]
+    if rest:
+        out += (f", {len(rest)} not trained with it ({', '.join(f'({d},{n}) T={T}' for d, n, T, *_ in rest)}): "
+                f"budget or model not decided")
+    return out
+
+
+def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid: str, ratios: list[float],
+              reference: dict | None = None, grid: str = "") -> str:
     """The caption's reading of the cells that differ from the paper's (``found``: kind -> [(d, N, T, paper's
-    mean, paper's epochs, our mean epochs)]): what the committed runs can and cannot tell per kind."""
+    mean, paper's epochs, our mean epochs)]): what the committed runs can and cannot tell per kind. ``reference``
+    (``_reference_stats``): the same cells trained with the paper's protocol, which decide a lower cell: the budget
+    where they reach the paper's value, not the budget (model or claim) where complete runs stay below it."""
     where = lambda cs: ", ".join(f"({d},{n}) T={T}" for d, n, T, *_ in cs)  # noqa: E731
     out = []
     spread = max(abs(r - 1) for r in ratios) > 0.05
@@ -520,14 +572,15 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
         eps = sorted({c[4] for c in cs})
         text = (f"≠↓ ours lower ({len(cs)}: {where(cs)}): our runs stopped within {max(c[5] for c in cs):.1f} epochs "
                 f"(4000 steps of 64), the paper's ran {eps[0]}" + (f"-{eps[-1]}" if len(eps) > 1 else "")
-                + f"; no committed run trains these cells longer, or with the paper's exact model ({model}), so "
-                f"budget or model: not decided")
+                + (f"; no committed run trains these cells longer, or with the paper's exact model ({model}), so "
+                   f"budget or model: not decided" if not reference else f" ({model})"))
         if other is not None:
             reach = [c for c in cs if (mixer, c[0], c[1], c[2]) in other and other[(mixer, c[0], c[1], c[2])][0] >=
                      c[3] - AGREE_TOL]
             text += (f"; with trainable in/out projections (grid {other_grid}, the same budget) {len(reach)} of them "
                      f"reach the paper's mean" + (f" ({where(reach)}), so that budget suffices for that larger model"
                                                   if reach else ""))
+        text += _reference_verdict(cs, reference or {}, pe, mixer, grid)
         if pe and mixer == "mamba-s4d":
             text += ("; the keep-nth-memory figure argues that S4D+PE as the paper states it (linear and "
                      "time-invariant in the token embeddings) cannot reach the paper's T = 10 values at any budget, "
@@ -590,7 +643,8 @@ def _keep_table(results: Path, pe: bool, mixer: str, title: str) -> Rendered:
            f"epochs of 10^5 samples, best of 3 learning rates per seed); the paper up to 600 epochs at lr 0.03. "
            f"Against the paper: {differ} of {len(compared)} cells differ (≠: the ±2 standard error intervals, the "
            f"paper's widened by its rounding, more than {AGREE_TOL} apart), {len(found['spread'])} cannot be told "
-           f"(?). " + (_verdicts(found, pe, mixer, other, other_grid, ratios) or "Every compared cell agrees") + ".")
+           f"(?). " + (_verdicts(found, pe, mixer, other, other_grid, ratios,
+                                 _reference_stats(results, grid, mixer), grid) or "Every compared cell agrees") + ".")
     tex, md = table(["d,N"] + [f"T={T}" for T in Ts] + ["params ours / paper"], rows, cap)
     return Rendered(cap, latex=tex, markdown=md)
 

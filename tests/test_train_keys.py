@@ -89,8 +89,11 @@ def test_each_grid_recognises_in_its_store_the_runs_schema_1_recognised(stored):
     for name, g in grids().items():
         if name not in stored:
             continue
-        old = {r["key"] for r in stored[name][0]}
-        new = {r["key"] for r in stored[name][1]}
+        schema1 = [(raw, read) for raw, read in zip(*stored[name]) if "schema" not in raw["spec"]]
+        if not schema1:
+            continue  # a store written under the current schema only
+        old = {raw["key"] for raw, _ in schema1}
+        new = {read["key"] for _, read in schema1}
         runs = g.runs()
         recognised[name] = sum(run_key(s) in new for s in runs)
         assert recognised[name] == sum(_schema1_key(s) in old for s in runs), name
