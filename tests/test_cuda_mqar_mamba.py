@@ -165,12 +165,15 @@ def test_tfloat32_precision_is_scoped():
 
 
 @pytest.mark.parametrize("n, vocab, d, dtype", [(65536, 8192, 210, torch.float32), (1000, 1000, 37, torch.float32),
-                                                (77, 5, 16, torch.float32), (4000, 300, 64, torch.bfloat16)])
+                                                (77, 5, 16, torch.float32), (4000, 300, 64, torch.bfloat16),
+                                                (8192, 8192, 275, torch.float32), (77, 5, 257, torch.float32),
+                                                (3000, 1000, 1000, torch.bfloat16), (500, 700, 2048, torch.float32)])
 def test_fused_readout_matches_float64_within_tf32_rounding(n, vocab, d, dtype):
-    """verify.fused_readout's kernel (Triton, TF32, no logits in memory) gives every row's target logit and best
-    other logit within the bound the certified screen assumes, c(d) |h|_2 max_v |R_v|_2 (half of
-    ``margin_error_bound``), of the float64 values of the same (float32-read) rows, for row counts and |V| not
-    multiples of its tiles, and bfloat16 rows."""
+    """verify.fused_readout's kernels (Triton, TF32, no logits in memory) give every row's target logit and best
+    other logit within the bound the certified screen assumes, c(d) sum_k |h_k| max_v |R_vk| (half of
+    ``margin_error_bound``), of the float64 values of the same (float32-read) rows, for row counts, |V| and d not
+    multiples of their tiles, bfloat16 rows, and rows wider than RESIDENT_D (the chunked kernel; d = 275 at |V| 8192
+    is the Mamba-2 MQAR construction's large configuration)."""
     from verify import fused_readout
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -190,15 +193,17 @@ def test_fused_readout_matches_float64_within_tf32_rounding(n, vocab, d, dtype):
     assert bool(torch.isfinite(best).all())
 
 
+@pytest.mark.parametrize("d", [64, 275])
 @pytest.mark.parametrize("data", ["gaussian", "integer-ties"])
-def test_certified_float32_readout_equals_the_plain_gemm(data):
+def test_certified_float32_readout_equals_the_plain_gemm(data, d):
     """A float32 check's readout through the TF32 screen (``fused_readout.Screen``) gives the plain float32 GEMM's
     correct count and min margin: on Gaussian rows, and on small integers (exact in TF32 and float32) where a third
-    of the rows tie their target with another logit (not recalled) and others miss by one."""
+    of the rows tie their target with another logit (not recalled) and others miss by one; rows held whole (d 64)
+    and read in chunks (d 275)."""
     from verify import checks, fused_readout
 
     g = torch.Generator(device="cuda").manual_seed(1)
-    n, vocab, d = 20000, 1000, 64
+    n, vocab = 20000, 1000
     if data == "gaussian":
         h, R = torch.randn(n, d, device="cuda", generator=g), torch.randn(vocab, d, device="cuda", generator=g)
     else:
@@ -213,9 +218,32 @@ def test_certified_float32_readout_equals_the_plain_gemm(data):
     screen = fused_readout.Screen(h, R, t)
     certified = screen.result(lambda rows, tt: checks._recall_plain(rows, R, tt, torch.float32))
     recomputed = int(screen.recompute.sum())
-    print(f"\n{data}: plain {int(plain[0])}/{n} min margin {float(plain[1]):.6g}; certified {int(certified[0])}/{n} "
-          f"min margin {float(certified[1]):.6g}; {recomputed} rows recomputed")
+    print(f"\n{data} d={d}: plain {int(plain[0])}/{n} min margin {float(plain[1]):.6g}; certified "
+          f"{int(certified[0])}/{n} min margin {float(certified[1]):.6g}; {recomputed} rows recomputed")
     assert int(certified[0]) == int(plain[0])
     assert float(certified[1]) == pytest.approx(float(plain[1]), abs=1e-4)
     if data != "gaussian":
         assert 0 < int(plain[0]) < n and float(plain[1]) <= 0  # the hard case is hard: ties and misses present
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_mamba2_large_readout_takes_the_certified_fused_path(dtype, monkeypatch):
+    """check_mqar on the Mamba-2 construction at |V| 8192 (d = 275 > RESIDENT_D) screens every batch with the fused
+    readout (4096 queries x 8192 logits a batch) and reports the plain float32 GEMM's count and min margin."""
+    from constructions import mqar_mamba2
+    from verify import fused_readout
+
+    con = mqar_mamba2.build(64, 8192, "jl", seq_len=1024)
+    assert con.config.d_model == 275
+    task, eng = MQARConfig(64, 8192, 1024, num_examples=128), make_engine("mamba_ssm", dtype)
+    screens, screen = [], fused_readout.Screen
+    monkeypatch.setattr(fused_readout, "Screen", lambda h, *a: screens.append(h.shape) or screen(h, *a))
+    fused = check_mqar(con, task, eng, seed=3, batch_size=64)
+    monkeypatch.setattr(fused_readout, "available", lambda h, vocab: False)
+    plain = check_mqar(con, task, eng, seed=3, batch_size=64)
+    print(f"\nMamba-2 d=275 {dtype}: fused {fused.correct}/{fused.queries} min margin {fused.min_margin:.6g}, "
+          f"plain {plain.correct}/{plain.queries} min margin {plain.min_margin:.6g}, proven {fused.proven_margin:.6g}")
+    assert screens == [(4096, 275)] * 2
+    assert fused.correct == plain.correct == fused.queries
+    assert fused.min_margin == pytest.approx(plain.min_margin, rel=1e-5)
+    assert fused.min_margin >= fused.proven_margin - fused.allowance  # the check's margin rule

@@ -2,6 +2,7 @@
 margins within delta of the float32 ones, the sure rows plus the recomputed rows give exactly the float32 correct
 count and min margin, whatever the approximation error within the bound (the GPU kernel's TF32 bound itself is
 tested in tests/test_cuda_mqar_mamba.py)."""
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,12 +32,18 @@ def test_non_finite_margins_and_bounds_are_recomputed():
     assert recompute.tolist() == [False, True, True, True, True] and int(sure) == 1
 
 
-def test_margin_error_bound_covers_operands_truncated_to_tf32():
-    """The bound holds for the worst case it models: both operands truncated to 10 mantissa bits, float32 sums."""
-    g = torch.Generator().manual_seed(0)
-    h, R = torch.randn(500, 200, generator=g), torch.randn(300, 200, generator=g)
+@pytest.mark.parametrize("d", [200, 275, 2048])
+def test_margin_error_bound_covers_operands_truncated_to_tf32(d):
+    """The bound holds for the worst case it models: both operands truncated to 10 mantissa bits, float32 sums in
+    the chunked kernel's order (chunks of 32 features, each chunk's products summed, then added to the running
+    float32 sum), up to MAX_D features."""
+    g = torch.Generator().manual_seed(d)
+    h, R = torch.randn(500, d, generator=g), torch.randn(300, d, generator=g)
     trunc = lambda x: (x.view(torch.int32) & ~((1 << 13) - 1)).view(torch.float32)  # noqa: E731
-    logits_tf32, logits = trunc(h) @ trunc(R).T, h.double() @ R.double().T
+    logits_tf32 = torch.zeros(500, 300)
+    for k0 in range(0, d, 32):
+        logits_tf32 += trunc(h[:, k0:k0 + 32]) @ trunc(R[:, k0:k0 + 32]).T
+    logits = h.double() @ R.double().T
     per_dot = (logits_tf32.double() - logits).abs().amax(dim=1)
     assert bool((2 * per_dot <= margin_error_bound(h, R).double()).all())
 

@@ -3,30 +3,46 @@
 ``verify.checks`` needs, per query row h (d,), the target logit ``h . R[t]`` and the largest other logit
 ``max_{v != t} h . R[v]`` over all |V| readout rows. Written out, the logits are |V| floats per query (2 GB per
 batch of the large MQAR configuration, |V| = 8192, 65,536 queries), written by the GEMM and read back by the max.
-The Triton kernel here keeps a running (target, best other) per row over tiles of R instead, so the logits never
-reach memory. Its dot products run on TF32 tensor cores; rows of any float dtype are read as float32. It pays
-where the logits are many (``MIN_LOGITS``); small readouts keep the plain GEMM.
+The Triton kernels here keep a running (target, best other) per row over tiles of R instead, so the logits never
+reach memory. Rows of at most RESIDENT_D features are held in registers for the whole sweep over R, one ``tl.dot``
+per tile of R; wider rows (up to MAX_D) are read BLOCK_K features at a time, each tile's dot products accumulated
+chunk after chunk in one float32 tile. The dot products run on TF32 tensor cores; rows of any float dtype are read
+as float32. The kernels pay where the logits are many (``MIN_LOGITS``); small readouts keep the plain GEMM.
 
 - TF32 checks (engine dtype tfloat32) take its values as they are: TF32 is the check's arithmetic.
 - float32, bfloat16 and float16 checks read the readout in IEEE float32 (the plain GEMM's arithmetic). For them
-  :class:`Screen` certifies the float32 verdicts from the TF32 pass: with ``B_r = sum_k |h_rk| max_v |R_vk|``, every
-  TF32 dot product is within ``c(d) B_r`` of the exact one, and every float32 dot product too, where
+  :class:`Screen` certifies the float32 verdicts from the TF32 pass. With ``S_rv = sum_k |h_rk R_vk|`` and
+  ``B_r = sum_k |h_rk| max_v |R_vk| >= S_rv``, every TF32 dot product of the kernels is within ``c(d) B_r`` of the
+  exact one and of the float32 GEMM's, where
 
-      c(d) = 2^-9 + 2^-20 + d 2^-22
+      c(d) = 2^-9 + 2^-20 + d 2^-22        (d <= MAX_D)
 
-  (operands truncated to TF32's 10 mantissa bits, 2 * 2^-10 + 2^-20 of |h_k R_vk| per product, the case of
-  truncation rather than rounding; float32 accumulation, at most d 2^-23 + d 2^-24 of sum_k |h_k R_vk| for the
-  tensor cores' and the GEMM's summation, bounded by d 2^-22; sum_k |h_k R_vk| <= B_r). So a
-  row's TF32 margin m_r is within ``delta_r = 2 c(d) B_r (1 + 2^-8)`` of its float32 margin (the target and the best
-  other logit each move by at most 2 c(d) B_r over the two arithmetics; 2^-8 of slack for the norms' own rounding).
-  Rows with ``m_r > delta_r`` are recalled in float32, rows with ``m_r < -delta_r`` are not; the rest, and every row
-  with ``m_r - delta_r <= min_s (m_s + delta_s)`` (the only rows whose float32 margin can be the smallest), are
-  recomputed with the plain float32 GEMM. The result, correct count and min margin, is the plain path's.
+  Products: TF32 keeps 10 of float32's 23 mantissa bits; truncated rather than rounded (the worst case) each
+  operand is within 2^-10 of its float32 value, relatively, so each product, exact in float32 (11 x 11 bits), is
+  within ``e = 2^-9 + 2^-20`` of ``|h_rk R_vk|``. Sums: both kernels add the d products into one float32
+  accumulator (the tensor cores' steps within a ``tl.dot``, then, for d > RESIDENT_D, chunk after chunk; masked
+  features add exact zeros). In any order, a float32 sum of d terms whose additions each err by at most u
+  relatively is within ``g(d-1, u) = (d-1) u / (1 - (d-1) u)`` times the sum of the terms' magnitudes (each term
+  passes through at most d-1 additions). The accumulator, taken to truncate (u = 2^-23), puts the TF32 value within
+  ``e S + g(d-1, 2^-23) (1 + e) S`` of the exact one; the float32 GEMM (round to nearest, u = 2^-24, any blocking
+  or split of the sum, products rounded or fused) within ``g(d, 2^-24) S``. For d <= MAX_D = 2048,
+  ``g(d-1, 2^-23) (1 + e) <= 1.003 (d-1) 2^-23`` and ``g(d, 2^-24) <= 1.001 d 2^-24``, so TF32 and float32 differ by
+  at most ``e + 1.51 d 2^-23`` of S, below c(d) by ``0.49 d 2^-23``: room for the tensor cores' fused addition of
+  each step of 8 products and the accumulator (aligned to the largest, truncated: at most one unit of 2^-23 of S
+  more per step than 8 chopped additions, d/8 + 1 in all).
+  So a row's TF32 margin m_r is within ``delta_r = 2 c(d) B_r (1 + 2^-8)`` of its float32 margin (the target and
+  the best other logit each move by at most c(d) B_r; 2^-8 of slack for the rounding of B_r itself, a float32 sum
+  of d non-negative terms, within d 2^-24 <= 2^-13). Rows with ``m_r > delta_r`` are recalled in float32, rows
+  with ``m_r < -delta_r`` are not; the rest, and every row with ``m_r - delta_r <= min_s (m_s + delta_s)`` (the
+  only rows whose float32 margin can be the smallest), are recomputed with the plain float32 GEMM. The result,
+  correct count and min margin, is the plain path's.
   (At the large MQAR configuration B_r is the target logit itself, about 270, so delta_r is about 1.1 against
   margins of 124 to 270: a handful of rows are recomputed.)
 
-The kernel holds a row's d features at once: it applies for d <= MAX_D (larger d, e.g. one-hot codes over a big
-vocabulary, keeps the plain GEMM).
+MAX_D = 2048 keeps the steps above: ``g(d-1, 2^-23)`` stays near ``(d-1) 2^-23`` only while ``d (d-1) 2^-23`` is
+well below 1 (it passes ``d 2^-23`` past d = 2896), and 2048 is the largest power of two under that. Memory does
+not limit d: the chunked kernel's tiles are BLOCK_K wide whatever d is. Wider rows, e.g. one-hot codes over a big
+vocabulary, keep the plain GEMM.
 """
 from __future__ import annotations
 
@@ -44,25 +60,41 @@ except ImportError:  # CPU-only torch: no Triton
 # keeps the fastest (128, 32, 8, 3 on the H100 at the large MQAR configuration); under the CPU interpreter only the
 # first runs.
 _TILES = [(128, 32, 8, 3), (64, 32, 4, 2), (128, 64, 8, 3), (64, 64, 4, 3)]
+# The same with the features per chunk (BLOCK_K) third, for rows wider than RESIDENT_D: at most 48 KiB of h and R
+# tiles per pipeline stage.
+_CHUNKED_TILES = [(128, 64, 32, 8, 3), (128, 128, 32, 8, 3), (64, 128, 32, 4, 3), (128, 64, 64, 8, 3)]
 
 
-MAX_D, MIN_LOGITS = 256, 2 ** 24
+RESIDENT_D, MAX_D, MIN_LOGITS = 256, 2048, 2 ** 24
 
 
 def available(h: torch.Tensor, vocab: int) -> bool:
-    """The kernel applies and pays: float32, bfloat16 or float16 rows of at most MAX_D features on CUDA, at least
+    """The kernels apply and pay: float32, bfloat16 or float16 rows of at most MAX_D features on CUDA, at least
     MIN_LOGITS logits (rows x vocab), Triton importable."""
     return (triton is not None and h.is_cuda and h.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and h.shape[-1] <= MAX_D and h.shape[0] * vocab >= MIN_LOGITS)
 
 
 if triton is not None:
-    _CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in _TILES]
+    def _tuned(tiles):
+        configs = [triton.Config(dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), t[:-2])), num_warps=t[-2],
+                                 num_stages=t[-1]) for t in tiles]
+        return triton.autotune(configs[:1] if os.environ.get("TRITON_INTERPRET") == "1" else configs,
+                               key=["V", "K"])
 
-    @triton.autotune(_CONFIGS[:1] if os.environ.get("TRITON_INTERPRET") == "1" else _CONFIGS, key=["V", "K"])
+    @triton.jit
+    def _keep(own, best, logits, cols, t, V):
+        """The running (target, best other) of each row after one tile of logits (columns ``cols`` of R)."""
+        is_t = cols[None, :] == t[:, None]
+        own = tl.maximum(own, tl.max(tl.where(is_t, logits, float("-inf")), axis=1))
+        other = tl.where(is_t | (cols[None, :] >= V), float("-inf"), logits)
+        return own, tl.maximum(best, tl.max(other, axis=1))
+
+    @_tuned(_TILES)
     @triton.jit
     def _own_and_best_other(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Rows of at most BLOCK_K features, held for the whole sweep over R."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         ks = tl.arange(0, BLOCK_K)
         rmask = rows < M
@@ -76,10 +108,31 @@ if triton is not None:
             r = tl.load(R + cols[None, :] * stride_r + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K),
                         other=0.0)  # (BLOCK_K, BLOCK_N): R^T tile
             logits = tl.dot(h, r, input_precision="tf32")
-            is_t = cols[None, :] == t[:, None]
-            own = tl.maximum(own, tl.max(tl.where(is_t, logits, float("-inf")), axis=1))
-            other = tl.where(is_t | (cols[None, :] >= V), float("-inf"), logits)
-            best = tl.maximum(best, tl.max(other, axis=1))
+            own, best = _keep(own, best, logits, cols, t, V)
+        tl.store(OWN + rows, own, mask=rmask)
+        tl.store(BEST + rows, best, mask=rmask)
+
+    @_tuned(_CHUNKED_TILES)
+    @triton.jit
+    def _own_and_best_other_chunked(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
+                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Rows of any width: each tile's logits accumulated over chunks of BLOCK_K features in one float32 tile."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < M
+        h_rows = H + rows.to(tl.int64)[:, None] * stride_h  # int64: M d may pass 2^31
+        t = tl.load(T + rows, mask=rmask, other=-1)
+        own = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        for n0 in range(0, V, BLOCK_N):
+            cols = n0 + tl.arange(0, BLOCK_N)
+            r_cols = R + cols.to(tl.int64)[None, :] * stride_r
+            logits = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                h = tl.load(h_rows + ks[None, :], mask=rmask[:, None] & (ks[None, :] < K), other=0.0).to(tl.float32)
+                r = tl.load(r_cols + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K), other=0.0)
+                logits = tl.dot(h, r, logits, input_precision="tf32")
+            own, best = _keep(own, best, logits, cols, t, V)
         tl.store(OWN + rows, own, mask=rmask)
         tl.store(BEST + rows, best, mask=rmask)
 
@@ -91,9 +144,12 @@ def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Ten
     h, readout, target = h.float().contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
     n, d = h.shape
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
-    _own_and_best_other[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)](
-        h, readout, target, own, best, n, readout.shape[0], d, h.stride(0), readout.stride(0),
-        BLOCK_K=max(16, triton.next_power_of_2(d)))
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)  # noqa: E731
+    args = h, readout, target, own, best, n, readout.shape[0], d, h.stride(0), readout.stride(0)
+    if d <= RESIDENT_D:
+        _own_and_best_other[grid](*args, BLOCK_K=max(16, triton.next_power_of_2(d)))
+    else:
+        _own_and_best_other_chunked[grid](*args)
     return own, best
 
 
