@@ -56,3 +56,24 @@ def test_margin_error_bound_ignores_features_the_readout_does_not_read():
     wide = h.clone()
     wide[:, 10:] = 1e6
     assert torch.equal(margin_error_bound(wide, R), margin_error_bound(h, R))
+
+
+def test_self_check_passes_exact_values_and_stops_a_kernel_outside_the_bound():
+    """The once-per-shape check of a compiled kernel: values within the TF32 bound pass (and the shape is then
+    trusted); a value off by more than the bound (a skipped feature chunk: the last 25 features' share) raises."""
+    from verify import fused_readout as fr
+
+    g = torch.Generator().manual_seed(0)
+    h, readout = torch.randn(300, 275, generator=g), torch.randn(64, 275, generator=g)
+    target = torch.randint(0, 64, (300,), generator=g)
+    logits = h.double() @ readout.double().T
+    own = logits.gather(1, target[:, None]).squeeze(1)
+    best = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
+    fr._CHECKED.clear()
+    fr.self_check(h, readout, target, own.float(), best.float())
+    assert (str(h.device), 275, 64) in fr._CHECKED
+    fr._CHECKED.clear()
+    skipped = (h[:, :250].double() @ readout[:, :250].double().T).gather(1, target[:, None]).squeeze(1)
+    with pytest.raises(RuntimeError, match="beyond the TF32 bound"):
+        fr.self_check(h, readout, target, skipped.float(), best.float())
+    assert not fr._CHECKED

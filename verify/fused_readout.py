@@ -43,6 +43,10 @@ MAX_D = 2048 keeps the steps above: ``g(d-1, 2^-23)`` stays near ``(d-1) 2^-23``
 well below 1 (it passes ``d 2^-23`` past d = 2896), and 2048 is the largest power of two under that. Memory does
 not limit d: the chunked kernel's tiles are BLOCK_K wide whatever d is. Wider rows, e.g. one-hot codes over a big
 vocabulary, keep the plain GEMM.
+
+The certification above assumes the kernels keep the TF32 bound. ``self_check`` tests that of the compiled kernel
+once per process, device, d and |V|, on the first rows of its first call against float64 logits, and raises where it
+does not: a miscompiled kernel stops the check instead of passing it.
 """
 from __future__ import annotations
 
@@ -150,7 +154,35 @@ def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Ten
         _own_and_best_other[grid](*args, BLOCK_K=max(16, triton.next_power_of_2(d)))
     else:
         _own_and_best_other_chunked[grid](*args)
+    self_check(h, readout, target, own, best)
     return own, best
+
+
+_CHECKED: set = set()
+SELF_CHECK_ROWS = 256
+
+
+def self_check(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, own: torch.Tensor,
+               best: torch.Tensor) -> None:
+    """Once per process, device, d and |V|: the kernel's (target, best other) logits of the first SELF_CHECK_ROWS
+    rows against float64 logits, each within the bound a TF32 logit keeps from the exact one (half of
+    ``margin_error_bound``; the max over the other logits moves no more than they do). A compiled kernel that breaks
+    it (a miscompiled loop, a skipped feature chunk) raises instead of feeding the certification values outside the
+    bound it assumes, so such a kernel can fail a check but never pass one."""
+    key = (str(h.device), h.shape[1], readout.shape[0])
+    if key in _CHECKED:
+        return
+    rows = slice(0, min(h.shape[0], SELF_CHECK_ROWS))
+    hr, t = h[rows].double(), target[rows]
+    logits = hr @ readout.double().T  # (rows, |V|)
+    own_ref = logits.gather(1, t[:, None]).squeeze(1)
+    best_ref = logits.scatter(1, t[:, None], float("-inf")).amax(dim=1)
+    bound = margin_error_bound(h[rows], readout).double() / 2
+    worst = torch.maximum((own[rows] - own_ref).abs(), (best[rows] - best_ref).abs()) - bound
+    if not bool((worst <= 0).all()):
+        raise RuntimeError(f"fused readout kernel (d = {h.shape[1]}, |V| = {readout.shape[0]}) differs from the "
+                           f"float64 logits by {float(worst.max()):.3g} beyond the TF32 bound on {h.device}")
+    _CHECKED.add(key)
 
 
 def margin_error_bound(h: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
