@@ -524,6 +524,28 @@ def _params_by_dn(recs: list[dict]) -> dict:
     return {dn: spec_params(s) for dn, s in specs.items()}
 
 
+LTI_MIXERS = ("mamba-s4d", "mamba-s4d-complex")  # linear and time-invariant in the tokens in the KEEP n-TH models
+
+
+def _lti_verdict(cells: list, where) -> str:
+    """The lower cells whose paper value no model of the paper's stated S4D class can reach (``symbolic.
+    keep_nth_lti``: mean accuracy over t = 5..T at most A(T, 5, 128)): verdict claim, from the bound."""
+    from symbolic.keep_nth_lti import mean_accuracy_bound
+
+    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in KEEP_TS}
+    out_of_reach = [c for c in cells if c[3] > bound[c[2]]]
+    if not out_of_reach:
+        return ""
+    Ts = sorted({c[2] for c in out_of_reach})
+    return (f"; {len(out_of_reach)} of them ({where(out_of_reach)}) print a value above what any model of the "
+            f"paper's stated S4D class (embedding -> S4D -> linear readout, +PE: linear and time-invariant in the "
+            f"tokens, the position a bias) can reach on KEEP FIFTH: mean accuracy at most "
+            + ", ".join(f"A({T}) = {bound[T]:.3f}" for T in Ts)
+            + " (symbolic/keep_nth_lti.py, proven), so verdict claim for those cells, whatever the budget (or the "
+              "paper trained a model other than the one it states: with trained in/out projections the SiLU mixes "
+              "token and position and the bound no longer applies)")
+
+
 def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid: str) -> str:
     """Per lower cell with runs under the paper's protocol (``_reference_stats``): budget (they reach the paper's
     value: ``_compare`` no longer says lower), not the budget (complete runs still lower: model or claim), or not
@@ -581,10 +603,8 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
                      f"reach the paper's mean" + (f" ({where(reach)}), so that budget suffices for that larger model"
                                                   if reach else ""))
         text += _reference_verdict(cs, reference or {}, pe, mixer, grid)
-        if pe and mixer == "mamba-s4d":
-            text += ("; the keep-nth-memory figure argues that S4D+PE as the paper states it (linear and "
-                     "time-invariant in the token embeddings) cannot reach the paper's T = 10 values at any budget, "
-                     "which would leave model or claim, but no trained run tests that")
+        if mixer in LTI_MIXERS:
+            text += _lti_verdict(cs, where)
         out.append(text)
     if found["higher"]:
         cs = found["higher"]
