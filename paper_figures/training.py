@@ -595,7 +595,7 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
         text = (f"≠↓ ours lower ({len(cs)}: {where(cs)}): our runs stopped within {max(c[5] for c in cs):.1f} epochs "
                 f"(4000 steps of 64), the paper's ran {eps[0]}" + (f"-{eps[-1]}" if len(eps) > 1 else "")
                 + (f"; no committed run trains these cells longer, or with the paper's exact model ({model}), so "
-                   f"budget or model: not decided" if not reference else f" ({model})"))
+                   f"budget or model: not decided by the runs" if not reference else f" ({model})"))
         if other is not None:
             reach = [c for c in cs if (mixer, c[0], c[1], c[2]) in other and other[(mixer, c[0], c[1], c[2])][0] >=
                      c[3] - AGREE_TOL]
