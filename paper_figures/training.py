@@ -525,6 +525,8 @@ def _params_by_dn(recs: list[dict]) -> dict:
 
 
 LTI_MIXERS = ("mamba-s4d", "mamba-s4d-complex")  # linear and time-invariant in the tokens in the KEEP n-TH models
+OUT_OF_REACH_SLACK = 0.01  # a printed value counts as above the bound only beyond the paper's rounding (0.005) and a
+# test set's sampling error (at most 0.003 at 10^4 test sequences)
 
 
 def _lti_verdict(cells: list, where) -> str:
@@ -532,15 +534,15 @@ def _lti_verdict(cells: list, where) -> str:
     keep_nth_lti``: mean accuracy over t = 5..T at most A(T, 5, 128)): verdict claim, from the bound."""
     from symbolic.keep_nth_lti import mean_accuracy_bound
 
-    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in KEEP_TS}
-    out_of_reach = [c for c in cells if c[3] > bound[c[2]]]
+    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in sorted({c[2] for c in cells})}
+    out_of_reach = [c for c in cells if c[3] - OUT_OF_REACH_SLACK > bound[c[2]]]
     if not out_of_reach:
         return ""
     Ts = sorted({c[2] for c in out_of_reach})
     return (f"; {len(out_of_reach)} of them ({where(out_of_reach)}) print a value above what any model of the "
             f"paper's stated S4D class (embedding -> S4D -> linear readout, +PE: linear and time-invariant in the "
             f"tokens, the position a bias) can reach on KEEP FIFTH: mean accuracy at most "
-            + ", ".join(f"A({T}) = {bound[T]:.3f}" for T in Ts)
+            + ", ".join(f"A({T}) = {bound[T]:.3f}" for T in Ts) + f" (by more than {OUT_OF_REACH_SLACK})"
             + " (symbolic/keep_nth_lti.py, proven), so verdict claim for those cells, whatever the budget (or the "
               "paper trained a model other than the one it states: with trained in/out projections the SiLU mixes "
               "token and position and the bound no longer applies)")
