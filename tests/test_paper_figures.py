@@ -223,6 +223,22 @@ def test_a_lower_keep_cell_takes_its_verdict_from_runs_with_the_papers_protocol(
             "whole protocol ((32,8) T=10: 0.20 in 600 ep): verdict not the budget, so model or claim, 1 stay lower "
             "in runs cut before the protocol's end ((64,8) T=10: 0.20 in 8 ep): not decided") in cap
     assert ", 1 not trained with it ((32,32) T=10): budget or model not decided" in cap
+    assert ("4 of them ((8,8) T=10, (32,8) T=10, (32,32) T=10, (64,8) T=10) print a value above what any model of "
+            "the paper's stated S4D class") in cap and "A(10) = 0.708" in cap and "verdict claim for those cells" in cap
+
+
+def test_the_proven_bound_marks_only_the_cells_above_it(tmp_path):
+    """Table A.2: a T = 20 cell whose paper value (0.43 at d = 8) is below A(20) = 0.676 is lower but keeps the runs'
+    reading; the d = 32 cell at T = 20 (paper 0.72) is above it and gets the verdict claim."""
+    t = tmp_path / "train"
+    t.mkdir()
+    ta = (("n", 5), ("pe", True))
+    ResultStore(t / "keepnth-pe-bare.jsonl").append(
+        [_rec("keep-nth", "mamba-s4d", 128, 0, d, 8, s, 0.05, T=20, task_args=ta, conv=False, proj=False)
+         for d in (8, 32) for s in (0, 1, 2)])
+    cap = paper_figures.make("tableA2", tmp_path).caption
+    assert "≠↓ ours lower (2: (8,8) T=20, (32,8) T=20)" in cap
+    assert "1 of them ((32,8) T=20) print a value above" in cap and "A(20) = 0.676" in cap
 
 
 def test_keep_tables_prefer_the_papers_architecture(tmp_path):
