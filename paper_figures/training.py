@@ -529,13 +529,21 @@ OUT_OF_REACH_SLACK = 0.01  # a printed value counts as above the bound only beyo
 # test set's sampling error (at most 0.003 at 10^4 test sequences)
 
 
+def out_of_lti_reach(cells: list) -> list:
+    """The cells (d, N, T, paper's mean, ..) whose paper value is above A(T, 5, 128) by more than the slack."""
+    from symbolic.keep_nth_lti import mean_accuracy_bound
+
+    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in sorted({c[2] for c in cells})}
+    return [c for c in cells if c[3] - OUT_OF_REACH_SLACK > bound[c[2]]]
+
+
 def _lti_verdict(cells: list, where) -> str:
     """The lower cells whose paper value no model of the paper's stated S4D class can reach (``symbolic.
     keep_nth_lti``: mean accuracy over t = 5..T at most A(T, 5, 128)): verdict claim, from the bound."""
     from symbolic.keep_nth_lti import mean_accuracy_bound
 
     bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in sorted({c[2] for c in cells})}
-    out_of_reach = [c for c in cells if c[3] - OUT_OF_REACH_SLACK > bound[c[2]]]
+    out_of_reach = out_of_lti_reach(cells)
     if not out_of_reach:
         return ""
     Ts = sorted({c[2] for c in out_of_reach})
@@ -548,7 +556,7 @@ def _lti_verdict(cells: list, where) -> str:
               "token and position and the bound no longer applies)")
 
 
-def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid: str) -> str:
+def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid: str, proven: list) -> str:
     """Per lower cell with runs under the paper's protocol (``_reference_stats``): budget (they reach the paper's
     value: ``_compare`` no longer says lower), not the budget (complete runs still lower: model or claim), or not
     decided (runs cut before the protocol's end)."""
@@ -573,7 +581,7 @@ def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid:
                 f"model or claim")
     if cut:
         out += f", {len(cut)} stay lower in runs cut before the protocol's end ({got(cut)}): not decided"
-    rest = [c for c in cells if c not in reach + short + cut]
+    rest = [c for c in cells if c not in reach + short + cut + proven]  # proven: decided by the bound below
     if rest:
         out += (f", {len(rest)} not trained with it ({', '.join(f'({d},{n}) T={T}' for d, n, T, *_ in rest)}): "
                 f"budget or model not decided")
@@ -604,7 +612,8 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
             text += (f"; with trainable in/out projections (grid {other_grid}, the same budget) {len(reach)} of them "
                      f"reach the paper's mean" + (f" ({where(reach)}), so that budget suffices for that larger model"
                                                   if reach else ""))
-        text += _reference_verdict(cs, reference or {}, pe, mixer, grid)
+        proven = out_of_lti_reach(cs) if mixer in LTI_MIXERS else []
+        text += _reference_verdict(cs, reference or {}, pe, mixer, grid, proven)
         if mixer in LTI_MIXERS:
             text += _lti_verdict(cs, where)
         out.append(text)
