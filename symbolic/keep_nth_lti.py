@@ -51,7 +51,8 @@ accuracy of any model (*) is at most
 
     A(T, n, |V|) = min over splits of (sum of B_k over the runs) / m;
 
-A(10, 5, 128) = 0.68, A(20, 5, 128) = A(30, 5, 128) = 0.67 (exact rationals from ``mean_accuracy_bound``). Table A.2
+A(10, 5, 128) = 17401/24576 = 0.708 (runs of 4 and 2), A(20, 5, 128) = 0.676, A(30, 5, 128) = 0.669 (exact
+rationals from ``mean_accuracy_bound``). Table A.2
 prints 0.79-0.99 for S4D+PE at T = 10 in all nine (d, N) cells and 0.72-0.73 (standard error 0.01) at T = 20 and
 T = 30 for d = 32: values no model of the class the paper states can reach, whatever its size or training. Selective
 models are not of the form (*) (their Delta depends on the token), which is how Mamba+PE solves the task
