@@ -163,7 +163,8 @@ def test_interrupt_is_exit_130_one_line():
     import signal
 
     p = subprocess.Popen([sys.executable, "-m", "verify_constructions", "check", "keep-nth", "--seq-len", "20000",
-                          "--samples", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--samples", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     seen = ""
     while "keep-nth:" not in seen and p.poll() is None:
         seen += p.stderr.readline()
