@@ -529,28 +529,26 @@ OUT_OF_REACH_SLACK = 0.01  # a printed value counts as above the bound only beyo
 # test set's sampling error (at most 0.003 at 10^4 test sequences)
 
 
+def _lti_bound(T: int) -> float:
+    """A(T, 5, 128) (``symbolic.keep_nth_lti``): the most mean accuracy a model of the S4D(+PE) class reaches."""
+    from symbolic.keep_nth_lti import mean_accuracy_bound
+
+    return float(mean_accuracy_bound(T, 5, 128))
+
+
 def out_of_lti_reach(cells: list) -> list:
     """The cells (d, N, T, paper's mean, ..) whose paper value is above A(T, 5, 128) by more than the slack."""
-    from symbolic.keep_nth_lti import mean_accuracy_bound
-
-    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in sorted({c[2] for c in cells})}
-    return [c for c in cells if c[3] - OUT_OF_REACH_SLACK > bound[c[2]]]
+    return [c for c in cells if c[3] - OUT_OF_REACH_SLACK > _lti_bound(c[2])]
 
 
-def _lti_verdict(cells: list, where) -> str:
-    """The lower cells whose paper value no model of the paper's stated S4D class can reach (``symbolic.
-    keep_nth_lti``: mean accuracy over t = 5..T at most A(T, 5, 128)): verdict claim, from the bound."""
-    from symbolic.keep_nth_lti import mean_accuracy_bound
-
-    bound = {T: float(mean_accuracy_bound(T, 5, 128)) for T in sorted({c[2] for c in cells})}
-    out_of_reach = out_of_lti_reach(cells)
-    if not out_of_reach:
-        return ""
-    Ts = sorted({c[2] for c in out_of_reach})
-    return (f"; {len(out_of_reach)} of them ({where(out_of_reach)}) print a value above what any model of the "
+def _lti_verdict(proven: list, where) -> str:
+    """The verdict claim for the lower cells ``proven`` (``out_of_lti_reach``): their paper value is above what any
+    model of the paper's stated S4D class can reach (``symbolic.keep_nth_lti``)."""
+    Ts = sorted({c[2] for c in proven})
+    return (f"; {len(proven)} of them ({where(proven)}) print a value above what any model of the "
             f"paper's stated S4D class (embedding -> S4D -> linear readout, +PE: linear and time-invariant in the "
             f"tokens, the position a bias) can reach on KEEP FIFTH: mean accuracy at most "
-            + ", ".join(f"A({T}) = {bound[T]:.3f}" for T in Ts) + f" (by more than {OUT_OF_REACH_SLACK})"
+            + ", ".join(f"A({T}) = {_lti_bound(T):.3f}" for T in Ts) + f" (by more than {OUT_OF_REACH_SLACK})"
             + " (symbolic/keep_nth_lti.py, proven), so verdict claim for those cells, whatever the budget (or the "
               "paper trained a model other than the one it states: with trained in/out projections the SiLU mixes "
               "token and position and the bound no longer applies)")
@@ -614,8 +612,8 @@ def _verdicts(found: dict, pe: bool, mixer: str, other: dict | None, other_grid:
                                                   if reach else ""))
         proven = out_of_lti_reach(cs) if mixer in LTI_MIXERS else []
         text += _reference_verdict(cs, reference or {}, pe, mixer, grid, proven)
-        if mixer in LTI_MIXERS:
-            text += _lti_verdict(cs, where)
+        if proven:
+            text += _lti_verdict(proven, where)
         out.append(text)
     if found["higher"]:
         cs = found["higher"]

@@ -66,6 +66,8 @@ k > 2 is not known; it is an upper bound.
 """
 from __future__ import annotations
 
+from functools import cache
+
 import sympy as sp
 
 
@@ -80,6 +82,7 @@ def intersection_bound(s: int, vocab) -> sp.Expr:
     return distinct / sp.factorial(s) + 1 - distinct
 
 
+@cache  # an exact LP: solved once per (k, |V|)
 def block_bound(k: int, vocab) -> sp.Expr:
     """B_k(|V|): the most E[N] can be over k <= n consecutive positions, the exact optimum of the linear program
     max E[N] s.t. E[binom(N, s)] <= binom(k, s) c_s (s = 2..k) over distributions of N on {0..k}."""
@@ -92,6 +95,7 @@ def block_bound(k: int, vocab) -> sp.Expr:
     return lpmax(sp.Add(*(m * p[m] for m in range(k + 1))), constraints)[0]
 
 
+@cache
 def mean_accuracy_bound(T: int, n: int, vocab) -> sp.Expr:
     """A(T, n, |V|): the most the mean accuracy over positions n..T can be for a model of the form (*): the best
     split of the T - n + 1 positions into runs of at most n (dynamic programming over the run lengths)."""

@@ -16,17 +16,23 @@ import torch
 from symbolic.keep_nth_lti import block_bound, intersection_bound, mean_accuracy_bound, pair_bound
 
 
-def accuracies(M: np.ndarray, beta: np.ndarray, vocab: int, T: int, n: int) -> np.ndarray:
-    """Exact accuracy at positions t = n..T of the model l_t(v) = sum_tau M[tau][v, x_{t-tau}] + beta[t][v]
-    (M: (T, V, V), beta: (T + 1, V)) over all V^T sequences, argmax taking the lowest index on ties."""
+def rights(M: np.ndarray, beta: np.ndarray, vocab: int, T: int, n: int) -> np.ndarray:
+    """(T - n + 1, V^T) booleans: whether the model l_t(v) = sum_tau M[tau][v, x_{t-tau}] + beta[t][v]
+    (M: (T, V, V), beta: (T + 1, V)) is right at t = n..T on each of the V^T sequences, argmax taking the lowest
+    index on ties."""
     seqs = np.array(list(itertools.product(range(vocab), repeat=T)))
     out = []
     for t in range(n, T + 1):
         scores = np.repeat(beta[t][None], len(seqs), axis=0)
         for tau in range(t):
             scores = scores + M[tau][:, seqs[:, t - 1 - tau]].T
-        out.append(np.mean(scores.argmax(axis=1) == seqs[:, n - 1]))
+        out.append(scores.argmax(axis=1) == seqs[:, n - 1])
     return np.array(out)
+
+
+def accuracies(M: np.ndarray, beta: np.ndarray, vocab: int, T: int, n: int) -> np.ndarray:
+    """Exact accuracy at positions t = n..T (``rights`` averaged over every sequence)."""
+    return rights(M, beta, vocab, T, n).mean(axis=1)
 
 
 def _block_bound_by_scipy(k: int, vocab: int) -> float:
@@ -91,18 +97,8 @@ def test_no_model_of_the_form_found_by_search_breaks_the_block_lemma():
     """|V| = 6, n = 3, T = 5 (one block of the three positions 3..5): hill climbing on P[all three right] over models
     (*) never passes c_3, nor any pair's P[both right] c_2."""
     vocab, n, T = 6, 3, 5
-    seqs = np.array(list(itertools.product(range(vocab), repeat=T)))
     c2, c3 = float(intersection_bound(2, vocab)), float(intersection_bound(3, vocab))
-
-    def right(M, beta):
-        out = []
-        for t in range(n, T + 1):
-            scores = np.repeat(beta[t][None], len(seqs), axis=0)
-            for tau in range(t):
-                scores = scores + M[tau][:, seqs[:, t - 1 - tau]].T
-            out.append(scores.argmax(axis=1) == seqs[:, n - 1])
-        return np.array(out)
-
+    right = lambda M, beta: rights(M, beta, vocab, T, n)  # noqa: E731
     rng = np.random.default_rng(2)
     for _ in range(3):
         M, beta = rng.normal(size=(T, vocab, vocab)), rng.normal(size=(T + 1, vocab))
