@@ -1,6 +1,7 @@
 """GPU: the mamba_ssm engine's query-only forms of Mamba-2 and Mamba-S4D (``MambaSSMEngine.hidden_at``, what
-``check_mqar`` runs) against the modules' full forwards gathered at the query positions, and the MQAR draw on the GPU
-against the same draw on the CPU. Skipped without a CUDA GPU and mamba_ssm. Run with ``-s`` to see the differences:
+``check_mqar`` runs) against the modules' full forwards gathered at the query positions, the one-pass token conv
+kernel against float64 and against the gather + causal_conv1d path it replaces (Mamba too), and the MQAR draw on the
+GPU (its Triton hash) against the same draw on the CPU. Skipped without a CUDA GPU and mamba_ssm. Run with ``-s`` to see the differences:
 
     python3 -m pytest -q -s -m cuda tests/test_cuda_query_only_mamba2_s4d.py
 
@@ -25,10 +26,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from constructions import mqar_mamba2, mqar_s4d
+from constructions import mqar_mamba, mqar_mamba2, mqar_s4d
 from constructions.layout import Construction, Mamba2Config, MQARTokens, embed
 from verify.checks import query_positions
-from verify.engines import make_engine
+from verify.engines import make_engine, token_conv
 from verify.engines.query_only import at_positions
 from verify.tasks.mqar import MQARConfig, generate, generate_torch
 
@@ -124,3 +125,40 @@ def test_gpu_draw_equals_the_cpu_draw(cfg, seed):
     """``generate_torch`` on the GPU gives the CPU's numbers (integer arithmetic), as check_mqar draws on CUDA."""
     on_gpu, on_cpu = generate_torch(cfg, seed, "cuda"), generate_torch(cfg, seed, "cpu")
     assert all(a.is_cuda and torch.equal(a.cpu(), b) for a, b in zip(on_gpu, on_cpu))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("C, width, L, dtype", [(70, 4, 130, torch.float32), (3584, 4, 512, torch.float32),
+                                                (533, 4, 1024, torch.bfloat16), (129, 2, 77, torch.float32)])
+def test_token_conv_kernel_within_its_rounding_bound(C, width, L, dtype, channels_last):
+    """The compiled kernel on every sequence (not only the self-check's first two) within half an ulp of the output
+    dtype plus the float32 terms of float64's value, in the layout asked for."""
+    g = torch.Generator().manual_seed(C)
+    table_t = torch.randn(300, C, generator=g).to("cuda", dtype)
+    tokens = torch.randint(0, 300, (6, L), generator=g).cuda()
+    weight, bias = (torch.randn(*s, generator=g).to("cuda", dtype) for s in ((C, 1, width), (C,)))
+    out = token_conv.table_conv_silu(table_t, tokens, weight, bias, channels_last)
+    assert out.shape == (6, C, L) and (out.stride(1) == 1) == channels_last
+    ref, size = token_conv.reference(table_t, tokens, weight, bias)
+    bound = torch.finfo(dtype).eps / 2 * ref.abs() + (width + 2) * 2.0 ** -22 * size + 2.0 ** -20 * ref.abs()
+    excess = ((out.double() - ref).abs() - bound).max().item()
+    print(f"\n[token conv C={C} W={width} {dtype} channels_last={channels_last}] max excess over the bound {excess:.3e}")
+    assert excess <= 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("mod", [mqar_mamba, mqar_mamba2, mqar_s4d], ids=lambda m: m.NAME)
+def test_one_pass_conv_equals_the_gather_then_causal_conv1d(mod, dtype):
+    """hidden_at with the one-pass kernel (the default) against hidden_at with the gather and causal_conv1d's kernel
+    (``one_pass = False``), on a construction with random biases: the kernels compute the conv in the same order, so
+    the mixer outputs agree to a unit of the dtype's rounding of the scan's input carried through the block."""
+    con = _with_biases(mod.build(8, 128, "jl", seq_len=200), 3)
+    tokens, pos = (t.cuda() for t in _task(200))
+    eng = make_engine("mamba_ssm", dtype)
+    got = eng.hidden_at(con, tokens, pos)
+    eng.one_pass = False
+    want = eng.hidden_at(con, tokens, pos)
+    diff, scale = (got.double() - want.double()).abs().max().item(), want.double().abs().max().item()
+    bound = (4e-3 if con.config.kind == "mamba2" else 1e-5) if dtype == "float32" else 2 ** -6
+    print(f"\n[{mod.NAME} {dtype}] max |hidden_at one-pass - gather + causal_conv1d| = {diff:.3e} (scale {scale:.3e})")
+    assert got.shape == want.shape and diff <= bound * scale

@@ -64,9 +64,11 @@ except ImportError:  # CPU-only torch: no Triton
 # keeps the fastest (128, 32, 8, 3 on the H100 at the large MQAR configuration); under the CPU interpreter only the
 # first runs.
 _TILES = [(128, 32, 8, 3), (64, 32, 4, 2), (128, 64, 8, 3), (64, 64, 4, 3)]
-# The same with the features per chunk (BLOCK_K) third, for rows wider than RESIDENT_D: at most 48 KiB of h and R
-# tiles per pipeline stage.
-_CHUNKED_TILES = [(128, 64, 32, 8, 3), (128, 128, 32, 8, 3), (64, 128, 32, 4, 3), (128, 64, 64, 8, 3)]
+# The same with the features per chunk (BLOCK_K) third, for rows wider than RESIDENT_D: at most 64 KiB of h and R
+# tiles per pipeline stage. Each program reads its rows' features once per tile of R and R once in all, so the larger
+# tiles read less (at d = 275, |V| = 8192 a program of 128 rows and tiles of 64 reads its rows 128 times).
+_CHUNKED_TILES = [(128, 64, 32, 8, 3), (128, 128, 32, 8, 3), (64, 128, 32, 4, 3), (128, 64, 64, 8, 3),
+                  (128, 256, 32, 8, 3), (256, 128, 32, 8, 3), (128, 128, 64, 8, 3), (256, 64, 32, 8, 4)]
 
 
 RESIDENT_D, MAX_D, MIN_LOGITS = 256, 2048, 2 ** 24

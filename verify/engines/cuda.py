@@ -19,6 +19,7 @@ import torch
 from common.errors import require
 from constructions.layout import Construction, embed
 from verify import blocks
+from verify.engines import token_conv
 from verify.engines.query_only import (at_positions, in_proj_table, mamba2_forward_at, mamba_forward_at,
                                       mamba_s4d_forward_at, silu_conv)
 
@@ -49,6 +50,7 @@ class MambaSSMEngine:
         self.dtype_name, self.device = dtype, torch.device("cuda")
         self.dtype = torch.float32 if dtype == "tfloat32" else getattr(torch, dtype)
         self.fused = causal_conv1d_fn is not None
+        self.one_pass = True  # hidden_at's gather + conv in one kernel where it applies (``one_pass_conv``)
         self._cache = self._table = None
 
     @contextlib.contextmanager
@@ -89,10 +91,13 @@ class MambaSSMEngine:
 
         Block kinds "mamba", "mamba2", "mamba-s4d": the kind's query-only form (``verify.engines.query_only``) on the
         loaded module's parameters with mamba_ssm's scan (``selective_scan_fn``; Mamba-2: ``mamba_chunk_scan_combined``
-        and the module's RMSNormGated) and the conv + SiLU of causal_conv1d where installed (its channel-first kernel,
-        d_conv <= 4), else torch's conv1d + SiLU as the modules' own conv branch. Exact in real arithmetic; in floating
-        point it differs from the module's forward gathered at pos by the summation order of in_proj, the conv and
-        out_proj and the rounding of the gate (``verify.engines.query_only``). Other kinds: ``hidden`` gathered."""
+        and the module's RMSNormGated). The table's gather and the conv + SiLU run as one kernel
+        (``verify.engines.token_conv``, causal_conv1d's arithmetic, checked against float64 once per process) where
+        Triton is available and the construction has no position channel; else the gather, then causal_conv1d's
+        channel-first kernel (d_conv <= 4) where installed, else torch's conv1d + SiLU as the modules' own conv
+        branch. Exact in real arithmetic; in floating point it differs from the module's forward gathered at pos by the
+        summation order of in_proj, the conv and out_proj and the rounding of the gate (``verify.engines.query_only``).
+        Other kinds: ``hidden`` gathered."""
         tokens, pos = tokens.to(self.device), pos.to(self.device)
         kind = con.config.kind
         if kind not in ("mamba", "mamba2", "mamba-s4d"):
@@ -100,20 +105,36 @@ class MambaSSMEngine:
         m, _ = self.module(con)
         params, table = dict(m.named_parameters()), self.table(con)
         conv = _causal_conv1d_silu if self.fused and m.conv1d.weight.shape[-1] <= 4 else silu_conv
+        one_pass = self.one_pass_conv(con) if self.one_pass else None
         with torch.no_grad(), self.precision():
             if kind == "mamba":
-                return mamba_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv=conv)
+                return mamba_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass)
             if kind == "mamba2":
                 return mamba2_forward_at(params, table, con, tokens, pos, mamba_chunk_scan_combined, conv=conv,
-                                         norm=m.norm if con.config.rmsnorm else None)
-            return mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv=conv)
+                                         norm=m.norm if con.config.rmsnorm else None, token_conv=one_pass)
+            return mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass)
+
+    def one_pass_conv(self, con: Construction):
+        """``token_conv(rows, tokens, weight, bias, channels_last)`` for ``query_only.conv_rows``: the one-pass kernel
+        on the table's rows (transposed once per construction and rows), or None where it does not apply (no
+        Triton, a position channel, a conv wider than 8)."""
+        table, m = self.table(con), self.module(con)[0]
+        if con.position_channel is not None or not token_conv.available(table, m.conv1d.weight):
+            return None
+        cache = self._table[2]
+
+        def run(rows: slice, tokens, weight, bias, channels_last):
+            if (rows.start, rows.stop) not in cache:
+                cache[rows.start, rows.stop] = table[rows].T.contiguous()
+            return token_conv.table_conv_silu(cache[rows.start, rows.stop], tokens, weight, bias, channels_last)
+        return run
 
     def table(self, con: Construction) -> torch.Tensor:
         """``in_proj_table`` of the loaded module, computed once per construction."""
         if self._table is None or self._table[0] is not con:
             m, emb = self.module(con)
             with torch.no_grad(), self.precision():
-                self._table = (con, in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias))
+                self._table = (con, in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias), {})
         return self._table[1]
 
 

@@ -73,6 +73,18 @@ def queried(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows: 
     return out
 
 
+def conv_rows(con: Construction, table: torch.Tensor, params: dict[str, torch.Tensor], rows: slice,
+              tokens: torch.Tensor, conv=silu_conv, token_conv=None, channels_last: bool = False) -> torch.Tensor:
+    """The conv + SiLU over in_proj rows ``rows`` of ``embed(con, E, tokens)`` at every position: (batch, len(rows),
+    L). ``conv(gathered rows, conv1d.weight, conv1d.bias)`` by default; ``token_conv(rows, tokens, conv1d.weight,
+    conv1d.bias, channels_last)``, where given, computes the same in one pass from the table
+    (``verify.engines.token_conv``), in the channel-last layout where ``channels_last`` asks for it."""
+    weight, bias = params["conv1d.weight"], params.get("conv1d.bias")
+    if token_conv is not None:
+        return token_conv(rows, tokens, weight, bias, channels_last)
+    return conv(gathered(con, table, params["in_proj.weight"], rows, tokens), weight, bias)
+
+
 def gate(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``y * silu(z)`` in float32 (float64 kept), rounded to y's dtype: the scan kernels' gate."""
     work = torch.float64 if y.dtype == torch.float64 else torch.float32
@@ -89,17 +101,20 @@ def _out_proj(params: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
 
 
 def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
-                     pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
+                     pos: torch.Tensor, scan, conv=silu_conv, token_conv=None) -> torch.Tensor:
     """``Mamba.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
 
     params: the block's parameters by mamba_ssm's names; table: ``in_proj_table`` (rows [x | z]); scan:
     ``selective_scan_fn`` or its reference; conv(x, conv1d.weight, conv1d.bias): the conv + SiLU (``silu_conv`` or
-    causal_conv1d's kernel). Mamba's slow path: conv + SiLU, x_proj, ``dt_proj.weight @ dt``, the selective scan with
-    D, delta_bias, delta_softplus=True; the gate and out_proj at pos."""
+    causal_conv1d's kernel), or token_conv (``conv_rows``; it also writes a channel-last copy for x_proj, which a
+    second pass of its kernel writes faster than a transpose of the first). Mamba's slow path: conv + SiLU, x_proj,
+    ``dt_proj.weight @ dt``, the selective scan with D, delta_bias, delta_softplus=True; the gate and out_proj at
+    pos."""
     cfg, L, di = con.config, tokens.shape[1], con.config.d_inner
     W = params["in_proj.weight"]
-    x = conv(gathered(con, table, W, slice(0, di), tokens), params["conv1d.weight"], params.get("conv1d.bias"))
-    x_dbl = F.linear(x.transpose(1, 2).reshape(-1, di), params["x_proj.weight"])  # (b l, r + 2N)
+    x = conv_rows(con, table, params, slice(0, di), tokens, conv, token_conv)
+    rows = x if token_conv is None else conv_rows(con, table, params, slice(0, di), tokens, conv, token_conv, True)
+    x_dbl = F.linear(rows.transpose(1, 2).reshape(-1, di), params["x_proj.weight"])  # (b l, r + 2N)
     dt, B, C = torch.split(x_dbl, [cfg.rank, cfg.d_state, cfg.d_state], dim=-1)
     dt = (params["dt_proj.weight"] @ dt.t()).unflatten(1, (-1, L)).transpose(0, 1)  # "d (b l) -> b d l"
     B, C = (M.unflatten(0, (-1, L)).transpose(1, 2).contiguous() for M in (B, C))  # "(b l) n -> b n l"
@@ -110,20 +125,22 @@ def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: 
 
 
 def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
-                      pos: torch.Tensor, chunk_scan, conv=silu_conv, norm=None) -> torch.Tensor:
+                      pos: torch.Tensor, chunk_scan, conv=silu_conv, norm=None, token_conv=None) -> torch.Tensor:
     """``mamba_ssm.Mamba2.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
 
     Mamba2's unfused path (``use_mem_eff_path=False``). table: ``in_proj_table`` (rows [z0 | x0 | z | x | B | C |
     dt]); at every position only the rows x, B, C (through the conv + SiLU) and dt, and the scan (without z); the gate
     or the gated RMSNorm, the gated MLP z0/x0 and out_proj at pos. chunk_scan has ``mamba_chunk_scan_combined``'s
     signature (x (b, l, h, p), dt (b, l, h), A (h,), B, C (b, l, g, n), chunk_size, D, z, dt_bias, dt_softplus) ->
-    (b, l, h, p); the reference passes ``ssd_chunk_scan_ref``. x, B, C are views of the conv's (b, channels, l) output
-    with unit stride along l, as Mamba2's torch conv branch gives them. norm(y, z): the module's RMSNormGated (default:
+    (b, l, h, p); the reference passes ``ssd_chunk_scan_ref``. x, B, C are views of the conv's output: with ``conv``
+    (b, channels, l) with unit stride along l, as Mamba2's torch conv branch gives them; with ``token_conv``
+    (``conv_rows``) channel-last, unit stride along the channels, as Mamba2's causal_conv1d branch gives them (so the
+    scan reads B and C without copying them). norm(y, z): the module's RMSNormGated (default:
     ``rms_norm_gated_ref`` with the config's group size and gate order)."""
     c, W = con.config, params["in_proj.weight"]
     rows, ch = c.in_proj_rows(), c.conv_channels()
-    xbc = conv(gathered(con, table, W, slice(rows["x"].start, rows["C"].stop), tokens), params["conv1d.weight"],
-               params.get("conv1d.bias")).transpose(1, 2)  # (b, l, conv_dim)
+    xbc = conv_rows(con, table, params, slice(rows["x"].start, rows["C"].stop), tokens, conv, token_conv,
+                    channels_last=True).transpose(1, 2)  # (b, l, conv_dim)
     x, B, C = (xbc[..., ch[k]] for k in ("x", "B", "C"))
     dt = gathered(con, table, W, rows["dt"], tokens).transpose(1, 2)  # (b, l, h)
     heads, groups = (c.nheads, c.head_dim), (c.ngroups, c.d_state)
@@ -146,13 +163,14 @@ def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con:
 
 
 def mamba_s4d_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction,
-                         tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv) -> torch.Tensor:
+                         tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv,
+                         token_conv=None) -> torch.Tensor:
     """The Mamba-S4D block (``verify.blocks.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
     table: ``in_proj_table`` (rows [x | z]); the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan``
     has ``selective_scan_fn``'s signature) over every position, its zero Delta input one broadcast row (fold 3); the
     gate and out_proj at pos."""
     di, W = con.config.width, params["in_proj.weight"]
-    x = conv(gathered(con, table, W, slice(0, di), tokens), params["conv1d.weight"], params.get("conv1d.bias"))
+    x = conv_rows(con, table, params, slice(0, di), tokens, conv, token_conv)
     delta = x.new_zeros(x.shape[-1]).expand_as(x)  # softplus(0 + dt_bias): strides (0, 0, 1)
     y = scan(x, delta, -torch.exp(_f32(params["A_log"], x)), _f32(params["B"], x), _f32(params["C"], x),
              _f32(params["D"], x), z=None, delta_bias=_f32(params["dt_bias"], x), delta_softplus=True)

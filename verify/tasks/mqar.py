@@ -29,6 +29,12 @@ import numpy as np
 import torch
 
 from common.errors import require
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only torch: the device draw runs as torch operations
+    triton = None
 from constructions.layout import MQARTokens
 
 IGNORE = -100
@@ -127,13 +133,43 @@ def _entropy(seed, *more: int) -> tuple[int, ...]:
 def _bits(seed, stream: int, shape: tuple[int, ...], device) -> torch.Tensor:
     """62 pseudo-random bits (int64 >= 0) per element of ``shape``: two chains of ``_mix`` over the element's index,
     keyed by four 32-bit words of numpy's SeedSequence of (seed, stream). Each chain is a bijection of the index, so
-    the values of one draw are distinct (no ties when sorted); the numbers depend on (seed, stream, index) only."""
+    the values of one draw are distinct (no ties when sorted); the numbers depend on (seed, stream, index) only.
+
+    On CUDA with Triton one kernel computes them in uint32 arithmetic (``_bits_kernel``: the same numbers; as torch
+    operations a draw is about 80 launches, which bound a check of small batches by the host)."""
     w = [int(v) for v in np.random.SeedSequence(_entropy(seed, stream)).generate_state(4, np.uint32)]
     n = int(np.prod(shape))
     require(n <= 2 ** 32, f"a device MQAR draw holds at most 2^32 tokens per batch, got {n}")
+    if triton is not None and torch.device(device).type == "cuda":
+        out = torch.empty(shape, dtype=torch.int64, device=device)
+        _bits_kernel[(triton.cdiv(n, _BITS_BLOCK),)](out, n, *w, BLOCK=_BITS_BLOCK)
+        return out
     e = torch.arange(n, dtype=torch.int64, device=device).view(shape)
     hi, lo = _mix(_mix(e ^ w[0]) ^ w[1]), _mix(_mix(e ^ w[2]) ^ w[3])
     return (hi << 30) | (lo >> 2)
+
+
+_BITS_BLOCK = 1024
+
+if triton is not None:
+    @triton.jit
+    def _mix_u32(x):
+        """``_mix`` on uint32 (products wrap mod 2^32, shifts are logical)."""
+        x = x ^ (x >> 16)
+        x = x * 0x7FEB352D
+        x = x ^ (x >> 15)
+        x = x * 0x846CA68B
+        return x ^ (x >> 16)
+
+    @triton.jit
+    def _bits_kernel(OUT, n, w0, w1, w2, w3, BLOCK: tl.constexpr):
+        """``_bits`` of the indices this program covers: (hi << 30) | (lo >> 2), hi and lo the two chains."""
+        idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        e = idx.to(tl.uint32)  # n <= 2^32: every index fits
+        hi = _mix_u32(_mix_u32(e ^ w0.to(tl.uint32)) ^ w1.to(tl.uint32))
+        lo = _mix_u32(_mix_u32(e ^ w2.to(tl.uint32)) ^ w3.to(tl.uint32))
+        bits = (hi.to(tl.uint64) << 30) | (lo >> 2).to(tl.uint64)
+        tl.store(OUT + idx, bits.to(tl.int64), mask=idx < n)
 
 
 def _permutations(seed, stream: int, rows: int, n: int, device) -> torch.Tensor:
