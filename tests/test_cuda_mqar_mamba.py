@@ -193,13 +193,35 @@ def test_fused_readout_matches_float64_within_tf32_rounding(n, vocab, d, dtype):
     assert bool(torch.isfinite(best).all())
 
 
+@pytest.mark.parametrize("n, vocab, d", [(65536, 8192, 210), (8192, 8192, 275), (3000, 1000, 1000), (77, 5, 16)])
+def test_fused_readout_bf16_operands_within_their_bound(n, vocab, d):
+    """The kernels with bfloat16 operands (bfloat16 rows, the readout rounded by ``bf16_readout``): every row's
+    target and best other logit within half of ``margin_error_bound(..., "bf16")`` of the float64 logits of the
+    float32 readout, rows held whole and read in chunks."""
+    from verify import fused_readout
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    h = torch.randn(n, d, device="cuda", generator=g).bfloat16()
+    R = torch.randn(vocab, d, device="cuda", generator=g)
+    t = torch.randint(0, vocab, (n,), device="cuda", generator=g)
+    own, best = fused_readout.own_and_best_other(h, R, t, "bf16")
+    logits = h.double() @ R.double().T
+    own64 = logits.gather(1, t[:, None]).squeeze(1)
+    best64 = logits.scatter(1, t[:, None], float("-inf")).amax(dim=1)
+    bound = fused_readout.margin_error_bound(h, R, "bf16").double() / 2
+    share = max(((own.double() - own64).abs() / bound).max(), ((best.double() - best64).abs() / bound).max())
+    print(f"\nbf16 operands n={n} |V|={vocab} d={d}: largest share of the bound {share:.3f}")
+    assert share <= 1 and bool(torch.isfinite(best).all())
+
+
+@pytest.mark.parametrize("rows", ["float32", "bfloat16"])
 @pytest.mark.parametrize("d", [64, 275])
 @pytest.mark.parametrize("data", ["gaussian", "integer-ties"])
-def test_certified_float32_readout_equals_the_plain_gemm(data, d):
-    """A float32 check's readout through the TF32 screen (``fused_readout.Screen``) gives the plain float32 GEMM's
-    correct count and min margin: on Gaussian rows, and on small integers (exact in TF32 and float32) where a third
-    of the rows tie their target with another logit (not recalled) and others miss by one; rows held whole (d 64)
-    and read in chunks (d 275)."""
+def test_certified_float32_readout_equals_the_plain_gemm(data, d, rows):
+    """A float32 check's readout through the screen (``fused_readout.Screen``: TF32 for float32 rows, bfloat16
+    operands for bfloat16 rows) gives the plain float32 GEMM's correct count and min margin: on Gaussian rows, and on
+    small integers (exact in TF32, bfloat16 and float32) where a third of the rows tie their target with another
+    logit (not recalled) and others miss by one; rows held whole (d 64) and read in chunks (d 275)."""
     from verify import checks, fused_readout
 
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -209,16 +231,17 @@ def test_certified_float32_readout_equals_the_plain_gemm(data, d):
     else:
         h = torch.randint(-3, 4, (n, d), device="cuda", generator=g).float()
         R = torch.randint(-3, 4, (vocab, d), device="cuda", generator=g).float()
-    logits = h @ R.T
+    h = h.to(getattr(torch, rows))
+    logits = h.float() @ R.T
     t = logits.argmax(dim=1)
     if data != "gaussian":  # targets: the best logit, a logit tied with the best, or one below it
         t = torch.where(torch.rand(n, device="cuda", generator=g) < 0.5, t,
                         ((logits - logits.amax(1, keepdim=True)).abs() <= 1).float().multinomial(1).squeeze(1))
-    plain = checks._recall_plain(h, R, t, torch.float32)
+    plain = checks._recall_plain(h.float(), R, t, torch.float32)
     screen = fused_readout.Screen(h, R, t)
     certified = screen.result(lambda rows, tt: checks._recall_plain(rows, R, tt, torch.float32))
     recomputed = int(screen.recompute.sum())
-    print(f"\n{data} d={d}: plain {int(plain[0])}/{n} min margin {float(plain[1]):.6g}; certified "
+    print(f"\n{data} d={d} {rows} rows: plain {int(plain[0])}/{n} min margin {float(plain[1]):.6g}; certified "
           f"{int(certified[0])}/{n} min margin {float(certified[1]):.6g}; {recomputed} rows recomputed")
     assert int(certified[0]) == int(plain[0])
     assert float(certified[1]) == pytest.approx(float(plain[1]), abs=1e-4)

@@ -48,6 +48,38 @@ def test_margin_error_bound_covers_operands_truncated_to_tf32(d):
     assert bool((2 * per_dot <= margin_error_bound(h, R).double()).all())
 
 
+@pytest.mark.parametrize("d", [200, 275, 2048])
+def test_bf16_margin_error_bound_covers_the_readout_rounded_to_bfloat16(d):
+    """The bfloat16 screen's bound: bfloat16 rows times the readout rounded to nearest bfloat16, products exact,
+    float32 sums in the chunked kernel's order, against the float64 logits of the float32 readout, on random rows and
+    on the worst case of the rounding (every entry 1 + 2^-8 - 2^-20, rounded down by almost 2^-8, all one sign),
+    which reaches most of the bound: TF32's smaller e = 2^-9 + 2^-20 would not cover it."""
+    from verify.fused_readout import bf16_readout
+
+    g = torch.Generator().manual_seed(d)
+    worst = torch.full((2, d), 1 + 2.0 ** -8 - 2.0 ** -20)
+    for h, R in ((torch.randn(500, d, generator=g).bfloat16(), torch.randn(300, d, generator=g)),
+                 (torch.ones(3, d).bfloat16(), worst)):
+        Rb = bf16_readout(R).float()
+        assert bool(((Rb - R).abs() <= 2.0 ** -8 * R.abs()).all())
+        logits_bf16 = torch.zeros(len(h), len(R))
+        for k0 in range(0, d, 32):
+            logits_bf16 += h[:, k0:k0 + 32].float() @ Rb[:, k0:k0 + 32].T
+        per_dot = (logits_bf16.double() - h.double() @ R.double().T).abs().amax(dim=1)
+        assert bool((2 * per_dot <= margin_error_bound(h, R, "bf16").double()).all())
+    assert bool((2 * per_dot > 0.8 * margin_error_bound(h, R, "bf16").double()).all())  # most of it: the worst case
+    assert not bool((2 * per_dot <= margin_error_bound(h, R, "tf32").double()).all())
+
+
+def test_bf16_screen_falls_back_to_tf32_for_readouts_with_float32_subnormals():
+    from verify.fused_readout import bf16_readout
+
+    R = torch.randn(10, 4)
+    assert bf16_readout(R) is not None
+    R[3, 1] = 1e-39  # a float32 subnormal
+    assert bf16_readout(R) is None
+
+
 def test_margin_error_bound_ignores_features_the_readout_does_not_read():
     """Large hidden features where every readout row is zero (the MQAR key channels) do not loosen the bound."""
     g = torch.Generator().manual_seed(0)
@@ -71,7 +103,7 @@ def test_self_check_passes_exact_values_and_stops_a_kernel_outside_the_bound():
     best = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
     fr._CHECKED.clear()
     fr.self_check(h, readout, target, own.float(), best.float())
-    assert (str(h.device), 275, 64) in fr._CHECKED
+    assert (str(h.device), 275, 64, "tf32") in fr._CHECKED
     fr._CHECKED.clear()
     skipped = (h[:, :250].double() @ readout[:, :250].double().T).gather(1, target[:, None]).squeeze(1)
     with pytest.raises(RuntimeError, match="beyond the TF32 bound"):

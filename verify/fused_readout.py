@@ -38,6 +38,17 @@ as float32. The kernels pay where the logits are many (``MIN_LOGITS``); small re
   correct count and min margin, is the plain path's.
   (At the large MQAR configuration B_r is the target logit itself, about 270, so delta_r is about 1.1 against
   margins of 124 to 270: a handful of rows are recomputed.)
+- bfloat16 checks, whose rows are bfloat16 values, have the kernels multiply them by the readout rounded to nearest
+  bfloat16 (``bf16_readout``, once per readout) on bfloat16 tensor cores instead: half the bytes of TF32 and twice its
+  rate. The rows are exact; each readout entry moves by at most 2^-8 of its magnitude (bfloat16 keeps 8 significant
+  bits; a readout with a nonzero float32 below 2^-126, where bfloat16's subnormals keep fewer, takes the TF32 screen);
+  a product of two bfloat16 values is exact in float32, and its sums are the TF32 kernels' sums. So the argument
+  above holds with e = 2^-8 in place of 2^-9 + 2^-20:
+
+      c_bf16(d) = 2^-8 + d 2^-22
+
+  (delta_r about 2.2 at the large MQAR configuration, against margins of 124 to 270), and ``Screen`` certifies the
+  float32 verdicts from it the same way.
 
 MAX_D = 2048 keeps the steps above: ``g(d-1, 2^-23)`` stays near ``(d-1) 2^-23`` only while ``d (d-1) 2^-23`` is
 well below 1 (it passes ``d 2^-23`` past d = 2896), and 2048 is the largest power of two under that. Memory does
@@ -53,6 +64,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 try:
     import triton
@@ -98,14 +110,14 @@ if triton is not None:
 
     @_tuned(_TILES)
     @triton.jit
-    def _own_and_best_other(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
+    def _own_and_best_other(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r, PRECISION: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Rows of at most BLOCK_K features, held for the whole sweep over R."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         ks = tl.arange(0, BLOCK_K)
         rmask = rows < M
         hmask = rmask[:, None] & (ks[None, :] < K)
-        h = tl.load(H + rows[:, None] * stride_h + ks[None, :], mask=hmask, other=0.0).to(tl.float32)
+        h = tl.load(H + rows[:, None] * stride_h + ks[None, :], mask=hmask, other=0.0)
         t = tl.load(T + rows, mask=rmask, other=-1)
         own = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
@@ -113,14 +125,14 @@ if triton is not None:
             cols = n0 + tl.arange(0, BLOCK_N)
             r = tl.load(R + cols[None, :] * stride_r + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K),
                         other=0.0)  # (BLOCK_K, BLOCK_N): R^T tile
-            logits = tl.dot(h, r, input_precision="tf32")
+            logits = tl.dot(h, r, input_precision=PRECISION)
             own, best = _keep(own, best, logits, cols, t, V)
         tl.store(OWN + rows, own, mask=rmask)
         tl.store(BEST + rows, best, mask=rmask)
 
     @_tuned(_CHUNKED_TILES)
     @triton.jit
-    def _own_and_best_other_chunked(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r,
+    def _own_and_best_other_chunked(H, R, T, OWN, BEST, M, V, K, stride_h, stride_r, PRECISION: tl.constexpr,
                                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Rows of any width: each tile's logits accumulated over chunks of BLOCK_K features in one float32 tile."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -135,28 +147,36 @@ if triton is not None:
             logits = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
-                h = tl.load(h_rows + ks[None, :], mask=rmask[:, None] & (ks[None, :] < K), other=0.0).to(tl.float32)
+                h = tl.load(h_rows + ks[None, :], mask=rmask[:, None] & (ks[None, :] < K), other=0.0)
                 r = tl.load(r_cols + ks[:, None], mask=(cols[None, :] < V) & (ks[:, None] < K), other=0.0)
-                logits = tl.dot(h, r, logits, input_precision="tf32")
+                logits = tl.dot(h, r, logits, input_precision=PRECISION)
             own, best = _keep(own, best, logits, cols, t, V)
         tl.store(OWN + rows, own, mask=rmask)
         tl.store(BEST + rows, best, mask=rmask)
 
 
-def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
+def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, operands: str = "tf32"):
     """(target logit, largest other logit), float32 (n,) each, for rows h (n, d), float32 readout (|V|, d), targets
-    (n,), with TF32 dot products."""
-    # float32 rows: Triton's dot of a bfloat16 tile converted in the kernel ran 5x slower (H100, large MQAR config)
-    h, readout, target = h.float().contiguous(), readout.contiguous(), target.reshape(-1).contiguous()
+    (n,). ``operands`` "tf32": float32 rows and readout, TF32 dot products; "bf16": rows already bfloat16 (their
+    values exact in it) times the readout rounded to nearest bfloat16, products exact and summed in float32."""
+    readout = readout.contiguous()
+    if operands == "bf16":
+        assert h.dtype == torch.bfloat16 and bf16_readout(readout) is not None, "bf16 operands: bfloat16 rows, a " \
+                                                                               "readout without float32 subnormals"
+        r, precision = bf16_readout(readout), "ieee"
+    else:
+        # float32 rows: Triton's dot of a bfloat16 tile converted in the kernel ran 5x slower (H100, large MQAR config)
+        h, r, precision = h.float(), readout, "tf32"
+    h, target = h.contiguous(), target.reshape(-1).contiguous()
     n, d = h.shape
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)  # noqa: E731
-    args = h, readout, target, own, best, n, readout.shape[0], d, h.stride(0), readout.stride(0)
+    args = h, r, target, own, best, n, r.shape[0], d, h.stride(0), r.stride(0), precision
     if d <= RESIDENT_D:
         _own_and_best_other[grid](*args, BLOCK_K=max(16, triton.next_power_of_2(d)))
     else:
         _own_and_best_other_chunked[grid](*args)
-    self_check(h, readout, target, own, best)
+    self_check(h, readout, target, own, best, operands)
     return own, best
 
 
@@ -165,13 +185,13 @@ SELF_CHECK_ROWS = 256
 
 
 def self_check(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, own: torch.Tensor,
-               best: torch.Tensor) -> None:
+               best: torch.Tensor, operands: str = "tf32") -> None:
     """Once per process, device, d and |V|: the kernel's (target, best other) logits of the first SELF_CHECK_ROWS
     rows against float64 logits, each within the bound a TF32 logit keeps from the exact one (half of
     ``margin_error_bound``; the max over the other logits moves no more than they do). A compiled kernel that breaks
     it (a miscompiled loop, a skipped feature chunk) raises instead of feeding the certification values outside the
     bound it assumes, so such a kernel can fail a check but never pass one."""
-    key = (str(h.device), h.shape[1], readout.shape[0])
+    key = (str(h.device), h.shape[1], readout.shape[0], operands)
     if key in _CHECKED:
         return
     rows = slice(0, min(h.shape[0], SELF_CHECK_ROWS))
@@ -179,17 +199,19 @@ def self_check(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, own
     logits = hr @ readout.double().T  # (rows, |V|)
     own_ref = logits.gather(1, t[:, None]).squeeze(1)
     best_ref = logits.scatter(1, t[:, None], float("-inf")).amax(dim=1)
-    bound = margin_error_bound(h[rows], readout).double() / 2
+    bound = margin_error_bound(h[rows], readout, operands).double() / 2
     worst = torch.maximum((own[rows] - own_ref).abs(), (best[rows] - best_ref).abs()) - bound
     if not bool((worst <= 0).all()):
+        name = "TF32" if operands == "tf32" else "bfloat16"
         raise RuntimeError(f"fused readout kernel (d = {h.shape[1]}, |V| = {readout.shape[0]}) differs from the "
-                           f"float64 logits by {float(worst.max()):.3g} beyond the TF32 bound on {h.device}")
+                           f"float64 logits by {float(worst.max()):.3g} beyond the {name} bound on {h.device}")
     _CHECKED.add(key)
 
 
-def margin_error_bound(h: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
-    """delta_r (n,): a bound on |TF32 margin - float32 margin| of each row (module docstring)."""
-    c = 2.0 ** -9 + 2.0 ** -20 + h.shape[1] * 2.0 ** -22
+def margin_error_bound(h: torch.Tensor, readout: torch.Tensor, operands: str = "tf32") -> torch.Tensor:
+    """delta_r (n,): a bound on |kernel margin - float32 margin| of each row, for the kernel's ``operands`` (module
+    docstring: c(d), or c_bf16(d) for bfloat16 rows times the readout rounded to bfloat16)."""
+    c = (2.0 ** -8 if operands == "bf16" else 2.0 ** -9 + 2.0 ** -20) + h.shape[1] * 2.0 ** -22
     return 2 * c * (1 + 2.0 ** -8) * (h.float().abs() @ readout.abs().amax(dim=0))
 
 
@@ -203,6 +225,19 @@ def certify(margin: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, to
     return ((margin > delta) & ~recompute).sum(), recompute
 
 
+_BF16 = WeakIdKeyDictionary()  # float32 readout -> (its version, its bfloat16 rounding or None: not close enough)
+
+
+def bf16_readout(readout: torch.Tensor) -> torch.Tensor | None:
+    """The readout rounded to nearest bfloat16 (computed once per readout tensor), or None where an entry is a nonzero
+    float32 below 2^-126: there bfloat16's subnormals keep fewer bits, the rounding can move an entry by more than
+    2^-8 of its magnitude, and the TF32 screen is used instead."""
+    if readout not in _BF16 or _BF16[readout][0] != readout._version:  # computed, and not written to since
+        tiny = (readout != 0) & (readout.abs() < 2.0 ** -126)
+        _BF16[readout] = readout._version, None if bool(tiny.any()) else readout.to(torch.bfloat16)
+    return _BF16[readout][1]
+
+
 class Screen:
     """A certified float32 readout of one batch (module docstring): the TF32 pass and the choice of rows to recompute
     run at once; ``result(exact)`` waits only for this batch's screen (an event, not a device sync, so the batches
@@ -210,9 +245,11 @@ class Screen:
     min margin)`` and returns (correct, min margin) over all rows as 0-dim device tensors."""
 
     def __init__(self, h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor):
-        h = h.float()  # once, for the kernel, the bound and the recomputed rows
-        own, best = own_and_best_other(h, readout, target)
-        self.sure, recompute = certify(own - best, margin_error_bound(h, readout))
+        bf16 = h.dtype == torch.bfloat16 and bf16_readout(readout) is not None
+        operands = "bf16" if bf16 else "tf32"
+        own, best = own_and_best_other(h, readout, target, operands)
+        h = h.float()  # once, for the bound and the recomputed rows
+        self.sure, recompute = certify(own - best, margin_error_bound(h, readout, operands))
         self.recompute = recompute.to("cpu", non_blocking=True)
         self.done = torch.cuda.Event()
         self.done.record()

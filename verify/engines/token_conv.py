@@ -41,7 +41,7 @@ if triton is not None:
 
     @triton.autotune([triton.Config(dict(BLOCK_T=t, BLOCK_C=c), num_warps=w) for t, c, w in _TILES][:1 if _interpreted
                                                                                                      else None],
-                     key=["C", "L", "WIDTH"])
+                     key=["C", "L", "WIDTH", "stride_oc"])  # stride_oc: the layout
     @triton.jit
     def _table_conv_silu(TAB, TOK, W, BIAS, OUT, C, L, stride_tab, stride_tok, stride_ob, stride_oc, stride_ot,
                          WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
