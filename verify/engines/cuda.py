@@ -98,7 +98,8 @@ class MambaSSMEngine:
         channel-first kernel (d_conv <= 4) where installed, else torch's conv1d + SiLU as the modules' own conv
         branch. Exact in real arithmetic; in floating point it differs from the module's forward gathered at pos by the
         summation order of in_proj, the conv and out_proj and the rounding of the gate (``verify.engines.query_only``).
-        Other kinds: ``hidden`` gathered."""
+        Repeated shapes replay the forward from a CUDA graph (``_replayed``; ``graphs = False`` runs it eagerly: the
+        same values). Other kinds: ``hidden`` gathered."""
         tokens, pos = tokens.to(self.device), pos.to(self.device)
         if con.config.kind not in ("mamba", "mamba2", "mamba-s4d"):
             return at_positions(self.hidden(con, tokens), pos)
