@@ -131,12 +131,21 @@ def _missing_note(missing: list[str]) -> str:
             if missing else "")
 
 
+def _seeds(recs) -> int:
+    """The number of distinct seeds among the stored runs (a partial store can hold fewer than its grid names)."""
+    return len({r["spec"]["seed"] for r in recs})
+
+
 def _runs_note(g, recs) -> str:
     from paper_figures.training import _meta
 
     p = g.runs()[0].protocol
-    return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {len(g.seeds)} "
-            f"({_meta(recs)})")
+    cells = len({(r["spec"]["d_model"], r["spec"]["d_state"], tuple(map(tuple, r["spec"].get("model", []))))
+                 for r in recs})
+    grid_cells = len(g.runs()) // len(g.seeds)
+    part = f"; {cells} of the grid's {grid_cells} cells stored" if cells < grid_cells else ""
+    return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {_seeds(recs)} of "
+            f"{len(g.seeds)}{part} ({_meta(recs)})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,10 +186,10 @@ def figure1(results: Path, regime: str) -> Rendered:
         a_best, rmse = _fit_cells(agg, reg)
         a_mean, _ = _fit_cells(agg, reg, "mean")
         a_p = paper_a(model, "mqar")
-        im = _heat(ax, _dn(agg), ds, ns, f"{col}, best of {len(g.seeds)}")
+        im = _heat(ax, _dn(agg), ds, ns, f"{col}, best of {_seeds(recs)}")
         dn = _dn(agg)
         law_p = law_num(*np.array(list(dn), float).T, reg["vocab"], reg["facts"], a_p)
-        rows.append([col[4:], len(dn), len(g.seeds), f"{a_best:.3f}", f"{a_mean:.3f}", f"{a_p:g}", f"{rmse:.3f}",
+        rows.append([col[4:], len(dn), _seeds(recs), f"{a_best:.3f}", f"{a_mean:.3f}", f"{a_p:g}", f"{rmse:.3f}",
                      f"{np.mean(np.abs(np.array(list(dn.values())) - law_p)):.3f}",
                      f"{np.mean(list(dn.values())):.3f}", f"{np.mean(list(_dn(agg, 'mean').values())):.3f}",
                      _runs_note(g, recs)])
@@ -253,7 +262,7 @@ def collapse(results: Path, regime: str) -> Rendered:
         _, rmse_p = _rmse_at(agg, reg, a_p)
         _collapse_panel(ax, agg, reg, a_fit)
         ax.set_title(f"{title}\nfitted a = {a_fit:.3g} (paper {a_p:g})", fontsize=7)
-        rows.append([title[4:], len(_dn(agg)), len(g.seeds), f"{a_fit:.3f}", f"{a_mean:.3f}", f"{a_p:g}",
+        rows.append([title[4:], len(_dn(agg)), _seeds(recs), f"{a_fit:.3f}", f"{a_mean:.3f}", f"{a_p:g}",
                      f"{rmse:.3f}", f"{rmse_p:.3f}", _runs_note(g, recs)])
     axes[0].set_ylabel("recall (validation)")
     axes[0].legend(frameon=False, fontsize=5, loc="upper left")
@@ -322,7 +331,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     axes[0].set_yticks(range(len(lams)), [str(x) for x in lams])
     axes[0].set_xlabel("N")
     axes[0].set_ylabel(r"$\Lambda$ (layers)")
-    axes[0].set_title(f"best of {len(g.seeds)} seeds", fontsize=7)
+    axes[0].set_title(f"best of {_seeds(recs)} seeds", fontsize=7)
     fig.colorbar(im, ax=axes[0], fraction=0.05, pad=0.02)
     _collapse_panel(axes[1], agg, reg, a_fit, lam_of=_layers_of, keep=keep,
                     color_of=lambda c: f"C{lams.index(_layers_of(c))}")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_GRIDS = [p.stem for p in sorted((ROOT / "experiments/grids").glob("recall-*.toml"))
              if p.stem.startswith(("recall-linear-regime1", "recall-linear-regime2", "recall-full-regime1",
                                    "recall-full-regime2", "recall-linear-ar-", "recall-layers", "recall-heads-",
-                                   "recall-ablation-"))]
+                                   "recall-ablation-")) and not p.stem.endswith("-coarse")]
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,18 @@ def test_new_grids_expand_to_the_papers_cells():
     assert [grid(f"recall-ablation-{r}").d_conv for r in ("base", "c", "d", "e")] == [4, 4, 2, 1]
     for name in ("recall-linear-regime2", "recall-full-regime1", "recall-linear-ar-regime1"):
         assert len({(s.d_model, s.d_state) for s in grid(name).runs()}) == 752
+
+
+@pytest.mark.parametrize("name", ["recall-linear-regime0", "recall-linear-ar-regime0"])
+def test_coarse_slices_are_runs_of_their_grid(name):
+    """A ``-coarse`` grid trains into its parent's store: every run of it is a run of the parent (the same run key),
+    20 cells of seed 0."""
+    from verify.train.spec import run_key
+
+    coarse, parent = grid(f"{name}-coarse"), grid(name)
+    keys = {run_key(s) for s in coarse.runs()}
+    assert len(keys) == 20 and keys <= {run_key(s) for s in parent.runs()}
+    assert {s.seed for s in coarse.runs()} == {0}
 
 
 @pytest.mark.parametrize("name", NEW_GRIDS)
