@@ -4,8 +4,9 @@ The query-only forms (``verify.engines.query_only``) start every block the same 
 at every position are gathered from the token table (fold 1 there), then the causal depthwise conv + SiLU runs over
 them. Done as two kernels (a gather, then causal_conv1d's), the gathered tensor is written and read back once more
 than needed; at the large MQAR configurations the gather costs more than the conv and, for Mamba-S4D, more than the
-scan. ``table_conv_silu`` computes the same values in one Triton kernel that reads table rows (a few MB, resident in
-L2) and writes only the conv's output, in the layout its consumer reads without a copy: channel-first (batch, C, L)
+scan. ``table_conv_silu`` computes the same values in one Triton kernel that reads table rows (15-20 MB at the large
+MQAR configurations: they stay in L2) and writes only the conv's output, in the layout its consumer reads without a
+copy: channel-first (batch, C, L)
 for ``selective_scan_fn`` (Mamba, Mamba-S4D), channel-last (batch, L, C) for ``mamba_chunk_scan_combined`` (Mamba-2,
 whose B and C would otherwise be copied to unit stride: mamba_ssm's channel-last conv needs C a multiple of 8).
 
