@@ -6,9 +6,9 @@ them. Done as two kernels (a gather, then causal_conv1d's), the gathered tensor 
 than needed; at the large MQAR configurations the gather costs more than the conv and, for Mamba-S4D, more than the
 scan. ``table_conv_silu`` computes the same values in one Triton kernel that reads table rows (15-20 MB at the large
 MQAR configurations: they stay in L2) and writes only the conv's output, in the layout its consumer reads without a
-copy: channel-first (batch, C, L)
-for ``selective_scan_fn`` (Mamba, Mamba-S4D), channel-last (batch, L, C) for ``mamba_chunk_scan_combined`` (Mamba-2,
-whose B and C would otherwise be copied to unit stride: mamba_ssm's channel-last conv needs C a multiple of 8).
+copy: channel-first (batch, C, L) for ``selective_scan_fn`` (Mamba, Mamba-S4D), channel-last (batch, L, C) for
+``mamba_chunk_scan_combined`` (Mamba-2, whose B and C would otherwise be copied to unit stride: mamba_ssm's
+channel-last conv needs C a multiple of 8).
 
 Arithmetic (causal_conv1d's): each output ``bias_c + sum_k w_ck x_c,t-W+1+k`` summed in float32 in that order
 (inputs of any float dtype read as float32, positions before the first read as 0), then ``y / (1 + exp(-y))``, rounded
