@@ -144,6 +144,8 @@ def test_benchmark_bad_input(tmp_path, a_file, capsys):
     prof = _script("benchmarks/tools/profile_harness.py")
     _refused(capsys, prof.main, ["--rows", "0"], "argument --rows")
     _refused(capsys, prof.main, ["--dtype", "float64"], "argument --dtype: invalid choice")
+    _refused(capsys, prof.main, ["--construction", "mqar-x"], "argument --construction: invalid choice")
+    _refused(capsys, prof.main, ["--batches", "0"], "argument --batches")
     if not torch.cuda.is_available():
         _refused(capsys, abl.main, ["--out", str(tmp_path / "a.json")], "needs a CUDA GPU")
         _refused(capsys, prof.main, [], "needs a CUDA GPU")
