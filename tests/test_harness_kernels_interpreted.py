@@ -44,17 +44,16 @@ def test_kernel_equals_conv_of_the_gathered_rows(n_tokens, C, width, batch, L, d
     assert out.shape == (batch, C, L) and out.dtype == dtype
     assert (out.stride(1) == 1) == channels_last or C == 1
     ref, size = token_conv.reference(table_t, tokens, weight, b)
-    u = torch.finfo(dtype).eps * token_conv._ROUNDING_ULPS  # one ulp: the interpreter truncates to bfloat16
-    bound = u * ref.abs() + (width + 2) * 2.0 ** -22 * size + 2.0 ** -20 * ref.abs()
+    bound = token_conv.error_bound(ref, size, width, dtype)  # one ulp here: the interpreter truncates to bfloat16
     assert ((out.double() - ref).abs() <= bound).all()
     torch_path = query_only.silu_conv(table_t.float()[tokens].transpose(1, 2), weight.float(),
                                       None if b is None else b.float())
-    assert torch.allclose(out.float(), torch_path, rtol=2 * u, atol=1e-5)
+    assert torch.allclose(out.float(), torch_path, rtol=2 * torch.finfo(dtype).eps, atol=1e-5)
 
 
 def test_self_check_raises_on_a_wrong_kernel(monkeypatch):
     """A kernel whose values leave the bound (here: one output moved by one float32 ulp per unit of its size) ends the
-    call with an error; the key is not recorded, so the next call checks again."""
+    check with an error; the key is not recorded, so the kernel's next use is checked again."""
     table_t, tokens, weight, b = _case(20, 8, 4, 2, 10, torch.float32)
     out = token_conv.table_conv_silu(table_t, tokens, weight, b)
     ref, size = token_conv.reference(table_t, tokens, weight, b)
@@ -66,16 +65,6 @@ def test_self_check_raises_on_a_wrong_kernel(monkeypatch):
     assert not token_conv._CHECKED
     token_conv.self_check(table_t, tokens, weight, b, out)
     assert len(token_conv._CHECKED) == 1
-
-
-def _one_pass(con, table):
-    cache = {}
-
-    def run(rows, tokens, weight, bias, channels_last):
-        key = rows.start, rows.stop
-        cache.setdefault(key, table[rows].T.contiguous())
-        return token_conv.table_conv_silu(cache[key], tokens, weight, bias, channels_last)
-    return run
 
 
 @pytest.mark.parametrize("mod", [mqar_mamba, mqar_mamba2, mqar_s4d], ids=lambda m: m.NAME)
@@ -101,7 +90,7 @@ def test_query_only_forms_with_the_kernel_equal_the_gather_then_conv(mod):
     else:
         form = lambda tc: query_only.mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_ref,  # noqa
                                                           token_conv=tc)
-    want, got = form(None), form(_one_pass(con, table))
+    want, got = form(None), form(token_conv.rows_conv(table))
     assert got.shape == want.shape
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 

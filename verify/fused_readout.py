@@ -161,9 +161,9 @@ def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Ten
     values exact in it) times the readout rounded to nearest bfloat16, products exact and summed in float32."""
     readout = readout.contiguous()
     if operands == "bf16":
-        assert h.dtype == torch.bfloat16 and bf16_readout(readout) is not None, "bf16 operands: bfloat16 rows, a " \
-                                                                               "readout without float32 subnormals"
         r, precision = bf16_readout(readout), "ieee"
+        assert h.dtype == torch.bfloat16 and r is not None, "bf16 operands: bfloat16 rows, a readout without " \
+                                                            "float32 subnormals"
     else:
         # float32 rows: Triton's dot of a bfloat16 tile converted in the kernel ran 5x slower (H100, large MQAR config)
         h, r, precision = h.float(), readout, "tf32"

@@ -160,25 +160,20 @@ class MambaSSMEngine:
 
     def one_pass_conv(self, con: Construction):
         """``token_conv(rows, tokens, weight, bias, channels_last)`` for ``query_only.conv_rows``: the one-pass kernel
-        on the table's rows (transposed once per construction and rows), or None where it does not apply (no
+        on the table's rows (``token_conv.rows_conv``, one per construction), or None where it does not apply (no
         Triton, a position channel, a conv wider than 8)."""
         table, m = self.table(con), self.module(con)[0]
         if con.position_channel is not None or not token_conv.available(table, m.conv1d.weight):
             return None
-        cache = self._table[2]
-
-        def run(rows: slice, tokens, weight, bias, channels_last):
-            if (rows.start, rows.stop) not in cache:
-                cache[rows.start, rows.stop] = table[rows].T.contiguous()
-            return token_conv.table_conv_silu(cache[rows.start, rows.stop], tokens, weight, bias, channels_last)
-        return run
+        return self._table[2]
 
     def table(self, con: Construction) -> torch.Tensor:
         """``in_proj_table`` of the loaded module, computed once per construction."""
         if self._table is None or self._table[0] is not con:
             m, emb = self.module(con)
             with torch.no_grad(), self.precision():
-                self._table = (con, in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias), {})
+                table = in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias)
+                self._table = (con, table, token_conv.rows_conv(table))
         return self._table[1]
 
 

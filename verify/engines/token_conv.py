@@ -110,6 +110,28 @@ def reference(table_t: torch.Tensor, tokens: torch.Tensor, weight: torch.Tensor,
     return torch.nn.functional.silu(pre), size
 
 
+def error_bound(ref: torch.Tensor, size: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """The kernel's largest distance from the float64 value ``ref`` of an output whose terms' magnitudes sum to
+    ``size`` (``reference``), for a conv of ``width`` taps written in ``dtype``: ``u |y| + (W + 2) 2^-22 S + 2^-20
+    |y|`` (``self_check``)."""
+    u = torch.finfo(dtype).eps * _ROUNDING_ULPS
+    return u * ref.abs() + (width + 2) * 2.0 ** -22 * size + 2.0 ** -20 * ref.abs()
+
+
+def rows_conv(table: torch.Tensor):
+    """``token_conv(rows, tokens, weight, bias, channels_last)`` for ``query_only.conv_rows`` on an ``in_proj_table``
+    (d_in_proj, n_tokens): ``table_conv_silu`` of the table's rows ``rows``, each slice transposed once, on first
+    use."""
+    transposed = {}
+
+    def run(rows: slice, tokens, weight, bias, channels_last=False):
+        key = rows.start, rows.stop
+        if key not in transposed:
+            transposed[key] = table[rows].T.contiguous()
+        return table_conv_silu(transposed[key], tokens, weight, bias, channels_last)
+    return run
+
+
 _CHECKED: set = set()
 SELF_CHECK_SEQUENCES = 2
 
@@ -125,9 +147,7 @@ def self_check(table_t, tokens, weight, bias, out) -> None:
         return
     n = min(tokens.shape[0], SELF_CHECK_SEQUENCES)
     ref, size = reference(table_t, tokens[:n], weight, bias)
-    u = torch.finfo(out.dtype).eps * _ROUNDING_ULPS
-    bound = u * ref.abs() + (weight.shape[-1] + 2) * 2.0 ** -22 * size + 2.0 ** -20 * ref.abs()
-    worst = ((out[:n].double() - ref).abs() - bound).max()
+    worst = ((out[:n].double() - ref).abs() - error_bound(ref, size, weight.shape[-1], out.dtype)).max()
     if not bool(worst <= 0):
         raise RuntimeError(f"token conv kernel (C = {out.shape[1]}, width {weight.shape[-1]}, {out.dtype}) differs "
                            f"from float64 by {float(worst):.3g} beyond its rounding bound on {out.device}")
