@@ -190,6 +190,40 @@ def test_training_figures_from_fixture_stores(results):
     assert any(ln.get_label() == "d = 2|V| (Lemma 3)" for ln in fig.axes[0].get_lines())
 
 
+def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(results, tmp_path):
+    """fig2-s4d-complex's figure: the two S4D panels (not fig2-loss's Mamba), on one d axis, a cell-by-cell count
+    of where the complex mixer is higher, and the verdict: unsolved cells under a short budget are not decided."""
+    shutil.copytree(results, tmp_path / "r")
+    # fixture complex S4D: 0.4 at d = 8, 1.0 at d = 16 (kappa 4, 8); the real-diagonal ablation 0.6 everywhere, and a
+    # Mamba run that must not get a panel
+    ResultStore(tmp_path / "r/train/fig2-loss.jsonl").append(
+        [_rec("mqar", "mamba-s4d", 128, k, d, 4, 0, 0.6) for k in (4, 8) for d in (8, 16)]
+        + [_rec("mqar", "mamba", 128, 4, 24, 8, 0, 0.75)])
+    r = paper_figures.make("fig2-s4d-complex", tmp_path / "r")
+    titles = [ax.get_title() for ax in r.figure.axes if ax.get_title()]
+    assert titles == ["Mamba-S4D, |V| = 128", "Mamba-S4D (complex S4D), |V| = 128"]
+    assert r.figure.axes[0].get_ylim() == r.figure.axes[1].get_ylim()
+    assert "higher than Mamba-S4D's in 2 of 4 cells" in r.caption
+    assert "kappa 4: 1.0000 vs 0.6000; kappa 8: 1.0000 vs 0.6000" in r.caption
+    assert "2 of 4 cells solved, runs trained at most 3 epochs" in r.caption
+    assert "not decided (budget vs model or claim)" in r.caption
+    assert "Mamba, |V|" not in " ".join(titles) and "1 solved" not in r.caption
+
+
+def test_budget_verdict_reads_the_epochs_trained():
+    """An unsolved cell is not decided under a short budget, model or claim after the paper's 600 epochs, and a
+    figure whose cells all solve reproduces the claim."""
+    from paper_figures.training import budget_verdict
+    cells = {("mamba-s4d-complex", 128, 4, 8, 4): (0.9, False, 1), ("mamba-s4d-complex", 128, 4, 16, 4): (1.0, True, 1)}
+    recs = [{"spec": {"mixer": "mamba-s4d-complex"}, "result": {"epochs": e}} for e in (2.56, 1.0)]
+    assert "1 of 2 cells solved" in budget_verdict(cells, recs, "mamba-s4d-complex")
+    assert "not decided" in budget_verdict(cells, recs, "mamba-s4d-complex")
+    full = [{"spec": {"mixer": "mamba-s4d-complex"}, "result": {"epochs": 600.0}}]
+    assert "model or claim: the runs trained the paper's whole protocol" in budget_verdict(cells, full, "mamba-s4d-complex")
+    solved = {c: (1.0, True, 1) for c in cells}
+    assert "reproduced: every cell solved" in budget_verdict(solved, recs, "mamba-s4d-complex")
+
+
 def _reference_rec(d, n, seed, acc, steps, cap=0):
     """A run of grid keepnth-pe-bare-complex-reference (T = 10, the paper's protocol, ``cap``: a step cap)."""
     spec = RunSpec(task="keep-nth", mixer="mamba-s4d-complex", vocab=128, d_model=d, d_state=n, seed=seed, lr=0.03,

@@ -170,13 +170,14 @@ def test_new_grids_expand_to_the_papers_cells():
                                   "recall-linear-regime2"])
 def test_coarse_slices_are_runs_of_their_grid(name):
     """A ``-coarse`` grid trains into its parent's store: every run of it is a run of the parent (the same run key),
-    20 cells of seed 0."""
+    20 cells x the parent's seeds 0-2."""
     from verify.train.spec import run_key
 
     coarse, parent = grid(f"{name}-coarse"), grid(name)
     keys = {run_key(s) for s in coarse.runs()}
-    assert len(keys) == 20 and keys <= {run_key(s) for s in parent.runs()}
-    assert {s.seed for s in coarse.runs()} == {0}
+    assert len(keys) == 60 and keys <= {run_key(s) for s in parent.runs()}
+    assert {s.seed for s in coarse.runs()} == {0, 1, 2} == {s.seed for s in parent.runs()}
+    assert len({(s.d_model, s.d_state) for s in coarse.runs()}) == 20
 
 
 @pytest.mark.parametrize("name", NEW_GRIDS)
