@@ -64,6 +64,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           training=True),
     Entry("recall-ablation", "recall", "Circuit-minimality ablation (Base, rows A-E)", recall_trained.ablation,
           training=True),
+    Entry("recall-mechanism", "recall", "The hashing mechanism in trained models: designed vs trained, per cell",
+          recall_trained.mechanism, training=True),
     Entry("recall-seeds", "recall", "Seed reliability of the trained full model (regime_0)",
           recall_trained.seed_reliability, training=True),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),

@@ -91,7 +91,21 @@ def results(tmp_path_factory) -> Path:
     ResultStore(t / "recall-regime0.jsonl").append([_recall_rec(d, 8, 0, 0.01, d / 64) for d in (8, 32)])
     ResultStore(t / "recall-vocab.jsonl").append([_recall_rec(32, 16, 0, 0.01, 0.5, v) for v in (128, 256)])
     recall_trained_fixtures.write_all(r, every=11)  # Koren et al.'s trained grids (paper_figures.recall_trained)
+    _mechanism_reports(r, {("designed", 64, 32): 0.9, ("trained", 64, 32): 0.99, ("trained", 48, 32): 0.95})
     return r
+
+
+def _mechanism_reports(results: Path, cells: dict) -> None:
+    """experiments.mechanism reports {(circuit, D, N): recall} with every other number derived from the recall, so
+    that the table's cells and the caption's spans are known."""
+    root = results / "recall_scaling/mechanism"
+    root.mkdir(parents=True, exist_ok=True)
+    for (circuit, d, n), r in cells.items():
+        block = {"relative_frobenius_distance": 1 - r, "effective_dim": float(n), "diagonal_is_column_max": r}
+        rep = {"recall": r, "key_block": block, "value_block": dict(block, effective_dim=float(d)),
+               "decoded_state": {"facts_decoded": r}, "attention": {"argmax_at_ideal": r},
+               "a_logits": {"a": 10 * (1 - r)}, "a_recall": None if r > 0.98 else 20 * (1 - r)}
+        (root / f"{circuit}-D{d}-N{n}.json").write_text(json.dumps(rep))
 
 
 def _decay_hist(mixer):
@@ -208,6 +222,22 @@ def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(result
     assert "2 of 4 cells solved, runs trained at most 3 epochs" in r.caption
     assert "not decided (budget vs model or claim)" in r.caption
     assert "Mamba, |V|" not in " ".join(titles) and "1 solved" not in r.caption
+
+
+def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(results, tmp_path):
+    r = paper_figures.make("recall-mechanism", results)
+    assert "| designed | (64, 32) | 0.900 | 0.10 / 32.0 / 0.900 | 0.10 / 64.0 / 0.900 | 0.900 | 0.900 | 1.00 | 2.00 |" \
+        in r.markdown
+    assert "| trained | (64, 32) | 0.990 | 0.01 / 32.0 / 0.990 | 0.01 / 64.0 / 0.990 | 0.990 | 0.990 | 0.10 | n/a |" \
+        in r.markdown
+    assert "trained: key-block diagonal the column maximum in 0.95-0.99 of the keys" in r.caption
+    assert "a from the logits 0.1-0.5 (the paper's 1.25)" in r.caption
+    assert "designed: key-block diagonal the column maximum in 0.9 of the keys" in r.caption
+    assert "Not measured yet: designed (48, 32)" in r.caption and "trained (64, 24)" in r.caption
+    empty = tmp_path / "r"
+    _mechanism_reports(empty, {("designed", 64, 32): 0.9})
+    with pytest.raises(MissingResults, match="trained-D64-N32.json"):
+        paper_figures.make("recall-mechanism", empty)
 
 
 def test_budget_verdict_reads_the_epochs_trained():
