@@ -532,12 +532,13 @@ def _mechanism_row(circuit: str, d: int, n: int, rep: dict) -> list:
             f"{k['relative_frobenius_distance']:.2f} / {k['effective_dim']:.1f} / {k['diagonal_is_column_max']:.3f}",
             f"{v['relative_frobenius_distance']:.2f} / {v['effective_dim']:.1f} / {v['diagonal_is_column_max']:.3f}",
             f"{rep['decoded_state']['facts_decoded']:.3f}", f"{att['argmax_at_ideal']:.3f}",
-            f"{rep['a_logits']['a']:.2f}", "n/a" if rep["a_recall"] is None else f"{rep['a_recall']:.2f}"]
+            f"{rep['a_logits']['sigma2']:.4f} ({1 / d:.4f})", f"{rep['a_logits']['a']:.2f}",
+            "n/a" if rep["a_recall"] is None else f"{rep['a_recall']:.2f}"]
 
 
 def _span(values) -> str:
     lo, hi = min(values), max(values)
-    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g}"
+    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g} to {hi:.3g}"
 
 
 def mechanism(results: Path) -> Rendered:
@@ -573,9 +574,13 @@ def mechanism(results: Path) -> Rendered:
                "by the mean diagonal) / effective dimension (1 / mean squared off-diagonal; N for the key hash and D "
                "for the value code of the designed circuit) / fraction of columns whose diagonal is the maximum. The "
                "paper's claims are visual (G_kq's key block and G_vv's value block near the identity, H'' near H) "
-               "and that the trained model is better than the designed one (a = 5/4 against 3): "
+               "and that the trained model is better than the designed one (a = 5/4 against 3). sigma^2: the logits' "
+               "noise (variance over the tokens not in the context) over the squared signal, beside the law's floor "
+               "1/D; a (logits) = (sigma^2 - 1/D) N D / N_f, negative where the measured noise is below that floor "
+               "(a term the law takes from random embeddings, which a trained embedding can beat); a (recall): the "
+               "law inverted at the measured recall (n/a at recall 1): "
                + "; ".join(said) + "." + (" Not measured yet: " + "; ".join(missing) + "." if missing else ""))
     tex, md = table(["circuit", "(D, N)", "recall", "G_kq keys: dist / dim / diag max",
                      "G_vv values: dist / dim / diag max", "facts decoded (H'')", "alpha argmax at ideal",
-                     "a (logits)", "a (recall)"], rows, caption)
+                     "sigma^2 (1/D)", "a (logits)", "a (recall)"], rows, caption)
     return Rendered(caption, latex=tex, markdown=md)

@@ -104,7 +104,7 @@ def _mechanism_reports(results: Path, cells: dict) -> None:
         block = {"relative_frobenius_distance": 1 - r, "effective_dim": float(n), "diagonal_is_column_max": r}
         rep = {"recall": r, "key_block": block, "value_block": dict(block, effective_dim=float(d)),
                "decoded_state": {"facts_decoded": r}, "attention": {"argmax_at_ideal": r},
-               "a_logits": {"a": 10 * (1 - r)}, "a_recall": None if r > 0.98 else 20 * (1 - r)}
+               "a_logits": {"a": 10 * (1 - r), "sigma2": 1 - r}, "a_recall": None if r > 0.98 else 20 * (1 - r)}
         (root / f"{circuit}-D{d}-N{n}.json").write_text(json.dumps(rep))
 
 
@@ -226,12 +226,12 @@ def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(result
 
 def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(results, tmp_path):
     r = paper_figures.make("recall-mechanism", results)
-    assert "| designed | (64, 32) | 0.900 | 0.10 / 32.0 / 0.900 | 0.10 / 64.0 / 0.900 | 0.900 | 0.900 | 1.00 | 2.00 |" \
+    assert "| designed | (64, 32) | 0.900 | 0.10 / 32.0 / 0.900 | 0.10 / 64.0 / 0.900 | 0.900 | 0.900 | 0.1000 (0.0156) | 1.00 | 2.00 |" \
         in r.markdown
-    assert "| trained | (64, 32) | 0.990 | 0.01 / 32.0 / 0.990 | 0.01 / 64.0 / 0.990 | 0.990 | 0.990 | 0.10 | n/a |" \
+    assert "| trained | (64, 32) | 0.990 | 0.01 / 32.0 / 0.990 | 0.01 / 64.0 / 0.990 | 0.990 | 0.990 | 0.0100 (0.0156) | 0.10 | n/a |" \
         in r.markdown
-    assert "trained: key-block diagonal the column maximum in 0.95-0.99 of the keys" in r.caption
-    assert "a from the logits 0.1-0.5 (the paper's 1.25)" in r.caption
+    assert "trained: key-block diagonal the column maximum in 0.95 to 0.99 of the keys" in r.caption
+    assert "a from the logits 0.1 to 0.5 (the paper's 1.25)" in r.caption
     assert "designed: key-block diagonal the column maximum in 0.9 of the keys" in r.caption
     assert "Not measured yet: designed (48, 32)" in r.caption and "trained (64, 24)" in r.caption
     empty = tmp_path / "r"
