@@ -206,10 +206,13 @@ def test_training_figures_from_fixture_stores(results):
 
 def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(results, tmp_path):
     """fig2-s4d-complex's figure: the two S4D panels (not fig2-loss's Mamba), on one d axis, a cell-by-cell count
-    of where the complex mixer is higher, and the verdict: unsolved cells under a short budget are not decided."""
+    of where the complex mixer is higher, and per mixer the verdict on the cells at or above the line (d >= 28 at
+    kappa 4): unsolved under a short budget is not decided."""
     shutil.copytree(results, tmp_path / "r")
-    # fixture complex S4D: 0.4 at d = 8, 1.0 at d = 16 (kappa 4, 8); the real-diagonal ablation 0.6 everywhere, and a
-    # Mamba run that must not get a panel
+    # fixture complex S4D: 0.4 at d = 8, 1.0 at d = 16 (kappa 4, 8), and 0.9 at d = 28 (kappa 4, on the line); the
+    # real-diagonal ablation 0.6 everywhere, and a Mamba run that must not get a panel
+    ResultStore(tmp_path / "r/train/fig2-s4d-complex.jsonl").append(
+        [_rec("mqar", "mamba-s4d-complex", 128, 4, 28, 4, 0, 0.9)])
     ResultStore(tmp_path / "r/train/fig2-loss.jsonl").append(
         [_rec("mqar", "mamba-s4d", 128, k, d, 4, 0, 0.6) for k in (4, 8) for d in (8, 16)]
         + [_rec("mqar", "mamba", 128, 4, 24, 8, 0, 0.75)])
@@ -219,9 +222,28 @@ def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(result
     assert r.figure.axes[0].get_ylim() == r.figure.axes[1].get_ylim()
     assert "higher than Mamba-S4D's in 2 of 4 cells" in r.caption
     assert "kappa 4: 1.0000 vs 0.6000; kappa 8: 1.0000 vs 0.6000" in r.caption
-    assert "2 of 4 cells solved, runs trained at most 3 epochs" in r.caption
-    assert "not decided (budget vs model or claim)" in r.caption
-    assert "Mamba, |V|" not in " ".join(titles) and "1 solved" not in r.caption
+    assert ("Verdict for Mamba-S4D (complex S4D): 1 of 1 cells at or above the line unsolved (kappa 4), runs trained "
+            "at most 3 epochs of 10^5 sequences: not decided (budget vs model or claim)") in r.caption
+    assert "Verdict for Mamba-S4D: no stored cell at or above the line." in r.caption
+    assert "Mamba, |V|" not in " ".join(titles) and "Verdict for Mamba:" not in r.caption
+
+
+def test_budget_verdict_reads_the_cells_above_the_line_and_the_epochs_trained():
+    """The paper's "100% above the line": cells below the bound (d < 28 for S4D at kappa 4, |V| 128) do not count;
+    an unsolved cell above it is not decided under a short budget, model or claim after the paper's 600 epochs; all
+    solved reproduces the claim."""
+    from paper_figures.training import budget_verdict
+    m = "mamba-s4d-complex"
+    cells = {(m, 128, 4, 28, 4): (0.9, False, 1), (m, 128, 4, 56, 4): (1.0, True, 1), (m, 128, 4, 8, 4): (0.1, False, 1)}
+    recs = [{"spec": {"mixer": m}, "result": {"epochs": e}} for e in (2.56, 1.0)]
+    short = budget_verdict(cells, recs, m)
+    assert "1 of 2 cells at or above the line unsolved (kappa 4)" in short and "not decided" in short
+    full = [{"spec": {"mixer": m}, "result": {"epochs": 600.0}}]
+    assert "model or claim: the runs trained the paper's whole protocol" in budget_verdict(cells, full, m)
+    solved = {**cells, (m, 128, 4, 28, 4): (1.0, True, 1)}
+    assert "reproduced, all 2 cells at or above the line solved" in budget_verdict(solved, recs, m)
+    below = {(m, 128, 4, 8, 4): (0.1, False, 1)}
+    assert "no stored cell at or above the line" in budget_verdict(below, recs, m)
 
 
 def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(results, tmp_path):
@@ -238,20 +260,6 @@ def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(
     _mechanism_reports(empty, {("designed", 64, 32): 0.9})
     with pytest.raises(MissingResults, match="trained-D64-N32.json"):
         paper_figures.make("recall-mechanism", empty)
-
-
-def test_budget_verdict_reads_the_epochs_trained():
-    """An unsolved cell is not decided under a short budget, model or claim after the paper's 600 epochs, and a
-    figure whose cells all solve reproduces the claim."""
-    from paper_figures.training import budget_verdict
-    cells = {("mamba-s4d-complex", 128, 4, 8, 4): (0.9, False, 1), ("mamba-s4d-complex", 128, 4, 16, 4): (1.0, True, 1)}
-    recs = [{"spec": {"mixer": "mamba-s4d-complex"}, "result": {"epochs": e}} for e in (2.56, 1.0)]
-    assert "1 of 2 cells solved" in budget_verdict(cells, recs, "mamba-s4d-complex")
-    assert "not decided" in budget_verdict(cells, recs, "mamba-s4d-complex")
-    full = [{"spec": {"mixer": "mamba-s4d-complex"}, "result": {"epochs": 600.0}}]
-    assert "model or claim: the runs trained the paper's whole protocol" in budget_verdict(cells, full, "mamba-s4d-complex")
-    solved = {c: (1.0, True, 1) for c in cells}
-    assert "reproduced: every cell solved" in budget_verdict(solved, recs, "mamba-s4d-complex")
 
 
 def _reference_rec(d, n, seed, acc, steps, cap=0):
