@@ -526,11 +526,21 @@ def mechanism_cmd(circuit: str, d: int, n: int, seed: int) -> str:
             + measure.format("results/train/recall-mechinterp.jsonl.weights/<run key>.safetensors"))
 
 
-def _mechanism_row(circuit: str, d: int, n: int, rep: dict) -> list:
+def welch_dim(vectors: int, dim: int) -> float:
+    """The largest effective dimension 1 / mean squared off-diagonal that ``vectors`` unit vectors in R^dim can have
+    (Welch's bound: the mean of <x_i, x_j>^2 over i != j is at least (n - m) / (m (n - 1)); equality for a tight
+    frame with equal inner products); n where n <= m (orthonormal vectors)."""
+    return float("inf") if vectors <= dim else dim * (vectors - 1) / (vectors - dim)
+
+
+def _block(b: dict, vectors: int, dim: int) -> str:
+    return (f"{b['relative_frobenius_distance']:.2f} / {b['effective_dim']:.1f} ({welch_dim(vectors, dim):.1f}) / "
+            f"{b['diagonal_is_column_max']:.3f}")
+
+
+def _mechanism_row(circuit: str, d: int, n: int, rep: dict, vocab: int = 256) -> list:
     k, v, att = rep["key_block"], rep["value_block"], rep["attention"]
-    return [circuit, f"({d}, {n})", f"{rep['recall']:.3f}",
-            f"{k['relative_frobenius_distance']:.2f} / {k['effective_dim']:.1f} / {k['diagonal_is_column_max']:.3f}",
-            f"{v['relative_frobenius_distance']:.2f} / {v['effective_dim']:.1f} / {v['diagonal_is_column_max']:.3f}",
+    return [circuit, f"({d}, {n})", f"{rep['recall']:.3f}", _block(k, vocab // 2 - 1, n), _block(v, vocab // 2, d),
             f"{rep['decoded_state']['facts_decoded']:.3f}", f"{att['argmax_at_ideal']:.3f}",
             f"{rep['a_logits']['sigma2']:.4f} ({1 / d:.4f})", f"{rep['a_logits']['a']:.2f}",
             "n/a" if rep["a_recall"] is None else f"{rep['a_recall']:.2f}"]
@@ -563,7 +573,8 @@ def mechanism(results: Path) -> Rendered:
     said = []
     for circuit, reps in found.items():
         if reps:
-            said.append(f"{circuit}: key-block diagonal the column maximum in "
+            said.append(f"{circuit}: key-hash effective dimension {_span([r['key_block']['effective_dim'] for r in reps])}"
+                        f", key-block diagonal the column maximum in "
                         f"{_span([r['key_block']['diagonal_is_column_max'] for r in reps])} of the keys, facts decoded "
                         f"{_span([r['decoded_state']['facts_decoded'] for r in reps])}, a from the logits "
                         f"{_span([r['a_logits']['a'] for r in reps])} (the paper's {PAPER_A[circuit]:g})")
@@ -571,8 +582,10 @@ def mechanism(results: Path) -> Rendered:
                "zoology layout per cell, the paper's sampling seeds 13, 26, 14 for its three cells): the designed "
                "circuit and the trained simplified linear Mamba (grid recall-mechinterp, one seed, its "
                "best-validation state) at the same (D, N). Blocks: relative Frobenius distance to I (after dividing "
-               "by the mean diagonal) / effective dimension (1 / mean squared off-diagonal; N for the key hash and D "
-               "for the value code of the designed circuit) / fraction of columns whose diagonal is the maximum. The "
+               "by the mean diagonal) / effective dimension (1 / mean squared off-diagonal; about N for the designed "
+               "circuit's random key hash and D for its value code; in brackets Welch's bound, the most that 127 keys "
+               "in N or 128 values in D dimensions allow as unit vectors) / fraction of columns whose diagonal is the "
+               "maximum. The "
                "paper's claims are visual (G_kq's key block and G_vv's value block near the identity, H'' near H) "
                "and that the trained model is better than the designed one (a = 5/4 against 3). sigma^2: the logits' "
                "noise (variance over the tokens not in the context) over the squared signal, beside the law's floor "
@@ -580,7 +593,7 @@ def mechanism(results: Path) -> Rendered:
                "(a term the law takes from random embeddings, which a trained embedding can beat); a (recall): the "
                "law inverted at the measured recall (n/a at recall 1): "
                + "; ".join(said) + "." + (" Not measured yet: " + "; ".join(missing) + "." if missing else ""))
-    tex, md = table(["circuit", "(D, N)", "recall", "G_kq keys: dist / dim / diag max",
-                     "G_vv values: dist / dim / diag max", "facts decoded (H'')", "alpha argmax at ideal",
+    tex, md = table(["circuit", "(D, N)", "recall", "G_kq keys: dist / dim (Welch) / diag max",
+                     "G_vv values: dist / dim (Welch) / diag max", "facts decoded (H'')", "alpha argmax at ideal",
                      "sigma^2 (1/D)", "a (logits)", "a (recall)"], rows, caption)
     return Rendered(caption, latex=tex, markdown=md)

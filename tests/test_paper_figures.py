@@ -228,6 +228,29 @@ def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(result
     assert "Mamba, |V|" not in " ".join(titles) and "Verdict for Mamba:" not in r.caption
 
 
+def test_welch_dimension_is_met_by_a_simplex_and_not_exceeded_by_random_codes():
+    """The bound the mechanism table prints beside each effective dimension: the regular simplex (m + 1 unit vectors
+    in R^m, a tight frame with equal inner products -1/m) meets it; random unit vectors stay below it."""
+    import numpy as np
+    from paper_figures.recall_trained import welch_dim
+
+    def eff_dim(x):
+        g = x @ x.T
+        off = g[~np.eye(len(g), dtype=bool)]
+        return 1 / np.mean(off**2)
+
+    for m in (2, 3, 7):
+        simplex = np.eye(m + 1) - 1 / (m + 1)  # centred basis vectors: m + 1 vectors spanning R^m
+        simplex /= np.linalg.norm(simplex, axis=1, keepdims=True)
+        assert eff_dim(simplex) == pytest.approx(welch_dim(m + 1, m), rel=1e-9)
+    rng = np.random.default_rng(0)
+    for n, m in ((127, 32), (128, 64)):
+        x = rng.standard_normal((n, m))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        assert eff_dim(x) < welch_dim(n, m)
+    assert welch_dim(8, 16) == float("inf")
+
+
 def test_budget_verdict_reads_the_cells_above_the_line_and_the_epochs_trained():
     """The paper's "100% above the line": cells below the bound (d < 28 for S4D at kappa 4, |V| 128) do not count;
     an unsolved cell above it is not decided under a short budget, model or claim after the paper's 600 epochs; all
@@ -248,13 +271,15 @@ def test_budget_verdict_reads_the_cells_above_the_line_and_the_epochs_trained():
 
 def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(results, tmp_path):
     r = paper_figures.make("recall-mechanism", results)
-    assert "| designed | (64, 32) | 0.900 | 0.10 / 32.0 / 0.900 | 0.10 / 64.0 / 0.900 | 0.900 | 0.900 | 0.1000 (0.0156) | 1.00 | 2.00 |" \
+    # Welch's bound: 127 keys in N = 32 dimensions 32 * 126 / 95 = 42.4; 128 values in D = 64: 64 * 127 / 64 = 127
+    assert "| designed | (64, 32) | 0.900 | 0.10 / 32.0 (42.4) / 0.900 | 0.10 / 64.0 (127.0) / 0.900 | 0.900 | 0.900 | 0.1000 (0.0156) | 1.00 | 2.00 |" \
         in r.markdown
-    assert "| trained | (64, 32) | 0.990 | 0.01 / 32.0 / 0.990 | 0.01 / 64.0 / 0.990 | 0.990 | 0.990 | 0.0100 (0.0156) | 0.10 | n/a |" \
+    assert "| trained | (64, 32) | 0.990 | 0.01 / 32.0 (42.4) / 0.990 | 0.01 / 64.0 (127.0) / 0.990 | 0.990 | 0.990 | 0.0100 (0.0156) | 0.10 | n/a |" \
         in r.markdown
-    assert "trained: key-block diagonal the column maximum in 0.95 to 0.99 of the keys" in r.caption
+    assert "trained: key-hash effective dimension 32, key-block diagonal the column maximum in 0.95 to 0.99 of the keys" \
+        in r.caption
     assert "a from the logits 0.1 to 0.5 (the paper's 1.25)" in r.caption
-    assert "designed: key-block diagonal the column maximum in 0.9 of the keys" in r.caption
+    assert "designed: key-hash effective dimension 32, key-block diagonal the column maximum in 0.9 of" in r.caption
     assert "Not measured yet: designed (48, 32)" in r.caption and "trained (64, 24)" in r.caption
     empty = tmp_path / "r"
     _mechanism_reports(empty, {("designed", 64, 32): 0.9})
