@@ -132,9 +132,15 @@ def _missing_note(missing: list[str]) -> str:
             if missing else "")
 
 
-def _seeds(recs) -> int:
-    """The number of distinct seeds among the stored runs (a partial store can hold fewer than its grid names)."""
-    return len({r["spec"]["seed"] for r in recs})
+def _seeds(recs) -> str:
+    """How many seeds a cell holds among the stored runs (a partial store can hold fewer than its grid names): "3",
+    or "1-3" where cells hold different numbers."""
+    per = {}
+    for r in recs:
+        s = r["spec"]
+        per.setdefault((s["d_model"], s["d_state"], tuple(map(tuple, s.get("model", [])))), set()).add(s["seed"])
+    lo, hi = min(map(len, per.values())), max(map(len, per.values()))
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def _runs_note(g, recs) -> str:

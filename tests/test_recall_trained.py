@@ -236,3 +236,14 @@ def test_lm_wiring_without_norms_is_the_residual_stream_read_by_the_tied_head():
         registry.validate(replace(spec, mixer="linear-mamba", gate=False, model=(("norm", False), ("wiring", "tied"))))
     with pytest.raises(RequirementError, match="norm must be true or false"):
         registry.validate(replace(spec, model=(("norm", 0), ("wiring", "lm"))))
+
+
+def test_seed_counts_say_when_cells_hold_different_numbers_of_seeds():
+    """A store part-way through its seeds: the captions' seed count is a range, not the largest count."""
+    from paper_figures.recall_trained import _seeds
+
+    def rec(d, seed):
+        return {"spec": {"d_model": d, "d_state": 4, "seed": seed, "model": [["wiring", "tied"]]}}
+
+    assert _seeds([rec(8, s) for s in (0, 1, 2)] + [rec(16, s) for s in (0, 1, 2)]) == "3"
+    assert _seeds([rec(8, s) for s in (0, 1, 2)] + [rec(16, 0)]) == "1-3"
