@@ -51,12 +51,17 @@ def optional_records(results: Path, name: str) -> tuple[object, list[dict] | Non
         return grid(name), None
 
 
+def cell_of(spec: dict) -> tuple:
+    """A run's cell: (D, N, model)."""
+    return spec["d_model"], spec["d_state"], tuple(tuple(kv) for kv in spec.get("model", ()))
+
+
 def per_seed(records: list[dict], value: str = VALUE) -> dict[tuple, dict[int, float]]:
     """{(D, N, model): {seed: value}} (the best over learning rates where a grid has several)."""
     out: dict[tuple, dict[int, float]] = {}
     for r in records:
         s = r["spec"]
-        cell = (s["d_model"], s["d_state"], tuple(tuple(kv) for kv in s.get("model", ())))
+        cell = cell_of(s)
         seeds = out.setdefault(cell, {})
         seeds[s["seed"]] = max(seeds.get(s["seed"], -1.0), float(r["result"][value]))
     return out
@@ -137,8 +142,7 @@ def _seeds(recs) -> str:
     or "1-3" where cells hold different numbers."""
     per = {}
     for r in recs:
-        s = r["spec"]
-        per.setdefault((s["d_model"], s["d_state"], tuple(map(tuple, s.get("model", [])))), set()).add(s["seed"])
+        per.setdefault(cell_of(r["spec"]), set()).add(r["spec"]["seed"])
     lo, hi = min(map(len, per.values())), max(map(len, per.values()))
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
@@ -147,8 +151,7 @@ def _runs_note(g, recs) -> str:
     from paper_figures.training import _meta
 
     p = g.runs()[0].protocol
-    cells = len({(r["spec"]["d_model"], r["spec"]["d_state"], tuple(map(tuple, r["spec"].get("model", []))))
-                 for r in recs})
+    cells = len({cell_of(r["spec"]) for r in recs})
     grid_cells = len(g.runs()) // len(g.seeds)
     part = f"; {cells} of the grid's {grid_cells} cells stored" if cells < grid_cells else ""
     return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {_seeds(recs)} of "

@@ -114,8 +114,8 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
     sentence for the caption; ``sharey``: the panels of a row share their d axis; ``verdicts``: each mixer's verdict
     on the paper's "100% above the line" (``budget_verdict``)."""
     recs, missing = _stores(results, grids)
-    cells = best_cells([r for r in recs if r["spec"]["mixer"] in mixers])
     recs = [r for r in recs if r["spec"]["mixer"] in mixers]
+    cells = best_cells(recs)
     mixers = [m for m in mixers if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
                              layout="constrained", sharey="row" if sharey else False)
@@ -182,16 +182,15 @@ def budget_verdict(cells: dict, records: list[dict], mixer: str) -> str:
     above = {c: v for c, v in cells.items() if c[0] == mixer and c[3] >= d_bound(mixer, c[2], c[1])}
     if not above:
         return f"Verdict for {MIXER_TITLE[mixer]}: no stored cell at or above the line."
-    epochs = max(r["result"]["epochs"] for r in records if r["spec"]["mixer"] == mixer)
-    unsolved = sorted({c[2] for c, v in above.items() if not v[1]})
-    head = (f"Verdict for {MIXER_TITLE[mixer]}: {len(above) - sum(v[1] for v in above.values())} of {len(above)} "
-            f"cells at or above the line unsolved")
+    unsolved = [c for c, v in above.items() if not v[1]]
     if not unsolved:
         return f"Verdict for {MIXER_TITLE[mixer]}: reproduced, all {len(above)} cells at or above the line solved."
+    epochs = max(r["result"]["epochs"] for r in records if r["spec"]["mixer"] == mixer)
     why = ("not decided (budget vs model or claim): the runs stop short of the paper's up to 600 epochs"
            if epochs < PAPER_MAX_EPOCHS else "model or claim: the runs trained the paper's whole protocol")
-    return (f"{head} (kappa {', '.join(map(str, unsolved))}), runs trained at most {epochs:.3g} epochs of 10^5 "
-            f"sequences: {why}.")
+    return (f"Verdict for {MIXER_TITLE[mixer]}: {len(unsolved)} of {len(above)} cells at or above the line unsolved "
+            f"(kappa {', '.join(map(str, sorted({c[2] for c in unsolved})))}), runs trained at most {epochs:.3g} "
+            f"epochs of 10^5 sequences: {why}.")
 
 
 def head_to_head(cells: dict, a: str, b: str) -> str:
