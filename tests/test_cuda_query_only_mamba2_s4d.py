@@ -1,6 +1,7 @@
 """GPU: the mamba_ssm engine's query-only forms of Mamba-2 and Mamba-S4D (``MambaSSMEngine.hidden_at``, what
 ``check_mqar`` runs) against the modules' full forwards gathered at the query positions, the one-pass token conv
-kernel against float64 and against the gather + causal_conv1d path it replaces (Mamba too), and the MQAR draw on the
+kernel against float64 and against the gather + causal_conv1d path it replaces (Mamba too), the query gate kernel
+against torch's gate (bit for bit), and the MQAR draw on the
 GPU (its Triton hash) against the same draw on the CPU. Skipped without a CUDA GPU and mamba_ssm. Run with ``-s`` to see the differences:
 
     python3 -m pytest -q -s -m cuda tests/test_cuda_query_only_mamba2_s4d.py
@@ -145,6 +146,32 @@ def test_token_conv_kernel_within_its_rounding_bound(C, width, L, dtype, channel
     excess = ((out.double() - ref).abs() - bound).max().item()
     print(f"\n[token conv C={C} W={width} {dtype} channels_last={channels_last}] max excess over the bound {excess:.3e}")
     assert excess <= 0
+
+
+@pytest.mark.parametrize("d, L, q, dtype, layout", [(70, 130, 9, torch.float32, "contiguous"),
+                                                    (4608, 512, 32, torch.bfloat16, "contiguous"),
+                                                    (129, 77, 40, torch.float16, "contiguous"),
+                                                    (300, 200, 17, torch.bfloat16, "transposed")])
+def test_query_gate_kernel_equals_torch_gate_bit_for_bit(d, L, q, dtype, layout):
+    """``query_gate.gate_at`` on every sequence (not only the self-check's first two) equals torch's gather, lookup
+    and gate exactly, for widths and query counts that are not multiples of the tiles, each dtype, and a scan output
+    that is a transposed view (strides other than the scan's); values spread over [-12, 12] so SiLU's tails and
+    signs are exercised."""
+    from verify.engines import query_gate
+
+    g = torch.Generator().manual_seed(d)
+    batch, n_tokens = 6, 500
+    y = (12 * (2 * torch.rand(batch, d, L, generator=g) - 1)).to("cuda", dtype)
+    if layout == "transposed":
+        y = y.transpose(1, 2).contiguous().transpose(1, 2)
+    tokens = torch.randint(0, n_tokens, (batch, L), generator=g).cuda()
+    pos = torch.stack([torch.randperm(L, generator=g)[:q] for _ in range(batch)]).cuda()
+    z_t = (12 * (2 * torch.rand(n_tokens, d, generator=g) - 1)).to("cuda", dtype)
+    got = query_gate.gate_at(y, pos, tokens, z_t)
+    want = query_gate.reference(y, pos, tokens, z_t)
+    assert got.shape == (batch, q, d) and got.dtype == dtype
+    print(f"\n[query gate d={d} {dtype} {layout}] differing outputs: {int((got != want).sum())} of {want.numel()}")
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

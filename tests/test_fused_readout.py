@@ -109,3 +109,22 @@ def test_self_check_passes_exact_values_and_stops_a_kernel_outside_the_bound():
     with pytest.raises(RuntimeError, match="beyond the TF32 bound"):
         fr.self_check(h, readout, target, skipped.float(), best.float())
     assert not fr._CHECKED
+
+
+def test_padding_appends_zero_features_and_is_refreshed_after_a_write():
+    """The kernels' operands: zero features appended up to a multiple of ALIGN (an aligned width left as it is), so
+    every dot product is unchanged; a readout's padded copy is made once and made again after the readout changes."""
+    from verify import fused_readout as fr
+
+    g = torch.Generator().manual_seed(0)
+    h, aligned = torch.randn(7, 275, generator=g), torch.randn(7, 2 * fr.ALIGN, generator=g)
+    hp = fr._padded(h)
+    assert hp.shape == (7, 288) and torch.equal(hp[:, :275], h) and not hp[:, 275:].any()
+    assert fr._padded(aligned) is aligned
+    R = torch.randn(5, 275, generator=g)
+    first = fr._padded_readout(R)
+    assert fr._padded_readout(R) is first and torch.equal(hp @ first.T, fr._padded(h) @ fr._padded(R).T)
+    torch.testing.assert_close(hp @ first.T, h @ R.T, rtol=0, atol=1e-4)
+    R[0, 0] += 1
+    again = fr._padded_readout(R)
+    assert again is not first and again[0, 0] == R[0, 0]

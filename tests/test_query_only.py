@@ -80,3 +80,52 @@ def test_reference_hidden_at_is_hidden_gathered():
     hidden = engine.hidden(con, tokens)
     want = torch.stack([hidden[i, pos[i]] for i in range(len(pos))])
     assert torch.equal(engine.hidden_at(con, tokens, pos), want)
+
+
+@pytest.mark.parametrize("name", CONSTRUCTIONS)
+def test_one_pass_gate_is_used_exactly_where_it_applies(name):
+    """mamba_forward_at hands the gate to ``gate_at`` (here: torch's path under another name, so the outputs must
+    agree exactly) for a construction without a position channel; with one ("+PE") its z rows carry a per-position
+    term the table lacks, so ``gate_at`` must not be called."""
+    from verify.engines import query_gate
+
+    g = torch.Generator().manual_seed(3)
+    con = _with_random_biases(CONSTRUCTIONS[name](), g)
+    params = {k: v.float() for k, v in con.mixer.items()}
+    table = in_proj_table(con, con.embedding.float(), params["in_proj.weight"], params["in_proj.bias"])
+    tokens, pos = _tokens_and_positions(con, g)
+    calls = []
+
+    def gate_at(y, p, rows, toks):
+        calls.append(rows)
+        return query_gate.reference(y, p, toks, table[rows].T.contiguous())
+    plain = mamba_forward_at(params, table, con, tokens, pos, selective_scan_ref)
+    got = mamba_forward_at(params, table, con, tokens, pos, selective_scan_ref, gate_at=gate_at)
+    assert torch.equal(got, plain)
+    di = con.config.d_inner
+    assert calls == ([] if con.position_channel is not None else [slice(di, 2 * di)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_query_gate_self_check_passes_torch_values_and_stops_a_one_ulp_change(dtype, monkeypatch):
+    """The gate kernel's once-per-shape check: torch's own gate passes (the key is then trusted); one output one ulp
+    off raises, and the key is not recorded."""
+    from verify.engines import query_gate
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(3, 24, 50, generator=g).to(dtype)
+    tokens = torch.randint(0, 30, (3, 50), generator=g)
+    pos = torch.stack([torch.randperm(50, generator=g)[:6] for _ in range(3)])
+    z_t = torch.randn(30, 24, generator=g).to(dtype)
+    good = query_gate.reference(y, pos, tokens, z_t)
+    monkeypatch.setattr(query_gate, "_CHECKED", set())
+    monkeypatch.setattr(query_gate, "_ULPS", 0.0)
+    bad = good.clone()
+    bad[1, 2, 7] = torch.nextafter(bad[1, 2, 7].float(), torch.tensor(float("inf"))).to(dtype) \
+        if dtype == torch.float32 else (bad[1, 2, 7].float() * (1 + 2 ** -7)).to(dtype)
+    assert not torch.equal(bad, good)
+    with pytest.raises(RuntimeError, match="differs from torch's gate"):
+        query_gate.self_check(y, pos, tokens, z_t, bad)
+    assert not query_gate._CHECKED
+    query_gate.self_check(y, pos, tokens, z_t, good)
+    assert len(query_gate._CHECKED) == 1

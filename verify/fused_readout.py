@@ -7,7 +7,9 @@ The Triton kernels here keep a running (target, best other) per row over tiles o
 reach memory. Rows of at most RESIDENT_D features are held in registers for the whole sweep over R, one ``tl.dot``
 per tile of R; wider rows (up to MAX_D) are read BLOCK_K features at a time, each tile's dot products accumulated
 chunk after chunk in one float32 tile. The dot products run on TF32 tensor cores; rows of any float dtype are read
-as float32. The kernels pay where the logits are many (``MIN_LOGITS``); small readouts keep the plain GEMM.
+as float32. Rows and readout reach the kernels zero-padded to a multiple of ALIGN features (aligned, vectorised
+loads; the added products are exact zeros, so no sum changes). The kernels pay where the logits are many
+(``MIN_LOGITS``); small readouts keep the plain GEMM.
 
 - TF32 checks (engine dtype tfloat32) take its values as they are: TF32 is the check's arithmetic.
 - float32, bfloat16 and float16 checks read the readout in IEEE float32 (the plain GEMM's arithmetic). For them
@@ -167,17 +169,39 @@ def own_and_best_other(h: torch.Tensor, readout: torch.Tensor, target: torch.Ten
     else:
         # float32 rows: Triton's dot of a bfloat16 tile converted in the kernel ran 5x slower (H100, large MQAR config)
         h, r, precision = h.float(), readout, "tf32"
-    h, target = h.contiguous(), target.reshape(-1).contiguous()
+    target = target.reshape(-1).contiguous()
     n, d = h.shape
+    hp, rp = _padded(h.contiguous()), _padded_readout(r)
     own, best = (torch.empty(n, device=h.device, dtype=torch.float32) for _ in range(2))
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)  # noqa: E731
-    args = h, r, target, own, best, n, r.shape[0], d, h.stride(0), r.stride(0), precision
+    args = hp, rp, target, own, best, n, rp.shape[0], hp.shape[1], hp.stride(0), rp.stride(0), precision
     if d <= RESIDENT_D:
-        _own_and_best_other[grid](*args, BLOCK_K=max(16, triton.next_power_of_2(d)))
+        _own_and_best_other[grid](*args, BLOCK_K=max(16, triton.next_power_of_2(hp.shape[1])))
     else:
         _own_and_best_other_chunked[grid](*args)
     self_check(h, readout, target, own, best, operands)
     return own, best
+
+
+ALIGN = 16  # features: rows of a multiple of 16 elements start on 32-byte (bfloat16) / 64-byte (float32) boundaries
+
+
+def _padded(t: torch.Tensor) -> torch.Tensor:
+    """t (n, d) with zero features appended up to a multiple of ALIGN (t itself where d is one already). The kernels
+    then read whole aligned vectors instead of single elements (a row stride of 275 elements defeats vectorised
+    loads); the appended products are exact zeros, so every sum, hence every logit, is unchanged."""
+    pad = -t.shape[1] % ALIGN
+    return t if pad == 0 else torch.nn.functional.pad(t, (0, pad))
+
+
+_PADDED = WeakIdKeyDictionary()  # readout operand -> (its version, ``_padded`` of it)
+
+
+def _padded_readout(r: torch.Tensor) -> torch.Tensor:
+    """``_padded(r)`` of a readout operand, computed once per tensor (and again after it is written to)."""
+    if r not in _PADDED or _PADDED[r][0] != r._version:
+        _PADDED[r] = r._version, _padded(r)
+    return _PADDED[r][1]
 
 
 _CHECKED: set = set()

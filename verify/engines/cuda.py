@@ -19,7 +19,7 @@ import torch
 from common.errors import require
 from constructions.layout import Construction, embed
 from verify import blocks
-from verify.engines import token_conv
+from verify.engines import query_gate, token_conv
 from verify.engines.query_only import (at_positions, in_proj_table, mamba2_forward_at, mamba_forward_at,
                                       mamba_s4d_forward_at, silu_conv)
 
@@ -50,7 +50,7 @@ class MambaSSMEngine:
         self.dtype_name, self.device = dtype, torch.device("cuda")
         self.dtype = torch.float32 if dtype == "tfloat32" else getattr(torch, dtype)
         self.fused = causal_conv1d_fn is not None
-        self.one_pass = True  # hidden_at's gather + conv in one kernel where it applies (``one_pass_conv``)
+        self.one_pass = True  # hidden_at: the gather + conv and the query gate as one kernel each where they apply
         self.graphs = True  # hidden_at replays a CUDA graph per construction and shapes (``_replayed``)
         self._cache = self._table = self._graph = None
 
@@ -150,13 +150,14 @@ class MambaSSMEngine:
         params, table = dict(m.named_parameters()), self.table(con)
         conv = _causal_conv1d_silu if self.fused and m.conv1d.weight.shape[-1] <= 4 else silu_conv
         one_pass = self.one_pass_conv(con) if self.one_pass else None
+        gate = self._table[3] if self.one_pass and query_gate.available(table) else None
         with torch.no_grad(), self.precision():
             if kind == "mamba":
-                return mamba_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass)
+                return mamba_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass, gate)
             if kind == "mamba2":
                 return mamba2_forward_at(params, table, con, tokens, pos, mamba_chunk_scan_combined, conv=conv,
                                          norm=m.norm if con.config.rmsnorm else None, token_conv=one_pass)
-            return mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass)
+            return mamba_s4d_forward_at(params, table, con, tokens, pos, selective_scan_fn, conv, one_pass, gate)
 
     def one_pass_conv(self, con: Construction):
         """``token_conv(rows, tokens, weight, bias, channels_last)`` for ``query_only.conv_rows``: the one-pass kernel
@@ -173,7 +174,7 @@ class MambaSSMEngine:
             m, emb = self.module(con)
             with torch.no_grad(), self.precision():
                 table = in_proj_table(con, emb, m.in_proj.weight, m.in_proj.bias)
-                self._table = (con, table, token_conv.rows_conv(table))
+                self._table = (con, table, token_conv.rows_conv(table), query_gate.rows_gate(table))
         return self._table[1]
 
 

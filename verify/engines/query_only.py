@@ -100,16 +100,26 @@ def _out_proj(params: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
     return F.linear(y, params["out_proj.weight"], params.get("out_proj.bias"))
 
 
+def gated_at(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows: slice, y: torch.Tensor,
+             tokens: torch.Tensor, pos: torch.Tensor, gate_at=None) -> torch.Tensor:
+    """``gate(at_positions(y.transpose(1, 2), pos), z)`` with z the in_proj rows ``rows`` at pos (``queried``), for
+    the scan's output y (batch, d, L): (batch, q, d). ``gate_at(y, pos, rows, tokens)``, where given and the
+    construction has no position channel, computes the same in one pass (``verify.engines.query_gate``)."""
+    if gate_at is not None and con.position_channel is None:
+        return gate_at(y, pos, rows, tokens)
+    return gate(at_positions(y.transpose(1, 2), pos), queried(con, table, weight, rows, tokens, pos))
+
+
 def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
-                     pos: torch.Tensor, scan, conv=silu_conv, token_conv=None) -> torch.Tensor:
+                     pos: torch.Tensor, scan, conv=silu_conv, token_conv=None, gate_at=None) -> torch.Tensor:
     """``Mamba.forward(embed(con, E, tokens))`` at positions pos (batch, q): (batch, q, d_model).
 
     params: the block's parameters by mamba_ssm's names; table: ``in_proj_table`` (rows [x | z]); scan:
     ``selective_scan_fn`` or its reference; conv(x, conv1d.weight, conv1d.bias): the conv + SiLU (``silu_conv`` or
     causal_conv1d's kernel), or token_conv (``conv_rows``; it also writes a channel-last copy for x_proj, which a
-    second pass of its kernel writes faster than a transpose of the first). Mamba's slow path: conv + SiLU, x_proj,
-    ``dt_proj.weight @ dt``, the selective scan with D, delta_bias, delta_softplus=True; the gate and out_proj at
-    pos."""
+    second pass of its kernel writes faster than a transpose of the first); gate_at: ``gated_at``'s. Mamba's slow
+    path: conv + SiLU, x_proj, ``dt_proj.weight @ dt``, the selective scan with D, delta_bias, delta_softplus=True;
+    the gate and out_proj at pos."""
     cfg, L, di = con.config, tokens.shape[1], con.config.d_inner
     W = params["in_proj.weight"]
     x = conv_rows(con, table, params, slice(0, di), tokens, conv, token_conv)
@@ -120,8 +130,7 @@ def mamba_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: 
     B, C = (M.unflatten(0, (-1, L)).transpose(1, 2).contiguous() for M in (B, C))  # "(b l) n -> b n l"
     y = scan(x, dt, -torch.exp(_f32(params["A_log"], x)), B, C, _f32(params["D"], x), z=None,
              delta_bias=_f32(params["dt_proj.bias"], x), delta_softplus=True)
-    z = queried(con, table, W, slice(di, 2 * di), tokens, pos)
-    return _out_proj(params, gate(at_positions(y.transpose(1, 2), pos), z))
+    return _out_proj(params, gated_at(con, table, W, slice(di, 2 * di), y, tokens, pos, gate_at))
 
 
 def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction, tokens: torch.Tensor,
@@ -164,15 +173,14 @@ def mamba2_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con:
 
 def mamba_s4d_forward_at(params: dict[str, torch.Tensor], table: torch.Tensor, con: Construction,
                          tokens: torch.Tensor, pos: torch.Tensor, scan, conv=silu_conv,
-                         token_conv=None) -> torch.Tensor:
+                         token_conv=None, gate_at=None) -> torch.Tensor:
     """The Mamba-S4D block (``verify.blocks.mamba_s4d``) on ``embed(con, E, tokens)`` at positions pos (batch, q):
     table: ``in_proj_table`` (rows [x | z]); the conv + SiLU and the S4D scan (input-independent Delta, B, C; ``scan``
     has ``selective_scan_fn``'s signature) over every position, its zero Delta input one broadcast row (fold 3); the
-    gate and out_proj at pos."""
+    gate (``gated_at``) and out_proj at pos."""
     di, W = con.config.width, params["in_proj.weight"]
     x = conv_rows(con, table, params, slice(0, di), tokens, conv, token_conv)
     delta = x.new_zeros(x.shape[-1]).expand_as(x)  # softplus(0 + dt_bias): strides (0, 0, 1)
     y = scan(x, delta, -torch.exp(_f32(params["A_log"], x)), _f32(params["B"], x), _f32(params["C"], x),
              _f32(params["D"], x), z=None, delta_bias=_f32(params["dt_bias"], x), delta_softplus=True)
-    z = queried(con, table, W, slice(di, 2 * di), tokens, pos)
-    return _out_proj(params, gate(at_positions(y.transpose(1, 2), pos), z))
+    return _out_proj(params, gated_at(con, table, W, slice(di, 2 * di), y, tokens, pos, gate_at))
