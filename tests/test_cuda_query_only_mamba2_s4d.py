@@ -130,10 +130,13 @@ def test_gpu_draw_equals_the_cpu_draw(cfg, seed):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("C, width, L, dtype", [(70, 4, 130, torch.float32), (3584, 4, 512, torch.float32),
-                                                (533, 4, 1024, torch.bfloat16), (129, 2, 77, torch.float32)])
+                                                (533, 4, 1024, torch.bfloat16), (129, 2, 77, torch.float32),
+                                                (808, 4, 1024, torch.bfloat16), (130, 3, 99, torch.bfloat16),
+                                                (64, 1, 65, torch.float32)])
 def test_token_conv_kernel_within_its_rounding_bound(C, width, L, dtype, channels_last):
     """The compiled kernel on every sequence (not only the self-check's first two) within half an ulp of the output
-    dtype plus the float32 terms of float64's value, in the layout asked for."""
+    dtype plus the float32 terms of float64's value, in the layout asked for (channel-last: the rolling kernel, at
+    widths 1-4 and Mamba-2's large MQAR width 808)."""
     g = torch.Generator().manual_seed(C)
     table_t = torch.randn(300, C, generator=g).to("cuda", dtype)
     tokens = torch.randint(0, 300, (6, L), generator=g).cuda()

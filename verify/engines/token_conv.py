@@ -8,7 +8,9 @@ scan. ``table_conv_silu`` computes the same values in one Triton kernel that rea
 MQAR configurations: they stay in L2) and writes only the conv's output, in the layout its consumer reads without a
 copy: channel-first (batch, C, L) for ``selective_scan_fn`` (Mamba, Mamba-S4D), channel-last (batch, L, C) for
 ``mamba_chunk_scan_combined`` (Mamba-2, whose B and C would otherwise be copied to unit stride: mamba_ssm's
-channel-last conv needs C a multiple of 8).
+channel-last conv needs C a multiple of 8). The channel-last layout (conv width at most 4) takes a second kernel that
+walks each program's positions in order with the last W - 1 rows in registers: every table row is read once, not W
+times, and each position's outputs are one contiguous store.
 
 Arithmetic (causal_conv1d's): each output ``bias_c + sum_k w_ck x_c,t-W+1+k`` summed in float32 in that order
 (inputs of any float dtype read as float32, positions before the first read as 0), then ``y / (1 + exp(-y))``, rounded
@@ -30,6 +32,7 @@ except ImportError:  # CPU-only torch: no Triton
 
 # (positions per program, channels per program, warps); the interpreter runs the first only
 _TILES = [(64, 64, 4), (32, 128, 4), (128, 32, 4), (64, 128, 8)]
+_ROLLING_TILES = [(64, 128, 4), (32, 256, 4), (64, 256, 8), (128, 128, 4), (32, 512, 4)]
 
 
 def available(table_t: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -66,6 +69,63 @@ if triton is not None:
         tl.store(ptr, y.to(OUT.dtype.element_ty, fp_downcast_rounding="rtne"), mask=(ts < L)[:, None] & cmask[None, :])
 
 
+    @triton.autotune([triton.Config(dict(BLOCK_T=t, BLOCK_C=c), num_warps=w) for t, c, w in _ROLLING_TILES]
+                     [:1 if _interpreted else None], key=["C", "L", "WIDTH"])
+    @triton.jit
+    def _table_conv_silu_rolling(TAB, TOK, W, BIAS, OUT, C, L, stride_tab, stride_tok, stride_ob, stride_ot,
+                                 WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr,
+                                 BLOCK_C: tl.constexpr):
+        """The channel-last layout, widths up to 4: each program walks BLOCK_T positions in order, keeping the last
+        WIDTH - 1 table rows in registers, so each row is read once (not WIDTH times) and each position's
+        BLOCK_C outputs are one contiguous store. Same sum, same order: bias, then tap k = 0 .. WIDTH - 1."""
+        b = tl.program_id(2).to(tl.int64)
+        t0 = tl.program_id(0) * BLOCK_T
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cs < C
+        tok_row, out_row = TOK + b * stride_tok, OUT + b * stride_ob + cs
+        bias = tl.zeros((BLOCK_C,), tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(BIAS + cs, mask=cmask, other=0.0).to(tl.float32)
+        w_last = tl.load(W + cs * WIDTH + WIDTH - 1, mask=cmask, other=0.0).to(tl.float32)  # tap on position t
+        x1 = tl.zeros((BLOCK_C,), tl.float32)  # rows t - 1, t - 2, t - 3 (0 before the first position)
+        x2 = tl.zeros((BLOCK_C,), tl.float32)
+        x3 = tl.zeros((BLOCK_C,), tl.float32)
+        if WIDTH > 1:
+            w1 = tl.load(W + cs * WIDTH + WIDTH - 2, mask=cmask, other=0.0).to(tl.float32)
+            x1 = _row(TAB, tok_row, t0 - 1, L, stride_tab, cs, cmask)
+        if WIDTH > 2:
+            w2 = tl.load(W + cs * WIDTH + WIDTH - 3, mask=cmask, other=0.0).to(tl.float32)
+            x2 = _row(TAB, tok_row, t0 - 2, L, stride_tab, cs, cmask)
+        if WIDTH > 3:
+            w3 = tl.load(W + cs * WIDTH + WIDTH - 4, mask=cmask, other=0.0).to(tl.float32)
+            x3 = _row(TAB, tok_row, t0 - 3, L, stride_tab, cs, cmask)
+        for i in range(0, BLOCK_T):
+            t = t0 + i
+            x = _row(TAB, tok_row, t, L, stride_tab, cs, cmask)
+            acc = bias
+            if WIDTH > 3:
+                acc += w3 * x3
+            if WIDTH > 2:
+                acc += w2 * x2
+            if WIDTH > 1:
+                acc += w1 * x1
+            acc += w_last * x
+            y = acc / (1.0 + tl.exp(-acc))
+            tl.store(out_row + t.to(tl.int64) * stride_ot, y.to(OUT.dtype.element_ty, fp_downcast_rounding="rtne"),
+                     mask=cmask & (t < L))
+            x3, x2, x1 = x2, x1, x
+
+    @triton.jit
+    def _row(TAB, tok_row, t, L, stride_tab, cs, cmask):
+        """Table row of the token at position t as float32 (zeros outside 0 <= t < L)."""
+        valid = (t >= 0) & (t < L)
+        tok = tl.load(tok_row + t, mask=valid, other=0).to(tl.int64)
+        return tl.load(TAB + tok * stride_tab + cs, mask=cmask & valid, other=0.0).to(tl.float32)
+
+
+ROLLING = True  # the channel-last layout (width <= 4) takes ``_table_conv_silu_rolling``
+
+
 # Half an ulp of the output dtype: the compiled kernel rounds to nearest. Triton's CPU interpreter truncates to
 # bfloat16 (one ulp), so its runs are held to that.
 _ROUNDING_ULPS = 1.0 if triton is not None and _interpreted else 0.5
@@ -89,9 +149,14 @@ def table_conv_silu(table_t: torch.Tensor, tokens: torch.Tensor, weight: torch.T
     else:
         out = torch.empty(batch, C, L, device=table_t.device, dtype=table_t.dtype)
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK_T"]), triton.cdiv(C, meta["BLOCK_C"]), batch)  # noqa: E731
-    _table_conv_silu[grid](table_t, tokens, weight, bias if bias is not None else weight, out, C, L,
-                           table_t.stride(0), tokens.stride(0), out.stride(0), out.stride(1), out.stride(2),
-                           WIDTH=width, HAS_BIAS=bias is not None)
+    if channels_last and width <= 4 and ROLLING:
+        _table_conv_silu_rolling[grid](table_t, tokens, weight, bias if bias is not None else weight, out, C, L,
+                                       table_t.stride(0), tokens.stride(0), out.stride(0), out.stride(2),
+                                       WIDTH=width, HAS_BIAS=bias is not None)
+    else:
+        _table_conv_silu[grid](table_t, tokens, weight, bias if bias is not None else weight, out, C, L,
+                               table_t.stride(0), tokens.stride(0), out.stride(0), out.stride(1), out.stride(2),
+                               WIDTH=width, HAS_BIAS=bias is not None)
     self_check(table_t, tokens, weight, bias, out)
     return out
 
