@@ -195,22 +195,42 @@ def budget_verdict(cells: dict, records: list[dict], mixer: str) -> str:
 
 def head_to_head(cells: dict, a: str, b: str) -> str:
     """Cell by cell (same |V|, kappa, d and N), how mixer ``a``'s best accuracy compares with ``b``'s, and each
-    mixer's best cell per kappa."""
+    mixer's best over those shared cells per kappa (per |V| and kappa where the cells span several |V|)."""
     pairs = [(c[1:], v[0], cells[(b,) + c[1:]][0]) for c, v in cells.items() if c[0] == a and (b,) + c[1:] in cells]
     if not pairs:
         return f"No cell holds both {MIXER_TITLE[a]} and {MIXER_TITLE[b]} runs."
     higher = sum(x > y for _, x, y in pairs)
-    best = "; ".join(f"kappa {k}: {max(v[0] for c, v in cells.items() if c[0] == a and c[2] == k):.4f} vs "
-                     f"{max(v[0] for c, v in cells.items() if c[0] == b and c[2] == k):.4f}"
-                     for k in sorted({key[1] for key, _, _ in pairs}))
+    groups = sorted({key[:2] for key, _, _ in pairs})
+    one_vocab = len({g[0] for g in groups}) == 1
+    per = "kappa" if one_vocab else "|V| and kappa"
+    name = (lambda g: f"kappa {g[1]}") if one_vocab else (lambda g: f"|V| {g[0]}, kappa {g[1]}")
+    best = "; ".join(f"{name(g)}: {max(x for key, x, _ in pairs if key[:2] == g):.4f} vs "
+                     f"{max(y for key, _, y in pairs if key[:2] == g):.4f}" for g in groups)
     return (f"Cell by cell, {MIXER_TITLE[a]}'s best accuracy is higher than {MIXER_TITLE[b]}'s in {higher} of "
-            f"{len(pairs)} cells; best cell per kappa ({MIXER_TITLE[a]} vs {MIXER_TITLE[b]}): {best}.")
+            f"{len(pairs)} cells; best of these cells per {per} ({MIXER_TITLE[a]} vs {MIXER_TITLE[b]}): {best}.")
 
 
 def figure_a2_complex(results: Path) -> Rendered:
+    """Figure A.2's Mamba-S4D panels with the complex S4D mixer (grid figA2-s4d-complex), beside the real-diagonal
+    ablation's panels where figA2 holds them (the same protocol), with how much of the grid is stored."""
     recs, _ = _stores(results, ["figA2-s4d-complex"])
-    return _mqar_figure(results, ["figA2-s4d-complex"], [256, 512], "Figure A.2, Mamba-S4D with the complex S4D "
-                        "mixer", "Paper: S4D does not train well at large |V| in the d range tested.")
+    grids = ["figA2-s4d-complex"] + (["figA2"] if (Path(results) / "train/figA2.jsonl").exists() else [])
+    return _mqar_figure(results, grids, [256, 512], "Figure A.2, Mamba-S4D with the complex S4D mixer",
+                        f"Grids {', '.join(grids)}. {coverage(recs, 'figA2-s4d-complex')} Paper: S4D does not train "
+                        "well at large |V| in the d range tested.", mixers=("mamba-s4d", "mamba-s4d-complex"),
+                        sharey=True, compare=lambda cells, rs: head_to_head(cells, "mamba-s4d-complex", "mamba-s4d"))
+
+
+def coverage(records: list[dict], grid: str) -> str:
+    """How much of ``grid`` the records hold: runs, (vocab, kappa, d) cells and seeds, of the grid's."""
+    from verify.train.sweep import grid as load
+
+    runs = load(grid).runs()
+    cell = lambda s: (s["vocab"], s["kappa"], s["d_model"])  # noqa: E731
+    cells, seeds = {cell(r["spec"]) for r in records}, sorted({r["spec"]["seed"] for r in records})
+    all_cells, all_seeds = {(s.vocab, s.kappa, s.d_model) for s in runs}, {s.seed for s in runs}
+    return (f"Stored: {len(records)} of the grid's {len(runs)} runs ({len(cells)} of its {len(all_cells)} cells, "
+            f"seeds {', '.join(map(str, seeds))} of its {len(all_seeds)}).")
 
 
 A3_GRIDS = {"mamba-s4d": "figA3-s4d", "mamba": "figA3-mamba", "mamba2": "figA3-mamba2"}

@@ -228,6 +228,28 @@ def test_complex_s4d_figure_2_sits_beside_the_real_diagonal_ablation_only(result
     assert "Mamba, |V|" not in " ".join(titles) and "Verdict for Mamba:" not in r.caption
 
 
+def test_complex_s4d_figure_a2_compares_shared_cells_per_vocab_and_states_its_coverage(results, tmp_path):
+    """figA2-s4d-complex's figure: beside figA2's real-diagonal S4D (figA2's Mamba left out), the best of the shared
+    cells per (|V|, kappa), a real-diagonal cell the complex grid lacks not counted; the caption says how much of the
+    840-run grid is stored."""
+    shutil.copytree(results, tmp_path / "r")
+    for grid in ("figA2", "figA2-s4d-complex"):
+        (tmp_path / f"r/train/{grid}.jsonl").unlink(missing_ok=True)
+    ResultStore(tmp_path / "r/train/figA2-s4d-complex.jsonl").append(
+        [_rec("mqar", "mamba-s4d-complex", 256, 16, 512, 4, s, 0.9 + 0.01 * s) for s in (0, 1)]
+        + [_rec("mqar", "mamba-s4d-complex", 512, 16, 576, 4, 0, 0.5)])
+    ResultStore(tmp_path / "r/train/figA2.jsonl").append(
+        [_rec("mqar", "mamba-s4d", 256, 16, 512, 4, 0, 0.8), _rec("mqar", "mamba-s4d", 512, 16, 576, 4, 0, 0.6),
+         _rec("mqar", "mamba-s4d", 512, 16, 288, 4, 0, 0.99), _rec("mqar", "mamba", 256, 16, 512, 32, 0, 1.0)])
+    r = paper_figures.make("figA2-s4d-complex", tmp_path / "r")
+    titles = [ax.get_title() for ax in r.figure.axes if ax.get_title()]
+    assert "Mamba, |V| = 256" not in titles and "Mamba-S4D, |V| = 512" in titles
+    assert "Stored: 3 of the grid's 840 runs (2 of its 40 cells, seeds 0, 1 of its 7)." in r.caption
+    assert "higher than Mamba-S4D's in 1 of 2 cells" in r.caption
+    assert "per |V| and kappa (Mamba-S4D (complex S4D) vs Mamba-S4D): |V| 256, kappa 16: 0.9100 vs 0.8000; |V| 512, " \
+           "kappa 16: 0.5000 vs 0.6000." in r.caption
+
+
 def test_welch_dimension_is_met_by_a_simplex_and_not_exceeded_by_random_codes():
     """The bound the mechanism table prints beside each effective dimension: the regular simplex (m + 1 unit vectors
     in R^m, a tight frame with equal inner products -1/m) meets it; random unit vectors stay below it."""
