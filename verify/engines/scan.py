@@ -56,10 +56,16 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     step_B = (lambda t: B[None]) if B.dim() == 2 else (lambda t: B[:, None, :, t] if B.dim() == 3 else B[..., t])
     step_C = (lambda t: C[None]) if C.dim() == 2 else (lambda t: C[:, None, :, t] if C.dim() == 3 else C[..., t])
     if tracks_grad(u, delta, A, B, C):  # training: out-of-place, so autograd can differentiate every step
+        # the per-step slices come from one contiguous time-major copy and one unbind each: its backward stacks the
+        # L gradients once, where indexing [..., t] in the loop would write each step's gradient into a zero tensor
+        # of the whole input's size, and contiguous slices keep the per-step products on the fast elementwise path
+        deltas, dus = _steps(delta), _steps(du)
+        Bs = [B[None]] * L if B.dim() == 2 else [b[:, None] if B.dim() == 3 else b for b in _steps(B)]
+        Cs = [C[None]] * L if C.dim() == 2 else [c[:, None] if C.dim() == 3 else c for c in _steps(C)]
         h, ys = u.new_zeros(batch, d, A.shape[1]), []
         for t in range(L):
-            h = torch.exp(delta[:, :, t, None] * A) * h + du[:, :, t, None] * step_B(t)
-            ys.append((h * step_C(t)).sum(-1))
+            h = torch.exp(deltas[t][..., None] * A) * h + dus[t][..., None] * Bs[t]
+            ys.append((h * Cs[t]).sum(-1))
         return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
     h = u.new_zeros(batch, d, A.shape[1])
     decay, write = torch.empty_like(h), torch.empty_like(h)
@@ -70,6 +76,11 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         h.mul_(decay).add_(torch.mul(du[:, :, t, None], step_B(t), out=write))  # h_t = exp(delta A) h + delta B u
         torch.sum(torch.mul(h, step_C(t), out=write), dim=-1, out=y[:, :, t])
     return _skip_gate(y, u, D, z, dtype_in)
+
+
+def _steps(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The L time steps of x (..., L) as contiguous (...) tensors: one time-major copy, then unbind."""
+    return x.movedim(-1, 0).contiguous().unbind(0)
 
 
 def tracks_grad(*tensors) -> bool:
@@ -94,11 +105,11 @@ def selective_scan_delta_t_ref(u, delta, A, B, C, D=None, z=None, delta_bias=Non
     if delta_softplus:
         delta = F.softplus(delta)
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
-    if tracks_grad(u, delta, A, B, C):  # training: out-of-place, as selective_scan_ref
+    if tracks_grad(u, delta, A, B, C):  # training: out-of-place, per-step slices by unbind, as selective_scan_ref
         ys = []
-        for t in range(u.shape[2]):
-            h = torch.exp(delta[:, None, :, t] * A) * h + u[:, :, t, None] * B[:, None, :, t]
-            ys.append((h * C[:, None, :, t]).sum(-1))
+        for d_t, u_t, B_t, C_t in zip(_steps(delta), _steps(u), _steps(B), _steps(C)):
+            h = torch.exp(d_t[:, None, :] * A) * h + u_t[..., None] * B_t[:, None, :]
+            ys.append((h * C_t[:, None, :]).sum(-1))
         return _skip_gate(torch.stack(ys, dim=2), u, D, z, dtype_in)
     decay, write = torch.empty_like(h), torch.empty_like(h)
     y = u.new_empty(u.shape)
