@@ -221,3 +221,33 @@ def test_reference_scan_training_branch_equals_the_indexed_loop_bit_for_bit(bc):
     assert torch.equal(outs[0], outs[1])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
     assert torch.equal(selective_scan_ref(*leaves), outs[0])
+
+
+def test_reference_ssd_scan_gradients_equal_the_indexed_loop_bit_for_bit():
+    """ssd_scan_ref's loop over time steps by unbind against the indexing loop: the same output and the same
+    gradients for x, dt, A, B and C, bit for bit (two groups of two heads)."""
+    from verify.engines.scan import ssd_scan_ref
+
+    def indexed(x, dt, A, B, C):
+        B, C = B.repeat_interleave(2, dim=2), C.repeat_interleave(2, dim=2)
+        state, ys = x.new_zeros(x.shape[0], x.shape[2], x.shape[3], B.shape[-1]), []
+        for t in range(x.shape[1]):
+            decay = torch.exp(dt[:, t] * A)[:, :, None, None]
+            state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+            ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+        return torch.stack(ys, dim=1)
+
+    g = torch.Generator().manual_seed(1)
+    batch, L, heads, p, N = 2, 6, 4, 3, 5
+    leaves = [torch.randn(batch, L, heads, p, generator=g), 0.5 * torch.rand(batch, L, heads, generator=g),
+              -torch.rand(heads, generator=g), torch.randn(batch, L, 2, N, generator=g),
+              torch.randn(batch, L, 2, N, generator=g)]
+    outs, grads = [], []
+    for f in (ssd_scan_ref, indexed):
+        xs = [x.clone().requires_grad_() for x in leaves]
+        y = f(*xs)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append(y.detach())
+        grads.append([x.grad for x in xs])
+    assert torch.equal(outs[0], outs[1]) and all(torch.equal(a, b) for a, b in zip(*grads))
+    assert torch.equal(ssd_scan_ref(*leaves), outs[0])

@@ -142,14 +142,16 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
     state = x.new_zeros(batch, nheads, headdim, B.shape[-1])
     grad = tracks_grad(x, dt, A, B, C)
     write, ys = torch.empty_like(state), []
-    for t in range(L):  # memory stays (batch, nheads, headdim, d_state) whatever L is; in place unless training
-        decay = torch.exp(dt[:, t] * A)[:, :, None, None]
+    # time steps by one unbind each (views): in training its backward stacks the L gradients once, where indexing
+    # [:, t] in the loop would write each step's gradient into a zero tensor of the whole input's size
+    for dt_t, x_t, B_t, C_t in zip(dt.unbind(1), x.unbind(1), B.unbind(1), C.unbind(1)):
+        # memory stays (batch, nheads, headdim, d_state) whatever L is; in place unless training
+        decay = torch.exp(dt_t * A)[:, :, None, None]
         if grad:
-            state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+            state = decay * state + (dt_t[:, :, None] * x_t)[..., None] * B_t[:, :, None, :]
         else:
-            state.mul_(decay).add_(torch.mul((dt[:, t, :, None] * x[:, t])[..., None], B[:, t, :, None, :],
-                                             out=write))
-        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+            state.mul_(decay).add_(torch.mul((dt_t[:, :, None] * x_t)[..., None], B_t[:, :, None, :], out=write))
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C_t))
     y = torch.stack(ys, dim=1)
     if D is not None:
         D = D.to(work)
