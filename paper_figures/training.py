@@ -153,7 +153,27 @@ def figure2(results: Path) -> Rendered:
 
 def figure_a2(results: Path) -> Rendered:
     return _mqar_figure(results, ["figA2"], [256, 512], "Figure A.2", "Paper: bounds reasonably tight; S4D does "
-                        "not train well at large |V|; Mamba-2 at kappa = 4 solves below its curve.")
+                        "not train well at large |V|; Mamba-2 at kappa = 4 solves below its curve.",
+                        compare=lambda cells, recs: below_line(cells, "mamba2", 4))
+
+
+def below_line(cells: dict, mixer: str, kappa: int) -> str:
+    """Whether ``mixer`` solves below its line at ``kappa`` (Figure A.2's remark on Mamba-2 at kappa = 4): the cells
+    under the bound d (``verify.train.sweep.d_bound``) that some run solved, per |V|, and which |V| has none."""
+    from verify.train.sweep import d_bound
+
+    below = {c: v for c, v in cells.items() if c[0] == mixer and c[2] == kappa and c[3] < d_bound(mixer, kappa, c[1])}
+    if not below:
+        return f"{MIXER_TITLE[mixer]} at kappa {kappa}: no stored cell below the line."
+    vocabs = sorted({c[1] for c in below})
+    solved = {v: sorted(c[3] for c, x in below.items() if c[1] == v and x[1]) for v in vocabs}
+    best = {v: max(x[0] for c, x in below.items() if c[1] == v) for v in vocabs}
+    parts = [f"|V| {v}: {'solved at d = ' + ', '.join(map(str, solved[v])) if solved[v] else 'none solved'} "
+             f"(best {best[v]:.{6 if best[v] > 0.9999 else 4}f})" for v in vocabs]
+    verdict = ("reproduced" if all(solved.values()) else "reproduced at |V| " + ", ".join(
+        str(v) for v in vocabs if solved[v]) if any(solved.values()) else "not reproduced at this budget")
+    return (f"Below the line, {MIXER_TITLE[mixer]} at kappa {kappa}: {'; '.join(parts)}; the paper's remark that it "
+            f"solves below its curve: {verdict}.")
 
 
 def figure2_complex(results: Path) -> Rendered:

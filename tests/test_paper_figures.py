@@ -250,6 +250,27 @@ def test_complex_s4d_figure_a2_compares_shared_cells_per_vocab_and_states_its_co
            "kappa 16: 0.5000 vs 0.6000." in r.caption
 
 
+def test_below_the_line_remark_is_read_per_vocab_from_the_cells():
+    """Figure A.2's "Mamba-2 at kappa = 4 solves below its curve": only cells under the bound d count (a solved cell
+    on or above it does not), per |V|; reproduced where every |V| has a solved cell below the line, reproduced at the
+    |V| that have one, not reproduced where none does, and a near miss is shown to six places."""
+    from paper_figures.training import below_line
+    from verify.train.sweep import d_bound
+
+    b256, b512 = d_bound("mamba2", 4, 256), d_bound("mamba2", 4, 512)
+    cells = {("mamba2", 256, 4, b256 - 2, 12): (1.0, True, 3), ("mamba2", 256, 4, b256, 12): (1.0, True, 3),
+             ("mamba2", 512, 4, b512 - 2, 12): (0.999975, False, 3), ("mamba2", 512, 4, b512 + 4, 12): (1.0, True, 3),
+             ("mamba", 256, 4, 2, 8): (1.0, True, 3), ("mamba2", 256, 8, 2, 17): (1.0, True, 3)}
+    text = below_line(cells, "mamba2", 4)
+    assert f"|V| 256: solved at d = {b256 - 2} (best 1.000000); |V| 512: none solved (best 0.999975)" in text
+    assert text.endswith("solves below its curve: reproduced at |V| 256.")
+    cells[("mamba2", 512, 4, b512 - 2, 12)] = (1.0, True, 3)
+    assert below_line(cells, "mamba2", 4).endswith("solves below its curve: reproduced.")
+    none = {c: (0.5, False, 3) for c in cells}
+    assert below_line(none, "mamba2", 4).endswith("not reproduced at this budget.")
+    assert below_line(cells, "mamba2", 32) == "Mamba-2 at kappa 32: no stored cell below the line."
+
+
 def test_welch_dimension_is_met_by_a_simplex_and_not_exceeded_by_random_codes():
     """The bound the mechanism table prints beside each effective dimension: the regular simplex (m + 1 unit vectors
     in R^m, a tight frame with equal inner products -1/m) meets it; random unit vectors stay below it."""
