@@ -128,3 +128,5 @@ def test_padding_appends_zero_features_and_is_refreshed_after_a_write():
     R[0, 0] += 1
     again = fr._padded_readout(R)
     assert again is not first and again[0, 0] == R[0, 0]
+    wide = torch.randn(5, 2 * fr.ALIGN, generator=g)
+    assert fr._padded_readout(wide) is wide and wide not in fr._PADDED

@@ -198,7 +198,10 @@ _PADDED = WeakIdKeyDictionary()  # readout operand -> (its version, ``_padded`` 
 
 
 def _padded_readout(r: torch.Tensor) -> torch.Tensor:
-    """``_padded(r)`` of a readout operand, computed once per tensor (and again after it is written to)."""
+    """``_padded(r)`` of a readout operand, computed once per tensor (and again after it is written to); an aligned
+    readout is returned as it is, uncached (a cache entry holding its own key would never be freed)."""
+    if r.shape[1] % ALIGN == 0:
+        return r
     if r not in _PADDED or _PADDED[r][0] != r._version:
         _PADDED[r] = r._version, _padded(r)
     return _PADDED[r][1]
