@@ -96,7 +96,9 @@ class MambaSSMEngine:
         (``verify.engines.token_conv``, causal_conv1d's arithmetic, checked against float64 once per process) where
         Triton is available and the construction has no position channel; else the gather, then causal_conv1d's
         channel-first kernel (d_conv <= 4) where installed, else torch's conv1d + SiLU as the modules' own conv
-        branch. Exact in real arithmetic; in floating point it differs from the module's forward gathered at pos by the
+        branch. Mamba's and Mamba-S4D's gate at the query positions runs as one kernel too
+        (``verify.engines.query_gate``: torch's gather, lookup and gate bit for bit, self-checked) under the same
+        conditions. Exact in real arithmetic; in floating point it differs from the module's forward gathered at pos by the
         summation order of in_proj, the conv and out_proj and the rounding of the gate (``verify.engines.query_only``).
         Repeated shapes replay the forward from a CUDA graph (``_replayed``; ``graphs = False`` runs it eagerly: the
         same values). Other kinds: ``hidden`` gathered."""
