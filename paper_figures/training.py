@@ -65,9 +65,9 @@ SCALE_NOTE = ("Colour: best test accuracy on a nines scale, -log10(1 - acc), cli
               "ring: best accuracy >= 99.99%, not solved.")
 
 
-def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks_on=True, n_filter=None):
+def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks_on=True, n_filter=None, kappas=None):
     """One Fig. 2-style panel: x = kappa, y = d, colour = best accuracy, rings = solved / >= 99.99%, bound line, our
-    construction sizes."""
+    construction sizes; ``kappas``: the x ticks (and the bound line's kappas) where given, else the panel's own."""
     from verify.train.sweep import d_bound
 
     sel = [(c, v) for c, v in cells.items() if c[0] == mixer and c[1] == vocab and (n_filter is None or n_filter(c))]
@@ -75,7 +75,7 @@ def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks_on=True, n_filter=
         return None
     sc = marks.scatter(ax, [c[2] for c, _ in sel], [c[3] for c, _ in sel], [v[0] for _, v in sel],
                        [v[1] for _, v in sel], tag=mixer)
-    ks = sorted({c[2] for c, _ in sel})
+    ks = sorted(kappas or {c[2] for c, _ in sel})
     ax.plot(ks, [d_bound(mixer, k, vocab) for k in ks], "k--", lw=1, label="bound (our convention)")
     if marks_on:
         from paper_figures.selectivity import construction_sizes
@@ -111,18 +111,21 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
                  mixers=("mamba-s4d", "mamba-s4d-complex", "mamba", "mamba2"), compare=None, sharey=False,
                  verdicts=False) -> Rendered:
     """The MQAR accuracy panels of ``mixers`` (those the stores hold) from ``grids``; ``compare(cells, records)``: a
-    sentence for the caption; ``sharey``: the panels of a row share their d axis; ``verdicts``: each mixer's verdict
-    on the paper's "100% above the line" (``budget_verdict``)."""
+    sentence for the caption; ``sharey``: the panels of a row share their d axis and their kappa ticks (a partly
+    trained grid's panel keeps the row's x axis); ``verdicts``: each mixer's verdict on the paper's "100% above the
+    line" (``budget_verdict``)."""
     recs, missing = _stores(results, grids)
     recs = [r for r in recs if r["spec"]["mixer"] in mixers]
     cells = best_cells(recs)
     mixers = [m for m in mixers if any(c[0] == m for c in cells)]
     fig, axes = plt.subplots(len(vocabs), len(mixers), figsize=(2 * COLUMN, 1.9 * len(vocabs) + 0.3), squeeze=False,
-                             layout="constrained", sharey="row" if sharey else False)
+                             layout="constrained", sharey="row" if sharey else False,
+                             sharex="row" if sharey else False)
     for i, v in enumerate(vocabs):
+        row_kappas = sorted({c[2] for c in cells if c[1] == v and c[0] in mixers}) if sharey else None
         for j, m in enumerate(mixers):
             ax = axes[i, j]
-            if mqar_panel(ax, cells, m, v) is None:
+            if mqar_panel(ax, cells, m, v, kappas=row_kappas) is None:
                 ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
                 ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{MIXER_TITLE[m]}, |V| = {v}")

@@ -240,10 +240,13 @@ def test_complex_s4d_figure_a2_compares_shared_cells_per_vocab_and_states_its_co
         + [_rec("mqar", "mamba-s4d-complex", 512, 16, 576, 4, 0, 0.5)])
     ResultStore(tmp_path / "r/train/figA2.jsonl").append(
         [_rec("mqar", "mamba-s4d", 256, 16, 512, 4, 0, 0.8), _rec("mqar", "mamba-s4d", 512, 16, 576, 4, 0, 0.6),
-         _rec("mqar", "mamba-s4d", 512, 16, 288, 4, 0, 0.99), _rec("mqar", "mamba", 256, 16, 512, 32, 0, 1.0)])
+         _rec("mqar", "mamba-s4d", 512, 16, 288, 4, 0, 0.99), _rec("mqar", "mamba", 256, 16, 512, 32, 0, 1.0),
+         _rec("mqar", "mamba-s4d", 256, 8, 64, 4, 0, 0.3)])
     r = paper_figures.make("figA2-s4d-complex", tmp_path / "r")
     titles = [ax.get_title() for ax in r.figure.axes if ax.get_title()]
     assert "Mamba, |V| = 256" not in titles and "Mamba-S4D, |V| = 512" in titles
+    ticks = {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in r.figure.axes if ax.get_title()}
+    assert ticks["Mamba-S4D (complex S4D), |V| = 256"] == ticks["Mamba-S4D, |V| = 256"] == ["8", "16"]
     assert "Stored: 3 of the grid's 840 runs (2 of its 40 cells, seeds 0, 1 of its 7)." in r.caption
     assert "higher than Mamba-S4D's in 1 of 2 cells" in r.caption
     assert "per |V| and kappa (Mamba-S4D (complex S4D) vs Mamba-S4D): |V| 256, kappa 16: 0.9100 vs 0.8000; |V| 512, " \
