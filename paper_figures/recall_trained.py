@@ -113,8 +113,8 @@ def _heat(ax, cells: dict[tuple, float], ds, ns, title: str):
 def _missing(ax, name: str):
     ax.text(0.5, 0.5, f"not trained yet:\n{name}\n({sweep_cmd(name).replace(' --grid', chr(10) + '--grid')})",
             ha="center", va="center", fontsize=5.5, transform=ax.transAxes, wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    # per-axis: set_yticks([]) would also clear the ticks of every panel sharing this one's y axis
+    ax.tick_params(which="both", bottom=False, left=False, labelbottom=False, labelleft=False)
 
 
 def _regime(g) -> dict:
@@ -236,9 +236,9 @@ def _collapse_panel(ax, agg, reg, a_fit, lam_of=lambda c: 1, keep=lambda c: c[1]
     x = 1 / np.sqrt(sigma2_num(np.array([c[0] for c in cells], float), np.array([c[1] for c in cells], float),
                                reg["facts"], a_fit, np.array([lam_of(c) for c in cells], float)))
     colors = [color_of(c) for c in cells] if color_of else "C0"
-    ax.scatter(x, [agg[c]["mean"] for c in cells], s=4, facecolors="none", edgecolors="0.6", lw=0.4,
-               label="mean of seeds")
     ax.scatter(x, [agg[c]["best"] for c in cells], s=5, c=colors, label="best of seeds")
+    ax.scatter(x, [agg[c]["mean"] for c in cells], s=12, facecolors="none", edgecolors="0.45", lw=0.5, zorder=3,
+               label="mean of seeds")  # drawn over the filled points: a ring around each where they coincide
     mv = float(m_v_num(reg["vocab"]))
     xs = np.linspace(0, max(float(x.max()), mv + 3) * 1.02, 200)
     ax.plot(xs, phi_num(xs - mv), "k-", lw=1, label=r"$\Phi(x - m_V)$")

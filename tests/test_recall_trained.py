@@ -141,6 +141,8 @@ def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
     out = paper_figures.make("recall-fig1-regime_1", tmp_path)
     assert "Not trained yet (blank panels): recall-full-regime1" in out.caption
     assert "(a) missing" in out.caption and list(_md_rows(out.markdown)) == ["trained linear"]
+    collapse = paper_figures.make("recall-collapse-regime_1", tmp_path).figure
+    assert len(collapse.axes[1].get_yticks()) > 0  # a blank panel leaves the shared y axis its ticks
     # a store of runs of another definition holds none of the grid's: reported as missing, not drawn
     other = tmp_path / "x"
     fx.write_grid(other, "recall-smoke", lambda s: 0.5)
