@@ -94,6 +94,13 @@ def mqar_panel(ax, cells: dict, mixer: str, vocab: int, marks_on=True, n_filter=
     return sc
 
 
+def _no_runs(ax) -> None:
+    """A panel without stored runs: a note, no ticks (per axis: set_xticks([]) would clear every panel sharing the
+    axis)."""
+    ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+    ax.tick_params(which="both", bottom=False, left=False, labelbottom=False, labelleft=False)
+
+
 def _stores(results: Path, grids) -> tuple[list[dict], list]:
     """(records of every grid whose store exists, MissingResults of the others); raises the first if none exists."""
     recs, missing = [], []
@@ -126,8 +133,7 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
         for j, m in enumerate(mixers):
             ax = axes[i, j]
             if mqar_panel(ax, cells, m, v, kappas=row_kappas) is None:
-                ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
-                ax.set_xticks([]), ax.set_yticks([])
+                _no_runs(ax)
             ax.set_title(f"{MIXER_TITLE[m]}, |V| = {v}")
             ax.set_ylabel("d (model dimension)")
     marks.legend(fig, axes[0, -1])
@@ -288,8 +294,7 @@ def figure_a3(results: Path) -> Rendered:
                 ax.set_ylabel(f"d (|V| = {vocab})")
             if mqar_panel(ax, cells, mx, vocab, marks_on=False,
                           n_filter=lambda c, m=m: c[4] == a3_state(c[0], c[2], c[1], m)) is None:
-                ax.text(0.5, 0.5, "no stored runs", ha="center", va="center", transform=ax.transAxes, fontsize=7)
-                ax.set_xticks([]), ax.set_yticks([])
+                _no_runs(ax)
                 continue
             ks = [int(t) for t in ax.get_xticks()]
             ax.set_xticks(ks, [f"{k}\n{a3_state(mx, k, vocab, m)}" for k in ks])

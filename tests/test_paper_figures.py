@@ -253,6 +253,23 @@ def test_complex_s4d_figure_a2_compares_shared_cells_per_vocab_and_states_its_co
            "kappa 16: 0.5000 vs 0.6000." in r.caption
 
 
+def test_a_panel_without_runs_leaves_its_row_its_ticks(results, tmp_path):
+    """Figure A.2's complex-S4D figure with complex runs at |V| 256 only: the |V| 512 complex panel says it has no
+    stored runs, and the real-diagonal panel it shares both axes with keeps its kappa and d ticks."""
+    shutil.copytree(results, tmp_path / "r")
+    for grid in ("figA2", "figA2-s4d-complex"):
+        (tmp_path / f"r/train/{grid}.jsonl").unlink(missing_ok=True)
+    ResultStore(tmp_path / "r/train/figA2-s4d-complex.jsonl").append(
+        [_rec("mqar", "mamba-s4d-complex", 256, 16, 512, 4, 0, 0.9)])
+    ResultStore(tmp_path / "r/train/figA2.jsonl").append(
+        [_rec("mqar", "mamba-s4d", v, 16, 512, 4, 0, 0.8) for v in (256, 512)])
+    fig = paper_figures.make("figA2-s4d-complex", tmp_path / "r").figure
+    ax = {a.get_title(): a for a in fig.axes if a.get_title()}
+    assert any(t.get_text() == "no stored runs" for t in ax["Mamba-S4D (complex S4D), |V| = 512"].texts)
+    real = ax["Mamba-S4D, |V| = 512"]
+    assert [t.get_text() for t in real.get_xticklabels()] == ["16"] and len(real.get_yticks()) > 0
+
+
 def test_below_the_line_remark_is_read_per_vocab_from_the_cells():
     """Figure A.2's "Mamba-2 at kappa = 4 solves below its curve": only cells under the bound d count (a solved cell
     on or above it does not), per |V|; reproduced where every |V| has a solved cell below the line, reproduced at the
