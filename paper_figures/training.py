@@ -129,7 +129,7 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
                              layout="constrained", sharey="row" if sharey else False,
                              sharex="row" if sharey else False)
     for i, v in enumerate(vocabs):
-        row_kappas = sorted({c[2] for c in cells if c[1] == v and c[0] in mixers}) if sharey else None
+        row_kappas = sorted({c[2] for c in cells if c[1] == v}) if sharey else None
         for j, m in enumerate(mixers):
             ax = axes[i, j]
             if mqar_panel(ax, cells, m, v, kappas=row_kappas) is None:

@@ -200,11 +200,14 @@ _PADDED = WeakIdKeyDictionary()  # readout operand -> (its version, ``_padded`` 
 def _padded_readout(r: torch.Tensor) -> torch.Tensor:
     """``_padded(r)`` of a readout operand, computed once per tensor (and again after it is written to); an aligned
     readout is returned as it is, uncached (a cache entry holding its own key would never be freed)."""
-    if r.shape[1] % ALIGN == 0:
-        return r
-    if r not in _PADDED or _PADDED[r][0] != r._version:
-        _PADDED[r] = r._version, _padded(r)
-    return _PADDED[r][1]
+    return r if r.shape[1] % ALIGN == 0 else _memo(_PADDED, r, _padded)
+
+
+def _memo(cache: WeakIdKeyDictionary, t: torch.Tensor, compute):
+    """``compute(t)``, kept in ``cache`` while t lives and is not written to (its version unchanged)."""
+    if t not in cache or cache[t][0] != t._version:
+        cache[t] = t._version, compute(t)
+    return cache[t][1]
 
 
 _CHECKED: set = set()
@@ -259,10 +262,10 @@ def bf16_readout(readout: torch.Tensor) -> torch.Tensor | None:
     """The readout rounded to nearest bfloat16 (computed once per readout tensor), or None where an entry is a nonzero
     float32 below 2^-126: there bfloat16's subnormals keep fewer bits, the rounding can move an entry by more than
     2^-8 of its magnitude, and the TF32 screen is used instead."""
-    if readout not in _BF16 or _BF16[readout][0] != readout._version:  # computed, and not written to since
-        tiny = (readout != 0) & (readout.abs() < 2.0 ** -126)
-        _BF16[readout] = readout._version, None if bool(tiny.any()) else readout.to(torch.bfloat16)
-    return _BF16[readout][1]
+    def rounded(r):
+        tiny = (r != 0) & (r.abs() < 2.0 ** -126)
+        return None if bool(tiny.any()) else r.to(torch.bfloat16)
+    return _memo(_BF16, readout, rounded)
 
 
 class Screen:

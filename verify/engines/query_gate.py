@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from verify.engines.query_only import at_positions, gate, transposed_rows
+
 try:
     import triton
     import triton.language as tl
@@ -80,22 +82,14 @@ def gate_at(y: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, z_table_t:
 
 def reference(y: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, z_table_t: torch.Tensor) -> torch.Tensor:
     """``gate_at``'s value by ``query_only``'s torch path (the gather, the lookup, ``query_only.gate``)."""
-    from verify.engines.query_only import at_positions, gate
-
     return gate(at_positions(y.transpose(1, 2), pos), z_table_t[tokens.gather(1, pos)])
 
 
 def rows_gate(table: torch.Tensor):
     """``gate_at(y, pos, rows, tokens)`` for the query-only forms on an ``in_proj_table`` (d_in_proj, n_tokens): the
-    table's z rows ``rows`` transposed once, on first use."""
-    transposed = {}
-
-    def run(y, pos, rows: slice, tokens):
-        key = rows.start, rows.stop
-        if key not in transposed:
-            transposed[key] = table[rows].T.contiguous()
-        return gate_at(y, pos, tokens, transposed[key])
-    return run
+    kernel on the table's z rows ``rows`` (``query_only.transposed_rows``)."""
+    rows_t = transposed_rows(table)
+    return lambda y, pos, rows, tokens: gate_at(y, pos, tokens, rows_t(rows))
 
 
 _CHECKED: set = set()

@@ -64,6 +64,19 @@ def gathered(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows:
     return out
 
 
+def transposed_rows(table: torch.Tensor):
+    """``rows -> table[rows].T.contiguous()`` for an ``in_proj_table`` (d_in_proj, n_tokens), each slice transposed
+    once, on first use: the (n_tokens, len(rows)) unit-stride tables the one-pass kernels read."""
+    done = {}
+
+    def get(rows: slice) -> torch.Tensor:
+        key = rows.start, rows.stop
+        if key not in done:
+            done[key] = table[rows].T.contiguous()
+        return done[key]
+    return get
+
+
 def queried(con: Construction, table: torch.Tensor, weight: torch.Tensor, rows: slice, tokens: torch.Tensor,
             pos: torch.Tensor) -> torch.Tensor:
     """in_proj rows ``rows`` of ``embed(con, E, tokens)`` at positions pos (batch, q) only: (batch, q, len(rows))."""

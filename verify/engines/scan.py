@@ -53,15 +53,14 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         delta = F.softplus(delta)
     batch, d, L = u.shape
     du = delta * u
-    step_B = (lambda t: B[None]) if B.dim() == 2 else (lambda t: B[:, None, :, t] if B.dim() == 3 else B[..., t])
-    step_C = (lambda t: C[None]) if C.dim() == 2 else (lambda t: C[:, None, :, t] if C.dim() == 3 else C[..., t])
-    if tracks_grad(u, delta, A, B, C):  # training: out-of-place, so autograd can differentiate every step
-        # the per-step slices come from one contiguous time-major copy and one unbind each: its backward stacks the
-        # L gradients once, where indexing [..., t] in the loop would write each step's gradient into a zero tensor
-        # of the whole input's size, and contiguous slices keep the per-step products on the fast elementwise path
+    grad = tracks_grad(u, delta, A, B, C)
+    # per-step B and C, broadcastable to (batch, d, N): in training from one contiguous time-major copy and one unbind
+    # (``_steps``; its backward stacks the L gradients once, where indexing [..., t] in the loop would write each
+    # step's gradient into a zero tensor of the whole input's size), else views
+    split = _steps if grad else (lambda M: M.unbind(-1))
+    Bs, Cs = ([M[None]] * L if M.dim() == 2 else [m[:, None] if M.dim() == 3 else m for m in split(M)] for M in (B, C))
+    if grad:  # training: out-of-place, so autograd can differentiate every step
         deltas, dus = _steps(delta), _steps(du)
-        Bs = [B[None]] * L if B.dim() == 2 else [b[:, None] if B.dim() == 3 else b for b in _steps(B)]
-        Cs = [C[None]] * L if C.dim() == 2 else [c[:, None] if C.dim() == 3 else c for c in _steps(C)]
         h, ys = u.new_zeros(batch, d, A.shape[1]), []
         for t in range(L):
             h = torch.exp(deltas[t][..., None] * A) * h + dus[t][..., None] * Bs[t]
@@ -73,8 +72,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     for t in range(L):  # per step, so memory stays (batch, d, N) whatever L is; in place: the same operations in the
         # same order as the branch above (bitwise the same result), without allocating per step
         torch.exp(torch.mul(delta[:, :, t, None], A, out=decay), out=decay)
-        h.mul_(decay).add_(torch.mul(du[:, :, t, None], step_B(t), out=write))  # h_t = exp(delta A) h + delta B u
-        torch.sum(torch.mul(h, step_C(t), out=write), dim=-1, out=y[:, :, t])
+        h.mul_(decay).add_(torch.mul(du[:, :, t, None], Bs[t], out=write))  # h_t = exp(delta A) h + delta B u
+        torch.sum(torch.mul(h, Cs[t], out=write), dim=-1, out=y[:, :, t])
     return _skip_gate(y, u, D, z, dtype_in)
 
 

@@ -24,6 +24,8 @@ import os
 
 import torch
 
+from verify.engines.query_only import transposed_rows
+
 try:
     import triton
     import triton.language as tl
@@ -185,16 +187,10 @@ def error_bound(ref: torch.Tensor, size: torch.Tensor, width: int, dtype: torch.
 
 def rows_conv(table: torch.Tensor):
     """``token_conv(rows, tokens, weight, bias, channels_last)`` for ``query_only.conv_rows`` on an ``in_proj_table``
-    (d_in_proj, n_tokens): ``table_conv_silu`` of the table's rows ``rows``, each slice transposed once, on first
-    use."""
-    transposed = {}
-
-    def run(rows: slice, tokens, weight, bias, channels_last=False):
-        key = rows.start, rows.stop
-        if key not in transposed:
-            transposed[key] = table[rows].T.contiguous()
-        return table_conv_silu(transposed[key], tokens, weight, bias, channels_last)
-    return run
+    (d_in_proj, n_tokens): ``table_conv_silu`` of the table's rows ``rows`` (``query_only.transposed_rows``)."""
+    rows_t = transposed_rows(table)
+    return lambda rows, tokens, weight, bias, channels_last=False: table_conv_silu(rows_t(rows), tokens, weight, bias,
+                                                                                   channels_last)
 
 
 _CHECKED: set = set()
