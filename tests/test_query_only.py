@@ -129,3 +129,15 @@ def test_query_gate_self_check_passes_torch_values_and_stops_a_one_ulp_change(dt
     assert not query_gate._CHECKED
     query_gate.self_check(y, pos, tokens, z_t, good)
     assert len(query_gate._CHECKED) == 1
+
+
+def test_transposed_rows_are_the_table_slices_transposed_once():
+    """The one-pass kernels' row tables: ``table[rows].T`` with unit stride along the rows, the same tensor on a
+    second request for the same slice."""
+    from verify.engines.query_only import transposed_rows
+
+    table = torch.arange(30.0).view(6, 5)
+    get = transposed_rows(table)
+    z = get(slice(2, 5))
+    assert torch.equal(z, table[2:5].T) and z.stride() == (3, 1) and get(slice(2, 5)) is z
+    assert torch.equal(get(slice(0, 2)), table[:2].T)
