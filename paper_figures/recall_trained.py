@@ -110,6 +110,19 @@ def _heat(ax, cells: dict[tuple, float], ds, ns, title: str):
     return im
 
 
+def _value_grid(ax, cells: dict[tuple, float], xs, ys):
+    """A grid of values (x, y) -> value in [0, 1] (inferno; blank where none) with each value printed in its cell."""
+    z = np.full((len(ys), len(xs)), np.nan)
+    for (x, y), v in cells.items():
+        z[ys.index(y), xs.index(x)] = v
+    im = ax.imshow(z, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+    for i, j in zip(*np.nonzero(~np.isnan(z))):
+        ax.text(j, i, f"{z[i, j]:.2f}", ha="center", va="center", fontsize=4, color="w" if z[i, j] < 0.6 else "k")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs], fontsize=5.5)
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    return im
+
+
 def _missing(ax, name: str):
     ax.text(0.5, 0.5, f"not trained yet:\n{name}\n({sweep_cmd(name).replace(' --grid', chr(10) + '--grid')})",
             ha="center", va="center", fontsize=5.5, transform=ax.transAxes, wrap=True)
@@ -328,17 +341,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     _, rmse_p = _rmse_at(agg, reg, a_p, lam_of=_layers_of, keep=keep)
     gap, pairs = equal_state_gap(agg)
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.4), layout="constrained", gridspec_kw={"width_ratios": [1.5, 1]})
-    z = np.full((len(lams), len(ns)), np.nan)
-    for c, v in agg.items():
-        z[lams.index(_layers_of(c)), ns.index(c[1])] = v["best"]
-    im = axes[0].imshow(z, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
-    for i in range(len(lams)):
-        for j in range(len(ns)):
-            if not np.isnan(z[i, j]):
-                axes[0].text(j, i, f"{z[i, j]:.2f}", ha="center", va="center", fontsize=4,
-                             color="w" if z[i, j] < 0.6 else "k")
-    axes[0].set_xticks(range(len(ns)), [str(n) for n in ns], fontsize=5.5)
-    axes[0].set_yticks(range(len(lams)), [str(x) for x in lams])
+    im = _value_grid(axes[0], {(c[1], _layers_of(c)): v["best"] for c, v in agg.items()}, ns, lams)
     axes[0].set_xlabel("N")
     axes[0].set_ylabel(r"$\Lambda$ (layers)")
     axes[0].set_title(f"best of {_seeds(recs)} seeds", fontsize=7)
@@ -371,40 +374,75 @@ def _cell_text(agg, d, n, lam=None, heads=None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 HEAD_PATTERNS = ("MQA", "MKA", "MVA", "MHA")
+FIT_RMS = 0.05  # a form of the law "fits" a head grid where its rms error at the fitted a is at most this (the
+                # one-head collapses of the D-N grids sit at 0.04-0.05)
+
+
+def _heads_of(c) -> int:
+    return model_arg(c, "heads", 1)
+
+
+def head_fits(agg: dict, reg: dict) -> dict[str, tuple[float, float]]:
+    """The law fitted to a head grid's cells (best of seeds) two ways: {"N": (a, rmse)} with N_eff = N (the heads add
+    nothing: MVA's shared B and C make it one head) and {"MN": (a, rmse)} with N_eff = M N (M independent N-dim
+    hashes, as Lambda layers give in the law's multi-layer form). The one with the smaller rms error at its fitted a
+    is the form the grid follows; the a of M = 1 alone is the single-head reference."""
+    every = lambda c: True  # noqa: E731  (N <= D everywhere in the head grids: N <= 10, D = 60)
+    return {"N": _fit_cells(agg, reg, keep=every), "MN": _fit_cells(agg, reg, lam_of=_heads_of, keep=every)}
 
 
 def heads(results: Path) -> Rendered:
-    """The four multi-head grids (N x M per pattern): best (mean) of the seeds per cell, and per pattern the mean over
-    N of best(M = max) - best(M = 1)."""
+    """The four multi-head grids (N x M per pattern, the paper's figure: values printed): best (mean) of the seeds
+    per cell; per pattern the mean over N of best(M = max) - best(M = 1) and the law fitted with N_eff = N and with
+    N_eff = M N (``head_fits``)."""
     loaded = {p: optional_records(results, f"recall-heads-{p.lower()}") for p in HEAD_PATTERNS}
     if all(r is None for _, r in loaded.values()):
         raise MissingResults(str(Path(results) / "train/recall-heads-mqa.jsonl"),
                              " and ".join(sweep_cmd(f"recall-heads-{p.lower()}") for p in HEAD_PATTERNS))
-    rows, trends, runs = [], [], []
+    g0 = next(iter(loaded.values()))[0]
+    reg, d = _regime(g0), g0.d_models[0]
     ms_all = sorted({m for g, _ in loaded.values() for m in (dict(x).get("heads", 1) for x in g.models)})
-    for p, (g, recs) in loaded.items():
+    ns_all = sorted(g0.d_states)
+    fig, axes = plt.subplots(1, len(HEAD_PATTERNS), figsize=(2 * COLUMN, 1.9), layout="constrained", sharey=True)
+    rows, trends, fits, runs = [], [], [], []
+    for ax, (p, (g, recs)) in zip(axes, loaded.items()):
+        ax.set_xlabel("N (per head)")
         if recs is None:
+            _missing(ax, g.name)
+            ax.set_title(p, fontsize=7)
             continue
-        agg, d = aggregate(recs), g.d_models[0]
+        agg = aggregate(recs)
         ns = sorted({c[1] for c in agg})
         rows += [[p, n, *[_cell_text(agg, d, n, heads=m) for m in ms_all]] for n in ns]
-        by = {(c[1], model_arg(c, "heads", 1)): v["best"] for c, v in agg.items()}
+        by = {(c[1], _heads_of(c)): v["best"] for c, v in agg.items()}
+        im = _value_grid(ax, by, ns_all, ms_all)
         m_lo, m_hi = min(m for _, m in by), max(m for _, m in by)
         diff = [by[(n, m_hi)] - by[(n, m_lo)] for n in ns if (n, m_lo) in by and (n, m_hi) in by]
         trends.append(f"{p} {np.mean(diff):+.3f} (M = {m_lo} -> {m_hi}, {len(diff)} N)" if diff else f"{p} n/a")
+        (a_n, r_n), (a_mn, r_mn) = head_fits(agg, reg).values()
+        one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
+        a_one = f"{_fit_cells(one, reg)[0]:.3f}" if one else "n/a"
+        form = ("N_eff = M N" if r_mn < r_n else "N_eff = N") if min(r_n, r_mn) <= FIT_RMS else "neither"
+        fits.append(f"{p}: N_eff = N a = {a_n:.3f} (rms {r_n:.3f}), N_eff = M N a = {a_mn:.3f} (rms {r_mn:.3f}), "
+                    f"M = 1 alone a = {a_one}; fits: {form}")
+        ax.set_title(f"{p}: {form} (rms {min(r_n, r_mn):.3f})" if form != "neither" else
+                     f"{p}: neither N_eff fits\n(rms {r_n:.3f} at N, {r_mn:.3f} at M N)", fontsize=6.5)
         runs.append(_runs_note(g, recs))
-    g0 = next(iter(loaded.values()))[0]
-    reg = _regime(g0)
+    axes[0].set_ylabel("M (heads)")
+    if runs:
+        fig.colorbar(im, ax=axes[-1], fraction=0.08, pad=0.02, label="recall")
     caption = (f"Koren et al.'s multi-head grids (V = {reg['vocab']}, N_f = {reg['facts']}, L = {reg['seq_len']}, "
-               f"D = {g0.d_models[0]}): one layer of the simplified linear Mamba with M heads of pattern MQA / MKA / "
-               f"MVA / MHA (N per head, total state N x 2D whatever M), best (mean) of the seeds' validation accuracy "
-               f"per cell. The paper gives no closed form for heads; the designed circuit's prediction "
-               f"(recall-multihead: MVA is one head exactly, MHA gains a little, MQA and MKA lose as M grows) is what "
-               f"to compare with. Mean over N of best(M max) - best(M = 1): {'; '.join(trends)}. "
-               + "; ".join(runs) + "."
+               f"D = {d}): one layer of the simplified linear Mamba with M heads of pattern MQA / MKA / "
+               f"MVA / MHA (N per head, total state N x 2D whatever M), per cell the best validation accuracy of the "
+               f"best seed (table: best (mean) of the seeds). The paper gives no closed form for heads; the designed "
+               f"circuit's prediction (recall-multihead: MVA is one head exactly, MHA gains a little, MQA and MKA "
+               f"lose as M grows) is what to compare with. Mean over N of best(M max) - best(M = 1): "
+               f"{'; '.join(trends)}. The law fitted per pattern (least squares of the best-of-seeds accuracies) with "
+               f"the heads adding nothing (N_eff = N) and with each head a hash of its own (N_eff = M N, as layers "
+               f"in the law's multi-layer form; a form fits where its rms error is at most {FIT_RMS}): {'; '.join(fits)}. " + "; ".join(runs) + "."
                + _missing_note([f"recall-heads-{p.lower()}" for p, (_, r) in loaded.items() if r is None]))
     tex, md = table(["pattern", "N", *[f"M = {m}" for m in ms_all]], rows, caption)
-    return Rendered(caption, latex=tex, markdown=md)
+    return Rendered(caption, figure=fig, latex=tex, markdown=md)
 
 
 # ---------------------------------------------------------------------------------------------------------------

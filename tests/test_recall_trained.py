@@ -4,6 +4,7 @@ and seed-reliability numbers; a missing store is reported, a partial set of stor
 load, expand to the paper's cells, and one tiny cell of each trains on the CPU; the lm wiring's norm = false."""
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -100,12 +101,31 @@ def test_layers_collapse_uses_n_eff_and_measures_equal_state_pairs(stores):
 
 def test_heads_table_reads_each_pattern_and_its_trend(stores):
     out = paper_figures.make("recall-heads", stores)
-    assert "MVA +0.000" in out.caption and "MHA +0.000" in out.caption
     g = grid("recall-heads-mqa")
-    ns = sorted(g.d_states)
-    want = np.mean([fx.head_value(replace(g.runs()[0], d_state=n), lambda m: 1.0) * (fx.HEAD_FACTOR["MQA"](6) - 1)
-                    for n in ns])
-    assert f"MQA {want:+.3f}" in out.caption
+    ns, cell = sorted(g.d_states), g.runs()[0]
+    def at(n, m):
+        return replace(cell, d_state=n, model=tuple((k, m if k == "heads" else v) for k, v in cell.model))
+
+    gain = {p: np.mean([fx.head_value(at(n, 6), p) - fx.head_value(at(n, 1), p) for n in ns])
+            for p in ("MQA", "MVA", "MHA")}
+    assert gain["MQA"] < -0.05 and gain["MHA"] > 0.05 and gain["MVA"] == 0
+    for p in ("MQA", "MVA", "MHA"):
+        assert f"{p} {gain[p]:+.3f} (M = 1 -> 6" in out.caption
+    assert out.figure is not None
+
+
+def test_head_fits_name_the_form_each_pattern_follows(stores):
+    """MVA's grid is the one-head law (N_eff = N, a = 1.25 exactly), MHA's the law at N_eff = M N: each fit gives
+    a = 1.25 with rms 0 for its own form only, and the caption names that form."""
+    from paper_figures.recall_trained import _regime, aggregate, grid_records, head_fits
+
+    out = paper_figures.make("recall-heads", stores)
+    for p, own, other in (("MVA", "N", "MN"), ("MHA", "MN", "N")):
+        g, recs = grid_records(stores, f"recall-heads-{p.lower()}")
+        fits = head_fits(aggregate(recs), _regime(g))
+        assert fits[own][0] == pytest.approx(1.25, rel=1e-3) and fits[own][1] < 1e-3
+        assert fits[other][1] > 0.05
+        assert re.search(rf"{p}: [^;]*; fits: N_eff = {'M N' if own == 'MN' else 'N'}[;.]", out.caption)
 
 
 def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(stores):
