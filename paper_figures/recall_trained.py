@@ -485,6 +485,10 @@ def ablation(results: Path) -> Rendered:
         runs.append(_runs_note(g, recs))
     verdict = (f"row D (the minimal circuit) {means['D']:.3f} against row E (no shift) {means['E']:.3f}"
                if {"D", "E"} <= set(means) else "rows D and E not both stored")
+    if {"Base", "C"} <= set(means):
+        verdict += (f"; Base (Mamba-1) {means['Base']:.3f} against row C (no SiLU, gate, Delta or decay) "
+                    f"{means['C']:.3f}: removing them {'does not lower' if means['C'] >= means['Base'] else 'lowers'}"
+                    f" recall")
     caption = ("Koren et al.'s circuit-minimality ablation (V = 128, L = 64, N_f = 16, D = 64, N = 16; residual, no "
                "norms, weight decay 0.1; each row removes one more part): mean ± std of the seeds' best validation "
                "accuracy (the paper's table), with the best seed beside it. The paper's claim: the minimal circuit "

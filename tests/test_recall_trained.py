@@ -135,6 +135,21 @@ def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(
     assert rows["A"][2].startswith("not expressible") and rows["B"][2].startswith("not expressible")
 
 
+@pytest.mark.parametrize("c_values, says", [(fx.ABLATION["c"], "lowers"), ([0.95] * 5, "does not lower")])
+def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
+    from verify.train.store import ResultStore
+
+    (tmp_path / "train").mkdir()
+    for row in ("base", "c", "d", "e"):
+        vals = c_values if row == "c" else fx.ABLATION[row]
+        g = grid(f"recall-ablation-{row}")
+        ResultStore(tmp_path / "train" / f"{g.name}.jsonl").append([fx.record(s, vals[s.seed]) for s in g.runs()])
+    cap = paper_figures.make("recall-ablation", tmp_path).caption
+    base = np.mean(fx.ABLATION["base"])
+    assert f"Base (Mamba-1) {base:.3f} against row C (no SiLU, gate, Delta or decay) {np.mean(c_values):.3f}: " \
+           f"removing them {says} recall" in cap
+
+
 def test_seed_reliability_counts_holes_and_bins(tmp_path):
     g = grid("recall-full-regime0")
     vals = {(8, 4): [0.3, 0.0, 0.2, 0.25, 0.05], (16, 8): [0.9, 0.8, 0.85, 0.7, 0.95], (4, 2): [0.01] * 5}
