@@ -288,7 +288,7 @@ def collapse(results: Path, regime: str) -> Rendered:
         rows.append([title[4:], len(_dn(agg)), _seeds(recs), f"{a_fit:.3f}", f"{a_mean:.3f}", f"{a_p:g}",
                      f"{rmse:.3f}", f"{rmse_p:.3f}", _runs_note(g, recs)])
     axes[0].set_ylabel("recall (validation)")
-    axes[0].legend(frameon=False, fontsize=5, loc="upper left")
+    next((ax for ax in axes if ax.collections), axes[0]).legend(frameon=False, fontsize=5, loc="upper left")
     reg = _regime(loaded[1][0])
     caption = (f"Koren et al. Fig. 4 at {regime} (V = {reg['vocab']}, N_f = {reg['facts']}): every trained cell "
                f"(N <= D) at x = 1/sigma with the a fitted to the panel (least squares of the best-of-seeds "
