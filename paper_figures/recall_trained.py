@@ -386,9 +386,27 @@ def head_fits(agg: dict, reg: dict) -> dict[str, tuple[float, float]]:
     """The law fitted to a head grid's cells (best of seeds) two ways: {"N": (a, rmse)} with N_eff = N (the heads add
     nothing: MVA's shared B and C make it one head) and {"MN": (a, rmse)} with N_eff = M N (M independent N-dim
     hashes, as Lambda layers give in the law's multi-layer form). The one with the smaller rms error at its fitted a
-    is the form the grid follows; the a of M = 1 alone is the single-head reference."""
+    is the form the grid follows where that error is at most ``FIT_RMS``."""
     every = lambda c: True  # noqa: E731  (N <= D everywhere in the head grids: N <= 10, D = 60)
     return {"N": _fit_cells(agg, reg, keep=every), "MN": _fit_cells(agg, reg, lam_of=_heads_of, keep=every)}
+
+
+def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple[str, str, str]:
+    """(trend, fit, panel title) of one head grid: the mean over N of best(M max) - best(M min), the law fitted with
+    N_eff = N and N_eff = M N (``head_fits``) and the form that fits, beside the a of M = 1 alone."""
+    ns = sorted({n for n, _ in by})
+    m_lo, m_hi = min(m for _, m in by), max(m for _, m in by)
+    diff = [by[(n, m_hi)] - by[(n, m_lo)] for n in ns if (n, m_lo) in by and (n, m_hi) in by]
+    trend = f"{p} {np.mean(diff):+.3f} (M = {m_lo} -> {m_hi}, {len(diff)} N)" if diff else f"{p} n/a"
+    (a_n, r_n), (a_mn, r_mn) = head_fits(agg, reg).values()
+    one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
+    a_one = f"{_fit_cells(one, reg)[0]:.3f}" if one else "n/a"
+    form = ("N_eff = M N" if r_mn < r_n else "N_eff = N") if min(r_n, r_mn) <= FIT_RMS else "neither"
+    fit = (f"{p}: N_eff = N a = {a_n:.3f} (rms {r_n:.3f}), N_eff = M N a = {a_mn:.3f} (rms {r_mn:.3f}), M = 1 alone "
+           f"a = {a_one}; fits: {form}")
+    title = (f"{p}: {form} (rms {min(r_n, r_mn):.3f})" if form != "neither" else
+             f"{p}: neither N_eff fits\n(rms {r_n:.3f} at N, {r_mn:.3f} at M N)")
+    return trend, fit, title
 
 
 def heads(results: Path) -> Rendered:
@@ -416,17 +434,10 @@ def heads(results: Path) -> Rendered:
         rows += [[p, n, *[_cell_text(agg, d, n, heads=m) for m in ms_all]] for n in ns]
         by = {(c[1], _heads_of(c)): v["best"] for c, v in agg.items()}
         im = _value_grid(ax, by, ns_all, ms_all)
-        m_lo, m_hi = min(m for _, m in by), max(m for _, m in by)
-        diff = [by[(n, m_hi)] - by[(n, m_lo)] for n in ns if (n, m_lo) in by and (n, m_hi) in by]
-        trends.append(f"{p} {np.mean(diff):+.3f} (M = {m_lo} -> {m_hi}, {len(diff)} N)" if diff else f"{p} n/a")
-        (a_n, r_n), (a_mn, r_mn) = head_fits(agg, reg).values()
-        one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
-        a_one = f"{_fit_cells(one, reg)[0]:.3f}" if one else "n/a"
-        form = ("N_eff = M N" if r_mn < r_n else "N_eff = N") if min(r_n, r_mn) <= FIT_RMS else "neither"
-        fits.append(f"{p}: N_eff = N a = {a_n:.3f} (rms {r_n:.3f}), N_eff = M N a = {a_mn:.3f} (rms {r_mn:.3f}), "
-                    f"M = 1 alone a = {a_one}; fits: {form}")
-        ax.set_title(f"{p}: {form} (rms {min(r_n, r_mn):.3f})" if form != "neither" else
-                     f"{p}: neither N_eff fits\n(rms {r_n:.3f} at N, {r_mn:.3f} at M N)", fontsize=6.5)
+        trend, fit, title = _head_summary(p, agg, by, reg)
+        trends.append(trend)
+        fits.append(fit)
+        ax.set_title(title, fontsize=6.5)
         runs.append(_runs_note(g, recs))
     axes[0].set_ylabel("M (heads)")
     if runs:
@@ -439,7 +450,8 @@ def heads(results: Path) -> Rendered:
                f"lose as M grows) is what to compare with. Mean over N of best(M max) - best(M = 1): "
                f"{'; '.join(trends)}. The law fitted per pattern (least squares of the best-of-seeds accuracies) with "
                f"the heads adding nothing (N_eff = N) and with each head a hash of its own (N_eff = M N, as layers "
-               f"in the law's multi-layer form; a form fits where its rms error is at most {FIT_RMS}): {'; '.join(fits)}. " + "; ".join(runs) + "."
+               f"in the law's multi-layer form; a form fits where its rms error is at most {FIT_RMS}): "
+               f"{'; '.join(fits)}. " + "; ".join(runs) + "."
                + _missing_note([f"recall-heads-{p.lower()}" for p, (_, r) in loaded.items() if r is None]))
     tex, md = table(["pattern", "N", *[f"M = {m}" for m in ms_all]], rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)

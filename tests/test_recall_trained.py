@@ -126,6 +126,8 @@ def test_head_fits_name_the_form_each_pattern_follows(stores):
         assert fits[own][0] == pytest.approx(1.25, rel=1e-3) and fits[own][1] < 1e-3
         assert fits[other][1] > 0.05
         assert re.search(rf"{p}: [^;]*; fits: N_eff = {'M N' if own == 'MN' else 'N'}[;.]", out.caption)
+    # MQA's grid loses 5 % of the law per extra head: neither form is within FIT_RMS, and the caption says so
+    assert re.search(r"MQA: [^;]*M = 1 alone a = 1\.250; fits: neither;", out.caption)
 
 
 def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(stores):
