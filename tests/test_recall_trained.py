@@ -207,16 +207,18 @@ def test_new_grids_expand_to_the_papers_cells():
 
 @pytest.mark.parametrize("name", ["recall-linear-regime0", "recall-linear-ar-regime0", "recall-linear-regime1",
                                   "recall-linear-regime2", "recall-linear-ar-regime1",
-                                  "recall-linear-ar-regime2"])
+                                  "recall-linear-ar-regime2", "recall-full-regime0", "recall-full-regime2"])
 def test_coarse_slices_are_runs_of_their_grid(name):
     """A ``-coarse`` grid trains into its parent's store: every run of it is a run of the parent (the same run key),
-    20 cells x the parent's seeds 0-2."""
+    20 cells x all the parent's seeds (0-2 linear, 0-4 full)."""
     from verify.train.spec import run_key
 
     coarse, parent = grid(f"{name}-coarse"), grid(name)
+    seeds = {s.seed for s in parent.runs()}
+    assert seeds == set(range(5 if "full" in name else 3))
     keys = {run_key(s) for s in coarse.runs()}
-    assert len(keys) == 60 and keys <= {run_key(s) for s in parent.runs()}
-    assert {s.seed for s in coarse.runs()} == {0, 1, 2} == {s.seed for s in parent.runs()}
+    assert len(keys) == 20 * len(seeds) and keys <= {run_key(s) for s in parent.runs()}
+    assert {s.seed for s in coarse.runs()} == seeds
     assert len({(s.d_model, s.d_state) for s in coarse.runs()}) == 20
 
 
