@@ -387,8 +387,7 @@ def head_fits(agg: dict, reg: dict) -> dict[str, tuple[float, float]]:
     nothing: MVA's shared B and C make it one head) and {"MN": (a, rmse)} with N_eff = M N (M independent N-dim
     hashes, as Lambda layers give in the law's multi-layer form). The one with the smaller rms error at its fitted a
     is the form the grid follows where that error is at most ``FIT_RMS``."""
-    every = lambda c: True  # noqa: E731  (N <= D everywhere in the head grids: N <= 10, D = 60)
-    return {"N": _fit_cells(agg, reg, keep=every), "MN": _fit_cells(agg, reg, lam_of=_heads_of, keep=every)}
+    return {"N": _fit_cells(agg, reg), "MN": _fit_cells(agg, reg, lam_of=_heads_of)}  # every cell: N <= 10 < D = 60
 
 
 def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple[str, str, str]:
