@@ -1,10 +1,13 @@
 """The zoology-style MQAR / AR options of verify.tasks.mqar (Koren et al. 2026), and the default layout pinned."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from common.errors import RequirementError
+from verify.tasks import mqar
 from verify.tasks.mqar import IGNORE, MQARConfig, generate
 
 
@@ -16,6 +19,25 @@ def test_default_layout_unchanged():
                           [-100, -100, -100, -100, -100, -100, -100, -100, -100, 3, 4, 0]]
     t, l = generate(MQARConfig(2, 4, 9, num_examples=1, query_passes=2), 3)
     assert t.tolist() == [[0, 2, 1, 5, 1, 6, 0, 0, 1]] and l.tolist() == [[-100, -100, -100, -100, 3, -100, 0, 0, 3]]
+
+
+@pytest.mark.parametrize("block", [7, 100, 1000, 1 << 22])
+@pytest.mark.parametrize("args,kw,seed,digest", [
+    ((16, 512, 64), dict(num_examples=300), (0, 0), "354cc862ad260679"),
+    ((8, 1024, 64), dict(num_examples=77, random_fillers=False), 3, "2a91918b48dfd98b"),
+    ((4, 64, 9), dict(num_examples=50, reduce_to_ar=True), (2, 1), "f79f2999c272f752"),
+])
+def test_zoology_draw_in_blocks_is_pinned(monkeypatch, block, args, kw, seed, digest):
+    """The zoology generator draws its key / value permutations in blocks of rows (bounded memory): whatever the block,
+    the sequences are the ones the one-shot draw gave (digests of that form's output, which the stored runs used), and
+    equal to the one-shot formula written out here."""
+    monkeypatch.setattr(mqar, "_BLOCK_ELEMS", block)
+    t, l = generate(MQARConfig(*args, layout="zoology", **kw), seed)
+    assert t.dtype == l.dtype == np.int64
+    assert hashlib.sha256(t.tobytes() + l.tobytes()).hexdigest()[:16] == digest
+    rng, (K, V), S = np.random.default_rng(seed), args[:2], kw["num_examples"]
+    assert (t[:, 0:2 * K:2] == 1 + np.argsort(rng.random((S, V // 2 - 1)), axis=1)[:, :K]).all()
+    assert (t[:, 1:2 * K:2] == V // 2 + np.argsort(rng.random((S, V - V // 2)), axis=1)[:, :K]).all()
 
 
 @pytest.mark.parametrize("nf,V,L,fillers", [(16, 512, 64, True), (8, 128, 32, False), (4, 64, 24, True)])
