@@ -95,16 +95,31 @@ def paper_a(model: str, task: str) -> float:
     return float(PAPER_A[(model, task)])
 
 
+def _edges(vals: list, lo: float, hi: float) -> np.ndarray:
+    """Cell edges half-way between the sorted axis values ``vals``, with ``lo`` and ``hi`` at the ends."""
+    v = np.asarray(vals, float)
+    return np.concatenate([[lo], (v[1:] + v[:-1]) / 2, [hi]])
+
+
+COARSE_NOTE = ("where a store holds a coarse slice of the grid, each stored cell is drawn as a block reaching half-way "
+               "to the next stored D and N")
+
+
 def _heat(ax, cells: dict[tuple, float], ds, ns, title: str):
-    """One D-N grid (x = D, y = N; inferno, 0..1; blank where no value)."""
-    z = np.full((len(ns), len(ds)), np.nan)
-    di, ni = {d: i for i, d in enumerate(ds)}, {n: i for i, n in enumerate(ns)}
+    """One D-N grid (x = D, y = N; inferno, 0..1; blank where no value) over the extent of the axes ``ds`` x ``ns``.
+    The blocks sit on the D and N values the cells hold (``COARSE_NOTE``): a full grid is one block per cell, a
+    coarse slice fills the panel instead of leaving isolated pixels."""
+    xd = sorted({d for d, _ in cells} & set(ds)) or list(ds)
+    yn = sorted({n for _, n in cells} & set(ns)) or list(ns)
+    di, ni = {d: i for i, d in enumerate(xd)}, {n: i for i, n in enumerate(yn)}
+    z = np.full((len(yn), len(xd)), np.nan)
     for (d, n), v in cells.items():
         if d in di and n in ni:
             z[ni[n], di[d]] = v
-    ext = [ds[0] - 1, ds[-1] + 1, ns[0] - 0.5, ns[-1] + 0.5]
-    im = ax.imshow(z, origin="lower", extent=ext, aspect="auto", cmap="inferno", vmin=0, vmax=1,
-                   interpolation="nearest")
+    im = ax.pcolormesh(_edges(xd, ds[0] - 1, ds[-1] + 1), _edges(yn, ns[0] - 0.5, ns[-1] + 0.5), z,
+                       cmap="inferno", vmin=0, vmax=1)
+    ax.set_xlim(ds[0] - 1, ds[-1] + 1)
+    ax.set_ylim(ns[0] - 0.5, ns[-1] + 0.5)
     ax.set_title(title, fontsize=7)
     ax.set_xlabel("D")
     return im
@@ -219,11 +234,14 @@ def figure1(results: Path, regime: str) -> Rendered:
     a_theory, source = ((float(rows[0][3]), "fitted to the trained linear grid (best of seeds)")
                         if "trained-linear" in aggs else (a_lin_paper, "the paper's trained-linear value (no "
                                                                        "linear store)"))
-    _heat(axes[1], {(d, n): float(law_num(d, n, reg["vocab"], reg["facts"], a_theory)) for d in ds for n in ns
-                    if n <= d}, ds, ns, f"(b) law, a = {a_theory:.3g}")
+    im_law = _heat(axes[1], {(d, n): float(law_num(d, n, reg["vocab"], reg["facts"], a_theory)) for d in ds
+                             for n in ns if n <= d}, ds, ns, f"(b) law, a = {a_theory:.3g}")
     axes[0].set_ylabel("N")
-    fig.colorbar(im if aggs else axes[1].images[0], ax=axes[3], fraction=0.08, pad=0.02, label="recall")
+    fig.colorbar(im if aggs else im_law, ax=axes[3], fraction=0.08, pad=0.02, label="recall")
     fig.suptitle(f"{regime}: MQAR, V = {reg['vocab']}, L = {reg['seq_len']}, N_f = {reg['facts']}", fontsize=8)
+    a_full_paper = paper_a("trained-full", "mqar")
+    ratio = (f"here full / linear = {float(rows[1][3]) / float(rows[0][3]):.2f} of the fitted a (best of seeds; "
+             f"paper {a_full_paper / a_lin_paper:g})" if len(aggs) == 2 else "compare the fitted a column")
     heads = ["model", "cells (N <= D)", "seeds", "fitted a (best)", "fitted a (mean)", "paper a",
              "rmse at fitted a", "mean |best - law(paper a)|", "mean best", "mean of seed means", "runs"]
     caption = (f"Koren et al. Fig. 1 at {regime} (V = {reg['vocab']}, L = {reg['seq_len']}, N_f = {reg['facts']}): "
@@ -232,7 +250,7 @@ def figure1(results: Path, regime: str) -> Rendered:
                f"seed (the paper's aggregation); the table gives the mean of the seeds beside it and the a fitted to "
                f"each. The paper's claim: the trained boundaries have the shape of (b), the full model needs about "
                f"half the linear model's a (paper: {a_lin_paper:g} linear, {paper_a('trained-full', 'mqar'):g} "
-               f"full); compare the fitted a column."
+               f"full); {ratio} ({COARSE_NOTE})."
                + _missing_note([g.name for g, r in ((gl, rl), (gf, rf)) if r is None]))
     tex, md = table(heads, rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
@@ -390,6 +408,32 @@ def head_fits(agg: dict, reg: dict) -> dict[str, tuple[float, float]]:
     return {"N": _fit_cells(agg, reg), "MN": _fit_cells(agg, reg, lam_of=_heads_of)}  # every cell: N <= 10 < D = 60
 
 
+def head_multipliers(agg: dict, reg: dict) -> dict[int, float]:
+    """{M: lambda_M}: how many independent N-dim hashes M heads act as. a is fitted to the M = 1 cells alone, then per
+    M the lambda (in [0.05, 4 M]) whose law at N_eff = lambda N fits that M's cells (best of seeds) in least squares.
+    lambda_M = 1 for every M is one head (MVA by construction), lambda_M = M is M independent hashes; a lambda below 1
+    is a grid that loses recall with heads. A measurement: the paper gives no multi-head law."""
+    from scipy.optimize import minimize_scalar
+
+    from verify.recall_law import law_num
+
+    one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
+    if not one:
+        return {}
+    a_one = _fit_cells(one, reg)[0]
+    out = {}
+    for m in sorted({_heads_of(c) for c in agg}):
+        cells = [c for c in agg if _heads_of(c) == m]
+        d, n = (np.array([c[i] for c in cells], float) for i in (0, 1))
+        acc = np.array([agg[c]["best"] for c in cells])
+
+        def loss(lam):
+            return float(np.sum((law_num(d, n, reg["vocab"], reg["facts"], a_one, lam) - acc) ** 2))
+
+        out[m] = float(minimize_scalar(loss, bounds=(0.05, 4.0 * m), method="bounded", options={"xatol": 1e-4}).x)
+    return out
+
+
 def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple[str, str, str]:
     """(trend, fit, panel title) of one head grid: the mean over N of best(M max) - best(M min), the law fitted with
     N_eff = N and N_eff = M N (``head_fits``) and the form that fits, beside the a of M = 1 alone."""
@@ -401,10 +445,14 @@ def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple
     one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
     a_one = f"{_fit_cells(one, reg)[0]:.3f}" if one else "n/a"
     form = ("N_eff = M N" if r_mn < r_n else "N_eff = N") if min(r_n, r_mn) <= FIT_RMS else "neither"
+    lams = head_multipliers(agg, reg)
+    lam = ", ".join(f"{m}: {v:.2f}" for m, v in lams.items())
     fit = (f"{p}: N_eff = N a = {a_n:.3f} (rms {r_n:.3f}), N_eff = M N a = {a_mn:.3f} (rms {r_mn:.3f}), M = 1 alone "
-           f"a = {a_one}; fits: {form}")
+           f"a = {a_one}; fits: {form}; lambda_M (M: lambda) {lam}")
+    lam_hi = lams.get(m_hi)
     title = (f"{p}: {form} (rms {min(r_n, r_mn):.3f})" if form != "neither" else
              f"{p}: neither N_eff fits\n(rms {r_n:.3f} at N, {r_mn:.3f} at M N)")
+    title += f"\nlambda_{m_hi} = {lam_hi:.2f}" if lam_hi is not None else ""
     return trend, fit, title
 
 
@@ -449,8 +497,9 @@ def heads(results: Path) -> Rendered:
                f"lose as M grows) is what to compare with. Mean over N of best(M max) - best(M = 1): "
                f"{'; '.join(trends)}. The law fitted per pattern (least squares of the best-of-seeds accuracies) with "
                f"the heads adding nothing (N_eff = N) and with each head a hash of its own (N_eff = M N, as layers "
-               f"in the law's multi-layer form; a form fits where its rms error is at most {FIT_RMS}): "
-               f"{'; '.join(fits)}. " + "; ".join(runs) + "."
+               f"in the law's multi-layer form; a form fits where its rms error is at most {FIT_RMS}), and, at the a "
+               f"of M = 1, the lambda_M per M with N_eff = lambda_M N (how many independent hashes M heads act as: "
+               f"1 is one head, M is M hashes): {'; '.join(fits)}. " + "; ".join(runs) + "."
                + _missing_note([f"recall-heads-{p.lower()}" for p, (_, r) in loaded.items() if r is None]))
     tex, md = table(["pattern", "N", *[f"M = {m}" for m in ms_all]], rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
@@ -561,7 +610,7 @@ def seed_reliability(results: Path, name: str = "recall-full-regime0") -> Render
                f"Of {len(good)} cells where some seed converged, {holes} have a seed that did not (the paper's "
                f"'holes'); best minus mean of seeds: mean {np.mean(gaps):.3f}, max {np.max(gaps):.3f}. The paper's "
                f"claim: the full model sometimes fails to train, so the best-of-seeds grids show attainable "
-               f"capacity. {_runs_note(g, recs)}.")
+               f"capacity. {_runs_note(g, recs)}; {COARSE_NOTE}.")
     return Rendered(caption, figure=fig)
 
 

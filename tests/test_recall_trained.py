@@ -130,6 +130,24 @@ def test_head_fits_name_the_form_each_pattern_follows(stores):
     assert re.search(r"MQA: [^;]*M = 1 alone a = 1\.250; fits: neither;", out.caption)
 
 
+def test_head_multipliers_count_the_independent_hashes(stores):
+    """lambda_M on the fixtures: MVA's grid is one head (lambda_M = 1 for every M), MHA's is M hashes (lambda_M = M),
+    MQA's loses recall with heads (lambda_M < 1, falling); the caption prints them."""
+    from paper_figures.recall_trained import _regime, aggregate, grid_records, head_multipliers
+
+    lam = {}
+    for p in ("MQA", "MVA", "MHA"):
+        g, recs = grid_records(stores, f"recall-heads-{p.lower()}")
+        lam[p] = head_multipliers(aggregate(recs), _regime(g))
+        assert sorted(lam[p]) == [1, 2, 3, 4, 5, 6] and lam[p][1] == pytest.approx(1, abs=1e-3)
+    assert all(v == pytest.approx(1, abs=1e-3) for v in lam["MVA"].values())
+    assert all(v == pytest.approx(m, rel=1e-3) for m, v in lam["MHA"].items())
+    q = [lam["MQA"][m] for m in range(2, 7)]
+    assert all(v < 1 for v in q) and q == sorted(q, reverse=True)
+    out = paper_figures.make("recall-heads", stores)
+    assert "MHA: " in out.caption and "lambda_M (M: lambda) 1: 1.00, 2: 2.00, 3: 3.00" in out.caption
+
+
 def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(stores):
     rows = _md_rows(paper_figures.make("recall-ablation", stores).markdown)
     d = fx.ABLATION["d"]
@@ -289,3 +307,24 @@ def test_seed_counts_say_when_cells_hold_different_numbers_of_seeds():
 
     assert _seeds([rec(8, s) for s in (0, 1, 2)] + [rec(16, s) for s in (0, 1, 2)]) == "3"
     assert _seeds([rec(8, s) for s in (0, 1, 2)] + [rec(16, 0)]) == "1-3"
+
+
+def test_heat_draws_a_coarse_slice_as_blocks_and_a_full_grid_cell_by_cell():
+    """A coarse slice's cells become blocks reaching half-way to the next stored D and N (the panel's extent kept);
+    a full grid is one block per cell, edges at +-1 in D (step 2) and +-0.5 in N; a missing cell stays blank."""
+    import matplotlib.pyplot as plt
+
+    ds, ns = list(range(2, 33, 2)), list(range(2, 17))
+    fig, (a, b) = plt.subplots(1, 2)
+    coarse = rt._heat(a, {(8, 4): 0.1, (16, 4): 0.2, (16, 8): 0.4}, ds, ns, "coarse")
+    assert coarse.get_array().shape == (2, 2)
+    xy = coarse.get_coordinates()
+    assert xy[0, :, 0].tolist() == [1, 12, 33] and xy[:, 0, 1].tolist() == [1.5, 6, 16.5]
+    assert np.ma.is_masked(coarse.get_array()[1, 0]) or np.isnan(coarse.get_array()[1, 0])  # (8, 8): not stored
+    assert a.get_xlim() == (1, 33) and a.get_ylim() == (1.5, 16.5)
+    full = rt._heat(b, {(d, n): 0.5 for d in ds for n in ns if n <= d}, ds, ns, "full")
+    assert full.get_array().shape == (len(ns), len(ds))
+    xy = full.get_coordinates()
+    assert np.allclose(xy[0, :, 0], [ds[0] - 1] + [d + 1 for d in ds]) and np.allclose(xy[:, 0, 1],
+                                                                                       [n - 0.5 for n in ns] + [16.5])
+    plt.close(fig)
