@@ -26,11 +26,15 @@ def test_default_layout_unchanged():
     ((16, 512, 64), dict(num_examples=300), (0, 0), "354cc862ad260679"),
     ((8, 1024, 64), dict(num_examples=77, random_fillers=False), 3, "2a91918b48dfd98b"),
     ((4, 64, 9), dict(num_examples=50, reduce_to_ar=True), (2, 1), "f79f2999c272f752"),
+    ((8, 128, 17), dict(num_examples=100, reduce_to_ar=True, random_fillers=False), 7, "289c5f6d7ab6d64b"),
+    ((80, 512, 161), dict(num_examples=40, reduce_to_ar=True), (0, 0), "432059b6a8799021"),
+    ((5, 64, 30), dict(num_examples=64), 11, "42546903e53cad8d"),
 ])
 def test_zoology_draw_in_blocks_is_pinned(monkeypatch, block, args, kw, seed, digest):
-    """The zoology generator draws its key / value permutations in blocks of rows (bounded memory): whatever the block,
-    the sequences are the ones the one-shot draw gave (digests of that form's output, which the stored runs used), and
-    equal to the one-shot formula written out here."""
+    """The zoology generator draws its permutations in blocks of rows and builds AR's sequences at the cut's size
+    (bounded memory): whatever the block, the sequences are the ones the one-shot draw of the whole packed sequence
+    gave (digests of that form's output, which the stored runs used), and equal to the one-shot formula written out
+    here."""
     monkeypatch.setattr(mqar, "_BLOCK_ELEMS", block)
     t, l = generate(MQARConfig(*args, layout="zoology", **kw), seed)
     assert t.dtype == l.dtype == np.int64

@@ -233,18 +233,34 @@ _BLOCK_ELEMS = 1 << 22  # random numbers drawn at once by _first_of_permutations
 
 
 def _first_of_permutations(rng: np.random.Generator, rows: int, n: int, k: int) -> np.ndarray:
-    """``np.argsort(rng.random((rows, n)), axis=1)[:, :k]`` (int64, (rows, k)), drawn in blocks of rows.
+    """``np.argsort(rng.random((rows, n)), axis=1)[:, :k]`` ((rows, k), int32: half the memory of int64 for the
+    papers' 7.5M-sequence sets), drawn in blocks of rows.
 
     The same numbers as the one-shot form (``Generator.random`` fills row-major from one stream, and a row's argsort
     reads only that row), at a memory of ``_BLOCK_ELEMS`` doubles instead of ``rows x n``: the one-shot form needs
     about 16 x rows x n bytes, 21 GB for a paper-sized training set (2.56M sequences, V = 1024).
     """
-    out = np.empty((rows, k), dtype=np.int64)
+    require(n < 2 ** 31, f"a permutation of {n} elements does not fit int32")
+    out = np.empty((rows, k), dtype=np.int32)
     step = max(1, _BLOCK_ELEMS // max(n, 1))
     for a in range(0, rows, step):
         b = min(rows, a + step)
         out[a:b] = np.argsort(rng.random((b - a, n)), axis=1)[:, :k]
     return out
+
+
+def _ar_cut(keys: np.ndarray, values: np.ndarray, gaps: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AR's sequences from the packed MQAR draw (L = 4 N_f, every query slot used) cut to its first 2 N_f + 1 tokens:
+    the facts and the key in the first query slot (gap 0), labelled with its value; built at the cut's size, not
+    the packed sequence's (a quarter of the packed arrays' memory, and no fillers: none survives the cut)."""
+    S, K = keys.shape
+    r = np.arange(S)
+    first = which[r, np.argmin(gaps, axis=1)]  # gaps is a permutation of 0..N_f-1: the key at gap 0
+    tokens = np.empty((S, 2 * K + 1), dtype=np.int64)
+    tokens[:, 0:2 * K:2], tokens[:, 1:2 * K:2], tokens[:, 2 * K] = keys, values, keys[r, first]
+    labels = np.full((S, 2 * K + 1), IGNORE, dtype=np.int64)
+    labels[:, 2 * K] = values[r, first]
+    return tokens, labels
 
 
 def _generate_zoology(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,19 +284,20 @@ def _generate_zoology(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.nda
     rows = np.arange(S)[:, None]
     keys = 1 + _first_of_permutations(rng, S, vk - 1, K)
     values = vk + _first_of_permutations(rng, S, V - vk, K)
+    # the draws in order: keys, values, fillers, gaps, which (the stream the stored runs' sequences came from)
+    fill = rng.integers(0, V, size=(S, L - 2 * K)) if config.random_fillers else None
+    gaps = _first_of_permutations(rng, S, (L - 2 * K) // 2, K)
+    which = _first_of_permutations(rng, S, K, K)  # which key sits in each chosen slot
+    if config.reduce_to_ar:
+        del fill  # the cut keeps no filler: every position after the facts holds a key
+        return _ar_cut(keys, values, gaps, which)
     tokens = np.zeros((S, L), dtype=np.int64)
     tokens[:, 0:2 * K:2], tokens[:, 1:2 * K:2] = keys, values
-    if config.random_fillers:
-        tokens[:, 2 * K:] = rng.integers(0, V, size=(S, L - 2 * K))
-    else:
-        tokens[:, 2 * K:] = 0
-    space = (L - 2 * K) // 2
-    gaps = np.argsort(rng.random((S, space)), axis=1)[:, :K]
-    which = np.argsort(rng.random((S, K)), axis=1)  # which key sits in each chosen slot
+    if fill is not None:
+        tokens[:, 2 * K:] = fill
+        del fill
     slots = 2 * K + 2 * gaps
     tokens[rows, slots] = keys[rows, which]
     labels = np.full((S, L), IGNORE, dtype=np.int64)
     labels[rows, slots] = values[rows, which]
-    if config.reduce_to_ar:
-        return tokens[:, :2 * K + 1].copy(), labels[:, :2 * K + 1].copy()
     return tokens, labels
