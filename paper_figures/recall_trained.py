@@ -249,8 +249,8 @@ def figure1(results: Path, regime: str) -> Rendered:
                f"with a = {a_lin_paper:g}); (c), (d) trained grids, per cell the best validation accuracy of the best "
                f"seed (the paper's aggregation); the table gives the mean of the seeds beside it and the a fitted to "
                f"each. The paper's claim: the trained boundaries have the shape of (b), the full model needs about "
-               f"half the linear model's a (paper: {a_lin_paper:g} linear, {paper_a('trained-full', 'mqar'):g} "
-               f"full); {ratio} ({COARSE_NOTE})."
+               f"half the linear model's a (paper: {a_lin_paper:g} linear, {a_full_paper:g} full); {ratio} "
+               f"({COARSE_NOTE})."
                + _missing_note([g.name for g, r in ((gl, rl), (gf, rf)) if r is None]))
     tex, md = table(heads, rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
@@ -408,30 +408,24 @@ def head_fits(agg: dict, reg: dict) -> dict[str, tuple[float, float]]:
     return {"N": _fit_cells(agg, reg), "MN": _fit_cells(agg, reg, lam_of=_heads_of)}  # every cell: N <= 10 < D = 60
 
 
+def _a_per_heads(agg: dict, reg: dict) -> dict[int, float]:
+    """{M: the law's a fitted to the cells of M heads alone at N_eff = N (best of seeds)}."""
+    ms = sorted({_heads_of(c) for c in agg})
+    return {m: _fit_cells({c: v for c, v in agg.items() if _heads_of(c) == m}, reg)[0] for m in ms}
+
+
+def _lambdas(a_per: dict[int, float]) -> dict[int, float]:
+    return {m: a_per[1] / a for m, a in a_per.items()} if 1 in a_per else {}
+
+
 def head_multipliers(agg: dict, reg: dict) -> dict[int, float]:
-    """{M: lambda_M}: how many independent N-dim hashes M heads act as. a is fitted to the M = 1 cells alone, then per
-    M the lambda (in [0.05, 4 M]) whose law at N_eff = lambda N fits that M's cells (best of seeds) in least squares.
-    lambda_M = 1 for every M is one head (MVA by construction), lambda_M = M is M independent hashes; a lambda below 1
-    is a grid that loses recall with heads. A measurement: the paper gives no multi-head law."""
-    from scipy.optimize import minimize_scalar
-
-    from verify.recall_law import law_num
-
-    one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
-    if not one:
-        return {}
-    a_one = _fit_cells(one, reg)[0]
-    out = {}
-    for m in sorted({_heads_of(c) for c in agg}):
-        cells = [c for c in agg if _heads_of(c) == m]
-        d, n = (np.array([c[i] for c in cells], float) for i in (0, 1))
-        acc = np.array([agg[c]["best"] for c in cells])
-
-        def loss(lam):
-            return float(np.sum((law_num(d, n, reg["vocab"], reg["facts"], a_one, lam) - acc) ** 2))
-
-        out[m] = float(minimize_scalar(loss, bounds=(0.05, 4.0 * m), method="bounded", options={"xatol": 1e-4}).x)
-    return out
+    """{M: lambda_M}: how many independent N-dim hashes M heads act as, i.e. the lambda whose law at N_eff = lambda N,
+    with the a of M = 1, fits that M's cells (best of seeds) in least squares. The law depends on a and lambda only
+    through a / lambda (sigma^2 = a N_f / (lambda N D) + 1 / D), so lambda_M = a_1 / a_M with a_M fitted to the cells
+    of M heads alone. lambda_M = 1 for every M is one head (MVA by construction), lambda_M = M is M independent
+    hashes; a lambda below 1 is a grid that loses recall with heads. A measurement: the paper gives no multi-head
+    law."""
+    return _lambdas(_a_per_heads(agg, reg))
 
 
 def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple[str, str, str]:
@@ -442,10 +436,10 @@ def _head_summary(p: str, agg: dict, by: dict[tuple, float], reg: dict) -> tuple
     diff = [by[(n, m_hi)] - by[(n, m_lo)] for n in ns if (n, m_lo) in by and (n, m_hi) in by]
     trend = f"{p} {np.mean(diff):+.3f} (M = {m_lo} -> {m_hi}, {len(diff)} N)" if diff else f"{p} n/a"
     (a_n, r_n), (a_mn, r_mn) = head_fits(agg, reg).values()
-    one = {c: v for c, v in agg.items() if _heads_of(c) == 1}
-    a_one = f"{_fit_cells(one, reg)[0]:.3f}" if one else "n/a"
+    a_per = _a_per_heads(agg, reg)
+    a_one = f"{a_per[1]:.3f}" if 1 in a_per else "n/a"
     form = ("N_eff = M N" if r_mn < r_n else "N_eff = N") if min(r_n, r_mn) <= FIT_RMS else "neither"
-    lams = head_multipliers(agg, reg)
+    lams = _lambdas(a_per)
     lam = ", ".join(f"{m}: {v:.2f}" for m, v in lams.items())
     fit = (f"{p}: N_eff = N a = {a_n:.3f} (rms {r_n:.3f}), N_eff = M N a = {a_mn:.3f} (rms {r_mn:.3f}), M = 1 alone "
            f"a = {a_one}; fits: {form}; lambda_M (M: lambda) {lam}")
