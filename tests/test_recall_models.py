@@ -176,9 +176,9 @@ def test_training_loss_is_label_smoothed_cross_entropy():
     from verify.train.step import scored_positions
 
     got = pack_loss(model, tok, lab, scored_positions(lab), idx, label_smoothing=0.1)
-    h = model.hidden(tok[:8][None])[0]
+    h = model.hidden(tok[:8].long()[None])[0]
     mask = lab[:8] != -100
-    want = F.cross_entropy(h[mask] @ model.readout[0].T, lab[:8][mask], label_smoothing=0.1)
+    want = F.cross_entropy(h[mask] @ model.readout[0].T, lab[:8][mask].long(), label_smoothing=0.1)
     torch.testing.assert_close(got[0], want)
 
 

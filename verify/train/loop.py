@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,8 +34,18 @@ IMPLS = ("packed", "module")
 _DATA_CACHE: dict = {}
 
 
+def _compact(x: np.ndarray) -> torch.Tensor:
+    """int16 where every value fits (token ids and labels of every registered task at the papers' sizes), else as is."""
+    small = x.size == 0 or (int(x.min()) >= -(1 << 15) and int(x.max()) < (1 << 15))
+    return torch.from_numpy(x.astype(np.int16) if small else x)
+
+
 def datasets(spec: RunSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """train / val / test (tokens, labels) of a run: generate(config, (data_seed, 0 / 1 / 2)); cached per process."""
+    """train / val / test (tokens, labels) of a run: generate(config, (data_seed, 0 / 1 / 2)); cached per process.
+
+    The train split is held as int16 where the values fit (``_compact``: a quarter of the memory, on the host and on
+    the device it trains on; 0.66 GB instead of 2.6 GB for the paper's 2.56M sequences of 64 tokens); the training
+    step casts each batch's rows (``verify.train.step.pack_loss``). val and test stay int64."""
     t, p = registry.task(spec.task), spec.protocol
     # the data's identity: the task's generator configs and the seed (runs of other shapes share it)
     key = (spec.task, spec.data_seed, tuple(repr(t.config(spec, n)) for n in
@@ -44,7 +55,9 @@ def datasets(spec: RunSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
         for i, (name, n) in enumerate((("train", p.train_samples), ("val", p.val_samples), ("test", p.test_samples))):
             tok, lab = t.generate(t.config(spec, n), (spec.data_seed, i))
-            out[name] = (torch.from_numpy(tok), torch.from_numpy(lab))
+            out[name] = (_compact(tok), _compact(lab)) if name == "train" else (torch.from_numpy(tok),
+                                                                                  torch.from_numpy(lab))
+            del tok, lab
         _DATA_CACHE[key] = out
     return _DATA_CACHE[key]
 

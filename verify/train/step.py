@@ -102,14 +102,14 @@ def scored_positions(labels: torch.Tensor) -> torch.Tensor:
 def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor,
               label_smoothing: float = 0.0):
     """Per-model mean cross-entropy (with ``label_smoothing``) over the scored positions of rows ``idx`` (K, b) of
-    (tokens, labels)."""
+    (tokens, labels) (any integer dtype: the rows taken are cast to int64)."""
     K, b = idx.shape
     L = tokens.shape[1]
-    h = model.hidden(tokens[idx])  # (K, b, L, d)
+    h = model.hidden(tokens[idx].long())  # (K, b, L, d)
     flat = (qpos[idx] + torch.arange(b, device=idx.device)[:, None] * L).view(K, -1)  # (K, b q), row-major
     hq = h.reshape(K, b * L, h.shape[-1]).gather(1, flat[..., None].expand(-1, -1, h.shape[-1]))
     logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
-    tgt = labels[idx].reshape(K, b * L).gather(1, flat)
+    tgt = labels[idx].long().reshape(K, b * L).gather(1, flat)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
                          label_smoothing=label_smoothing)
     return ce.view(K, -1).sum(1) / flat.shape[1]
