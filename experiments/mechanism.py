@@ -246,31 +246,40 @@ def _lines(rep: dict) -> list[str]:
             f"D={rep['law_D']:g}, N_eff={rep['law_N_eff']:g}"]
 
 
+def measure(typed: str, facts: int = 16, seq_len: int | None = None, samples: int = 64, seed: int = 0,
+            layer: int = 0, quiet: bool = True) -> dict:
+    """The report of one CHECKPOINT (``typed`` as given: the flag names in its errors are the command's) on
+    ``samples`` zoology MQAR sequences of ``facts`` facts and length ``seq_len`` (default 4 facts), the maps under
+    ``"maps"``; a progress line per step unless ``quiet``."""
+    con, logits_fn = load(typed)
+    V, cfg = con.embedding.shape[0], con.config
+    layers = getattr(cfg, "n_layers", 1)
+    require(layer < layers, f"--layer {layer}: the model has {layers} layer(s)")
+    L = seq_len if seq_len is not None else 4 * facts
+    task = MQARConfig(facts, V, L, num_examples=samples, layout="zoology")
+    try:
+        task.validate()
+    except RequirementError as e:
+        raise RequirementError(f"--facts {facts} --seq-len {L} with V={V} from CHECKPOINT: {e}") from None
+    cli.require_memory(memory_bytes(V, cfg.d_inner, cfg.d_state, samples, L, facts), f"V={V} --samples {samples}",
+                       "--samples")
+    tokens, labels = generate(task, seed)
+    with cli.Progress(len(STEPS), "mechanism", quiet) as progress:
+        rep = ho.mechanism_report(con, tokens, labels, facts, layer, on_step=lambda name: progress.advance(status=name),
+                                  logits_fn=logits_fn)
+    return {"layer": layer,
+            "model": {"kind": cfg.kind, "vocab": V, "d_model": cfg.d_model, "d_state": cfg.d_state, "layers": layers,
+                      **({"run": con.info["run"]} if "run" in con.info else {})},
+            "task": {"facts": facts, "seq_len": L, "samples": samples, "seed": seed,
+                     "queries": int((labels != ho.IGNORE).sum())}, **rep}
+
+
 def main(argv) -> int:
     args = parser().parse_args(argv)
     out = cli.output_file(args.out, "--out", args.overwrite) if args.out else None
     arrays = cli.output_file(args.arrays, "--arrays", args.overwrite) if args.arrays else None
-    con, logits_fn = load(args.checkpoint)
-    V, cfg = con.embedding.shape[0], con.config
-    layers = getattr(cfg, "n_layers", 1)
-    require(args.layer < layers, f"--layer {args.layer}: the model has {layers} layer(s)")
-    L = args.seq_len if args.seq_len is not None else 4 * args.facts
-    task = MQARConfig(args.facts, V, L, num_examples=args.samples, layout="zoology")
-    try:
-        task.validate()
-    except RequirementError as e:
-        raise RequirementError(f"--facts {args.facts} --seq-len {L} with V={V} from CHECKPOINT: {e}") from None
-    cli.require_memory(memory_bytes(V, cfg.d_inner, cfg.d_state, args.samples, L, args.facts),
-                       f"V={V} --samples {args.samples}", "--samples")
-    tokens, labels = generate(task, args.seed)
-    with cli.Progress(len(STEPS), "mechanism", args.quiet) as progress:
-        rep = ho.mechanism_report(con, tokens, labels, args.facts, args.layer,
-                                  on_step=lambda name: progress.advance(status=name), logits_fn=logits_fn)
-    rep = {"checkpoint": args.checkpoint, "command": cli.command_line(MODULE, argv), "layer": args.layer,
-           "model": {"kind": cfg.kind, "vocab": V, "d_model": cfg.d_model, "d_state": cfg.d_state, "layers": layers,
-                     **({"run": con.info["run"]} if "run" in con.info else {})},
-           "task": {"facts": args.facts, "seq_len": L, "samples": args.samples, "seed": args.seed,
-                    "queries": int((labels != ho.IGNORE).sum())}, **rep}
+    rep = measure(args.checkpoint, args.facts, args.seq_len, args.samples, args.seed, args.layer, args.quiet)
+    rep = {"checkpoint": args.checkpoint, "command": cli.command_line(MODULE, argv), **rep}
     maps = rep.pop("maps")
     if out:
         cli.write_json(out, rep)

@@ -66,6 +66,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           training=True),
     Entry("recall-mechanism", "recall", "The hashing mechanism in trained models: designed vs trained, per cell",
           recall_trained.mechanism, training=True),
+    Entry("recall-mechanism-grid", "recall", "The hashing mechanism across the mech-interp grid: key hash vs Welch's "
+          "bound, the law's a per cell", recall_trained.mechanism_grid, training=True),
     Entry("recall-seeds", "recall", "Seed reliability of the trained full model (regime_0)",
           recall_trained.seed_reliability, training=True),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),

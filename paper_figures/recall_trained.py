@@ -702,3 +702,88 @@ def mechanism(results: Path) -> Rendered:
                      "G_vv values: dist / dim (Welch) / diag max", "facts decoded (H'')", "alpha argmax at ideal",
                      "sigma^2 (1/D)", "a (logits)", "a (recall)"], rows, caption)
     return Rendered(caption, latex=tex, markdown=md)
+
+
+MECHANISM_GRID = f"{MECHANISM_DIR}/grid.jsonl"  # python -m experiments.mechanism_grid: one line per measured run
+
+
+def _grid_lines(results: Path) -> list[dict]:
+    p = Path(results) / MECHANISM_GRID
+    cmd = "python -m experiments.mechanism_grid"
+    if not p.exists():
+        raise MissingResults(str(p), cmd)
+    lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    if not lines:
+        raise MissingResults(str(p) + " (empty)", cmd)
+    return lines
+
+
+def welch_fraction(line: dict) -> float:
+    """The key hash's effective dimension over Welch's bound for the V/2 - 1 keys in N dimensions (1: a tight frame
+    with equal inner products, the most spread a hash of N dimensions can give the keys)."""
+    V = line["report"]["model"]["vocab"]
+    return line["report"]["key_block"]["effective_dim"] / welch_dim(V // 2 - 1, line["d_state"])
+
+
+def mechanism_grid(results: Path) -> Rendered:
+    """The mechanism across the paper's mech-interp grid (V = 256, L = 64, N_f = 16, the simplified linear Mamba, one
+    seed; ``experiments.mechanism_grid``): per cell the trained recall, the key hash's effective dimension against
+    Welch's bound (the most that V/2 - 1 keys in N dimensions allow) and against N (a random hash's), and the law's a
+    inverted at each cell's recall, with a fitted to the grid's recall beside the paper's 5/4."""
+    from verify.train.sweep import grid
+
+    lines = [x for x in _grid_lines(results) if x["d_state"] <= x["d_model"]]
+    g = grid("recall-mechinterp")
+    V, nf = g.vocabs[0], g.kappas[0]
+    ds, ns = sorted(g.d_models), sorted(g.d_states)
+    cell = {(x["d_model"], x["d_state"]): x for x in lines}
+    frac = {c: welch_fraction(x) for c, x in cell.items()}
+    fig, axes = plt.subplots(1, 4, figsize=(2 * COLUMN, 1.9), layout="constrained")
+    im = _heat(axes[0], {c: x["best_val_acc"] for c, x in cell.items()}, ds, ns, "(a) trained recall")
+    axes[0].set_ylabel("N")
+    _heat(axes[1], frac, ds, ns, "(b) key hash: eff. dim / Welch")
+    fig.colorbar(im, ax=axes[:2], shrink=0.8)
+    norm = plt.Normalize(min(ds), max(ds))
+    n_line = np.arange(min(ns), max(ns) + 1)
+    axes[2].plot(n_line, [welch_dim(V // 2 - 1, n) for n in n_line], "k-", lw=0.8, label="Welch bound")
+    axes[2].plot(n_line, n_line, "k:", lw=0.8, label="N (random hash)")
+    axes[2].scatter([c[1] for c in cell], [x["report"]["key_block"]["effective_dim"] for x in cell.values()], s=4,
+                    c=[c[0] for c in cell], cmap="viridis", norm=norm)
+    axes[2].set(xlabel="N", ylabel="key-hash effective dim.")
+    axes[2].set_title("(c) key hash vs N (colour: D)", fontsize=7)
+    axes[2].legend(fontsize=5, frameon=False)
+    pts = [(c, x["report"]["a_recall"]) for c, x in cell.items() if x["report"]["a_recall"] is not None]
+    a_fit, rmse = fit_a([c[0] for c in cell], [c[1] for c in cell], [x["best_val_acc"] for x in cell.values()], V, nf)
+    sc = axes[3].scatter([c[1] for c, _ in pts], [a for _, a in pts], s=4, c=[c[0] for c, _ in pts], cmap="viridis",
+                         norm=norm)
+    axes[3].axhline(PAPER_A["trained"], color="C3", lw=0.8, label=f"paper {PAPER_A['trained']:g}")
+    axes[3].axhline(a_fit, color="k", lw=0.8, ls="--", label=f"fit to the grid {a_fit:.2f}")
+    axes[3].set(xlabel="N", ylabel="a at the cell's recall")
+    axes[3].set_title("(d) the law's a per cell", fontsize=7)
+    axes[3].legend(fontsize=5, frameon=False)
+    fig.colorbar(sc, ax=axes[2:], shrink=0.8, label="D")
+    f = np.array(list(frac.values()))
+    wide = [v for c, v in frac.items() if c[0] >= 2 * c[1]]
+    narrow = [v for c, v in frac.items() if c[0] < 2 * c[1]]
+    diag = sum(x["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for x in cell.values())
+    decoded = sum(x["report"]["decoded_state"]["facts_decoded"] == 1 for x in cell.values())
+    grid_cells = sum(1 for s in g.runs() if s.d_state <= s.d_model)
+    caption = (
+        f"The hashing mechanism across the mech-interp grid (Koren et al. §4.2; grid recall-mechinterp: V = {V}, "
+        f"L = {g.seq_lens[0]}, N_f = {nf}, the simplified linear Mamba trained by the paper's recipe, one seed, the "
+        f"best-validation state; {len(cell)} of the grid's {grid_cells} cells with N <= D measured by "
+        f"python -m experiments.mechanism_grid on 64 sequences each). (a) the trained recall (best validation "
+        f"accuracy); (b) the key hash's effective dimension (1 / mean squared off-diagonal of G_kq's key block) over "
+        f"Welch's bound, the most that {V // 2 - 1} keys in N dimensions allow (a tight frame with equal inner "
+        f"products); (c) the same against N, with the bound and N (a random hash's effective dimension, the "
+        f"designed circuit's); (d) the law's a inverted at each cell's measured recall (none at recall 1), the "
+        f"paper's 5/4 and a fitted to the grid's recall (least squares, rms {rmse:.3f}). Measured: the key hash "
+        f"reaches {np.median(f):.3f} of Welch's bound at the median cell ({_span(f)}), "
+        + (f"{_span(wide)} where D >= 2N ({len(wide)} cells)" if wide else "no cell with D >= 2N")
+        + (f" and {_span(narrow)} where D < 2N ({len(narrow)} cells)" if narrow else "")
+        + f": the trained model spreads its keys as far apart as N dimensions allow, beyond a random hash's N, where "
+        f"D leaves room; the key block's diagonal is the column maximum for at least 98% of the keys in {diag} of "
+        f"{len(cell)} cells and H'' decodes every fact in {decoded}; a fitted to the grid = {a_fit:.3f} (the "
+        f"paper's 5/4 for the trained linear model), per cell {_span([a for _, a in pts])} (median "
+        f"{np.median([a for _, a in pts]):.2f}): the law's single a is a fit across cells, not a per-model constant.")
+    return Rendered(caption, figure=fig)

@@ -1,0 +1,117 @@
+"""experiments.mechanism_grid (the mechanism tool over every kept-weights run of a store) and the figure
+recall-mechanism-grid that reads its lines. The tool: each run measured as experiments.mechanism measures it, resumed
+without re-measuring, never replacing lines of other settings. The figure: the key hash's fraction of Welch's bound
+and a fitted to the grid's recall, on lines whose answers are known (effective dimension at the bound and at N;
+recall from the law at a known a)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import paper_figures
+from constructions import hash_recall
+from experiments import mechanism, mechanism_grid
+from paper_figures.common import MissingResults
+from paper_figures.recall_trained import MECHANISM_GRID, welch_dim, welch_fraction
+from verify import cli_support as cli
+from verify.recall_law import law_num
+from verify.train.spec import RunSpec, protocol, run_key
+from verify.train.store import ResultStore, write_weights
+
+
+def _run(capsys, argv):
+    rc = cli.run_main(mechanism_grid.main, argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _store(tmp_path, n_runs=2):
+    """A store of ``n_runs`` runs (V = 32, one-hot designed circuit as kept weights, D = N = 32) and one run without
+    weights, which the tool must skip."""
+    V = 32
+    store = tmp_path / "s.jsonl"
+    eye = torch.eye(V, dtype=torch.float64)
+    recs = []
+    for seed in range(n_runs + 1):
+        spec = RunSpec(task="mqar-zoology", mixer="linear-mamba", vocab=V, kappa=4, seq_len=16, d_model=V, d_state=V,
+                       d_conv=2, expand=2, seed=seed, lr=1e-2, protocol=protocol("koren-smoke", keep_weights=True),
+                       model=(("wiring", "tied"),))
+        rec = {"key": run_key(spec), "spec": spec.as_dict(), "result": {"best_val_acc": 0.5 + 0.1 * seed}}
+        if seed < n_runs:
+            layer = hash_recall.analysis_layer(np.eye(V), V)
+            write_weights(store, {**rec, "_weights": {"embedding.weight": eye, "readout.weight": eye.clone(),
+                                                      **{f"mixer.layers.0.{k}": v for k, v in layer.items()}}})
+        recs.append(rec)
+    ResultStore(store).append(recs)
+    return store, recs
+
+
+def test_the_tool_measures_each_kept_run_once_and_as_the_single_run_tool_does(tmp_path, capsys):
+    store, recs = _store(tmp_path)
+    out = tmp_path / "grid.jsonl"
+    argv = ["--store", str(store), "--out", str(out), "--facts", "4", "--seq-len", "16", "--samples", "8", "--quiet"]
+    rc, text, err = _run(capsys, argv)
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["key"] for x in lines] == [r["key"] for r in recs[:2]]  # the run without weights is skipped
+    assert [x["best_val_acc"] for x in lines] == [0.5, 0.6]
+    want = mechanism.measure(f"{store}.weights/{recs[0]['key']}.safetensors", 4, 16, 8, 0)
+    want.pop("maps")
+    assert lines[0]["report"] == json.loads(cli.dumps({"report": want}))["report"]
+    assert lines[0]["report"]["key_block"]["relative_frobenius_distance"] == 0  # the one-hot circuit: G_kq = I
+    before = out.read_text()
+    rc, text, err = _run(capsys, argv)
+    assert rc == 0 and text.startswith("0 runs measured, 2 in") and out.read_text() == before
+    rc, text, err = _run(capsys, argv[:-3] + ["--samples", "9", "--quiet"])
+    assert rc == 2 and "measured with" in err and err.count("\n") == 1 and out.read_text() == before
+
+
+@pytest.mark.parametrize("case,expect", [("no-store", "--store"), ("no-weights", "no run has kept weights"),
+                                         ("bad-out", "not a JSON-lines file")])
+def test_the_tool_refuses_bad_input(tmp_path, capsys, case, expect):
+    store, _ = _store(tmp_path, n_runs=0 if case == "no-weights" else 1)
+    out = tmp_path / "grid.jsonl"
+    if case == "bad-out":
+        out.write_text("not json\n")
+    argv = ["--store", str(tmp_path / "none.jsonl") if case == "no-store" else str(store), "--out", str(out)]
+    rc, text, err = _run(capsys, argv)
+    assert rc == 2 and text == "" and expect in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def _lines(a_true: float) -> list[dict]:
+    """Lines of the mech-interp grid's cells D in {16, 32, 48, 64} x N in {4, 8, 16, 32}, N <= D: recall from the law at
+    a_true; the key hash at Welch's bound where D >= 2N, at N (a random hash's) elsewhere."""
+    out = []
+    for d in (16, 32, 48, 64):
+        for n in (4, 8, 16, 32):
+            if n <= d:
+                acc = float(law_num(d, n, 256, 16, a_true))
+                dim = welch_dim(127, n) if d >= 2 * n else float(n)
+                out.append({"key": f"{d}-{n}", "d_model": d, "d_state": n, "best_val_acc": acc,
+                            "report": {"model": {"vocab": 256}, "recall": acc, "a_recall": a_true if acc < 1 else None,
+                                       "key_block": {"effective_dim": dim, "diagonal_is_column_max": 1.0},
+                                       "decoded_state": {"facts_decoded": 1.0 if d >= 2 * n else 0.9}}})
+    return out
+
+
+def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
+    p = tmp_path / MECHANISM_GRID
+    p.parent.mkdir(parents=True)
+    lines = _lines(1.25)
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = paper_figures.make("recall-mechanism-grid", tmp_path)
+    narrow = [x for x in lines if x["d_model"] < 2 * x["d_state"]]
+    assert welch_fraction(narrow[0]) == pytest.approx(narrow[0]["d_state"] / welch_dim(127, narrow[0]["d_state"]))
+    assert f"1 where D >= 2N ({len(lines) - len(narrow)} cells)" in r.caption
+    assert f"where D < 2N ({len(narrow)} cells)" in r.caption
+    assert "a fitted to the grid = 1.250" in r.caption and "rms 0.000" in r.caption
+    assert f"H'' decodes every fact in {len(lines) - len(narrow)}" in r.caption
+    assert f"{len(lines)} of the grid's 200 cells with N <= D measured" in r.caption
+    p.write_text("".join(json.dumps(x) + "\n" for x in _lines(3.0)))
+    assert "a fitted to the grid = 3.000" in paper_figures.make("recall-mechanism-grid", tmp_path).caption
+    p.unlink()
+    with pytest.raises(MissingResults, match="experiments.mechanism_grid"):
+        paper_figures.make("recall-mechanism-grid", tmp_path)
