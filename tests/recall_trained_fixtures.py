@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from paper_figures.recall_trained import welch_dim
 from verify.recall_law import law_num
 from verify.train.spec import run_key
 from verify.train.store import ResultStore
@@ -71,3 +72,19 @@ def head_value(spec, pattern: str) -> float:
     if pattern == "MHA":
         return float(law_num(spec.d_model, spec.d_state, spec.vocab, spec.kappa, 1.25, m))
     return min(1.0, best_value(spec, 1.25, noise=0.0) * HEAD_FACTOR[pattern](m))
+
+
+def mechanism_grid_lines(a_true: float) -> list[dict]:
+    """Lines of the mech-interp grid's cells D in {16, 32, 48, 64} x N in {4, 8, 16, 32}, N <= D: recall from the law at
+    a_true; the key hash at Welch's bound where D >= 2N, at N (a random hash's) elsewhere."""
+    out = []
+    for d in (16, 32, 48, 64):
+        for n in (4, 8, 16, 32):
+            if n <= d:
+                acc = float(law_num(d, n, 256, 16, a_true))
+                dim = welch_dim(127, n) if d >= 2 * n else float(n)
+                out.append({"key": f"{d}-{n}", "d_model": d, "d_state": n, "best_val_acc": acc,
+                            "report": {"model": {"vocab": 256}, "recall": acc, "a_recall": a_true if acc < 1 else None,
+                                       "key_block": {"effective_dim": dim, "diagonal_is_column_max": 1.0},
+                                       "decoded_state": {"facts_decoded": 1.0 if d >= 2 * n else 0.9}}})
+    return out

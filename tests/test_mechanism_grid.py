@@ -16,8 +16,8 @@ from constructions import hash_recall
 from experiments import mechanism, mechanism_grid
 from paper_figures.common import MissingResults
 from paper_figures.recall_trained import MECHANISM_GRID, welch_dim, welch_fraction
+from recall_trained_fixtures import mechanism_grid_lines
 from verify import cli_support as cli
-from verify.recall_law import law_num
 from verify.train.spec import RunSpec, protocol, run_key
 from verify.train.store import ResultStore, write_weights
 
@@ -81,26 +81,10 @@ def test_the_tool_refuses_bad_input(tmp_path, capsys, case, expect):
     assert rc == 2 and text == "" and expect in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
-def _lines(a_true: float) -> list[dict]:
-    """Lines of the mech-interp grid's cells D in {16, 32, 48, 64} x N in {4, 8, 16, 32}, N <= D: recall from the law at
-    a_true; the key hash at Welch's bound where D >= 2N, at N (a random hash's) elsewhere."""
-    out = []
-    for d in (16, 32, 48, 64):
-        for n in (4, 8, 16, 32):
-            if n <= d:
-                acc = float(law_num(d, n, 256, 16, a_true))
-                dim = welch_dim(127, n) if d >= 2 * n else float(n)
-                out.append({"key": f"{d}-{n}", "d_model": d, "d_state": n, "best_val_acc": acc,
-                            "report": {"model": {"vocab": 256}, "recall": acc, "a_recall": a_true if acc < 1 else None,
-                                       "key_block": {"effective_dim": dim, "diagonal_is_column_max": 1.0},
-                                       "decoded_state": {"facts_decoded": 1.0 if d >= 2 * n else 0.9}}})
-    return out
-
-
 def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
     p = tmp_path / MECHANISM_GRID
     p.parent.mkdir(parents=True)
-    lines = _lines(1.25)
+    lines = mechanism_grid_lines(1.25)
     p.write_text("".join(json.dumps(x) + "\n" for x in lines))
     r = paper_figures.make("recall-mechanism-grid", tmp_path)
     narrow = [x for x in lines if x["d_model"] < 2 * x["d_state"]]
@@ -110,7 +94,7 @@ def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
     assert "a fitted to the grid = 1.250" in r.caption and "rms 0.000" in r.caption
     assert f"H'' decodes every fact in {len(lines) - len(narrow)}" in r.caption
     assert f"{len(lines)} of the grid's 200 cells with N <= D measured" in r.caption
-    p.write_text("".join(json.dumps(x) + "\n" for x in _lines(3.0)))
+    p.write_text("".join(json.dumps(x) + "\n" for x in mechanism_grid_lines(3.0)))
     assert "a fitted to the grid = 3.000" in paper_figures.make("recall-mechanism-grid", tmp_path).caption
     p.unlink()
     with pytest.raises(MissingResults, match="experiments.mechanism_grid"):

@@ -92,6 +92,8 @@ def results(tmp_path_factory) -> Path:
     ResultStore(t / "recall-vocab.jsonl").append([_recall_rec(32, 16, 0, 0.01, 0.5, v) for v in (128, 256)])
     recall_trained_fixtures.write_all(r, every=11)  # Koren et al.'s trained grids (paper_figures.recall_trained)
     _mechanism_reports(r, {("designed", 64, 32): 0.9, ("trained", 64, 32): 0.99, ("trained", 48, 32): 0.95})
+    grid_lines = r / "recall_scaling/mechanism/grid.jsonl"
+    grid_lines.write_text("".join(json.dumps(x) + "\n" for x in recall_trained_fixtures.mechanism_grid_lines(1.25)))
     return r
 
 
