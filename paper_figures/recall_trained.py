@@ -747,13 +747,15 @@ def mechanism_grid(results: Path) -> Rendered:
     n_line = np.arange(min(ns), max(ns) + 1)
     axes[2].plot(n_line, [welch_dim(V // 2 - 1, n) for n in n_line], "k-", lw=0.8, label="Welch bound")
     axes[2].plot(n_line, n_line, "k:", lw=0.8, label="N (random hash)")
-    axes[2].scatter([c[1] for c in cell], [x["report"]["key_block"]["effective_dim"] for x in cell.values()], s=4,
-                    c=[c[0] for c in cell], cmap="viridis", norm=norm)
+    learned = {c: x for c, x in cell.items() if x["best_val_acc"] >= CONVERGED}
+    axes[2].scatter([c[1] for c in learned], [x["report"]["key_block"]["effective_dim"] for x in learned.values()],
+                    s=4, c=[c[0] for c in learned], cmap="viridis", norm=norm)
     axes[2].set(xlabel="N", ylabel="key-hash effective dim.")
     axes[2].set_title("(c) key hash vs N (colour: D)", fontsize=7)
     axes[2].legend(fontsize=5, frameon=False)
-    pts = [(c, x["report"]["a_recall"]) for c, x in cell.items() if x["report"]["a_recall"] is not None]
-    a_fit, rmse = fit_a([c[0] for c in cell], [c[1] for c in cell], [x["best_val_acc"] for x in cell.values()], V, nf)
+    pts = [(c, x["report"]["a_recall"]) for c, x in learned.items() if x["report"]["a_recall"] is not None]
+    a_fit, rmse = fit_a([c[0] for c in learned], [c[1] for c in learned], [x["best_val_acc"] for x in learned.values()],
+                        V, nf)
     sc = axes[3].scatter([c[1] for c, _ in pts], [a for _, a in pts], s=4, c=[c[0] for c, _ in pts], cmap="viridis",
                          norm=norm)
     axes[3].axhline(PAPER_A["trained"], color="C3", lw=0.8, label=f"paper {PAPER_A['trained']:g}")
@@ -762,12 +764,13 @@ def mechanism_grid(results: Path) -> Rendered:
     axes[3].set_title("(d) the law's a per cell", fontsize=7)
     axes[3].legend(fontsize=5, frameon=False)
     fig.colorbar(sc, ax=axes[2:], shrink=0.8, label="D")
-    f = np.array(list(frac.values()))
-    wide = [v for c, v in frac.items() if c[0] >= 2 * c[1]]
-    narrow = [v for c, v in frac.items() if c[0] < 2 * c[1]]
-    diag = sum(x["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for x in cell.values())
-    decoded = sum(x["report"]["decoded_state"]["facts_decoded"] == 1 for x in cell.values())
+    f = np.array([frac[c] for c in learned])
+    wide = [frac[c] for c in learned if c[0] >= 2 * c[1]]
+    narrow = [frac[c] for c in learned if c[0] < 2 * c[1]]
+    diag = sum(x["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for x in learned.values())
+    decoded = sum(x["report"]["decoded_state"]["facts_decoded"] == 1 for x in learned.values())
     grid_cells = sum(1 for s in g.runs() if s.d_state <= s.d_model)
+    failed = sorted(set(cell) - set(learned))
     caption = (
         f"The hashing mechanism across the mech-interp grid (Koren et al. §4.2; grid recall-mechinterp: V = {V}, "
         f"L = {g.seq_lens[0]}, N_f = {nf}, the simplified linear Mamba trained by the paper's recipe, one seed, the "
@@ -776,14 +779,17 @@ def mechanism_grid(results: Path) -> Rendered:
         f"accuracy); (b) the key hash's effective dimension (1 / mean squared off-diagonal of G_kq's key block) over "
         f"Welch's bound, the most that {V // 2 - 1} keys in N dimensions allow (a tight frame with equal inner "
         f"products); (c) the same against N, with the bound and N (a random hash's effective dimension, the "
-        f"designed circuit's); (d) the law's a inverted at each cell's measured recall (none at recall 1), the "
-        f"paper's 5/4 and a fitted to the grid's recall (least squares, rms {rmse:.3f}). Measured: the key hash "
-        f"reaches {np.median(f):.3f} of Welch's bound at the median cell ({_span(f)}), "
+        f"designed circuit's); (c) and (d) over the cells that learned; (d) the law's a inverted at each cell's measured recall (none at recall 1), the "
+        f"paper's 5/4 and a fitted to the grid's recall (least squares, rms {rmse:.3f}). "
+        f"{len(failed)} cells did not learn (recall below {CONVERGED}, the paper's convergence rule: "
+        f"{', '.join(f'({d}, {n})' for d, n in failed) or 'none'}); the numbers below are over the other "
+        f"{len(learned)}. Measured: the key hash reaches {np.median(f):.3f} of Welch's bound at the median cell "
+        f"({_span(f)}), "
         + (f"{_span(wide)} where D >= 2N ({len(wide)} cells)" if wide else "no cell with D >= 2N")
         + (f" and {_span(narrow)} where D < 2N ({len(narrow)} cells)" if narrow else "")
         + f": the trained model spreads its keys as far apart as N dimensions allow, beyond a random hash's N, where "
         f"D leaves room; the key block's diagonal is the column maximum for at least 98% of the keys in {diag} of "
-        f"{len(cell)} cells and H'' decodes every fact in {decoded}; a fitted to the grid = {a_fit:.3f} (the "
+        f"{len(learned)} cells and H'' decodes every fact in {decoded}; a fitted to the grid = {a_fit:.3f} (the "
         f"paper's 5/4 for the trained linear model), per cell {_span([a for _, a in pts])} (median "
         f"{np.median([a for _, a in pts]):.2f}): the law's single a is a fit across cells, not a per-model constant.")
     return Rendered(caption, figure=fig)

@@ -85,15 +85,21 @@ def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
     p = tmp_path / MECHANISM_GRID
     p.parent.mkdir(parents=True)
     lines = mechanism_grid_lines(1.25)
-    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # a cell that did not learn (recall below the convergence rule's 0.1; its a and hash are noise): named, left out
+    bad = dict(lines[-1], d_model=56, d_state=4, best_val_acc=0.05,
+               report=dict(lines[-1]["report"], a_recall=10.0, key_block={"effective_dim": 0.1,
+                                                                         "diagonal_is_column_max": 0.0}))
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines + [bad]))
     r = paper_figures.make("recall-mechanism-grid", tmp_path)
+    assert "1 cells did not learn (recall below 0.1, the paper's convergence rule: (56, 4))" in r.caption
+    assert f"the numbers below are over the other {len(lines)}" in r.caption and "10" not in r.caption.split("per cell")[1]
     narrow = [x for x in lines if x["d_model"] < 2 * x["d_state"]]
     assert welch_fraction(narrow[0]) == pytest.approx(narrow[0]["d_state"] / welch_dim(127, narrow[0]["d_state"]))
     assert f"1 where D >= 2N ({len(lines) - len(narrow)} cells)" in r.caption
     assert f"where D < 2N ({len(narrow)} cells)" in r.caption
     assert "a fitted to the grid = 1.250" in r.caption and "rms 0.000" in r.caption
     assert f"H'' decodes every fact in {len(lines) - len(narrow)}" in r.caption
-    assert f"{len(lines)} of the grid's 200 cells with N <= D measured" in r.caption
+    assert f"{len(lines) + 1} of the grid's 200 cells with N <= D measured" in r.caption
     p.write_text("".join(json.dumps(x) + "\n" for x in mechanism_grid_lines(3.0)))
     assert "a fitted to the grid = 3.000" in paper_figures.make("recall-mechanism-grid", tmp_path).caption
     p.unlink()
