@@ -24,6 +24,7 @@ from common.errors import RequirementError, require
 from common.io import atomic_write
 from experiments import mechanism
 from verify import cli_support as cli
+from verify.train.store import ResultStore, weights_path
 
 MODULE = "experiments.mechanism_grid"
 STORE = "results/train/recall-mechinterp.jsonl"
@@ -54,25 +55,23 @@ def main(argv) -> int:
     args = parser().parse_args(argv)
     store, out = Path(args.store), Path(args.out)
     require(store.is_file(), f"--store {args.store}: no such file")
-    weights = Path(f"{store}.weights")
     settings = {"facts": args.facts, "seq_len": args.seq_len, "samples": args.samples, "seed": args.seed}
     lines = read_lines(out, "--out")
     for line in lines:
         require(line.get("settings") == settings, f"--out {args.out}: holds run {line.get('key')} measured with "
                                                   f"{line.get('settings')}, not {settings}; give another --out")
     done = {line["key"] for line in lines}
-    runs = [r for r in read_lines(store, "--store") if (weights / f"{r['key']}.safetensors").exists()]
-    require(runs, f"--store {args.store}: no run has kept weights in {weights}")
+    runs = [r for r in ResultStore(store).records() if weights_path(store, r["key"]).exists()]
+    require(runs, f"--store {args.store}: no run has kept weights in {store}.weights")
     todo = [r for r in runs if r["key"] not in done]
     with cli.Progress(len(todo), "mechanism grid", args.quiet) as progress:
         for r in sorted(todo, key=lambda r: (r["spec"]["d_model"], r["spec"]["d_state"])):
-            rep = mechanism.measure(str(weights / f"{r['key']}.safetensors"), args.facts, args.seq_len, args.samples,
+            rep = mechanism.measure(str(weights_path(store, r["key"])), args.facts, args.seq_len, args.samples,
                                     args.seed)
             rep.pop("maps")
             lines.append({"key": r["key"], "d_model": r["spec"]["d_model"], "d_state": r["spec"]["d_state"],
                           "best_val_acc": r["result"]["best_val_acc"], "settings": settings, "report": rep})
             text = "".join(cli.dumps(line) + "\n" for line in lines)
-            out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(out, lambda tmp: Path(tmp).write_text(text))
             progress.advance(status=f"D={r['spec']['d_model']} N={r['spec']['d_state']}")
     print(f"{len(todo)} runs measured, {len(lines)} in {out}", flush=True)
