@@ -730,6 +730,7 @@ def mechanism_grid(results: Path) -> Rendered:
     seed; ``experiments.mechanism_grid``): per cell the trained recall, the key hash's effective dimension against
     Welch's bound (the most that V/2 - 1 keys in N dimensions allow) and against N (a random hash's), and the law's a
     inverted at each cell's recall, with a fitted to the grid's recall beside the paper's 5/4."""
+    from verify.recall_law import law_num
     from verify.train.sweep import grid
 
     lines = [x for x in _grid_lines(results) if x["d_state"] <= x["d_model"]]
@@ -782,8 +783,11 @@ def mechanism_grid(results: Path) -> Rendered:
         f"designed circuit's); (c) and (d) over the cells that learned; (d) the law's a inverted at each cell's "
         f"measured recall (none at recall 1), the paper's 5/4 and a fitted to the grid's recall (least squares, rms "
         f"{rmse:.3f}). "
-        f"{len(failed)} cells did not learn (recall below {CONVERGED}, the paper's convergence rule: "
-        f"{', '.join(f'({d}, {n})' for d, n in failed) or 'none'}); the numbers below are over the other "
+        f"{len(failed)} cells did not learn (recall below {CONVERGED}, the paper's convergence rule; (D, N): "
+        f"recall, the law's at a = 5/4: "
+        + (", ".join(f"({d}, {n}): {cell[d, n]['best_val_acc']:.2f}, "
+                     f"{float(law_num(d, n, V, nf, PAPER_A['trained'])):.2f}" for d, n in failed) or "none")
+        + "); the numbers below are over the other "
         f"{len(learned)}. Measured: the key hash reaches {np.median(f):.3f} of Welch's bound at the median cell "
         f"({_span(f)}), "
         + (f"{_span(wide)} where D >= 2N ({len(wide)} cells)" if wide else "no cell with D >= 2N")

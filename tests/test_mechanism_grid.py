@@ -18,6 +18,7 @@ from paper_figures.common import MissingResults
 from paper_figures.recall_trained import MECHANISM_GRID, welch_dim, welch_fraction
 from recall_trained_fixtures import mechanism_grid_lines
 from verify import cli_support as cli
+from verify.recall_law import law_num
 from verify.train.spec import RunSpec, protocol, run_key
 from verify.train.store import ResultStore, write_weights
 
@@ -91,7 +92,11 @@ def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
                                                                          "diagonal_is_column_max": 0.0}))
     p.write_text("".join(json.dumps(x) + "\n" for x in lines + [bad]))
     r = paper_figures.make("recall-mechanism-grid", tmp_path)
-    assert "1 cells did not learn (recall below 0.1, the paper's convergence rule: (56, 4))" in r.caption
+    # named with its recall and the law's there (at the paper's a = 5/4): a failed run, not a cell the law puts low
+    law = float(law_num(56, 4, 256, 16, 1.25))
+    assert 0.5 < law < 0.7
+    assert ("1 cells did not learn (recall below 0.1, the paper's convergence rule; (D, N): recall, the law's at "
+            f"a = 5/4: (56, 4): 0.05, {law:.2f})") in r.caption
     assert f"the numbers below are over the other {len(lines)}" in r.caption and "10" not in r.caption.split("per cell")[1]
     narrow = [x for x in lines if x["d_model"] < 2 * x["d_state"]]
     assert welch_fraction(narrow[0]) == pytest.approx(narrow[0]["d_state"] / welch_dim(127, narrow[0]["d_state"]))
