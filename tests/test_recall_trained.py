@@ -225,7 +225,8 @@ def test_new_grids_expand_to_the_papers_cells():
 
 @pytest.mark.parametrize("name", ["recall-linear-regime0", "recall-linear-ar-regime0", "recall-linear-regime1",
                                   "recall-linear-regime2", "recall-linear-ar-regime1",
-                                  "recall-linear-ar-regime2", "recall-full-regime0", "recall-full-regime2"])
+                                  "recall-linear-ar-regime2", "recall-full-regime0", "recall-full-regime1",
+                                  "recall-full-regime2"])
 def test_coarse_slices_are_runs_of_their_grid(name):
     """A ``-coarse`` grid trains into its parent's store: every run of it is a run of the parent (the same run key),
     20 cells x all the parent's seeds (0-2 linear, 0-4 full)."""
