@@ -796,5 +796,36 @@ def mechanism_grid(results: Path) -> Rendered:
         f"D leaves room; the key block's diagonal is the column maximum for at least 98% of the keys in {diag} of "
         f"{len(learned)} cells and H'' decodes every fact in {decoded}; a fitted to the grid = {a_fit:.3f} (the "
         f"paper's 5/4 for the trained linear model), per cell {_span([a for _, a in pts])} (median "
-        f"{np.median([a for _, a in pts]):.2f}): the law's single a is a fit across cells, not a per-model constant.")
-    return Rendered(caption, figure=fig)
+        f"{np.median([a for _, a in pts]):.2f}; by N in the table: {_a_trend(pts)}): the law's single a is a fit "
+        f"across cells, not a per-model constant.")
+    tex, md = table(*_mechanism_grid_rows(cell, learned, frac), caption)
+    return Rendered(caption, figure=fig, latex=tex, markdown=md)
+
+
+def _a_trend(pts: list) -> str:
+    """The median a at the cell's recall at the smallest and at the largest N that has one."""
+    by_n = {}
+    for c, a in pts:
+        by_n.setdefault(c[1], []).append(a)
+    lo, hi = min(by_n), max(by_n)
+    return f"median {np.median(by_n[lo]):.2f} at N = {lo}, {np.median(by_n[hi]):.2f} at N = {hi}"
+
+
+def _mechanism_grid_rows(cell: dict, learned: dict, frac: dict) -> tuple[list[str], list[list]]:
+    """The grid figure's numbers per N (and over all cells): cells, cells that learned, and over those the key hash's
+    fraction of Welch's bound (median, least), the cells whose key diagonal is the column maximum for >= 98% of the
+    keys, the cells whose H'' decodes every fact, and the median a at the cell's recall."""
+    headers = ["N", "cells (N <= D)", "learned (recall >= 0.1)", "key hash / Welch: median (least)",
+               "key diag. column max >= 98%", "H'' decodes every fact", "a at the cell's recall: median"]
+
+    def row(label, cs):
+        ok = [c for c in cs if c in learned]
+        f = [frac[c] for c in ok]
+        a = [learned[c]["report"]["a_recall"] for c in ok if learned[c]["report"]["a_recall"] is not None]
+        return [label, str(len(cs)), str(len(ok)), f"{np.median(f):.3f} ({min(f):.3f})" if f else "-",
+                str(sum(learned[c]["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for c in ok)),
+                str(sum(learned[c]["report"]["decoded_state"]["facts_decoded"] == 1 for c in ok)),
+                f"{np.median(a):.2f}" if a else "-"]
+
+    rows = [row(str(n), [c for c in cell if c[1] == n]) for n in sorted({c[1] for c in cell})]
+    return headers, rows + [row("all", list(cell))]

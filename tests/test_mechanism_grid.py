@@ -110,3 +110,22 @@ def test_the_figure_reads_the_welch_fraction_and_fits_a_to_the_grid(tmp_path):
     p.unlink()
     with pytest.raises(MissingResults, match="experiments.mechanism_grid"):
         paper_figures.make("recall-mechanism-grid", tmp_path)
+
+
+def test_the_grid_table_counts_per_n(tmp_path):
+    """One row per N and one over all cells: cells, learned, the key hash's fraction of Welch's bound (median,
+    least), the cells with the key diagonal at the column maximum, the cells whose H'' decodes every fact, median a;
+    the fixture's answers: at N = 32 the cells D = 32, 48 (a random hash: N / Welch) and 64 (at the bound)."""
+    p = tmp_path / MECHANISM_GRID
+    p.parent.mkdir(parents=True)
+    lines = mechanism_grid_lines(1.25)
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = paper_figures.make("recall-mechanism-grid", tmp_path)
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| \n").split(" | ") for line in r.markdown.splitlines()[2:]}
+    at_n = 32 / welch_dim(127, 32)
+    assert 0.75 < at_n < 0.76
+    assert rows["32"] == ["32", "3", "3", f"{at_n:.3f} ({at_n:.3f})", "3", "1", "1.25"]
+    wide = sum(x["d_model"] >= 2 * x["d_state"] for x in lines)
+    assert rows["all"][:3] == ["all", str(len(lines)), str(len(lines))] and rows["all"][5] == str(wide)
+    assert set(rows) == {"4", "8", "16", "32", "all"}
+    assert "median 1.25 at N = 4, 1.25 at N = 32" in r.caption
