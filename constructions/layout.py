@@ -126,6 +126,11 @@ class LinearMambaConfig:
     (shapes by ``head_pattern``, see ``verify.engines.linear``); ``D`` (d_inner,) skip (0 in the paper);
     ``out_proj.weight`` (d_model, d_inner). No decay (A = 1), no Delta, no gate, no norm. Layers are stacked with a
     residual connection when ``residual`` (the paper: off for one layer, on for several).
+
+    Two options give the rows of the paper's circuit-minimality ablation (§4.4) that keep Mamba-1's non-linear parts
+    after its Delta and decay are removed: ``silu`` (Mamba-1's conv path: a ``conv1d.bias`` (d_inner,) and SiLU after
+    the conv; row B) and ``gate`` (Mamba-1's gate: ``z_proj.weight`` (d_inner, d_model), the z half of Mamba-1's
+    in_proj, and y <- y * silu(z) before out_proj; row A with ``silu``). Both off is the analysis model itself.
     """
 
     kind: ClassVar[str] = "linear-mamba"
@@ -137,6 +142,8 @@ class LinearMambaConfig:
     n_heads: int = 1
     head_pattern: str = "MHA"
     residual: bool = False
+    silu: bool = False
+    gate: bool = False
 
     @property
     def d_inner(self) -> int:
@@ -165,6 +172,7 @@ class LinearMambaConfig:
         """Per layer: in_proj, conv, B/C projections, 2 per scan step, the read, the head maps and out_proj; the
         residual adds one per layer; then the readout."""
         per_layer = self.d_model + self.d_conv + 3 * self.d_inner + 2 * seq_len + self.d_state + self.d_inner + 2
+        per_layer += 2 * self.silu + 3 * self.gate  # the conv bias and SiLU; the gate's SiLU and product
         return self.n_layers * per_layer + self.d_model + 1
 
     def layer_shapes(self) -> dict[str, tuple]:
@@ -179,6 +187,10 @@ class LinearMambaConfig:
             shapes["C_proj.weight"] = ((h if per_c else 1) * n, di)
             shapes["W_contract"] = (p, h, di) if self.head_pattern in ("MHA", "MVA") else (p, h)
             shapes["W_heads"] = (di, p, h)
+        if self.silu:
+            shapes["conv1d.bias"] = (di,)
+        if self.gate:
+            shapes["z_proj.weight"] = (di, self.d_model)
         return shapes
 
     def zeros(self, dtype=torch.float64) -> dict[str, torch.Tensor]:

@@ -108,6 +108,9 @@ def infer_config(sd: dict, typed: str):
         require(layers == list(range(len(layers))), f"CHECKPOINT {typed}: layers {layers} are not 0..n-1")
         for key in ("in_proj.weight", "x_proj.weight", "conv1d.weight"):
             require(f"mixer.layers.0.{key}" in sd, f"CHECKPOINT {typed}: no tensor 'mixer.layers.0.{key}'")
+        require(not any(k.endswith(("conv1d.bias", "z_proj.weight")) for k in sd),
+                f"CHECKPOINT {typed}: a linear Mamba with SiLU or gate (the ablation's rows A, B); the hash operators "
+                f"are defined for the simplified model")
         d_inner = sd["mixer.layers.0.in_proj.weight"].shape[0]
         require(d_inner % d_model == 0, f"CHECKPOINT {typed}: d_inner {d_inner} is not a multiple of d_model "
                                         f"{d_model}")

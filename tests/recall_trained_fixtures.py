@@ -18,8 +18,8 @@ from verify.train.sweep import grid
 NOISE = 0.01
 A_TRUE = {"linear": 1.25, "full": 0.625, "linear-ar": 1.0, "layers": 1.25, "layers-ar": 1.0}
 HEAD_FACTOR = {"MQA": lambda m: 1 - 0.05 * (m - 1), "MKA": lambda m: 1 - 0.04 * (m - 1), "MVA": lambda m: 1.0}
-ABLATION = {"base": [0.9, 0.8, 1.0, 0.7, 0.6], "c": [0.5, 0.4, 0.6, 0.5, 0.5], "d": [0.9, 0.95, 1.0, 0.85, 0.9],
-            "e": [0.05, 0.06, 0.04, 0.05, 0.05]}
+ABLATION = {"base": [0.9, 0.8, 1.0, 0.7, 0.6], "a": [0.8, 0.7, 0.9, 0.6, 0.7], "b": [0.6, 0.7, 0.5, 0.6, 0.4],
+            "c": [0.5, 0.4, 0.6, 0.5, 0.5], "d": [0.9, 0.95, 1.0, 0.85, 0.9], "e": [0.05, 0.06, 0.04, 0.05, 0.05]}
 
 
 def seed_factor(seed: int) -> float:

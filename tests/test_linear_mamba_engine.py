@@ -26,6 +26,9 @@ def naive_layer(p, u, cfg):
         for j in range(K):
             if t - j >= 0:
                 x[t] += p["conv1d.weight"][:, 0, K - 1 - j] * z[t - j]
+    if cfg.silu:  # Mamba-1's conv path: bias, then SiLU
+        x = x + p["conv1d.bias"]
+        x = x / (1 + np.exp(-x))
     y = np.zeros_like(x)
     if H == 1:
         B, C, X = x @ p["x_proj.weight"][:n].T, x @ p["x_proj.weight"][n:].T, x
@@ -47,6 +50,9 @@ def naive_layer(p, u, cfg):
                 yh = sum((c[t] @ b[tau]) * Xh[tau] for tau in range(t + 1))
                 y[t] += p["W_heads"][:, :, h] @ yh
     y = y + x * p["D"]
+    if cfg.gate:  # Mamba-1's gate: y * silu(z), z from the block's input
+        zg = u @ p["z_proj.weight"].T
+        y = y * zg / (1 + np.exp(-zg))
     return y @ p["out_proj.weight"].T
 
 
@@ -67,6 +73,52 @@ def test_engine_matches_naive(pattern, heads, layers):
             h = h + y if cfg.residual else y
         np.testing.assert_allclose(out[b].numpy(), h, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out, rec, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("silu, gate", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_silu_and_gate_variants_match_naive(silu, gate, heads):
+    """The ablation's rows A (silu and gate) and B (silu): the engine against the loop, both forms."""
+    cfg = LinearMambaConfig(8, 3, d_conv=4, n_heads=heads, silu=silu, gate=gate, n_layers=2, residual=True)
+    g = torch.Generator().manual_seed(7)
+    params = {k: 0.4 * torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in cfg.zeros().items()}
+    assert ("layers.0.conv1d.bias" in params, "layers.1.z_proj.weight" in params) == (silu, gate)
+    u = torch.randn(2, 9, 8, generator=g, dtype=torch.float64)
+    out = linear_mamba_forward(params, u, cfg)
+    for b in range(2):
+        h = u[b].numpy()
+        for l in range(2):
+            h = h + naive_layer(layer_params(params, l), h, cfg)
+        np.testing.assert_allclose(out[b].numpy(), h, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, linear_mamba_forward(params, u, cfg, mode="recurrent"), rtol=1e-10, atol=1e-10)
+    plain = LinearMambaConfig(8, 3, d_conv=4, n_heads=heads, n_layers=2, residual=True)
+    assert not torch.allclose(out, linear_mamba_forward(params, u, plain))  # the options change the model
+
+
+def test_row_a_is_mamba1_without_delta_and_decay():
+    """Row A (silu and gate) is mamba_ssm.Mamba's reference forward with Delta = 1 (dt_proj 0, bias softplus^-1(1)),
+    A = 0 (A_log = -inf: no decay), D = 0, in_proj = [in_proj; z_proj], x_proj = [0 (dt rows); S_B; S_C]."""
+    from constructions.layout import MambaConfig
+    from verify.blocks.mamba import mamba_forward
+
+    d, n, K = 8, 3, 4
+    cfg = LinearMambaConfig(d, n, d_conv=K, silu=True, gate=True)
+    g = torch.Generator().manual_seed(3)
+    p = {k[len("layers.0."):]: 0.4 * torch.randn(v.shape, generator=g, dtype=torch.float64)
+         for k, v in cfg.zeros().items()}
+    p["D"].zero_()
+    m = MambaConfig(d_model=d, d_state=n, d_conv=K, expand=2, bias=False)
+    di, r = m.d_inner, m.rank
+    mp = {"in_proj.weight": torch.cat([p["in_proj.weight"], p["z_proj.weight"]]),
+          "conv1d.weight": p["conv1d.weight"], "conv1d.bias": p["conv1d.bias"],
+          "x_proj.weight": torch.cat([torch.zeros(r, di, dtype=torch.float64), p["x_proj.weight"]]),
+          "dt_proj.weight": torch.zeros(di, r, dtype=torch.float64),
+          "dt_proj.bias": torch.full((di,), math.log(math.e - 1), dtype=torch.float64),
+          "A_log": torch.full((di, n), -math.inf, dtype=torch.float64), "D": p["D"],
+          "out_proj.weight": p["out_proj.weight"]}
+    u = torch.randn(2, 9, d, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(linear_mamba_forward({f"layers.0.{k}": v for k, v in p.items()}, u, cfg),
+                               mamba_forward(mp, u, m), rtol=1e-10, atol=1e-10)
 
 
 def test_stacked_models_equal_separate_calls():

@@ -255,6 +255,7 @@ def test_command_on_an_export_and_on_bare_state_dicts(tmp_path, capsys):
     ("missing", "no such file"),
     ("norm", "unexpected tensor 'norm.weight'"),
     ("heads", "one head"),
+    ("silu", "SiLU or gate"),
     ("shape", "has shape"),
     ("facts", "V > L"),
     ("layer", "--layer 1"),
@@ -269,6 +270,8 @@ def test_command_refuses_bad_input(tmp_path, capsys, case, expect):
         sd["norm.weight"] = torch.ones(16, dtype=torch.float64)
     elif case == "heads":
         sd = {k: v.clone() for k, v in hash_recall.build_multihead(V, 16, 8, 2, "MHA").state_dict().items()}
+    elif case == "silu":  # the ablation's row B: the hash operators do not describe it
+        sd["mixer.layers.0.conv1d.bias"] = torch.zeros(32, dtype=torch.float64)
     elif case == "shape":
         sd["readout.weight"] = sd["readout.weight"][:-1]
     elif case == "facts":

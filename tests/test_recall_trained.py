@@ -148,11 +148,12 @@ def test_head_multipliers_count_the_independent_hashes(stores):
     assert "MHA: " in out.caption and "lambda_M (M: lambda) 1: 1.00, 2: 2.00, 3: 3.00" in out.caption
 
 
-def test_ablation_table_gives_mean_and_std_and_names_the_rows_it_cannot_express(stores):
+def test_ablation_table_gives_mean_and_std_of_every_row(stores):
     rows = _md_rows(paper_figures.make("recall-ablation", stores).markdown)
-    d = fx.ABLATION["d"]
-    assert rows["D"][2] == f"{np.mean(d):.3f} ± {np.std(d):.3f}" and rows["D"][3] == f"{max(d):.3f}"
-    assert rows["A"][2].startswith("not expressible") and rows["B"][2].startswith("not expressible")
+    for row in ("base", "a", "b", "c", "d", "e"):
+        v = fx.ABLATION[row]
+        assert rows[row.capitalize() if row == "base" else row.upper()][2:4] == [f"{np.mean(v):.3f} ± {np.std(v):.3f}",
+                                                                                 f"{max(v):.3f}"]
 
 
 @pytest.mark.parametrize("c_values, says", [(fx.ABLATION["c"], "lowers"), ([0.95] * 5, "does not lower")])
@@ -160,7 +161,7 @@ def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
     from verify.train.store import ResultStore
 
     (tmp_path / "train").mkdir()
-    for row in ("base", "c", "d", "e"):
+    for row in ("base", "a", "b", "c", "d", "e"):
         vals = c_values if row == "c" else fx.ABLATION[row]
         g = grid(f"recall-ablation-{row}")
         ResultStore(tmp_path / "train" / f"{g.name}.jsonl").append([fx.record(s, vals[s.seed]) for s in g.runs()])
@@ -207,7 +208,7 @@ def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
 
 
 def test_new_grids_expand_to_the_papers_cells():
-    assert len(NEW_GRIDS) == 17  # linear 2, full 2, AR 3, layers 2, heads 4, ablation 4
+    assert len(NEW_GRIDS) == 19  # linear 2, full 2, AR 3, layers 2, heads 4, ablation 6
     lay, heads = grid("recall-layers"), grid("recall-heads-mha")
     assert {(s.d_state, s.model_arg("layers")) for s in lay.runs()} == {(n, x) for n in range(2, 17) for x in range(1, 6)}
     assert all(s.model_arg("residual") and (s.vocab, s.kappa, s.seq_len, s.d_model) == (512, 80, 320, 64)
@@ -215,10 +216,14 @@ def test_new_grids_expand_to_the_papers_cells():
     assert {(s.d_state, s.model_arg("heads")) for s in heads.runs()} == {(n, m) for n in range(2, 11) for m in range(1, 7)}
     ar = grid("recall-layers-ar").runs()[0]
     assert ar.arg("ar") and (ar.protocol.batch_size, ar.protocol.max_steps, ar.protocol.warmup_steps) == (750, 10_000, 250)
-    for row in ("base", "c", "d", "e"):
+    for row in ("base", "a", "b", "c", "d", "e"):
         s = grid(f"recall-ablation-{row}").runs()
         assert len(s) == 5 and (s[0].vocab, s[0].d_model, s[0].d_state, s[0].protocol.weight_decay) == (128, 64, 16, 0.1)
-    assert [grid(f"recall-ablation-{r}").d_conv for r in ("base", "c", "d", "e")] == [4, 4, 2, 1]
+    assert [grid(f"recall-ablation-{r}").d_conv for r in ("base", "a", "b", "c", "d", "e")] == [4, 4, 4, 4, 2, 1]
+    # each row removes one more part: the gate (A -> B), the SiLU and conv bias (B -> C)
+    a, b, c = (grid(f"recall-ablation-{r}").runs()[0] for r in "abc")
+    assert (a.gate, a.model_arg("silu"), b.gate, b.model_arg("silu"), c.gate, c.model_arg("silu", False)) == \
+        (True, True, False, True, False, False)
     for name in ("recall-linear-regime2", "recall-full-regime1", "recall-linear-ar-regime1"):
         assert len({(s.d_model, s.d_state) for s in grid(name).runs()}) == 752
 

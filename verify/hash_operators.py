@@ -90,6 +90,8 @@ def _check(con: Construction, layer: int) -> dict:
     require(kind in KINDS, f"hash operators need a model of kind {KINDS}, got {kind!r}")
     if kind == "linear-mamba":
         require(cfg.n_heads == 1, f"hash operators are defined for one head, got n_heads={cfg.n_heads}")
+        require(not (cfg.silu or cfg.gate), "hash operators are defined for the simplified linear Mamba, not its "
+                                            "silu / gate variants (the ablation's rows A and B)")
         require(0 <= layer < cfg.n_layers, f"layer must be in 0..{cfg.n_layers - 1}, got {layer}")
         p = layer_params(con.mixer, layer)
     else:

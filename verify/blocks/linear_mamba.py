@@ -29,22 +29,25 @@ UPDATE_RULE = (
     "h_t = h_{t-1} + x_t B_t^T (A = 1 and Delta = 1: a running sum; state (d_inner, d_state) per head), "
     "B_t = S_B x_t, C_t = S_C x_t, y_t = h_t C_t + D x_t, out = out_proj(y); heads (n_heads > 1) share or split B, C "
     "and the value by head_pattern (MHA, MQA, MKA, MVA: B_proj, C_proj, W_contract, W_heads); n_layers layers, "
-    "added to their input when residual. No gate, no norm.")
+    "added to their input when residual. No gate, no norm. Options (the circuit-minimality ablation's rows A and "
+    "B): silu (a conv bias and SiLU after the conv) and gate (y <- y * silu(z_proj(u)) before out_proj).")
+
 
 def _run_config(s) -> LinearMambaConfig:
     """The stack of a run: its sizes, and ``layers``, ``heads``, ``head_pattern``, ``residual`` (default: more than
-    one layer) of its ``model``."""
+    one layer) and ``silu`` (default off) of its ``model``; the run's ``gate`` gates the output."""
     n = s.model_arg("layers", 1)
     return LinearMambaConfig(d_model=s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand, n_layers=n,
                              n_heads=s.model_arg("heads", 1), head_pattern=s.model_arg("head_pattern", "MHA"),
-                             residual=s.model_arg("residual", n > 1))
+                             residual=s.model_arg("residual", n > 1), silu=s.model_arg("silu", False),
+                             gate=s.gate)
 
 
-def _fan_in(name: str, shape: tuple) -> int:
+def _fan_in(name: str, shape: tuple, d_conv: int) -> int:
     """nn.Linear / nn.Conv1d's fan-in of a linear-Mamba parameter (W_contract, W_heads: the inputs each output sums,
     the paper's einsums; the notes give no init for them)."""
-    if name == "conv1d.weight":
-        return shape[-1]  # depthwise: one channel times the kernel
+    if name in ("conv1d.weight", "conv1d.bias"):
+        return d_conv  # depthwise: one channel times the kernel (nn.Conv1d draws its bias with the same bound)
     if name == "W_heads":
         return shape[1] * shape[2]  # P x H values per output channel
     return shape[-1]  # Linear (out, in); W_contract: d_inner (per head) or H chunks (shared)
@@ -56,13 +59,14 @@ def init_linear(config: LinearMambaConfig, gen: torch.Generator) -> dict:
     for layer in range(config.n_layers):
         for k, shape in config.layer_shapes().items():
             sd[f"layers.{layer}.{k}"] = (torch.zeros(shape, dtype=torch.float64) if k == "D"
-                                         else uniform(gen, shape, 1 / math.sqrt(_fan_in(k, shape))))
+                                         else uniform(gen, shape, 1 / math.sqrt(_fan_in(k, shape, config.d_conv))))
     return sd
 
 
 def freeze_linear(config: LinearMambaConfig, spec, sd: dict) -> dict:
-    """D frozen at 0 (the paper's init_D = 0, frozen); the model has no gate, and trains its conv and projections."""
-    require(not spec.gate, "the simplified linear Mamba has no gate (gate = false)")
+    """D frozen at 0 (the paper's init_D = 0, frozen; also in the ablation's rows A and B, whose D the paper does not
+    give: kept at the simplified model's 0 so that rows A to E differ only in the parts they name); the model trains
+    its conv and projections (and the gate's projection, with gate)."""
     require(spec.conv and spec.proj, "the simplified linear Mamba trains its conv and projections (conv, proj = true)")
     masks = {}
     for k in sd:

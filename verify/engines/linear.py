@@ -6,6 +6,9 @@ One layer, one head (the paper's analysis model, ``ssm_mode="attention"`` of its
     B_t = S_B x_t,  C_t = S_C x_t;   h_t = h_{t-1} + x_t B_t^T  (A = 1, Delta = 1: a running sum)
     y_t = P_out (h_t C_t + D * x_t) = P_out (sum_{tau <= t} <C_t, B_tau> x_tau + D * x_t)
 
+With ``config.silu`` the conv gets a bias and a SiLU (x_t = silu(conv + b)); with ``config.gate`` the output is gated
+as Mamba-1's, y_t <- y_t * silu(P_z u_t), before P_out: the rows A and B of the paper's circuit-minimality ablation.
+
 ``mode="attention"`` computes the masked scores alpha[t, tau] = <C_t, B_tau> (tau <= t, diagonal included);
 ``mode="recurrent"`` runs the state explicitly (and can return it). Several heads (H, P = d_inner / H) follow the
 paper's ``head_pattern`` (Mamba-2 terminology):
@@ -75,6 +78,8 @@ def _mix(p: dict, Y: torch.Tensor, config) -> torch.Tensor:
 def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention", return_states: bool = False):
     """One layer: hidden (..., S, L, d_model) -> (..., S, L, d_model) [, states (..., S, H, L, P, N)]."""
     x = _conv(_lin(hidden, p["in_proj.weight"]), p["conv1d.weight"])
+    if config.silu:
+        x = torch.nn.functional.silu(x + p["conv1d.bias"][..., None, None, :])
     B, C, X = _heads(p, x, config)
     states = None
     if mode == "attention":
@@ -97,6 +102,8 @@ def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention"
     else:
         raise ValueError(f"mode must be 'attention' or 'recurrent', got {mode!r}")
     y = _mix(p, Y, config) + x * p["D"][..., None, None, :]
+    if config.gate:
+        y = y * torch.nn.functional.silu(_lin(hidden, p["z_proj.weight"]))
     out = _lin(y, p["out_proj.weight"])
     return (out, states) if return_states else out
 

@@ -338,8 +338,6 @@ def train_pack(specs: list[RunSpec], device: str = "cpu", impl: str = "packed", 
     return out
 
 
-
-
 def record(spec: RunSpec, result: dict, impl: str, device: str, pack_size: int, seconds: float,
            state_dict=None) -> dict:
     """One store line. The trained weights are not stored (the store stays small); ``weights`` is attached in memory

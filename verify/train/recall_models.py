@@ -8,7 +8,9 @@ selects one of the paper's wirings instead, trained by ``WiredModel`` (K models 
   y = the mixer stack of E[x] (``verify.engines.linear``), the lm_head tied to the embedding E, no norm. ``layers`` Λ
   (default 1) stacks Λ layers, added to the residual stream when ``residual`` (default: Λ > 1, the paper's §2.3);
   ``heads`` M and ``head_pattern`` (MHA, MQA, MKA, MVA; default 1, MHA) are §2.4's multi-head patterns. A = 1, Δ = 1
-  and the D skip 0 and frozen (``verify.blocks.linear_mamba``).
+  and the D skip 0 and frozen (``verify.blocks.linear_mamba``). ``silu = true`` (a conv bias and SiLU after the conv)
+  and the run's ``gate = true`` (the output gated by silu(z) as Mamba-1's) give the circuit-minimality ablation's rows
+  B and A (§4.4: Mamba-1 without Δ and decay, with and without its gate).
 * ``wiring = "lm"``: the full model of §2.2, mamba_ssm's ``MambaLMHeadModel`` (mixer ``mamba``, gate on): per layer
   h <- h + mixer(RMSNorm(h)), logits = E^T RMSNorm_f(h) (RMSNorm eps 1e-5 with a weight, the residual kept in float32
   as the model is, lm_head tied), ``layers`` Λ layers. The block is ``mamba_ssm.Mamba(d_model, d_state, d_conv,
@@ -39,7 +41,7 @@ from verify import blocks
 from verify.train.models import PackedModel, with_position
 
 WIRINGS = ("tied", "lm")
-MODEL_KEYS = ("wiring", "layers", "heads", "head_pattern", "residual", "norm")
+MODEL_KEYS = ("wiring", "layers", "heads", "head_pattern", "residual", "norm", "silu")
 NORM_EPS = 1e-5  # MambaLMHeadModel's norm_epsilon
 EMBED_STD_LM = 0.02  # MambaLMHeadModel's initializer_range
 
@@ -71,7 +73,7 @@ def validate(spec) -> None:
         v = args.get(k, 1)
         require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"model: {k} must be an integer >= 1, "
                                                                            f"got {v!r}")
-    for k in ("residual", "norm"):
+    for k in ("residual", "norm", "silu"):
         require(isinstance(args.get(k, True), bool), f"model: {k} must be true or false, got {args.get(k)!r}")
     if spec.mixer == "linear-mamba":
         require(w == "tied", "model: the simplified linear Mamba (mixer linear-mamba) takes wiring 'tied' (the "
@@ -81,7 +83,7 @@ def validate(spec) -> None:
     else:
         require(w == "lm", f"model: mixer {spec.mixer} takes wiring 'lm' (the full model); 'tied' is the simplified "
                            f"linear Mamba's")
-        for k in ("heads", "head_pattern", "residual"):
+        for k in ("heads", "head_pattern", "residual", "silu"):
             require(k not in args, f"model: {k} is an option of the linear Mamba, not of mixer {spec.mixer} (the lm "
                                    f"wiring always adds each layer to the residual stream)")
         require(spec.gate, "model: the full model (wiring lm) keeps the gate (gate = true)")
