@@ -539,13 +539,17 @@ def ablation(results: Path) -> Rendered:
         verdict += (f"; Base (Mamba-1) {means['Base']:.3f} against row C (no SiLU, gate, Delta or decay) "
                     f"{means['C']:.3f}: removing them {'does not lower' if means['C'] >= means['Base'] else 'lowers'}"
                     f" recall")
+    if {"Base", "A"} <= set(means):
+        verdict += (f"; Base without Delta and decay (row A) {means['A']:.3f}: removing them "
+                    f"{'raises' if means['A'] > means['Base'] else 'does not raise'} recall, at the same budget")
     caption = ("Koren et al.'s circuit-minimality ablation (V = 128, L = 64, N_f = 16, D = 64, N = 16; residual, no "
                "norms, weight decay 0.1; each row removes one more part): mean ± std of the seeds' best validation "
                "accuracy (the paper's table), with the best seed beside it. The paper's claim: the minimal circuit "
                f"(row D) still recalls, and without the width-2 shift (row E) recall fails; here {verdict}. "
                "Base approximates the paper's (Mamba-1's low-rank Delta projection instead of a full-rank one); "
                "rows A and B are the simplified linear Mamba with Mamba-1's conv bias and SiLU (and, in A, its gate "
-               "y * silu(z)), its D skip frozen at 0 and its embedding tied as in rows C-E. "
+               "y * silu(z)), its D skip frozen at 0 and its embedding drawn N(0, 1) as in rows C-E, so that A differs "
+               "from Base also in those two (Base: Mamba-1's D = 1, trained, and MambaLMHeadModel's N(0, 0.02^2)). "
                + "; ".join(runs) + "." + _missing_note(missing))
     tex, md = table(["row", "change", "mean ± std", "best", "seeds", "grid"], rows, caption)
     return Rendered(caption, latex=tex, markdown=md)

@@ -169,6 +169,8 @@ def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
     base = np.mean(fx.ABLATION["base"])
     assert f"Base (Mamba-1) {base:.3f} against row C (no SiLU, gate, Delta or decay) {np.mean(c_values):.3f}: " \
            f"removing them {says} recall" in cap
+    # the fixture's row A (0.74) lies below its Base (0.80)
+    assert f"Base without Delta and decay (row A) {np.mean(fx.ABLATION['a']):.3f}: removing them does not raise" in cap
 
 
 def test_seed_reliability_counts_holes_and_bins(tmp_path):
