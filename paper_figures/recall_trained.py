@@ -767,11 +767,11 @@ def mechanism_grid(results: Path) -> Rendered:
     axes[3].set_title("(d) the law's a per cell", fontsize=7)
     axes[3].legend(fontsize=5, frameon=False)
     fig.colorbar(sc, ax=axes[2:], shrink=0.8, label="D")
-    f = np.array([frac[c] for c in learned])
+    by_n = {n: _numbers(learned, frac, [c for c in cell if c[1] == n]) for n in sorted({c[1] for c in cell})}
+    total = _numbers(learned, frac, list(cell))
+    f, diag, decoded = np.array(total["frac"]), total["diag"], total["decoded"]
     wide = [frac[c] for c in learned if c[0] >= 2 * c[1]]
     narrow = [frac[c] for c in learned if c[0] < 2 * c[1]]
-    diag = sum(x["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for x in learned.values())
-    decoded = sum(x["report"]["decoded_state"]["facts_decoded"] == 1 for x in learned.values())
     grid_cells = sum(1 for s in g.runs() if s.d_state <= s.d_model)
     failed = sorted(set(cell) - set(learned))
     caption = (
@@ -798,36 +798,38 @@ def mechanism_grid(results: Path) -> Rendered:
         f"D leaves room; the key block's diagonal is the column maximum for at least 98% of the keys in {diag} of "
         f"{len(learned)} cells and H'' decodes every fact in {decoded}; a fitted to the grid = {a_fit:.3f} (the "
         f"paper's 5/4 for the trained linear model), per cell {_span([a for _, a in pts])} (median "
-        f"{np.median([a for _, a in pts]):.2f}; by N in the table: {_a_trend(pts)}): the law's single a is a fit "
+        f"{np.median([a for _, a in pts]):.2f}; by N in the table: {_a_trend(by_n)}): the law's single a is a fit "
         f"across cells, not a per-model constant.")
-    tex, md = table(*_mechanism_grid_rows(cell, learned, frac), caption)
+    tex, md = table(*_mechanism_grid_rows(by_n, total), caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
 
 
-def _a_trend(pts: list) -> str:
+def _numbers(learned: dict, frac: dict, cells: list) -> dict:
+    """Over ``cells``: how many, the ones that learned, and over those the key hash's fraction of Welch's bound, the
+    count whose key diagonal is the column maximum for >= 98% of the keys, the count whose H'' decodes every fact, and
+    the a at each cell's recall (where the law inverts)."""
+    ok = [learned[c] for c in cells if c in learned]
+    return {"cells": len(cells), "learned": len(ok), "frac": [frac[c] for c in cells if c in learned],
+            "diag": sum(x["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for x in ok),
+            "decoded": sum(x["report"]["decoded_state"]["facts_decoded"] == 1 for x in ok),
+            "a": [x["report"]["a_recall"] for x in ok if x["report"]["a_recall"] is not None]}
+
+
+def _a_trend(by_n: dict) -> str:
     """The median a at the cell's recall at the smallest and at the largest N that has one."""
-    by_n = {}
-    for c, a in pts:
-        by_n.setdefault(c[1], []).append(a)
-    lo, hi = min(by_n), max(by_n)
-    return f"median {np.median(by_n[lo]):.2f} at N = {lo}, {np.median(by_n[hi]):.2f} at N = {hi}"
+    ns = [n for n, v in by_n.items() if v["a"]]
+    lo, hi = min(ns), max(ns)
+    return f"median {np.median(by_n[lo]['a']):.2f} at N = {lo}, {np.median(by_n[hi]['a']):.2f} at N = {hi}"
 
 
-def _mechanism_grid_rows(cell: dict, learned: dict, frac: dict) -> tuple[list[str], list[list]]:
-    """The grid figure's numbers per N (and over all cells): cells, cells that learned, and over those the key hash's
-    fraction of Welch's bound (median, least), the cells whose key diagonal is the column maximum for >= 98% of the
-    keys, the cells whose H'' decodes every fact, and the median a at the cell's recall."""
+def _mechanism_grid_rows(by_n: dict, total: dict) -> tuple[list[str], list[list]]:
+    """The grid figure's numbers (``_numbers``) per N and over all cells, as table rows."""
     headers = ["N", "cells (N <= D)", "learned (recall >= 0.1)", "key hash / Welch: median (least)",
                "key diag. column max >= 98%", "H'' decodes every fact", "a at the cell's recall: median"]
 
-    def row(label, cs):
-        ok = [c for c in cs if c in learned]
-        f = [frac[c] for c in ok]
-        a = [learned[c]["report"]["a_recall"] for c in ok if learned[c]["report"]["a_recall"] is not None]
-        return [label, str(len(cs)), str(len(ok)), f"{np.median(f):.3f} ({min(f):.3f})" if f else "-",
-                str(sum(learned[c]["report"]["key_block"]["diagonal_is_column_max"] >= 0.98 for c in ok)),
-                str(sum(learned[c]["report"]["decoded_state"]["facts_decoded"] == 1 for c in ok)),
-                f"{np.median(a):.2f}" if a else "-"]
+    def row(label, v):
+        f = v["frac"]
+        return [label, str(v["cells"]), str(v["learned"]), f"{np.median(f):.3f} ({min(f):.3f})" if f else "-",
+                str(v["diag"]), str(v["decoded"]), f"{np.median(v['a']):.2f}" if v["a"] else "-"]
 
-    rows = [row(str(n), [c for c in cell if c[1] == n]) for n in sorted({c[1] for c in cell})]
-    return headers, rows + [row("all", list(cell))]
+    return headers, [row(str(n), v) for n, v in by_n.items()] + [row("all", total)]
