@@ -12,6 +12,7 @@ missing draws the rest and says in the panel and the caption which are missing a
 from __future__ import annotations
 
 import json
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -337,12 +338,27 @@ def _layers_of(c) -> int:
 
 
 def equal_state_gap(agg: dict) -> tuple[float, int]:
-    """(mean |best(Lambda, N) - best(1, Lambda N)|, pairs) over the cells with Lambda > 1 whose N_eff = Lambda N is
-    a one-layer N of the grid: the law's N_eff = Lambda N says equal state, equal recall (up to the 1/D term)."""
-    one = {c[1]: v["best"] for c, v in agg.items() if _layers_of(c) == 1}
-    gaps = [abs(v["best"] - one[_layers_of(c) * c[1]]) for c, v in agg.items()
-            if _layers_of(c) > 1 and _layers_of(c) * c[1] in one]
+    """(mean |best(Lambda, N) - best(Lambda', N')|, pairs) over the pairs of cells with Lambda != Lambda' and
+    Lambda N = Lambda' N' <= D: the law's N_eff = Lambda N says equal state, equal recall (up to the 1/D term), for
+    any two depths, not only against one layer."""
+    by_state: dict[int, list[tuple[int, float]]] = {}
+    for c, v in agg.items():
+        if _layers_of(c) * c[1] <= c[0]:
+            by_state.setdefault(_layers_of(c) * c[1], []).append((_layers_of(c), v["best"]))
+    gaps = [abs(x - y) for cells in by_state.values() for (lx, x), (ly, y) in combinations(cells, 2) if lx != ly]
     return (float(np.mean(gaps)) if gaps else float("nan")), len(gaps)
+
+
+def law_shortfall(agg: dict, reg: dict, a_: float, lam_of=lambda c: 1, keep=lambda c: c[1] <= c[0]):
+    """(largest law(a_) - best over the kept cells, its cell): where the trained grid falls furthest below the law."""
+    from verify.recall_law import law_num
+
+    cells = [c for c in agg if keep(c)]
+    law = law_num(np.array([c[0] for c in cells], float), np.array([c[1] for c in cells], float), reg["vocab"],
+                  reg["facts"], a_, np.array([lam_of(c) for c in cells], float))
+    short = law - np.array([agg[c]["best"] for c in cells])
+    i = int(np.argmax(short))
+    return float(short[i]), cells[i]
 
 
 def layers(results: Path, name: str = "recall-layers") -> Rendered:
@@ -358,11 +374,13 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     a_p = paper_a("trained-linear", task)
     _, rmse_p = _rmse_at(agg, reg, a_p, lam_of=_layers_of, keep=keep)
     gap, pairs = equal_state_gap(agg)
+    short, cell_s = law_shortfall(agg, reg, a_fit, lam_of=_layers_of, keep=keep)
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.4), layout="constrained", gridspec_kw={"width_ratios": [1.5, 1]})
     im = _value_grid(axes[0], {(c[1], _layers_of(c)): v["best"] for c, v in agg.items()}, ns, lams)
     axes[0].set_xlabel("N")
     axes[0].set_ylabel(r"$\Lambda$ (layers)")
-    axes[0].set_title(f"best of {_seeds(recs)} seeds", fontsize=7)
+    seeds = _seeds(recs)
+    axes[0].set_title(f"best of {seeds} seed{'' if seeds == '1' else 's'}", fontsize=7)
     fig.colorbar(im, ax=axes[0], fraction=0.05, pad=0.02)
     _collapse_panel(axes[1], agg, reg, a_fit, lam_of=_layers_of, keep=keep,
                     color_of=lambda c: f"C{lams.index(_layers_of(c))}")
@@ -372,8 +390,10 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
                f"accuracy of the best seed; right, the cells with Lambda N <= D at x = 1/sigma, sigma^2 = a N_f/"
                f"(Lambda N D) + 1/D, coloured by Lambda (C0 = 1 layer), a fitted = {a_fit:.3f} (rms error "
                f"{rmse:.3f}; at the paper's a = {a_p:g}: {rmse_p:.3f}). The paper's claim N_eff = Lambda N: equal "
-               f"Lambda N, equal recall; here the mean |best(Lambda, N) - best(1, Lambda N)| over {pairs} such pairs "
-               f"is {gap:.3f}. {_runs_note(g, recs)}.")
+               f"Lambda N, equal recall; here the mean |best(Lambda, N) - best(Lambda', N')| over the {pairs} "
+               f"pairs of cells with Lambda != Lambda' and Lambda N = Lambda' N' <= D "
+               f"is {gap:.3f}; the largest shortfall below the law at the fitted a is {short:.3f} (Lambda = "
+               f"{_layers_of(cell_s)}, N = {cell_s[1]}). {_runs_note(g, recs)}.")
     rows = [[lam, *[_cell_text(agg, d, n, lam) for n in ns]] for lam in lams]
     tex, md = table(["Λ \\ N", *map(str, ns)], rows, caption)
     return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)

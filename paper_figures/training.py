@@ -46,7 +46,7 @@ def best_cells(records: list[dict], keys=("mixer", "vocab", "kappa", "d_model", 
 def _meta(records: list[dict]) -> str:
     devs = sorted({str(r.get("device")) for r in records})
     protos = sorted({r["spec"]["protocol"]["name"] for r in records})
-    mv = sorted({str(r.get("mamba_ssm")) for r in records})
+    mv = sorted({str(r.get("mamba_ssm") or "not loaded") for r in records})
     return f"{len(records)} runs; device {', '.join(devs)}; protocol {', '.join(protos)}; mamba_ssm {', '.join(mv)}"
 
 

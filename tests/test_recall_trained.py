@@ -87,16 +87,43 @@ def test_collapse_fits_each_panel(stores):
 
 def test_layers_collapse_uses_n_eff_and_measures_equal_state_pairs(stores):
     out = paper_figures.make("recall-layers", stores)
-    _, recs = rt.grid_records(stores, "recall-layers")
+    g, recs = rt.grid_records(stores, "recall-layers")
     agg = rt.aggregate(recs)
     gap, pairs = rt.equal_state_gap(agg)
-    one = {c[1]: v["best"] for c, v in agg.items() if rt._layers_of(c) == 1}
-    want = [abs(v["best"] - one[rt._layers_of(c) * c[1]]) for c, v in agg.items()
-            if rt._layers_of(c) > 1 and rt._layers_of(c) * c[1] <= 16]
-    assert pairs == len(want) == 16 and gap == pytest.approx(np.mean(want))
-    assert "a fitted = 1.2" in out.caption and f"{pairs} such pairs is {gap:.3f}" in out.caption
+    best = {(c[1], rt._layers_of(c)): v["best"] for c, v in agg.items()}
+    d = g.d_models[0]
+    want = [abs(best[(n, lam)] - best[(m, mu)]) for (n, lam) in best for (m, mu) in best
+            if lam < mu and n * lam == m * mu <= d]
+    # N 2..16 x Lambda 1..5: e.g. (16, 1)-(8, 2)-(4, 4), (12, 4)-(16, 3), (12, 5)-(15, 4), ...
+    assert pairs == len(want) > 16 and gap == pytest.approx(np.mean(want))
+    assert "a fitted = 1.2" in out.caption and f"the {pairs} pairs" in out.caption and f"is {gap:.3f}" in out.caption
     ar = paper_figures.make("recall-layers-ar", stores)
     assert "a fitted = 1.0" in ar.caption or "a fitted = 0.99" in ar.caption
+
+
+def test_equal_state_gap_separates_depth_that_adds_state_from_depth_that_does_not():
+    """Cells whose recall depends on Lambda N have gap 0; cells whose recall depends on N alone (depth adds no state)
+    have the mean gap of their equal-state pairs, which must come out non-zero."""
+    model = lambda lam: (("layers", lam), ("residual", True), ("wiring", "tied"))  # noqa: E731
+    cells = [(64, n, model(lam)) for n in (2, 4, 8) for lam in (1, 2, 4)]
+    by_state = {c: {"best": c[1] * rt._layers_of(c) / 32} for c in cells}
+    by_n = {c: {"best": c[1] / 32} for c in cells}
+    assert rt.equal_state_gap(by_state)[0] == 0.0
+    gap, pairs = rt.equal_state_gap(by_n)
+    # equal Lambda N: (4,1)-(2,2), (8,1)-(4,2)-(2,4), (8,2)-(4,4): 5 pairs, |N - N'| / 32 each
+    assert pairs == 5 and gap == pytest.approx(np.mean([2, 4, 6, 2, 4]) / 32)
+
+
+def test_law_shortfall_finds_the_cell_furthest_below_the_law():
+    from verify.recall_law import law_num
+
+    reg = {"vocab": 512, "facts": 80}
+    cells = [(64, n, (("layers", 2),)) for n in (4, 8, 16)]
+    law = {c: float(law_num(np.array([64.0]), np.array([float(c[1])]), 512, 80, 1.25, np.array([2.0]))[0])
+           for c in cells}
+    agg = {c: {"best": law[c] - (0.2 if c[1] == 8 else 0.01)} for c in cells}
+    short, cell = rt.law_shortfall(agg, reg, 1.25, lam_of=rt._layers_of)
+    assert cell == cells[1] and short == pytest.approx(0.2)
 
 
 def test_heads_table_reads_each_pattern_and_its_trend(stores):
