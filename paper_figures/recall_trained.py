@@ -337,16 +337,20 @@ def _layers_of(c) -> int:
     return model_arg(c, "layers", 1)
 
 
-def equal_state_gap(agg: dict) -> tuple[float, int]:
-    """(mean |best(Lambda, N) - best(Lambda', N')|, pairs) over the pairs of cells with Lambda != Lambda' and
-    Lambda N = Lambda' N' <= D: the law's N_eff = Lambda N says equal state, equal recall (up to the 1/D term), for
-    any two depths, not only against one layer."""
+def equal_state_gap(agg: dict) -> tuple[float, float, int]:
+    """(mean |best(Lambda, N) - best(Lambda', N')|, mean of best(deeper) - best(shallower), pairs) over the pairs of
+    cells with Lambda != Lambda' and Lambda N = Lambda' N' <= D: the law's N_eff = Lambda N says equal state, equal
+    recall (up to the 1/D term), for any two depths, not only against one layer; the signed mean says whether depth
+    or width does better at equal state."""
     by_state: dict[int, list[tuple[int, float]]] = {}
     for c, v in agg.items():
         if _layers_of(c) * c[1] <= c[0]:
             by_state.setdefault(_layers_of(c) * c[1], []).append((_layers_of(c), v["best"]))
-    gaps = [abs(x - y) for cells in by_state.values() for (lx, x), (ly, y) in combinations(cells, 2) if lx != ly]
-    return (float(np.mean(gaps)) if gaps else float("nan")), len(gaps)
+    diffs = [(y - x) if ly > lx else (x - y) for cells in by_state.values()
+             for (lx, x), (ly, y) in combinations(cells, 2) if lx != ly]
+    if not diffs:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(np.abs(diffs))), float(np.mean(diffs)), len(diffs)
 
 
 def law_shortfall(agg: dict, reg: dict, a_: float, lam_of=lambda c: 1, keep=lambda c: c[1] <= c[0]):
@@ -373,7 +377,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     a_fit, rmse = _fit_cells(agg, reg, lam_of=_layers_of, keep=keep)
     a_p = paper_a("trained-linear", task)
     _, rmse_p = _rmse_at(agg, reg, a_p, lam_of=_layers_of, keep=keep)
-    gap, pairs = equal_state_gap(agg)
+    gap, deeper, pairs = equal_state_gap(agg)
     short, cell_s = law_shortfall(agg, reg, a_fit, lam_of=_layers_of, keep=keep)
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.4), layout="constrained", gridspec_kw={"width_ratios": [1.5, 1]})
     im = _value_grid(axes[0], {(c[1], _layers_of(c)): v["best"] for c, v in agg.items()}, ns, lams)
@@ -392,7 +396,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
                f"{rmse:.3f}; at the paper's a = {a_p:g}: {rmse_p:.3f}). The paper's claim N_eff = Lambda N: equal "
                f"Lambda N, equal recall; here the mean |best(Lambda, N) - best(Lambda', N')| over the {pairs} "
                f"pairs of cells with Lambda != Lambda' and Lambda N = Lambda' N' <= D "
-               f"is {gap:.3f}; the largest shortfall below the law at the fitted a is {short:.3f} (Lambda = "
+               f"is {gap:.3f} (the deeper cell minus the shallower: {deeper:+.3f} on average); the largest shortfall below the law at the fitted a is {short:.3f} (Lambda = "
                f"{_layers_of(cell_s)}, N = {cell_s[1]}). {_runs_note(g, recs)}.")
     rows = [[lam, *[_cell_text(agg, d, n, lam) for n in ns]] for lam in lams]
     tex, md = table(["Λ \\ N", *map(str, ns)], rows, caption)

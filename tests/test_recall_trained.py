@@ -89,13 +89,14 @@ def test_layers_collapse_uses_n_eff_and_measures_equal_state_pairs(stores):
     out = paper_figures.make("recall-layers", stores)
     g, recs = rt.grid_records(stores, "recall-layers")
     agg = rt.aggregate(recs)
-    gap, pairs = rt.equal_state_gap(agg)
+    gap, deeper, pairs = rt.equal_state_gap(agg)
     best = {(c[1], rt._layers_of(c)): v["best"] for c, v in agg.items()}
     d = g.d_models[0]
-    want = [abs(best[(n, lam)] - best[(m, mu)]) for (n, lam) in best for (m, mu) in best
+    want = [best[(m, mu)] - best[(n, lam)] for (n, lam) in best for (m, mu) in best
             if lam < mu and n * lam == m * mu <= d]
     # N 2..16 x Lambda 1..5: e.g. (16, 1)-(8, 2)-(4, 4), (12, 4)-(16, 3), (12, 5)-(15, 4), ...
-    assert pairs == len(want) > 16 and gap == pytest.approx(np.mean(want))
+    assert pairs == len(want) > 16 and gap == pytest.approx(np.mean(np.abs(want)))
+    assert deeper == pytest.approx(np.mean(want))
     assert "a fitted = 1.2" in out.caption and f"the {pairs} pairs" in out.caption and f"is {gap:.3f}" in out.caption
     ar = paper_figures.make("recall-layers-ar", stores)
     assert "a fitted = 1.0" in ar.caption or "a fitted = 0.99" in ar.caption
@@ -108,10 +109,11 @@ def test_equal_state_gap_separates_depth_that_adds_state_from_depth_that_does_no
     cells = [(64, n, model(lam)) for n in (2, 4, 8) for lam in (1, 2, 4)]
     by_state = {c: {"best": c[1] * rt._layers_of(c) / 32} for c in cells}
     by_n = {c: {"best": c[1] / 32} for c in cells}
-    assert rt.equal_state_gap(by_state)[0] == 0.0
-    gap, pairs = rt.equal_state_gap(by_n)
-    # equal Lambda N: (4,1)-(2,2), (8,1)-(4,2)-(2,4), (8,2)-(4,4): 5 pairs, |N - N'| / 32 each
-    assert pairs == 5 and gap == pytest.approx(np.mean([2, 4, 6, 2, 4]) / 32)
+    assert rt.equal_state_gap(by_state)[:2] == (0.0, 0.0)
+    gap, deeper, pairs = rt.equal_state_gap(by_n)
+    # equal Lambda N: (4,1)-(2,2), (8,1)-(4,2)-(2,4), (8,2)-(4,4): 5 pairs, |N - N'| / 32 each, the deeper cell (the
+    # smaller N) always the lower
+    assert pairs == 5 and gap == pytest.approx(np.mean([2, 4, 6, 2, 4]) / 32) and deeper == pytest.approx(-gap)
 
 
 def test_law_shortfall_finds_the_cell_furthest_below_the_law():
