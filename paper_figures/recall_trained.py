@@ -320,12 +320,17 @@ def collapse(results: Path, regime: str) -> Rendered:
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
 
 
-def _rmse_at(agg, reg, a_, key="best", lam_of=lambda c: 1, keep=lambda c: c[1] <= c[0]):
+def _law_at(cells: list, reg: dict, a_: float, lam_of=lambda c: 1) -> np.ndarray:
+    """The law's recall at each cell (D, N, model) with N_eff = lam_of(cell) N."""
     from verify.recall_law import law_num
 
+    return law_num(np.array([c[0] for c in cells], float), np.array([c[1] for c in cells], float), reg["vocab"],
+                   reg["facts"], a_, np.array([lam_of(c) for c in cells], float))
+
+
+def _rmse_at(agg, reg, a_, key="best", lam_of=lambda c: 1, keep=lambda c: c[1] <= c[0]):
     cells = [c for c in agg if keep(c)]
-    law = law_num(np.array([c[0] for c in cells], float), np.array([c[1] for c in cells], float), reg["vocab"],
-                  reg["facts"], a_, np.array([lam_of(c) for c in cells], float))
+    law = _law_at(cells, reg, a_, lam_of)
     return cells, float(np.sqrt(np.mean((law - np.array([agg[c][key] for c in cells])) ** 2)))
 
 
@@ -355,12 +360,8 @@ def equal_state_gap(agg: dict) -> tuple[float, float, int]:
 
 def law_shortfall(agg: dict, reg: dict, a_: float, lam_of=lambda c: 1, keep=lambda c: c[1] <= c[0]):
     """(largest law(a_) - best over the kept cells, its cell): where the trained grid falls furthest below the law."""
-    from verify.recall_law import law_num
-
     cells = [c for c in agg if keep(c)]
-    law = law_num(np.array([c[0] for c in cells], float), np.array([c[1] for c in cells], float), reg["vocab"],
-                  reg["facts"], a_, np.array([lam_of(c) for c in cells], float))
-    short = law - np.array([agg[c]["best"] for c in cells])
+    short = _law_at(cells, reg, a_, lam_of) - np.array([agg[c]["best"] for c in cells])
     i = int(np.argmax(short))
     return float(short[i]), cells[i]
 
