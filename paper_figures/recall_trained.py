@@ -397,8 +397,9 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
                f"{rmse:.3f}; at the paper's a = {a_p:g}: {rmse_p:.3f}). The paper's claim N_eff = Lambda N: equal "
                f"Lambda N, equal recall; here the mean |best(Lambda, N) - best(Lambda', N')| over the {pairs} "
                f"pairs of cells with Lambda != Lambda' and Lambda N = Lambda' N' <= D "
-               f"is {gap:.3f} (the deeper cell minus the shallower: {deeper:+.3f} on average); the largest shortfall below the law at the fitted a is {short:.3f} (Lambda = "
-               f"{_layers_of(cell_s)}, N = {cell_s[1]}). {_runs_note(g, recs)}.")
+               f"is {gap:.3f} (the deeper cell minus the shallower: {deeper:+.3f} on average); the largest "
+               f"shortfall below the law at the fitted a is {short:.3f} (Lambda = {_layers_of(cell_s)}, N = "
+               f"{cell_s[1]}). {_runs_note(g, recs)}.")
     rows = [[lam, *[_cell_text(agg, d, n, lam) for n in ns]] for lam in lams]
     tex, md = table(["Λ \\ N", *map(str, ns)], rows, caption)
     return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)
