@@ -342,6 +342,11 @@ def _layers_of(c) -> int:
     return model_arg(c, "layers", 1)
 
 
+def _state_fits(c) -> bool:
+    """Lambda N <= D: the cells the collapse and the equal-state pairs use (the paper's)."""
+    return _layers_of(c) * c[1] <= c[0]
+
+
 def equal_state_gap(agg: dict) -> tuple[float, float, int]:
     """(mean |best(Lambda, N) - best(Lambda', N')|, mean of best(deeper) - best(shallower), pairs) over the pairs of
     cells with Lambda != Lambda' and Lambda N = Lambda' N' <= D: the law's N_eff = Lambda N says equal state, equal
@@ -349,7 +354,7 @@ def equal_state_gap(agg: dict) -> tuple[float, float, int]:
     or width does better at equal state."""
     by_state: dict[int, list[tuple[int, float]]] = {}
     for c, v in agg.items():
-        if _layers_of(c) * c[1] <= c[0]:
+        if _state_fits(c):
             by_state.setdefault(_layers_of(c) * c[1], []).append((_layers_of(c), v["best"]))
     diffs = [(y - x) if ly > lx else (x - y) for cells in by_state.values()
              for (lx, x), (ly, y) in combinations(cells, 2) if lx != ly]
@@ -374,12 +379,11 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     task = "ar" if dict(g.task_args[0] if g.task_args else ()).get("ar") else "mqar"
     d = g.d_models[0]
     lams, ns = sorted({_layers_of(c) for c in agg}), sorted({c[1] for c in agg})
-    keep = (lambda c: _layers_of(c) * c[1] <= c[0])
-    a_fit, rmse = _fit_cells(agg, reg, lam_of=_layers_of, keep=keep)
+    a_fit, rmse = _fit_cells(agg, reg, lam_of=_layers_of, keep=_state_fits)
     a_p = paper_a("trained-linear", task)
-    _, rmse_p = _rmse_at(agg, reg, a_p, lam_of=_layers_of, keep=keep)
+    _, rmse_p = _rmse_at(agg, reg, a_p, lam_of=_layers_of, keep=_state_fits)
     gap, deeper, pairs = equal_state_gap(agg)
-    short, cell_s = law_shortfall(agg, reg, a_fit, lam_of=_layers_of, keep=keep)
+    short, cell_s = law_shortfall(agg, reg, a_fit, lam_of=_layers_of, keep=_state_fits)
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.4), layout="constrained", gridspec_kw={"width_ratios": [1.5, 1]})
     im = _value_grid(axes[0], {(c[1], _layers_of(c)): v["best"] for c, v in agg.items()}, ns, lams)
     axes[0].set_xlabel("N")
@@ -387,7 +391,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     seeds = _seeds(recs)
     axes[0].set_title(f"best of {seeds} seed{'' if seeds == '1' else 's'}", fontsize=7)
     fig.colorbar(im, ax=axes[0], fraction=0.05, pad=0.02)
-    _collapse_panel(axes[1], agg, reg, a_fit, lam_of=_layers_of, keep=keep,
+    _collapse_panel(axes[1], agg, reg, a_fit, lam_of=_layers_of, keep=_state_fits,
                     color_of=lambda c: f"C{lams.index(_layers_of(c))}")
     axes[1].set_title(f"collapse, N_eff = ΛN: fitted a = {a_fit:.3g} (paper {a_p:g})", fontsize=7)
     caption = (f"Koren et al.'s N x Lambda grid ({task.upper()}, V = {reg['vocab']}, N_f = {reg['facts']}, D = {d}): "
