@@ -68,8 +68,9 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           recall_trained.mechanism, training=True),
     Entry("recall-mechanism-grid", "recall", "The hashing mechanism across the mech-interp grid: key hash vs Welch's "
           "bound, the law's a per cell", recall_trained.mechanism_grid, training=True),
-    Entry("recall-seeds", "recall", "Seed reliability of the trained full model (regime_0)",
-          recall_trained.seed_reliability, training=True),
+    *(Entry(f"recall-seeds-{r}", "recall", f"Seed reliability of the trained full model at {r}",
+            partial(recall_trained.seed_reliability, regime=r), training=True)
+      for r in ("regime_0", "regime_1", "regime_2")),
     Entry("recall-required-sizes", "recall", "Required D and N vs |V| and N_f", recall.required_sizes),
     Entry("recall-multilayer", "recall", "Multi-layer table", recall.multilayer),
     Entry("recall-multihead", "recall", "Multi-head table", recall.multihead),

@@ -202,23 +202,28 @@ def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
     assert f"Base without Delta and decay (row A) {np.mean(fx.ABLATION['a']):.3f}: removing them does not raise" in cap
 
 
-def test_seed_reliability_counts_holes_and_bins(tmp_path):
-    g = grid("recall-full-regime0")
+@pytest.mark.parametrize("regime", ["regime_0", "regime_1", "regime_2"])
+def test_seed_reliability_counts_holes_and_bins(tmp_path, regime):
+    g = grid(f"recall-full-{rt.REGIMES[regime]}")
     vals = {(8, 4): [0.3, 0.0, 0.2, 0.25, 0.05], (16, 8): [0.9, 0.8, 0.85, 0.7, 0.95], (4, 2): [0.01] * 5}
     from verify.train.store import ResultStore
 
-    ResultStore(tmp_path / "train/recall-full-regime0.jsonl").append(
+    ResultStore(tmp_path / f"train/{g.name}.jsonl").append(
         [fx.record(s, vals[(s.d_model, s.d_state)][s.seed]) for s in g.runs() if (s.d_model, s.d_state) in vals])
     seeds = {c[:2]: v for c, v in rt.per_seed(rt.grid_records(tmp_path, g.name)[1]).items()}
     bins = {b: (r, n) for b, r, n in rt.convergence_by_bin(seeds)}
     assert bins[(0.25, 0.5)] == (pytest.approx(0.6), 1) and bins[(0.75, 1.0)] == (1.0, 1) and bins[(0.1, 0.25)][1] == 0
-    cap = paper_figures.make("recall-seeds", tmp_path).caption
-    assert "Of 2 cells where some seed converged, 1 have a seed that did not" in cap
+    cap = paper_figures.make(f"recall-seeds-{regime}", tmp_path).caption
+    assert "Of 2 cells where some seed converged, 1 has a seed that did not" in cap and f"({g.name}:" in cap
+    others = [r for r in rt.REGIMES if r != regime]  # each entry reads its own regime's store only
+    for other in others:
+        with pytest.raises(MissingResults, match=f"recall-full-{rt.REGIMES[other]}"):
+            paper_figures.make(f"recall-seeds-{other}", tmp_path)
 
 
 def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
     for name in ("recall-fig1-regime_1", "recall-collapse-regime_1", "recall-layers", "recall-heads",
-                 "recall-ablation", "recall-seeds"):
+                 "recall-ablation", "recall-seeds-regime_0"):
         with pytest.raises(MissingResults, match="sweep --grid recall-"):
             paper_figures.make(name, tmp_path)
     lines = paper_figures.render(tmp_path, tmp_path / "out", "recall-fig1-regime_1")
