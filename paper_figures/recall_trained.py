@@ -638,10 +638,11 @@ def seed_reliability(results: Path, regime: str = "regime_0") -> Rendered:
     caption = (f"Seed reliability ({g.name}: {g.note}): per-seed grids of the best validation accuracy, the best of "
                f"the seeds, the per-cell share of seeds that converged (accuracy >= {CONVERGED}) and that share "
                f"binned by the best-of-seeds accuracy ("
-               + ", ".join(f"({lo:g}, {hi:g}]: {r:.2f} over {n} cell{'' if n == 1 else 's'}" for (lo, hi), r, n in bins) + "). "
-               f"Of {len(good)} cells where some seed converged, {holes} {'has' if holes == 1 else 'have'} a seed that did not (the paper's "
-               f"'holes'); best minus mean of seeds: mean {np.mean(gaps):.3f}, max {np.max(gaps):.3f}. The paper's "
-               f"claim (shown at regime_0): the full model sometimes fails to train, so the best-of-seeds grids show "
+               + ", ".join(f"({lo:g}, {hi:g}]: {r:.2f} over {n} cell{'' if n == 1 else 's'}"
+                           for (lo, hi), r, n in bins) + "). "
+               f"Of {len(good)} cells where some seed converged, {holes} {'has' if holes == 1 else 'have'} a seed "
+               f"that did not (the paper's 'holes'); best minus mean of seeds: mean {np.mean(gaps):.3f}, max "
+               f"{np.max(gaps):.3f}. The paper's claim (shown at regime_0): the full model sometimes fails to train, so the best-of-seeds grids show "
                f"attainable capacity. {_runs_note(g, recs)}; {COARSE_NOTE}.")
     return Rendered(caption, figure=fig)
 
