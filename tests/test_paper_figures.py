@@ -479,6 +479,19 @@ def test_figure1_pools_the_stored_decay_histograms_of_solved_runs_only(results, 
     steps = {ln.get_label(): ln for ln in r.figure.axes[1].get_lines()}
     np.testing.assert_allclose(steps["Mamba-S4D, t ≥ n (T = 50)"].get_ydata(), [0, 0, 0, 1])
     assert "Mamba-S4D: the 1 solved runs of grid keepnth-pe (T=50: 1)" in r.caption
+    assert ("Mamba-S4D (complex S4D): none, because no stored Mamba-S4D (complex S4D) run solves KEEP FIFTH"
+            in r.caption)
+    # a solved run of a kind that stores no decay histogram is counted, not read as "no run solves"
+    for grid in ("keepnth-pe-bare-complex", "keepnth-nope-bare-complex"):
+        (tmp_path / f"r/train/{grid}.jsonl").unlink()
+    assert "Mamba-S4D (complex S4D): no stored run" in paper_figures.make("fig1", tmp_path / "r").caption
+    rec = _rec("keep-nth", "mamba-s4d-complex", 128, 0, 32, 8, 7, 1.0, T=50, task_args=(("n", 5), ("pe", True)))
+    rec["result"].pop("decay_hist", None)
+    ResultStore(tmp_path / "r/train/keepnth-pe-bare-complex.jsonl").append([rec])
+    cap = paper_figures.make("fig1", tmp_path / "r").caption
+    assert ("Mamba-S4D (complex S4D): none, because 1 of its stored runs solve KEEP FIFTH but store no decay "
+            "histogram (1 solved of the 1 runs looked at: keepnth-pe-bare-complex 1 runs") in cap
+    assert "no stored Mamba-S4D (complex S4D) run solves" not in cap
 
 
 def test_tightness_table_reads_the_smallest_solved_d(results):
