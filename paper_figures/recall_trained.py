@@ -166,6 +166,11 @@ def _missing_note(missing: list[str]) -> str:
             if missing else "")
 
 
+def _count(n, one: str, many: str) -> str:
+    """"1 cell", "3 cells", "1-3 cells": ``n`` (a number, or _seeds' text) with the word that agrees with it."""
+    return f"{n} {one if str(n) == '1' else many}"
+
+
 def _seeds(recs) -> str:
     """How many seeds a cell holds among the stored runs (a partial store can hold fewer than its grid names): "3",
     or "1-3" where cells hold different numbers."""
@@ -388,8 +393,7 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
     im = _value_grid(axes[0], {(c[1], _layers_of(c)): v["best"] for c, v in agg.items()}, ns, lams)
     axes[0].set_xlabel("N")
     axes[0].set_ylabel(r"$\Lambda$ (layers)")
-    seeds = _seeds(recs)
-    axes[0].set_title(f"best of {seeds} seed{'' if seeds == '1' else 's'}", fontsize=7)
+    axes[0].set_title(f"best of {_count(_seeds(recs), 'seed', 'seeds')}", fontsize=7)
     fig.colorbar(im, ax=axes[0], fraction=0.05, pad=0.02)
     _collapse_panel(axes[1], agg, reg, a_fit, lam_of=_layers_of, keep=_state_fits,
                     color_of=lambda c: f"C{lams.index(_layers_of(c))}")
@@ -638,9 +642,9 @@ def seed_reliability(results: Path, regime: str = "regime_0") -> Rendered:
     caption = (f"Seed reliability ({g.name}: {g.note}): per-seed grids of the best validation accuracy, the best of "
                f"the seeds, the per-cell share of seeds that converged (accuracy >= {CONVERGED}) and that share "
                f"binned by the best-of-seeds accuracy ("
-               + ", ".join(f"({lo:g}, {hi:g}]: {r:.2f} over {n} cell{'' if n == 1 else 's'}"
+               + ", ".join(f"({lo:g}, {hi:g}]: {r:.2f} over {_count(n, 'cell', 'cells')}"
                            for (lo, hi), r, n in bins) + "). "
-               f"Of {len(good)} cells where some seed converged, {holes} {'has' if holes == 1 else 'have'} a seed "
+               f"Of {len(good)} cells where some seed converged, {_count(holes, 'has', 'have')} a seed "
                f"that did not (the paper's 'holes'); best minus mean of seeds: mean {np.mean(gaps):.3f}, max "
                f"{np.max(gaps):.3f}. The paper's claim (shown at regime_0): the full model sometimes fails to train, so the best-of-seeds grids show "
                f"attainable capacity. {_runs_note(g, recs)}; {COARSE_NOTE}.")
