@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -77,14 +78,54 @@ def test_zoology_ar():
 
 @pytest.mark.parametrize("kw,needle", [
     (dict(kappa=16, vocab_size=64, seq_len=64), "V > L"),
-    (dict(kappa=16, vocab_size=512, seq_len=60), "L >= 4 N_f"),
+    (dict(kappa=16, vocab_size=512, seq_len=60), "L >= 2 N_f N_k + 2 N_f"),
+    (dict(kappa=10, vocab_size=512, seq_len=118, key_repeats=5), "L >= 2 N_f N_k + 2 N_f (the facts, then one query "
+                                                                  "slot per key) = 120"),
+    (dict(kappa=4, vocab_size=512, seq_len=16, key_repeats=0), "key_repeats N_k >= 1"),
+    (dict(kappa=4, vocab_size=512, seq_len=9, reduce_to_ar=True, key_repeats=2), "key_repeats = 1"),
+    (dict(kappa=10, vocab_size=64, seq_len=62, key_repeats=4), "N_f N_k <= V - V//2"),
     (dict(kappa=4, vocab_size=512, seq_len=33), "even seq_len"),
     (dict(kappa=4, vocab_size=512, seq_len=16, reduce_to_ar=True), "2 N_f + 1"),
     (dict(kappa=40, vocab_size=64, seq_len=9), "N_f <= V//2 - 1"),
     (dict(kappa=4, vocab_size=512, seq_len=16, query_passes=2), "query_passes"),
 ])
 def test_zoology_bad_input(kw, needle):
-    with pytest.raises(RequirementError, match=needle.replace("(", r"\(").replace("+", r"\+")):
+    with pytest.raises(RequirementError, match=re.escape(needle)):
         generate(MQARConfig(num_examples=2, layout="zoology", **kw), 0)
     with pytest.raises(RequirementError, match="layout"):
         generate(MQARConfig(4, 64, 16, layout="nope"), 0)
+
+
+@pytest.mark.parametrize("nf,V,L,R", [(10, 512, 128, 5), (10, 512, 128, 2), (3, 64, 40, 4), (4, 64, 32, 3)])
+def test_repeated_keys(nf, V, L, R):
+    """Koren et al.'s repeated keys: each key stated N_k times, all N_f N_k values distinct, every key queried once,
+    the label the value of the key's LAST statement (read here by overwriting a lookup left to right)."""
+    S = 400
+    t, l = generate(MQARConfig(nf, V, L, num_examples=S, layout="zoology", key_repeats=R), 5)
+    C = 2 * nf * R
+    keys, vals = t[:, 0:C:2], t[:, 1:C:2]
+    assert ((keys >= 1) & (keys < V // 2)).all() and ((vals >= V // 2) & (vals < V)).all()
+    last_pos = []
+    for s in range(S):
+        counts = np.unique(keys[s], return_counts=True)[1]
+        assert len(counts) == nf and (counts == R).all()
+        assert len(set(vals[s])) == nf * R
+        lookup, pos = {}, {}
+        for i, (k, v) in enumerate(zip(keys[s], vals[s])):
+            lookup[k], pos[k] = v, i
+        q = np.nonzero(l[s] != IGNORE)[0]
+        assert len(q) == nf and (q >= C).all() and ((q - C) % 2 == 0).all()
+        assert sorted(t[s, q]) == sorted(lookup)
+        assert all(l[s, p] == lookup[t[s, p]] for p in q)
+        first = {k: i for i, k in reversed(list(enumerate(keys[s])))}
+        assert all(l[s, p] != vals[s][first[t[s, p]]] for p in q)  # not the first statement's value
+        last_pos += list(pos.values())
+    # the repeats interleave: a key's last statement is not confined to the last N_f facts
+    assert np.mean(np.array(last_pos) < nf * (R - 1)) > 0.05
+
+
+def test_repeated_keys_one_repeat_is_zoology():
+    """key_repeats = 1 is the zoology generator itself (same numbers; the pinned digests above hold it)."""
+    a = generate(MQARConfig(16, 512, 64, num_examples=50, layout="zoology"), 3)
+    b = generate(MQARConfig(16, 512, 64, num_examples=50, layout="zoology", key_repeats=1), 3)
+    assert all((x == y).all() for x, y in zip(a, b))

@@ -71,6 +71,8 @@ def _write(tmp_path, text: str, name: str = "g") -> Path:
     (lambda t: t + 'reuses = ["nope"]\n', "key 'reuses': no grid 'nope' beside this file"),
     (lambda t: t + "vocabs = [5]\n", "not valid TOML"),
     (lambda t: t.replace("kappas = [2]", "kappas = [0]"), "a run of this grid is invalid: MQAR needs kappa >= 1"),
+    (lambda t: t + "lambda_times_n = 0\n", "key 'lambda_times_n' must be an integer >= 1, got 0"),
+    (lambda t: t + "lambda_times_n = 7\n", "the grid has no run (key 'lambda_times_n' = 7"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_file_and_the_key(tmp_path, edit, message):
     p = _write(tmp_path, edit(SMOKE))
@@ -95,3 +97,15 @@ def test_sweep_takes_a_grid_file_and_refuses_a_bad_one_with_exit_2(tmp_path, cap
     assert err.count("\n") == 1 and "bad.toml: unknown key 'colour'" in err
     assert main(["sweep", "--grid", "no-such-grid"]) == 2
     assert "unknown grid 'no-such-grid'; known: calibration, fig2" in capsys.readouterr().err
+
+
+def test_lambda_times_n_keeps_the_cells_of_fixed_total_state(tmp_path):
+    """recall-repeats (Koren et al.'s Lambda x N_k grid): Lambda N = 60 at every depth, each with N_k 1..5, 3 seeds;
+    without the filter the same axes give every (Lambda, N) pair."""
+    runs = grid("recall-repeats").runs()
+    cells = {(dict(s.model)["layers"], s.d_state, dict(s.task_args)["key_repeats"]) for s in runs}
+    assert cells == {(lam, 60 // lam, k) for lam in range(1, 6) for k in range(1, 6)} and len(runs) == 75
+    assert {s.protocol.name for s in runs} == {"koren-repeats"} and {s.d_model for s in runs} == {100}
+    text = (GRID_DIR / "recall-repeats.toml").read_text().replace("lambda_times_n = 60\n", "")
+    assert len(load_grid(_write(tmp_path, text)).runs()) == 5 * 5 * 5 * 3
+

@@ -18,8 +18,9 @@ batches as ``verify.checks`` does.
 
 ``layout="zoology"`` gives instead the MQAR and AR variants of Koren et al. 2026 (zoology's ``multiquery_ar``, see
 ``_generate_zoology``): one vocabulary of ``vocab_size`` tokens split in halves, labels that are token ids, the query
-section fully packed when ``seq_len = 4 kappa``, random fillers on or off, and ``reduce_to_ar`` for AR. The default
-``layout="disjoint"`` is the generator above, unchanged.
+section fully packed when ``seq_len = 4 kappa``, random fillers on or off, ``reduce_to_ar`` for AR, and
+``key_repeats`` N_k for the paper's appendix repeated-keys task (each key stated N_k times with different values, the
+query asking for the last). The default ``layout="disjoint"`` is the generator above, unchanged.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class MQARConfig:
     layout: str = "disjoint"  # "disjoint" (above) or "zoology" (Koren et al. 2026 / zoology, see _generate_zoology)
     random_fillers: bool = True  # zoology only: non-query slots uniform in [0, vocab_size) (else token 0)
     reduce_to_ar: bool = False  # zoology only: AR, N_f facts then one query (seq_len = 2 kappa + 1)
+    key_repeats: int = 1  # zoology only: N_k, each key stated N_k times with different values (see _repeated_facts)
 
     @property
     def tokens(self) -> MQARTokens:
@@ -219,6 +221,12 @@ def _validate_zoology(c: MQARConfig) -> None:
     require(c.num_examples >= 1, f"zoology MQAR needs num_examples >= 1, got num_examples={c.num_examples}")
     require(c.query_passes == 1, f"zoology MQAR queries each key once (query_passes = 1), got {c.query_passes}")
     require(K <= V // 2 - 1, f"zoology MQAR needs N_f <= V//2 - 1 keys in {{1..V//2-1}}, got N_f={K}, V={V}")
+    R = c.key_repeats
+    require(R >= 1, f"zoology MQAR needs key_repeats N_k >= 1, got key_repeats={R}")
+    require(R == 1 or not c.reduce_to_ar, f"zoology AR states each key once (key_repeats = 1), got key_repeats={R}")
+    require(K * R <= V - V // 2, f"zoology MQAR draws its N_f N_k = {K * R} values without replacement from the "
+                                 f"{V - V // 2} of {{V//2..V-1}}: needs N_f N_k <= V - V//2, got N_f={K}, "
+                                 f"key_repeats={R}, V={V}")
     if c.reduce_to_ar:
         require(L == 2 * K + 1, f"zoology AR needs seq_len = 2 N_f + 1 = {2 * K + 1}, got seq_len={L}")
         require(V > 4 * K, f"zoology AR is cut from an MQAR sequence of length 4 N_f and needs V > 4 N_f "
@@ -226,7 +234,8 @@ def _validate_zoology(c: MQARConfig) -> None:
         return
     require(L % 2 == 0, f"zoology MQAR needs an even seq_len, got seq_len={L}")
     require(V > L, f"zoology MQAR needs V > L (zoology's assertion), got V={V}, L={L}")
-    require(L >= 4 * K, f"zoology MQAR needs L >= 4 N_f (one query slot per key), got L={L}, N_f={K}")
+    require(L >= 2 * K * R + 2 * K, f"zoology MQAR needs L >= 2 N_f N_k + 2 N_f (the facts, then one query slot per "
+                                    f"key) = {2 * K * R + 2 * K}, got L={L}, N_f={K}, key_repeats={R}")
 
 
 _BLOCK_ELEMS = 1 << 22  # random numbers drawn at once by _first_of_permutations (32 MiB of float64)
@@ -278,26 +287,48 @@ def _generate_zoology(config: MQARConfig, seed: int) -> tuple[np.ndarray, np.nda
     Same distribution as zoology's generator, not the same numbers (numpy ``default_rng``, not the global RNG).
     """
     rng = np.random.default_rng(seed)
-    S, K, V = config.num_examples, config.kappa, config.vocab_size
+    S, K, V, R = config.num_examples, config.kappa, config.vocab_size, config.key_repeats
     L = 4 * K if config.reduce_to_ar else config.seq_len
     vk = V // 2
     rows = np.arange(S)[:, None]
     keys = 1 + _first_of_permutations(rng, S, vk - 1, K)
-    values = vk + _first_of_permutations(rng, S, V - vk, K)
-    # the draws in order: keys, values, fillers, gaps, which (the stream the stored runs' sequences came from)
-    fill = rng.integers(0, V, size=(S, L - 2 * K)) if config.random_fillers else None
-    gaps = _first_of_permutations(rng, S, (L - 2 * K) // 2, K)
+    values = vk + _first_of_permutations(rng, S, V - vk, K * R)
+    # the draws in order: keys, values, (with N_k > 1) the facts' order, fillers, gaps, which: at N_k = 1 the stream
+    # the stored runs' sequences came from
+    ctx_keys, ctx_values, answer = (keys, values, values) if R == 1 else _repeated_facts(rng, keys, values, R)
+    C = 2 * K * R  # the facts' length
+    fill = rng.integers(0, V, size=(S, L - C)) if config.random_fillers else None
+    gaps = _first_of_permutations(rng, S, (L - C) // 2, K)
     which = _first_of_permutations(rng, S, K, K)  # which key sits in each chosen slot
     if config.reduce_to_ar:
         del fill  # the cut keeps no filler: every position after the facts holds a key
         return _ar_cut(keys, values, gaps, which)
     tokens = np.zeros((S, L), dtype=np.int64)
-    tokens[:, 0:2 * K:2], tokens[:, 1:2 * K:2] = keys, values
+    tokens[:, 0:C:2], tokens[:, 1:C:2] = ctx_keys, ctx_values
     if fill is not None:
-        tokens[:, 2 * K:] = fill
+        tokens[:, C:] = fill
         del fill
-    slots = 2 * K + 2 * gaps
+    slots = C + 2 * gaps
     tokens[rows, slots] = keys[rows, which]
     labels = np.full((S, L), IGNORE, dtype=np.int64)
-    labels[rows, slots] = values[rows, which]
+    labels[rows, slots] = answer[rows, which]
     return tokens, labels
+
+
+def _repeated_facts(rng: np.random.Generator, keys: np.ndarray, values: np.ndarray, repeats: int):
+    """The facts of the repeated-keys task (Koren et al.'s ``num_key_repeats`` N_k): (the N_f N_k facts' keys and
+    values in context order, each of the N_f keys' answer), from ``keys`` (S, N_f) and ``values`` (S, N_f N_k), all
+    distinct (drawn without replacement, as zoology draws the values of distinct keys).
+
+    Occurrence o states key o // N_k with value ``values[:, o]``; the N_f N_k occurrences stand in a uniformly random
+    order (one permutation per sequence, drawn here), so the repeats of a key interleave with the other keys' and a
+    key's last statement can be anywhere in the facts; its answer is the value of that last statement. Our choice
+    where the notes on the paper leave the layout open: blocks of a key's repeats, or rounds of all N_f keys, would
+    let the position alone tell the last statement apart (with N_k = 1 this is zoology's context, one fact a key).
+    """
+    S, K = keys.shape
+    rows = np.arange(S)[:, None]
+    order = _first_of_permutations(rng, S, K * repeats, K * repeats)  # context fact p is occurrence order[:, p]
+    where = np.argsort(order, axis=1).reshape(S, K, repeats)  # the context index of each occurrence, by key
+    last = np.arange(K)[None, :] * repeats + np.argmax(where, axis=2)  # each key's last occurrence
+    return keys[rows, order // repeats], values[rows, order], values[rows, last]

@@ -38,11 +38,11 @@ Protocols (``verify.train.spec.PROTOCOLS``):
   size, decides many "not solved" verdicts. A run under ``budgeted-loss`` trains on after 100% accuracy until its loss
   is that small or the budget ends.
 * ``smoke``: tiny, for CPU tests.
-* ``koren-linear``, ``koren-full``, ``koren-mech``, ``koren-layers``, ``koren-heads`` (and ``koren-smoke``, the same
-  rules at a test size): Koren et al. 2026's recipes for their recall models (AdamW betas 0.9/0.95, linear warm-up,
-  flat phase and cosine decay to 0, label smoothing 0.1, per-model gradient clipping, batch 128, a fresh batch every
-  step, 10^4 validation and test sequences, the best-validation state tested, early stop above a validation
-  threshold; ``verify.train.spec`` has the numbers). Their models are ``verify.train.recall_models``'s wirings (a
+* ``koren-linear``, ``koren-full``, ``koren-mech``, ``koren-layers``, ``koren-heads``, ``koren-repeats`` (and
+  ``koren-smoke``, the same rules at a test size): Koren et al. 2026's recipes for their recall models (AdamW betas
+  0.9/0.95, linear warm-up, flat phase and cosine decay to 0, label smoothing 0.1, per-model gradient clipping, batch
+  128 (32 in koren-repeats), a fresh batch every step, 10^4 validation and test sequences, the best-validation state
+  tested, early stop above a validation threshold; ``verify.train.spec`` has the numbers). Their models are ``verify.train.recall_models``'s wirings (a
   run's ``model``): the simplified linear Mamba with a tied head, and the full model, mamba_ssm's MambaLMHeadModel.
 
 Calibration (``python -m experiments.calibrate``): the protocols on the same few MQAR cells (Mamba, |V| = 128,

@@ -34,6 +34,8 @@ model               table                   the model around the mixer (verify.t
 models              list of tables          model variants, one grid axis (e.g. layers 1..5 of Koren et al.'s
                                             N x Lambda grid, heads 1..6 of a multi-head grid) ([model])
 n_at_most_d         bool                    only cells with N <= d (Koren et al.'s D-N grids) (false)
+lambda_times_n      int >= 1                only cells whose layers x N is this (Koren et al.'s Lambda x N_k
+                                            grid fixes Lambda N = 60) (absent: every cell)
 =================== ======================= ==============================================================
 
 ``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``, and
@@ -101,6 +103,7 @@ GRID_KEYS = {
                   "a non-empty list of tables"),
     "reuses": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of grid names"),
     "model": _is(dict, "a table"), "n_at_most_d": _is(bool, "true or false"),
+    "lambda_times_n": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "models": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v),
                "a non-empty list of tables"),
 }

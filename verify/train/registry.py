@@ -14,7 +14,8 @@ signature / mamba_ssm's ``mamba_chunk_scan_combined`` for ``mamba2``. Adding a m
 (``verify.blocks``: its block config from a ``RunSpec``, its initial state dict, the masks of frozen entries, a
 packed forward and/or a CUDA module factory, and the sweeps' bounds).
 
-Registered tasks: ``mqar``, ``mqar-zoology``, ``keep-nth`` (task_args n (5), pe (False)), ``induction-heads``
+Registered tasks: ``mqar``, ``mqar-zoology`` (task_args ar (False), random_fillers (True), key_repeats (1): Koren et
+al.'s MQAR, AR and repeated keys), ``keep-nth`` (task_args n (5), pe (False)), ``induction-heads``
 (task_args p (0.75, the probability of the hard case; 0 = standard only, 1 = hard only), gamma (0.1)). Adding a task
 is one ``Task`` in ``TASKS``: its generator config from a ``RunSpec`` and a sample count, ``generate(config, seed) ->
 (tokens, labels)`` (labels IGNORE where not scored), and its token and class counts.
@@ -48,7 +49,8 @@ def _mqar_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
 def _zoology_config(s: RunSpec, num_examples: int) -> mqar.MQARConfig:
     ar = s.arg("ar", False)
     return mqar.MQARConfig(s.kappa, s.vocab, 2 * s.kappa + 1 if ar else s.seq_len, num_examples=num_examples,
-                           layout="zoology", random_fillers=s.arg("random_fillers", True), reduce_to_ar=ar)
+                           layout="zoology", random_fillers=s.arg("random_fillers", True), reduce_to_ar=ar,
+                           key_repeats=s.arg("key_repeats", 1))
 
 
 def _keep_nth_config(s: RunSpec, num_examples: int) -> keep_nth.KeepNthConfig:

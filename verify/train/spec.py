@@ -102,12 +102,16 @@ KOREN_MECH = replace(KOREN_LINEAR, name="koren-mech", n_seeds=1, keep_weights=Tr
 KOREN_LAYERS = replace(KOREN_LINEAR, name="koren-layers", train_samples=4000 * 128, max_steps=4000,
                        flat_steps=1400, clip=2.5)
 KOREN_HEADS = replace(KOREN_LAYERS, name="koren-heads", clip=5.0)
+# the appendix's Lambda x N_k repeated-keys grid: batch 32, 7500 steps (500 / 2000 / 5000), lr 3e-3, weight decay 0.1,
+# clip 1 (no early stop: the configs name no threshold, and 1 is the linear grids')
+KOREN_REPEATS = replace(KOREN_LINEAR, name="koren-repeats", batch_size=32, train_samples=7500 * 32, max_steps=7500,
+                        lrs=(3e-3,), warmup_steps=500, flat_steps=2000, weight_decay=0.1, clip=1.0)
 # the same rules at a CPU-test size
 KOREN_SMOKE = replace(KOREN_LINEAR, name="koren-smoke", batch_size=32, train_samples=300 * 32, val_samples=256,
                       test_samples=256, max_steps=300, eval_every=50, warmup_steps=20, flat_steps=80, lrs=(1e-2,),
                       n_seeds=1)
 PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, BUDGETED_LOSS_TF32, SMOKE, KOREN_LINEAR,
-                                 KOREN_FULL, KOREN_MECH, KOREN_LAYERS, KOREN_HEADS, KOREN_SMOKE)}
+                                 KOREN_FULL, KOREN_MECH, KOREN_LAYERS, KOREN_HEADS, KOREN_REPEATS, KOREN_SMOKE)}
 STOPS = ("val_loss", "val_acc", "val_acc_above")
 
 

@@ -111,6 +111,7 @@ class Grid:
     model: tuple = ()  # sorted (name, value) pairs: the model around the mixer (verify.train.recall_models)
     n_at_most_d: bool = False  # only cells with d_state <= d_model (Koren et al.'s D-N grids skip N > D)
     models: tuple[tuple, ...] = ()  # model variants, one grid axis (each like ``model``); empty: (model,)
+    lambda_times_n: int = 0  # > 0: only cells with layers x d_state equal to it (Koren et al.'s Lambda x N_k grid)
 
     def runs(self) -> list[RunSpec]:
         proto = protocol(self.protocol, **dict(self.protocol_overrides))
@@ -129,6 +130,8 @@ class Grid:
                             for d in ds:
                                 for n in ns:
                                     if self.n_at_most_d and n > d:
+                                        continue
+                                    if self.lambda_times_n and dict(model).get("layers", 1) * n != self.lambda_times_n:
                                         continue
                                     for lr in lrs:
                                         for seed in self.seeds:
@@ -158,6 +161,8 @@ def load_grid(path: str | os.PathLike) -> Grid:
                 registry.validate(s)
     except (RequirementError, ValueError) as e:
         raise RequirementError(f"{files.display(Path(path))}: a run of this grid is invalid: {e}") from None
+    require(bool(seen), f"{files.display(Path(path))}: the grid has no run (key 'lambda_times_n' = "
+                        f"{g.lambda_times_n} or 'n_at_most_d' leaves no cell)")
     return g
 
 
