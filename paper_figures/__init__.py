@@ -60,6 +60,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           recall_trained.layers, training=True),
     Entry("recall-layers-ar", "recall", "Trained N x Lambda grid (AR) and its collapse with N_eff = Lambda N",
           partial(recall_trained.layers, name="recall-layers-ar"), training=True),
+    Entry("recall-repeats", "recall", "Trained repeated keys (Lambda x N_k): recall of the last value against the "
+          "guessing bound 1/N_k", recall_trained.repeats, training=True),
     Entry("recall-heads", "recall", "Trained multi-head grids (MQA, MKA, MVA, MHA)", recall_trained.heads,
           training=True),
     Entry("recall-ablation", "recall", "Circuit-minimality ablation (Base, rows A-E)", recall_trained.ablation,

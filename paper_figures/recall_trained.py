@@ -53,8 +53,9 @@ def optional_records(results: Path, name: str) -> tuple[object, list[dict] | Non
 
 
 def cell_of(spec: dict) -> tuple:
-    """A run's cell: (D, N, model)."""
-    return spec["d_model"], spec["d_state"], tuple(tuple(kv) for kv in spec.get("model", ()))
+    """A run's cell: (D, N, model, task variant)."""
+    return (spec["d_model"], spec["d_state"], tuple(tuple(kv) for kv in spec.get("model", ())),
+            tuple(tuple(kv) for kv in spec.get("task_args", ())))
 
 
 def per_seed(records: list[dict], value: str = VALUE) -> dict[tuple, dict[int, float]]:
@@ -410,6 +411,56 @@ def layers(results: Path, name: str = "recall-layers") -> Rendered:
                f"{cell_s[1]}). {_runs_note(g, recs)}.")
     rows = [[lam, *[_cell_text(agg, d, n, lam) for n in ns]] for lam in lams]
     tex, md = table(["Λ \\ N", *map(str, ns)], rows, caption)
+    return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Repeated keys (Lambda x N_k)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _repeats_of(c) -> int:
+    return dict(c[3]).get("key_repeats", 1)
+
+
+def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
+    """The appendix's repeated-keys figure: accuracy against N_k (each key stated N_k times, the query asking for the
+    last value), one line per Lambda at Lambda N fixed, the best of the seeds (solid) with their mean (dashed), and
+    the single-layer guessing bound 1/N_k (grey): without decay one layer sums a key's N_k statements and cannot
+    tell the last apart, so it can at best pick one of them (a reference line in the paper, not a theorem)."""
+    g, recs = grid_records(results, name)
+    agg = aggregate(recs)
+    lams, ks = sorted({_layers_of(c) for c in agg}), sorted({_repeats_of(c) for c in agg})
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.3), layout="constrained")
+    kk = np.arange(1, max(ks) + 1)
+    ax.plot(kk, 1 / kk, color="0.6", ls=":", lw=1.2, label="1/N_k")
+    for i, lam in enumerate(lams):
+        cs = sorted((c for c in agg if _layers_of(c) == lam), key=_repeats_of)
+        x = [_repeats_of(c) for c in cs]
+        ax.plot(x, [agg[c]["best"] for c in cs], "o-", color=f"C{i}", ms=3, lw=1,
+                label=f"Λ = {lam}, N = {cs[0][1]}")
+        ax.plot(x, [agg[c]["mean"] for c in cs], "--", color=f"C{i}", lw=0.7, alpha=0.7)
+    ax.set(xlabel="N_k (statements of each key)", ylabel="validation accuracy", ylim=(0, 1.02), xticks=ks)
+    ax.legend(fontsize=5, ncol=2)
+    ax.set_title(f"best of {_count(_seeds(recs), 'seed', 'seeds')} (solid), mean (dashed)", fontsize=7)
+    above = {lam: [k for c in agg if _layers_of(c) == lam and (k := _repeats_of(c)) > 1
+                   and agg[c]["best"] > 1 / k] for lam in lams}
+    one = [(_repeats_of(c), agg[c]["best"]) for c in agg if _layers_of(c) == 1 and _repeats_of(c) > 1]
+    one_text = (f"one layer, at N_k >= 2: best accuracy over 1/N_k at most {max(a * k for k, a in one):.2f}, "
+                f"{_count(len(above.get(1, [])), 'cell', 'cells')} of {len(one)} above the bound"
+                if one else "no one-layer cell with N_k >= 2 stored")
+    deep = [f"Lambda = {lam}: above at N_k = {', '.join(map(str, sorted(v)))}" if v else f"Lambda = {lam}: never above"
+            for lam, v in above.items() if lam > 1]
+    c0 = next(iter(agg))
+    caption = (f"Koren et al.'s repeated keys (V = {g.vocabs[0]}, L = {g.seq_lens[0]}, N_f = {g.kappas[0]}, D = "
+               f"{c0[0]}, Lambda N = {g.lambda_times_n}): each key stated N_k times with different values in a "
+               f"random order, the query asking for the last; the simplified linear Mamba with Lambda layers on the "
+               f"residual stream, per cell the best validation accuracy of the best seed (solid; dashed: the mean of "
+               f"the seeds); grey, the single-layer guessing bound 1/N_k. The paper's claim: one layer (no decay) "
+               f"cannot beat 1/N_k, deeper models can. Here {one_text}; {'; '.join(deep) or 'no deeper cell stored'}."
+               f" {_runs_note(g, recs)}.")
+    rows = [[lam, *[next((f"{v['best']:.3f} ({v['mean']:.3f})" for c, v in agg.items()
+                          if _layers_of(c) == lam and _repeats_of(c) == k), "") for k in ks]] for lam in lams]
+    tex, md = table(["Λ \\ N_k", *map(str, ks)], rows, caption)
     return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)
 
 

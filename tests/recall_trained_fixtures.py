@@ -60,9 +60,17 @@ def write_all(results, every: int = 5) -> None:
     write_grid(results, "recall-layers-ar", lambda s: best_value(s, A_TRUE["layers-ar"]))
     for p in ("MQA", "MKA", "MVA", "MHA"):
         write_grid(results, f"recall-heads-{p.lower()}", lambda s, p=p: head_value(s, p))
+    write_grid(results, "recall-repeats", repeats_value)
     for row, vals in ABLATION.items():
         g = grid(f"recall-ablation-{row}")
         ResultStore(results / "train" / f"{g.name}.jsonl").append([record(s, vals[s.seed]) for s in g.runs()])
+
+
+def repeats_value(spec) -> float:
+    """The best seed's value of a repeated-keys cell: 0.9 / N_k at one layer (under the guessing bound 1/N_k), above
+    the bound at Lambda 2-4, 0.5 / N_k at Lambda 5 (under it)."""
+    lam, k = spec.model_arg("layers", 1), spec.arg("key_repeats", 1)
+    return 0.9 / k if lam == 1 else 0.5 / k if lam == 5 else min(0.99, 0.9 * (1 + 0.4 * (lam - 1)) / k)
 
 
 def head_value(spec, pattern: str) -> float:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_GRIDS = [p.stem for p in sorted((ROOT / "experiments/grids").glob("recall-*.toml"))
              if p.stem.startswith(("recall-linear-regime1", "recall-linear-regime2", "recall-full-regime1",
                                    "recall-full-regime2", "recall-linear-ar-", "recall-layers", "recall-heads-",
-                                   "recall-ablation-")) and not p.stem.endswith("-coarse")]
+                                   "recall-ablation-", "recall-repeats")) and not p.stem.endswith("-coarse")]
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,20 @@ def test_layers_collapse_uses_n_eff_and_measures_equal_state_pairs(stores):
     assert "a fitted = 1.2" in out.caption and f"the {pairs} pairs" in out.caption and f"is {gap:.3f}" in out.caption
     ar = paper_figures.make("recall-layers-ar", stores)
     assert "a fitted = 1.0" in ar.caption or "a fitted = 0.99" in ar.caption
+
+
+def test_repeats_reads_each_depth_against_the_guessing_bound(stores):
+    """The fixture: one layer at 0.9 / N_k (never above 1/N_k), Lambda 2-4 above it at every N_k >= 2, Lambda 5 at
+    0.5 / N_k (never above); the caption says so cell by cell and the table holds best (mean) per (Lambda, N_k)."""
+    out = paper_figures.make("recall-repeats", stores)
+    assert "one layer, at N_k >= 2: best accuracy over 1/N_k at most 0.90, 0 cells of 4 above the bound" in out.caption
+    assert "Lambda = 2: above at N_k = 2, 3, 4, 5" in out.caption and "Lambda = 5: never above" in out.caption
+    assert "Lambda N = 60" in out.caption and "seeds 3 of 3" in out.caption
+    rows = _md_rows(out.markdown)
+    assert rows["1"][1:] == [f"{0.9 / k:.3f} ({0.9 / k * 0.85:.3f})" for k in range(1, 6)]
+    assert rows["5"][3] == f"{0.5 / 3:.3f} ({0.5 / 3 * 0.85:.3f})"
+    lines = out.figure.axes[0].get_lines()
+    assert list(lines[0].get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])  # the bound, grey
 
 
 def test_equal_state_gap_separates_depth_that_adds_state_from_depth_that_does_not():
@@ -223,7 +237,7 @@ def test_seed_reliability_counts_holes_and_bins(tmp_path, regime):
 
 def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
     for name in ("recall-fig1-regime_1", "recall-collapse-regime_1", "recall-layers", "recall-heads",
-                 "recall-ablation", "recall-seeds-regime_0"):
+                 "recall-ablation", "recall-seeds-regime_0", "recall-repeats"):
         with pytest.raises(MissingResults, match="sweep --grid recall-"):
             paper_figures.make(name, tmp_path)
     lines = paper_figures.render(tmp_path, tmp_path / "out", "recall-fig1-regime_1")
@@ -244,7 +258,7 @@ def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
 
 
 def test_new_grids_expand_to_the_papers_cells():
-    assert len(NEW_GRIDS) == 19  # linear 2, full 2, AR 3, layers 2, heads 4, ablation 6
+    assert len(NEW_GRIDS) == 20  # linear 2, full 2, AR 3, layers 2, heads 4, ablation 6, repeats 1
     lay, heads = grid("recall-layers"), grid("recall-heads-mha")
     assert {(s.d_state, s.model_arg("layers")) for s in lay.runs()} == {(n, x) for n in range(2, 17) for x in range(1, 6)}
     assert all(s.model_arg("residual") and (s.vocab, s.kappa, s.seq_len, s.d_model) == (512, 80, 320, 64)
@@ -290,7 +304,8 @@ def test_a_tiny_cell_of_each_new_grid_trains(name, tmp_path, one_thread):
     g = grid(name)
     cut = (("max_steps", 4), ("train_samples", 4 * 8), ("batch_size", 8), ("val_samples", 16), ("test_samples", 16),
            ("eval_every", 2), ("warmup_steps", 1), ("flat_steps", 1))
-    g = replace(g, d_models=(12,), d_states=(4,), seeds=(0,), models=g.models[-1:],  # 2 x 12 splits into 6 heads
+    g = replace(g, d_models=(12,), d_states=(4,), seeds=(0,), models=g.models[-1:], task_args=g.task_args[-1:],
+                lambda_times_n=0,  # 2 x 12 splits into 6 heads
                 protocol_overrides=tuple(kv for kv in g.protocol_overrides if kv[0] not in dict(cut)) + cut)
     store = ResultStore(tmp_path / f"{name}.jsonl")
     out = run_sweep(g.runs(), store, executor="inline")
