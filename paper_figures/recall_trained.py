@@ -422,17 +422,40 @@ def _repeats_of(c) -> int:
     return dict(c[3]).get("key_repeats", 1)
 
 
+def adjacent_repeat_guess(vocab: int, facts: int, seq_len: int, repeats: int, samples: int = 20_000,
+                          seed: int = 0) -> float:
+    """The accuracy of guessing a key's last value uniformly among its statements that are not followed at once by
+    another statement of the same key (Monte Carlo over ``samples`` sequences of the task).
+
+    A reference beside 1/N_k, not a bound: one linear layer with a width-2 convolution and no decay reads the facts
+    as a sum over windows of two tokens, so the only trace of order it keeps near a value is the token after it;
+    a value followed by its own key is not the last statement. This guess uses that cue and nothing else."""
+    from verify.tasks.mqar import IGNORE, MQARConfig, generate
+
+    t, lab = generate(MQARConfig(facts, vocab, seq_len, num_examples=samples, layout="zoology",
+                                 key_repeats=repeats), seed)
+    keys = t[:, 0:2 * facts * repeats:2]
+    followed = np.concatenate([keys[:, 1:] == keys[:, :-1], np.zeros((samples, 1), bool)], axis=1)
+    rows, pos = np.nonzero(lab != IGNORE)
+    left = ((keys[rows] == t[rows, pos][:, None]) & ~followed[rows]).sum(axis=1)  # >= 1: the last is never followed
+    return float(np.mean(1 / left))
+
+
 def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
     """The appendix's repeated-keys figure: accuracy against N_k (each key stated N_k times, the query asking for the
     last value), one line per Lambda at Lambda N fixed, the best of the seeds (solid) with their mean (dashed), and
     the single-layer guessing bound 1/N_k (grey): without decay one layer sums a key's N_k statements and cannot
-    tell the last apart, so it can at best pick one of them (a reference line in the paper, not a theorem)."""
+    tell the last apart, so it can at best pick one of them (a reference line in the paper, not a theorem). Beside it
+    (grey, dash-dot) ``adjacent_repeat_guess``: the same guess ruling out the statements followed at once by their
+    own key, which a width-2 convolution can see; one layer above 1/N_k but not above it is no evidence of order."""
     g, recs = grid_records(results, name)
     agg = aggregate(recs)
     lams, ks = sorted({_layers_of(c) for c in agg}), sorted({_repeats_of(c) for c in agg})
     fig, ax = plt.subplots(figsize=(COLUMN, 2.3), layout="constrained")
     kk = np.arange(1, max(ks) + 1)
+    cue = {k: adjacent_repeat_guess(g.vocabs[0], g.kappas[0], g.seq_lens[0], k) for k in kk}
     ax.plot(kk, 1 / kk, color="0.6", ls=":", lw=1.2, label="1/N_k")
+    ax.plot(kk, [cue[k] for k in kk], color="0.6", ls="-.", lw=0.8, label="adjacent-repeat guess")
     for i, lam in enumerate(lams):
         cs = sorted((c for c in agg if _layers_of(c) == lam), key=_repeats_of)
         x = [_repeats_of(c) for c in cs]
@@ -445,8 +468,12 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
     above = {lam: [k for c in agg if _layers_of(c) == lam and (k := _repeats_of(c)) > 1
                    and agg[c]["best"] > 1 / k] for lam in lams}
     one = [(_repeats_of(c), agg[c]["best"]) for c in agg if _layers_of(c) == 1 and _repeats_of(c) > 1]
+    over_cue = sorted(k for k, a in one if a > cue[k])
     one_text = (f"one layer, at N_k >= 2: best accuracy over 1/N_k at most {max(a * k for k, a in one):.2f}, "
-                f"{_count(len(above.get(1, [])), 'cell', 'cells')} of {len(one)} above the bound"
+                f"{_count(len(above.get(1, [])), 'cell', 'cells')} of {len(one)} above the bound, "
+                f"{_count(len(over_cue), 'cell', 'cells')} above the adjacent-repeat guess "
+                f"({', '.join(f'{cue[k]:.3f}' for k in sorted(k for k, _ in one))} at N_k = "
+                f"{', '.join(str(k) for k in sorted(k for k, _ in one))})"
                 if one else "no one-layer cell with N_k >= 2 stored")
     deep = [f"Lambda = {lam}: above at N_k = {', '.join(map(str, sorted(v)))}" if v else f"Lambda = {lam}: never above"
             for lam, v in above.items() if lam > 1]
@@ -455,7 +482,9 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
                f"{c0[0]}, Lambda N = {g.lambda_times_n}): each key stated N_k times with different values in a "
                f"random order, the query asking for the last; the simplified linear Mamba with Lambda layers on the "
                f"residual stream, per cell the best validation accuracy of the best seed (solid; dashed: the mean of "
-               f"the seeds); grey, the single-layer guessing bound 1/N_k. The paper's claim: one layer (no decay) "
+               f"the seeds); grey, the single-layer guessing bound 1/N_k (dotted) and the guess that also rules out "
+               f"a statement followed at once by its own key (dash-dot), an order cue a width-2 convolution sees. "
+               f"The paper's claim: one layer (no decay) "
                f"cannot beat 1/N_k, deeper models can. Here {one_text}; {'; '.join(deep) or 'no deeper cell stored'}."
                f" {_runs_note(g, recs)}.")
     rows = [[lam, *[next((f"{v['best']:.3f} ({v['mean']:.3f})" for c, v in agg.items()

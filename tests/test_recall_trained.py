@@ -106,7 +106,8 @@ def test_repeats_reads_each_depth_against_the_guessing_bound(stores):
     """The fixture: one layer at 0.9 / N_k (never above 1/N_k), Lambda 2-4 above it at every N_k >= 2, Lambda 5 at
     0.5 / N_k (never above); the caption says so cell by cell and the table holds best (mean) per (Lambda, N_k)."""
     out = paper_figures.make("recall-repeats", stores)
-    assert "one layer, at N_k >= 2: best accuracy over 1/N_k at most 0.90, 0 cells of 4 above the bound" in out.caption
+    assert "one layer, at N_k >= 2: best accuracy over 1/N_k at most 0.90, 0 cells of 4 above the bound, 0 cells " \
+           "above the adjacent-repeat guess" in out.caption
     assert "Lambda = 2: above at N_k = 2, 3, 4, 5" in out.caption and "Lambda = 5: never above" in out.caption
     assert "Lambda N = 60" in out.caption and "seeds 3 of 3" in out.caption
     rows = _md_rows(out.markdown)
@@ -114,6 +115,17 @@ def test_repeats_reads_each_depth_against_the_guessing_bound(stores):
     assert rows["5"][3] == f"{0.5 / 3:.3f} ({0.5 / 3 * 0.85:.3f})"
     lines = out.figure.axes[0].get_lines()
     assert list(lines[0].get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])  # the bound, grey
+
+
+def test_adjacent_repeat_guess():
+    """One statement per key: nothing to guess (1). One key: every statement but the last is followed by the key,
+    so the cue alone finds the last (1). Many keys: the cue rarely fires, so the guess sits a little above 1/N_k, and
+    never below it (it rules statements out, never in)."""
+    assert rt.adjacent_repeat_guess(512, 10, 128, 1, samples=500) == 1.0
+    assert rt.adjacent_repeat_guess(64, 1, 12, 4, samples=200) == 1.0
+    for k in (2, 3, 5):
+        g = rt.adjacent_repeat_guess(512, 10, 128, k, samples=4000)
+        assert 1 / k < g < 1.2 / k
 
 
 def test_equal_state_gap_separates_depth_that_adds_state_from_depth_that_does_not():
