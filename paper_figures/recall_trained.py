@@ -463,13 +463,13 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
                 label=f"Λ = {lam}, N = {cs[0][1]}")
         ax.plot(x, [agg[c]["mean"] for c in cs], "--", color=f"C{i}", lw=0.7, alpha=0.7)
     ax.set(xlabel="N_k (statements of each key)", ylabel="validation accuracy", ylim=(0, 1.02), xticks=ks)
-    ax.legend(fontsize=5, ncol=2)
+    ax.legend(fontsize=5, ncol=2, loc="lower left", framealpha=0.8)
     ax.set_title(f"best of {_count(_seeds(recs), 'seed', 'seeds')} (solid), mean (dashed)", fontsize=7)
     above = {lam: [k for c in agg if _layers_of(c) == lam and (k := _repeats_of(c)) > 1
                    and agg[c]["best"] > 1 / k] for lam in lams}
     one = [(_repeats_of(c), agg[c]["best"]) for c in agg if _layers_of(c) == 1 and _repeats_of(c) > 1]
     over_cue = sorted(k for k, a in one if a > cue[k])
-    one_text = (f"one layer, at N_k >= 2: best accuracy over 1/N_k at most {max(a * k for k, a in one):.2f}, "
+    one_text = (f"one layer, at N_k >= 2: best accuracy at most {max(a * k for k, a in one):.2f} times 1/N_k, "
                 f"{_count(len(above.get(1, [])), 'cell', 'cells')} of {len(one)} above the bound, "
                 f"{_count(len(over_cue), 'cell', 'cells')} above the adjacent-repeat guess "
                 f"({', '.join(f'{cue[k]:.3f}' for k in sorted(k for k, _ in one))} at N_k = "

@@ -106,7 +106,7 @@ def test_repeats_reads_each_depth_against_the_guessing_bound(stores):
     """The fixture: one layer at 0.9 / N_k (never above 1/N_k), Lambda 2-4 above it at every N_k >= 2, Lambda 5 at
     0.5 / N_k (never above); the caption says so cell by cell and the table holds best (mean) per (Lambda, N_k)."""
     out = paper_figures.make("recall-repeats", stores)
-    assert "one layer, at N_k >= 2: best accuracy over 1/N_k at most 0.90, 0 cells of 4 above the bound, 0 cells " \
+    assert "one layer, at N_k >= 2: best accuracy at most 0.90 times 1/N_k, 0 cells of 4 above the bound, 0 cells " \
            "above the adjacent-repeat guess" in out.caption
     assert "Lambda = 2: above at N_k = 2, 3, 4, 5" in out.caption and "Lambda = 5: never above" in out.caption
     assert "Lambda N = 60" in out.caption and "seeds 3 of 3" in out.caption
