@@ -94,6 +94,8 @@ def test_zoology_bad_input(kw, needle):
         generate(MQARConfig(num_examples=2, layout="zoology", **kw), 0)
     with pytest.raises(RequirementError, match="layout"):
         generate(MQARConfig(4, 64, 16, layout="nope"), 0)
+    with pytest.raises(RequirementError, match="key_repeats is an option of layout 'zoology'"):
+        generate(MQARConfig(4, 64, 16, key_repeats=2), 0)
 
 
 @pytest.mark.parametrize("nf,V,L,R", [(10, 512, 128, 5), (10, 512, 128, 2), (3, 64, 40, 4), (4, 64, 32, 3)])

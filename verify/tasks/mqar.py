@@ -65,6 +65,9 @@ class MQARConfig:
 
     def validate(self) -> None:
         require(self.layout in LAYOUTS, f"MQAR layout must be one of {LAYOUTS}, got {self.layout!r}")
+        require(self.layout == "zoology" or self.key_repeats == 1,
+                f"key_repeats is an option of layout 'zoology', got key_repeats={self.key_repeats} with layout "
+                f"{self.layout!r}")
         if self.layout == "zoology":
             return _validate_zoology(self)
         require(self.kappa >= 1, f"MQAR needs kappa >= 1, got kappa={self.kappa}")
