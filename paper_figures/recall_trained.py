@@ -450,36 +450,33 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
     own key, which a width-2 convolution can see; one layer above 1/N_k but not above it is no evidence of order."""
     g, recs = grid_records(results, name)
     agg = aggregate(recs)
-    lams, ks = sorted({_layers_of(c) for c in agg}), sorted({_repeats_of(c) for c in agg})
+    by = {(_layers_of(c), _repeats_of(c)): v for c, v in agg.items()}  # (Lambda, N_k) -> the cell's values
+    lams, ks = sorted({lam for lam, _ in by}), sorted({k for _, k in by})
     fig, ax = plt.subplots(figsize=(COLUMN, 2.3), layout="constrained")
     kk = np.arange(1, max(ks) + 1)
     cue = {k: adjacent_repeat_guess(g.vocabs[0], g.kappas[0], g.seq_lens[0], k) for k in kk}
     ax.plot(kk, 1 / kk, color="0.6", ls=":", lw=1.2, label="1/N_k")
     ax.plot(kk, [cue[k] for k in kk], color="0.6", ls="-.", lw=0.8, label="adjacent-repeat guess")
     for i, lam in enumerate(lams):
-        cs = sorted((c for c in agg if _layers_of(c) == lam), key=_repeats_of)
-        x = [_repeats_of(c) for c in cs]
-        ax.plot(x, [agg[c]["best"] for c in cs], "o-", color=f"C{i}", ms=3, lw=1,
-                label=f"Λ = {lam}, N = {cs[0][1]}")
-        ax.plot(x, [agg[c]["mean"] for c in cs], "--", color=f"C{i}", lw=0.7, alpha=0.7)
+        x = [k for k in ks if (lam, k) in by]
+        ax.plot(x, [by[lam, k]["best"] for k in x], "o-", color=f"C{i}", ms=3, lw=1,
+                label=f"Λ = {lam}, N = {g.lambda_times_n // lam}")
+        ax.plot(x, [by[lam, k]["mean"] for k in x], "--", color=f"C{i}", lw=0.7, alpha=0.7)
     ax.set(xlabel="N_k (statements of each key)", ylabel="validation accuracy", ylim=(0, 1.02), xticks=ks)
     ax.legend(fontsize=5, ncol=2, loc="lower left", framealpha=0.8)
     ax.set_title(f"best of {_count(_seeds(recs), 'seed', 'seeds')} (solid), mean (dashed)", fontsize=7)
-    above = {lam: [k for c in agg if _layers_of(c) == lam and (k := _repeats_of(c)) > 1
-                   and agg[c]["best"] > 1 / k] for lam in lams}
-    one = [(_repeats_of(c), agg[c]["best"]) for c in agg if _layers_of(c) == 1 and _repeats_of(c) > 1]
+    above = {lam: sorted(k for (m, k), v in by.items() if m == lam and k > 1 and v["best"] > 1 / k) for lam in lams}
+    one = sorted((k, v["best"]) for (m, k), v in by.items() if m == 1 and k > 1)
     over_cue = sorted(k for k, a in one if a > cue[k])
     one_text = (f"one layer, at N_k >= 2: best accuracy at most {max(a * k for k, a in one):.2f} times 1/N_k, "
                 f"{_count(len(above.get(1, [])), 'cell', 'cells')} of {len(one)} above the bound, "
                 f"{_count(len(over_cue), 'cell', 'cells')} above the adjacent-repeat guess "
-                f"({', '.join(f'{cue[k]:.3f}' for k in sorted(k for k, _ in one))} at N_k = "
-                f"{', '.join(str(k) for k in sorted(k for k, _ in one))})"
+                f"({', '.join(f'{cue[k]:.3f}' for k, _ in one)} at N_k = {', '.join(str(k) for k, _ in one)})"
                 if one else "no one-layer cell with N_k >= 2 stored")
-    deep = [f"Lambda = {lam}: above at N_k = {', '.join(map(str, sorted(v)))}" if v else f"Lambda = {lam}: never above"
+    deep = [f"Lambda = {lam}: above at N_k = {', '.join(map(str, v))}" if v else f"Lambda = {lam}: never above"
             for lam, v in above.items() if lam > 1]
-    c0 = next(iter(agg))
     caption = (f"Koren et al.'s repeated keys (V = {g.vocabs[0]}, L = {g.seq_lens[0]}, N_f = {g.kappas[0]}, D = "
-               f"{c0[0]}, Lambda N = {g.lambda_times_n}): each key stated N_k times with different values in a "
+               f"{g.d_models[0]}, Lambda N = {g.lambda_times_n}): each key stated N_k times with different values in a "
                f"random order, the query asking for the last; the simplified linear Mamba with Lambda layers on the "
                f"residual stream, per cell the best validation accuracy of the best seed (solid; dashed: the mean of "
                f"the seeds); grey, the single-layer guessing bound 1/N_k (dotted) and the guess that also rules out "
@@ -487,8 +484,8 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
                f"The paper's claim: one layer (no decay) "
                f"cannot beat 1/N_k, deeper models can. Here {one_text}; {'; '.join(deep) or 'no deeper cell stored'}."
                f" {_runs_note(g, recs)}.")
-    rows = [[lam, *[next((f"{v['best']:.3f} ({v['mean']:.3f})" for c, v in agg.items()
-                          if _layers_of(c) == lam and _repeats_of(c) == k), "") for k in ks]] for lam in lams]
+    rows = [[lam, *[f"{by[lam, k]['best']:.3f} ({by[lam, k]['mean']:.3f})" if (lam, k) in by else "" for k in ks]]
+            for lam in lams]
     tex, md = table(["Λ \\ N_k", *map(str, ks)], rows, caption)
     return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)
 

@@ -81,7 +81,9 @@ def test_zoology_ar():
     (dict(kappa=16, vocab_size=512, seq_len=60), "L >= 2 N_f N_k + 2 N_f"),
     (dict(kappa=10, vocab_size=512, seq_len=118, key_repeats=5), "L >= 2 N_f N_k + 2 N_f (the facts, then one query "
                                                                   "slot per key) = 120"),
-    (dict(kappa=4, vocab_size=512, seq_len=16, key_repeats=0), "key_repeats N_k >= 1"),
+    (dict(kappa=4, vocab_size=512, seq_len=16, key_repeats=0), "key_repeats N_k an integer >= 1, got key_repeats=0"),
+    (dict(kappa=4, vocab_size=512, seq_len=32, key_repeats=2.5), "an integer >= 1, got key_repeats=2.5"),
+    (dict(kappa=4, vocab_size=512, seq_len=32, key_repeats=True), "an integer >= 1, got key_repeats=True"),
     (dict(kappa=4, vocab_size=512, seq_len=9, reduce_to_ar=True, key_repeats=2), "key_repeats = 1"),
     (dict(kappa=10, vocab_size=64, seq_len=62, key_repeats=4), "N_f N_k <= V - V//2"),
     (dict(kappa=4, vocab_size=512, seq_len=33), "even seq_len"),

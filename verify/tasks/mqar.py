@@ -24,6 +24,7 @@ query asking for the last). The default ``layout="disjoint"`` is the generator a
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -225,7 +226,8 @@ def _validate_zoology(c: MQARConfig) -> None:
     require(c.query_passes == 1, f"zoology MQAR queries each key once (query_passes = 1), got {c.query_passes}")
     require(K <= V // 2 - 1, f"zoology MQAR needs N_f <= V//2 - 1 keys in {{1..V//2-1}}, got N_f={K}, V={V}")
     R = c.key_repeats
-    require(R >= 1, f"zoology MQAR needs key_repeats N_k >= 1, got key_repeats={R}")
+    require(isinstance(R, numbers.Integral) and not isinstance(R, bool) and R >= 1,
+            f"zoology MQAR needs key_repeats N_k an integer >= 1, got key_repeats={R!r}")
     require(R == 1 or not c.reduce_to_ar, f"zoology AR states each key once (key_repeats = 1), got key_repeats={R}")
     require(K * R <= V - V // 2, f"zoology MQAR draws its N_f N_k = {K * R} values without replacement from the "
                                  f"{V - V // 2} of {{V//2..V-1}}: needs N_f N_k <= V - V//2, got N_f={K}, "

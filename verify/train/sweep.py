@@ -131,8 +131,6 @@ class Grid:
                                 for n in ns:
                                     if self.n_at_most_d and n > d:
                                         continue
-                                    if self.lambda_times_n and dict(model).get("layers", 1) * n != self.lambda_times_n:
-                                        continue
                                     for lr in lrs:
                                         for seed in self.seeds:
                                             out.append(RunSpec(
@@ -140,6 +138,10 @@ class Grid:
                                                 d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
                                                 conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
                                                 task_args=tuple(sorted(targs)), model=model))
+        if self.lambda_times_n:
+            from verify.train.recall_models import layers
+
+            out = [s for s in out if layers(s) * s.d_state == self.lambda_times_n]
         return out
 
 
