@@ -71,6 +71,20 @@ def test_the_first_update_is_the_cosine_rate_with_adams_bias_correction(start):
         assert moved == pytest.approx(lr * gain, rel=1e-4), (j, moved, lr * gain)
 
 
+@pytest.mark.parametrize("block_elems", [1, 10, 35, 2 ** 24])
+def test_scored_positions_in_blocks_are_the_whole_set_nonzero(block_elems):
+    g = torch.Generator().manual_seed(3)
+    labels = torch.full((23, 7), IGNORE)
+    for r in range(23):  # three scored positions a row, at random
+        labels[r, torch.randperm(7, generator=g)[:3]] = r
+    got = scored_positions(labels, block_elems=block_elems)
+    assert got.dtype == torch.int16
+    assert torch.equal(got.long(), (labels != IGNORE).nonzero()[:, 1].view(23, 3))
+    labels[22, (labels[22] == IGNORE).nonzero()[0, 0]] = 1  # the last row, in the last block, scores 4
+    with pytest.raises(RequirementError, match="this task scores 3-4"):
+        scored_positions(labels, block_elems=block_elems)
+
+
 def test_training_needs_equal_scored_positions_per_sequence():
     labels = torch.full((3, 5), IGNORE)
     labels[0, 1] = labels[1, 2] = labels[2, 3] = 1

@@ -89,24 +89,36 @@ class Adam:
             self.m[k].copy_(st["m"][k]), self.v[k].copy_(st["v"][k])
 
 
-def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+def scored_positions(labels: torch.Tensor, block_elems: int = 2 ** 24) -> torch.Tensor:
     """(n, q): the q scored positions (labels != IGNORE) of every sequence, ascending; every sequence must score the
-    same number (it does for every registered task), so that a batch's scored positions have a fixed shape."""
-    mask = labels != IGNORE
-    counts = mask.sum(1)
-    require(bool((counts == counts[0]).all()), f"training needs every sequence to score the same number of "
-                                               f"positions; this task scores {int(counts.min())}-{int(counts.max())}")
-    return mask.nonzero()[:, 1].view(labels.shape[0], -1)
+    same number (it does for every registered task), so that a batch's scored positions have a fixed shape.
+
+    int16 where the sequence length fits (``pack_loss`` casts a batch's rows), found in blocks of at most
+    ``block_elems`` labels: ``nonzero`` on CUDA takes an int64 buffer the size of its input, 2.4 GiB for the paper's
+    2.56M training sequences of 128 tokens (Koren et al.'s regime_1), enough to run a GPU shared by twenty training
+    processes out of memory; held as int64 the positions alone would take 0.66 GB a process there."""
+    n, L = labels.shape
+    q = int((labels[:1] != IGNORE).sum()) if n else 0
+    out = torch.empty(n, q, dtype=torch.int16 if L <= 2 ** 15 else torch.long, device=labels.device)
+    rows = max(1, block_elems // max(1, L))
+    for a in range(0, n, rows):
+        mask = labels[a:a + rows] != IGNORE
+        counts = mask.sum(1)
+        require(bool((counts == q).all()), f"training needs every sequence to score the same number of positions; "
+                                           f"this task scores {min(q, int(counts.min()))}-{max(q, int(counts.max()))}")
+        out[a:a + rows] = mask.nonzero()[:, 1].view(-1, q)
+    return out
 
 
 def pack_loss(model, tokens: torch.Tensor, labels: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor,
               label_smoothing: float = 0.0):
     """Per-model mean cross-entropy (with ``label_smoothing``) over the scored positions of rows ``idx`` (K, b) of
-    (tokens, labels) (any integer dtype: the rows taken are cast to int64)."""
+    (tokens, labels) (any integer dtype: the rows taken are cast to int64; so are their scored positions ``qpos``,
+    from ``scored_positions``)."""
     K, b = idx.shape
     L = tokens.shape[1]
     h = model.hidden(tokens[idx].long())  # (K, b, L, d)
-    flat = (qpos[idx] + torch.arange(b, device=idx.device)[:, None] * L).view(K, -1)  # (K, b q), row-major
+    flat = (qpos[idx].long() + torch.arange(b, device=idx.device)[:, None] * L).view(K, -1)  # (K, b q), row-major
     hq = h.reshape(K, b * L, h.shape[-1]).gather(1, flat[..., None].expand(-1, -1, h.shape[-1]))
     logits = torch.einsum("kqd,kcd->kqc", hq, model.readout)
     tgt = labels[idx].long().reshape(K, b * L).gather(1, flat)
