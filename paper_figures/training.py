@@ -987,7 +987,8 @@ def replicates_table(results: Path) -> Rendered:
     """Runs trained twice: a run (``_replicate_key``: seed, data, initialization, protocol up to its name and
     precision) that two stores of ``<results>/train/`` both hold, per pair of stores and cell (mixer, |V|, kappa, d,
     N): how far the two test accuracies are apart and how many runs each copy solved. The calibration re-trains fig2
-    cells, fig2-loss-rerun all of fig2-loss, fig2-tf32 all of it in TF32, fig2-tf32-ray all of fig2-tf32."""
+    cells, fig2-loss-rerun all of fig2-loss, fig2-tf32 all of it in TF32, fig2-tf32-ray all of fig2-tf32,
+    recall-repeats-cpu 12 recall-repeats runs on the CPU."""
     from itertools import combinations
 
     from verify.train.store import ResultStore
