@@ -73,6 +73,13 @@ def _write(tmp_path, text: str, name: str = "g") -> Path:
     (lambda t: t.replace("kappas = [2]", "kappas = [0]"), "a run of this grid is invalid: MQAR needs kappa >= 1"),
     (lambda t: t + "lambda_times_n = 0\n", "key 'lambda_times_n' must be an integer >= 1, got 0"),
     (lambda t: t + "lambda_times_n = 7\n", "the grid has no run (key 'lambda_times_n' = 7"),
+    (lambda t: t + "seq_len_per_kappa = 2\n", "keys 'kappas' and 'seq_len_per_kappa' exclude each other"),
+    (lambda t: t.replace("kappas = [2]\n", "") + "seq_len_per_kappa = 0\n",
+     "key 'seq_len_per_kappa' must be an integer >= 1, got 0"),
+    (lambda t: t.replace("kappas = [2]\n", "") + "seq_len_per_kappa = 7\n",
+     "key 'seq_len_per_kappa' = 7 must divide every sequence length"),
+    (lambda t: t + "vocab_above_seq_len = 1\n", "key 'vocab_above_seq_len' must be true or false, got 1"),
+    (lambda t: t + "vocab_above_seq_len = true\n", "'vocab_above_seq_len' leaves no cell"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_file_and_the_key(tmp_path, edit, message):
     p = _write(tmp_path, edit(SMOKE))
@@ -109,3 +116,28 @@ def test_lambda_times_n_keeps_the_cells_of_fixed_total_state(tmp_path):
     text = (GRID_DIR / "recall-repeats.toml").read_text().replace("lambda_times_n = 60\n", "")
     assert len(load_grid(_write(tmp_path, text)).runs()) == 5 * 5 * 5 * 3
 
+
+
+def test_the_v_x_l_grid_ties_kappa_to_the_length_and_skips_v_at_most_l(tmp_path):
+    """recall-vocab-long (Koren et al.'s large-vocabulary grid): N_f = L / 4 at L = 1000..4000, ten V from 1002 to
+    50000, the cells with L >= V skipped (31 of 40), one seed, D 150, N 75; a sweep's --kappas picks an L's cells."""
+    from verify.train.cli import _select
+
+    runs = grid("recall-vocab-long").runs()
+    vocabs = (1002, 1548, 2390, 3688, 5696, 8796, 13582, 20970, 32382, 50000)
+    want = {(v, t, t // 4) for v in vocabs for t in (1000, 2000, 3000, 4000) if v > t}
+    assert {(s.vocab, s.seq_len, s.kappa) for s in runs} == want and len(runs) == len(want) == 31
+    assert {(s.d_model, s.d_state, s.seed, s.protocol.name) for s in runs} == {(150, 75, 0, "koren-vocab-long")}
+    text = (GRID_DIR / "recall-vocab-long.toml").read_text().replace("vocab_above_seq_len = true\n", "")
+    unfiltered = load_grid(_write(tmp_path, text)).runs()
+    assert len(unfiltered) == 40
+    from verify.train import registry
+    for s in unfiltered:
+        if s.vocab <= s.seq_len:  # the 9 cells the filter skips: the task refuses them
+            with pytest.raises(RequirementError, match="zoology MQAR needs (V > L|N_f <= V//2 - 1)"):
+                registry.validate(s)
+    import argparse
+    args = argparse.Namespace(mixers=None, kappas=[250], vocabs=None, seeds=None)
+    assert {(s.seq_len, s.kappa) for s in _select(grid("recall-vocab-long"), args)} == {(1000, 250)}
+    with pytest.raises(RequirementError, match="--kappas 16: grid recall-vocab-long has 250, 500, 750, 1000"):
+        _select(grid("recall-vocab-long"), argparse.Namespace(mixers=None, kappas=[16], vocabs=None, seeds=None))

@@ -161,7 +161,8 @@ def test_the_protocol_sets_the_matmul_precision_and_is_in_the_run_key(name, tf32
 
 def test_the_train_split_is_held_as_int16_and_trains_as_the_int64_one():
     """datasets() holds the train split as int16 (the generator's int64 values, unchanged); Stepper on it gives the
-    losses and parameters of Stepper on the int64 split, bitwise; values that do not fit int16 stay int64."""
+    losses and parameters of Stepper on the int64 split, bitwise; values that do not fit int16 are held as int32
+    (|V| up to 2^31: Koren et al.'s V x L grid reaches 50000), the rest stay int64, each value unchanged."""
     from verify.train.loop import _compact
 
     proto = protocol("smoke", max_steps=12, train_samples=64, batch_size=16)
@@ -172,14 +173,22 @@ def test_the_train_split_is_held_as_int16_and_trains_as_the_int64_one():
     tok, lab = t.generate(t.config(specs[0], proto.train_samples), (specs[0].data_seed, 0))
     assert (train[0].numpy() == tok).all() and (train[1].numpy() == lab).all()
     runs = []
-    for data in (train, (torch.from_numpy(tok), torch.from_numpy(lab))):
+    for data in (train, (torch.from_numpy(tok), torch.from_numpy(lab)),
+                 (torch.from_numpy(tok.astype(np.int32)), torch.from_numpy(lab.astype(np.int32)))):
         model = build_model(specs, "cpu")
         stepper = Stepper(model, Adam(model.params, model.masks, True), data, [s.seed for s in specs], proto,
                           [s.lr for s in specs], 0, graph=False)
         runs.append(([stepper(s) for s in range(6)], {k: v.detach().clone() for k, v in model.params.items()}))
-    for a, b in zip(runs[0][0], runs[1][0]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for k in runs[0][1]:
-        torch.testing.assert_close(runs[0][1][k], runs[1][1][k], rtol=0, atol=0)
-    assert _compact(np.array([0, 1 << 15], dtype=np.int64)).dtype == torch.int64
-    assert _compact(np.array([-(1 << 15), (1 << 15) - 1], dtype=np.int64)).dtype == torch.int16
+    for other in runs[1:]:
+        for a, b in zip(runs[0][0], other[0]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for k in runs[0][1]:
+            torch.testing.assert_close(runs[0][1][k], other[1][k], rtol=0, atol=0)
+    for values, dtype in (([-(1 << 15), (1 << 15) - 1], torch.int16), ([-100, 1 << 15], torch.int32),
+                          ([-(1 << 15) - 1, 0], torch.int32), ([-100, 49_999], torch.int32),
+                          ([-(1 << 31), (1 << 31) - 1], torch.int32), ([0, 1 << 31], torch.int64),
+                          ([-(1 << 31) - 1, 0], torch.int64), ([], torch.int16)):
+        x = np.array(values, dtype=np.int64)
+        held = _compact(x)
+        assert held.dtype == dtype, (values, held.dtype)
+        assert (held.long().numpy() == x).all()

@@ -246,7 +246,8 @@ def _interrupted(e: BaseException, what: str) -> int:
 
 def _select(g, args) -> list[RunSpec]:
     """The grid's runs that the filters keep; a filter value the grid does not have is bad input."""
-    for flag, values, have in (("--mixers", args.mixers, g.mixers), ("--kappas", args.kappas, g.kappas),
+    kappas = sorted({k for v in g.vocabs for k, _ in g.cells(v)})
+    for flag, values, have in (("--mixers", args.mixers, g.mixers), ("--kappas", args.kappas, kappas),
                                ("--vocabs", args.vocabs, g.vocabs)):
         for v in values or ():
             require(v in have, f"{flag} {v}: grid {g.name} has {', '.join(map(str, have))}")

@@ -36,6 +36,10 @@ models              list of tables          model variants, one grid axis (e.g. 
 n_at_most_d         bool                    only cells with N <= d (Koren et al.'s D-N grids) (false)
 lambda_times_n      int >= 1                only cells whose layers x N is this (Koren et al.'s Lambda x N_k
                                             grid fixes Lambda N = 60) (absent: every cell)
+seq_len_per_kappa   int >= 1                kappa = T / this for each T, instead of ``kappas`` (Koren et
+                                            al.'s V x L grid: L = 4 N_f) (absent: ``kappas``)
+vocab_above_seq_len bool                    only cells with |V| > T (zoology's task needs it; the V x L grid
+                                            skips the others as the paper does) (false)
 =================== ======================= ==============================================================
 
 ``d_models`` and ``d_multipliers`` exclude each other, as do ``d_states`` and ``n_rule`` / ``n_multipliers``, and
@@ -104,6 +108,8 @@ GRID_KEYS = {
     "reuses": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of grid names"),
     "model": _is(dict, "a table"), "n_at_most_d": _is(bool, "true or false"),
     "lambda_times_n": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "seq_len_per_kappa": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "vocab_above_seq_len": _is(bool, "true or false"),
     "models": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v),
                "a non-empty list of tables"),
 }
@@ -180,6 +186,13 @@ def _check_values(data: dict, path: Path, fail) -> None:
         fail("key 'd_states' excludes 'n_rule' and 'n_multipliers' (explicit N values, or N by rule)")
     if "model" in data and "models" in data:
         fail("keys 'model' and 'models' exclude each other (one model, or a list of model variants)")
+    if "seq_len_per_kappa" in data:
+        if "kappas" in data:
+            fail("keys 'kappas' and 'seq_len_per_kappa' exclude each other (explicit kappa values, or kappa = T / it)")
+        r = data["seq_len_per_kappa"]
+        for t in data.get("seq_lens", [100]):
+            if t % r:
+                fail(f"key 'seq_len_per_kappa' = {r} must divide every sequence length, got seq_lens {t}")
     base = PROTOCOLS[data["protocol"]]
     names = sorted(f.name for f in fields(Protocol) if isinstance(getattr(base, f.name), (int, float, str))
                    and f.name != "name")

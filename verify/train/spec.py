@@ -107,12 +107,21 @@ KOREN_HEADS = replace(KOREN_LAYERS, name="koren-heads", clip=5.0)
 # all; our choice, as above: at batch 32 a validation of 10^4 sequences every 100 steps would cost more than training)
 KOREN_REPEATS = replace(KOREN_LINEAR, name="koren-repeats", batch_size=32, train_samples=7500 * 32, max_steps=7500,
                         eval_every=250, lrs=(3e-3,), warmup_steps=500, flat_steps=2000, weight_decay=0.1, clip=1.0)
+# the appendix's V x L large-vocabulary grid: micro-batches of 5 accumulated 4 times, taken here as one step of batch
+# 20 (the same gradient: every sequence scores N_f = L/4 queries, so the mean over 20 sequences is the mean of the 4
+# micro-batch means), 12000 steps (500 / 3500 / 8000), lr 3e-3, no weight decay, clip 2.5, one seed; validation every
+# 500 steps (24 in all; our choice, as above: a validation of 10^4 sequences of up to 4000 tokens scored against up
+# to 50000 logits costs more than 500 training steps)
+KOREN_VOCAB_LONG = replace(KOREN_LINEAR, name="koren-vocab-long", batch_size=20, train_samples=12_000 * 20,
+                           max_steps=12_000, eval_every=500, lrs=(3e-3,), warmup_steps=500, flat_steps=3500,
+                           clip=2.5, n_seeds=1)
 # the same rules at a CPU-test size
 KOREN_SMOKE = replace(KOREN_LINEAR, name="koren-smoke", batch_size=32, train_samples=300 * 32, val_samples=256,
                       test_samples=256, max_steps=300, eval_every=50, warmup_steps=20, flat_steps=80, lrs=(1e-2,),
                       n_seeds=1)
 PROTOCOLS = {p.name: p for p in (REFERENCE, BUDGETED, BUDGETED_LOSS, BUDGETED_LOSS_TF32, SMOKE, KOREN_LINEAR,
-                                 KOREN_FULL, KOREN_MECH, KOREN_LAYERS, KOREN_HEADS, KOREN_REPEATS, KOREN_SMOKE)}
+                                 KOREN_FULL, KOREN_MECH, KOREN_LAYERS, KOREN_HEADS, KOREN_REPEATS, KOREN_VOCAB_LONG,
+                                 KOREN_SMOKE)}
 STOPS = ("val_loss", "val_acc", "val_acc_above")
 
 

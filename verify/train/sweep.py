@@ -112,6 +112,14 @@ class Grid:
     n_at_most_d: bool = False  # only cells with d_state <= d_model (Koren et al.'s D-N grids skip N > D)
     models: tuple[tuple, ...] = ()  # model variants, one grid axis (each like ``model``); empty: (model,)
     lambda_times_n: int = 0  # > 0: only cells with layers x d_state equal to it (Koren et al.'s Lambda x N_k grid)
+    seq_len_per_kappa: int = 0  # > 0: kappa = T / it for each T, instead of kappas (Koren et al.'s V x L grid)
+    vocab_above_seq_len: bool = False  # only cells with vocab > seq_len (zoology's task needs it)
+
+    def cells(self, vocab: int) -> list[tuple[int, int]]:
+        """The (kappa, T) pairs of the grid at |V| = ``vocab``, kappa-major."""
+        pairs = ([(T // self.seq_len_per_kappa, T) for T in self.seq_lens] if self.seq_len_per_kappa else
+                 [(kappa, T) for kappa in self.kappas for T in self.seq_lens])
+        return [(k, T) for k, T in pairs if not self.vocab_above_seq_len or vocab > T]
 
     def runs(self) -> list[RunSpec]:
         proto = protocol(self.protocol, **dict(self.protocol_overrides))
@@ -121,23 +129,22 @@ class Grid:
         for mixer in self.mixers:
             gate = registry.mixer(mixer).gate_default if self.gate is None else self.gate
             for vocab in self.vocabs:
-                for kappa in self.kappas:
+                for kappa, T in self.cells(vocab):
                     ds = self.d_models or d_grid(mixer, kappa, vocab, self.d_multipliers, self.task)
                     ns = self.d_states or sorted({max(1, math.ceil(m * n_base(mixer, kappa, vocab, self.n_rule, self.task)))
                                                   for m in self.n_multipliers})
-                    for T in self.seq_lens:
-                        for targs, model in variants:
-                            for d in ds:
-                                for n in ns:
-                                    if self.n_at_most_d and n > d:
-                                        continue
-                                    for lr in lrs:
-                                        for seed in self.seeds:
-                                            out.append(RunSpec(
-                                                task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
-                                                d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
-                                                conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
-                                                task_args=tuple(sorted(targs)), model=model))
+                    for targs, model in variants:
+                        for d in ds:
+                            for n in ns:
+                                if self.n_at_most_d and n > d:
+                                    continue
+                                for lr in lrs:
+                                    for seed in self.seeds:
+                                        out.append(RunSpec(
+                                            task=self.task, mixer=mixer, vocab=vocab, kappa=kappa, seq_len=T,
+                                            d_model=d, d_state=n, seed=seed, lr=lr, protocol=proto, gate=gate,
+                                            conv=self.conv, proj=self.proj, d_conv=self.d_conv, expand=self.expand,
+                                            task_args=tuple(sorted(targs)), model=model))
         if self.lambda_times_n:
             from verify.train.recall_models import layers
 
@@ -164,7 +171,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     except (RequirementError, ValueError) as e:
         raise RequirementError(f"{files.display(Path(path))}: a run of this grid is invalid: {e}") from None
     require(bool(seen), f"{files.display(Path(path))}: the grid has no run (key 'lambda_times_n' = "
-                        f"{g.lambda_times_n} or 'n_at_most_d' leaves no cell)")
+                        f"{g.lambda_times_n}, 'n_at_most_d' or 'vocab_above_seq_len' leaves no cell)")
     return g
 
 
