@@ -62,6 +62,8 @@ FIGURES: dict[str, Entry] = {e.name: e for e in (
           partial(recall_trained.layers, name="recall-layers-ar"), training=True),
     Entry("recall-repeats", "recall", "Trained repeated keys (Lambda x N_k): recall of the last value against the "
           "guessing bound 1/N_k", recall_trained.repeats, training=True),
+    Entry("recall-vocab-long", "recall", "Trained large vocabulary and long context (V x L): accuracy against V, "
+          "the probit slope against m_V", recall_trained.vocab_long, training=True),
     Entry("recall-heads", "recall", "Trained multi-head grids (MQA, MKA, MVA, MHA)", recall_trained.heads,
           training=True),
     Entry("recall-ablation", "recall", "Circuit-minimality ablation (Base, rows A-E)", recall_trained.ablation,

@@ -182,11 +182,13 @@ def _seeds(recs) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def _runs_note(g, recs) -> str:
+def _runs_note(g, recs, cells_of=None) -> str:
+    """What was run: the protocol, the seeds and the cells stored (cells by ``cell_of``, or the keys of
+    ``cells_of(recs)`` for grids whose cells differ in more than D, N, model and task variant)."""
     from paper_figures.training import _meta
 
     p = g.runs()[0].protocol
-    cells = len({cell_of(r["spec"]) for r in recs})
+    cells = len(cells_of(recs)) if cells_of else len({cell_of(r["spec"]) for r in recs})
     grid_cells = len(g.runs()) // len(g.seeds)
     part = f"; {cells} of the grid's {grid_cells} cells stored" if cells < grid_cells else ""
     return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {_seeds(recs)} of "
@@ -488,6 +490,100 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
             for lam in lams]
     tex, md = table(["Λ \\ N_k", *map(str, ks)], rows, caption)
     return Rendered(caption + " Table: best (mean) of the seeds per cell.", figure=fig, latex=tex, markdown=md)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Large vocabulary and long context (V x L)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _vocab_length_cells(recs: list[dict]) -> dict[tuple[int, int], dict]:
+    """{(V, L): {"best", "mean", "seeds"}}: the V x L grid's cells (one D and N), the best of the seeds with the mean."""
+    per: dict[tuple[int, int], dict[int, float]] = {}
+    for r in recs:
+        s = r["spec"]
+        seeds = per.setdefault((s["vocab"], s["seq_len"]), {})
+        seeds[s["seed"]] = max(seeds.get(s["seed"], -1.0), float(r["result"][VALUE]))
+    return {c: {"best": max(v.values()), "mean": float(np.mean(list(v.values()))), "seeds": len(v)}
+            for c, v in per.items()}
+
+
+def probit_points(vocabs, acc) -> list[tuple[float, float]]:
+    """(m_V, Phi^-1(accuracy)) of the cells whose accuracy lies in ``paper_figures.recall.PROBIT_RANGE`` (Phi^-1 runs
+    off near 0 and 1)."""
+    from statistics import NormalDist
+
+    from paper_figures.recall import PROBIT_RANGE
+    from verify.recall_law import m_v_num
+
+    return [(float(m_v_num(v)), NormalDist().inv_cdf(a)) for v, a in zip(vocabs, acc)
+            if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
+
+
+def probit_fit(vocabs, acc) -> tuple[float, float, int] | None:
+    """(slope, intercept, cells) of the least-squares line of Phi^-1(accuracy) against m_V over ``probit_points``;
+    None with fewer than two. The law, Phi^-1(p) = 1/sigma - m_V, puts the slope at -1 and the intercept at
+    1/sigma."""
+    pts = probit_points(vocabs, acc)
+    if len(pts) < 2:
+        return None
+    slope, intercept = np.polyfit(*zip(*pts), 1)
+    return float(slope), float(intercept), len(pts)
+
+
+def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
+    """The appendix's large-vocabulary, long-context figure: accuracy against V (log x), one line per L (N_f = L/4),
+    with the law at the paper's linear a = 5/4 (D and N of the grid); right, Phi^-1(accuracy) against m_V with a
+    least-squares line per L (``probit_fit``), whose slope the law puts at -1 and intercept at 1/sigma(L). A cell's
+    value is the best validation accuracy of the best seed (the grid has one). The caption gives the law's a fitted
+    to all cells (N_f = L/4 per cell), the slopes and intercepts against the law's, and the cells stored."""
+    from verify.hash_operators import fit_a as fit
+    from verify.recall_law import law_num, sigma2_num
+
+    g, recs = grid_records(results, name)
+    cells = _vocab_length_cells(recs)
+    d, n, a_paper, per = g.d_models[0], g.d_states[0], paper_a("trained-linear", "mqar"), g.seq_len_per_kappa
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
+    vs = np.geomspace(min(g.vocabs), max(g.vocabs), 200)
+    fits, rows = {}, []
+    for i, t in enumerate(sorted({t for _, t in cells})):
+        tv = sorted(v for v, tt in cells if tt == t)
+        acc = [cells[v, t]["best"] for v in tv]
+        axes[0].plot(tv, acc, "o-", ms=3, lw=1, color=f"C{i}", label=f"L = {t}")
+        axes[0].plot(vs[vs > t], law_num(d, n, vs[vs > t], t // per, a_paper), "--", lw=0.7, color=f"C{i}")
+        pts, fits[t] = probit_points(tv, acc), probit_fit(tv, acc)
+        if pts:
+            axes[1].plot(*zip(*pts), "o", ms=3, color=f"C{i}")
+        if fits[t]:
+            mv = np.array([min(p[0] for p in pts), max(p[0] for p in pts)])
+            axes[1].plot(mv, fits[t][1] + fits[t][0] * mv, "-", lw=0.8, color=f"C{i}",
+                         label=f"L = {t}: slope {fits[t][0]:.2f}")
+        inv_sigma = 1 / np.sqrt(sigma2_num(d, n, t // per, a_paper))
+        rows.append([t, t // per, *[f"{cells[v, t]['best']:.3f} ({float(law_num(d, n, v, t // per, a_paper)):.3f})"
+                                    if (v, t) in cells else "" for v in g.vocabs],
+                     f"{fits[t][0]:.2f}" if fits[t] else "", f"{fits[t][1]:.2f} ({inv_sigma:.2f})" if fits[t] else ""])
+    axes[0].set_xscale("log")
+    axes[0].set(xlabel="V", ylabel="validation accuracy", ylim=(0, 1.02))
+    axes[0].set_title(f"trained (points) and the law at a = {a_paper:g} (dashed)", fontsize=7)
+    axes[0].legend(fontsize=5.5, frameon=False)
+    axes[1].set(xlabel="m_V", ylabel="Phi^-1(accuracy)")
+    axes[1].set_title("probit against m_V (law: slope -1)", fontsize=7)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=5.5, frameon=False)
+    keys = sorted(cells)
+    a_fit = fit([(cells[v, t]["best"], d, n, v, t // per) for v, t in keys])
+    rms = float(np.sqrt(np.mean([(float(law_num(d, n, v, t // per, a_fit)) - cells[v, t]["best"]) ** 2
+                                 for v, t in keys])))
+    slopes = "; ".join(f"L = {t}: slope {f[0]:.2f}, intercept {f[1]:.2f} over {f[2]} V" if f else
+                       f"L = {t}: fewer than 2 V inside the probit range" for t, f in fits.items())
+    caption = (f"Koren et al.'s large vocabulary and long context (D = {d}, N = {n}, N_f = L/{per}, "
+               f"V = {min(g.vocabs)}..{max(g.vocabs)}, cells with L >= V skipped): the simplified linear Mamba, per "
+               f"cell the best validation accuracy (of the best seed), against the law Phi(1/sigma - m_V) at the "
+               f"paper's a = {a_paper:g} (dashed). Right: Phi^-1(accuracy) against m_V over the cells with accuracy in "
+               f"[0.02, 0.98], a least-squares line per L; the law's claim is slope -1 and intercept 1/sigma. Here "
+               f"{slopes}; the law's a fitted to all {len(keys)} cells = {a_fit:.3f} (rms {rms:.3f}). "
+               f"{_runs_note(g, recs, _vocab_length_cells)}.")
+    tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope", "intercept (law 1/sigma)"], rows, caption)
+    return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
 
 
 def _cell_text(agg, d, n, lam=None, heads=None) -> str:

@@ -61,6 +61,7 @@ def write_all(results, every: int = 5) -> None:
     for p in ("MQA", "MKA", "MVA", "MHA"):
         write_grid(results, f"recall-heads-{p.lower()}", lambda s, p=p: head_value(s, p))
     write_grid(results, "recall-repeats", repeats_value)
+    write_grid(results, "recall-vocab-long", vocab_long_value)
     for row, vals in ABLATION.items():
         g = grid(f"recall-ablation-{row}")
         ResultStore(results / "train" / f"{g.name}.jsonl").append([record(s, vals[s.seed]) for s in g.runs()])
@@ -71,6 +72,15 @@ def repeats_value(spec) -> float:
     the bound at Lambda 2-4, 0.5 / N_k at Lambda 5 (under it)."""
     lam, k = spec.model_arg("layers", 1), spec.arg("key_repeats", 1)
     return 0.9 / k if lam == 1 else 0.5 / k if lam == 5 else min(0.99, 0.9 * (1 + 0.4 * (lam - 1)) / k)
+
+
+def vocab_long_value(spec, slope: float = -1.0) -> float:
+    """A V x L cell: Phi(1/sigma - m_V) at a = 1.25 (the law; slope -1 in m_V), or with m_V scaled by -``slope``:
+    Phi(1/sigma + slope m_V), a grid whose probit slope is ``slope``."""
+    from verify.recall_law import m_v_num, phi_num, sigma2_num
+
+    inv_sigma = 1 / np.sqrt(sigma2_num(spec.d_model, spec.d_state, spec.kappa, 1.25))
+    return float(phi_num(inv_sigma + slope * m_v_num(spec.vocab)))
 
 
 def head_value(spec, pattern: str) -> float:

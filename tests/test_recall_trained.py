@@ -117,6 +117,29 @@ def test_repeats_reads_each_depth_against_the_guessing_bound(stores):
     assert list(lines[0].get_ydata()) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])  # the bound, grey
 
 
+def test_vocab_long_reads_the_probit_slope_and_the_fitted_a(stores, tmp_path):
+    """Cells on the law at a = 1.25 (D 150, N 75, N_f = L/4): every L with two V inside [0.02, 0.98] has slope -1 and
+    intercept 1/sigma(L), and the a fitted to all 31 cells is 1.25 (rms 0). A grid whose probit slope is -0.5 reads
+    -0.50 and no a fits it (rms >= 0.01): the slope is measured, not assumed."""
+    from verify.recall_law import sigma2_num
+
+    out = paper_figures.make("recall-vocab-long", stores)
+    for t in (1000, 2000, 3000, 4000):
+        inv_sigma = 1 / np.sqrt(sigma2_num(150, 75, t // 4, 1.25))
+        m = re.search(rf"L = {t}: slope (-?[\d.]+), intercept (-?[\d.]+) over (\d+) V", out.caption)
+        assert m and float(m[1]) == -1.0 and float(m[2]) == pytest.approx(inv_sigma, abs=0.006) and int(m[3]) >= 2
+    assert "fitted to all 31 cells = 1.250 (rms 0.000)" in out.caption and "seeds 1 of 1" in out.caption
+    rows = _md_rows(out.markdown)
+    assert list(rows) == ["1000", "2000", "3000", "4000"] and rows["4000"][2:6] == ["", "", "", ""]  # V <= L skipped
+    got, law = map(float, re.match(r"([\d.]+) \(([\d.]+)\)", rows["4000"][6]).groups())  # V = 5696
+    assert got == law
+    fx.write_grid(tmp_path, "recall-vocab-long", lambda s: fx.vocab_long_value(s, slope=-0.5))
+    half = paper_figures.make("recall-vocab-long", tmp_path)
+    slopes = [float(x) for x in re.findall(r"L = \d+: slope (-?[\d.]+)", half.caption)]
+    assert slopes and all(x == -0.5 for x in slopes)
+    assert float(re.search(r"\(rms ([\d.]+)\)", half.caption)[1]) >= 0.01  # off the law: a cannot absorb it
+
+
 def test_adjacent_repeat_guess():
     """One statement per key: nothing to guess (1). One key: every statement but the last is followed by the key,
     so the cue alone finds the last (1). Many keys: the cue rarely fires, so the guess sits a little above 1/N_k, and
@@ -249,7 +272,7 @@ def test_seed_reliability_counts_holes_and_bins(tmp_path, regime):
 
 def test_missing_stores_are_reported_and_partial_ones_named(tmp_path):
     for name in ("recall-fig1-regime_1", "recall-collapse-regime_1", "recall-layers", "recall-heads",
-                 "recall-ablation", "recall-seeds-regime_0", "recall-repeats"):
+                 "recall-ablation", "recall-seeds-regime_0", "recall-repeats", "recall-vocab-long"):
         with pytest.raises(MissingResults, match="sweep --grid recall-"):
             paper_figures.make(name, tmp_path)
     lines = paper_figures.render(tmp_path, tmp_path / "out", "recall-fig1-regime_1")
