@@ -349,6 +349,25 @@ def test_a_tiny_cell_of_each_new_grid_trains(name, tmp_path, one_thread):
     assert rec["result"]["steps"] == 4 and dict(map(tuple, rec["spec"]["model"])) == dict(g.runs()[0].model)
 
 
+def test_a_tiny_cell_of_the_v_x_l_grid_trains_with_its_split_held_as_int32(tmp_path, one_thread):
+    """recall-vocab-long at |V| = 40000 (above int16) and L = 8 (N_f = 2): the train split is held as int32 and the
+    cell trains its 4 steps through the sweep."""
+    from verify.train.loop import datasets
+    from verify.train.runner import run_sweep
+    from verify.train.store import ResultStore
+
+    cut = (("max_steps", 4), ("train_samples", 4 * 8), ("batch_size", 8), ("val_samples", 16), ("test_samples", 16),
+           ("eval_every", 2), ("warmup_steps", 1), ("flat_steps", 1))
+    g = replace(grid("recall-vocab-long"), vocabs=(40_000,), seq_lens=(8,), d_models=(12,), d_states=(4,),
+                protocol_overrides=cut)
+    (spec,) = g.runs()
+    assert spec.kappa == 2 and datasets(spec)["train"][0].dtype == torch.int32
+    store = ResultStore(tmp_path / "recall-vocab-long.jsonl")
+    out = run_sweep(g.runs(), store, executor="inline")
+    assert out.counts()["finished_now"] == 1 and not out.failed
+    assert store.records()[0]["result"]["steps"] == 4
+
+
 def test_grid_key_models_excludes_model(tmp_path):
     from verify.train import grids
 
