@@ -45,6 +45,14 @@ def test_zoology_draw_in_blocks_is_pinned(monkeypatch, block, args, kw, seed, di
     assert (t[:, 1:2 * K:2] == V // 2 + np.argsort(rng.random((S, V - V // 2)), axis=1)[:, :K]).all()
 
 
+@pytest.mark.parametrize("rows,n,k", [(50, 1, 1), (40, 7, 7), (40, 64, 1), (40, 64, 8), (40, 64, 9), (30, 511, 16),
+                                       (20, 25_000, 1000), (5, 25_000, 24_999)])
+def test_the_k_smallest_in_order_are_argsorts_first_k(rows, n, k):
+    """The partition path (k <= n / 8) and the sort path give argsort's first k columns on uniform draws."""
+    x = np.random.default_rng(n + k).random((rows, n))
+    assert (mqar._smallest_in_order(x, k) == np.argsort(x, axis=1)[:, :k]).all()
+
+
 @pytest.mark.parametrize("nf,V,L,fillers", [(16, 512, 64, True), (8, 128, 32, False), (4, 64, 24, True)])
 def test_zoology_mqar_layout(nf, V, L, fillers):
     t, l = generate(MQARConfig(nf, V, L, num_examples=50, layout="zoology", random_fillers=fillers), 1)
