@@ -403,8 +403,8 @@ def test_a_lower_keep_cell_takes_its_verdict_from_runs_with_the_papers_protocol(
     cap = paper_figures.make("tableA2-s4d-complex", tmp_path).caption
     assert "5 of 5 cells differ" in cap
     assert ("with the paper's protocol (grid keepnth-pe-bare-complex-reference: batch 16, lr 0.03, up to 600 "
-            "epochs), 1 reach the paper's value ((8,8) T=10: 0.99 in 6 ep): verdict budget, 1 stay lower after the "
-            "whole protocol ((32,8) T=10: 0.20 in 600 ep): verdict not the budget, so model or claim, 1 stay lower "
+            "epochs), 1 reaches the paper's value ((8,8) T=10: 0.99 in 6 ep): verdict budget, 1 stays lower after the "
+            "whole protocol ((32,8) T=10: 0.20 in 600 ep): verdict not the budget, so model or claim, 1 stays lower "
             "in runs cut before the protocol's end ((64,8) T=10: 0.20 in 8 ep): not decided") in cap
     assert ", 1 not trained with it ((8,8) T=20): budget or model not decided" in cap  # the rest: proven below
     assert ("4 of them ((8,8) T=10, (32,8) T=10, (32,32) T=10, (64,8) T=10) print a value above what any model of "
