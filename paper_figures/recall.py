@@ -224,17 +224,37 @@ PROBIT_RANGE = (0.02, 0.98)  # cells fitted in probit space: Phi^-1 is flat-out 
 CHANCE = 5  # a cell below CHANCE x 2/V (a guess among the V/2 values) learned nothing: training failed, not capacity
 
 
+def probit_points(vocabs, acc) -> list[tuple[float, float]]:
+    """(m_V, Phi^-1(accuracy)) of the cells whose accuracy lies in ``PROBIT_RANGE`` (Phi^-1 runs
+    off near 0 and 1)."""
+    from statistics import NormalDist
+
+    from verify.recall_law import m_v_num
+
+    return [(float(m_v_num(v)), NormalDist().inv_cdf(a)) for v, a in zip(vocabs, acc)
+            if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
+
+
+def probit_fit(vocabs, acc) -> tuple[float, float, int] | None:
+    """(slope, intercept, cells) of the least-squares line of Phi^-1(accuracy) against m_V over ``probit_points``;
+    None with fewer than two. The law, Phi^-1(p) = 1/sigma - m_V, puts the slope at -1 and the intercept at
+    1/sigma."""
+    pts = probit_points(vocabs, acc)
+    if len(pts) < 2:
+        return None
+    slope, intercept = np.polyfit(*zip(*pts), 1)
+    return float(slope), float(intercept), len(pts)
+
+
 def recall_vocab(results: Path) -> Rendered:
     """Recall against the vocabulary size (Koren et al.'s large-vocabulary appendix figure, at our sizes): trained
     Mamba-1 blocks of grid ``recall-vocab`` per (D, N), next to the law Phi(1/sigma - m_V) with the full-model
     a = 5/8; the probit of the recall against m_V, whose slope the law says is -1 (Phi^-1(p) = 1/sigma - m_V), fitted
     per cell over the V whose mean recall lies in ``PROBIT_RANGE``; and the largest perfectly recalled vocabulary:
     the largest trained V whose cell reaches 99% against the law's (``largest_vocab_num``, p = 0.99)."""
-    from statistics import NormalDist
-
     from paper_figures.training import _meta, sweep_cmd
     from symbolic.recall_scaling import PAPER_A
-    from verify.recall_law import law_num, m_v_num
+    from verify.recall_law import law_num
     from verify.train.sweep import grid
 
     g = grid("recall-vocab")
@@ -250,11 +270,10 @@ def recall_vocab(results: Path) -> Rendered:
         acc = np.array([cells[(d, n, v)][0] for v in tv])
         axes[0].plot(tv, acc, "o", ms=3, color=f"C{i}", label=f"D={d}, N={n}")
         axes[0].plot(vs, law_num(d, n, vs, nf, a_full), "-", lw=0.8, color=f"C{i}")
-        fit = [(float(m_v_num(v)), NormalDist().inv_cdf(a)) for v, a in zip(tv, acc)
-               if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
+        fit, line = probit_points(tv, acc), probit_fit(tv, acc)
         slope = intercept = None
-        if len(fit) >= 2:
-            slope, intercept = np.polyfit(*zip(*fit), 1)
+        if line:
+            slope, intercept, _ = line
             axes[1].plot(*zip(*fit), "o", ms=3, color=f"C{i}")
             mv = np.linspace(min(f[0] for f in fit), max(f[0] for f in fit), 2)
             axes[1].plot(mv, intercept + slope * mv, "-", lw=0.8, color=f"C{i}", label=f"D={d}, N={n}: {slope:.2f}")

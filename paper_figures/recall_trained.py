@@ -507,35 +507,13 @@ def _vocab_length_cells(recs: list[dict]) -> dict[tuple[int, int], dict]:
             for c, v in per.items()}
 
 
-def probit_points(vocabs, acc) -> list[tuple[float, float]]:
-    """(m_V, Phi^-1(accuracy)) of the cells whose accuracy lies in ``paper_figures.recall.PROBIT_RANGE`` (Phi^-1 runs
-    off near 0 and 1)."""
-    from statistics import NormalDist
-
-    from paper_figures.recall import PROBIT_RANGE
-    from verify.recall_law import m_v_num
-
-    return [(float(m_v_num(v)), NormalDist().inv_cdf(a)) for v, a in zip(vocabs, acc)
-            if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
-
-
-def probit_fit(vocabs, acc) -> tuple[float, float, int] | None:
-    """(slope, intercept, cells) of the least-squares line of Phi^-1(accuracy) against m_V over ``probit_points``;
-    None with fewer than two. The law, Phi^-1(p) = 1/sigma - m_V, puts the slope at -1 and the intercept at
-    1/sigma."""
-    pts = probit_points(vocabs, acc)
-    if len(pts) < 2:
-        return None
-    slope, intercept = np.polyfit(*zip(*pts), 1)
-    return float(slope), float(intercept), len(pts)
-
-
 def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     """The appendix's large-vocabulary, long-context figure: accuracy against V (log x), one line per L (N_f = L/4),
     with the law at the paper's linear a = 5/4 (D and N of the grid); right, Phi^-1(accuracy) against m_V with a
-    least-squares line per L (``probit_fit``), whose slope the law puts at -1 and intercept at 1/sigma(L). A cell's
+    least-squares line per L (``paper_figures.recall.probit_fit``), whose slope the law puts at -1 and intercept at 1/sigma(L). A cell's
     value is the best validation accuracy of the best seed (the grid has one). The caption gives the law's a fitted
     to all cells (N_f = L/4 per cell), the slopes and intercepts against the law's, and the cells stored."""
+    from paper_figures.recall import PROBIT_RANGE, probit_fit, probit_points
     from verify.hash_operators import fit_a as fit
     from verify.recall_law import law_num, sigma2_num
 
@@ -579,7 +557,7 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
                f"V = {min(g.vocabs)}..{max(g.vocabs)}, cells with L >= V skipped): the simplified linear Mamba, per "
                f"cell the best validation accuracy (of the best seed), against the law Phi(1/sigma - m_V) at the "
                f"paper's a = {a_paper:g} (dashed). Right: Phi^-1(accuracy) against m_V over the cells with accuracy in "
-               f"[0.02, 0.98], a least-squares line per L; the law's claim is slope -1 and intercept 1/sigma. Here "
+               f"[{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], a least-squares line per L; the law's claim is slope -1 and intercept 1/sigma. Here "
                f"{slopes}; the law's a fitted to all {len(keys)} cells = {a_fit:.3f} (rms {rms:.3f}). "
                f"{_runs_note(g, recs, _vocab_length_cells)}.")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope", "intercept (law 1/sigma)"], rows, caption)
