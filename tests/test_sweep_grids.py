@@ -72,14 +72,15 @@ def _write(tmp_path, text: str, name: str = "g") -> Path:
     (lambda t: t + "vocabs = [5]\n", "not valid TOML"),
     (lambda t: t.replace("kappas = [2]", "kappas = [0]"), "a run of this grid is invalid: MQAR needs kappa >= 1"),
     (lambda t: t + "lambda_times_n = 0\n", "key 'lambda_times_n' must be an integer >= 1, got 0"),
-    (lambda t: t + "lambda_times_n = 7\n", "the grid has no run (key 'lambda_times_n' = 7"),
+    (lambda t: t + "lambda_times_n = 7\n", "the grid has no run (its filter 'lambda_times_n' = 7 leaves no cell)"),
     (lambda t: t + "seq_len_per_kappa = 2\n", "keys 'kappas' and 'seq_len_per_kappa' exclude each other"),
     (lambda t: t.replace("kappas = [2]\n", "") + "seq_len_per_kappa = 0\n",
      "key 'seq_len_per_kappa' must be an integer >= 1, got 0"),
     (lambda t: t.replace("kappas = [2]\n", "") + "seq_len_per_kappa = 7\n",
      "key 'seq_len_per_kappa' = 7 must divide every sequence length"),
     (lambda t: t + "vocab_above_seq_len = 1\n", "key 'vocab_above_seq_len' must be true or false, got 1"),
-    (lambda t: t + "vocab_above_seq_len = true\n", "'vocab_above_seq_len' leaves no cell"),
+    (lambda t: t + "vocab_above_seq_len = true\n",
+     "the grid has no run (its filter 'vocab_above_seq_len' = true leaves no cell)"),
 ])
 def test_a_bad_grid_file_is_one_line_naming_the_file_and_the_key(tmp_path, edit, message):
     p = _write(tmp_path, edit(SMOKE))

@@ -47,9 +47,9 @@ def _compact(x: np.ndarray) -> torch.Tensor:
 def datasets(spec: RunSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """train / val / test (tokens, labels) of a run: generate(config, (data_seed, 0 / 1 / 2)); cached per process.
 
-    The train split is held as int16 where the values fit, else int32 (``_compact``: a quarter of the memory, on the host and on
-    the device it trains on; 0.66 GB instead of 2.6 GB for the paper's 2.56M sequences of 64 tokens); the training
-    step casts each batch's rows (``verify.train.step.pack_loss``). val and test stay int64."""
+    The train split is held as int16 where the values fit, else int32 (``_compact``: a quarter or half of the memory,
+    on the host and on the device it trains on; 0.66 GB instead of 2.6 GB for the paper's 2.56M sequences of 64
+    tokens); the training step casts each batch's rows (``verify.train.step.pack_loss``). val and test stay int64."""
     t, p = registry.task(spec.task), spec.protocol
     # the data's identity: the task's generator configs and the seed (runs of other shapes share it)
     key = (spec.task, spec.data_seed, tuple(repr(t.config(spec, n)) for n in

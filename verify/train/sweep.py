@@ -170,8 +170,12 @@ def load_grid(path: str | os.PathLike) -> Grid:
                 registry.validate(s)
     except (RequirementError, ValueError) as e:
         raise RequirementError(f"{files.display(Path(path))}: a run of this grid is invalid: {e}") from None
-    require(bool(seen), f"{files.display(Path(path))}: the grid has no run (key 'lambda_times_n' = "
-                        f"{g.lambda_times_n}, 'n_at_most_d' or 'vocab_above_seq_len' leaves no cell)")
+    filters = [f"'{k}' = {str(v).lower()}" for k, v in (("lambda_times_n", g.lambda_times_n),
+                                                         ("n_at_most_d", g.n_at_most_d),
+                                                         ("vocab_above_seq_len", g.vocab_above_seq_len)) if v]
+    words = ("filter", "leaves") if len(filters) == 1 else ("filters", "leave")
+    require(bool(seen), f"{files.display(Path(path))}: the grid has no run (its {words[0]} {', '.join(filters)} "
+                        f"{words[1]} no cell)")
     return g
 
 
