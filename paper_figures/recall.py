@@ -235,11 +235,10 @@ def probit_points(vocabs, acc) -> list[tuple[float, float]]:
             if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
 
 
-def probit_fit(vocabs, acc) -> tuple[float, float, int] | None:
-    """(slope, intercept, cells) of the least-squares line of Phi^-1(accuracy) against m_V over ``probit_points``;
+def probit_fit(pts: list[tuple[float, float]]) -> tuple[float, float, int] | None:
+    """(slope, intercept, cells) of the least-squares line through ``probit_points`` (Phi^-1(accuracy) against m_V);
     None with fewer than two. The law, Phi^-1(p) = 1/sigma - m_V, puts the slope at -1 and the intercept at
     1/sigma."""
-    pts = probit_points(vocabs, acc)
     if len(pts) < 2:
         return None
     slope, intercept = np.polyfit(*zip(*pts), 1)
@@ -270,7 +269,8 @@ def recall_vocab(results: Path) -> Rendered:
         acc = np.array([cells[(d, n, v)][0] for v in tv])
         axes[0].plot(tv, acc, "o", ms=3, color=f"C{i}", label=f"D={d}, N={n}")
         axes[0].plot(vs, law_num(d, n, vs, nf, a_full), "-", lw=0.8, color=f"C{i}")
-        fit, line = probit_points(tv, acc), probit_fit(tv, acc)
+        fit = probit_points(tv, acc)
+        line = probit_fit(fit)
         slope = intercept = None
         if line:
             slope, intercept, _ = line

@@ -58,36 +58,42 @@ def cell_of(spec: dict) -> tuple:
             tuple(tuple(kv) for kv in spec.get("task_args", ())))
 
 
-def per_seed(records: list[dict], value: str = VALUE) -> dict[tuple, dict[int, float]]:
-    """{(D, N, model): {seed: value}} (the best over learning rates where a grid has several)."""
+def vocab_length_of(spec: dict) -> tuple:
+    """A V x L grid's cell: (V, L) (its runs share D, N and the model)."""
+    return spec["vocab"], spec["seq_len"]
+
+
+def per_seed(records: list[dict], value: str = VALUE, cell=cell_of) -> dict[tuple, dict[int, float]]:
+    """{cell(spec): {seed: value}} (the best over learning rates where a grid has several)."""
     out: dict[tuple, dict[int, float]] = {}
     for r in records:
         s = r["spec"]
-        cell = cell_of(s)
-        seeds = out.setdefault(cell, {})
+        seeds = out.setdefault(cell(s), {})
         seeds[s["seed"]] = max(seeds.get(s["seed"], -1.0), float(r["result"][value]))
     return out
 
 
-def aggregate(records: list[dict], value: str = VALUE) -> dict[tuple, dict]:
-    """{(D, N, model): {"best", "mean", "std", "seeds"}}: the paper's best of seeds, with the mean and the (population)
+def aggregate(records: list[dict], value: str = VALUE, cell=cell_of) -> dict[tuple, dict]:
+    """{cell(spec): {"best", "mean", "std", "seeds"}}: the paper's best of seeds, with the mean and the (population)
     standard deviation of the seeds beside it."""
     return {c: {"best": max(v.values()), "mean": float(np.mean(list(v.values()))),
-                "std": float(np.std(list(v.values()))), "seeds": len(v)} for c, v in per_seed(records, value).items()}
+                "std": float(np.std(list(v.values()))), "seeds": len(v)}
+            for c, v in per_seed(records, value, cell).items()}
 
 
 def model_arg(cell: tuple, name: str, default=None):
     return dict(cell[2]).get(name, default)
 
 
-def fit_a(d, n, acc, vocab: int, nf: int, lam=1) -> tuple[float, float]:
-    """(a, rmse): the coefficient a of the law that fits the accuracies ``acc`` of cells (d, n, lam) best in the
-    least-squares sense (``verify.hash_operators.fit_a`` at N_eff = lam n), and the root-mean-square error there."""
+def fit_a(d, n, acc, vocab, nf, lam=1) -> tuple[float, float]:
+    """(a, rmse): the coefficient a of the law that fits the accuracies ``acc`` of cells (d, n, vocab, nf, lam) best
+    in the least-squares sense (``verify.hash_operators.fit_a`` at N_eff = lam n), and the root-mean-square error
+    there; each argument one value for every cell or one per cell."""
     from verify.hash_operators import fit_a as fit
     from verify.recall_law import law_num
 
-    d, n, acc, lam = np.broadcast_arrays(*(np.asarray(x, float) for x in (d, n, acc, lam)))
-    a_ = fit(zip(acc, d, lam * n, [vocab] * len(acc), [nf] * len(acc)))
+    d, n, acc, vocab, nf, lam = np.broadcast_arrays(*(np.asarray(x, float) for x in (d, n, acc, vocab, nf, lam)))
+    a_ = fit(zip(acc, d, lam * n, vocab, nf))
     return a_, float(np.sqrt(np.mean((law_num(d, n, vocab, nf, a_, lam) - acc) ** 2)))
 
 
@@ -182,13 +188,13 @@ def _seeds(recs) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def _runs_note(g, recs, cells_of=None) -> str:
-    """What was run: the protocol, the seeds and the cells stored (cells by ``cell_of``, or the keys of
-    ``cells_of(recs)`` for grids whose cells differ in more than D, N, model and task variant)."""
+def _runs_note(g, recs, cell=cell_of) -> str:
+    """What was run: the protocol, the seeds and the cells stored (``cell``: a run's cell, ``cell_of`` or, for grids
+    whose cells differ in more than D, N, model and task variant, e.g. ``vocab_length_of``)."""
     from paper_figures.training import _meta
 
     p = g.runs()[0].protocol
-    cells = len(cells_of(recs)) if cells_of else len({cell_of(r["spec"]) for r in recs})
+    cells = len({cell(r["spec"]) for r in recs})
     grid_cells = len(g.runs()) // len(g.seeds)
     part = f"; {cells} of the grid's {grid_cells} cells stored" if cells < grid_cells else ""
     return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {_seeds(recs)} of "
@@ -496,29 +502,18 @@ def repeats(results: Path, name: str = "recall-repeats") -> Rendered:
 # Large vocabulary and long context (V x L)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _vocab_length_cells(recs: list[dict]) -> dict[tuple[int, int], dict]:
-    """{(V, L): {"best", "mean", "seeds"}}: the V x L grid's cells (one D and N), the best of the seeds with the mean."""
-    per: dict[tuple[int, int], dict[int, float]] = {}
-    for r in recs:
-        s = r["spec"]
-        seeds = per.setdefault((s["vocab"], s["seq_len"]), {})
-        seeds[s["seed"]] = max(seeds.get(s["seed"], -1.0), float(r["result"][VALUE]))
-    return {c: {"best": max(v.values()), "mean": float(np.mean(list(v.values()))), "seeds": len(v)}
-            for c, v in per.items()}
-
-
 def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     """The appendix's large-vocabulary, long-context figure: accuracy against V (log x), one line per L (N_f = L/4),
     with the law at the paper's linear a = 5/4 (D and N of the grid); right, Phi^-1(accuracy) against m_V with a
-    least-squares line per L (``paper_figures.recall.probit_fit``), whose slope the law puts at -1 and intercept at 1/sigma(L). A cell's
-    value is the best validation accuracy of the best seed (the grid has one). The caption gives the law's a fitted
-    to all cells (N_f = L/4 per cell), the slopes and intercepts against the law's, and the cells stored."""
+    least-squares line per L (``paper_figures.recall.probit_fit``), whose slope the law puts at -1 and intercept at
+    1/sigma(L). A cell's value is the best validation accuracy of the best seed (the grid has one). The caption gives
+    the law's a fitted to all cells (N_f = L/4 per cell), the slopes and intercepts against the law's, and the cells
+    stored."""
     from paper_figures.recall import PROBIT_RANGE, probit_fit, probit_points
-    from verify.hash_operators import fit_a as fit
     from verify.recall_law import law_num, sigma2_num
 
     g, recs = grid_records(results, name)
-    cells = _vocab_length_cells(recs)
+    cells = aggregate(recs, cell=vocab_length_of)
     d, n, a_paper, per = g.d_models[0], g.d_states[0], paper_a("trained-linear", "mqar"), g.seq_len_per_kappa
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
     vs = np.geomspace(min(g.vocabs), max(g.vocabs), 200)
@@ -528,7 +523,8 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
         acc = [cells[v, t]["best"] for v in tv]
         axes[0].plot(tv, acc, "o-", ms=3, lw=1, color=f"C{i}", label=f"L = {t}")
         axes[0].plot(vs[vs > t], law_num(d, n, vs[vs > t], t // per, a_paper), "--", lw=0.7, color=f"C{i}")
-        pts, fits[t] = probit_points(tv, acc), probit_fit(tv, acc)
+        pts = probit_points(tv, acc)
+        fits[t] = probit_fit(pts)
         if pts:
             axes[1].plot(*zip(*pts), "o", ms=3, color=f"C{i}")
         if fits[t]:
@@ -548,18 +544,17 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize=5.5, frameon=False)
     keys = sorted(cells)
-    a_fit = fit([(cells[v, t]["best"], d, n, v, t // per) for v, t in keys])
-    rms = float(np.sqrt(np.mean([(float(law_num(d, n, v, t // per, a_fit)) - cells[v, t]["best"]) ** 2
-                                 for v, t in keys])))
+    a_fit, rms = fit_a(d, n, [cells[c]["best"] for c in keys], [v for v, _ in keys], [t // per for _, t in keys])
     slopes = "; ".join(f"L = {t}: slope {f[0]:.2f}, intercept {f[1]:.2f} over {f[2]} V" if f else
                        f"L = {t}: fewer than 2 V inside the probit range" for t, f in fits.items())
     caption = (f"Koren et al.'s large vocabulary and long context (D = {d}, N = {n}, N_f = L/{per}, "
                f"V = {min(g.vocabs)}..{max(g.vocabs)}, cells with L >= V skipped): the simplified linear Mamba, per "
                f"cell the best validation accuracy (of the best seed), against the law Phi(1/sigma - m_V) at the "
                f"paper's a = {a_paper:g} (dashed). Right: Phi^-1(accuracy) against m_V over the cells with accuracy in "
-               f"[{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], a least-squares line per L; the law's claim is slope -1 and intercept 1/sigma. Here "
+               f"[{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], a least-squares line per L; the law's claim is slope -1 and "
+               f"intercept 1/sigma. Here "
                f"{slopes}; the law's a fitted to all {len(keys)} cells = {a_fit:.3f} (rms {rms:.3f}). "
-               f"{_runs_note(g, recs, _vocab_length_cells)}.")
+               f"{_runs_note(g, recs, vocab_length_of)}.")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope", "intercept (law 1/sigma)"], rows, caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
 

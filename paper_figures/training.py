@@ -661,10 +661,9 @@ def _lti_verdict(proven: list, where) -> str:
               "token and position and the bound no longer applies)")
 
 
-def _verb(items: list, verb: str) -> str:
-    """``verb`` agreeing with the number of ``items`` ("1 stays", "2 stay")."""
-    return f"{verb}es" if len(items) == 1 and verb.endswith(("ch", "sh", "s", "x")) else \
-        f"{verb}s" if len(items) == 1 else verb
+def _verb(items: list, one: str, many: str) -> str:
+    """``one`` for a single item ("1 stays"), else ``many`` ("2 stay")."""
+    return one if len(items) == 1 else many
 
 
 def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid: str, proven: list) -> str:
@@ -686,12 +685,12 @@ def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid:
                                f"{reference[(mixer, d, n, T)][2]:.0f} ep" for d, n, T, *_ in cs)
     out = f"; with the paper's protocol (grid {grid}-reference: batch 16, lr 0.03, up to 600 epochs)"
     if reach:
-        out += f", {len(reach)} {_verb(reach, 'reach')} the paper's value ({got(reach)}): verdict budget"
+        out += f", {len(reach)} {_verb(reach, 'reaches', 'reach')} the paper's value ({got(reach)}): verdict budget"
     if short:
-        out += (f", {len(short)} {_verb(short, 'stay')} lower after the whole protocol ({got(short)}): verdict not the budget, so "
+        out += (f", {len(short)} {_verb(short, 'stays', 'stay')} lower after the whole protocol ({got(short)}): verdict not the budget, so "
                 f"model or claim")
     if cut:
-        out += f", {len(cut)} {_verb(cut, 'stay')} lower in runs cut before the protocol's end ({got(cut)}): not decided"
+        out += f", {len(cut)} {_verb(cut, 'stays', 'stay')} lower in runs cut before the protocol's end ({got(cut)}): not decided"
     rest = [c for c in cells if c not in reach + short + cut + proven]  # proven: decided by the bound below
     if rest:
         out += (f", {len(rest)} not trained with it ({', '.join(f'({d},{n}) T={T}' for d, n, T, *_ in rest)}): "
