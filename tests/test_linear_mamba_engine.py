@@ -11,7 +11,7 @@ import torch
 from constructions import hash_recall
 from common.errors import RequirementError
 from constructions.layout import HEAD_PATTERNS, LinearMambaConfig
-from verify.engines import make_engine
+from verify.engines import linear, make_engine
 from verify.engines.linear import layer_params, linear_mamba_forward
 
 
@@ -185,3 +185,49 @@ def test_hash_recall_requirements():
         hash_recall.build_analysis(2, 8, 4)
     with pytest.raises(RequirementError, match="d_conv >= 2"):
         hash_recall.build_mamba_block(64, 8, 4, d_conv=1)
+
+
+@pytest.mark.parametrize("pattern", HEAD_PATTERNS)
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("L, chunk", [(9, 4), (12, 4), (13, 5), (9, 9), (9, 64), (1, 4)])
+def test_chunked_form_is_the_attention_form(pattern, heads, L, chunk, monkeypatch):
+    """The training forward (chunks of ``CHUNK`` tokens, the state between them) against the attention and recurrent
+    forms: whole chunks, a ragged last chunk, one chunk, L below the chunk; outputs and gradients in float64."""
+    monkeypatch.setattr(linear, "CHUNK", chunk)
+    cfg = LinearMambaConfig(8, 3, d_conv=3, n_heads=heads, head_pattern=pattern, n_layers=2, residual=True)
+    g = torch.Generator().manual_seed(L * 100 + chunk)
+    params = {k: (0.4 * torch.randn(v.shape, generator=g, dtype=torch.float64)).requires_grad_()
+              for k, v in cfg.zeros().items()}
+    u = torch.randn(2, L, 8, generator=g, dtype=torch.float64)
+    att = linear_mamba_forward(params, u, cfg)
+    chk = linear_mamba_forward(params, u, cfg, mode="chunked")
+    torch.testing.assert_close(chk, att, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(chk, linear_mamba_forward(params, u, cfg, mode="recurrent"), rtol=1e-10, atol=1e-10)
+    w = torch.randn(att.shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((att * w).sum(), list(params.values()))
+    gc = torch.autograd.grad((chk * w).sum(), list(params.values()))
+    for a, c in zip(ga, gc):
+        torch.testing.assert_close(c, a, rtol=1e-10, atol=1e-10)
+
+
+def test_chunked_form_carries_the_state_across_chunks(monkeypatch):
+    """A fact stated in the first chunk is read in the last: dropping the state between chunks changes the output
+    (the test above would pass for a form that only kept chunk-local sums if the inputs never crossed chunks)."""
+    monkeypatch.setattr(linear, "CHUNK", 3)
+    cfg = LinearMambaConfig(8, 3, d_conv=2)
+    g = torch.Generator().manual_seed(3)
+    params = {k: 0.4 * torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in cfg.zeros().items()}
+    u = torch.zeros(1, 9, 8, dtype=torch.float64)
+    u[0, 0] = torch.randn(8, generator=g, dtype=torch.float64)
+    u[0, 8] = torch.randn(8, generator=g, dtype=torch.float64)
+    out = linear_mamba_forward(params, u, cfg, mode="chunked")
+    alone = u.clone()
+    alone[0, 0] = 0
+    assert (out[0, 8] - linear_mamba_forward(params, alone, cfg, mode="chunked")[0, 8]).abs().max() > 1e-3
+    torch.testing.assert_close(out, linear_mamba_forward(params, u, cfg), rtol=1e-10, atol=1e-10)
+
+
+def test_forward_names_the_modes():
+    cfg = LinearMambaConfig(8, 3)
+    with pytest.raises(ValueError, match="'attention', 'chunked' or 'recurrent'"):
+        linear_mamba_forward(cfg.zeros(), torch.zeros(1, 4, 8, dtype=torch.float64), cfg, mode="scan")

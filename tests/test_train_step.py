@@ -192,3 +192,45 @@ def test_the_train_split_is_held_as_int16_and_trains_as_the_int64_one():
         held = _compact(x)
         assert held.dtype == dtype, (values, held.dtype)
         assert (held.long().numpy() == x).all()
+
+
+@pytest.mark.cuda
+def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
+    """Koren et al.'s V x L grid on the device: |V| = 40000 holds the split as int32, L = 160 runs the linear Mamba's
+    chunked form over three chunks. Its float32 forward and gradients on the GPU match the float64 attention form,
+    and the replayed graph trains as the eager step."""
+    from verify.blocks.linear_mamba import packed_linear_forward
+    from verify.engines.linear import CHUNK, linear_mamba_forward
+
+    kw = dict(task="mqar-zoology", mixer="linear-mamba", vocab=40_000, kappa=40, seq_len=160, d_model=16, d_state=4,
+              model=(("wiring", "tied"),), d_conv=2, expand=2)
+    assert kw["seq_len"] > 2 * CHUNK
+    proto = protocol("koren-smoke", max_steps=40, warmup_steps=5, flat_steps=5, train_samples=256, val_samples=16,
+                     test_samples=16, batch_size=16)
+    specs, model, train = _pack(proto, **kw)
+    assert train[0].dtype == torch.int32
+    p32 = {k[len("mixer."):]: v.detach().cuda().requires_grad_() for k, v in model.params.items()
+           if k.startswith("mixer.")}
+    p64 = {k: v.detach().double().requires_grad_() for k, v in p32.items()}
+    h = torch.randn(3, 4, 160, 16, dtype=torch.float64, device="cuda")
+    w = torch.randn(3, 4, 160, 16, dtype=torch.float64, device="cuda")
+    out = packed_linear_forward(p32, h.float(), model.config)
+    ref = linear_mamba_forward(p64, h, model.config, mode="attention")
+    g32 = torch.autograd.grad((out * w.float()).sum(), list(p32.values()))
+    g64 = torch.autograd.grad((ref * w).sum(), list(p64.values()))
+    errs = {"out": (out.double() - ref).abs().max().item() / ref.abs().max().item(),
+            **{k: ((a.double() - b).abs().max() / b.abs().max()).item() for k, a, b in zip(p32, g32, g64)}}
+    print(f"\n[linear-mamba, chunked float32 vs attention float64] max relative difference: {errs}")
+    assert max(errs.values()) < 1e-4, errs
+    runs = []
+    for graph in (False, True):
+        specs, model, train = _pack(proto, device="cuda", **kw)
+        stepper = Stepper(model, Adam(model.params, model.masks, True), train, [s.seed for s in specs], proto,
+                          [s.lr for s in specs], 0, graph=graph)
+        losses = torch.stack([stepper(step).clone() for step in range(WARMUP_STEPS + 10)])
+        assert (stepper.graph is not None) == graph
+        runs.append((losses, {k: v.detach().clone() for k, v in model.params.items()}))
+    (le, pe), (lg, pg) = runs
+    torch.testing.assert_close(lg, le, rtol=1e-5, atol=1e-6)
+    for k in pe:
+        torch.testing.assert_close(pg[k], pe[k], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ run's (the paper: 2 and 2). Trainable: in_proj (P_in), the conv taps (W), S_B an
 with several heads), W_contract and W_heads, out_proj (P_out); the D skip is frozen at 0 (A = 1 and Delta = 1 are
 not parameters). The initial draws are PyTorch's defaults for the paper's modules (``init_linear``). The packed
 forward is the reference forward itself: every parameter of ``verify.engines.linear`` may carry a leading model axis,
-so K models run as one (the "attention" form, exact for A = 1).
+so K models run as one (the chunked form of its attention form, exact for A = 1).
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def freeze_linear(config: LinearMambaConfig, spec, sd: dict) -> dict:
 
 
 def packed_linear_forward(p: dict, hidden: torch.Tensor, config: LinearMambaConfig, scan=None) -> torch.Tensor:
-    """K stacks at once: hidden (K, batch, L, d_model), every parameter (K, ...); ``scan`` is unused (no scan)."""
-    return linear_mamba_forward(p, hidden, config)
+    """K stacks at once: hidden (K, batch, L, d_model), every parameter (K, ...); ``scan`` is unused (no scan). The
+    chunked form (``verify.engines.linear``): the attention form's sum at O(L) instead of O(L^2) a sequence."""
+    return linear_mamba_forward(p, hidden, config, mode="chunked")
 
 
 KIND = BlockKind(

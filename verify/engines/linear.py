@@ -10,7 +10,9 @@ With ``config.silu`` the conv gets a bias and a SiLU (x_t = silu(conv + b)); wit
 as Mamba-1's, y_t <- y_t * silu(P_z u_t), before P_out: the rows A and B of the paper's circuit-minimality ablation.
 
 ``mode="attention"`` computes the masked scores alpha[t, tau] = <C_t, B_tau> (tau <= t, diagonal included);
-``mode="recurrent"`` runs the state explicitly (and can return it). Several heads (H, P = d_inner / H) follow the
+``mode="recurrent"`` runs the state explicitly (and can return it); ``mode="chunked"`` is the attention form within
+chunks of ``CHUNK`` tokens and the state between them (the same sum, O(L Q (N + P) + L N P) instead of O(L^2 (N + P))
+a sequence; the training forward). Several heads (H, P = d_inner / H) follow the
 paper's ``head_pattern`` (Mamba-2 terminology):
 
 =======  =============  =============  ==========================================================================
@@ -29,6 +31,8 @@ how the recall grid runs many constructions in one call.
 from __future__ import annotations
 
 import torch
+
+CHUNK = 64  # tokens a chunk of the chunked form (at L <= CHUNK it is the attention form)
 
 
 def _lin(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,27 @@ def _mix(p: dict, Y: torch.Tensor, config) -> torch.Tensor:
     return torch.einsum("...shlp,...dph->...sld", Y, p["W_heads"])
 
 
+def _chunked(B: torch.Tensor, C: torch.Tensor, X: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Y = (C B^T, causally masked) X of the attention form, chunk by chunk: B (..., L, N), C (..., L, N), X (..., L, P)
+    (leading dims broadcast) -> (..., L, P). Within a chunk the masked scores; across chunks the state
+    S = sum_tau B_tau^T X_tau (N, P) of every earlier chunk, read as C_t S. L is padded to whole chunks with zeros
+    (a padded token adds nothing to the state and its output is dropped)."""
+    L = X.shape[-2]
+    Q = min(chunk, L)
+    nc = -(-L // Q)
+
+    def split(t):  # (..., L, c) -> (..., nc, Q, c)
+        return torch.nn.functional.pad(t, (0, 0, 0, nc * Q - L)).unflatten(-2, (nc, Q))
+
+    Bc, Cc, Xc = split(B), split(C), split(X)
+    mask = torch.ones(Q, Q, dtype=torch.bool, device=X.device).tril()
+    Y = (Cc @ Bc.transpose(-1, -2)).masked_fill(~mask, 0) @ Xc  # (..., nc, Q, P)
+    if nc > 1:
+        states = (Bc.transpose(-1, -2) @ Xc).cumsum(-3)  # (..., nc, N, P): the state after each chunk
+        Y = torch.cat([Y[..., :1, :, :], Y[..., 1:, :, :] + Cc[..., 1:, :, :] @ states[..., :-1, :, :]], dim=-3)
+    return Y.flatten(-3, -2)[..., :L, :]
+
+
 def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention", return_states: bool = False):
     """One layer: hidden (..., S, L, d_model) -> (..., S, L, d_model) [, states (..., S, H, L, P, N)]."""
     x = _conv(_lin(hidden, p["in_proj.weight"]), p["conv1d.weight"])
@@ -87,6 +112,8 @@ def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention"
         mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         alpha = (C @ B.transpose(-1, -2)).masked_fill(~mask, 0)  # (..., S, H, L, L)
         Y = alpha @ X
+    elif mode == "chunked":
+        Y = _chunked(B, C, X, CHUNK)
     elif mode == "recurrent":
         H = max(B.shape[-3], C.shape[-3], X.shape[-3])
         shape = torch.broadcast_shapes(B.shape[:-3], X.shape[:-3]) + (H, X.shape[-1], B.shape[-1])
@@ -100,7 +127,7 @@ def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention"
         Y = torch.stack(ys, dim=-2)
         states = torch.stack(hs, dim=-3) if return_states else None
     else:
-        raise ValueError(f"mode must be 'attention' or 'recurrent', got {mode!r}")
+        raise ValueError(f"mode must be 'attention', 'chunked' or 'recurrent', got {mode!r}")
     y = _mix(p, Y, config) + x * p["D"][..., None, None, :]
     if config.gate:
         y = y * torch.nn.functional.silu(_lin(hidden, p["z_proj.weight"]))
