@@ -198,7 +198,9 @@ class Stepper:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
                     self.per = self._step()
-            except Exception as e:  # noqa: BLE001  (a step that synchronises: train on eagerly, and say so)
+            except Exception as e:  # noqa: BLE001  (a step that synchronises: train on eagerly, and say so; the
+                # device's default generator may refuse draws after a failed capture, and training draws none there:
+                # every initial draw is on the host, with the run's own generator)
                 for p in self.model.params.values():
                     p.grad = None
                 self.use_graph = False
