@@ -189,7 +189,7 @@ def test_hash_recall_requirements():
 
 @pytest.mark.parametrize("pattern", HEAD_PATTERNS)
 @pytest.mark.parametrize("heads", [1, 2])
-@pytest.mark.parametrize("L, chunk", [(9, 4), (12, 4), (13, 5), (9, 9), (9, 64), (1, 4)])
+@pytest.mark.parametrize("L, chunk", [(9, 4), (12, 4), (13, 5), (11, 5), (9, 9), (9, 64), (1, 4)])
 def test_chunked_form_is_the_attention_form(pattern, heads, L, chunk, monkeypatch):
     """The training forward (chunks of ``CHUNK`` tokens, the state between them) against the attention and recurrent
     forms: whole chunks, a ragged last chunk, one chunk, L below the chunk; outputs and gradients in float64."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 64  # tokens a chunk of the chunked form (at L <= CHUNK it is the attention form)
+CHUNK = 64  # at most this many tokens a chunk of the chunked form (at L <= CHUNK it is the attention form)
 
 
 def _lin(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -83,10 +83,11 @@ def _chunked(B: torch.Tensor, C: torch.Tensor, X: torch.Tensor, chunk: int) -> t
     """Y = (C B^T, causally masked) X of the attention form, chunk by chunk: B (..., L, N), C (..., L, N), X (..., L, P)
     (leading dims broadcast) -> (..., L, P). Within a chunk the masked scores; across chunks the state
     S = sum_tau B_tau^T X_tau (N, P) of every earlier chunk, read as C_t S. L is padded to whole chunks with zeros
-    (a padded token adds nothing to the state and its output is dropped)."""
+    (a padded token adds nothing to the state and its output is dropped); the chunks are balanced, ceil(L / nc) tokens
+    for the nc = ceil(L / chunk) of them, so that at most nc - 1 tokens are padding (L = 65: two chunks of 33)."""
     L = X.shape[-2]
-    Q = min(chunk, L)
-    nc = -(-L // Q)
+    nc = -(-L // chunk)
+    Q = -(-L // nc)
 
     def split(t):  # (..., L, c) -> (..., nc, Q, c)
         return torch.nn.functional.pad(t, (0, 0, 0, nc * Q - L)).unflatten(-2, (nc, Q))
