@@ -146,10 +146,29 @@ def test_benchmark_bad_input(tmp_path, a_file, capsys):
     _refused(capsys, prof.main, ["--dtype", "float64"], "argument --dtype: invalid choice")
     _refused(capsys, prof.main, ["--construction", "mqar-x"], "argument --construction: invalid choice")
     _refused(capsys, prof.main, ["--batches", "0"], "argument --batches")
+    forms = _script("benchmarks/linear_forms.py")
+    _refused(capsys, forms.main, ["--grids", "recall-layers,nope"], "argument --grids: unknown name 'nope'")
+    _refused(capsys, forms.main, ["--device", "gpu"], "--device must be cpu or cuda, got 'gpu'")
+    _refused(capsys, forms.main, ["--out", str(a_file)], "a stored result exists")
     if not torch.cuda.is_available():
+        _refused(capsys, forms.main, ["--device", "cuda"], "--device cuda: no CUDA GPU is visible")
         _refused(capsys, abl.main, ["--out", str(tmp_path / "a.json")], "needs a CUDA GPU")
         _refused(capsys, prof.main, [], "needs a CUDA GPU")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_linear_forms_benchmark_times_both_forms_of_each_grid_length(tmp_path):
+    """The recall grids' one-layer shapes, one per length; at L <= CHUNK (recall-repeats, L = 128) the two forms are
+    one computation (difference 0), above it they differ by float32 rounding only."""
+    forms = _script("benchmarks/linear_forms.py")
+    assert [(s["seq_len"], s["d_model"], s["d_state"], s["batch"]) for s in forms.shapes("recall-vocab-long")] == \
+        [(1000, 150, 75, 20), (2000, 150, 75, 20), (3000, 150, 75, 20), (4000, 150, 75, 20)]
+    assert [(s["seq_len"], s["d_state"], s["batch"]) for s in forms.shapes("recall-layers")] == [(320, 16, 128)]
+    out = tmp_path / "forms.json"
+    assert cli.run_main(forms.main, ["--grids", "recall-repeats", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["seq_len"], row["max_relative_difference"]) == (128, 0.0)
+    assert row["attention_s"] > 0 and row["chunked_s"] > 0
 
 
 # --- the same through `python -m` / the script, as a user runs them (subprocesses, concurrently) --------------------

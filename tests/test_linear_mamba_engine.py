@@ -227,6 +227,17 @@ def test_chunked_form_carries_the_state_across_chunks(monkeypatch):
     torch.testing.assert_close(out, linear_mamba_forward(params, u, cfg), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("L", [1, 64, linear.CHUNK])
+def test_chunked_form_is_the_attention_forms_computation_up_to_one_chunk(L):
+    """At L <= CHUNK the training forward is the attention form's very computation (bitwise, float32): the grids of
+    up to 128 tokens train as they did in the attention form."""
+    cfg = LinearMambaConfig(16, 4, d_conv=2, n_heads=2, n_layers=2, residual=True)
+    g = torch.Generator().manual_seed(L)
+    params = {k: 0.4 * torch.randn(v.shape, generator=g) for k, v in cfg.zeros().items()}
+    u = torch.randn(3, L, 16, generator=g)
+    assert torch.equal(linear_mamba_forward(params, u, cfg, mode="chunked"), linear_mamba_forward(params, u, cfg))
+
+
 def test_forward_names_the_modes():
     cfg = LinearMambaConfig(8, 3)
     with pytest.raises(ValueError, match="'attention', 'chunked' or 'recurrent'"):

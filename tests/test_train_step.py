@@ -196,13 +196,13 @@ def test_the_train_split_is_held_as_int16_and_trains_as_the_int64_one():
 
 @pytest.mark.cuda
 def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
-    """Koren et al.'s V x L grid on the device: |V| = 40000 holds the split as int32, L = 160 runs the linear Mamba's
-    chunked form over three chunks. Its float32 forward and gradients on the GPU match the float64 attention form,
+    """Koren et al.'s V x L grid on the device: |V| = 40000 holds the split as int32, L = 400 runs the linear Mamba's
+    chunked form over four chunks. Its float32 forward and gradients on the GPU match the float64 attention form,
     and the replayed graph trains as the eager step."""
     from verify.blocks.linear_mamba import packed_linear_forward
     from verify.engines.linear import CHUNK, linear_mamba_forward
 
-    kw = dict(task="mqar-zoology", mixer="linear-mamba", vocab=40_000, kappa=40, seq_len=160, d_model=16, d_state=4,
+    kw = dict(task="mqar-zoology", mixer="linear-mamba", vocab=40_000, kappa=100, seq_len=400, d_model=16, d_state=4,
               model=(("wiring", "tied"),), d_conv=2, expand=2)
     assert kw["seq_len"] > 2 * CHUNK
     proto = protocol("koren-smoke", max_steps=40, warmup_steps=5, flat_steps=5, train_samples=256, val_samples=16,
@@ -215,7 +215,7 @@ def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
     # drawn on the host: after a failed capture in the same process (the test above), the device's default generator
     # refused draws on an H200 ("Offset increment outside graph capture encountered unexpectedly")
     g = torch.Generator().manual_seed(0)
-    h, w = (torch.randn(3, 4, 160, 16, generator=g, dtype=torch.float64).cuda() for _ in range(2))
+    h, w = (torch.randn(3, 4, 400, 16, generator=g, dtype=torch.float64).cuda() for _ in range(2))
     out = packed_linear_forward(p32, h.float(), model.config)
     ref = linear_mamba_forward(p64, h, model.config, mode="attention")
     g32 = torch.autograd.grad((out * w.float()).sum(), list(p32.values()))

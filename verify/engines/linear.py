@@ -11,8 +11,8 @@ as Mamba-1's, y_t <- y_t * silu(P_z u_t), before P_out: the rows A and B of the 
 
 ``mode="attention"`` computes the masked scores alpha[t, tau] = <C_t, B_tau> (tau <= t, diagonal included);
 ``mode="recurrent"`` runs the state explicitly (and can return it); ``mode="chunked"`` is the attention form within
-chunks of ``CHUNK`` tokens and the state between them (the same sum, O(L Q (N + P) + L N P) instead of O(L^2 (N + P))
-a sequence; the training forward). Several heads (H, P = d_inner / H) follow the
+chunks of at most ``CHUNK`` tokens and the state between them (the same sum, O(L Q (N + P) + L N P) instead of
+O(L^2 (N + P)) a sequence; the training forward; at L <= CHUNK the attention form's very computation). Several heads (H, P = d_inner / H) follow the
 paper's ``head_pattern`` (Mamba-2 terminology):
 
 =======  =============  =============  ==========================================================================
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 64  # at most this many tokens a chunk of the chunked form (at L <= CHUNK it is the attention form)
+CHUNK = 128  # at most this many tokens a chunk of the chunked form (at L <= CHUNK it is the attention form itself)
 
 
 def _lin(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -87,18 +87,25 @@ def _chunked(B: torch.Tensor, C: torch.Tensor, X: torch.Tensor, chunk: int) -> t
     for the nc = ceil(L / chunk) of them, so that at most nc - 1 tokens are padding (L = 65: two chunks of 33)."""
     L = X.shape[-2]
     nc = -(-L // chunk)
+    if nc == 1:  # one chunk: the attention form itself
+        return _attention(B, C, X)
     Q = -(-L // nc)
 
     def split(t):  # (..., L, c) -> (..., nc, Q, c)
         return torch.nn.functional.pad(t, (0, 0, 0, nc * Q - L)).unflatten(-2, (nc, Q))
 
     Bc, Cc, Xc = split(B), split(C), split(X)
-    mask = torch.ones(Q, Q, dtype=torch.bool, device=X.device).tril()
-    Y = (Cc @ Bc.transpose(-1, -2)).masked_fill(~mask, 0) @ Xc  # (..., nc, Q, P)
-    if nc > 1:
-        states = (Bc.transpose(-1, -2) @ Xc).cumsum(-3)  # (..., nc, N, P): the state after each chunk
-        Y = torch.cat([Y[..., :1, :, :], Y[..., 1:, :, :] + Cc[..., 1:, :, :] @ states[..., :-1, :, :]], dim=-3)
+    Y = _attention(Bc, Cc, Xc)  # (..., nc, Q, P)
+    states = (Bc.transpose(-1, -2) @ Xc).cumsum(-3)  # (..., nc, N, P): the state after each chunk
+    Y = torch.cat([Y[..., :1, :, :], Y[..., 1:, :, :] + Cc[..., 1:, :, :] @ states[..., :-1, :, :]], dim=-3)
     return Y.flatten(-3, -2)[..., :L, :]
+
+
+def _attention(B: torch.Tensor, C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Y = alpha X with the causally masked scores alpha[t, tau] = <C_t, B_tau> (tau <= t): (..., L, P)."""
+    L = X.shape[-2]
+    mask = torch.ones(L, L, dtype=torch.bool, device=X.device).tril()
+    return (C @ B.transpose(-1, -2)).masked_fill(~mask, 0) @ X  # alpha: (..., L, L)
 
 
 def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention", return_states: bool = False):
@@ -109,10 +116,7 @@ def layer_forward(p: dict, hidden: torch.Tensor, config, mode: str = "attention"
     B, C, X = _heads(p, x, config)
     states = None
     if mode == "attention":
-        L = x.shape[-2]
-        mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        alpha = (C @ B.transpose(-1, -2)).masked_fill(~mask, 0)  # (..., S, H, L, L)
-        Y = alpha @ X
+        Y = _attention(B, C, X)
     elif mode == "chunked":
         Y = _chunked(B, C, X, CHUNK)
     elif mode == "recurrent":
