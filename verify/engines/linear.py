@@ -84,7 +84,7 @@ def _chunked(B: torch.Tensor, C: torch.Tensor, X: torch.Tensor, chunk: int) -> t
     (leading dims broadcast) -> (..., L, P). Within a chunk the masked scores; across chunks the state
     S = sum_tau B_tau^T X_tau (N, P) of every earlier chunk, read as C_t S. L is padded to whole chunks with zeros
     (a padded token adds nothing to the state and its output is dropped); the chunks are balanced, ceil(L / nc) tokens
-    for the nc = ceil(L / chunk) of them, so that at most nc - 1 tokens are padding (L = 65: two chunks of 33)."""
+    for the nc = ceil(L / chunk) of them, so that at most nc - 1 tokens are padding (L = 161, chunk 128: two of 81)."""
     L = X.shape[-2]
     nc = -(-L // chunk)
     if nc == 1:  # one chunk: the attention form itself
