@@ -198,7 +198,11 @@ def test_the_train_split_is_held_as_int16_and_trains_as_the_int64_one():
 def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
     """Koren et al.'s V x L grid on the device: |V| = 40000 holds the split as int32, L = 400 runs the linear Mamba's
     chunked form over four chunks. Its float32 forward and gradients on the GPU match the float64 attention form,
-    and the replayed graph trains as the eager step."""
+    and the replayed graph trains as the eager step: the same losses, and parameters within atol 1e-4. On an H100, 6 of
+    the 1.92 million parameters differed by up to 3.0e-6 after 13 steps, all in embedding rows of tokens that the 256
+    training sequences hold a few times: the two steps round the near-zero gradients of those rows differently, and
+    Adam's m / (sqrt(v) + eps) turns that rounding into a visible part of the step. A replay that missed an update
+    (a frozen model trained, a stale rate) would move parameters by about the rate, 1e-2."""
     from verify.blocks.linear_mamba import packed_linear_forward
     from verify.engines.linear import CHUNK, linear_mamba_forward
 
@@ -233,6 +237,9 @@ def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
         assert (stepper.graph is not None) == graph
         runs.append((losses, {k: v.detach().clone() for k, v in model.params.items()}))
     (le, pe), (lg, pg) = runs
+    diff = max((pe[k] - pg[k]).abs().max().item() for k in pe)
+    print(f"[linear-mamba] graph vs eager after {WARMUP_STEPS + 10} steps: max |dloss| {(le - lg).abs().max().item():.3g}, "
+          f"max |dparam| {diff:.3g}")
     torch.testing.assert_close(lg, le, rtol=1e-5, atol=1e-6)
     for k in pe:
-        torch.testing.assert_close(pg[k], pe[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pg[k], pe[k], rtol=1e-5, atol=1e-4)
