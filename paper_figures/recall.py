@@ -235,14 +235,21 @@ def probit_points(vocabs, acc) -> list[tuple[float, float]]:
             if PROBIT_RANGE[0] <= a <= PROBIT_RANGE[1]]
 
 
-def probit_fit(pts: list[tuple[float, float]]) -> tuple[float, float, int] | None:
-    """(slope, intercept, cells) of the least-squares line through ``probit_points`` (Phi^-1(accuracy) against m_V);
-    None with fewer than two. The law, Phi^-1(p) = 1/sigma - m_V, puts the slope at -1 and the intercept at
-    1/sigma."""
+def probit_fit(pts: list[tuple[float, float]]) -> tuple[float, float, int, float | None] | None:
+    """(slope, intercept, cells, slope's standard error) of the least-squares line through ``probit_points``
+    (Phi^-1(accuracy) against m_V); None with fewer than two cells. The law, Phi^-1(p) = 1/sigma - m_V, puts the
+    slope at -1 and the intercept at 1/sigma. The standard error is the textbook one, sqrt(RSS / (n - 2) / S_xx),
+    from the scatter of the cells about the line (None with two cells): it does not see the spread between seeds or
+    training budgets, so a slope several errors from -1 is a measured trend of these cells, not yet a verdict."""
     if len(pts) < 2:
         return None
-    slope, intercept = np.polyfit(*zip(*pts), 1)
-    return float(slope), float(intercept), len(pts)
+    x, y = (np.array(v, dtype=float) for v in zip(*pts))
+    slope, intercept = np.polyfit(x, y, 1)
+    se = None
+    if len(x) > 2:
+        rss = float(((y - (slope * x + intercept)) ** 2).sum())
+        se = float(np.sqrt(rss / (len(x) - 2) / ((x - x.mean()) ** 2).sum()))
+    return float(slope), float(intercept), len(pts), se
 
 
 def recall_vocab(results: Path) -> Rendered:
@@ -273,7 +280,7 @@ def recall_vocab(results: Path) -> Rendered:
         line = probit_fit(fit)
         slope = intercept = None
         if line:
-            slope, intercept, _ = line
+            slope, intercept = line[:2]
             axes[1].plot(*zip(*fit), "o", ms=3, color=f"C{i}")
             mv = np.linspace(min(f[0] for f in fit), max(f[0] for f in fit), 2)
             axes[1].plot(mv, intercept + slope * mv, "-", lw=0.8, color=f"C{i}", label=f"D={d}, N={n}: {slope:.2f}")

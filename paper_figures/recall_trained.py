@@ -507,8 +507,9 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     with the law at the paper's linear a = 5/4 (D and N of the grid); right, Phi^-1(accuracy) against m_V with a
     least-squares line per L (``paper_figures.recall.probit_fit``), whose slope the law puts at -1 and intercept at
     1/sigma(L). A cell's value is the best validation accuracy of the best seed (the grid has one). The caption gives
-    the law's a fitted to all cells (N_f = L/4 per cell), the slopes and intercepts against the law's, and the cells
-    stored."""
+    the law's a fitted to all cells (N_f = L/4 per cell), the slopes (with the line's standard error) and intercepts
+    against the law's, how much the accuracy still rose over the last third of the steps (``_late_rises``), and the
+    cells stored."""
     from paper_figures.recall import PROBIT_RANGE, probit_fit, probit_points
     from verify.recall_law import law_num, sigma2_num
 
@@ -545,18 +546,39 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
         axes[1].legend(fontsize=5.5, frameon=False)
     keys = sorted(cells)
     a_fit, rms = fit_a(d, n, [cells[c]["best"] for c in keys], [v for v, _ in keys], [t // per for _, t in keys])
-    slopes = "; ".join(f"L = {t}: slope {f[0]:.2f}, intercept {f[1]:.2f} over {f[2]} V" if f else
+    slopes = "; ".join(f"L = {t}: slope {f[0]:.2f}, intercept {f[1]:.2f} over {f[2]} V"
+                       + (f" (slope's standard error {f[3]:.2f})" if f and f[3] is not None else "") if f else
                        f"L = {t}: fewer than 2 V inside the probit range" for t, f in fits.items())
+    rises = _late_rises(recs, g.runs()[0].protocol.max_steps)
     caption = (f"Koren et al.'s large vocabulary and long context (D = {d}, N = {n}, N_f = L/{per}, "
                f"V = {min(g.vocabs)}..{max(g.vocabs)}, cells with L >= V skipped): the simplified linear Mamba, per "
                f"cell the best validation accuracy (of the best seed), against the law Phi(1/sigma - m_V) at the "
                f"paper's a = {a_paper:g} (dashed). Right: Phi^-1(accuracy) against m_V over the cells with accuracy in "
                f"[{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], a least-squares line per L; the law's claim is slope -1 and "
-               f"intercept 1/sigma. Here "
-               f"{slopes}; the law's a fitted to all {len(keys)} cells = {a_fit:.3f} (rms {rms:.3f}). "
-               f"{_runs_note(g, recs, vocab_length_of)}.")
+               f"intercept 1/sigma (the standard error is the line's, from the cells' scatter about it: one seed, "
+               f"so it does not see the spread between seeds). Here {slopes}; the law's a fitted to all {len(keys)} "
+               f"cells = {a_fit:.3f} (rms {rms:.3f}). Still rising at the end: over the last third of the steps the "
+               f"validation accuracy gained {rises}. {_runs_note(g, recs, vocab_length_of)}.")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope", "intercept (law 1/sigma)"], rows, caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
+
+
+def _late_rises(recs: list[dict], max_steps: int) -> str:
+    """Per L, how much the validation accuracy rose over the last third of the steps (the history's last value minus
+    its value at 2/3 of ``max_steps``), at the smallest and the largest V stored: "L = 1000: +0.004 (V 1002) to +0.018
+    (V 20970); ...". A rise that grows with V says the larger vocabularies were further from converged at the budget."""
+    rise: dict[int, dict[int, float]] = {}
+    for r in recs:
+        h = [(step, acc) for step, _, acc in r["result"].get("history", [])]
+        before = [acc for step, acc in h if step <= 2 * max_steps // 3]
+        if h and before:
+            v, t = vocab_length_of(r["spec"])
+            rise.setdefault(t, {})[v] = max(rise.get(t, {}).get(v, -1.0), h[-1][1] - before[-1])
+    parts = []
+    for t, by_v in sorted(rise.items()):
+        lo, hi = min(by_v), max(by_v)
+        parts.append(f"L = {t}: {by_v[lo]:+.3f} (V {lo})" + (f" to {by_v[hi]:+.3f} (V {hi})" if hi != lo else ""))
+    return "; ".join(parts) or "no history stored"
 
 
 def _cell_text(agg, d, n, lam=None, heads=None) -> str:

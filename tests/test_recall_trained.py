@@ -129,6 +129,8 @@ def test_vocab_long_reads_the_probit_slope_and_the_fitted_a(stores, tmp_path):
         m = re.search(rf"L = {t}: slope (-?[\d.]+), intercept (-?[\d.]+) over (\d+) V", out.caption)
         assert m and float(m[1]) == -1.0 and float(m[2]) == pytest.approx(inv_sigma, abs=0.006) and int(m[3]) >= 2
     assert "fitted to all 31 cells = 1.250 (rms 0.000)" in out.caption and "seeds 1 of 1" in out.caption
+    assert out.caption.count("V (slope's standard error 0.00)") == 4  # on the law: no scatter about the lines
+    assert "the validation accuracy gained no history stored" in out.caption  # the fixture stores no history
     rows = _md_rows(out.markdown)
     assert list(rows) == ["1000", "2000", "3000", "4000"] and rows["4000"][2:6] == ["", "", "", ""]  # V <= L skipped
     got, law = map(float, re.match(r"([\d.]+) \(([\d.]+)\)", rows["4000"][6]).groups())  # V = 5696
@@ -138,6 +140,34 @@ def test_vocab_long_reads_the_probit_slope_and_the_fitted_a(stores, tmp_path):
     slopes = [float(x) for x in re.findall(r"L = \d+: slope (-?[\d.]+)", half.caption)]
     assert slopes and all(x == -0.5 for x in slopes)
     assert float(re.search(r"\(rms ([\d.]+)\)", half.caption)[1]) >= 0.01  # off the law: a cannot absorb it
+
+
+def test_probit_fit_gives_the_slope_and_its_standard_error():
+    """(0, 0), (1, 1), (2, 1): slope 1/2, intercept 1/6, residuals -1/6, 1/3, -1/6, so RSS = 1/6 and the slope's
+    standard error is sqrt(RSS / (3 - 2) / S_xx) = sqrt(1/12) (S_xx = 2); two points: a line, no error; one: none."""
+    from paper_figures.recall import probit_fit
+
+    slope, intercept, n, se = probit_fit([(0.0, 0.0), (1.0, 1.0), (2.0, 1.0)])
+    assert (slope, intercept, n) == (pytest.approx(0.5), pytest.approx(1 / 6), 3) and se == pytest.approx(12 ** -0.5)
+    assert probit_fit([(0.0, 1.0), (2.0, 0.0)]) == (pytest.approx(-0.5), pytest.approx(1.0), 2, None)
+    assert probit_fit([(0.0, 1.0)]) is None
+
+
+def test_late_rises_reads_the_last_third_of_each_history():
+    """Histories of 12000 steps: the rise is the last value minus the value at the last validation at or before step
+    8000, per L at the smallest and the largest V; a cell with one V gives one number."""
+    from paper_figures.recall_trained import _late_rises
+
+    def rec(v, t, accs):
+        return {"spec": {"vocab": v, "seq_len": t},
+                "result": {"history": [[500 * (i + 1), 0.0, a] for i, a in enumerate(accs)]}}
+
+    flat = [0.5] * 16 + [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6]  # step 8000 is the 16th entry
+    climb = [0.5] * 16 + [0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+    got = _late_rises([rec(1002, 1000, flat), rec(20970, 1000, climb), rec(3688, 3000, climb)], 12000)
+    assert got == "L = 1000: +0.100 (V 1002) to +0.400 (V 20970); L = 3000: +0.400 (V 3688)"
+    assert _late_rises([{"spec": {"vocab": 5, "seq_len": 4}, "result": {"history": []}}], 12000) == \
+        "no history stored"
 
 
 def test_adjacent_repeat_guess():
