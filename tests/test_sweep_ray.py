@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -79,3 +81,70 @@ def test_the_time_budget_and_a_signal_checkpoint_the_packs_and_the_next_sweep_re
     recs = store.records()
     assert all(r["result"]["steps"] == STEPS and r["pack_seconds"] >= 1000 for r in recs)
     assert not _checkpoints(store)
+
+
+def _vocab_long_pack(seq_len: int) -> list[RunSpec]:
+    return [next(s for s in grid("recall-vocab-long").runs() if s.seq_len == seq_len)]
+
+
+def test_pack_host_bytes_counts_the_splits_positions():
+    """Koren et al.'s V x L grid at L = 4000: 240,000 train sequences at 24 bytes a position, 10,000 val and 10,000
+    test sequences at 16, and 2 GiB for the process: 26.47 GB; the paper's MQAR protocol (10^5 train, 10^3 val, 10^5
+    test sequences) at L = 64: 0.26 GB of data."""
+    from verify.train.runner import pack_host_bytes
+
+    assert pack_host_bytes(_vocab_long_pack(4000)) == 2 * 2 ** 30 + 24 * 240_000 * 4000 + 16 * 20_000 * 4000
+    ref = RunSpec(task="mqar", mixer="mamba", vocab=16, kappa=4, seq_len=64, d_model=8, d_state=4, seed=0, lr=0.03,
+                  protocol=protocol("reference"))
+    assert pack_host_bytes([ref]) == 2 * 2 ** 30 + 24 * 100_000 * 64 + 16 * 101_000 * 64
+
+
+def test_pack_host_bytes_bounds_the_measured_peak_of_drawing_a_pack_s_data():
+    """A process that draws a tenth of a V x L cell's splits (L = 2000, V = 3688: 24,000 train, 1,000 val and 1,000
+    test sequences) grows its peak resident memory by at most the estimate's data part, and by more than half of it
+    (the estimate is an upper bound, not a blanket)."""
+    from verify.train.runner import HOST_BASE_BYTES
+
+    code = """if True:
+        import resource, sys
+        from dataclasses import replace
+        from verify.train.loop import datasets
+        from verify.train.runner import pack_host_bytes
+        from verify.train.sweep import grid
+        s = next(s for s in grid("recall-vocab-long").runs() if s.seq_len == 2000 and s.vocab == 3688)
+        s = replace(s, protocol=replace(s.protocol, train_samples=24_000, val_samples=1_000, test_samples=1_000))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        datasets(s)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before, pack_host_bytes([s]))"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    grown, estimate = map(int, out.stdout.split())
+    data = estimate - HOST_BASE_BYTES
+    assert data / 2 < grown <= data, (grown, data)
+
+
+def test_each_ray_task_reserves_its_pack_s_host_memory_at_most_the_largest_node_s(local_ray):
+    """RayExecutor.submit asks Ray for pack_host_bytes of host memory, capped at the largest node's memory resource
+    (a pack larger than every node still runs, alone)."""
+    from verify.train.runner import RayExecutor, pack_host_bytes
+
+    run = RayExecutor("cpu", "packed", 1)
+    asked = []
+
+    class Task:
+        def options(self, **kw):
+            asked.append(kw["memory"])
+            return self
+
+        def remote(self, *args):
+            return None
+
+    run.remote = Task()
+    assert run.node_memory() > 0  # the local node reports its memory resource
+    run.node_memory = lambda: 10 * 2 ** 30
+    small = _long_specs()[:2]
+    run.submit(small, "unused.pt", None)
+    run.submit(_vocab_long_pack(4000), "unused.pt", None)
+    assert asked == [pack_host_bytes(small), 10 * 2 ** 30]
+    run.close()

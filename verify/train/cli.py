@@ -168,7 +168,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--address", default=None,
                    help="Ray cluster to join, 'auto' or 'ray://HOST:10001' (default: none, a local Ray instance)")
     s.add_argument("--gpus-per-pack", type=finite(0, True), default=0.1,
-                   help="GPUs each pack asks Ray for with --device cuda: 0.1 trains ten packs side by side on a GPU")
+                   help="GPUs each pack asks Ray for with --device cuda: 0.1 trains ten packs side by side on a GPU "
+                        "(fewer where their data would not fit the host's memory: each pack also reserves the host "
+                        "memory it needs to draw its data)")
     s.add_argument("--cpus-per-pack", type=finite(0, True), default=1.0,
                    help="CPUs each pack asks Ray for (and its torch threads on --device cpu)")
     s.add_argument("--mps", action="store_true",

@@ -8,7 +8,10 @@
   joins an existing cluster (``"auto"``, ``"ray://host:10001"``), whose nodes need the package installed and, for a
   cut pack to resume on another node, the store's folder on a filesystem every node sees (else it restarts).
   ``mps``: start the CUDA MPS daemon first (local only), so that the packs' kernels on one GPU run side by side
-  instead of time-sliced; one process's kernel fault then ends every process on that GPU.
+  instead of time-sliced; one process's kernel fault then ends every process on that GPU. Each task also reserves
+  the host memory its process needs at most (``pack_host_bytes``, Ray's ``memory`` resource), so that packs side by
+  side never draw more training sets at once than the host holds (ten packs of Koren et al.'s V x L grid at
+  L = 4000, 26 GB each, would not fit a 128 GB host).
 * ``inline``: the packs one after another in this process, for a machine without Ray.
 
 Workers return their records and the driver appends them (``ResultStore.append``: a run key is stored once), so no
@@ -37,6 +40,21 @@ from verify.train.sweep import pack_cost, pack_id, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CANCEL_WAIT_S = 120  # how long an interrupted sweep waits for its packs to write their checkpoints
+HOST_BASE_BYTES = 2 << 30  # a training process before its data (torch and the CUDA libraries loaded)
+TRAIN_BYTES_PER_POSITION = 24  # drawing the train split: int64 tokens and labels (16) and the generator's temporaries
+HELD_BYTES_PER_POSITION = 16  # the val and test splits, held as int64 tokens and labels
+
+
+def pack_host_bytes(pack: list[RunSpec]) -> int:
+    """Host memory (bytes) that the process training ``pack`` needs at most: ``HOST_BASE_BYTES``, plus 24 bytes a
+    position of the train split while it is drawn (its int64 tokens and labels, 16 bytes, and the generator's
+    temporaries: the peak measured 1.35-1.47 times those 16 for mqar-zoology at L = 1000-4000, V = 3688-50000; the
+    split is then held as int16 or int32), plus 16 bytes a position of the val and test splits (int64). A pack's runs
+    share one data set (``loop.datasets`` of its first run). Koren et al.'s V x L grid at L = 4000: 26.5 GB."""
+    s = pack[0]
+    p = s.protocol
+    return (HOST_BASE_BYTES + TRAIN_BYTES_PER_POSITION * p.train_samples * s.seq_len
+            + HELD_BYTES_PER_POSITION * (p.val_samples + p.test_samples) * s.seq_len)
 
 
 def train_one(spec_dicts: list[dict], device: str, impl: str, checkpoint: str, deadline: float | None,
@@ -142,8 +160,16 @@ class RayExecutor:
             signal.signal(s, h)
 
     def submit(self, pack, checkpoint, deadline):
-        return self.remote.remote([s.as_dict() for s in pack], self.device, self.impl, checkpoint, deadline,
-                                  self.threads)
+        """One Ray task for ``pack``, reserving its host memory (``pack_host_bytes``; at most the largest node's
+        memory resource, so that a pack larger than any node still runs, alone)."""
+        memory, largest = pack_host_bytes(pack), self.node_memory()
+        memory = min(memory, largest) if largest else memory
+        return self.remote.options(memory=memory).remote([s.as_dict() for s in pack], self.device, self.impl,
+                                                         checkpoint, deadline, self.threads)
+
+    def node_memory(self) -> float:
+        """The largest ``memory`` resource of the cluster's live nodes (bytes; 0 if none reports one)."""
+        return max((n["Resources"].get("memory", 0) for n in self.ray.nodes() if n.get("Alive")), default=0)
 
     def wait(self, pending, timeout):
         done, _ = self.ray.wait(list(pending), num_returns=1, timeout=timeout)
