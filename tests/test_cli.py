@@ -107,6 +107,8 @@ def cli(capsys, *argv):
     (["check", "haar", "--seed", "5", "--seed", "-2"], "must be an integer >= 0"),
     (["check", "copy-previous", "--seed", str(2**63)], "must be an integer"),
     (["check", "copy-previous", "--samples", "-1"], "at least one sequence"),
+    (["check", "copy-previous", "--vocab", "1000000000000"], "2 <= --vocab <= 4096"),
+    (["check", "copy-previous", "--seq-len", "1"], "--seq-len >= 2"),
     (["check", "keep-nth", "--d-conv", "1000000000000"], "of memory, and"),
 ])
 def test_more_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
@@ -138,10 +140,14 @@ def test_internal_error_is_exit_3_one_line_and_debug_shows_the_traceback(capsys,
 
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
                                                                  "to allocate 1032000000000000 bytes"),
-                                   torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")])
+                                   torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("numel: integer multiplication overflow"),
+                                   ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the "
+                                              "maximum possible size.")])
 def test_an_allocation_that_fails_is_bad_input_exit_2(capsys, monkeypatch, error):
-    """An allocation no estimate foresaw means the sizes do not fit this machine: exit 2, one line; any other
-    RuntimeError stays an internal error (exit 3)."""
+    """An allocation no estimate foresaw, or a size too large to allocate at all (torch's element count overflowing,
+    numpy's "array is too big"), means the sizes do not fit this machine: exit 2, one line; any other RuntimeError
+    stays an internal error (exit 3)."""
     from dataclasses import replace as dc_replace
 
     from verify.registry import SPECS

@@ -15,6 +15,9 @@ from verify.api import (IGNORE, Construction, MambaConfig, MambaWeights, Obligat
                         help_, obligations_of, require)
 
 
+MAX_VOCAB = 4096  # d_model = |V|: one-hot embeddings and identity projections
+
+
 @dataclass(frozen=True)
 class Constants:
     gain: sp.Expr = sp.Integer(1)  # conv weight on token t - 1
@@ -36,7 +39,9 @@ def obligations(c: Constants):
 
 
 def build(p: Params, constants: Constants = Constants()) -> Construction:
-    require(p.vocab >= 2 and p.seq_len >= 2, f"copy-previous needs |V| >= 2 and T >= 2, got {p.vocab}, {p.seq_len}")
+    require(2 <= p.vocab <= MAX_VOCAB, f"copy-previous needs 2 <= --vocab <= {MAX_VOCAB} (the model is |V| wide, "
+                                       f"|V| x |V| weights a projection), got {p.vocab}")
+    require(p.seq_len >= 2, f"copy-previous needs --seq-len >= 2, got {p.seq_len}")
     cfg, eye = MambaConfig(d_model=p.vocab, d_state=1, d_conv=2), torch.eye(p.vocab, dtype=torch.float64)
     W = MambaWeights(cfg)
     W.in_proj.x.weight[:] = eye

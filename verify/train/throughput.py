@@ -29,6 +29,7 @@ from dataclasses import replace
 import torch
 
 from common.errors import require
+from verify.cli_support import out_of_memory
 from verify.train import registry
 from verify.train.loop import build_model, datasets
 from verify.train.spec import RunSpec
@@ -101,10 +102,6 @@ def best_rate(point: dict) -> float:
     return max(point[p]["model_steps_per_s"] for p in ("packed", "packed_graph") if p in point)
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
 def time_pack(spec: RunSpec, k: int, steps: int, warmup: int, device: str) -> dict:
     """One point of the sweep: K = ``k`` models of ``spec``'s shape (seeds 0..k-1), eager and (CUDA) graph."""
     specs = [replace(spec, seed=s) for s in range(k)]
@@ -131,7 +128,7 @@ def sweep_sizes(spec: RunSpec, models: list, steps: int, warmup: int, device: st
             try:
                 points[k] = time_pack(spec, k, steps, warmup, device)
             except RuntimeError as e:
-                if not _out_of_memory(e):
+                if not out_of_memory(e):
                     raise
                 torch.cuda.empty_cache()
                 return False
