@@ -535,7 +535,7 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
         inv_sigma = 1 / np.sqrt(sigma2_num(d, n, t // per, a_paper))
         rows.append([t, t // per, *[f"{cells[v, t]['best']:.3f} ({float(law_num(d, n, v, t // per, a_paper)):.3f})"
                                     if (v, t) in cells else "" for v in g.vocabs],
-                     f"{fits[t][0]:.2f}" if fits[t] else "", f"{fits[t][1]:.2f} ({inv_sigma:.2f})" if fits[t] else ""])
+                     _slope_text(fits[t]), f"{fits[t][1]:.2f} ({inv_sigma:.2f})" if fits[t] else ""])
     axes[0].set_xscale("log")
     axes[0].set(xlabel="V", ylabel="validation accuracy", ylim=(0, 1.02))
     axes[0].set_title(f"trained (points) and the law at a = {a_paper:g} (dashed)", fontsize=7)
@@ -559,8 +559,16 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
                f"so it does not see the spread between seeds). Here {slopes}; the law's a fitted to all {len(keys)} "
                f"cells = {a_fit:.3f} (rms {rms:.3f}). Still rising at the end: over the last third of the steps the "
                f"validation accuracy gained {rises}. {_runs_note(g, recs, vocab_length_of)}.")
-    tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope", "intercept (law 1/sigma)"], rows, caption)
+    tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope (± s.e.)", "intercept (law 1/sigma)"], rows,
+                    caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
+
+
+def _slope_text(fit) -> str:
+    """A probit fit's slope for a table cell: "-1.42 ± 0.09" (with its standard error where it has one)."""
+    if not fit:
+        return ""
+    return f"{fit[0]:.2f}" + (f" ± {fit[3]:.2f}" if fit[3] is not None else "")
 
 
 def _late_rises(recs: list[dict], max_steps: int) -> str:

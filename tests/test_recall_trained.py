@@ -133,6 +133,7 @@ def test_vocab_long_reads_the_probit_slope_and_the_fitted_a(stores, tmp_path):
     assert "the validation accuracy gained no history stored" in out.caption  # the fixture stores no history
     rows = _md_rows(out.markdown)
     assert list(rows) == ["1000", "2000", "3000", "4000"] and rows["4000"][2:6] == ["", "", "", ""]  # V <= L skipped
+    assert rows["1000"][-2] == "-1.00 ± 0.00"
     got, law = map(float, re.match(r"([\d.]+) \(([\d.]+)\)", rows["4000"][6]).groups())  # V = 5696
     assert got == law
     fx.write_grid(tmp_path, "recall-vocab-long", lambda s: fx.vocab_long_value(s, slope=-0.5))
