@@ -36,8 +36,9 @@ def _one_line(text: str) -> str:
 
 def out_of_memory(e: BaseException) -> bool:
     """An allocation failure: Python's MemoryError, torch's CUDA OutOfMemoryError (or a RuntimeError saying "out of
-    memory"), torch's CPU allocator refusing (a RuntimeError "can't allocate memory"), or a size too large to allocate at all (torch's element count or
-    storage size overflowing 64 bits, numpy's "array is too big" / "maximum allowed dimension exceeded")."""
+    memory"), torch's CPU allocator refusing (a RuntimeError "can't allocate memory"), or a size too large to
+    allocate at all (torch's element count or storage size overflowing 64 bits, numpy's "array is too big" /
+    "maximum allowed dimension exceeded")."""
     text = str(e).lower()
     return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
             or (isinstance(e, RuntimeError) and any(m in text for m in (
