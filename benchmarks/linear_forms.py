@@ -1,13 +1,13 @@
 """The simplified linear Mamba's two exact forms in training: seconds per forward + backward, attention vs chunked.
 
-``verify.engines.linear`` computes one layer's sum y_t = sum_{tau <= t} <C_t, B_tau> x_tau either as the masked
-L x L score matrix times the values (``mode="attention"``, O(L^2 (N + P)) a sequence) or chunk by chunk with the state
-between chunks (``mode="chunked"``, O(L Q (N + P) + L N P), Q <= CHUNK = 128 tokens a chunk; the form training
-uses). For the one-layer shapes of the trained recall grids (read from the grid files: d_model, the largest d_state,
-seq_len, and the protocol's batch; one layer of the tied linear Mamba) it times, on one device in float32, a forward
-and a backward of ``layer_forward`` (loss sum(y * w)) in each form, the best of 3 after a warm-up, and reports the
-ratio and the largest relative difference between the two forms' outputs (the same sum: float32 rounding only). A form that does
-not fit the device's memory is recorded as such. Usage::
+``verify.engines.linear`` computes one layer's sum y_t = sum_{tau <= t} <C_t, B_tau> x_tau either as the masked L x L
+score matrix times the values (``mode="attention"``, O(L^2 (N + P)) a sequence) or chunk by chunk with the state between
+chunks (``mode="chunked"``, O(L Q (N + P) + L N P), Q <= CHUNK = 128 tokens a chunk; the form training uses). For the
+one-layer shapes of the trained recall grids (read from the grid files: d_model, the largest d_state, seq_len, and the
+protocol's batch; one layer of the tied linear Mamba) it times, on one device in float32, a forward and a backward of
+``layer_forward`` (loss sum(y * w)) in each form, the best of 3 after a warm-up, and reports the ratio and the largest
+relative difference between the two forms' outputs (the same sum: float32 rounding only). A form that does not fit the
+device's memory is recorded as such. Usage::
 
     python3 benchmarks/linear_forms.py --out results/train/bench_linear_forms_DEVICE.json [--device cuda]
         [--grids recall-layers,recall-repeats,recall-vocab-long] [--overwrite]
