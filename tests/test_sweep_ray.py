@@ -88,15 +88,15 @@ def _vocab_long_pack(seq_len: int) -> list[RunSpec]:
 
 
 def test_pack_host_bytes_counts_the_splits_positions():
-    """Koren et al.'s V x L grid at L = 4000: 240,000 train sequences at 24 bytes a position, 10,000 val and 10,000
-    test sequences at 16, and 2 GiB for the process: 26.47 GB; the paper's MQAR protocol (10^5 train, 10^3 val, 10^5
-    test sequences) at L = 64: 0.26 GB of data."""
+    """Koren et al.'s V x L grid at L = 4000: 240,000 train sequences at 28 bytes a position, 10,000 val and 10,000
+    test sequences at 16, and 2 GiB for the process: 30.31 GB; the paper's MQAR protocol (10^5 train, 10^3 val, 10^5
+    test sequences) at L = 64: 0.28 GB of data."""
     from verify.train.runner import pack_host_bytes
 
-    assert pack_host_bytes(_vocab_long_pack(4000)) == 2 * 2 ** 30 + 24 * 240_000 * 4000 + 16 * 20_000 * 4000
+    assert pack_host_bytes(_vocab_long_pack(4000)) == 2 * 2 ** 30 + 28 * 240_000 * 4000 + 16 * 20_000 * 4000
     ref = RunSpec(task="mqar", mixer="mamba", vocab=16, kappa=4, seq_len=64, d_model=8, d_state=4, seed=0, lr=0.03,
                   protocol=protocol("reference"))
-    assert pack_host_bytes([ref]) == 2 * 2 ** 30 + 24 * 100_000 * 64 + 16 * 101_000 * 64
+    assert pack_host_bytes([ref]) == 2 * 2 ** 30 + 28 * 100_000 * 64 + 16 * 101_000 * 64
 
 
 def test_pack_host_bytes_bounds_the_measured_peak_of_drawing_a_pack_s_data():

@@ -11,7 +11,7 @@
   instead of time-sliced; one process's kernel fault then ends every process on that GPU. Each task also reserves
   the host memory its process needs at most (``pack_host_bytes``, Ray's ``memory`` resource), so that packs side by
   side never draw more training sets at once than the host holds (ten packs of Koren et al.'s V x L grid at
-  L = 4000, 26 GB each, would not fit a 128 GB host).
+  L = 4000, 30 GB each, would not fit a 128 GB host).
 * ``inline``: the packs one after another in this process, for a machine without Ray.
 
 Workers return their records and the driver appends them (``ResultStore.append``: a run key is stored once), so no
@@ -41,16 +41,17 @@ from verify.train.sweep import pack_cost, pack_id, plan
 ROOT = Path(__file__).resolve().parents[2]
 CANCEL_WAIT_S = 120  # how long an interrupted sweep waits for its packs to write their checkpoints
 HOST_BASE_BYTES = 2 << 30  # a training process before its data (torch and the CUDA libraries loaded)
-TRAIN_BYTES_PER_POSITION = 24  # drawing the train split: int64 tokens and labels (16) and the generator's temporaries
+TRAIN_BYTES_PER_POSITION = 28  # drawing the train split: int64 tokens and labels (16), the generator's temporaries
 HELD_BYTES_PER_POSITION = 16  # the val and test splits, held as int64 tokens and labels
 
 
 def pack_host_bytes(pack: list[RunSpec]) -> int:
-    """Host memory (bytes) that the process training ``pack`` needs at most: ``HOST_BASE_BYTES``, plus 24 bytes a
+    """Host memory (bytes) that the process training ``pack`` needs at most: ``HOST_BASE_BYTES``, plus 28 bytes a
     position of the train split while it is drawn (its int64 tokens and labels, 16 bytes, and the generator's
-    temporaries: the peak measured 1.35-1.47 times those 16 for mqar-zoology at L = 1000-4000, V = 3688-50000; the
-    split is then held as int16 or int32), plus 16 bytes a position of the val and test splits (int64). A pack's runs
-    share one data set (``loop.datasets`` of its first run). Koren et al.'s V x L grid at L = 4000: 26.5 GB."""
+    temporaries: numpy's peak, traced, was 1.38-1.50 times those 16 for mqar-zoology at L = 1000-4000,
+    V = 5696-50000, so 1.75 times leaves a margin; the split is then held as int16 or int32), plus 16 bytes a position
+    of the val and test splits (int64). A pack's runs share one data set (``loop.datasets`` of its first run).
+    Koren et al.'s V x L grid at L = 4000: 30.3 GB."""
     s = pack[0]
     p = s.protocol
     return (HOST_BASE_BYTES + TRAIN_BYTES_PER_POSITION * p.train_samples * s.seq_len
