@@ -573,15 +573,20 @@ def _slope_text(fit) -> str:
 
 def _late_rises(recs: list[dict], max_steps: int) -> str:
     """Per L, how much the validation accuracy rose over the last third of the steps (the history's last value minus
-    its value at 2/3 of ``max_steps``), at the smallest and the largest V stored: "L = 1000: +0.004 (V 1002) to +0.018
-    (V 20970); ...". A rise that grows with V says the larger vocabularies were further from converged at the budget."""
-    rise: dict[int, dict[int, float]] = {}
+    its last value at or before 2/3 of ``max_steps``) in the run a cell reports (its best, ``VALUE``), at the smallest
+    and the largest V stored: "L = 1000: +0.004 (V 1002) to +0.018 (V 20970); ...". A rise that grows with V says the
+    larger vocabularies were further from converged at the budget."""
+    best: dict[tuple, dict] = {}
     for r in recs:
+        c = vocab_length_of(r["spec"])
+        if c not in best or r["result"][VALUE] > best[c]["result"][VALUE]:
+            best[c] = r
+    rise: dict[int, dict[int, float]] = {}
+    for (v, t), r in best.items():
         h = [(step, acc) for step, _, acc in r["result"].get("history", [])]
         before = [acc for step, acc in h if step <= 2 * max_steps // 3]
         if h and before:
-            v, t = vocab_length_of(r["spec"])
-            rise.setdefault(t, {})[v] = max(rise.get(t, {}).get(v, -1.0), h[-1][1] - before[-1])
+            rise.setdefault(t, {})[v] = h[-1][1] - before[-1]
     parts = []
     for t, by_v in sorted(rise.items()):
         lo, hi = min(by_v), max(by_v)

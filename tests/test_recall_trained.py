@@ -156,18 +156,23 @@ def test_probit_fit_gives_the_slope_and_its_standard_error():
 
 def test_late_rises_reads_the_last_third_of_each_history():
     """Histories of 12000 steps: the rise is the last value minus the value at the last validation at or before step
-    8000, per L at the smallest and the largest V; a cell with one V gives one number."""
+    8000, per L at the smallest and the largest V; a cell with one V gives one number; of a cell's several runs, the
+    one with the best validation accuracy (the run the cell reports) gives it."""
     from paper_figures.recall_trained import _late_rises
 
     def rec(v, t, accs):
         return {"spec": {"vocab": v, "seq_len": t},
-                "result": {"history": [[500 * (i + 1), 0.0, a] for i, a in enumerate(accs)]}}
+                "result": {"history": [[500 * (i + 1), 0.0, a] for i, a in enumerate(accs)], "best_val_acc": max(accs)}}
 
     flat = [0.5] * 16 + [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6]  # step 8000 is the 16th entry
     climb = [0.5] * 16 + [0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
     got = _late_rises([rec(1002, 1000, flat), rec(20970, 1000, climb), rec(3688, 3000, climb)], 12000)
     assert got == "L = 1000: +0.100 (V 1002) to +0.400 (V 20970); L = 3000: +0.400 (V 3688)"
-    assert _late_rises([{"spec": {"vocab": 5, "seq_len": 4}, "result": {"history": []}}], 12000) == \
+    high = [0.95] * 16 + [0.95] * 7 + [0.96]  # a better seed of the V 20970 cell, nearly flat at the end
+    got = _late_rises([rec(1002, 1000, flat), rec(20970, 1000, climb), rec(20970, 1000, high)], 12000)
+    assert got == "L = 1000: +0.100 (V 1002) to +0.010 (V 20970)"
+    assert _late_rises([{"spec": {"vocab": 5, "seq_len": 4}, "result": {"history": [], "best_val_acc": 0.0}}],
+                       12000) == \
         "no history stored"
 
 
