@@ -116,10 +116,16 @@ def test_cuda_graph_replay_trains_as_the_eager_step(mixer, kw):
             losses.append(stepper(step).clone())
         assert (stepper.graph is not None) == graph
         runs.append((torch.stack(losses), {k: v.detach().clone() for k, v in model.params.items()}))
+    _assert_replay_trains_as_eager(runs, f"{mixer}, 20 steps", atol)
+
+
+def _assert_replay_trains_as_eager(runs, label: str, atol: float) -> None:
+    """runs = [(eager losses, eager params), (replayed losses, replayed params)]: the same losses (rtol 1e-5,
+    atol 1e-6) and parameters within ``atol``; the largest differences printed."""
     (le, pe), (lg, pg) = runs
     diff = max((pe[k] - pg[k]).abs().max().item() for k in pe)
-    print(f"\n[{mixer}] graph vs eager after 20 steps: max |dloss| {(le - lg).abs().max().item():.3g}, "
-          f"max |dparam| {diff:.3g} ({WARMUP_STEPS} eager warmup steps, then replays)")
+    print(f"\n[{label}] graph vs eager: max |dloss| {(le - lg).abs().max().item():.3g}, max |dparam| {diff:.3g} "
+          f"({WARMUP_STEPS} eager warmup steps, then replays)")
     torch.testing.assert_close(lg, le, rtol=1e-5, atol=1e-6)
     for k in pe:
         torch.testing.assert_close(pg[k], pe[k], rtol=1e-5, atol=atol)
@@ -236,10 +242,4 @@ def test_cuda_linear_mamba_trains_on_an_int32_split_in_chunks_as_eagerly():
         losses = torch.stack([stepper(step).clone() for step in range(WARMUP_STEPS + 10)])
         assert (stepper.graph is not None) == graph
         runs.append((losses, {k: v.detach().clone() for k, v in model.params.items()}))
-    (le, pe), (lg, pg) = runs
-    diff = max((pe[k] - pg[k]).abs().max().item() for k in pe)
-    print(f"[linear-mamba] graph vs eager after {WARMUP_STEPS + 10} steps: max |dloss| {(le - lg).abs().max().item():.3g}, "
-          f"max |dparam| {diff:.3g}")
-    torch.testing.assert_close(lg, le, rtol=1e-5, atol=1e-6)
-    for k in pe:
-        torch.testing.assert_close(pg[k], pe[k], rtol=1e-5, atol=1e-4)
+    _assert_replay_trains_as_eager(runs, f"linear-mamba, {WARMUP_STEPS + 10} steps", 1e-4)
