@@ -509,15 +509,19 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     1/sigma(L). A cell's value is the best validation accuracy of the best seed (the grid has one). The caption gives
     the law's a fitted to all cells (N_f = L/4 per cell), the slopes (with the line's standard error) and intercepts
     against the law's, how much the accuracy still rose over the last third of the steps (``_late_rises``), and the
-    cells stored."""
+    cells stored. Third panel: the probit slope per L at every validation step (``_slope_history``): whether the
+    slope was still moving toward -1 when training ended."""
     from paper_figures.recall import PROBIT_RANGE, probit_fit, probit_points
     from verify.recall_law import law_num, sigma2_num
 
     g, recs = grid_records(results, name)
     cells = aggregate(recs, cell=vocab_length_of)
     d, n, a_paper, per = g.d_models[0], g.d_states[0], paper_a("trained-linear", "mqar"), g.seq_len_per_kappa
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.3), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(2 * COLUMN, 2.3), layout="constrained",
+                             gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
     vs = np.geomspace(min(g.vocabs), max(g.vocabs), 200)
+    max_steps = g.runs()[0].protocol.max_steps
+    history = _slope_history(recs)
     fits, rows = {}, []
     for i, t in enumerate(sorted({t for _, t in cells})):
         tv = sorted(v for v, tt in cells if tt == t)
@@ -532,6 +536,8 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
             mv = np.array([min(p[0] for p in pts), max(p[0] for p in pts)])
             axes[1].plot(mv, fits[t][1] + fits[t][0] * mv, "-", lw=0.8, color=f"C{i}",
                          label=f"L = {t}: slope {fits[t][0]:.2f}")
+        if history.get(t):
+            axes[2].plot(*zip(*history[t]), "-", lw=0.8, color=f"C{i}", label=f"L = {t}")
         inv_sigma = 1 / np.sqrt(sigma2_num(d, n, t // per, a_paper))
         rows.append([t, t // per, *[f"{cells[v, t]['best']:.3f} ({float(law_num(d, n, v, t // per, a_paper)):.3f})"
                                     if (v, t) in cells else "" for v in g.vocabs],
@@ -544,21 +550,26 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
     axes[1].set_title("probit against m_V (law: slope -1)", fontsize=7)
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize=5.5, frameon=False)
+    axes[2].axhline(-1, color="0.5", ls="--", lw=0.7)
+    axes[2].set(xlabel="step", ylabel="probit slope")
+    axes[2].set_title("slope during training (law: -1)", fontsize=7)
     keys = sorted(cells)
     a_fit, rms = fit_a(d, n, [cells[c]["best"] for c in keys], [v for v, _ in keys], [t // per for _, t in keys])
     slopes = "; ".join(f"L = {t}: slope {f[0]:.2f}, intercept {f[1]:.2f} over {f[2]} V"
                        + (f" (slope's standard error {f[3]:.2f})" if f and f[3] is not None else "") if f else
                        f"L = {t}: fewer than 2 V inside the probit range" for t, f in fits.items())
-    rises = _late_rises(recs, g.runs()[0].protocol.max_steps)
+    rises = _late_rises(recs, max_steps)
     caption = (f"Koren et al.'s large vocabulary and long context (D = {d}, N = {n}, N_f = L/{per}, "
                f"V = {min(g.vocabs)}..{max(g.vocabs)}, cells with L >= V skipped): the simplified linear Mamba, per "
                f"cell the best validation accuracy (of the best seed), against the law Phi(1/sigma - m_V) at the "
-               f"paper's a = {a_paper:g} (dashed). Right: Phi^-1(accuracy) against m_V over the cells with accuracy in "
+               f"paper's a = {a_paper:g} (dashed). Middle: Phi^-1(accuracy) against m_V over the cells with accuracy in "
                f"[{PROBIT_RANGE[0]}, {PROBIT_RANGE[1]}], a least-squares line per L; the law's claim is slope -1 and "
                f"intercept 1/sigma (the standard error is the line's, from the cells' scatter about it: one seed, "
                f"so it does not see the spread between seeds). Here {slopes}; the law's a fitted to all {len(keys)} "
                f"cells = {a_fit:.3f} (rms {rms:.3f}). Still rising at the end: over the last third of the steps the "
-               f"validation accuracy gained {rises}. {_runs_note(g, recs, vocab_length_of)}.")
+               f"validation accuracy gained {rises}. Right: the probit slope per L at every validation step "
+               f"(each cell's best validation accuracy so far, the same fit), {_slope_moves(history, max_steps)}. "
+               f"{_runs_note(g, recs, vocab_length_of)}.")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope (± s.e.)", "intercept (law 1/sigma)"], rows,
                     caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
@@ -571,18 +582,60 @@ def _slope_text(fit) -> str:
     return f"{fit[0]:.2f}" + (f" ± {fit[3]:.2f}" if fit[3] is not None else "")
 
 
-def _late_rises(recs: list[dict], max_steps: int) -> str:
-    """Per L, how much the validation accuracy rose over the last third of the steps (the history's last value minus
-    its last value at or before 2/3 of ``max_steps``) in the run a cell reports (its best, ``VALUE``), at the smallest
-    and the largest V stored: "L = 1000: +0.004 (V 1002) to +0.018 (V 20970); ...". A rise that grows with V says the
-    larger vocabularies were further from converged at the budget."""
+def _reported_runs(recs: list[dict]) -> dict[tuple[int, int], dict]:
+    """Per (V, L) cell, the run the cell reports: its best (``VALUE``)."""
     best: dict[tuple, dict] = {}
     for r in recs:
         c = vocab_length_of(r["spec"])
         if c not in best or r["result"][VALUE] > best[c]["result"][VALUE]:
             best[c] = r
+    return best
+
+
+def _slope_history(recs: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """Per L, (step, probit slope) at every validation step that all of L's reported runs share: the
+    ``paper_figures.recall.probit_fit`` slope of each cell's best validation accuracy up to that step (so the last
+    point is the figure's slope when the best state came last), over the cells inside the probit range then; steps
+    with fewer than two such cells are left out. Read beside the law's -1, it says whether training was still moving
+    the slope toward the law when the steps ran out, which the accuracies' rises alone do not (the probit stretches a
+    small rise near 1 more than a large one near 0.8)."""
+    from paper_figures.recall import probit_fit, probit_points
+
+    by_length: dict[int, dict[int, dict[int, float]]] = {}
+    for (v, t), r in _reported_runs(recs).items():
+        so_far, best = {}, -1.0
+        for step, _, acc in r["result"].get("history", []):
+            best = max(best, acc)
+            so_far[step] = best
+        by_length.setdefault(t, {})[v] = so_far
+    out: dict[int, list[tuple[int, float]]] = {}
+    for t, runs in sorted(by_length.items()):
+        steps = sorted(set.intersection(*(set(h) for h in runs.values())))
+        for step in steps:
+            fit = probit_fit(probit_points(sorted(runs), [runs[v][step] for v in sorted(runs)]))
+            if fit:
+                out.setdefault(t, []).append((step, fit[0]))
+    return out
+
+
+def _slope_moves(history: dict[int, list[tuple[int, float]]], max_steps: int) -> str:
+    """The slope per L at the last validation at or before half of ``max_steps`` and at the last step:
+    "L = 1000: -1.35 (step 6000) -> -1.42 (step 12000); ..."."""
+    parts = []
+    for t, h in history.items():
+        mid = [(step, x) for step, x in h if step <= max_steps // 2]
+        if mid:
+            parts.append(f"L = {t}: {mid[-1][1]:.2f} (step {mid[-1][0]}) -> {h[-1][1]:.2f} (step {h[-1][0]})")
+    return "; ".join(parts) or "no history stored"
+
+
+def _late_rises(recs: list[dict], max_steps: int) -> str:
+    """Per L, how much the validation accuracy rose over the last third of the steps (the history's last value minus
+    its last value at or before 2/3 of ``max_steps``) in the run a cell reports (its best, ``VALUE``), at the smallest
+    and the largest V stored: "L = 1000: +0.004 (V 1002) to +0.018 (V 20970); ...". A rise that grows with V says the
+    larger vocabularies were further from converged at the budget."""
     rise: dict[int, dict[int, float]] = {}
-    for (v, t), r in best.items():
+    for (v, t), r in _reported_runs(recs).items():
         h = [(step, acc) for step, _, acc in r["result"].get("history", [])]
         before = [acc for step, acc in h if step <= 2 * max_steps // 3]
         if h and before:

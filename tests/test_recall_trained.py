@@ -176,6 +176,42 @@ def test_late_rises_reads_the_last_third_of_each_history():
         "no history stored"
 
 
+def test_slope_history_fits_each_step_of_the_reported_runs():
+    """Histories drawn as Phi(c + k(step) m_V) with k moving from -2 at step 500 to -1 at step 4000 give back k at
+    every step; a later dip does not count (the best accuracy so far is what a cell would report), a worse second
+    seed of a cell is not read, and a step or an L with fewer than two cells inside the probit range has no slope.
+    ``_slope_moves`` reads the slope at half the steps and at the end."""
+    from statistics import NormalDist
+
+    from paper_figures.recall_trained import _slope_history, _slope_moves
+    from verify.recall_law import m_v_num
+
+    steps = [500 * (i + 1) for i in range(8)]
+    k = {step: -2 + (step - 500) / 3500 for step in steps}
+
+    def rec(v, t, accs):
+        return {"spec": {"vocab": v, "seq_len": t},
+                "result": {"history": [[s, 0.0, a] for s, a in zip(steps, accs)], "best_val_acc": max(accs)}}
+
+    def acc(v, step):
+        return NormalDist().cdf(5.0 + k[step] * float(m_v_num(v)))
+
+    runs = [rec(v, 1000, [acc(v, s) for s in steps]) for v in (3688, 8796, 20970)]
+    dipped = [acc(1548, s) for s in steps[:-1]] + [0.5]  # its last validation dips: the best so far stays
+    runs += [rec(1548, 1000, dipped), rec(1548, 1000, [0.1] * 8), rec(3688, 3000, [0.4] * 8)]
+    got = _slope_history(runs)
+    assert list(got) == [1000] and [s for s, _ in got[1000]] == steps
+    held = [(float(m_v_num(v)), NormalDist().inv_cdf(acc(v, steps[-2] if v == 1548 else steps[-1])))
+            for v in (1548, 3688, 8796, 20970)]  # at the last step V 1548 holds its value of the step before
+    assert got[1000][-1][1] == pytest.approx(np.polyfit(*zip(*held), 1)[0], abs=1e-9) and got[1000][-1][1] > -1
+    assert [fit for _, fit in got[1000][:-1]] == pytest.approx([k[s] for s in steps[:-1]], abs=1e-9)
+    clean = _slope_history([r for r in runs if r["spec"]["vocab"] != 1548])
+    assert [s for s, _ in clean[1000]] == steps[1:]  # at step 500 only V 3688 lies inside [0.02, 0.98]: no line
+    assert [fit for _, fit in clean[1000]] == pytest.approx([k[s] for s in steps[1:]], abs=1e-9)
+    assert _slope_moves(clean, 4000) == "L = 1000: -1.57 (step 2000) -> -1.00 (step 4000)"  # k(2000) = -2 + 3/7
+    assert _slope_moves({}, 4000) == "no history stored"
+
+
 def test_adjacent_repeat_guess():
     """One statement per key: nothing to guess (1). One key: every statement but the last is followed by the key,
     so the cue alone finds the last (1). Many keys: the cue rarely fires, so the guess sits a little above 1/N_k, and
