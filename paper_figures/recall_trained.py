@@ -569,7 +569,7 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
                f"cells = {a_fit:.3f} (rms {rms:.3f}). Still rising at the end: over the last third of the steps the "
                f"validation accuracy gained {rises}. Right: the probit slope per L at every validation step "
                f"(each cell's best validation accuracy so far, the same fit), {_slope_moves(history, max_steps)}. "
-               f"{_runs_note(g, recs, vocab_length_of)}.")
+               f"Between seeds: {_seed_slopes(results)}. {_runs_note(g, recs, vocab_length_of)}.")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope (± s.e.)", "intercept (law 1/sigma)"], rows,
                     caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
@@ -590,6 +590,43 @@ def _reported_runs(recs: list[dict]) -> dict[tuple[int, int], dict]:
         if c not in best or r["result"][VALUE] > best[c]["result"][VALUE]:
             best[c] = r
     return best
+
+
+def _seed_slopes(results: Path, name: str = "recall-vocab-long-seeds") -> str:
+    """The probit slope per L and seed of grid ``name`` (recall-vocab-long's cells at more seeds; its seed 0 is
+    recall-vocab-long's run, read from either store), each over the cells that every stored seed of that L holds, so
+    that the seeds are compared on the same V (each fit over those inside the probit range): "L = 1000: -1.42 / -1.40
+    (seeds 0 / 1, over 7 / 7 of the 7 V they all hold)"; where an L holds one seed, that it does."""
+    from paper_figures.recall import probit_fit, probit_points
+    from verify.train.spec import run_key
+    from verify.train.sweep import grid
+
+    g = grid(name)
+    keys = {run_key(spec) for spec in g.runs()}
+    recs = {}
+    for store in (*g.reuses, name):
+        try:
+            recs.update({r["key"]: r for r in load_store(results, f"train/{store}.jsonl", sweep_cmd(store))
+                         if r.get("key") in keys})
+        except MissingResults:
+            pass
+    acc: dict[int, dict[int, dict[int, float]]] = {}  # L -> seed -> V -> best validation accuracy
+    for r in recs.values():
+        v, t = vocab_length_of(r["spec"])
+        acc.setdefault(t, {}).setdefault(r["spec"]["seed"], {})[v] = r["result"][VALUE]
+    parts = []
+    for t, by_seed in sorted(acc.items()):
+        seeds = sorted(by_seed)
+        vs = sorted(set.intersection(*(set(by_seed[seed]) for seed in seeds)))
+        fits = [probit_fit(probit_points(vs, [by_seed[seed][v] for v in vs])) for seed in seeds]
+        if len(seeds) < 2 or not all(fits):
+            parts.append(f"L = {t}: seed {seeds[0]} only" if len(seeds) < 2 else
+                         f"L = {t}: fewer than two V that seeds {' / '.join(map(str, seeds))} all hold inside the "
+                         f"probit range")
+            continue
+        parts.append(f"L = {t}: {' / '.join(f'{f[0]:.2f}' for f in fits)} (seeds {' / '.join(map(str, seeds))}, "
+                     f"over {' / '.join(str(f[2]) for f in fits)} of the {len(vs)} V they all hold)")
+    return "; ".join(parts) + f" (grid {name})" if parts else f"grid {name} not trained"
 
 
 def _slope_history(recs: list[dict]) -> dict[int, list[tuple[int, float]]]:

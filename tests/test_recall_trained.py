@@ -176,6 +176,26 @@ def test_late_rises_reads_the_last_third_of_each_history():
         "no history stored"
 
 
+def test_seed_slopes_compare_the_seeds_on_the_cells_they_share(tmp_path):
+    """recall-vocab-long on the law (slope -1) as seed 0; recall-vocab-long-seeds holding seed 1 at L = 1000 on a
+    slope -1.5 grid (every V) and at L = 2000 at one V only: L = 1000 reads -1.00 / -1.50 over the 7 V both hold (6
+    of seed 0's inside the probit range, V 1548 lying above 0.98), L = 2000 has no line shared by both seeds. Without
+    the seeds store the L read "seed 0 only"; without any store, the grid is not trained."""
+    from paper_figures.recall_trained import _seed_slopes
+    from verify.train.store import ResultStore
+
+    assert _seed_slopes(tmp_path) == "grid recall-vocab-long-seeds not trained"
+    fx.write_grid(tmp_path, "recall-vocab-long", fx.vocab_long_value)
+    assert _seed_slopes(tmp_path) == "L = 1000: seed 0 only; L = 2000: seed 0 only (grid recall-vocab-long-seeds)"
+    seed1 = [s for s in grid("recall-vocab-long-seeds").runs()
+             if s.seed == 1 and (s.seq_len == 1000 or s.vocab == 2390)]
+    ResultStore(tmp_path / "train" / "recall-vocab-long-seeds.jsonl").append(
+        [fx.record(s, fx.vocab_long_value(s, slope=-1.5)) for s in seed1])
+    assert _seed_slopes(tmp_path) == (
+        "L = 1000: -1.00 / -1.50 (seeds 0 / 1, over 6 / 7 of the 7 V they all hold); L = 2000: fewer than two V that "
+        "seeds 0 / 1 all hold inside the probit range (grid recall-vocab-long-seeds)")
+
+
 def test_slope_history_fits_each_step_of_the_reported_runs():
     """Histories drawn as Phi(c + k(step) m_V) with k moving from -2 at step 500 to -1 at step 4000 give back k at
     every step; a later dip does not count (the best accuracy so far is what a cell would report), a worse second
