@@ -270,3 +270,39 @@ def test_mamba2_large_readout_takes_the_certified_fused_path(dtype, monkeypatch)
     assert fused.correct == plain.correct == fused.queries
     assert fused.min_margin == pytest.approx(plain.min_margin, rel=1e-5)
     assert fused.min_margin >= fused.proven_margin - fused.allowance  # the check's margin rule
+
+
+def test_tf32_fused_readout_recalls_no_row_that_is_not_finite():
+    """The fused readout's running maxima skip a NaN logit; in a TF32 check a hidden row holding a NaN or an inf is
+    not recalled and makes the min margin NaN (the float64 GEMM's count of the finite rows otherwise), and a readout
+    with a NaN is scored by the plain GEMM instead, whose NaN margin stays."""
+    import math
+    from types import SimpleNamespace
+
+    from verify import fused_readout
+    from verify.checks import _recall
+
+    V, d, n = 8192, 256, 2048
+    g = torch.Generator().manual_seed(0)
+    readout = torch.randn(V, d, generator=g)
+    target = torch.randint(0, V, (n,), generator=g)
+    h = readout[target] * 4  # own logit ~ 4 |r|^2 = 1024, others ~ N(0, 64^2)
+    h[5, 3], h[7, 0] = float("nan"), float("inf")
+    assert fused_readout.available(h.cuda(), V)
+    logits = h.double() @ readout.double().T
+    own = logits.gather(1, target[:, None])[:, 0]
+    others = logits.scatter(1, target[:, None], float("-inf")).max(dim=1).values
+    finite = torch.isfinite(h).all(dim=1)
+    want = int(((own > others) & finite).sum())
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        correct, margin = _recall(SimpleNamespace(name="rows", readout=readout), h.cuda(), target.cuda())
+        assert int(correct) == want and want >= n - 2 - 5 and math.isnan(float(margin))
+        bad = readout.clone()
+        bad[0, 0] = float("nan")
+        clean = readout[target] * 4
+        correct, margin = _recall(SimpleNamespace(name="readout", readout=bad), clean.cuda(), target.cuda())
+        assert math.isnan(float(margin))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -166,3 +166,173 @@ def test_export_outside_the_proof_warns_and_records_it(capsys, tmp_path):
 def test_sizes_or_constants_the_proof_cannot_take_are_bad_input(capsys, argv, needle):
     code, out, err = cli(capsys, *argv, "--quiet")
     assert code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the verifier checks itself, whatever a Spec's check returns
+# --------------------------------------------------------------------------------------------------------------
+
+def _with_check(monkeypatch, name: str, edit):
+    """SPECS[name] whose check's result (and construction) ``edit(con, result)`` changes before returning it."""
+    spec = SPECS[name]
+
+    def check(con, params, engine):
+        result = spec.check(con, params, engine)
+        edit(con, result)
+        return result
+
+    monkeypatch.setitem(SPECS, name, replace(spec, check=check))
+
+
+def _hold_all(con, result):
+    result.obligations = [{**o, "holds": True} for o in result.obligations]
+
+
+def _drop_all(con, result):
+    result.obligations = []
+
+
+def _swap_proof(con, result):  # the check replaces the proof it was given by one whose obligations all hold
+    con.proof = replace(con.proof, obligations=lambda: tuple(replace(o, holds=True) for o in con.proof.decide()))
+    _hold_all(con, result)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_hold_all, "the proof decides"),  # an obligation that fails reported as holding
+    (_drop_all, "is missing"),  # obligations left out (before: UNPROVEN "no obligations"; now named)
+    (_swap_proof, "the proof decides"),  # compared with the proof as built, not the one the check put in its place
+])
+def test_a_result_that_overturns_the_proof_fails(capsys, monkeypatch, edit, needle):
+    """keep-nth with a constant past Lemma 2's hypothesis: whatever the check's result says of the obligations, the
+    verifier re-decides the proof as built and FAILS a result that does not carry it."""
+    _with_check(monkeypatch, "keep-nth", edit)
+    code, out, _ = cli(capsys, "check", "keep-nth", *SMALL["keep-nth"], "--constant", "w=1", "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 1 and body["verdict"] == "FAIL" and needle in (body["proof_mismatch"] or ""), body["reasons"]
+    assert any(r.startswith("the result does not carry its construction's proof") for r in body["reasons"])
+
+
+def _lower_margin(con, result):
+    result.proven_margin = 0.0
+
+
+def _forget_outside(con, result):
+    result.outside = None
+
+
+@pytest.mark.parametrize("edit, argv, needle", [
+    (_lower_margin, ["check", "keep-nth", *SMALL["keep-nth"]], "the proof claims a margin"),
+    (_forget_outside, ["check", "mqar-mamba2", "--variant", "jl", "--kappa", "16", "--vocab", "16", "--key-dim",
+                       "12", "--samples", "8"], "outside the proof"),
+])
+def test_a_result_that_weakens_the_claim_fails(capsys, monkeypatch, edit, argv, needle):
+    """A result comparing with a smaller margin than the proof's, or silent about parameters outside the proof
+    (which must read UNPROVEN at best), FAILS; untouched, the first PASSES and the second is UNPROVEN."""
+    name = argv[1]
+    code, out, _ = cli(capsys, *argv, "--json", "--quiet")
+    assert json.loads(out)["verdict"] == ("PASS" if edit is _lower_margin else "UNPROVEN")
+    _with_check(monkeypatch, name, edit)
+    code, out, _ = cli(capsys, *argv, "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 1 and body["verdict"] == "FAIL" and needle in body["proof_mismatch"], body["reasons"]
+
+
+def test_an_engine_with_a_nan_fails_against_the_reference(capsys, monkeypatch):
+    """An engine whose hidden state is NaN at position 0 (never an MQAR query, so the task's scoring does not see
+    it): the comparison with the float64 reference, over every position, is not finite, and the check FAILS."""
+    from verify.engines.compare import max_logit_difference
+    from verify.engines.reference import ReferenceEngine
+    import verify_constructions.cli as cli_module
+
+    class NaNAtStart(ReferenceEngine):
+        name = "nan-at-start"
+
+        def hidden(self, con, tokens):
+            h = super().hidden(con, tokens).clone()
+            h[:, 0] = float("nan")
+            return h
+
+    con = SPECS["mqar-mamba"].build(SPECS["mqar-mamba"].params(kappa=4, vocab=16, samples=8))
+    tokens = torch.randint(0, 16, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert max_logit_difference(con, NaNAtStart("float32"), make_engine("reference"), tokens,
+                                torch.zeros_like(tokens)) == float("inf")
+    monkeypatch.setattr(cli_module, "make_engine", lambda name, dtype="float32", device=None: NaNAtStart("float32"))
+    code, out, _ = cli(capsys, "check", "mqar-mamba", *SMALL["mqar-mamba"], "--engine", "transformers", "--json",
+                       "--quiet")
+    body = json.loads(out)
+    assert body["correct"] == body["queries"] > 0  # every query recalled: the NaN is where nothing is scored
+    assert code == 1 and body["verdict"] == "FAIL" and body["reference_difference"] is None  # inf: null in JSON
+    assert any("disagrees with the float64 reference" in r for r in body["reasons"])
+
+
+def test_a_bare_run_on_another_engine_compares_with_the_reference():
+    """The bare run's checks get the same comparison as 'check NAME --engine E' (before, only the latter did)."""
+    import verify_constructions.cli as cli_module
+
+    r = cli_module._default_check("keep-nth", 0, "transformers", None, False)
+    assert r.engine == "transformers" and r.reference_difference is not None and r.reference_bound > 0
+    assert r.verdict == "PASS", r.reasons
+
+
+def test_a_one_class_readout_is_refused():
+    """An argmax over one class recalls every query whatever the state (NaN included): not a check."""
+    from common.errors import RequirementError
+    from verify.checks import check_labelled
+
+    spec = SPECS["keep-nth"]
+    con = spec.build(spec.params(vocab=16, seq_len=20, samples=2))
+    con.readout = con.readout[:1]
+    tokens = torch.zeros(2, 20, dtype=torch.long).numpy()
+    labels = tokens.copy()
+    with pytest.raises(RequirementError, match="1 class"):
+        check_labelled(con, tokens, labels, make_engine("reference"), config={}, summary="")
+
+
+def test_an_export_is_read_for_its_weights_not_for_what_it_says_of_them(capsys, tmp_path):
+    """config.json's derived numbers (Haar's sup bounds, which normalise the errors) are taken from the rebuilt
+    construction, so scaling them changes nothing; a changed position channel (not a tensor) fails the stored-weights
+    obligation, naming it."""
+    folder = tmp_path / "haar"
+    assert cli(capsys, "export", "haar", *SMALL["haar"], "--out", str(folder), "--dtype", "float64")[0] == 0
+    _, out, _ = cli(capsys, "check", "haar", "--from-export", str(folder), "--json", "--quiet")
+    before = json.loads(out)["max_error"]
+    config = json.loads((folder / "config.json").read_text())
+    config["info"]["sup_bounds"] = [b * 1e6 for b in config["info"]["sup_bounds"]]
+    (folder / "config.json").write_text(json.dumps(config))
+    code, out, _ = cli(capsys, "check", "haar", "--from-export", str(folder), "--json", "--quiet")
+    assert code == 0 and json.loads(out)["max_error"] == before
+    config["model"]["position_channel"] = 0 if config["model"]["position_channel"] != 0 else 1
+    (folder / "config.json").write_text(json.dumps(config))
+    code, out, _ = cli(capsys, "check", "haar", "--from-export", str(folder), "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 1 and "position_channel" in json.dumps(body["obligations"]), body["reasons"]
+
+
+def test_a_bare_run_reports_what_it_could_not_check(capsys, monkeypatch):
+    """A registered construction that fails to load is an ERROR of the bare run (exit 3) and one whose Spec lists no
+    default parameters is NOT RUN (exit 1 on its own), each named in the report, where before both were left out
+    and the run passed; 'check NAME' of the broken one says why, in one line (exit 2)."""
+    import verify_constructions.cli as cli_module
+
+    why = "my_theorem:SPEC failed to load: ModuleNotFoundError: No module named 'my_theorem'"
+    no_defaults = replace(SPECS["haar"], name="no-defaults", defaults=())
+    monkeypatch.setattr(cli_module, "SPECS", {"haar": SPECS["haar"], "no-defaults": no_defaults})
+    monkeypatch.setattr(cli_module, "BROKEN", {})
+    assert cli_module._exit_code(cli_module._unchecked()) == 1
+    monkeypatch.setattr(cli_module, "BROKEN", {"my-theorem": why})
+    code, out, _ = cli(capsys, "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 3 and not body["passed"]
+    assert body["verdicts"]["PASS"] == len(SPECS["haar"].defaults) and body["verdicts"]["ERROR"] == 1
+    assert body["verdicts"]["NOT RUN"] == 1
+    named = {c["construction"]: c for c in body["checks"]}
+    assert why in named["my-theorem"]["reasons"][0] and "no default parameters" in named["no-defaults"]["reasons"][0]
+    code, _, err = cli(capsys, "check", "my-theorem", "--vocab", "3")
+    assert code == 2 and err.count("\n") == 1 and "registered but cannot be loaded" in err and why in err
+
+
+def test_the_smallest_margin_keeps_a_nan():
+    from verify.checks import worst_margin
+
+    assert worst_margin(float("inf"), 0.5) == 0.5 and worst_margin(0.25, 0.5) == 0.25
+    assert all(x != x for x in (worst_margin(float("nan"), 0.5), worst_margin(0.5, float("nan"))))

@@ -7,9 +7,10 @@ construction's proven lower bound on it.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -66,6 +67,8 @@ class CheckResult:
     # rounding model's bound on one logit (``compare_with_reference``); a difference above the bound FAILS
     reference_difference: float | None = None
     reference_bound: float | None = None
+    # set by the command line (``audit_proof``) where the result's proof side is not its construction's proof
+    proof_mismatch: str | None = None
 
     @property
     def recall(self) -> float:
@@ -96,6 +99,8 @@ class CheckResult:
                            f"{self.allowance:.3g}: the proof claims more than the weights do")
         if self.outside:
             out.append(f"outside the proof: {self.outside}")
+        if self.proof_mismatch:
+            out.append(f"the result does not carry its construction's proof: {self.proof_mismatch}")
         if self.reference_difference is not None and not self.reference_difference <= self.reference_bound:
             out.append(f"engine {self.engine} disagrees with the float64 reference engine: max |logit difference| "
                        f"{self.reference_difference:.3g} > rounding bound {self.reference_bound:.3g}")
@@ -151,6 +156,45 @@ def proof_fields(con: Construction, engine, seq_len: int, logit_bound: float) ->
         allowance = rounding.margin_allowance(k, rounding_dtype(engine), weights, logit_bound)
     return {"claim": proof.claim, "obligations": obligations, "proven_margin": proof.margin, "allowance": allowance,
             "outside": proof.outside, "error_bound": proof.error_bound, "weights_dtype": weights}
+
+
+def audit_proof(result: CheckResult, con: Construction, proof=MISSING) -> str | None:
+    """Where ``result`` (what a Spec's ``check`` returned) does not carry the proof of ``con``: the first difference,
+    or None. The verdict rests on the result's obligations and bound, and a check of a construction of one's own is
+    code the verifier did not write, so the command line re-decides the proof here and compares:
+
+    * every obligation of the proof is in the result, with the same statement and the same decision (a check may add
+      obligations, as a check of stored weights does; it may not drop, rename or overturn one), and a proof without
+      obligations gives a result without them (UNPROVEN, never PASS);
+    * a proof whose parameters lie outside it (``outside``) gives a result that says so;
+    * a margin proof's result compares against that margin; an error proof's result is an error claim (its bound may
+      be derived from the proof at a measured quantity, as Haar's with Proposition 1's computed time is, so it is not
+      compared); a probabilistic proof's check derives its own rule (e.g. hash-recall's certificate).
+
+    ``proof``: the construction's proof as it was before the check ran (default ``con.proof``), so that a check
+    that replaced it is compared with the one it was given.
+    """
+    if proof is None:
+        return "the construction carries no proof, but the result has obligations" if result.obligations else None
+    have = {o["name"]: o for o in result.obligations}
+    decided = proof.decide()
+    for o in decided:
+        got = have.get(o.name)
+        if got is None:
+            return f"obligation {o.name!r} is missing"
+        if got["statement"] != o.statement or bool(got["holds"]) != bool(o.holds):
+            return (f"obligation {o.name!r} reads {got['statement']!r} = {bool(got['holds'])}, the proof decides "
+                    f"{o.statement!r} = {bool(o.holds)}")
+    if not decided and result.obligations:
+        return f"the proof has no obligations, the result {len(result.obligations)}"
+    if proof.outside and not result.outside:
+        return f"the parameters are outside the proof ({proof.outside}), the result does not say so"
+    if proof.claim == "margin" and (result.claim != "margin" or result.proven_margin != proof.margin):
+        return (f"the proof claims a margin of {proof.margin!r}, the result compares with {result.claim} "
+                f"{result.proven_margin!r}")
+    if proof.claim == "error" and result.claim != "error":
+        return f"the proof bounds an error, the result checks a {result.claim} claim"
+    return None
 
 
 def rounding_dtype(engine) -> str:
@@ -226,6 +270,15 @@ def _readout(con: Construction, device, dtype) -> torch.Tensor:
     return cache[key]
 
 
+def _finite_readout(con: Construction) -> bool:
+    """Every readout entry finite (decided once per construction, on its own tensor): the fused readout's maxima
+    skip NaN logits, so a readout that could make one is scored by the plain GEMM, which keeps them."""
+    cache = con.__dict__
+    if "_finite_readout" not in cache:
+        cache["_finite_readout"] = bool(torch.isfinite(con.readout).all())
+    return cache["_finite_readout"]
+
+
 def _recall(con: Construction, h: torch.Tensor, target: torch.Tensor):
     """(correct, min margin) as 0-dim device tensors for hidden rows h (n, d) and value labels target (n,).
 
@@ -241,12 +294,17 @@ def _recall_later(con: Construction, h: torch.Tensor, target: torch.Tensor):
     work = torch.float64 if h.dtype == torch.float64 else torch.float32
     readout = _readout(con, h.device, work)
     target = target.reshape(-1, 1)
-    if readout.shape[0] == 1 or target.numel() == 0:  # one class: every query is recalled; no query: none
-        done = h.new_tensor(target.numel(), dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
-    elif not fused_readout.available(h, readout.shape[0]):
+    require(readout.shape[0] >= 2, f"construction {con.name}: its readout has {readout.shape[0]} class(es); an argmax "
+                                   f"over one class recalls every query whatever the state, so a recall check needs "
+                                   f"at least 2")
+    if target.numel() == 0:  # no query: none recalled, no margin
+        done = h.new_tensor(0, dtype=torch.int64), h.new_tensor(float("inf"), dtype=work)
+    elif not fused_readout.available(h, readout.shape[0]) or not _finite_readout(con):
         done = _recall_plain(h, readout, target, work)
     elif torch.backends.cuda.matmul.allow_tf32:  # a TF32 check: the kernel's TF32 values are the check's
         own, best_other = fused_readout.own_and_best_other(h, readout, target)
+        # the kernel's running max skips a NaN logit: a row that is not finite is not recalled, and its margin NaN
+        own = torch.where(torch.isfinite(h).all(dim=1), own, float("nan"))
         done = (own > best_other).sum(), (own - best_other).min()
     else:  # float32 verdicts certified from the TF32 pass, the undecided rows recomputed in float32
         screen = fused_readout.Screen(h, readout, target)
@@ -272,6 +330,11 @@ def _recall_plain(h: torch.Tensor, readout: torch.Tensor, target: torch.Tensor, 
 def score_queries(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float]:
     """(queries, correct, min margin) on the labelled positions of one batch (any number of queries per row)."""
     return score_batch(con, hidden, labels)[:3]
+
+
+def worst_margin(a: float, b: float) -> float:
+    """The smaller of two margins, NaN if either is (Python's ``min`` would keep the other and hide it)."""
+    return a + b if math.isnan(a) or math.isnan(b) else min(a, b)
 
 
 def score_batch(con: Construction, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[int, int, float, float]:
@@ -338,7 +401,7 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
             tok = torch.as_tensor(tokens[i:i + batch_size])
             hidden = engine.hidden(con, tok)
             q, c, m, b = score_batch(con, hidden, torch.as_tensor(labels[i:i + batch_size]))
-            queries, correct, min_margin, bound = queries + q, correct + c, min(min_margin, m), max(bound, b)
+            queries, correct, min_margin, bound = queries + q, correct + c, worst_margin(min_margin, m), max(bound, b)
             report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()

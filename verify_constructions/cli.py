@@ -111,13 +111,16 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a construction's weights (safetensors) and config.json")
     checks_ = check.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
     exports_ = export.add_subparsers(dest="construction", metavar="CONSTRUCTION", parser_class=_Parser)
+    for name in BROKEN:  # listed, and 'check NAME' says why it cannot load (``_main``)
+        for subs in (checks_, exports_):
+            subs.add_parser(name, help="registered but cannot be loaded")
     for name, spec in SPECS.items():
         c = checks_.add_parser(name, help=spec.theorem, description=f"{spec.theorem}: {spec.mixer}")
         _construction_args(c, spec)
         _run_args(c)
         c.add_argument("--from-export", default=None, metavar="DIR",
-                       help="check the weights stored in an export folder (its recorded parameters; --samples and "
-                            "--seed of the task may be changed)")
+                       help="check the weights stored in an export folder (its recorded parameters; only "
+                            "--samples may be changed)")
         e = exports_.add_parser(name, help=spec.theorem, description=f"{spec.theorem}: {spec.mixer}")
         _construction_args(e, spec)
         e.add_argument("--out", required=True, help="output folder (created; must be new or empty)")
@@ -172,7 +175,8 @@ def _engine(args):
 # Reporting
 # ----------------------------------------------------------------------------------------------------------------
 
-VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "UNPROVEN": "yellow", "REFUSED": "magenta", "ERROR": "red"}
+VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "UNPROVEN": "yellow", "REFUSED": "magenta", "ERROR": "red",
+                 "NOT RUN": "yellow"}
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -230,7 +234,9 @@ def _reasons(results) -> list[str]:
 
 
 class Refusal:
-    """A construction of a bare run that was not checked: refused for its input, or an internal error."""
+    """A construction of a bare run that was not checked: refused for its input, an internal error, or not run."""
+
+    passed = False
 
     def __init__(self, name: str, message: str, verdict: str):
         self.name, self.message, self.verdict = name, message, verdict
@@ -311,11 +317,24 @@ def cmd_list(args, out: Console) -> int:
 
 
 def _check_one(spec, params, constants, engine, progress: Progress, label: str):
-    """(construction, its CheckResult)."""
-    con = building.build(spec, params, constants, what=label)
+    """The CheckResult of one construction built from ``params``."""
+    return _checked(spec, building.build(spec, params, constants, what=label), params, engine, progress, label)
+
+
+def _checked(spec, con, params, engine, progress: Progress, label: str):
+    """``spec.check`` of a built construction, and what the verifier adds to its result on every path (``check``, a
+    bare run, ``--from-export``): the proof as built, re-decided and compared with the result's
+    (``checks.audit_proof``), and, on an engine other than the float64 reference, the largest logit difference from
+    the reference on random tokens (``checks.compare_with_reference``); either failing FAILS the check."""
+    proof = con.proof  # as built: a check that replaces it is compared with this one
     progress.begin(label)
     with checks.progress(progress.update):
-        return con, spec.check(con, params, engine)
+        result = spec.check(con, params, engine)
+    result.proof_mismatch = checks.audit_proof(result, con, proof)
+    if engine.name != "reference" and result.claim != "error":
+        length = min(256, int(result.config.get("seq_len", 64) or 64))
+        vars(result).update(checks.compare_with_reference(con, engine, length))
+    return result
 
 
 def cmd_check(args, out: Console) -> int:
@@ -323,14 +342,12 @@ def cmd_check(args, out: Console) -> int:
     progress = Progress(args.quiet)
     engine = _engine(args)
     if args.from_export:
-        con, result = exports.check_export(spec, args, engine, progress)
+        con, params = exports.load_export(spec, args)
+        result = _checked(spec, con, params, engine, progress, f"{spec.name} from {args.from_export}")
     else:
         params = building.params_of(spec, args)
         constants = building.constants_of(spec, getattr(args, "constant", []))
-        con, result = _check_one(spec, params, constants, engine, progress, spec.name)
-    if engine.name != "reference" and result.claim != "error":  # another engine against the float64 reference
-        length = min(256, int(result.config.get("seq_len", 64) or 64))
-        vars(result).update(checks.compare_with_reference(con, engine, length))
+        result = _check_one(spec, params, constants, engine, progress, spec.name)
     return _report([result], args, out, single=True, title=_title(engine))
 
 
@@ -345,7 +362,7 @@ def _default_check(name: str, index: int, engine_name: str | None, dtype: str | 
     try:
         engine = make_engine(engine_name or "reference", dtype or ("float64" if engine_name in (None, "reference")
                                                                   else "float32"))
-        return _check_one(spec, spec.defaults[index], None, engine, Progress(True), name)[1]
+        return _check_one(spec, spec.defaults[index], None, engine, Progress(True), name)
     except RequirementError as e:
         return Refusal(name, f"refused: {e}", "REFUSED")
     except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
@@ -380,8 +397,11 @@ def cmd_all(args, out: Console) -> int:
     _engine(args)  # bad --engine / --dtype: refused before any work
     progress = Progress(args.quiet)
     todo = [(s.name, i) for s in SPECS.values() for i in range(len(s.defaults))]
-    jobs = min(_jobs(args), len(todo))
+    jobs = max(1, min(_jobs(args), len(todo)))
     results: list = [None] * len(todo)
+    unchecked = _unchecked()
+    for r in unchecked:
+        progress.line(f"{r.name}: {r.message}")
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                initargs=(max(1, (os.cpu_count() or 1) // jobs),))
     try:
@@ -399,7 +419,17 @@ def cmd_all(args, out: Console) -> int:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    return _report(results, args, out, single=False, title=_title(_engine(args)))
+    return _report(results + unchecked, args, out, single=False, title=_title(_engine(args)))
+
+
+def _unchecked() -> list[Refusal]:
+    """The registered constructions a bare run cannot check, each reported rather than left out: one that fails to
+    load (ERROR, exit 3) and one whose Spec lists no default parameters (NOT RUN, exit 1): a bare run passes only
+    when every registered construction was checked."""
+    return [*(Refusal(name, f"registered but cannot be loaded: {why}", "ERROR") for name, why in BROKEN.items()),
+            *(Refusal(s.name, f"not run: its Spec lists no default parameters (Spec.defaults); check it with "
+                              f"'verify-constructions check {s.name}'", "NOT RUN")
+              for s in SPECS.values() if not s.defaults)]
 
 
 def cmd_export(args, out: Console) -> int:
@@ -431,6 +461,9 @@ COMMANDS = {"list": cmd_list, "check": cmd_check, "export": cmd_export, "scaling
 def _main(argv: list[str]) -> int:
     debug = "--debug" in argv  # anywhere on the line (run_main prints the traceback of an internal error)
     out = Console(width=None if sys.stdout.isatty() else 200)
+    for command, name in zip(argv, argv[1:]):  # before its flags, which nothing could parse, are refused
+        if command in ("check", "export") and name in BROKEN:
+            _spec(name)
     args = parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
     _merge_run_options(args)

@@ -24,13 +24,15 @@ def scored_logits(con: Construction, engine, tokens: torch.Tensor, labels: torch
 
 def max_logit_difference(con: Construction, engine_a, engine_b, tokens, labels, batch_size: int = 64) -> float:
     """max |logit_a - logit_b| over every class at every scored position (label != IGNORE) of token ids (S, L),
-    both engines run on the same sequences in batches of ``batch_size``; 0.0 when nothing is scored."""
+    both engines run on the same sequences in batches of ``batch_size``; 0.0 when nothing is scored, inf where a
+    difference is not finite (a NaN or an inf in either engine's logits, which a plain ``max`` would skip)."""
     tokens, labels = torch.as_tensor(tokens), torch.as_tensor(labels)
     worst = 0.0
     for i in range(0, len(tokens), batch_size):
         t, l = tokens[i:i + batch_size], labels[i:i + batch_size]
         a, b = scored_logits(con, engine_a, t, l), scored_logits(con, engine_b, t, l)
         if a.numel():
-            worst = max(worst, float((a.cpu() - b.cpu()).abs().max()))
+            diff = (a.cpu() - b.cpu()).abs()
+            worst = max(worst, float(diff.max()) if bool(torch.isfinite(diff).all()) else float("inf"))
     return worst
 

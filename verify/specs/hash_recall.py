@@ -31,7 +31,7 @@ from symbolic import recall_scaling as rs
 from verify import recall_law as rl
 from verify.api import Spec
 from verify.blocks import mixer_sizes
-from verify.checks import CheckResult, proof_fields, report_progress, score_batch
+from verify.checks import CheckResult, proof_fields, report_progress, score_batch, worst_margin
 from verify.memory import TASK_BYTES, check_bytes
 from verify.tasks.mqar import MQARConfig, generate
 
@@ -133,7 +133,7 @@ def check(con: Construction, p: HashRecallParams, engine, batch_size: int = 256)
     for i in range(0, len(tokens), batch_size):
         hidden = engine.hidden(con, torch.from_numpy(tokens[i:i + batch_size]))
         q, c, m, b = score_batch(con, hidden, torch.from_numpy(labels[i:i + batch_size]))
-        queries, correct, min_margin, bound = queries + q, correct + c, min(min_margin, m), max(bound, b)
+        queries, correct, min_margin, bound = queries + q, correct + c, worst_margin(min_margin, m), max(bound, b)
         report_progress(min(i + batch_size, len(tokens)), len(tokens))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
