@@ -46,6 +46,16 @@ class Entry:
     training: bool = False  # True: drawn from training stores (results/train/*.jsonl), which a checkout may lack
 
 
+def acc_text(x: float, digits: int = 4) -> str:
+    """An accuracy to ``digits`` decimals, or to more where that would print an accuracy below 1 as 1: 0.99996 ->
+    "0.99996", never "1.0000" for a run that is not solved (at most 12 decimals)."""
+    text = f"{x:.{digits}f}"
+    while x < 1 and float(text) >= 1 and digits < 12:
+        digits += 1
+        text = f"{x:.{digits}f}"
+    return text
+
+
 def load_json(results: Path, rel: str, command: str) -> dict:
     p = Path(results) / rel
     if not p.exists():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from paper_figures import marks
-from paper_figures.common import COLUMN, MissingResults, Rendered, load_store, plt, table
+from paper_figures.common import COLUMN, MissingResults, Rendered, acc_text, load_store, plt, table
 from paper_figures.paper_values import (KEEP_NOPE, KEEP_PARAMS, KEEP_PE, KEEP_TS, TABLE1, TRANSFORMER_ACC,
                                         TRANSFORMER_EPOCHS, TRANSFORMER_PARAMS)
 from paper_figures.params import kilo, spec_params, versus
@@ -143,9 +143,18 @@ def _mqar_figure(results: Path, grids: list[str], vocabs: list[int], title: str,
                f"bound in our convention (verify/train/sweep.py; the paper's constants are lost); red x: our "
                f"construction's exact d (JL variant). {_meta(recs)}. {paper_note}"
                + (f" {compare(cells, recs)}" if compare else "")
-               + "".join(f" {budget_verdict(cells, recs, m)}" for m in (mixers if verdicts else ()))
+               + "".join(f" {budget_verdict(cells, recs, m, _grid_cells(grids, vocabs))}"
+                         for m in (mixers if verdicts else ()))
                + (f" Missing stores: {'; '.join(str(e) for e in missing)}." if missing else ""))
     return Rendered(caption, figure=fig)
+
+
+def _grid_cells(grids: list[str], vocabs: list[int]) -> set[tuple]:
+    """The (mixer, vocab, kappa, d_model, d_state) cells that ``grids`` define at ``vocabs`` (``best_cells``' keys)."""
+    from verify.train.sweep import grid
+
+    return {(s.mixer, s.vocab, s.kappa, s.d_model, s.d_state) for g in grids for s in grid(g).runs()
+            if s.vocab in vocabs}
 
 
 FIG2_GRIDS = ("fig2-loss", "fig2")  # all 7 seeds under budgeted-loss where stored, else the budgeted runs
@@ -178,7 +187,7 @@ def below_line(cells: dict, mixer: str, kappa: int) -> str:
     solved = {v: sorted(c[3] for c, x in below.items() if c[1] == v and x[1]) for v in vocabs}
     best = {v: max(x[0] for c, x in below.items() if c[1] == v) for v in vocabs}
     parts = [f"|V| {v}: {'solved at d = ' + ', '.join(map(str, solved[v])) if solved[v] else 'none solved'} "
-             f"(best {best[v]:.{6 if best[v] > 0.9999 else 4}f})" for v in vocabs]
+             f"(best {acc_text(best[v])})" for v in vocabs]
     verdict = ("reproduced" if all(solved.values()) else "reproduced at |V| " + ", ".join(
         str(v) for v in vocabs if solved[v]) if any(solved.values()) else "not reproduced at this budget")
     return (f"Below the line, {MIXER_TITLE[mixer]} at kappa {kappa}: {'; '.join(parts)}; the paper's remark that it "
@@ -201,17 +210,27 @@ PAPER_LR = REFERENCE.lrs[0]  # 0.03
 PAPER_MAX_EPOCHS = REFERENCE.max_steps * REFERENCE.batch_size / REFERENCE.train_samples  # 600
 
 
-def budget_verdict(cells: dict, records: list[dict], mixer: str) -> str:
+def budget_verdict(cells: dict, records: list[dict], mixer: str, grid_cells=None) -> str:
     """Whether ``mixer``'s runs decide the paper's "100% above the line" (Figure 2): the cells at or above the bound
     (``verify.train.sweep.d_bound``) that are solved, and how far the runs trained against the paper's protocol (up to
     600 epochs of 10^5 sequences), so that an unsolved cell under a shorter budget reads as not decided between
-    budget and model or claim."""
+    budget and model or claim. ``grid_cells``: the cells the figure's grids define (keys as ``cells``); where some
+    at or above the line are not stored, every stored one solved is not decided, never reproduced."""
     from verify.train.sweep import d_bound
 
-    above = {c: v for c, v in cells.items() if c[0] == mixer and c[3] >= d_bound(mixer, c[2], c[1])}
+    def at_or_above(c) -> bool:
+        return c[0] == mixer and c[3] >= d_bound(mixer, c[2], c[1])
+
+    above = {c: v for c, v in cells.items() if at_or_above(c)}
+    missing = sorted(c for c in (grid_cells or ()) if at_or_above(c) and c not in cells)
+    not_stored = (f" ({len(missing)} of the grid's cells at or above the line not stored: kappa "
+                  f"{', '.join(map(str, sorted({c[2] for c in missing})))})") if missing else ""
     if not above:
-        return f"Verdict for {MIXER_TITLE[mixer]}: no stored cell at or above the line."
+        return f"Verdict for {MIXER_TITLE[mixer]}: no stored cell at or above the line{not_stored}."
     unsolved = [c for c, v in above.items() if not v[1]]
+    if not unsolved and missing:
+        return (f"Verdict for {MIXER_TITLE[mixer]}: not decided, the {len(above)} stored cells at or above the line "
+                f"solved{not_stored}.")
     if not unsolved:
         return f"Verdict for {MIXER_TITLE[mixer]}: reproduced, all {len(above)} cells at or above the line solved."
     epochs = max(r["result"]["epochs"] for r in records if r["spec"]["mixer"] == mixer)
@@ -219,7 +238,7 @@ def budget_verdict(cells: dict, records: list[dict], mixer: str) -> str:
            if epochs < PAPER_MAX_EPOCHS else "model or claim: the runs trained the paper's whole protocol")
     return (f"Verdict for {MIXER_TITLE[mixer]}: {len(unsolved)} of {len(above)} cells at or above the line unsolved "
             f"(kappa {', '.join(map(str, sorted({c[2] for c in unsolved})))}), runs trained at most {epochs:.3g} "
-            f"epochs of 10^5 sequences: {why}.")
+            f"epochs of 10^5 sequences: {why}{not_stored}.")
 
 
 def head_to_head(cells: dict, a: str, b: str) -> str:
@@ -233,8 +252,8 @@ def head_to_head(cells: dict, a: str, b: str) -> str:
     one_vocab = len({g[0] for g in groups}) == 1
     per = "kappa" if one_vocab else "|V| and kappa"
     name = (lambda g: f"kappa {g[1]}") if one_vocab else (lambda g: f"|V| {g[0]}, kappa {g[1]}")
-    best = "; ".join(f"{name(g)}: {max(x for key, x, _ in pairs if key[:2] == g):.4f} vs "
-                     f"{max(y for key, _, y in pairs if key[:2] == g):.4f}" for g in groups)
+    best = "; ".join(f"{name(g)}: {acc_text(max(x for key, x, _ in pairs if key[:2] == g))} vs "
+                     f"{acc_text(max(y for key, _, y in pairs if key[:2] == g))}" for g in groups)
     return (f"Cell by cell, {MIXER_TITLE[a]}'s best accuracy is higher than {MIXER_TITLE[b]}'s in {higher} of "
             f"{len(pairs)} cells; best of these cells per {per} ({MIXER_TITLE[a]} vs {MIXER_TITLE[b]}): {best}.")
 
@@ -506,7 +525,8 @@ def figure1(results: Path) -> Rendered:
             why = (f"{k} of its stored runs solve KEEP FIFTH but store no decay histogram" if k else
                    f"no stored {MIXER_TITLE[m]} run solves KEEP FIFTH")
             parts.append(f"{MIXER_TITLE[m]}: none, because {why} ({k} solved of the {n} runs looked at: "
-                         + ", ".join(f"{g} {c} runs, best test accuracy {a:.4f}" for g, (c, a, _) in looked.items())
+                         + ", ".join(f"{g} {c} runs, best test accuracy {acc_text(a)}"
+                                     for g, (c, a, _) in looked.items())
                          + f"), so no {MIXER_TITLE[m]} histogram is drawn")
         else:
             parts.append(f"{MIXER_TITLE[m]}: no stored run")
@@ -584,8 +604,11 @@ def _paper_keep(mixer: str, pe: bool, d: int, n: int, T: int):
 
 def _compare(mean: float, se: float, paper) -> str | None:
     """"lower" / "higher" (ours and the paper's +-2 SE intervals more than AGREE_TOL apart), "spread" (they overlap
-    but the means are more than SPREAD_TOL apart: too few seeds to tell), or None (they agree)."""
+    but the means are more than SPREAD_TOL apart: too few seeds to tell; also a mean or SE that is not finite), or
+    None (they agree)."""
     lo, hi, _, pm, _ = paper
+    if not (math.isfinite(mean) and math.isfinite(se)):  # every comparison with a NaN is False: it would "agree"
+        return "spread"
     if mean - 2 * se > hi + AGREE_TOL:
         return "higher"
     if mean + 2 * se < lo - AGREE_TOL:
@@ -957,7 +980,7 @@ def tightness_table(results: Path) -> Rendered:
             rep = spec[cell_key(r, r["protocol"])]
             params = [str(spec_params(rep, d_model=int(d))) if d else "" for d in (at[1], r["smallest_solved"])]
             rows.append([g, MIXER_TITLE.get(r["mixer"], r["mixer"]), r["vocab"], r["kappa"] if r["kappa"] != "0" else "",
-                         r["d_state"], ", ".join(str(d) for d in ds), f"{accs[top]:.4f} (d={top})",
+                         r["d_state"], ", ".join(str(d) for d in ds), f"{acc_text(accs[top])} (d={top})",
                          *(str(d or "none") for d in at),
                          str(r["smallest_stopped"] or "none"),
                          str(r["smallest_solved"] or "none"), str(r.get("bound") or ""),

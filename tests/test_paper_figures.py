@@ -332,6 +332,23 @@ def test_budget_verdict_reads_the_cells_above_the_line_and_the_epochs_trained():
     assert "reproduced, all 2 cells at or above the line solved" in budget_verdict(solved, recs, m)
     below = {(m, 128, 4, 8, 4): (0.1, False, 1)}
     assert "no stored cell at or above the line" in budget_verdict(below, recs, m)
+    grid_cells = {*solved, (m, 128, 8, 64, 4), (m, 128, 4, 12, 4)}  # one more above the line (kappa 8), one below
+    partial = budget_verdict(solved, recs, m, grid_cells)
+    assert "not decided, the 2 stored cells at or above the line solved (1 of the grid's cells at or above the " \
+           "line not stored: kappa 8)" in partial and "reproduced" not in partial
+    assert "reproduced" in budget_verdict(solved, recs, m, set(solved))  # the grid stored whole
+    assert "(1 of the grid's cells" in budget_verdict(cells, recs, m, grid_cells)  # unsolved: said beside it
+
+
+def test_accuracies_below_1_never_print_as_1_and_a_nan_never_agrees():
+    from paper_figures.common import acc_text
+    from paper_figures.training import _compare
+
+    assert [acc_text(x) for x in (0.5, 0.99994, 0.99996, 0.9999996, 1.0)] == \
+        ["0.5000", "0.9999", "0.99996", "0.9999996", "1.0000"]
+    paper = (0.9, 1.0, None, 0.95, None)  # (lo, hi, _, mean, _): the paper's interval and mean
+    assert _compare(0.95, 0.01, paper) is None and _compare(float("nan"), 0.01, paper) == "spread"
+    assert _compare(0.95, float("nan"), paper) == "spread"
 
 
 def test_mechanism_table_sets_designed_beside_trained_and_names_what_is_missing(results, tmp_path):
