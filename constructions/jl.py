@@ -45,6 +45,18 @@ def coherence(codes: np.ndarray) -> float:
     return worst / p
 
 
+def exact_ratio(value: float, denominator: int):
+    """A ratio k / denominator of integers that was computed in floats (``coherence``: max |dot| / p;
+    ``key_interference``: max row sum / N), as the exact sympy Rational a proof obligation needs. ``sp.nsimplify``
+    of the float may return a nearby decimal below it (162/770 -> 0.21038961038961), which could move a strict
+    inequality across its boundary."""
+    import sympy as sp
+
+    k = round(value * denominator)
+    require(abs(k - value * denominator) < 1e-6, f"{value!r} is not a ratio of an integer to {denominator}")
+    return sp.Rational(k, denominator)
+
+
 def draw_codes(p: int, n: int, seed: int, mu_max: float, what: str, draws: int = 64) -> tuple[np.ndarray, float, int]:
     """The first of ``draws`` balanced (p, n) code draws (seeds seed, seed+1, ...) with coherence < mu_max.
 

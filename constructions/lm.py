@@ -56,6 +56,7 @@ from safetensors.torch import load_file, save_file
 from common.errors import require
 from common.io import write_folder_atomic
 from constructions.export import check_target
+from constructions.jl import exact_ratio
 from constructions.layout import Construction, Mamba2Config, MambaConfig
 from symbolic import language_model as lm_proof
 from symbolic.proofs import Obligation
@@ -75,7 +76,7 @@ def _theorem2_bounds(con: Construction, constants) -> dict:
 
     c = constants if constants is not None else th.DEFAULT
     variant, p, T = con.info["variant"], sp.Integer(con.info["value_dim"]), con.info["seq_len"]
-    mu = sp.nsimplify(con.info["coherence"]) if variant == "jl" else None
+    mu = exact_ratio(con.info["coherence"], con.info["value_dim"]) if variant == "jl" else None
     p_ = p if variant == "jl" else None
     return {"margin": th.margin_lower_bound(c, variant, p_, mu),
             "target_logit": th.target_logit_lower_bound(c, variant, p_, mu),
@@ -92,7 +93,8 @@ def _theorem3_bounds(con: Construction, constants) -> dict:
         args = (c, 1)
     else:
         args = (c, 2, sp.Integer(con.info["key_dim"]), sp.Integer(con.info["value_dim"]),
-                sp.nsimplify(con.info["coherence"]), sp.nsimplify(con.info["key_interference"]))
+                exact_ratio(con.info["coherence"], con.info["value_dim"]),
+                exact_ratio(con.info["key_interference"], con.info["key_dim"]))
     return {"margin": th.margin_lower_bound(*args), "target_logit": th.target_logit_lower_bound(*args),
             "gated_input_bound": th.gated_output_bound(*args[:4], seq_len=T),
             "obligations": lambda: th.lm_obligations(*args)}

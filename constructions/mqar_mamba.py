@@ -31,7 +31,7 @@ import sympy as sp
 import torch
 
 from common.errors import require
-from constructions.jl import draw_codes, jl_dim
+from constructions.jl import draw_codes, exact_ratio, jl_dim
 from constructions.layout import Construction, MambaConfig, MQARTokens
 from constructions.proof import Proof, margin_obligation, obligations_of
 from constructions.weights import MambaWeights
@@ -69,7 +69,7 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
         mu_max = float(th.max_coherence(c))  # <= 0 for constants outside the proof: draw any codes, the obligation fails
         codes, mu, code_seed = draw_codes(p, vocab_size, seed, mu_max if mu_max > 0 else 1.0,
                                           "MQAR Mamba JL construction")
-        mu = sp.nsimplify(mu)
+        mu = exact_ratio(mu, p)
         bound = th.margin_lower_bound(c, "jl", p, mu)
         obligations = obligations_of(th.obligations, c, mu, sp.Integer(p))
         info.update(jl_eps=jl_eps, coherence=float(mu), coherence_max=mu_max, code_seed=code_seed)

@@ -50,7 +50,8 @@ import sympy as sp
 import torch
 
 from common.errors import require
-from constructions.jl import coherence, draw_codes, hadamard_codes, hadamard_dim, jl_dim, low_coherence_codes
+from constructions.jl import (coherence, draw_codes, exact_ratio, hadamard_codes, hadamard_dim, jl_dim,
+                              low_coherence_codes)
 from constructions.proof import Proof, margin_obligation, obligations_of
 from constructions.weights import Mamba2Weights
 from constructions.layout import Construction, Mamba2Config, MQARTokens
@@ -120,7 +121,7 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
         n, flag = keys.shape[0], 1
         values, mu, used = draw_codes(jl_dim(vocab_size, jl_eps), vocab_size, seed, 1.0, "MQAR Mamba-2 JL values")
         sigma = key_interference(keys)
-        mu, sigma_exact = sp.nsimplify(mu), sp.nsimplify(sigma)
+        mu, sigma_exact = exact_ratio(mu, values.shape[0]), exact_ratio(sigma, keys.shape[0])
         p_v = sp.Integer(values.shape[0])
         bound = th.margin_lower_bound(c, 2, sp.Integer(n), p_v, mu, sigma_exact)
         obligations = obligations_of(th.obligations, c, sp.Integer(n), p_v, mu, sigma_exact)

@@ -31,7 +31,7 @@ import sympy as sp
 import torch
 
 from common.errors import require
-from constructions.jl import draw_codes, jl_dim
+from constructions.jl import draw_codes, exact_ratio, jl_dim
 from constructions.proof import Proof, obligations_of
 from constructions.weights import MambaS4DWeights
 from constructions.layout import Construction, MambaS4DConfig, MQARTokens
@@ -68,7 +68,7 @@ def build(kappa: int, vocab_size: int, variant: str = "one-hot", seq_len: int = 
     else:
         codes, mu, used = draw_codes(jl_dim(vocab_size, jl_eps), vocab_size, seed, 1.0, "MQAR S4D JL values")
         slot_embed = codes + num(c.beta)
-        mu, p = sp.nsimplify(mu), sp.Integer(codes.shape[0])
+        mu, p = exact_ratio(mu, codes.shape[0]), sp.Integer(codes.shape[0])
         bound = th.margin_lower_bound(c, 2, T, p, mu)
         obligations = obligations_of(th.obligations, c, T, p, mu)
         info.update(jl_eps=jl_eps, coherence=float(mu), code_seed=used)

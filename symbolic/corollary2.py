@@ -122,6 +122,9 @@ def obligations(c: Corollary2Constants = DEFAULT, n: int = 5):
                    nonnegative_on_halfline(y - sp.log(1 + y), y)),
         Obligation("the tail sum is a convergent geometric series", "sum_k e^{b - w/4} r^k = S, r = e^{-w/2} < 1",
                    identity(geometric, c.tail) and positive(1 - r)),
+        Obligation("the position feature and its weight are positive (the two bounds above on silu apply to it)",
+                   "pos_gain > 0 and w > 0: silu(pos_gain (k - 1/2)) is <= 0 before n and >= pos_gain (k - 1/2) / 2 "
+                   "after it, and Delta = softplus(b - w u) moves the other way", positive(c.pos_gain) and positive(c.w)),
         Obligation("value channels: the token's channel survives the conv, others are exactly 0",
                    "silu(value_gain) > 0 and silu(0) = 0", positive(c.s_v) and silu(sp.Integer(0)) == 0),
         Obligation("gate, B and C are positive constants", "silu(gate_pre) beta gamma > 0", positive(c.gain)),

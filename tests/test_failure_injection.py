@@ -162,6 +162,7 @@ def test_export_outside_the_proof_warns_and_records_it(capsys, tmp_path):
     (["check", "mqar-mamba", "--constant", "key_cur=x"], "must be an exact number"),
     (["check", "mqar-mamba", "--constant", "nope=1"], "unknown constant"),
     (["check", "keep-nth", "--constant", "lam=0"], "cannot be built with these constants"),
+    (["check", "keep-nth", "--constant", "w=1/0"], "must be an exact number"),
 ])
 def test_sizes_or_constants_the_proof_cannot_take_are_bad_input(capsys, argv, needle):
     code, out, err = cli(capsys, *argv, "--quiet")
@@ -336,3 +337,39 @@ def test_the_smallest_margin_keeps_a_nan():
 
     assert worst_margin(float("inf"), 0.5) == 0.5 and worst_margin(0.25, 0.5) == 0.25
     assert all(x != x for x in (worst_margin(float("nan"), 0.5), worst_margin(0.5, float("nan"))))
+
+
+def test_keep_nth_with_the_position_feature_reversed_fails_its_sign_obligation(capsys):
+    """pos_gain = -1, w = -400 keep pos_gain w > 0, so the tail series still converges, and with dt_bias = -40 the
+    rest of the proof's arithmetic holds: but its silu bounds need pos_gain > 0 and w > 0, and after n Delta climbs
+    back to softplus(dt_bias) (the tail grows with T). The obligation on the signs fails, and the check with it."""
+    code, out, _ = cli(capsys, "check", "keep-nth", "--constant", "pos_gain=-1", "--constant", "w=-400",
+                       "--constant", "dt_bias=-40", "--json", "--quiet")
+    body = json.loads(out)
+    assert code == 1 and body["verdict"] == "FAIL"
+    assert body["failed_obligations"] == ["the position feature and its weight are positive (the two bounds above "
+                                          "on silu apply to it)"]
+
+
+def test_haar_with_computed_time_takes_the_bound_of_the_constants_it_was_built_with(capsys):
+    """--time prop1 derives Theorem 1's bound with the measured time error: at the built kappa and lam, not the
+    defaults' (at kappa = 48 the bound is 6.5e-10, the defaults' 5.3e-5; a_log = -14 adds decay, 7.4e-5)."""
+    bounds = {}
+    for constant in ("kappa=48", "a_log=-14"):
+        code, out, _ = cli(capsys, "check", "haar", "--time", "prop1", "--constant", constant, "--json", "--quiet")
+        body = json.loads(out)
+        assert code == 0 and body["verdict"] == "PASS", body["reasons"]
+        bounds[constant] = body["error_bound"]
+    assert bounds["kappa=48"] < 1e-9 and 7.3e-5 < bounds["a_log=-14"] < 7.5e-5
+
+
+def test_a_coherence_enters_the_proof_as_its_exact_ratio():
+    """162/770 in floats, nsimplified, is 21038961038961/10^14 < 81/385; the proof takes 81/385."""
+    import sympy as sp
+
+    from common.errors import RequirementError
+    from constructions.jl import exact_ratio
+
+    assert sp.nsimplify(162 / 770) < sp.Rational(81, 385) == exact_ratio(162 / 770, 770)
+    with pytest.raises(RequirementError, match="not a ratio"):
+        exact_ratio(0.3, 7)

@@ -29,7 +29,7 @@ def constants_of(spec, items: list[str]):
         require(name in known, f"--constant {item}: unknown constant {name!r}; known: {', '.join(sorted(known))}")
         try:
             overrides[name] = sp.Rational(value)
-        except (TypeError, ValueError, SyntaxError):
+        except (TypeError, ValueError, SyntaxError, ZeroDivisionError):
             raise RequirementError(f"--constant {item}: VALUE must be an exact number (integer, decimal or a/b), "
                                    f"got {value!r}")
     return replace(spec.constants, **overrides)

@@ -88,7 +88,7 @@ def check(con: Construction, p: HaarParams, engine) -> CheckResult:
         tc = prop1_time(T, engine)
         e_time = float(np.abs(tc - np.arange(1, T + 1)).max())
         require(e_time < 0.25, f"Haar check with Proposition 1's time needs a time error < 1/4, got {e_time:.3g}")
-        c = t1.DEFAULT
+        c = con.constants  # the constants the layer was built with (--constant), as the proof's bound uses
         eps = float(sp.N(t1.eps_with_time_error(sp.nsimplify(e_time, rational=True) * (1 + sp.Rational(1, 10**6))
                                                 + sp.Rational(1, 10**30), c.kappa, c.lam, sp.Integer(T)), 30))
         extra = {"time": "prop1", "time_max_error": e_time, "eps_with_time_error": eps}
