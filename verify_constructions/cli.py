@@ -7,8 +7,9 @@ A check PASSES only when every obligation of its proof holds (sympy, at the cons
 scored position is recalled, and the measured margin meets the proven one less the engine's rounding allowance;
 UNPROVEN means the parameters are outside the proof (measured only).
 
-Exit codes: 0 every check passed; 1 a check failed or was not proven; 2 bad input (one line on stderr naming the
-requirement and the flag as typed); 3 an internal error (one line; ``--debug`` prints the traceback);
+Exit codes: 0 every check passed; 1 a check failed or was not proven (or, in a bare run, a construction with no
+default parameters was not run); 2 bad input (one line on stderr naming the requirement and the flag as typed); 3 an
+internal error (one line; ``--debug`` prints the traceback; in a bare run also a construction that fails to load);
 130 interrupted.
 """
 from __future__ import annotations
