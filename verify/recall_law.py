@@ -147,7 +147,8 @@ def rigorous_failure_bound(d: int, n: int, v: int, n_writes: int, context: int, 
 
     Preconditions on the query (true for the zoology generator up to filler collisions): the query token occurs as a
     key token only at its fact, at most ``n_writes`` other writes, at most ``context`` distinct tokens up to the query,
-    and no token is the value token of more than ``multiplicity`` leaking writes (counting repeats of the answer).
+    and the answer together with any one other token are the value tokens of at most ``multiplicity`` leaking writes
+    (``CollisionProfile.multiplicity``).
     On the events |c(q,q) - 1| <= eta, |c(w,q)| <= eps' (w != q), |g(u,x)| <= eps (u != x, x in the context), the
     margin is >= (1 - eta) - (1 + eta) eps - eps' (multiplicity + 2 n_w eps); the bound is the union of the three
     failure probabilities, minimised over a grid of (eta, eps, eps') with positive margin.
@@ -172,16 +173,32 @@ def rigorous_failure_bound(d: int, n: int, v: int, n_writes: int, context: int, 
 def certificate_margin(embedding: np.ndarray, hashes: np.ndarray, n_writes: int, multiplicity: int) -> float:
     """Deterministic margin lower bound for given codes: every query of every sequence meeting the preconditions.
 
-    embedding (V, D) unit rows; hashes (V, N) = rows F e_x. Uses the measured eta = max |c(q,q) - 1|, eps = max
-    |g(u,x)| (u != x), eps' = max |c(w,q)| (w != q).
+    embedding (V, D), any row norms; hashes (V, N) = rows F e_x. The readout of a query q whose fact is (q, a) is
+    logit(x) = sum_writes c(w, q) g(x, v_w), with g = E E^T and c = hashes hashes^T, so for every x != a
+
+        logit(a) - logit(x) = c(q,q) (g(a,a) - g(x,a)) + sum_{leaking w != q} c(w,q) (g(a,v_w) - g(x,v_w))
+                           >= min(c_lo g_lo, c_lo g_hi) - c_abs eps - eps' (m (g_hi + eps) + 2 (n_w - m) eps),
+
+    where [c_lo, c_hi] and [g_lo, g_hi] are the ranges of the diagonals of c and g, c_abs = max(|c_lo|, |c_hi|),
+    eps = max |g(u,x)| and eps' = max |c(w,q)| off the diagonal, n_w the leaking writes and m (``multiplicity``, at
+    most n_w) those whose value token is a or x. Each measured quantity is widened by a bound on its float64
+    rounding, so the margin holds for the exact products. With unit rows (g_lo = g_hi = 1, c within 1 +- eta) and
+    eps <= 1 it is at least the rigorous bound's (1 - eta) - (1 + eta) eps - eps' (m + 2 n_w eps).
     """
-    g = embedding @ embedding.T
-    c = hashes @ hashes.T
-    eta = float(np.abs(np.diag(c) - 1).max())
+    E = np.asarray(embedding, dtype=np.float64)
+    H = np.asarray(hashes, dtype=np.float64)
+    g, c = E @ E.T, H @ H.T
+    # |fl(<u, v>) - <u, v>| <= k u_mach |u| |v| for a k-term dot product (u_mach = 2^-53), doubled for slack
+    g_err = 2 * E.shape[1] * 2.0**-53 * float(np.diag(g).max())
+    c_err = 2 * (H.shape[1] + E.shape[1]) * 2.0**-53 * float(np.diag(c).max())  # the hashes' own rounding too
+    g_lo, g_hi = float(np.diag(g).min()) - g_err, float(np.diag(g).max()) + g_err
+    c_lo, c_hi = float(np.diag(c).min()) - c_err, float(np.diag(c).max()) + c_err
     np.fill_diagonal(g, 0)
     np.fill_diagonal(c, 0)
-    eps, eps_key = float(np.abs(g).max()), float(np.abs(c).max())
-    return (1 - eta) - (1 + eta) * eps - eps_key * (multiplicity + 2 * n_writes * eps)
+    eps, eps_key = float(np.abs(g).max()) + g_err, float(np.abs(c).max()) + c_err
+    m = min(multiplicity, n_writes)
+    signal = min(c_lo * g_lo, c_lo * g_hi) - max(abs(c_lo), abs(c_hi)) * eps
+    return signal - eps_key * (m * (g_hi + eps) + 2 * (n_writes - m) * eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,7 +220,7 @@ class CollisionProfile:
     n_sq: np.ndarray
     s_in: tuple
     exact: np.ndarray
-    multiplicity: np.ndarray  # max over tokens u of the leaking writes whose value token is u (answer repeats too)
+    multiplicity: np.ndarray  # max over tokens x != answer of the leaking writes whose value token is the answer or x
     context: np.ndarray  # distinct tokens up to and including the query
 
 
@@ -244,7 +261,8 @@ def collision_profile(tokens: np.ndarray, labels: np.ndarray, ignore: int = -100
             n_sqs.append(sum(c * c for c in pairs.values()))
             s_ins.append(np.array(sorted(per_u.values()), dtype=float))
             exacts.append(exact)
-            mults.append(max(mult.values(), default=0))
+            answer_writes = mult.pop(int(ans), 0)
+            mults.append(answer_writes + max(mult.values(), default=0))
             contexts.append(len(set(seq[:t + 1].tolist())))
     return CollisionProfile(np.array(n_ws, float), np.array(n_sqs, float), tuple(s_ins), np.array(exacts, float),
                             np.array(mults, float), np.array(contexts, float))
