@@ -41,3 +41,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def hard_case_queries(task) -> int:
+    """Queries of ``verify.tasks.mqar.hard_cases`` by its stated layout: ceil(|V| / kappa) coverage sequences with a
+    packed query region (Q queries) and as many alternating with noise (ceil(Q / 2)), and the decay sequences'
+    min(Q, 3) queries each, Q = seq_len - 2 kappa."""
+    q = task.seq_len - 2 * task.kappa
+    cover = -(-task.vocab_size // task.kappa)
+    decay = max(1, -(-task.noise_vocab // max(q - min(q, 3), 1)))
+    return cover * (q + -(-q // 2)) + decay * min(q, 3)

@@ -51,7 +51,8 @@ def test_check_json_reports_exact_recall(capsys):
     assert main(["check", "mqar-mamba", "--kappa", "5", "--vocab", "30", "--variant", "jl", "--samples", "20",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["passed"] and out["correct"] == out["queries"] == 100
+    hard = 6 * (90 + 45) + 3  # constructed: 30 / 5 rows packed (90 queries), 6 alternating (45), 3 decay queries
+    assert out["passed"] and out["correct"] == out["queries"] == 100 + hard and out["config"]["hard_cases"] == 13
     assert out["sizes"]["d_state"] == 5 and out["min_margin"] >= out["proven_margin"] * (1 - 1e-9)
 
 

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import RequirementError
-from verify.tasks.mqar import IGNORE, MQARConfig, generate
+from verify.tasks.mqar import IGNORE, MQARConfig, generate, hard_cases
 
 
 def _parse(tokens, cfg):
@@ -82,3 +82,52 @@ def test_check_batches_are_the_documented_parts(monkeypatch):
         want_pos, want_target = checks.query_positions(np.concatenate([p[1] for p in parts]))
         assert np.array_equal(tokens, want_tokens)
         assert np.array_equal(pos, want_pos) and np.array_equal(target, want_target)
+
+
+@given(kappa=st.integers(1, 12), vocab=st.integers(2, 80), extra=st.integers(0, 30), passes=st.integers(1, 3),
+       noise=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_hard_cases_are_task_sequences_that_cover_the_proofs_cases(kappa, vocab, extra, passes, noise, seed):
+    """Every constructed sequence parses as an MQAR sequence with correct labels; every value is an answer in both
+    coverage groups; keys are queried again after noise; the oldest key is queried last, after the newest; every
+    noise id occurs."""
+    cfg = MQARConfig(kappa, vocab, (2 + passes) * kappa + extra, num_examples=1, noise_vocab=noise,
+                     query_passes=passes)
+    ids, Q, T = cfg.tokens, cfg.seq_len - 2 * kappa, cfg.seq_len
+    packed, alternating, decay = hard_cases(cfg, seed)
+    for tokens, labels in (packed, alternating, decay):
+        assert tokens.shape == labels.shape and tokens.shape[1] == T
+        for seq, lab in zip(tokens, labels):
+            assert sorted(seq[0:2 * kappa:2]) == list(range(kappa))
+            assert all(ids.values_start <= v < ids.noise_start for v in seq[1:2 * kappa:2])
+            assert all(x < kappa or x >= ids.noise_start for x in seq[2 * kappa:])
+            assert np.array_equal(_parse(seq, cfg)[1], lab)
+    for tokens, labels in (packed, alternating):
+        answers = labels[labels != IGNORE]
+        assert set(answers.tolist()) == set(range(vocab)) or len(answers) < vocab
+        assert len(tokens) == -(-vocab // kappa)
+    assert (packed[0][:, 2 * kappa:] < kappa).all()  # packed: only queries
+    assert (alternating[0][:, 2 * kappa + 1::2] >= ids.noise_start).all()
+    if Q // 2 >= 2 * kappa:  # every key queried, then noise, then queried again
+        seq = alternating[0][0, 2 * kappa:]
+        assert all(np.count_nonzero(seq == k) >= 2 for k in range(kappa))
+    seq = decay[0][0]
+    oldest, newest = seq[0], seq[2 * kappa - 2]
+    assert seq[-1] == oldest and labels_at(decay, -1) != IGNORE
+    if Q >= 2:  # the oldest key repeated at once, after the newest key's query
+        assert seq[-2] == oldest and (Q == 2 or seq[-3] == newest)
+    if Q > 3:
+        assert set(np.unique(decay[0][:, 2 * kappa:T - 3]) - ids.noise_start) == set(range(min(noise, len(decay[0]) * (Q - 3))))
+
+
+def labels_at(group, t):
+    return group[1][0, t]
+
+
+def test_hard_cases_cover_every_value_at_the_default_sizes():
+    """The kappa = 32, |V| = 512 default: every value is an answer (a sample of 32 sequences misses about 60)."""
+    cfg = MQARConfig(32, 512, 256, num_examples=32)
+    packed, alternating, _ = hard_cases(cfg, 0)
+    for _, labels in (packed, alternating):
+        assert set(labels[labels != IGNORE].tolist()) == set(range(512))
+    sample = generate(cfg, 1)[1]
+    assert len(set(sample[sample != IGNORE].tolist())) < 512

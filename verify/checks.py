@@ -7,6 +7,7 @@ construction's proven lower bound on it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from constructions.layout import Construction
 from verify import fused_readout, rounding
 from verify.blocks import mixer_sizes
 from verify.cli_support import strict
-from verify.tasks.mqar import IGNORE, MQARConfig, device_batches, generate
+from verify.tasks.mqar import IGNORE, MQARConfig, device_batches, generate, hard_cases
 
 
 @dataclass
@@ -386,6 +387,14 @@ def _batches(task: MQARConfig, seed: int, batch_size: int, prefetch: int = PREFE
             yield tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
+def _hard_batches(task: MQARConfig, seed: int, batch_size: int):
+    """``verify.tasks.mqar.hard_cases`` (seed (seed, 2^31)) as (tokens, positions, targets) batches of at most
+    ``batch_size`` sequences."""
+    for tokens, labels in hard_cases(task, (seed, 2**31)):
+        for i in range(0, len(tokens), batch_size):
+            yield (tokens[i:i + batch_size], *query_positions(labels[i:i + batch_size]))
+
+
 def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, summary: str,
                    batch_size: int = 256) -> CheckResult:
     """Run token ids (S, L) in batches and score every position whose label is not ``IGNORE`` (exact argmax).
@@ -412,7 +421,9 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
 
 
 def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
-    """Generate ``task.num_examples`` sequences in batches, run them, score every query.
+    """Generate ``task.num_examples`` sequences in batches, run them, score every query; then the same for the
+    task's constructed sequences (``verify.tasks.mqar.hard_cases``: every value an answer, repeated and adjacent
+    queries, the oldest key after the longest decay), which the disjoint layout's proofs cover as well.
 
     The engine computes its mixer output at the query positions only (``engine.hidden_at``; on mamba_ssm a
     query-only form of the block's forward), and no host sync happens inside the batch loop: a batch's readout is
@@ -429,8 +440,10 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
         pending = None  # the previous batch's readout, finished once this batch is enqueued
         on_gpu = torch.device(engine.device).type == "cuda" and task.layout == "disjoint"
         batches = device_batches(task, seed, batch_size, engine.device) if on_gpu else _batches(task, seed, batch_size)
-        for tokens, pos, target in batches:  # no host sync inside: the GPU runs ahead
-            if not on_gpu:
+        hard = list(_hard_batches(task, seed, batch_size)) if task.layout == "disjoint" else []
+        total = task.num_examples + sum(len(b[0]) for b in hard)
+        for tokens, pos, target in itertools.chain(batches, hard):  # no host sync inside: the GPU runs ahead
+            if not torch.is_tensor(tokens):
                 tokens, pos, target = (_to_device(torch.from_numpy(a), engine.device) for a in (tokens, pos, target))
             h = engine.hidden_at(con, tokens, pos)  # (batch, q, d): the mixer at the query positions only
             tops.append(logit_bound(con, h))
@@ -438,7 +451,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
                 scored.append(pending())
             pending = _recall_later(con, h.reshape(-1, h.shape[-1]), target)
             queries, sequences = queries + target.numel(), sequences + len(tokens)
-            report_progress(sequences, task.num_examples)
+            report_progress(sequences, total)
         if pending is not None:
             scored.append(pending())
     correct, margins = zip(*scored)
@@ -447,10 +460,12 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    n_hard = total - task.num_examples
     summary = (f"k={task.kappa} |V|={task.vocab_size} T={task.seq_len} d={con.config.d_model} "
-               f"N={con.config.d_state}")
+               f"N={con.config.d_state}" + (f" +{n_hard} constructed sequences" if n_hard else ""))
     return CheckResult(con.name, con.theorem, mixer_sizes(con.config), engine.name, engine.dtype_name, sequences,
-                       queries, correct, min_margin, seconds=seconds, config={**asdict(task), "seed": seed},
+                       queries, correct, min_margin, seconds=seconds,
+                       config={**asdict(task), "seed": seed, "hard_cases": n_hard},
                        info=dict(con.info), summary=summary, rule=MARGIN_RULE,
                        **proof_fields(con, engine, task.seq_len, bound))
 

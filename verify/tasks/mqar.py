@@ -111,6 +111,64 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
     return tokens, labels
 
 
+def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Sequences of the task (disjoint layout) that a random sample rarely holds, in groups of equal query count:
+    (tokens, labels) per group, each (rows, seq_len). A construction's proof claims its margin for every sequence of
+    length seq_len, so the check scores these beside the random sample:
+
+    * **coverage and repeats**, twice: ceil(|V| / kappa) sequences whose values run through a random permutation of
+      all |V| values (every value is some key's answer), the query region filled with passes of random key orders
+      (every key queried again and again), once packed (adjacent queries throughout, the first right after the last
+      value) and once alternating with noise (a key queried, noise written, the key queried again);
+    * **decay**: ceil(noise_vocab / (Q - 3)) sequences (Q = seq_len - 2 kappa) whose query region is noise, cycling
+      through every noise id, then the newest-written key, the oldest-written key, and the oldest key again at the
+      last position (fewer of the three where Q < 3): the oldest value after the longest decay, right after another
+      key's query and repeated at once.
+    """
+    require(config.layout == "disjoint", f"hard cases are of the disjoint layout, got {config.layout!r}")
+    config.validate()
+    rng = np.random.default_rng(seed)
+    K, V, T, ids = config.kappa, config.vocab_size, config.seq_len, config.tokens
+    Q = T - 2 * K
+
+    def facts(rows: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(rng.random((rows, K)), axis=1)
+        tokens = np.empty((rows, T), dtype=np.int64)
+        tokens[:, 0:2 * K:2] = order
+        tokens[:, 1:2 * K:2] = ids.values_start + values[np.arange(rows)[:, None], order]
+        return tokens, order
+
+    def query(tokens, values, slots, keys):
+        rows = np.arange(len(tokens))[:, None]
+        tokens[rows, slots] = keys
+        labels = np.full(tokens.shape, IGNORE, dtype=np.int64)
+        labels[rows, slots] = values[rows, keys]
+        return tokens, labels
+
+    n_cover = -(-V // K)
+    groups = []
+    for step in (1, 2):  # queries packed; queries alternating with noise
+        perm = np.concatenate([rng.permutation(V), rng.integers(0, V, n_cover * K - V)])
+        values = perm.reshape(n_cover, K)
+        tokens, _ = facts(n_cover, values)
+        slots = np.arange(2 * K, T, step)
+        noise = np.arange(n_cover * (Q - len(slots))).reshape(n_cover, -1) % config.noise_vocab
+        tokens[:, 2 * K + 1:T:2] = ids.noise_start + noise if step == 2 else tokens[:, 2 * K + 1:T:2]
+        passes = np.concatenate([np.argsort(rng.random((n_cover, K)), axis=1)
+                                 for _ in range(-(-len(slots) // K))], axis=1)
+        groups.append(query(tokens, values, np.tile(slots, (n_cover, 1)), passes[:, :len(slots)]))
+
+    tail = min(Q, 3)
+    n_decay = max(1, -(-config.noise_vocab // max(Q - tail, 1)))
+    values = rng.integers(0, V, size=(n_decay, K))
+    tokens, order = facts(n_decay, values)
+    noise = np.arange(n_decay * max(Q - tail, 0)).reshape(n_decay, -1) % config.noise_vocab
+    tokens[:, 2 * K:T - tail] = ids.noise_start + noise
+    keys = np.stack([order[:, K - 1], order[:, 0], order[:, 0]], axis=1)[:, 3 - tail:]
+    groups.append(query(tokens, values, np.tile(np.arange(T - tail, T), (n_decay, 1)), keys))
+    return groups
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The same task drawn on a device (torch): a counter-based hash, identical on every device
 # ----------------------------------------------------------------------------------------------------------------
