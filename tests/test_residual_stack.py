@@ -15,7 +15,7 @@ from verify.engines.linear import layer_forward, layer_params
 from verify.hash_operators import stack_ablation
 from verify.recall_grid import REGIMES
 from verify.registry import SPECS
-from verify.specs.hash_recall import LAW_MODEL_ERROR, HashRecallParams
+from verify.specs.hash_recall import HashRecallParams, law_model_error
 from verify.tasks.mqar import IGNORE, generate
 from verify_constructions.cli import main
 
@@ -56,8 +56,9 @@ def test_designed_stack_is_the_one_layer_circuit_of_state_lambda_n(seqs, lam):
 
 
 def test_designed_stack_recall_grows_with_lambda_as_the_law_says(seqs):
-    """N = 4, Lambda = 1..4: recall within the corrected law's model error (its largest over the stored one-layer
-    grid) of its value at N_eff = Lambda N, 0.05 on average, and increasing with Lambda as the law is."""
+    """N = 4, Lambda = 1..4: recall no more below the corrected law at N_eff = Lambda N than the check allows (its
+    band's model error, from the stored grids, and 4 s.e.), at most 0.09 above it, 0.05 off on average, and increasing with
+    Lambda as the law is."""
     tokens, labels, prof = seqs
     eng = make_engine("reference", "float32")
     D, N = 64, 4
@@ -66,7 +67,8 @@ def test_designed_stack_recall_grows_with_lambda_as_the_law_says(seqs):
         acc = np.mean([_recall(c, eng.hidden(c, tokens), labels) for c in
                        (hash_recall.build_residual_stack(R.vocab, D, N, lam, seed=s) for s in range(2))])
         corrected = rl.corrected_law_num(D, N, R.vocab, prof, lam)
-        assert abs(acc - corrected) < LAW_MODEL_ERROR, (lam, acc, corrected)
+        se = np.sqrt(corrected * (1 - corrected) / (2 * int((labels != IGNORE).sum())))  # two seeds' queries
+        assert corrected - law_model_error(corrected) - 4 * se < acc < corrected + 0.09, (lam, acc, corrected)
         measured.append(acc)
         errors.append(abs(acc - corrected))
     assert np.mean(errors) < 0.05, errors
