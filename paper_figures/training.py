@@ -564,18 +564,27 @@ def _keep_stats(records):
 def _reference_stats(results: Path, grid: str, mixer: str) -> dict:
     """{(mixer, d, N, T): (mean acc, standard error, mean epochs, seeds, complete)} of ``mixer``'s runs in the store
     ``<grid>-reference`` (the same cells trained with the paper's protocol, ``verify.train.spec.REFERENCE``: batch 16,
-    lr 0.03, up to 600 epochs, stop at validation loss < 1e-6); complete: every run reached the protocol's end (its
-    last step or its stopping rule, not a step cap). {} where no such store is committed."""
-    try:
-        recs = [r for r in _store(results, f"{grid}-reference") if r["spec"]["mixer"] == mixer]
-    except MissingResults:
-        return {}
+    lr 0.03, up to 600 epochs, stop at validation loss < 1e-6) or, for a cell that store does not hold, the store
+    ``<grid>-reference-cut`` (the same protocol cut by a step cap); complete: every run reached the protocol's end (its
+    last step or its stopping rule, not a step cap). {} where neither store is committed."""
+    recs = []
+    for name in (f"{grid}-reference", f"{grid}-reference-cut"):
+        try:
+            held = {_cell(r) for r in recs}
+            recs += [r for r in _store(results, name) if r["spec"]["mixer"] == mixer and _cell(r) not in held]
+        except MissingResults:
+            pass
     done = defaultdict(list)
     for r in recs:
         s, res = r["spec"], r["result"]
         done[(s["mixer"], s["d_model"], s["d_state"], s["seq_len"])].append(
             not s["protocol"].get("cap_steps") and (res.get("early_stopped") or res["steps"] >= s["protocol"]["max_steps"]))
     return {c: (*v, all(done[c])) for c, v in _keep_stats(recs).items()}
+
+
+def _cell(r: dict) -> tuple:
+    s = r["spec"]
+    return s["mixer"], s["d_model"], s["d_state"], s["seq_len"]
 
 
 def _acc_cell(st):
@@ -706,7 +715,8 @@ def _reference_verdict(cells: list, reference: dict, pe: bool, mixer: str, grid:
         return ""
     got = lambda cs: ", ".join(f"({d},{n}) T={T}: {reference[(mixer, d, n, T)][0]:.2f} in "  # noqa: E731
                                f"{reference[(mixer, d, n, T)][2]:.0f} ep" for d, n, T, *_ in cs)
-    out = f"; with the paper's protocol (grid {grid}-reference: batch 16, lr 0.03, up to 600 epochs)"
+    out = (f"; with the paper's protocol (grid {grid}-reference: batch 16, lr 0.03, up to 600 epochs; "
+           f"{grid}-reference-cut: the same cut at a step cap)")
     if reach:
         out += f", {len(reach)} {_verb(reach, 'reaches', 'reach')} the paper's value ({got(reach)}): verdict budget"
     if short:
