@@ -35,6 +35,25 @@ def test_grid_files_expand_to_the_runs_the_committed_stores_hold(name, complete)
     assert len(keys) == complete and keys <= stored
 
 
+def test_every_stored_run_is_a_run_of_its_grid():
+    """Each grid's store holds only runs its grid file (or a grid it reuses) defines, key for key: a stored result
+    can be traced to the data that made it. The calibration store also holds its budgeted arms (runs of fig2 and
+    fig2-loss) and the reference arm at other epoch caps (``experiments.calibrate --epochs``: 1 and 8 stored)."""
+    from experiments.calibrate import grids as calibration_grids
+
+    gs = grids()
+    for name, g in gs.items():
+        path = ROOT / f"results/train/{name}.jsonl"
+        if not path.exists():
+            continue
+        keys = {run_key(s) for other in (name, *g.reuses) for s in gs[other].runs()}
+        if name == "calibration":
+            keys |= {run_key(s) for e in (1, 8) for c in calibration_grids(e).values() for s in c.runs()}
+            keys |= {run_key(s) for other in ("fig2", "fig2-loss") for s in gs[other].runs()}
+        stray = ResultStore(path).keys() - keys
+        assert not stray, (name, len(stray))
+
+
 def test_calibration_grid_is_the_reference_arm_of_8_epochs():
     from verify.train.sweep import calibration_reference
 
