@@ -197,8 +197,9 @@ def _runs_note(g, recs, cell=cell_of) -> str:
     cells = len({cell(r["spec"]) for r in recs})
     grid_cells = len(g.runs()) // len(g.seeds)
     part = f"; {cells} of the grid's {grid_cells} cells stored" if cells < grid_cells else ""
-    return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}), seeds {_seeds(recs)} of "
-            f"{len(g.seeds)}{part} ({_meta(recs)})")
+    changed = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in g.protocol_overrides)
+    return (f"{g.name}: protocol {p.name} ({p.max_steps} steps, batch {p.batch_size}{changed}), seeds "
+            f"{_seeds(recs)} of {len(g.seeds)}{part} ({_meta(recs)})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -569,7 +570,10 @@ def vocab_long(results: Path, name: str = "recall-vocab-long") -> Rendered:
                f"cells = {a_fit:.3f} (rms {rms:.3f}). Still rising at the end: over the last third of the steps the "
                f"validation accuracy gained {rises}. Right: the probit slope per L at every validation step "
                f"(each cell's best validation accuracy so far, the same fit), {_slope_moves(history, max_steps)}. "
-               f"Between seeds: {_seed_slopes(results)}. {_runs_note(g, recs, vocab_length_of)}.")
+               f"Between seeds: {_seed_slopes(results)}. {_runs_note(g, recs, vocab_length_of)}; the paper's "
+               f"micro-batches of 5 accumulated 4 times are one step of batch 20, and its step count is read as "
+               f"optimizer steps (the configs' train split, steps x 5 sequences, also admits a quarter as many "
+               f"updates).")
     tex, md = table(["L", "N_f", *map(str, g.vocabs), "probit slope (± s.e.)", "intercept (law 1/sigma)"], rows,
                     caption)
     return Rendered(caption + " Table: trained (law at the paper's a) per cell.", figure=fig, latex=tex, markdown=md)
@@ -842,11 +846,11 @@ def ablation(results: Path) -> Rendered:
                if {"D", "E"} <= set(means) else "rows D and E not both stored")
     if {"Base", "C"} <= set(means):
         verdict += (f"; Base (Mamba-1) {means['Base']:.3f} against row C (no SiLU, gate, Delta or decay) "
-                    f"{means['C']:.3f}: removing them {'does not lower' if means['C'] >= means['Base'] else 'lowers'}"
-                    f" recall")
+                    f"{means['C']:.3f}: recall {'not lower' if means['C'] >= means['Base'] else 'lower'} without them")
     if {"Base", "A"} <= set(means):
-        verdict += (f"; Base without Delta and decay (row A) {means['A']:.3f}: removing them "
-                    f"{'raises' if means['A'] > means['Base'] else 'does not raise'} recall, at the same budget")
+        verdict += (f"; Base without Delta and decay (row A) {means['A']:.3f}: recall "
+                    f"{'higher' if means['A'] > means['Base'] else 'not higher'} than Base's at the same budget, "
+                    f"but A differs from Base in more than Delta and decay (below), so this does not isolate them")
     caption = ("Koren et al.'s circuit-minimality ablation (V = 128, L = 64, N_f = 16, D = 64, N = 16; residual, no "
                "norms, weight decay 0.1; each row removes one more part): mean ± std of the seeds' best validation "
                "accuracy (the paper's table), with the best seed beside it. The paper's claim: the minimal circuit "
@@ -854,7 +858,9 @@ def ablation(results: Path) -> Rendered:
                "Base approximates the paper's (Mamba-1's low-rank Delta projection instead of a full-rank one); "
                "rows A and B are the simplified linear Mamba with Mamba-1's conv bias and SiLU (and, in A, its gate "
                "y * silu(z)), its D skip frozen at 0 and its embedding drawn N(0, 1) as in rows C-E, so that A differs "
-               "from Base also in those two (Base: Mamba-1's D = 1, trained, and MambaLMHeadModel's N(0, 0.02^2)). "
+               "from Base also in those two (Base: Mamba-1's D = 1, trained, and MambaLMHeadModel's N(0, 0.02^2)); "
+               "weight decay 0.1 acts on every trained parameter, Base's A_log, D and Delta bias included (mamba_ssm "
+               "exempts A_log and D; the paper does not say whether its trainer did). "
                + "; ".join(runs) + "." + _missing_note(missing))
     tex, md = table(["row", "change", "mean ± std", "best", "seeds", "grid"], rows, caption)
     return Rendered(caption, latex=tex, markdown=md)

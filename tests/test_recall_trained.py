@@ -326,7 +326,7 @@ def test_ablation_table_gives_mean_and_std_of_every_row(stores):
                                                                                  f"{max(v):.3f}"]
 
 
-@pytest.mark.parametrize("c_values, says", [(fx.ABLATION["c"], "lowers"), ([0.95] * 5, "does not lower")])
+@pytest.mark.parametrize("c_values, says", [(fx.ABLATION["c"], "lower"), ([0.95] * 5, "not lower")])
 def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
     from verify.train.store import ResultStore
 
@@ -338,9 +338,11 @@ def test_ablation_caption_compares_base_with_row_c(tmp_path, c_values, says):
     cap = paper_figures.make("recall-ablation", tmp_path).caption
     base = np.mean(fx.ABLATION["base"])
     assert f"Base (Mamba-1) {base:.3f} against row C (no SiLU, gate, Delta or decay) {np.mean(c_values):.3f}: " \
-           f"removing them {says} recall" in cap
-    # the fixture's row A (0.74) lies below its Base (0.80)
-    assert f"Base without Delta and decay (row A) {np.mean(fx.ABLATION['a']):.3f}: removing them does not raise" in cap
+           f"recall {says} without them" in cap
+    # the fixture's row A (0.74) lies below its Base (0.80); A differs from Base in more than Delta and decay
+    assert (f"Base without Delta and decay (row A) {np.mean(fx.ABLATION['a']):.3f}: recall not higher than Base's at "
+            "the same budget, but A differs from Base in more than Delta and decay (below), so this does not isolate "
+            "them") in cap
 
 
 @pytest.mark.parametrize("regime", ["regime_0", "regime_1", "regime_2"])

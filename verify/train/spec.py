@@ -109,7 +109,11 @@ KOREN_REPEATS = replace(KOREN_LINEAR, name="koren-repeats", batch_size=32, train
                         eval_every=250, lrs=(3e-3,), warmup_steps=500, flat_steps=2000, weight_decay=0.1, clip=1.0)
 # the appendix's V x L large-vocabulary grid: micro-batches of 5 accumulated 4 times, taken here as one step of batch
 # 20 (the same gradient: every sequence scores N_f = L/4 queries, so the mean over 20 sequences is the mean of the 4
-# micro-batch means), 12000 steps (500 / 3500 / 8000), lr 3e-3, no weight decay, clip 2.5, one seed; validation every
+# micro-batch means), 12000 steps (500 / 3500 / 8000), lr 3e-3, no weight decay, clip 2.5, one seed. The 12000 are read
+# as optimizer steps (240000 fresh sequences); the configs' train split of max_num_steps x batch_size (60000 at batch
+# 5) admits the reading of 12000 micro-batches, i.e. 3000 updates. Fewer updates would not bring the probit slope
+# to the law's -1: at no validation step of our runs does it come near -1 at L = 1000-2000 (recall-vocab-long's
+# figure, third panel). Validation every
 # 500 steps (24 in all; our choice, as above: a validation of 10^4 sequences of up to 4000 tokens scored against up
 # to 50000 logits costs more than 500 training steps)
 KOREN_VOCAB_LONG = replace(KOREN_LINEAR, name="koren-vocab-long", batch_size=20, train_samples=12_000 * 20,
