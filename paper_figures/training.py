@@ -629,7 +629,8 @@ FLAG = {"lower": "≠↓ ", "higher": "≠↑ ", "spread": "? ", None: ""}
 
 
 ARCHITECTURE = {False: "the paper's architecture, embedding -> SSM -> readout (in/out projections frozen at the "
-                       "identity)",
+                       "identity; the block's D skip, which the paper's eq. 14 does not have, stays and trains: a "
+                       "lag-0 tap, so our model class holds the paper's)",
                 True: "the Mamba block with trainable in/out projections (the paper's models have none: 20-30% "
                       "more parameters at d = 32 and 64)"}
 
