@@ -168,3 +168,16 @@ def test_cli_check_json_passes(capsys):
     assert main(["check", "keep-nth", "--seq-len", "200", "--samples", "8", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"passed": true' in out and '"recall": 1.0' in out
+
+
+@pytest.mark.parametrize("name, change", [("out_proj.weight", lambda t: 0.9 * t), ("x_proj.weight", lambda t: 0.9 * t),
+                                          ("in_proj.weight", lambda t: 1.05 * t), ("dt_proj.bias", lambda t: t - 5)])
+def test_weights_that_fall_short_of_the_proven_margin_fail(name, change):
+    """Every position is still recalled, but the margin falls below the proof's (a readout or projection scaled, or
+    Delta's bias moved so that the kept token leaks): the check FAILS; the weights as built PASS."""
+    p = KeepNthParams()
+    assert check(build(p), p, REF64).passed
+    con = build(p)
+    con.mixer[name] = change(con.mixer[name])
+    r = check(con, p, REF64)
+    assert r.correct == r.queries and r.min_margin < r.proven_margin and not r.passed
