@@ -44,10 +44,12 @@ def single_thread():
 
 
 def hard_case_queries(task) -> int:
-    """Queries of ``verify.tasks.mqar.hard_cases`` by its stated layout: ceil(|V| / kappa) coverage sequences with a
-    packed query region (Q queries) and as many alternating with noise (ceil(Q / 2)), and the decay sequences'
-    min(Q, 3) queries each, Q = seq_len - 2 kappa."""
-    q = task.seq_len - 2 * task.kappa
+    """Queries of ``verify.tasks.mqar.hard_cases`` by its stated layout: ceil(|V| / kappa) coverage sequences of
+    length min(seq_len, 6 kappa) with a packed query region (q queries) and as many alternating with noise
+    (ceil(q / 2)), the decay sequences' min(Q, 4) queries each, Q = seq_len - 2 kappa, and (kappa > 1) one sequence
+    whose whole region of Q slots is queries."""
+    Q = task.seq_len - 2 * task.kappa
+    q = min(task.seq_len, 6 * task.kappa) - 2 * task.kappa
     cover = -(-task.vocab_size // task.kappa)
-    decay = max(1, -(-task.noise_vocab // max(q - min(q, 3), 1)))
-    return cover * (q + -(-q // 2)) + decay * min(q, 3)
+    decay = max(1, -(-task.noise_vocab // max(Q - min(Q, 4), 1)))
+    return cover * (q + -(-q // 2)) + decay * min(Q, 4) + (Q if task.kappa > 1 else 0)

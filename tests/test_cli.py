@@ -51,8 +51,9 @@ def test_check_json_reports_exact_recall(capsys):
     assert main(["check", "mqar-mamba", "--kappa", "5", "--vocab", "30", "--variant", "jl", "--samples", "20",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    hard = 6 * (90 + 45) + 3  # constructed: 30 / 5 rows packed (90 queries), 6 alternating (45), 3 decay queries
-    assert out["passed"] and out["correct"] == out["queries"] == 100 + hard and out["config"]["hard_cases"] == 13
+    hard = 6 * (20 + 10) + 4 + 90  # constructed: 30 / 5 rows of length 30 packed (20 queries) and alternating (10);
+    # of length 100, a decay row through noise (4 queries) and one through queries (90)
+    assert out["passed"] and out["correct"] == out["queries"] == 100 + hard and out["config"]["hard_cases"] == 14
     assert out["sizes"]["d_state"] == 5 and out["min_margin"] >= out["proven_margin"] * (1 - 1e-9)
 
 

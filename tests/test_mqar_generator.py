@@ -93,9 +93,11 @@ def test_hard_cases_are_task_sequences_that_cover_the_proofs_cases(kappa, vocab,
     cfg = MQARConfig(kappa, vocab, (2 + passes) * kappa + extra, num_examples=1, noise_vocab=noise,
                      query_passes=passes)
     ids, Q, T = cfg.tokens, cfg.seq_len - 2 * kappa, cfg.seq_len
-    packed, alternating, decay = hard_cases(cfg, seed)
-    for tokens, labels in (packed, alternating, decay):
-        assert tokens.shape == labels.shape and tokens.shape[1] == T
+    packed, alternating, decay, *by_queries = hard_cases(cfg, seed)
+    assert len(by_queries) == (kappa > 1)
+    for (tokens, labels), length in zip((packed, alternating, decay, *by_queries),
+                                        (min(T, 6 * kappa),) * 2 + (T, T)):
+        assert tokens.shape == labels.shape and tokens.shape[1] == length
         for seq, lab in zip(tokens, labels):
             assert sorted(seq[0:2 * kappa:2]) == list(range(kappa))
             assert all(ids.values_start <= v < ids.noise_start for v in seq[1:2 * kappa:2])
@@ -103,30 +105,31 @@ def test_hard_cases_are_task_sequences_that_cover_the_proofs_cases(kappa, vocab,
             assert np.array_equal(_parse(seq, cfg)[1], lab)
     for tokens, labels in (packed, alternating):
         answers = labels[labels != IGNORE]
-        assert set(answers.tolist()) == set(range(vocab)) or len(answers) < vocab
+        if (labels[0] != IGNORE).sum() >= kappa:  # a whole pass per sequence: every value is an answer
+            assert set(answers.tolist()) == set(range(vocab))
         assert len(tokens) == -(-vocab // kappa)
     assert (packed[0][:, 2 * kappa:] < kappa).all()  # packed: only queries
     assert (alternating[0][:, 2 * kappa + 1::2] >= ids.noise_start).all()
-    if Q // 2 >= 2 * kappa:  # every key queried, then noise, then queried again
+    if min(Q, 4 * kappa) // 2 >= 2 * kappa:  # every key queried, then noise, then queried again
         seq = alternating[0][0, 2 * kappa:]
         assert all(np.count_nonzero(seq == k) >= 2 for k in range(kappa))
-    seq = decay[0][0]
-    oldest, newest = seq[0], seq[2 * kappa - 2]
-    assert seq[-1] == oldest and labels_at(decay, -1) != IGNORE
-    if Q >= 2:  # the oldest key repeated at once, after the newest key's query
-        assert seq[-2] == oldest and (Q == 2 or seq[-3] == newest)
-    if Q > 3:
-        assert set(np.unique(decay[0][:, 2 * kappa:T - 3]) - ids.noise_start) == set(range(min(noise, len(decay[0]) * (Q - 3))))
-
-
-def labels_at(group, t):
-    return group[1][0, t]
-
+    tail = min(Q, 4)
+    for group in (decay, *by_queries):
+        seq = group[0][0]
+        oldest, newest = seq[0], seq[2 * kappa - 2]
+        assert list(seq[T - tail:]) == [oldest, oldest, newest, oldest][4 - tail:]
+        assert (group[1][0, T - tail:] != IGNORE).all() and (group[1][0, :2 * kappa] == IGNORE).all()
+    if Q > tail:
+        assert set(np.unique(decay[0][:, 2 * kappa:T - tail]) - ids.noise_start) == \
+            set(range(min(noise, len(decay[0]) * (Q - tail))))
+    if by_queries:  # the other keys fill the region before the last queries
+        seq = by_queries[0][0][0]
+        assert (seq[2 * kappa:] < kappa).all() and seq[0] not in seq[2 * kappa:T - tail]
 
 def test_hard_cases_cover_every_value_at_the_default_sizes():
     """The kappa = 32, |V| = 512 default: every value is an answer (a sample of 32 sequences misses about 60)."""
     cfg = MQARConfig(32, 512, 256, num_examples=32)
-    packed, alternating, _ = hard_cases(cfg, 0)
+    packed, alternating, *_ = hard_cases(cfg, 0)
     for _, labels in (packed, alternating):
         assert set(labels[labels != IGNORE].tolist()) == set(range(512))
     sample = generate(cfg, 1)[1]

@@ -90,7 +90,8 @@ def test_readout_in_chunks_scores_like_one_block(monkeypatch):
     whole = check_mqar(con, task, make_engine("reference", "float64"), batch_size=16)
     monkeypatch.setattr(checks, "READOUT_CHUNK", 3 * con.readout.shape[0])  # 3 rows per chunk
     chunked = check_mqar(con, task, make_engine("reference", "float64"), batch_size=16)
-    queries = 160 + 4 * (16 + 8) + 3  # 40 x 4 sampled; constructed: 4 rows packed (16), 4 alternating (8), 3
+    queries = 160 + 4 * (16 + 8) + 4 + 16  # 40 x 4 sampled; constructed: 4 rows packed (16), 4 alternating (8),
+    # a decay row through noise (4 queries) and one through queries (16)
     assert (chunked.queries, chunked.correct) == (whole.queries, whole.correct) == (queries, queries)
     assert chunked.min_margin == whole.min_margin
 

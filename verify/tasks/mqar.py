@@ -112,28 +112,29 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
 
 
 def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Sequences of the task (disjoint layout) that a random sample rarely holds, in groups of equal query count:
-    (tokens, labels) per group, each (rows, seq_len). A construction's proof claims its margin for every sequence of
-    length seq_len, so the check scores these beside the random sample:
+    """Sequences of the task (disjoint layout) that a random sample rarely holds, in groups of equal length and query
+    count: (tokens, labels) per group, each (rows, length). A construction's proof claims its margin for every
+    sequence of length at most seq_len, so the check scores these beside the random sample:
 
-    * **coverage and repeats**, twice: ceil(|V| / kappa) sequences whose values run through a random permutation of
-      all |V| values (every value is some key's answer), the query region filled with passes of random key orders
-      (every key queried again and again), once packed (adjacent queries throughout, the first right after the last
-      value) and once alternating with noise (a key queried, noise written, the key queried again);
-    * **decay**: ceil(noise_vocab / (Q - 3)) sequences (Q = seq_len - 2 kappa) whose query region is noise, cycling
-      through every noise id, then the newest-written key, the oldest-written key, and the oldest key again at the
-      last position (fewer of the three where Q < 3): the oldest value after the longest decay, right after another
-      key's query and repeated at once.
+    * **coverage and repeats**, twice: ceil(|V| / kappa) sequences of length min(seq_len, 6 kappa) whose values run
+      through a random permutation of all |V| values (every value an answer where a pass fits), the query region
+      filled with passes of random key orders (every key queried again), once packed (adjacent queries throughout, the
+      first right after the last value) and once alternating with noise (a key queried, noise written, the key
+      queried again); short, so that covering a large vocabulary stays cheap;
+    * **decay**: ceil(noise_vocab / (Q - 4)) sequences of length seq_len (Q = seq_len - 2 kappa) whose query region
+      is noise, cycling through every noise id, then the oldest-written key twice (a repeat at once), the
+      newest-written key, and the oldest key at the last position (the last min(Q, 4) of these): the oldest value
+      after the longest decay, right after another key's query; and (kappa > 1) one such sequence whose region before
+      those four queries the other keys fill instead of noise.
     """
     require(config.layout == "disjoint", f"hard cases are of the disjoint layout, got {config.layout!r}")
     config.validate()
     rng = np.random.default_rng(seed)
     K, V, T, ids = config.kappa, config.vocab_size, config.seq_len, config.tokens
-    Q = T - 2 * K
 
-    def facts(rows: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def facts(rows: int, values: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(rng.random((rows, K)), axis=1)
-        tokens = np.empty((rows, T), dtype=np.int64)
+        tokens = np.empty((rows, length), dtype=np.int64)
         tokens[:, 0:2 * K:2] = order
         tokens[:, 1:2 * K:2] = ids.values_start + values[np.arange(rows)[:, None], order]
         return tokens, order
@@ -145,27 +146,37 @@ def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
         labels[rows, slots] = values[rows, keys]
         return tokens, labels
 
-    n_cover = -(-V // K)
+    n_cover, short = -(-V // K), min(T, 6 * K)
     groups = []
     for step in (1, 2):  # queries packed; queries alternating with noise
         perm = np.concatenate([rng.permutation(V), rng.integers(0, V, n_cover * K - V)])
         values = perm.reshape(n_cover, K)
-        tokens, _ = facts(n_cover, values)
-        slots = np.arange(2 * K, T, step)
-        noise = np.arange(n_cover * (Q - len(slots))).reshape(n_cover, -1) % config.noise_vocab
-        tokens[:, 2 * K + 1:T:2] = ids.noise_start + noise if step == 2 else tokens[:, 2 * K + 1:T:2]
+        tokens, _ = facts(n_cover, values, short)
+        slots = np.arange(2 * K, short, step)
+        noise = np.arange(n_cover * (short - 2 * K - len(slots))).reshape(n_cover, -1) % config.noise_vocab
+        tokens[:, 2 * K + 1:short:2] = ids.noise_start + noise if step == 2 else tokens[:, 2 * K + 1:short:2]
         passes = np.concatenate([np.argsort(rng.random((n_cover, K)), axis=1)
                                  for _ in range(-(-len(slots) // K))], axis=1)
         groups.append(query(tokens, values, np.tile(slots, (n_cover, 1)), passes[:, :len(slots)]))
 
-    tail = min(Q, 3)
+    Q = T - 2 * K
+    tail = min(Q, 4)
+
+    def last(order):  # oldest, oldest, newest, oldest: the last ``tail`` of them
+        return np.stack([order[:, 0], order[:, 0], order[:, K - 1], order[:, 0]], axis=1)[:, 4 - tail:]
+
     n_decay = max(1, -(-config.noise_vocab // max(Q - tail, 1)))
     values = rng.integers(0, V, size=(n_decay, K))
-    tokens, order = facts(n_decay, values)
-    noise = np.arange(n_decay * max(Q - tail, 0)).reshape(n_decay, -1) % config.noise_vocab
+    tokens, order = facts(n_decay, values, T)
+    noise = np.arange(n_decay * (Q - tail)).reshape(n_decay, -1) % config.noise_vocab
     tokens[:, 2 * K:T - tail] = ids.noise_start + noise
-    keys = np.stack([order[:, K - 1], order[:, 0], order[:, 0]], axis=1)[:, 3 - tail:]
-    groups.append(query(tokens, values, np.tile(np.arange(T - tail, T), (n_decay, 1)), keys))
+    groups.append(query(tokens, values, np.tile(np.arange(T - tail, T), (n_decay, 1)), last(order)))
+    if K > 1:  # the same decay through queries of the other keys instead of noise
+        values = rng.integers(0, V, size=(1, K))
+        tokens, order = facts(1, values, T)
+        others = [rng.permutation(order[0, 1:]) for _ in range(-(-(Q - tail) // (K - 1)))]
+        keys = np.concatenate([*others, np.empty(0, np.int64)])[:Q - tail]
+        groups.append(query(tokens, values, np.arange(2 * K, T)[None], np.concatenate([keys, last(order)[0]])[None]))
     return groups
 
 
