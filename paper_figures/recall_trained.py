@@ -202,6 +202,9 @@ def _runs_note(g, recs, cell=cell_of) -> str:
             f"{_seeds(recs)} of {len(g.seeds)}{part} ({_meta(recs)})")
 
 
+AMP_NOTE = {"regime_2": " The paper trains the full model at regime_2 with mixed precision (AMP); ours run in float32."}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Fig. 1: designed | theory with the trained a | trained linear | trained full
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,7 +269,7 @@ def figure1(results: Path, regime: str) -> Rendered:
                f"seed (the paper's aggregation); the table gives the mean of the seeds beside it and the a fitted to "
                f"each. The paper's claim: the trained boundaries have the shape of (b), the full model needs about "
                f"half the linear model's a (paper: {a_lin_paper:g} linear, {a_full_paper:g} full); {ratio} "
-               f"({COARSE_NOTE})."
+               f"({COARSE_NOTE})." + AMP_NOTE.get(regime, "")
                + _missing_note([g.name for g, r in ((gl, rl), (gf, rf)) if r is None]))
     tex, md = table(heads, rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
@@ -329,7 +332,8 @@ def collapse(results: Path, regime: str) -> Rendered:
                f"accuracies against Phi(x - m_V)), best of seeds filled, mean of seeds hollow. The paper's claim: the "
                f"cells collapse onto the curve with a = 1 (AR) and 5/4 (MQAR) for the linear model and about half "
                f"(5/8) for the full one; the table compares the fitted a and the rms error at the fitted and the "
-               f"paper's a." + _missing_note([p[0] for p, (_, r) in zip(panels, loaded) if r is None]))
+               f"paper's a." + AMP_NOTE.get(regime, "")
+               + _missing_note([p[0] for p, (_, r) in zip(panels, loaded) if r is None]))
     tex, md = table(["panel", "cells", "seeds", "fitted a (best)", "fitted a (mean)", "paper a", "rmse at fitted a",
                      "rmse at paper a", "runs"], rows, caption)
     return Rendered(caption, figure=fig, latex=tex, markdown=md)
