@@ -66,3 +66,18 @@ def test_faster_decay_than_the_proof_assumes_fails(name, factor):
 
     r = _run(name, p, faster)
     assert r.correct == r.queries and r.min_margin < r.proven_margin and not r.passed
+
+
+def test_the_typical_case_measurement_scores_the_random_sequences_alone():
+    """``verify.key_dim`` measures typical sequences: ``constructed=False`` leaves the constructed ones out; the
+    check proper scores them too."""
+    from constructions import mqar_mamba2
+    from verify.checks import check_mqar
+    from verify.tasks.mqar import MQARConfig
+
+    con = mqar_mamba2.build(8, 16, "jl", seq_len=40, key_dim=8)
+    task = MQARConfig(8, 16, 40, num_examples=4)
+    typical = check_mqar(con, task, ENGINE, seed=1, constructed=False)
+    full = check_mqar(con, task, ENGINE, seed=1)
+    assert typical.queries == 4 * 8 and typical.config["hard_cases"] == 0
+    assert full.queries > typical.queries and full.config["hard_cases"] > 0

@@ -420,10 +420,12 @@ def check_labelled(con: Construction, tokens, labels, engine, *, config: dict, s
                        summary=summary, rule=MARGIN_RULE, **proof_fields(con, engine, tokens.shape[1], bound))
 
 
-def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256) -> CheckResult:
+def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch_size: int = 256,
+               constructed: bool = True) -> CheckResult:
     """Generate ``task.num_examples`` sequences in batches, run them, score every query; then the same for the
     task's constructed sequences (``verify.tasks.mqar.hard_cases``: every value an answer, repeated and adjacent
-    queries, the oldest key after the longest decay), which the disjoint layout's proofs cover as well.
+    queries, the oldest key after the longest decay), which the disjoint layout's proofs cover as well;
+    ``constructed=False`` scores the random sequences alone (a typical-case measurement, ``verify.key_dim``).
 
     The engine computes its mixer output at the query positions only (``engine.hidden_at``; on mamba_ssm a
     query-only form of the block's forward), and no host sync happens inside the batch loop: a batch's readout is
@@ -440,7 +442,7 @@ def check_mqar(con: Construction, task: MQARConfig, engine, seed: int = 0, batch
         pending = None  # the previous batch's readout, finished once this batch is enqueued
         on_gpu = torch.device(engine.device).type == "cuda" and task.layout == "disjoint"
         batches = device_batches(task, seed, batch_size, engine.device) if on_gpu else _batches(task, seed, batch_size)
-        hard = list(_hard_batches(task, seed, batch_size)) if task.layout == "disjoint" else []
+        hard = list(_hard_batches(task, seed, batch_size)) if constructed and task.layout == "disjoint" else []
         total = task.num_examples + sum(len(b[0]) for b in hard)
         for tokens, pos, target in itertools.chain(batches, hard):  # no host sync inside: the GPU runs ahead
             if not torch.is_tensor(tokens):
