@@ -831,7 +831,8 @@ def _keep_table(results: Path, pe: bool, mixer: str, title: str) -> Rendered:
     differ = len(found["lower"]) + len(found["higher"])
     cap = (f"{title}: KEEP FIFTH (|V| = 128), {MIXER_TITLE[mixer]}, mean ± standard error over seeds (per seed the "
            f"learning rate that validates best) and mean epochs, then the paper's value; last column: trained "
-           f"parameters, ours / the paper's (ratio); {ARCHITECTURE[proj]} (grid {grid}). {_meta(recs)}. Ours trains at most 4000 steps of 64 (2.6 "
+           f"parameters, ours / the paper's (ratio); {ARCHITECTURE[proj]} (grid {grid}). {_meta(recs)}. Ours trains "
+           f"at most 4000 steps of 64 (2.6 "
            f"epochs of 10^5 samples, 3 learning rates per seed); the paper up to 600 epochs at lr 0.03. "
            f"Against the paper: {differ} of {len(compared)} cells differ (≠: the ±2 standard error intervals, the "
            f"paper's widened by its rounding, more than {AGREE_TOL} apart), {len(found['spread'])} cannot be told "
@@ -885,7 +886,8 @@ def transformer_table(results: Path) -> Rendered:
         rows.append(row)
     cap = (f"Tables A.1/A.2, Transformer rows: KEEP FIFTH (|V| = 128), a one-layer Transformer "
            f"(verify/blocks/transformer.py: learned position embedding, one pre-norm attention layer with one head, an "
-           f"MLP of width d), mean ± standard error over seeds (per seed the learning rate that validates best) and mean epochs / the paper's accuracy, "
+           f"MLP of width d), mean ± standard error over seeds (per seed the learning rate that validates best) and "
+           f"mean epochs / the paper's accuracy, "
            f"then trained parameters ours / the paper's (ratio). {_meta(recs)}. The paper: 1.00 in every cell, "
            f"early-stopped within {TRANSFORMER_EPOCHS[0]}-{TRANSFORMER_EPOCHS[1]} epochs; its T = 30 counts repeat "
            f"T = 10 (a copy error). " + (f"Cells that differ: {', '.join(differ)}." if differ else

@@ -228,7 +228,8 @@ def test_law_model_error_bands_recompute_from_the_stored_grids():
            for c in json.loads((RESULTS / f"{r}.json").read_text())["cells"]]
     pts += [(r["corrected_parallel"], r["measured_parallel"])
             for r in json.loads((RESULTS / "multilayer.json").read_text())["rows"]]
-    pts += [(r["corrected"], r["designed_stack"]) for r in json.loads((RESULTS / "residual_stack.json").read_text())["rows"]]
+    pts += [(r["corrected"], r["designed_stack"])
+            for r in json.loads((RESULTS / "residual_stack.json").read_text())["rows"]]
     pts = np.array(pts)
     lower = 0.0
     for edge, error in LAW_MODEL_ERROR:

@@ -27,7 +27,8 @@ def _rec(task, mixer, vocab, kappa, d, n, acc, task_args=()):
                    protocol=BUDGETED, task_args=task_args)
     correct = round(acc * 10 ** 6)
     return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu", "mamba_ssm": None,
-            "result": {"test_acc": correct / 10 ** 6, "val_acc": correct / 10 ** 6, "val_loss": 0.0, "test_correct": correct, "test_queries": 10 ** 6,
+            "result": {"test_acc": correct / 10 ** 6, "val_acc": correct / 10 ** 6, "val_loss": 0.0,
+                       "test_correct": correct, "test_queries": 10 ** 6,
                        "solved": correct == 10 ** 6, "epochs": 1.0, "steps": 10, "early_stopped": False}}
 
 

@@ -86,7 +86,8 @@ def _keep_rec(mixer, pe, d, n, T, seed, acc, bare=True):
     spec = RunSpec(task="keep-nth", mixer=mixer, vocab=128, d_model=d, d_state=n, seed=seed, lr=0.01, seq_len=T,
                    gate=False, conv=False, proj=not bare, protocol=BUDGETED, task_args=(("n", 5), ("pe", pe)))
     return {"key": run_key(spec), "spec": spec.as_dict(), "device": "cpu", "mamba_ssm": None,
-            "result": {"test_acc": acc, "val_acc": acc, "val_loss": 1 - acc, "solved": acc == 1.0, "epochs": 2.5, "steps": 4000}}
+            "result": {"test_acc": acc, "val_acc": acc, "val_loss": 1 - acc, "solved": acc == 1.0, "epochs": 2.5,
+                       "steps": 4000}}
 
 
 def test_tables_print_our_count_beside_the_papers(tmp_path):

@@ -56,9 +56,9 @@ def test_designed_stack_is_the_one_layer_circuit_of_state_lambda_n(seqs, lam):
 
 
 def test_designed_stack_recall_grows_with_lambda_as_the_law_says(seqs):
-    """N = 4, Lambda = 1..4: recall no more below the corrected law at N_eff = Lambda N than the check allows (its
-    band's model error, from the stored grids, and 4 s.e.), at most 0.09 above it, 0.05 off on average, and increasing with
-    Lambda as the law is."""
+    """N = 4, Lambda = 1..4: recall no more below the corrected law at N_eff = Lambda N than the check allows
+    (its band's model error, from the stored grids, and 4 s.e.), at most 0.09 above it, 0.05 off on average, and
+    increasing with Lambda as the law is."""
     tokens, labels, prof = seqs
     eng = make_engine("reference", "float32")
     D, N = 64, 4

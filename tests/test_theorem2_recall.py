@@ -17,7 +17,8 @@ RTOL = {"float64": 1e-9, "float32": 1e-4}
 def _check(con, task, seed):
     for dtype, engine in ENGINES.items():
         r = check_mqar(con, task, engine, seed=seed)
-        assert r.correct == r.queries == task.num_examples * task.num_queries + hard_case_queries(task), (dtype, r.as_dict())
+        queries = task.num_examples * task.num_queries + hard_case_queries(task)
+        assert r.correct == r.queries == queries, (dtype, r.as_dict())
         assert r.min_margin >= r.proven_margin * (1 - RTOL[dtype]), (dtype, r.min_margin, r.proven_margin)
 
 
