@@ -546,14 +546,19 @@ def figure1(results: Path) -> Rendered:
 # KEEP n-TH tables (Table 1, Tables A.1-A.4)
 # ---------------------------------------------------------------------------------------------------------------
 
+def _cell(r: dict) -> tuple:
+    """A KEEP n-TH run's table cell: (mixer, d, N, T)."""
+    s = r["spec"]
+    return s["mixer"], s["d_model"], s["d_state"], s["seq_len"]
+
+
 def _keep_stats(records):
     """{(mixer, d, N, T): (mean acc, standard error, mean epochs, seeds)} over seeds: per seed the test accuracy of
     the learning rate whose tested state has the best validation accuracy (ties: the lower validation loss), so
     the test set chooses nothing."""
     per = defaultdict(lambda: defaultdict(list))
     for r in records:
-        s = r["spec"]
-        per[(s["mixer"], s["d_model"], s["d_state"], s["seq_len"])][s["seed"]].append(r["result"])
+        per[_cell(r)][r["spec"]["seed"]].append(r["result"])
     out = {}
     for c, seeds in per.items():
         best = [max(rs, key=_validation_rank) for rs in seeds.values()]
@@ -584,14 +589,9 @@ def _reference_stats(results: Path, grid: str, mixer: str) -> dict:
     done = defaultdict(list)
     for r in recs:
         s, res = r["spec"], r["result"]
-        done[(s["mixer"], s["d_model"], s["d_state"], s["seq_len"])].append(
+        done[_cell(r)].append(
             not s["protocol"].get("cap_steps") and (res.get("early_stopped") or res["steps"] >= s["protocol"]["max_steps"]))
     return {c: (*v, all(done[c])) for c, v in _keep_stats(recs).items()}
-
-
-def _cell(r: dict) -> tuple:
-    s = r["spec"]
-    return s["mixer"], s["d_model"], s["d_state"], s["seq_len"]
 
 
 def _acc_cell(st):

@@ -189,10 +189,11 @@ def certificate_margin(embedding: np.ndarray, hashes: np.ndarray, n_writes: int,
     H = np.asarray(hashes, dtype=np.float64)
     g, c = E @ E.T, H @ H.T
     # |fl(<u, v>) - <u, v>| <= k u_mach |u| |v| for a k-term dot product (u_mach = 2^-53), doubled for slack
-    g_err = 2 * E.shape[1] * 2.0**-53 * float(np.diag(g).max())
-    c_err = 2 * (H.shape[1] + E.shape[1]) * 2.0**-53 * float(np.diag(c).max())  # the hashes' own rounding too
-    g_lo, g_hi = float(np.diag(g).min()) - g_err, float(np.diag(g).max()) + g_err
-    c_lo, c_hi = float(np.diag(c).min()) - c_err, float(np.diag(c).max()) + c_err
+    g_diag, c_diag = np.diag(g).copy(), np.diag(c).copy()
+    g_err = 2 * E.shape[1] * 2.0**-53 * float(g_diag.max())
+    c_err = 2 * (H.shape[1] + E.shape[1]) * 2.0**-53 * float(c_diag.max())  # the hashes' own rounding too
+    g_lo, g_hi = float(g_diag.min()) - g_err, float(g_diag.max()) + g_err
+    c_lo, c_hi = float(c_diag.min()) - c_err, float(c_diag.max()) + c_err
     np.fill_diagonal(g, 0)
     np.fill_diagonal(c, 0)
     eps, eps_key = float(np.abs(g).max()) + g_err, float(np.abs(c).max()) + c_err

@@ -92,22 +92,34 @@ def generate(config: MQARConfig, seed: int | tuple[int, ...]) -> tuple[np.ndarra
     rng = np.random.default_rng(seed)
     S, K, T, ids = config.num_examples, config.kappa, config.seq_len, config.tokens
     Q, nq = T - 2 * K, config.num_queries
-    rows = np.arange(S)[:, None]
 
     order = np.argsort(rng.random((S, K)), axis=1)  # keys of the KV section, in order
     value_of_key = rng.integers(0, config.vocab_size, size=(S, K))
-    tokens = np.empty((S, T), dtype=np.int64)
-    tokens[:, 0:2 * K:2] = order
-    tokens[:, 1:2 * K:2] = ids.values_start + value_of_key[rows, order]
+    tokens = _facts(order, value_of_key, T, ids)
 
     tokens[:, 2 * K:] = ids.noise_start + rng.integers(0, config.noise_vocab, size=(S, Q))
     queried = np.concatenate([np.argsort(rng.random((S, K)), axis=1) for _ in range(config.query_passes)], axis=1)
     chosen = np.argpartition(rng.random((S, Q)), nq - 1, axis=1)[:, :nq] if nq < Q else np.tile(np.arange(Q), (S, 1))
     slots = 2 * K + np.sort(chosen, axis=1)  # nq distinct uniform slots, in order
-    tokens[rows, slots] = queried
+    return _queries(tokens, value_of_key, slots, queried)
 
-    labels = np.full((S, T), IGNORE, dtype=np.int64)
-    labels[rows, slots] = value_of_key[rows, queried]
+
+def _facts(order: np.ndarray, value_of_key: np.ndarray, length: int, ids: MQARTokens) -> np.ndarray:
+    """Tokens (rows, length) whose KV section states the keys in ``order`` (rows, kappa) with their values; the rest
+    is left for the caller to fill."""
+    rows, K = np.arange(len(order))[:, None], order.shape[1]
+    tokens = np.empty((len(order), length), dtype=np.int64)
+    tokens[:, 0:2 * K:2] = order
+    tokens[:, 1:2 * K:2] = ids.values_start + value_of_key[rows, order]
+    return tokens
+
+
+def _queries(tokens: np.ndarray, value_of_key: np.ndarray, slots: np.ndarray, keys: np.ndarray):
+    """(tokens, labels): ``keys`` (rows, q) placed at ``slots`` (rows, q), each labelled with its key's value."""
+    rows = np.arange(len(tokens))[:, None]
+    tokens[rows, slots] = keys
+    labels = np.full(tokens.shape, IGNORE, dtype=np.int64)
+    labels[rows, slots] = value_of_key[rows, keys]
     return tokens, labels
 
 
@@ -134,17 +146,7 @@ def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
 
     def facts(rows: int, values: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(rng.random((rows, K)), axis=1)
-        tokens = np.empty((rows, length), dtype=np.int64)
-        tokens[:, 0:2 * K:2] = order
-        tokens[:, 1:2 * K:2] = ids.values_start + values[np.arange(rows)[:, None], order]
-        return tokens, order
-
-    def query(tokens, values, slots, keys):
-        rows = np.arange(len(tokens))[:, None]
-        tokens[rows, slots] = keys
-        labels = np.full(tokens.shape, IGNORE, dtype=np.int64)
-        labels[rows, slots] = values[rows, keys]
-        return tokens, labels
+        return _facts(order, values, length, ids), order
 
     n_cover, short = -(-V // K), min(T, 6 * K)
     groups = []
@@ -157,7 +159,7 @@ def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
         tokens[:, 2 * K + 1:short:2] = ids.noise_start + noise if step == 2 else tokens[:, 2 * K + 1:short:2]
         passes = np.concatenate([np.argsort(rng.random((n_cover, K)), axis=1)
                                  for _ in range(-(-len(slots) // K))], axis=1)
-        groups.append(query(tokens, values, np.tile(slots, (n_cover, 1)), passes[:, :len(slots)]))
+        groups.append(_queries(tokens, values, np.tile(slots, (n_cover, 1)), passes[:, :len(slots)]))
 
     Q = T - 2 * K
     tail = min(Q, 4)
@@ -170,13 +172,13 @@ def hard_cases(config: MQARConfig, seed) -> list[tuple[np.ndarray, np.ndarray]]:
     tokens, order = facts(n_decay, values, T)
     noise = np.arange(n_decay * (Q - tail)).reshape(n_decay, -1) % config.noise_vocab
     tokens[:, 2 * K:T - tail] = ids.noise_start + noise
-    groups.append(query(tokens, values, np.tile(np.arange(T - tail, T), (n_decay, 1)), last(order)))
+    groups.append(_queries(tokens, values, np.tile(np.arange(T - tail, T), (n_decay, 1)), last(order)))
     if K > 1:  # the same decay through queries of the other keys instead of noise
         values = rng.integers(0, V, size=(1, K))
         tokens, order = facts(1, values, T)
         others = [rng.permutation(order[0, 1:]) for _ in range(-(-(Q - tail) // (K - 1)))]
         keys = np.concatenate([*others, np.empty(0, np.int64)])[:Q - tail]
-        groups.append(query(tokens, values, np.arange(2 * K, T)[None], np.concatenate([keys, last(order)[0]])[None]))
+        groups.append(_queries(tokens, values, np.arange(2 * K, T)[None], np.concatenate([keys, last(order)[0]])[None]))
     return groups
 
 
