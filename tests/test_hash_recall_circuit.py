@@ -255,3 +255,17 @@ def test_a_hash_with_a_quarter_of_its_state_cut_fails():
     r = spec.check(con, p, eng)
     assert r.rule.startswith("recall >= corrected law") and r.info["corrected_law"] > 0.95
     assert r.recall < r.required_recall and not r.passed
+
+
+def test_a_prediction_that_is_not_a_number_requires_what_no_recall_meets():
+    """A NaN corrected law (e.g. from a broken profile) gives a NaN required recall, and a result holding it FAILS."""
+    from dataclasses import replace
+
+    from verify.specs.hash_recall import _threshold
+
+    _, required, _ = _threshold(float("nan"), 1000, chance=0.01)
+    assert required != required  # NaN
+    spec = SPECS["hash-recall"]
+    p = spec.defaults[0]
+    res = spec.check(spec.build(p), p, make_engine("reference"))
+    assert res.passed and not replace(res, required_recall=required).passed

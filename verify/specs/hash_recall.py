@@ -46,8 +46,9 @@ LAW_MODEL_ERROR = ((0.1, 0.08), (0.3, 0.085), (0.5, 0.065), (0.7, 0.07), (0.8, 0
 
 
 def law_model_error(predicted: float) -> float:
-    """The corrected law's model error at a prediction: its band's entry of ``LAW_MODEL_ERROR``."""
-    return next(error for edge, error in LAW_MODEL_ERROR if predicted < edge)
+    """The corrected law's model error at a prediction: its band's entry of ``LAW_MODEL_ERROR``; inf for a prediction
+    that is not a number (the required recall is then NaN, which no recall meets)."""
+    return next((error for edge, error in LAW_MODEL_ERROR if predicted < edge), math.inf)
 Z_SE = 4  # binomial standard errors below the prediction (one-sided 4 sigma: a false FAIL has probability < 4e-5)
 FILLERS = ("random", "empty")
 COMPOSITIONS = ("parallel", "residual")
